@@ -1,0 +1,31 @@
+"""Framework-free core shared by :mod:`jaxinit` and :mod:`torchinit`.
+
+Private: nothing here imports jax or torch. It holds, once, every formula and
+rule the two packages must agree on: PyTorch's gain table, the fan computation
+for any layout, argument validation with the errors both packages raise, and
+the torch-exact float arithmetic that turns an initializer's arguments into
+the parameters of the distribution it draws from.
+"""
+from _initcore.errors import InitError
+from _initcore.fans import (
+    FLAX_CONV_TRANSPOSE_LAYOUT,
+    FLAX_LAYOUT,
+    TORCH_LAYOUT,
+    Layout,
+    compute_fans,
+    normalize_layout,
+)
+from _initcore.gain import calculate_gain
+from _initcore import spec
+
+__all__ = [
+    "FLAX_CONV_TRANSPOSE_LAYOUT",
+    "FLAX_LAYOUT",
+    "TORCH_LAYOUT",
+    "InitError",
+    "Layout",
+    "calculate_gain",
+    "compute_fans",
+    "normalize_layout",
+    "spec",
+]

@@ -1,0 +1,72 @@
+"""jaxinit: PyTorch's initializers (and the JAX/Flax ones) for JAX and Flax.
+
+Every initializer is a factory returning ``init(key, shape, dtype=jnp.float32)``,
+usable as ``flax.linen.Dense(kernel_init=...)`` or ``flax.nnx.Linear(kernel_init=...)``
+and under ``jax.jit``. The mirror package :mod:`torchinit` has the same names,
+arguments and meanings for PyTorch. This package never imports torch.
+"""
+from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT as FLAX_CONV_TRANSPOSE_LAYOUT
+from _initcore import FLAX_LAYOUT as FLAX_LAYOUT
+from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
+from _initcore import InitError as InitError
+from _initcore import calculate_gain as calculate_gain
+from _initcore import compute_fans as compute_fans
+from jaxinit._src.initializers import Initializer as Initializer
+from jaxinit._src.initializers import constant as constant
+from jaxinit._src.initializers import dirac as dirac
+from jaxinit._src.initializers import eye as eye
+from jaxinit._src.initializers import glorot_normal as glorot_normal
+from jaxinit._src.initializers import glorot_uniform as glorot_uniform
+from jaxinit._src.initializers import he_normal as he_normal
+from jaxinit._src.initializers import he_uniform as he_uniform
+from jaxinit._src.initializers import kaiming_normal as kaiming_normal
+from jaxinit._src.initializers import kaiming_uniform as kaiming_uniform
+from jaxinit._src.initializers import lecun_normal as lecun_normal
+from jaxinit._src.initializers import lecun_uniform as lecun_uniform
+from jaxinit._src.initializers import normal as normal
+from jaxinit._src.initializers import ones as ones
+from jaxinit._src.initializers import orthogonal as orthogonal
+from jaxinit._src.initializers import sparse as sparse
+from jaxinit._src.initializers import svd as svd
+from jaxinit._src.initializers import trunc_normal as trunc_normal
+from jaxinit._src.initializers import truncated_normal as truncated_normal
+from jaxinit._src.initializers import uniform as uniform
+from jaxinit._src.initializers import variance_scaling as variance_scaling
+from jaxinit._src.initializers import xavier_normal as xavier_normal
+from jaxinit._src.initializers import xavier_uniform as xavier_uniform
+from jaxinit._src.initializers import zeros as zeros
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FLAX_CONV_TRANSPOSE_LAYOUT",
+    "FLAX_LAYOUT",
+    "TORCH_LAYOUT",
+    "InitError",
+    "Initializer",
+    "calculate_gain",
+    "compute_fans",
+    "constant",
+    "dirac",
+    "eye",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "kaiming_normal",
+    "kaiming_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "normal",
+    "ones",
+    "orthogonal",
+    "sparse",
+    "svd",
+    "trunc_normal",
+    "truncated_normal",
+    "uniform",
+    "variance_scaling",
+    "xavier_normal",
+    "xavier_uniform",
+    "zeros",
+]

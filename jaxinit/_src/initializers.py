@@ -1,0 +1,481 @@
+"""Weight initializers for JAX/Flax with PyTorch's exact semantics.
+
+Every public factory returns an :class:`Initializer`: a callable
+``init(key, shape, dtype=jnp.float32) -> jax.Array`` usable as
+``flax.linen.Dense(kernel_init=...)``, ``flax.nnx.Linear(kernel_init=...)`` and
+under ``jax.jit``. Fan-based factories take ``in_axis``/``out_axis``/``batch_axis``
+(default: the Flax kernel layout, see ``_initcore.fans``) so that the same fans
+as PyTorch come out for every layer type.
+
+Numerics shared by all factories:
+- bfloat16/float16 are sampled in float32 and cast (JAX sampling directly in
+  bf16 gives about 128 distinct values with clipped tails).
+- Distribution parameters (bounds, stds) are computed in Python with exactly
+  the float operations of ``torch.nn.init``.
+- Truncated normals use PyTorch 2.13's rejection samplers (pytorch#174997), so
+  there are no erfinv outliers for wide bounds (jax#10951).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from _initcore import spec
+from _initcore.errors import InitError
+from _initcore.gain import calculate_gain
+
+Array = jax.Array
+_LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
+
+
+class Initializer:
+    """A configured initializer: ``init(key, shape, dtype=jnp.float32)``.
+
+    Attributes:
+      name: the public factory name (``"kaiming_uniform"``).
+      args: the factory arguments, layout included, for ``repr`` and
+        :meth:`with_layout`.
+    """
+
+    __slots__ = ("name", "args", "_fn")
+
+    def __init__(self, name: str, args: Mapping[str, Any], fn: Callable[..., Array]):
+        self.name = name
+        self.args = dict(args)
+        self._fn = fn
+
+    def __call__(self, key, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        shape = spec.check_shape(shape, self.name)
+        return self._fn(key, shape, jnp.dtype(dtype))
+
+    def with_layout(self, in_axis=None, out_axis=None, batch_axis=None) -> "Initializer":
+        """The same initializer with other layout axes (e.g. ``**TORCH_LAYOUT``)."""
+        if not any(k in self.args for k in _LAYOUT_KEYS):
+            raise InitError(f"{self.name}: takes no layout arguments; it has none to change")
+        new = dict(self.args)
+        for k, v in (("in_axis", in_axis), ("out_axis", out_axis), ("batch_axis", batch_axis)):
+            if v is not None and k in new:
+                new[k] = v
+        return _FACTORIES[self.name](**new)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"jaxinit.{self.name}({inner})"
+
+    def __eq__(self, other):
+        return isinstance(other, Initializer) and (self.name, self.args) == (other.name, other.args)
+
+    def __hash__(self):
+        return hash((self.name, repr(self.args)))
+
+
+# --------------------------------------------------------------------------- dtypes
+def _float_dtype(dtype, who: str):
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise InitError(
+            f"{who}: random initializers need a floating dtype, got {dtype}; "
+            "use float32/float64/bfloat16/float16 (constant/zeros/ones accept integers)."
+        )
+    return dtype
+
+
+def _sample_dtype(dtype):
+    """float32 for 16-bit floats, else the (x64-canonicalised) dtype itself."""
+    if jnp.dtype(dtype).itemsize < 4:
+        return jnp.float32
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+# --------------------------------------------------------------------------- samplers
+def _uniform(key, shape, dtype, low: float, high: float):
+    sd = _sample_dtype(dtype)
+    return jax.random.uniform(key, shape, sd, low, high).astype(dtype)
+
+
+def _normal(key, shape, dtype, mean: float, std: float):
+    sd = _sample_dtype(dtype)
+    x = jax.random.normal(key, shape, sd)
+    return (x * jnp.asarray(std, sd) + jnp.asarray(mean, sd)).astype(dtype)
+
+
+def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float):
+    """PyTorch 2.13's ``trunc_normal_`` algorithm with ``lax.while_loop``.
+
+    If [a, b] holds more than 30% of N(mean, std) mass, draw N(mean, std) and
+    redraw entries outside [a, b]; otherwise propose U[a, b) and accept with
+    probability pdf(x) / pdf(mode). Both are exact rejection samplers: every
+    value lies in [a, b] and there are no erfinv outliers.
+    """
+    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    if warn:
+        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=4)
+    sd = _sample_dtype(dtype)
+    lo, hi = jnp.asarray(a, sd), jnp.asarray(b, sd)
+    m, s = jnp.asarray(mean, sd), jnp.asarray(std, sd)
+
+    if method == "normal":
+        def draw(k):
+            return jax.random.normal(k, shape, sd) * s + m
+
+        def rejected(x):
+            return (x < lo) | (x > hi)
+
+        key, sub = jax.random.split(key)
+        x0 = draw(sub)
+
+        def body(state):
+            x, k = state
+            k, sub = jax.random.split(k)
+            return jnp.where(rejected(x), draw(sub), x), k
+
+        x, _ = jax.lax.while_loop(lambda st: jnp.any(rejected(st[0])), body, (x0, key))
+    else:
+        def log_ratio(c):
+            return -0.5 * ((c - m) / s) ** 2 - jnp.asarray(log_peak, sd)
+
+        def propose(k):
+            k1, k2 = jax.random.split(k)
+            c = jax.random.uniform(k1, shape, sd, lo, hi)
+            return c, jnp.log(jax.random.uniform(k2, shape, sd)) > log_ratio(c)
+
+        key, sub = jax.random.split(key)
+        x0, pending0 = propose(sub)
+
+        def body(state):
+            x, pending, k = state
+            k, sub = jax.random.split(k)
+            c, rej = propose(sub)
+            return jnp.where(pending, c, x), jnp.where(pending, rej, pending), k
+
+        x, _, _ = jax.lax.while_loop(lambda st: jnp.any(st[1]), body, (x0, pending0, key))
+    return x.astype(dtype)
+
+
+def _haar(key, n_rows: int, n_cols: int, sd):
+    """PyTorch's orthogonal_ construction on an (n_rows >= n_cols) matrix."""
+    flat = jax.random.normal(key, (n_rows, n_cols), sd)
+    q, r = jnp.linalg.qr(flat)
+    return q * jnp.sign(jnp.diagonal(r))
+
+
+def _svd_matrix(key, shape, dtype, singular_values, out_axis: int, who: str):
+    spec.check_orthogonal(shape, who)
+    if math.prod(shape) == 0:
+        return jnp.zeros(shape, dtype)
+    oax = out_axis
+    rows, cols = spec.matrix_dims(shape, oax)
+    values = spec.svd_values(singular_values, rows, cols, who)
+    sd = _sample_dtype(dtype)
+    transposed = rows < cols
+    big, small = (cols, rows) if transposed else (rows, cols)
+    if isinstance(values, float):
+        q = _haar(key, big, small, sd) * jnp.asarray(values, sd)
+    else:
+        k_u, k_v = jax.random.split(key)
+        u = _haar(k_u, big, small, sd)
+        v = _haar(k_v, small, small, sd)
+        hi = jax.lax.Precision.HIGHEST
+        s = jnp.asarray(values, sd)
+        q = jnp.matmul(jnp.matmul(u, v, precision=hi) * s, v.T, precision=hi)
+    if transposed:
+        q = q.T
+    rest = tuple(d for i, d in enumerate(shape) if i != oax)
+    return jnp.moveaxis(q.reshape((rows,) + rest), 0, oax).astype(dtype)
+
+
+def _single_axis(value, name, ndim, who) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
+    if not -ndim <= value < ndim:
+        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D shape")
+    return value % ndim
+
+
+# --------------------------------------------------------------------------- factories
+def _layout(in_axis, out_axis, batch_axis):
+    return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
+
+
+def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
+    """U[a, b), as ``torch.nn.init.uniform_``.
+
+    Differs from ``jax.nn.initializers.uniform(scale)``, which samples [0, scale).
+
+    >>> w = uniform(-0.1, 0.1)(jax.random.key(0), (3, 4))
+    """
+    spec.check_uniform(a, b)
+
+    def fn(key, shape, dtype):
+        return _uniform(key, shape, _float_dtype(dtype, "uniform"), a, b)
+
+    return Initializer("uniform", {"a": a, "b": b}, fn)
+
+
+def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
+    """N(mean, std^2), as ``torch.nn.init.normal_`` (JAX's ``normal`` has stddev 1e-2 by default)."""
+    spec.check_normal(mean, std)
+
+    def fn(key, shape, dtype):
+        return _normal(key, shape, _float_dtype(dtype, "normal"), mean, std)
+
+    return Initializer("normal", {"mean": mean, "std": std}, fn)
+
+
+def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
+    """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b], as ``torch.nn.init.trunc_normal_``.
+
+    With ``std=0.02`` and the default bounds the distribution is, as in
+    PyTorch, effectively untruncated. ``jax.nn.initializers.truncated_normal``
+    takes bounds in std units instead: see :func:`truncated_normal`.
+    """
+    spec.check_trunc_normal(mean, std, a, b)
+
+    def fn(key, shape, dtype):
+        return _trunc_normal(key, shape, _float_dtype(dtype, "trunc_normal"), mean, std, a, b)
+
+    return Initializer("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, fn)
+
+
+def constant(val) -> Initializer:
+    """Fill with ``val`` (any dtype, integers included), as ``torch.nn.init.constant_``."""
+    spec.check_constant(val)
+    return Initializer("constant", {"val": val}, lambda key, shape, dtype: jnp.full(shape, val, dtype))
+
+
+def zeros() -> Initializer:
+    """Fill with 0, as ``torch.nn.init.zeros_``."""
+    return Initializer("zeros", {}, lambda key, shape, dtype: jnp.zeros(shape, dtype))
+
+
+def ones() -> Initializer:
+    """Fill with 1, as ``torch.nn.init.ones_``."""
+    return Initializer("ones", {}, lambda key, shape, dtype: jnp.ones(shape, dtype))
+
+
+def eye() -> Initializer:
+    """The 2-D identity (rectangular allowed), as ``torch.nn.init.eye_``.
+
+    ``eye`` of the Flax (in, out) kernel is the transpose of PyTorch's
+    (out, in) identity, so the layer computes the same map.
+    """
+
+    def fn(key, shape, dtype):
+        spec.check_eye(shape)
+        return jnp.eye(shape[0], shape[1], dtype=dtype)
+
+    return Initializer("eye", {}, fn)
+
+
+def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1) -> Initializer:
+    """Identity-preserving conv kernel, as ``torch.nn.init.dirac_``: a 1 at the
+    spatial centre ``k // 2`` (JAX's ``delta_orthogonal`` uses ``(k-1)//2``)
+    for each in-group channel pair. Flax conv layout (*k, in/groups, out) by default.
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
+    layout = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": ()}
+
+    def fn(key, shape, dtype):
+        index = spec.dirac_plan(shape, groups, layout)
+        out = np.zeros(shape, dtype=np.float64)
+        for idx in index:
+            out[idx] = 1
+        return jnp.asarray(out, dtype)
+
+    return Initializer("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, fn)
+
+
+def _fan_family(name, args, params_fn, kind):
+    """Build a fan-based initializer drawing U(-p, p) or N(0, p^2)."""
+    layout = _layout(args["in_axis"], args["out_axis"], args["batch_axis"])
+
+    def fn(key, shape, dtype):
+        dtype = _float_dtype(dtype, name)
+        if name.startswith("kaiming") and 0 in shape:
+            warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
+            return jnp.zeros(shape, dtype)
+        p = params_fn(shape, layout)
+        if kind == "uniform":
+            return _uniform(key, shape, dtype, -p, p)
+        return _normal(key, shape, dtype, 0.0, p)
+
+    return Initializer(name, args, fn)
+
+
+def xavier_uniform(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), as ``torch.nn.init.xavier_uniform_``.
+    Equal in distribution to ``jax.nn.initializers.glorot_uniform`` when gain=1."""
+    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis)}
+    return _fan_family("xavier_uniform", args, lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform"), "uniform")
+
+
+def xavier_normal(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)): a PLAIN normal, as
+    ``torch.nn.init.xavier_normal_``. ``glorot_normal`` in JAX is truncated."""
+    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis)}
+    return _fan_family("xavier_normal", args, lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal"), "normal")
+
+
+def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                    in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """U(-b, b), b = gain * sqrt(3 / fan_mode), as ``torch.nn.init.kaiming_uniform_``.
+
+    ``kaiming_uniform(a=math.sqrt(5))`` is PyTorch's Linear/Conv default
+    (U(+-1/sqrt(fan_in))). A zero-element shape warns and returns zeros, as PyTorch.
+    """
+    spec.check_mode(mode, "kaiming_uniform")
+    calculate_gain(nonlinearity, a)
+    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity, **_layout(in_axis, out_axis, batch_axis)}
+    return _fan_family("kaiming_uniform", args,
+                       lambda s, l: spec.kaiming_uniform_bound(s, a, mode, nonlinearity, l, "kaiming_uniform"), "uniform")
+
+
+def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                   in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """N(0, std^2), std = gain / sqrt(fan_mode): a PLAIN normal, as
+    ``torch.nn.init.kaiming_normal_``. ``he_normal`` in JAX is truncated."""
+    spec.check_mode(mode, "kaiming_normal")
+    calculate_gain(nonlinearity, a)
+    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity, **_layout(in_axis, out_axis, batch_axis)}
+    return _fan_family("kaiming_normal", args,
+                       lambda s, l: spec.kaiming_std(s, a, mode, nonlinearity, l, "kaiming_normal"), "normal")
+
+
+def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
+    """A random matrix with the singular values you set (Saxe et al. 2014).
+
+    The kernel is viewed as PyTorch views it for ``orthogonal_``: rows = the
+    ``out_axis`` size, cols = the product of the other axes. ``singular_values``
+    is either a number ``g`` (every singular value is ``g``: this is exactly
+    :func:`orthogonal` with ``gain=g``, same draw) or a sequence of
+    ``min(rows, cols)`` non-negative values: ``W = U diag(s) V^T`` with ``U``
+    and ``V`` independent Haar-random partial isometries (QR of a Gaussian
+    with the sign fix of Mezzadri 2007, as PyTorch). Computed in float32 (or
+    float64) and cast.
+    """
+    spec.check_singular_values(singular_values)
+
+    def fn(key, shape, dtype):
+        dtype = _float_dtype(dtype, "svd")
+        spec.check_orthogonal(shape, "svd")
+        oax = _single_axis(out_axis, "out_axis", len(shape), "svd")
+        return _svd_matrix(key, shape, dtype, singular_values, oax, "svd")
+
+    return Initializer("svd", {"singular_values": singular_values, "out_axis": out_axis}, fn)
+
+
+def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
+    """A (semi-)orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
+
+    Rows = the ``out_axis`` size (PyTorch's dim 0), cols = the rest. Computed in
+    float32 and cast for 16-bit dtypes (PyTorch's fails there on CPU). JAX's
+    ``orthogonal(scale, column_axis=-1)`` gives the same distribution.
+    """
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)):
+        raise InitError(f"orthogonal: `gain` must be a real number, got {gain!r}")
+    inner = svd(float(gain), out_axis=out_axis)
+    return Initializer("orthogonal", {"gain": gain, "out_axis": out_axis}, inner._fn)
+
+
+def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
+    """N(0, std^2) with ``ceil(sparsity * rows)`` zeros in every column, as
+    ``torch.nn.init.sparse_`` (Martens 2010). PyTorch's rows are the outputs:
+    with the Flax (in, out) layout each input's outgoing weights get the zeros.
+    """
+    spec.check_sparse((1, 1), sparsity, std)
+
+    def fn(key, shape, dtype):
+        dtype = _float_dtype(dtype, "sparse")
+        spec.check_sparse(shape, sparsity, std)
+        oax = _single_axis(out_axis, "out_axis", 2, "sparse")
+        rows, cols = shape[oax], shape[1 - oax]
+        num_zeros = spec.check_sparse((rows, cols), sparsity, std)
+        k_val, k_zero = jax.random.split(key)
+        w = _normal(k_val, (rows, cols), dtype, 0.0, std)
+        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_zero, (cols, rows)), axis=1), axis=1)
+        w = jnp.where(ranks.T < num_zeros, jnp.zeros((), dtype), w)
+        return w if oax == 0 else w.T
+
+    return Initializer("sparse", {"sparsity": sparsity, "std": std, "out_axis": out_axis}, fn)
+
+
+# --------------------------------------------------------------------------- JAX/Flax names
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out_axis=-1,
+                     batch_axis=()) -> Initializer:
+    """JAX's ``variance_scaling``: var = scale / n, n = fan_in, fan_out, fan_avg or fan_geo_avg.
+
+    'uniform' is U[-1, 1) * sqrt(3 var) and 'normal' is N(0, 1) * sqrt(var),
+    bit-identical to ``jax.nn.initializers.variance_scaling`` in float32;
+    'truncated_normal' is N(0, 1) cut at +-2 std, scaled by sqrt(var)/0.8796,
+    equal in distribution to JAX's but drawn by rejection (no erfinv
+    outliers). PyTorch equivalents: kaiming_uniform_ = (gain^2, mode, 'uniform'),
+    kaiming_normal_ = (gain^2, mode, 'normal'), xavier_normal_ = (gain^2,
+    'fan_avg', 'normal'): PyTorch's normals are NOT truncated.
+    """
+    spec.check_vs(scale, mode, distribution)
+    layout = _layout(in_axis, out_axis, batch_axis)
+
+    def fn(key, shape, dtype):
+        dtype = _float_dtype(dtype, "variance_scaling")
+        kind, p = spec.variance_scaling_params(shape, scale, mode, distribution, layout, "variance_scaling")
+        sd = _sample_dtype(dtype)
+        if kind == "uniform":
+            return (jax.random.uniform(key, shape, sd, -1) * jnp.asarray(p, sd)).astype(dtype)
+        if kind == "normal":
+            return (jax.random.normal(key, shape, sd) * jnp.asarray(p, sd)).astype(dtype)
+        return _trunc_normal(key, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p)
+
+    args = {"scale": scale, "mode": mode, "distribution": distribution, **layout}
+    return Initializer("variance_scaling", args, fn)
+
+
+def _vs_preset(name, scale, mode, distribution, doc):
+    def factory(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+        inner = variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
+        return Initializer(name, _layout(in_axis, out_axis, batch_axis), inner._fn)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
+
+
+glorot_uniform = _vs_preset("glorot_uniform", 1.0, "fan_avg", "uniform",
+    "JAX's glorot_uniform: same distribution as PyTorch's xavier_uniform_ (gain 1).")
+glorot_normal = _vs_preset("glorot_normal", 1.0, "fan_avg", "truncated_normal",
+    "JAX's glorot_normal: TRUNCATED normal (+-2 std, variance kept); PyTorch's xavier_normal_ is a plain normal.")
+lecun_uniform = _vs_preset("lecun_uniform", 1.0, "fan_in", "uniform",
+    "JAX's lecun_uniform: U(+-sqrt(3/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='linear').")
+lecun_normal = _vs_preset("lecun_normal", 1.0, "fan_in", "truncated_normal",
+    "JAX's lecun_normal (Flax's default kernel init): TRUNCATED normal, var 1/fan_in; "
+    "PyTorch's kaiming_normal_(nonlinearity='linear') is the plain-normal version.")
+he_uniform = _vs_preset("he_uniform", 2.0, "fan_in", "uniform",
+    "JAX's he_uniform: U(+-sqrt(6/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='relu').")
+he_normal = _vs_preset("he_normal", 2.0, "fan_in", "truncated_normal",
+    "JAX's he_normal: TRUNCATED normal, var 2/fan_in; PyTorch's kaiming_normal_(nonlinearity='relu') is a plain normal.")
+
+
+def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
+    """JAX's ``truncated_normal``: N(0, stddev^2) cut at ``lower``/``upper`` IN STD
+    UNITS (PyTorch's :func:`trunc_normal` takes absolute bounds). No variance
+    correction, as JAX. Drawn by rejection, so no erfinv outliers (jax#10951)."""
+    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
+
+    def fn(key, shape, dtype):
+        dtype = _float_dtype(dtype, "truncated_normal")
+        return _trunc_normal(key, shape, dtype, 0.0, stddev, lower * stddev, upper * stddev)
+
+    return Initializer("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, fn)
+
+
+_FACTORIES = {
+    f.__name__: f
+    for f in (uniform, normal, trunc_normal, constant, zeros, ones, eye, dirac, xavier_uniform,
+              xavier_normal, kaiming_uniform, kaiming_normal, orthogonal, sparse, svd,
+              variance_scaling, glorot_uniform, glorot_normal, lecun_uniform, lecun_normal,
+              he_uniform, he_normal, truncated_normal)
+}
