@@ -1,0 +1,552 @@
+"""Weight initializers for PyTorch: the mirror of :mod:`jaxinit`.
+
+Two forms of every initializer:
+
+- In-place drop-ins ``name_(tensor, ..., generator=None)`` on PyTorch-layout
+  tensors (``TORCH_LAYOUT``: in_axis=1, out_axis=0). Under the same
+  ``torch.manual_seed`` they give bitwise the tensors ``torch.nn.init``
+  gives; the extras (``svd_``, the JAX/Flax names) follow the same style.
+- Factories ``name(...)`` with the same names, arguments and meanings as
+  jaxinit, returning ``init(key, shape, dtype=torch.float32, device=None)``;
+  ``key`` is an int seed or a ``torch.Generator``. Like jaxinit they default
+  to the FLAX kernel layout (in_axis=-2, out_axis=-1) and sample 16-bit
+  dtypes in float32 before casting.
+
+This package never imports jax.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from _initcore import spec
+from _initcore.errors import InitError
+from _initcore.gain import calculate_gain
+
+Tensor = torch.Tensor
+_LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
+
+
+# --------------------------------------------------------------------------- helpers
+def _float_tensor(tensor, who: str) -> Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise InitError(f"{who}: `tensor` must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.dtype.is_floating_point:
+        raise InitError(
+            f"{who}: random initializers need a floating tensor, got {tensor.dtype}; "
+            "use float32/float64/bfloat16/float16 (constant_/zeros_/ones_ accept integers)."
+        )
+    return tensor
+
+
+def _any_tensor(tensor, who: str) -> Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise InitError(f"{who}: `tensor` must be a torch.Tensor, got {type(tensor).__name__}")
+    return tensor
+
+
+def _single_axis(value, name: str, ndim: int, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
+    if not -ndim <= value < ndim:
+        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D tensor")
+    return value % ndim
+
+
+def _layout(in_axis, out_axis, batch_axis):
+    return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
+
+
+# --------------------------------------------------------------------------- in-place
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """U[a, b) in place; bitwise ``torch.nn.init.uniform_``."""
+    spec.check_uniform(a, b, "uniform_")
+    _float_tensor(tensor, "uniform_")
+    with torch.no_grad():
+        return tensor.uniform_(a, b, generator=generator)
+
+
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+    """N(mean, std^2) in place; bitwise ``torch.nn.init.normal_``."""
+    spec.check_normal(mean, std, "normal_")
+    _float_tensor(tensor, "normal_")
+    with torch.no_grad():
+        return tensor.normal_(mean, std, generator=generator)
+
+
+def _trunc_normal_impl(tensor, mean, std, a, b, generator, stacklevel=3):
+    """PyTorch 2.13's two rejection samplers, op for op (pytorch#174997)."""
+    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    if warn:
+        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        if method == "normal":
+            lo = tensor.new_tensor(a, device="cpu").item()
+            hi = tensor.new_tensor(b, device="cpu").item()
+            result = tensor.normal_(mean, std, generator=generator)
+            while True:
+                mask = (result < lo) | (result > hi)
+                if not mask.any():
+                    break
+                result = torch.where(mask, torch.empty_like(result).normal_(mean, std, generator=generator), result)
+            if tensor is not result:
+                tensor.copy_(result)
+            return tensor
+        candidates = torch.empty_like(tensor)
+        accept_buf = torch.empty_like(tensor)
+        tensor.uniform_(a, b, generator=generator)
+        candidates.copy_(tensor)
+        candidates.sub_(mean).div_(std).pow_(2).mul_(-0.5).sub_(log_peak)
+        pending = accept_buf.uniform_(generator=generator).log_().gt(candidates)
+        if pending.any():
+            result = tensor
+            while True:
+                candidates.uniform_(a, b, generator=generator)
+                result = torch.where(pending, candidates, result)
+                candidates.sub_(mean).div_(std).pow_(2).mul_(-0.5).sub_(log_peak)
+                pending = torch.where(pending, accept_buf.uniform_(generator=generator).log_().gt(candidates), pending)
+                if not pending.any():
+                    break
+            tensor.copy_(result)
+        return tensor
+
+
+def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b] in place; bitwise
+    ``torch.nn.init.trunc_normal_`` (2.13's rejection sampling)."""
+    spec.check_trunc_normal(mean, std, a, b, "trunc_normal_")
+    _float_tensor(tensor, "trunc_normal_")
+    return _trunc_normal_impl(tensor, mean, std, a, b, generator)
+
+
+def constant_(tensor: Tensor, val) -> Tensor:
+    """Fill with ``val``; as ``torch.nn.init.constant_``."""
+    spec.check_constant(val, "constant_")
+    _any_tensor(tensor, "constant_")
+    with torch.no_grad():
+        return tensor.fill_(val)
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    """Fill with 0; as ``torch.nn.init.zeros_``."""
+    _any_tensor(tensor, "zeros_")
+    with torch.no_grad():
+        return tensor.zero_()
+
+
+def ones_(tensor: Tensor) -> Tensor:
+    """Fill with 1; as ``torch.nn.init.ones_``."""
+    _any_tensor(tensor, "ones_")
+    with torch.no_grad():
+        return tensor.fill_(1.0)
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    """The 2-D identity; as ``torch.nn.init.eye_``."""
+    _any_tensor(tensor, "eye_")
+    spec.check_eye(tuple(tensor.shape), "eye_")
+    with torch.no_grad():
+        torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
+    return tensor
+
+
+def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0) -> Tensor:
+    """Identity-preserving conv kernel (1 at the spatial centre ``k // 2``); as
+    ``torch.nn.init.dirac_``. ``in_axis``/``out_axis`` name the channel axes."""
+    _any_tensor(tensor, "dirac_")
+    index = spec.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
+    if tensor.is_meta:
+        return tensor
+    with torch.no_grad():
+        tensor.zero_()
+        for idx in index:
+            tensor[idx] = 1
+    return tensor
+
+
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
+                    in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
+    _float_tensor(tensor, "xavier_uniform_")
+    bound = spec.xavier_uniform_bound(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_uniform_")
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound, generator=generator)
+
+
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
+                   in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
+    ``torch.nn.init.xavier_normal_``."""
+    _float_tensor(tensor, "xavier_normal_")
+    std = spec.xavier_std(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_normal_")
+    with torch.no_grad():
+        return tensor.normal_(0.0, std, generator=generator)
+
+
+def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who):
+    spec.check_mode(mode, who)
+    calculate_gain(nonlinearity, a)
+    _float_tensor(tensor, who)
+    if 0 in tensor.shape:
+        warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
+        return tensor
+    std = spec.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
+    with torch.no_grad():
+        if kind == "uniform":
+            bound = math.sqrt(3.0) * std
+            return tensor.uniform_(-bound, bound, generator=generator)
+        return tensor.normal_(0, std, generator=generator)
+
+
+def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                     generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    """U(-b, b), b = gain * sqrt(3 / fan_mode); bitwise ``torch.nn.init.kaiming_uniform_``."""
+    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "uniform", "kaiming_uniform_")
+
+
+def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
+                    generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    """N(0, std^2), std = gain / sqrt(fan_mode), plain normal; bitwise ``torch.nn.init.kaiming_normal_``."""
+    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "normal", "kaiming_normal_")
+
+
+def _haar(rows: int, cols: int, like: Tensor, generator) -> Tensor:
+    """PyTorch's orthogonal_ construction on a (rows, cols) matrix (any aspect)."""
+    flattened = like.new_empty((rows, cols)).normal_(0, 1, generator=generator)
+    if rows < cols:
+        flattened.t_()
+    q, r = torch.linalg.qr(flattened)
+    q *= torch.diag(r, 0).sign()
+    return q  # (max, min): transposed back by the caller
+
+
+def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None = None, *, out_axis=0) -> Tensor:
+    """A random matrix with the given singular values (Saxe et al. 2014), in place.
+
+    rows = ``tensor.size(out_axis)``, cols = the rest, as ``orthogonal_``. A
+    number ``g`` gives every singular value ``g``: bitwise
+    ``torch.nn.init.orthogonal_(tensor, gain=g)``. A sequence of
+    ``min(rows, cols)`` values gives ``U diag(s) V^T`` with independent
+    Haar-random ``U``, ``V``. 16-bit tensors are computed in float32 and cast
+    (``torch.nn.init.orthogonal_`` fails there on CPU).
+    """
+    _float_tensor(tensor, "svd_")
+    spec.check_singular_values(singular_values, "svd_")
+    shape = tuple(tensor.shape)
+    spec.check_orthogonal(shape, "svd_")
+    oax = _single_axis(out_axis, "out_axis", len(shape), "svd_")
+    if tensor.numel() == 0 or tensor.is_meta:
+        return tensor
+    rows, cols = spec.matrix_dims(shape, oax)
+    values = spec.svd_values(singular_values, rows, cols, "svd_")
+    work = tensor if tensor.dtype.itemsize >= 4 else torch.empty(0, dtype=torch.float32, device=tensor.device)
+    if isinstance(values, float):
+        q = _haar(rows, cols, work, generator)
+        q.mul_(values)  # orthogonal_ multiplies after the copy: the same float op for float32/64
+    else:
+        u = _haar(rows, cols, work, generator)
+        k = min(rows, cols)
+        v = _haar(k, k, work, generator)
+        s = torch.tensor(values, dtype=u.dtype, device=u.device)
+        q = ((u @ v) * s) @ v.T
+    if rows < cols:
+        q.t_()
+    rest = tuple(d for i, d in enumerate(shape) if i != oax)
+    q = q.reshape((rows,) + rest).movedim(0, oax)
+    with torch.no_grad():
+        tensor.copy_(q)
+    return tensor
+
+
+def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | None = None, *, out_axis=0) -> Tensor:
+    """A (semi-)orthogonal matrix times ``gain``; bitwise ``torch.nn.init.orthogonal_``
+    (and works for 16-bit tensors by computing in float32)."""
+    if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
+        raise InitError(f"orthogonal_: `gain` must be a real number, got {gain!r}")
+    _float_tensor(tensor, "orthogonal_")
+    spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
+    return svd_(tensor, gain, generator, out_axis=out_axis)
+
+
+def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch.Generator | None = None, *,
+            out_axis=0) -> Tensor:
+    """N(0, std^2) with ``ceil(sparsity * rows)`` zeros per column; as
+    ``torch.nn.init.sparse_``, bitwise under the same ``torch.manual_seed``.
+
+    Differences, on purpose: ``generator`` also drives the zero pattern
+    (PyTorch draws it from the global RNG whatever ``generator`` is), and a
+    ``sparsity`` outside [0, 1] is an error, not silently clamped.
+    """
+    _float_tensor(tensor, "sparse_")
+    shape = tuple(tensor.shape)
+    spec.check_sparse(shape, sparsity, std, "sparse_")
+    oax = _single_axis(out_axis, "out_axis", 2, "sparse_")
+    if tensor.is_meta:
+        return tensor
+    view = tensor if oax == 0 else tensor.t()
+    rows, cols = view.shape
+    num_zeros = spec.check_sparse((rows, cols), sparsity, std, "sparse_")
+    with torch.no_grad():
+        view.normal_(0, std, generator=generator)
+        for col_idx in range(cols):
+            row_indices = torch.randperm(rows, generator=generator) if generator is not None else torch.randperm(rows)
+            view[row_indices[:num_zeros], col_idx] = 0
+    return tensor
+
+
+def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str,
+                      generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    """JAX's ``variance_scaling`` in place on a torch-layout tensor (see
+    :func:`jaxinit.variance_scaling`): 'uniform' U(+-sqrt(3 var)), 'normal'
+    N(0, var), 'truncated_normal' cut at +-2 std with the 0.8796 correction."""
+    _float_tensor(tensor, "variance_scaling_")
+    kind, p = spec.variance_scaling_params(tuple(tensor.shape), scale, mode, distribution,
+                                           _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
+    with torch.no_grad():
+        if kind == "uniform":
+            return tensor.uniform_(-p, p, generator=generator)
+        if kind == "normal":
+            return tensor.normal_(0.0, p, generator=generator)
+    return _trunc_normal_impl(tensor, 0.0, p, -2.0 * p, 2.0 * p, generator)
+
+
+def _vs_preset_(name, scale, mode, distribution, doc):
+    def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+        return variance_scaling_(tensor, scale, mode, distribution, generator,
+                                 in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
+
+    inplace.__name__ = inplace.__qualname__ = name + "_"
+    inplace.__doc__ = doc
+    return inplace
+
+
+glorot_uniform_ = _vs_preset_("glorot_uniform", 1.0, "fan_avg", "uniform", "JAX's glorot_uniform in place (= xavier_uniform_ in distribution).")
+glorot_normal_ = _vs_preset_("glorot_normal", 1.0, "fan_avg", "truncated_normal", "JAX's glorot_normal in place: TRUNCATED, unlike xavier_normal_.")
+lecun_uniform_ = _vs_preset_("lecun_uniform", 1.0, "fan_in", "uniform", "JAX's lecun_uniform in place.")
+lecun_normal_ = _vs_preset_("lecun_normal", 1.0, "fan_in", "truncated_normal", "JAX's lecun_normal (Flax's default kernel init) in place: TRUNCATED.")
+he_uniform_ = _vs_preset_("he_uniform", 2.0, "fan_in", "uniform", "JAX's he_uniform in place (= kaiming_uniform_(nonlinearity='relu') in distribution).")
+he_normal_ = _vs_preset_("he_normal", 2.0, "fan_in", "truncated_normal", "JAX's he_normal in place: TRUNCATED, unlike kaiming_normal_.")
+
+
+def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """JAX's ``truncated_normal`` in place: bounds in STD units (``trunc_normal_`` takes absolute ones)."""
+    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
+    _float_tensor(tensor, "truncated_normal_")
+    return _trunc_normal_impl(tensor, 0.0, stddev, lower * stddev, upper * stddev, generator)
+
+
+# --------------------------------------------------------------------------- factories
+class Initializer:
+    """A configured initializer: ``init(key, shape, dtype=torch.float32, device=None)``.
+
+    ``key`` is an int seed (a fresh ``torch.Generator`` seeded with it on
+    ``device``) or a ``torch.Generator``. 16-bit dtypes are sampled in float32
+    and cast, as in jaxinit.
+    """
+
+    __slots__ = ("name", "args", "_inplace")
+
+    def __init__(self, name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor]):
+        self.name = name
+        self.args = dict(args)
+        self._inplace = inplace
+
+    def __call__(self, key, shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        shape = spec.check_shape(shape, self.name)
+        if not isinstance(dtype, torch.dtype):
+            raise InitError(f"{self.name}: `dtype` must be a torch.dtype, got {dtype!r}")
+        generator = _generator(key, device, self.name)
+        work = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else dtype
+        tensor = torch.empty(shape, dtype=work, device=device)
+        return self._inplace(tensor, generator).to(dtype)
+
+    def with_layout(self, in_axis=None, out_axis=None, batch_axis=None) -> "Initializer":
+        """The same initializer with other layout axes (e.g. ``**TORCH_LAYOUT``)."""
+        if not any(k in self.args for k in _LAYOUT_KEYS):
+            raise InitError(f"{self.name}: takes no layout arguments; it has none to change")
+        new = dict(self.args)
+        for k, v in (("in_axis", in_axis), ("out_axis", out_axis), ("batch_axis", batch_axis)):
+            if v is not None and k in new:
+                new[k] = v
+        return _FACTORIES[self.name](**new)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"torchinit.{self.name}({inner})"
+
+    def __eq__(self, other):
+        return isinstance(other, Initializer) and (self.name, self.args) == (other.name, other.args)
+
+    def __hash__(self):
+        return hash((self.name, repr(self.args)))
+
+
+def _generator(key, device, who: str) -> torch.Generator:
+    if isinstance(key, torch.Generator):
+        return key
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return torch.Generator(device=device if device is not None else "cpu").manual_seed(int(key))
+    raise InitError(
+        f"{who}: `key` must be an int seed or a torch.Generator, got {type(key).__name__}; "
+        "e.g. init(0, shape) or init(torch.Generator().manual_seed(0), shape)."
+    )
+
+
+_DETERMINISTIC = (constant_, zeros_, ones_, eye_, dirac_)
+
+
+def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], **fixed) -> Initializer:
+    """Factory plumbing: bind ``fixed`` (the factory's arguments) to an in-place function."""
+    if inplace in _DETERMINISTIC:
+        return Initializer(name, args, lambda t, g: inplace(t, **fixed))
+    return Initializer(name, args, lambda t, g: inplace(t, generator=g, **fixed))
+
+
+def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
+    """U[a, b) (see :func:`jaxinit.uniform`)."""
+    spec.check_uniform(a, b)
+    return _make("uniform", {"a": a, "b": b}, uniform_, a=a, b=b)
+
+
+def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
+    """N(mean, std^2) (see :func:`jaxinit.normal`)."""
+    spec.check_normal(mean, std)
+    return _make("normal", {"mean": mean, "std": std}, normal_, mean=mean, std=std)
+
+
+def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
+    """N(mean, std^2) truncated to the absolute bounds [a, b] (see :func:`jaxinit.trunc_normal`)."""
+    spec.check_trunc_normal(mean, std, a, b)
+    return _make("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, trunc_normal_, mean=mean, std=std, a=a, b=b)
+
+
+def constant(val) -> Initializer:
+    """Fill with ``val`` (see :func:`jaxinit.constant`)."""
+    spec.check_constant(val)
+    return _make("constant", {"val": val}, constant_, val=val)
+
+
+def zeros() -> Initializer:
+    """Fill with 0."""
+    return _make("zeros", {}, zeros_)
+
+
+def ones() -> Initializer:
+    """Fill with 1."""
+    return _make("ones", {}, ones_)
+
+
+def eye() -> Initializer:
+    """The 2-D identity."""
+    return _make("eye", {}, eye_)
+
+
+def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1) -> Initializer:
+    """Identity conv kernel, Flax conv layout (*k, in/groups, out) by default (see :func:`jaxinit.dirac`)."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
+    return _make("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, dirac_,
+                 groups=groups, in_axis=in_axis, out_axis=out_axis)
+
+
+def xavier_uniform(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.xavier_uniform` (Flax layout by default)."""
+    lay = _layout(in_axis, out_axis, batch_axis)
+    return _make("xavier_uniform", {"gain": gain, **lay}, xavier_uniform_, gain=gain, **lay)
+
+
+def xavier_normal(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.xavier_normal` (Flax layout by default)."""
+    lay = _layout(in_axis, out_axis, batch_axis)
+    return _make("xavier_normal", {"gain": gain, **lay}, xavier_normal_, gain=gain, **lay)
+
+
+def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                    in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.kaiming_uniform` (Flax layout by default)."""
+    spec.check_mode(mode, "kaiming_uniform")
+    calculate_gain(nonlinearity, a)
+    lay = _layout(in_axis, out_axis, batch_axis)
+    return _make("kaiming_uniform", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_uniform_,
+                 a=a, mode=mode, nonlinearity=nonlinearity, **lay)
+
+
+def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
+                   in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.kaiming_normal` (Flax layout by default)."""
+    spec.check_mode(mode, "kaiming_normal")
+    calculate_gain(nonlinearity, a)
+    lay = _layout(in_axis, out_axis, batch_axis)
+    return _make("kaiming_normal", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_normal_,
+                 a=a, mode=mode, nonlinearity=nonlinearity, **lay)
+
+
+def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
+    """See :func:`jaxinit.svd` (out axis last by default, as Flax)."""
+    spec.check_singular_values(singular_values)
+    return _make("svd", {"singular_values": singular_values, "out_axis": out_axis}, svd_,
+                 singular_values=singular_values, out_axis=out_axis)
+
+
+def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
+    """See :func:`jaxinit.orthogonal` (out axis last by default, as Flax)."""
+    if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
+        raise InitError(f"orthogonal: `gain` must be a real number, got {gain!r}")
+    return _make("orthogonal", {"gain": gain, "out_axis": out_axis}, orthogonal_, gain=gain, out_axis=out_axis)
+
+
+def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
+    """See :func:`jaxinit.sparse` (out axis last by default, as Flax)."""
+    spec.check_sparse((1, 1), sparsity, std)
+    return _make("sparse", {"sparsity": sparsity, "std": std, "out_axis": out_axis}, sparse_,
+                 sparsity=sparsity, std=std, out_axis=out_axis)
+
+
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.variance_scaling` (Flax layout by default)."""
+    spec.check_vs(scale, mode, distribution)
+    lay = _layout(in_axis, out_axis, batch_axis)
+    return _make("variance_scaling", {"scale": scale, "mode": mode, "distribution": distribution, **lay},
+                 variance_scaling_, scale=scale, mode=mode, distribution=distribution, **lay)
+
+
+def _vs_preset(name, inplace):
+    def factory(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+        lay = _layout(in_axis, out_axis, batch_axis)
+        return _make(name, lay, inplace, **lay)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"See :func:`jaxinit.{name}` (Flax layout by default). " + (inplace.__doc__ or "")
+    return factory
+
+
+glorot_uniform = _vs_preset("glorot_uniform", glorot_uniform_)
+glorot_normal = _vs_preset("glorot_normal", glorot_normal_)
+lecun_uniform = _vs_preset("lecun_uniform", lecun_uniform_)
+lecun_normal = _vs_preset("lecun_normal", lecun_normal_)
+he_uniform = _vs_preset("he_uniform", he_uniform_)
+he_normal = _vs_preset("he_normal", he_normal_)
+
+
+def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
+    """See :func:`jaxinit.truncated_normal` (bounds in std units)."""
+    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
+    return _make("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, truncated_normal_,
+                 stddev=stddev, lower=lower, upper=upper)
+
+
+_FACTORIES = {
+    f.__name__: f
+    for f in (uniform, normal, trunc_normal, constant, zeros, ones, eye, dirac, xavier_uniform,
+              xavier_normal, kaiming_uniform, kaiming_normal, orthogonal, sparse, svd,
+              variance_scaling, glorot_uniform, glorot_normal, lecun_uniform, lecun_normal,
+              he_uniform, he_normal, truncated_normal)
+}
