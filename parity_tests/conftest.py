@@ -1,0 +1,28 @@
+"""Suite-wide settings for the parity tests.
+
+- Output parity needs full-precision matmuls: JAX matmul precision "highest"
+  and torch TF32 off (REFERENCE.md section 5, flax#3128).
+- float64 is switched on in JAX (``jax_enable_x64``) so float64 claims are
+  tested in float64; every test passes explicit dtypes.
+- The suite runs on whatever device jax and torch see (CPU, GPU, TPU):
+  ``TORCH_DEVICE`` is CUDA when present.
+"""
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_default_matmul_precision", "highest")
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+TORCH_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture
+def torch_device():
+    return TORCH_DEVICE
