@@ -161,26 +161,22 @@ def check_vs(scale, mode, distribution, who: str = "variance_scaling"):
     return scale, mode, distribution
 
 
-def variance_scaling_params(shape, scale, mode, distribution, layout: dict, who: str):
-    """JAX's ``variance_scaling`` parameters: ``('uniform', bound)``,
-    ``('normal', std)`` or ``('truncated_normal', std)`` (truncated at +-2 std,
-    std already divided by :data:`TRUNC_STD_2`)."""
+def variance_scaling_variance(shape, scale, mode, distribution, layout: dict, who: str) -> float:
+    """JAX's ``variance_scaling`` variance ``scale / n`` (n = fan_in, fan_out,
+    fan_avg or fan_geo_avg), with JAX's own float operations. The samplers are
+    'uniform': U[-1, 1) * sqrt(3 var); 'normal': N(0, 1) * sqrt(var);
+    'truncated_normal': N(0, 1) cut at +-2, times sqrt(var) / :data:`TRUNC_STD_2`."""
     check_vs(scale, mode, distribution, who)
     fan_in, fan_out = compute_fans(shape, **layout, who=who)
     n = {
         "fan_in": fan_in,
         "fan_out": fan_out,
         "fan_avg": (fan_in + fan_out) / 2,
-        "fan_geo_avg": math.sqrt(fan_in * fan_out),
+        "fan_geo_avg": (fan_in * fan_out) ** 0.5,
     }[mode]
     if n == 0:
         raise InitError(f"{who}: {mode} of shape {tuple(shape)} is 0; nothing to scale by")
-    variance = scale / n
-    if distribution == "uniform":
-        return "uniform", math.sqrt(3 * variance)
-    if distribution == "normal":
-        return "normal", math.sqrt(variance)
-    return "truncated_normal", math.sqrt(variance) / TRUNC_STD_2
+    return scale / n
 
 
 def check_constant(val, who: str = "constant"):

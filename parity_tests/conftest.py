@@ -20,9 +20,23 @@ jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
-TORCH_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from parity_tests._figures import TORCH_DEVICE  # noqa: E402
 
 
 @pytest.fixture
 def torch_device():
     return TORCH_DEVICE
+
+
+# Tests record what they measured with parity_tests._figures.record_figure; the
+# worst value per family is printed at the end of every run (and so in CI logs).
+from parity_tests._figures import FIGURES  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    tr = terminalreporter
+    tr.section("parity figures (worst per family)")
+    for (family, metric), (value, case) in sorted(FIGURES.items()):
+        tr.write_line(f"{family:28s} {metric:14s} {value:11.3g}   {case}")

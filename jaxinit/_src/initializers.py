@@ -422,12 +422,17 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "variance_scaling")
-        kind, p = spec.variance_scaling_params(shape, scale, mode, distribution, layout, "variance_scaling")
+        variance = spec.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
         sd = _sample_dtype(dtype)
-        if kind == "uniform":
-            return (jax.random.uniform(key, shape, sd, -1) * jnp.asarray(p, sd)).astype(dtype)
-        if kind == "normal":
-            return (jax.random.normal(key, shape, sd) * jnp.asarray(p, sd)).astype(dtype)
+        # JAX's float ops in the sample dtype (correctly rounded in numpy as in
+        # XLA), so 'uniform'/'normal' are JAX's very draws; constants stay
+        # concrete under jit.
+        var = np.asarray(variance, sd)
+        if distribution == "uniform":
+            return (jax.random.uniform(key, shape, sd, -1) * np.sqrt(3 * var)).astype(dtype)
+        if distribution == "normal":
+            return (jax.random.normal(key, shape, sd) * np.sqrt(var)).astype(dtype)
+        p = float(np.sqrt(var) / np.asarray(spec.TRUNC_STD_2, sd))
         return _trunc_normal(key, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p)
 
     args = {"scale": scale, "mode": mode, "distribution": distribution, **layout}

@@ -307,14 +307,16 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
     :func:`jaxinit.variance_scaling`): 'uniform' U(+-sqrt(3 var)), 'normal'
     N(0, var), 'truncated_normal' cut at +-2 std with the 0.8796 correction."""
     _float_tensor(tensor, "variance_scaling_")
-    kind, p = spec.variance_scaling_params(tuple(tensor.shape), scale, mode, distribution,
-                                           _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
+    variance = spec.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
+                                              _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
     with torch.no_grad():
-        if kind == "uniform":
-            return tensor.uniform_(-p, p, generator=generator)
-        if kind == "normal":
-            return tensor.normal_(0.0, p, generator=generator)
-    return _trunc_normal_impl(tensor, 0.0, p, -2.0 * p, 2.0 * p, generator)
+        if distribution == "uniform":
+            bound = math.sqrt(3 * variance)
+            return tensor.uniform_(-bound, bound, generator=generator)
+        if distribution == "normal":
+            return tensor.normal_(0.0, math.sqrt(variance), generator=generator)
+    std = math.sqrt(variance) / spec.TRUNC_STD_2
+    return _trunc_normal_impl(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
 
 
 def _vs_preset_(name, scale, mode, distribution, doc):
