@@ -1,0 +1,31 @@
+"""Flax Linen layers with PyTorch's default initialization: ``import jaxinit.linen as tl``.
+
+Each layer is the ``flax.linen`` layer of the same name (same fields, call,
+parameter names and shapes) whose default initializers are those of the
+matching ``torch.nn`` module, including the bias bound 1/sqrt(fan_in) computed
+from the layer's kernel, which a plain Flax ``bias_init`` cannot see. Passing an
+initializer overrides the default, as in Flax. Mirror: :mod:`torchinit.nn`
+(torch modules with Flax's defaults).
+
+>>> import jax, jax.numpy as jnp, jaxinit.linen as tl
+>>> params = tl.Dense(4).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+"""
+from jaxinit._src.torch_defaults import LinenConv as Conv
+from jaxinit._src.torch_defaults import LinenConvTranspose as ConvTranspose
+from jaxinit._src.torch_defaults import LinenDense as Dense
+from jaxinit._src.torch_defaults import LinenEmbed as Embed
+from jaxinit._src.torch_defaults import LinenGRUCell as GRUCell
+from jaxinit._src.torch_defaults import LinenLayerNorm as LayerNorm
+from jaxinit._src.torch_defaults import LinenLSTMCell as LSTMCell
+from jaxinit._src.torch_defaults import LinenMultiHeadDotProductAttention as MultiHeadDotProductAttention
+
+__all__ = [
+    "Conv",
+    "ConvTranspose",
+    "Dense",
+    "Embed",
+    "GRUCell",
+    "LSTMCell",
+    "LayerNorm",
+    "MultiHeadDotProductAttention",
+]
