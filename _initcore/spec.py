@@ -230,6 +230,12 @@ def dirac_plan(shape, groups, layout: dict, who: str = "dirac"):
     return index
 
 
+def check_no_batch_axis(batch_axis, who: str):
+    """dirac accepts ``batch_axis`` only so that ``**TORCH_LAYOUT`` works; it must be empty."""
+    if batch_axis not in ((), [], None):
+        raise InitError(f"{who}: `batch_axis` must be () (a dirac kernel has no batch axes), got {batch_axis!r}")
+
+
 def check_orthogonal(shape, who: str = "orthogonal"):
     if len(shape) < 2:
         raise InitError(

@@ -270,11 +270,8 @@ def test_trunc_normal_warns_like_torch(impl):
         ours_sample(impl, pkg.trunc_normal(0.0, 1.0, 2.5, 4.0), (10,), "float32")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_usable_under_jit_and_in_flax(impl):
-    """Every jaxinit factory works under jax.jit; flax.linen and flax.nnx accept them."""
-    if impl == "torchinit":
-        pytest.skip("jit/flax are JAX-only; torchinit is covered by the sweeps")
+def test_usable_under_jit_and_in_flax():
+    """jaxinit factories work under jax.jit; flax.linen and flax.nnx accept them."""
     import flax.linen as nn
     from flax import nnx
 

@@ -271,13 +271,14 @@ def eye() -> Initializer:
     return Initializer("eye", {}, fn)
 
 
-def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1) -> Initializer:
+def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """Identity-preserving conv kernel, as ``torch.nn.init.dirac_``: a 1 at the
     spatial centre ``k // 2`` (JAX's ``delta_orthogonal`` uses ``(k-1)//2``)
     for each in-group channel pair. Flax conv layout (*k, in/groups, out) by default.
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
+    spec.check_no_batch_axis(batch_axis, "dirac")
     layout = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": ()}
 
     def fn(key, shape, dtype):

@@ -157,10 +157,11 @@ def eye_(tensor: Tensor) -> Tensor:
     return tensor
 
 
-def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0) -> Tensor:
+def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
     """Identity-preserving conv kernel (1 at the spatial centre ``k // 2``); as
     ``torch.nn.init.dirac_``. ``in_axis``/``out_axis`` name the channel axes."""
     _any_tensor(tensor, "dirac_")
+    spec.check_no_batch_axis(batch_axis, "dirac_")
     index = spec.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
     if tensor.is_meta:
         return tensor
@@ -451,10 +452,11 @@ def eye() -> Initializer:
     return _make("eye", {}, eye_)
 
 
-def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1) -> Initializer:
+def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """Identity conv kernel, Flax conv layout (*k, in/groups, out) by default (see :func:`jaxinit.dirac`)."""
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
+    spec.check_no_batch_axis(batch_axis, "dirac")
     return _make("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, dirac_,
                  groups=groups, in_axis=in_axis, out_axis=out_axis)
 
