@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from _initcore.errors import InitError
+
 _LINEAR_FNS = (
     "linear",
     "conv1d",
@@ -52,11 +54,14 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
         elif (not isinstance(param, bool) and isinstance(param, int)) or isinstance(param, float):
             negative_slope = param
         else:
-            raise ValueError(f"negative_slope {param} not a valid number")
+            raise InitError(
+                f"negative_slope {param} not a valid number: `param` (the initializers' `a`) "
+                "must be an int or float slope, e.g. 0.01"
+            )
         return math.sqrt(2.0 / (1 + negative_slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(
+    raise InitError(
         f"Unsupported nonlinearity {nonlinearity}"
         f" (accepted: {', '.join(SUPPORTED_NONLINEARITIES)};"
         " for an unsupported activation pass gain= explicitly where the initializer takes it)"
