@@ -1,0 +1,75 @@
+"""The mirror: both packages export the same public names; each imports without
+the other framework; factories and in-place functions correspond one to one."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import jax
+import pytest
+import torch
+
+import jaxinit
+import torchinit
+
+
+def test_same_public_names():
+    jax_names = set(jaxinit.__all__)
+    torch_names = set(torchinit.__all__) - set(torchinit.INPLACE) - {"INPLACE"}
+    assert jax_names == torch_names, (jax_names ^ torch_names)
+
+
+def test_every_factory_has_an_inplace_dropin():
+    from jaxinit._src.initializers import _FACTORIES as jax_factories
+    from torchinit._src.initializers import _FACTORIES as torch_factories
+
+    assert set(jax_factories) == set(torch_factories)
+    assert set(jax_factories) <= set(jaxinit.__all__)
+    assert {f + "_" for f in jax_factories} == set(torchinit.INPLACE)
+
+
+@pytest.mark.parametrize("name", [n for n in jaxinit.__all__ if inspect.isfunction(getattr(jaxinit, n))])
+def test_same_signatures(name):
+    """Same argument names, defaults and kinds in both packages."""
+    js, ts = inspect.signature(getattr(jaxinit, name)), inspect.signature(getattr(torchinit, name))
+    assert [(p.name, p.default, p.kind) for p in js.parameters.values()] == \
+           [(p.name, p.default, p.kind) for p in ts.parameters.values()]
+
+
+@pytest.mark.parametrize("name", sorted(torchinit.INPLACE))
+def test_inplace_signature_mirrors_torch(name):
+    """Drop-ins accept torch.nn.init's positional arguments in torch's order."""
+    ours = list(inspect.signature(getattr(torchinit, name)).parameters)
+    if hasattr(torch.nn.init, name):
+        theirs = list(inspect.signature(getattr(torch.nn.init, name)).parameters)
+        assert ours[:len(theirs)] == theirs
+
+
+@pytest.mark.parametrize("pkg,forbidden", [("jaxinit", "torch"), ("torchinit", "jax")])
+def test_imports_without_the_other_framework(pkg, forbidden):
+    code = f"import sys, {pkg}; bad = [m for m in sys.modules if m == '{forbidden}' or m.startswith('{forbidden}.')]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_repr_and_with_layout():
+    for pkg in (jaxinit, torchinit):
+        init = pkg.kaiming_uniform(mode="fan_out")
+        assert repr(init).startswith(f"{pkg.__name__}.kaiming_uniform(") and "mode='fan_out'" in repr(init)
+        relaid = init.with_layout(**pkg.TORCH_LAYOUT)
+        assert relaid.args["in_axis"] == 1 and relaid.args["out_axis"] == 0 and relaid.args["mode"] == "fan_out"
+        assert relaid == pkg.kaiming_uniform(mode="fan_out", **pkg.TORCH_LAYOUT)
+        with pytest.raises(pkg.InitError, match="takes no layout arguments"):
+            pkg.zeros().with_layout(**pkg.TORCH_LAYOUT)
+
+
+def test_layout_constants_equal():
+    for name in ("FLAX_LAYOUT", "TORCH_LAYOUT", "FLAX_CONV_TRANSPOSE_LAYOUT"):
+        assert getattr(jaxinit, name) == getattr(torchinit, name)
+
+
+def test_jax_key_forms():
+    """Typed keys and raw uint32 keys both work."""
+    a = jaxinit.normal()(jax.random.key(3), (4,))
+    b = jaxinit.normal()(jax.random.PRNGKey(3), (4,))
+    assert (a == b).all()
