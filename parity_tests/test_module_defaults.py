@@ -34,6 +34,7 @@ import jaxinit
 import jaxinit.linen as tl
 import jaxinit.nnx as tn
 import torchinit.nn as fnn
+from parity_tests._figures import record_figure
 
 SEED = 0
 # Under the null hypothesis (same distribution) the KS p-value is Uniform(0, 1),
@@ -64,7 +65,11 @@ def _same_distribution(ours, ref, label: str) -> float:
     p = scipy.stats.ks_2samp(a, b).pvalue
     assert p > P_MIN, f"{label}: KS p={p:.2e} <= {P_MIN} (std {a.std():.5f} vs {b.std():.5f})"
     rtol = STD_SIGMAS / math.sqrt(min(a.size, b.size))
-    assert abs(a.std() / b.std() - 1) < rtol, f"{label}: std {a.std():.5f} vs {b.std():.5f} (rtol {rtol:.3f})"
+    rel_std = abs(a.std() / b.std() - 1)
+    assert rel_std < rtol, f"{label}: std {a.std():.5f} vs {b.std():.5f} (rtol {rtol:.3f})"
+    family = "module " + label.split(".")[0].split("-")[0] + (" bias" if "bias" in label else " weight")
+    record_figure(family, "ks_p", p, label)
+    record_figure(family, "rel_std_diff", rel_std, label)
     return p
 
 
