@@ -73,3 +73,39 @@ def test_jax_key_forms():
     a = jaxinit.normal()(jax.random.key(3), (4,))
     b = jaxinit.normal()(jax.random.PRNGKey(3), (4,))
     assert (a == b).all()
+
+
+# Layer submodules: jaxinit.linen / jaxinit.nnx give Flax layers PyTorch's defaults; torchinit.nn
+# gives torch layers Flax's defaults. Names differ by framework; this is the one-to-one map.
+LAYER_MIRROR = {
+    # torchinit.nn name: (jaxinit.linen name, jaxinit.nnx name)
+    "Linear": ("Dense", "Linear"),
+    "Conv1d": ("Conv", "Conv"),
+    "Conv2d": ("Conv", "Conv"),
+    "Conv3d": ("Conv", "Conv"),
+    "ConvTranspose1d": ("ConvTranspose", "ConvTranspose"),
+    "ConvTranspose2d": ("ConvTranspose", "ConvTranspose"),
+    "ConvTranspose3d": ("ConvTranspose", "ConvTranspose"),
+    "Embedding": ("Embed", "Embed"),
+    "LayerNorm": ("LayerNorm", "LayerNorm"),
+    "LSTMCell": ("LSTMCell", "LSTMCell"),
+    "GRUCell": ("GRUCell", "GRUCell"),
+    "MultiheadAttention": ("MultiHeadDotProductAttention", "MultiHeadAttention"),
+}
+
+
+def test_layer_submodules_mirror():
+    import flax.linen
+    from flax import nnx as flax_nnx
+
+    import jaxinit.linen
+    import jaxinit.nnx
+    import torchinit.nn
+
+    assert set(torchinit.nn.__all__) == set(LAYER_MIRROR)
+    assert set(jaxinit.linen.__all__) == {v[0] for v in LAYER_MIRROR.values()}
+    assert set(jaxinit.nnx.__all__) == {v[1] for v in LAYER_MIRROR.values()}
+    for tname, (lname, nname) in LAYER_MIRROR.items():
+        assert issubclass(getattr(torchinit.nn, tname), getattr(torch.nn, tname))
+        assert issubclass(getattr(jaxinit.linen, lname), getattr(flax.linen, lname))
+        assert issubclass(getattr(jaxinit.nnx, nname), getattr(flax_nnx, nname))
