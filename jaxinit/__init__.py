@@ -35,6 +35,7 @@ from jaxinit._src.initializers import variance_scaling as variance_scaling
 from jaxinit._src.initializers import xavier_normal as xavier_normal
 from jaxinit._src.initializers import xavier_uniform as xavier_uniform
 from jaxinit._src.initializers import zeros as zeros
+from jaxinit._src.reinit import reinit as reinit
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "normal",
     "ones",
     "orthogonal",
+    "reinit",
     "sparse",
     "svd",
     "trunc_normal",

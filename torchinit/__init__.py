@@ -58,6 +58,7 @@ from torchinit._src.initializers import xavier_uniform as xavier_uniform
 from torchinit._src.initializers import xavier_uniform_ as xavier_uniform_
 from torchinit._src.initializers import zeros as zeros
 from torchinit._src.initializers import zeros_ as zeros_
+from torchinit._src.reinit import reinit as reinit
 
 __version__ = "0.1.0"
 
@@ -124,6 +125,7 @@ __all__ = [
     "ones",
     "ones_",
     "orthogonal",
+    "reinit",
     "orthogonal_",
     "sparse",
     "sparse_",
