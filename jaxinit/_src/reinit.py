@@ -25,7 +25,7 @@ SEP = "/"
 
 
 def reinit(target: Any, rules, key, *, strict: bool = False):
-    """Re-initialize a model's parameters by rules; the first matching rule wins.
+    r"""Re-initialize a model's parameters by rules; the first matching rule wins.
 
     The Flax counterpart of PyTorch's ``model.apply(init_fn)``; the same rules
     mean the same thing in :func:`torchinit.reinit`.
