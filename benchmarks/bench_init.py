@@ -18,7 +18,9 @@ Four groups, each a table of (initializer x kernel) cases:
 Each case alternates ours/upstream calls (so drift hits both alike), drops
 ``--warmup`` calls and reports the median of ``--repeats``; the ratio is
 ours/upstream and cases above ``--target`` (1.1x, the project's stated goal) are
-marked ``!``. Nothing here asserts a speed: speed is reported, never tested.
+marked ``!``. JAX and torch each run in their own child process (their CPU
+thread pools slow each other down when they share one). Nothing here asserts a
+speed: speed is reported, never tested.
 
     python benchmarks/bench_init.py                 # float32, full sizes
     python benchmarks/bench_init.py --quick         # small sizes, CI smoke
@@ -275,31 +277,32 @@ def _show(r: Result) -> Result:
     return r
 
 
-def environment(torch_device) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        import jax
+def environment(framework: str | None = None) -> dict[str, Any]:
+    """Versions and devices; ``framework`` ('jax'/'torch') limits it to one (imports only that one)."""
+    env: dict[str, Any] = {}
+    if framework is None:
+        env.update(python=platform.python_version(), platform=platform.platform(), cpu_count=os.cpu_count())
+    if framework in (None, "jax"):
+        try:
+            import flax
+            import jax
 
-        import flax
+            env.update(jax=jax.__version__, jaxlib=_jaxlib_version(), flax=flax.__version__,
+                       jax_devices=[str(d) for d in jax.devices()], jax_backend=jax.default_backend(),
+                       jax_x64=bool(jax.config.jax_enable_x64))
+        except ImportError:
+            env["jax"] = None
+    if framework in (None, "torch"):
+        try:
+            import torch
 
-        env.update(jax=jax.__version__, jaxlib=getattr(jax.lib, "__version__", None) or _jaxlib_version(),
-                   flax=flax.__version__, jax_devices=[str(d) for d in jax.devices()],
-                   jax_backend=jax.default_backend(), jax_x64=bool(jax.config.jax_enable_x64))
-    except ImportError:
-        env["jax"] = None
-    try:
-        import torch
-
-        env.update(torch=torch.__version__, torch_cuda_available=torch.cuda.is_available(),
-                   torch_device=str(torch_device), torch_threads=torch.get_num_threads())
-        if torch.cuda.is_available():
-            env["torch_cuda_device"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        env["torch"] = None
+            env.update(torch=torch.__version__, torch_cuda_available=torch.cuda.is_available(),
+                       torch_device="cuda" if torch.cuda.is_available() else "cpu",
+                       torch_threads=torch.get_num_threads())
+            if torch.cuda.is_available():
+                env["torch_cuda_device"] = torch.cuda.get_device_name(0)
+        except ImportError:
+            env["torch"] = None
     return env
 
 
@@ -312,7 +315,24 @@ def _jaxlib_version():
         return None
 
 
+def _worker(args, groups, framework: str) -> list[Result]:
+    """Run one framework's groups in this process (a child of :func:`main`)."""
+    env = environment(framework)
+    if env.get(framework) is None:
+        print(f"# {framework} not installed: its groups are skipped", flush=True)
+        return []
+    for k, v in env.items():
+        print(f"# {k}: {v}", flush=True)
+    kern = kernels(args.quick, args.ortho)
+    if framework == "jax":
+        return bench_jax(args, kern, groups)
+    import torch
+
+    return bench_torch(args, kern, groups, torch.device(env["torch_device"]))
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -324,6 +344,10 @@ def main(argv=None) -> int:
     p.add_argument("--filter", default="", help="only cases whose name contains this (e.g. lecun)")
     p.add_argument("--target", type=float, default=1.1, help="mark ratios above this (default 1.1)")
     p.add_argument("--json", metavar="PATH", help="write environment and all samples here")
+    p.add_argument("--same-process", action="store_true",
+                   help="run JAX and torch in this process (default: one child process each, see README)")
+    p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 5 if args.quick else 15
@@ -335,14 +359,16 @@ def main(argv=None) -> int:
         p.error(f"--groups: unknown {bad}; choose from {list(GROUPS)}")
     _TARGET[0] = args.target
     warnings.simplefilter("ignore")  # e.g. zero-element warnings; none expected at these sizes
+    frameworks = [fw for fw in ("jax", "torch") if any(g.startswith(fw) for g in groups)]
 
-    try:
-        import torch
+    if args.worker:  # child: run, then hand the results to the parent as JSON
+        results = _worker(args, groups, args.worker)
+        with open(args.worker_out, "w") as f:
+            json.dump({"environment": environment(args.worker), "results": [r._asdict() for r in results]}, f)
+        return 0
 
-        torch_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    except ImportError:
-        torch, torch_device = None, None
-    env = environment(torch_device)
+    env: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                           "cpu_count": os.cpu_count()}  # frameworks report from their workers
     print("# jaxinit/torchinit initializer benchmark: ratio = ours / upstream (median of repeats)")
     for k, v in env.items():
         print(f"# {k}: {v}")
@@ -351,19 +377,30 @@ def main(argv=None) -> int:
     kern = kernels(args.quick, args.ortho)
     print("# kernels: " + ", ".join(f"{k}=flax{v['flax']}/torch{v['torch']}" for k, v in kern.items()))
     print(_HEADER)
-    print("-" * len(_HEADER))
+    print("-" * len(_HEADER), flush=True)
 
     results: list[Result] = []
-    if any(g.startswith("jax") for g in groups):
-        if env.get("jax") is None:
-            print("# jax not installed: jax groups skipped")
-        else:
-            results += bench_jax(args, kern, groups)
-    if any(g.startswith("torch") for g in groups):
-        if torch is None:
-            print("# torch not installed: torch groups skipped")
-        else:
-            results += bench_torch(args, kern, groups, torch_device)
+    for fw in frameworks:
+        if args.same_process:
+            results += _worker(args, groups, fw)
+            env.update(environment(fw))
+            continue
+        # One process per framework: XLA's and torch's CPU thread pools keep spinning after
+        # work and, on few cores, slow the other framework's next calls by 10-100x.
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, f"{fw}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), *argv, "--worker", fw, "--worker-out", out]
+            rc = subprocess.call(cmd)
+            if rc != 0 or not os.path.exists(out):
+                print(f"# {fw} worker failed (exit {rc}); its groups are missing", flush=True)
+                continue
+            with open(out) as f:
+                got = json.load(f)
+        env.update(got["environment"])
+        results += [Result(**{**r, "shape": tuple(r["shape"])}) for r in got["results"]]
 
     over = [r for r in results if r.ratio is not None and r.ratio > args.target]
     ratios = [r.ratio for r in results if r.ratio is not None]
