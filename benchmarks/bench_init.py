@@ -18,9 +18,9 @@ Four groups, each a table of (initializer x kernel) cases:
 Each case alternates ours/upstream calls (so drift hits both alike), drops
 ``--warmup`` calls and reports the median of ``--repeats``; the ratio is
 ours/upstream and cases above ``--target`` (1.1x, the project's stated goal) are
-marked ``!``. JAX and torch each run in their own child process (their CPU
-thread pools slow each other down when they share one). Nothing here asserts a
-speed: speed is reported, never tested.
+marked ``!``. JAX and torch each run in their own child process (neither one's
+thread pools or caches are live while the other is timed; ``--same-process``
+opts out). Nothing here asserts a speed: speed is reported, never tested.
 
     python benchmarks/bench_init.py                 # float32, full sizes
     python benchmarks/bench_init.py --quick         # small sizes, CI smoke
@@ -385,8 +385,8 @@ def main(argv=None) -> int:
             results += _worker(args, groups, fw)
             env.update(environment(fw))
             continue
-        # One process per framework: XLA's and torch's CPU thread pools keep spinning after
-        # work and, on few cores, slow the other framework's next calls by 10-100x.
+        # One process per framework, so neither one's thread pools, allocator or compile
+        # caches are live while the other is timed.
         import subprocess
         import tempfile
 
