@@ -13,10 +13,12 @@ Numerics shared by all factories:
 - Distribution parameters (bounds, stds) are computed in Python with exactly
   the float operations of ``torch.nn.init``.
 - Truncated normals use PyTorch 2.13's rejection samplers (pytorch#174997), so
-  there are no erfinv outliers for wide bounds (jax#10951).
+  there are no erfinv outliers for wide bounds (jax#10951); bounds within +-3
+  std use one inverse-CDF draw (accurate there, and ~5x faster than rejection).
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -92,11 +94,26 @@ def _sample_dtype(dtype):
 
 
 # --------------------------------------------------------------------------- samplers
+# Samplers are jitted with shape, dtype and distribution parameters static
+# (Python floats from ``spec``): an eager ``init(key, shape)`` runs one cached
+# executable (a bare ``lax.while_loop`` would be re-traced and re-compiled on
+# every eager call); under an outer ``jax.jit`` they inline. Checks and
+# warnings stay outside, in Python.
+_sampler = functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+
+# Truncated normals whose bounds lie within this many std of the mean use one
+# inverse-CDF draw (float32 erf_inv is accurate there; jax#10951 is about far
+# tails): rejection would redraw the whole array ~log(n)/log(1/q) times.
+_ICDF_MAX_Z = 3.0
+
+
+@_sampler
 def _uniform(key, shape, dtype, low: float, high: float):
     sd = _sample_dtype(dtype)
     return jax.random.uniform(key, shape, sd, low, high).astype(dtype)
 
 
+@_sampler
 def _normal(key, shape, dtype, mean: float, std: float):
     sd = _sample_dtype(dtype)
     x = jax.random.normal(key, shape, sd)
@@ -104,6 +121,15 @@ def _normal(key, shape, dtype, mean: float, std: float):
 
 
 def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float):
+    """Plan (and warn, as torch) in Python, then sample with the jitted core."""
+    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    if warn:
+        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=4)
+    return _trunc_normal_core(key, tuple(shape), jnp.dtype(dtype), mean, std, a, b, method, log_peak)
+
+
+@functools.partial(jax.jit, static_argnums=tuple(range(1, 9)))
+def _trunc_normal_core(key, shape, dtype, mean, std, a, b, method, log_peak):
     """PyTorch 2.13's ``trunc_normal_`` algorithm with ``lax.while_loop``.
 
     If [a, b] holds more than 30% of N(mean, std) mass, draw N(mean, std) and
@@ -111,13 +137,13 @@ def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float
     probability pdf(x) / pdf(mode). Both are exact rejection samplers: every
     value lies in [a, b] and there are no erfinv outliers.
     """
-    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
-    if warn:
-        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=4)
     sd = _sample_dtype(dtype)
     lo, hi = jnp.asarray(a, sd), jnp.asarray(b, sd)
     m, s = jnp.asarray(mean, sd), jnp.asarray(std, sd)
 
+    if method == "normal" and -_ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= _ICDF_MAX_Z:
+        z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, sd)
+        return jnp.clip(z * s + m, lo, hi).astype(dtype)
     if method == "normal":
         def draw(k):
             return jax.random.normal(k, shape, sd) * s + m
