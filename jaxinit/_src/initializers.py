@@ -29,13 +29,13 @@ import numpy as np
 
 from _initcore import spec
 from _initcore.errors import InitError
+from _initcore.initializer import InitializerBase
 from _initcore.gain import calculate_gain
 
 Array = jax.Array
-_LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
 
 
-class Initializer:
+class Initializer(InitializerBase):
     """A configured initializer: ``init(key, shape, dtype=jnp.float32)``.
 
     Attributes:
@@ -44,36 +44,12 @@ class Initializer:
         :meth:`with_layout`.
     """
 
-    __slots__ = ("name", "args", "_fn")
-
-    def __init__(self, name: str, args: Mapping[str, Any], fn: Callable[..., Array]):
-        self.name = name
-        self.args = dict(args)
-        self._fn = fn
+    __slots__ = ()
+    _package = "jaxinit"
 
     def __call__(self, key, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
         shape = spec.check_shape(shape, self.name)
-        return self._fn(key, shape, jnp.dtype(dtype))
-
-    def with_layout(self, in_axis=None, out_axis=None, batch_axis=None) -> "Initializer":
-        """The same initializer with other layout axes (e.g. ``**TORCH_LAYOUT``)."""
-        if not any(k in self.args for k in _LAYOUT_KEYS):
-            raise InitError(f"{self.name}: takes no layout arguments; it has none to change")
-        new = dict(self.args)
-        for k, v in (("in_axis", in_axis), ("out_axis", out_axis), ("batch_axis", batch_axis)):
-            if v is not None and k in new:
-                new[k] = v
-        return _FACTORIES[self.name](**new)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
-        return f"jaxinit.{self.name}({inner})"
-
-    def __eq__(self, other):
-        return isinstance(other, Initializer) and (self.name, self.args) == (other.name, other.args)
-
-    def __hash__(self):
-        return hash((self.name, repr(self.args)))
+        return self._impl(key, shape, jnp.dtype(dtype))
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -406,7 +382,7 @@ def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
     if isinstance(gain, bool) or not isinstance(gain, (int, float)):
         raise InitError(f"orthogonal: `gain` must be a real number, got {gain!r}")
     inner = svd(float(gain), out_axis=out_axis)
-    return Initializer("orthogonal", {"gain": gain, "out_axis": out_axis}, inner._fn)
+    return Initializer("orthogonal", {"gain": gain, "out_axis": out_axis}, inner._impl)
 
 
 def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
@@ -469,7 +445,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
 def _vs_preset(name, scale, mode, distribution, doc):
     def factory(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
         inner = variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
-        return Initializer(name, _layout(in_axis, out_axis, batch_axis), inner._fn)
+        return Initializer(name, _layout(in_axis, out_axis, batch_axis), inner._impl)
 
     factory.__name__ = factory.__qualname__ = name
     factory.__doc__ = doc
@@ -511,3 +487,4 @@ _FACTORIES = {
               variance_scaling, glorot_uniform, glorot_normal, lecun_uniform, lecun_normal,
               he_uniform, he_normal, truncated_normal)
 }
+Initializer._factories = _FACTORIES

@@ -25,10 +25,10 @@ import torch
 
 from _initcore import spec
 from _initcore.errors import InitError
+from _initcore.initializer import InitializerBase
 from _initcore.gain import calculate_gain
 
 Tensor = torch.Tensor
-_LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -347,7 +347,7 @@ def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0,
 
 
 # --------------------------------------------------------------------------- factories
-class Initializer:
+class Initializer(InitializerBase):
     """A configured initializer: ``init(key, shape, dtype=torch.float32, device=None)``.
 
     ``key`` is an int seed (a fresh ``torch.Generator`` seeded with it on
@@ -355,12 +355,8 @@ class Initializer:
     and cast, as in jaxinit.
     """
 
-    __slots__ = ("name", "args", "_inplace")
-
-    def __init__(self, name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor]):
-        self.name = name
-        self.args = dict(args)
-        self._inplace = inplace
+    __slots__ = ()
+    _package = "torchinit"
 
     def __call__(self, key, shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
         shape = spec.check_shape(shape, self.name)
@@ -369,27 +365,7 @@ class Initializer:
         generator = _generator(key, device, self.name)
         work = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else dtype
         tensor = torch.empty(shape, dtype=work, device=device)
-        return self._inplace(tensor, generator).to(dtype)
-
-    def with_layout(self, in_axis=None, out_axis=None, batch_axis=None) -> "Initializer":
-        """The same initializer with other layout axes (e.g. ``**TORCH_LAYOUT``)."""
-        if not any(k in self.args for k in _LAYOUT_KEYS):
-            raise InitError(f"{self.name}: takes no layout arguments; it has none to change")
-        new = dict(self.args)
-        for k, v in (("in_axis", in_axis), ("out_axis", out_axis), ("batch_axis", batch_axis)):
-            if v is not None and k in new:
-                new[k] = v
-        return _FACTORIES[self.name](**new)
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
-        return f"torchinit.{self.name}({inner})"
-
-    def __eq__(self, other):
-        return isinstance(other, Initializer) and (self.name, self.args) == (other.name, other.args)
-
-    def __hash__(self):
-        return hash((self.name, repr(self.args)))
+        return self._impl(tensor, generator).to(dtype)
 
 
 def _generator(key, device, who: str) -> torch.Generator:
@@ -554,3 +530,4 @@ _FACTORIES = {
               variance_scaling, glorot_uniform, glorot_normal, lecun_uniform, lecun_normal,
               he_uniform, he_normal, truncated_normal)
 }
+Initializer._factories = _FACTORIES
