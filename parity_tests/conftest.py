@@ -6,10 +6,16 @@
   tested in float64; every test passes explicit dtypes.
 - The suite runs on whatever device jax and torch see (CPU, GPU, TPU):
   ``TORCH_DEVICE`` is CUDA when present.
+- Eight CPU devices are faked (``--xla_force_host_platform_device_count=8``,
+  as optax and flax do in their own tests) so cross-device code (BatchNorm's
+  ``axis_name``, sharded training steps) is tested on any machine. The default
+  backend is unchanged: on a GPU machine jax still computes on the GPU.
 """
 import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
