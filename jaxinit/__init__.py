@@ -39,7 +39,17 @@ from jaxinit._src.reinit import reinit as reinit
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # BatchNorm is a flax.linen Module: imported on first use so `import jaxinit` needs no flax.
+    if name == "BatchNorm":
+        from jaxinit._src.batchnorm import LinenBatchNorm
+
+        return LinenBatchNorm
+    raise AttributeError(f"module 'jaxinit' has no attribute {name!r}")
+
 __all__ = [
+    "BatchNorm",
     "FLAX_CONV_TRANSPOSE_LAYOUT",
     "FLAX_LAYOUT",
     "TORCH_LAYOUT",

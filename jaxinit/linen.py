@@ -10,6 +10,7 @@ initializer overrides the default, as in Flax. Mirror: :mod:`torchinit.nn`
 >>> import jax, jax.numpy as jnp, jaxinit.linen as tl
 >>> params = tl.Dense(4).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
 """
+from jaxinit._src.batchnorm import LinenBatchNorm as BatchNorm
 from jaxinit._src.torch_defaults import LinenConv as Conv
 from jaxinit._src.torch_defaults import LinenConvTranspose as ConvTranspose
 from jaxinit._src.torch_defaults import LinenDense as Dense
@@ -20,6 +21,7 @@ from jaxinit._src.torch_defaults import LinenLSTMCell as LSTMCell
 from jaxinit._src.torch_defaults import LinenMultiHeadDotProductAttention as MultiHeadDotProductAttention
 
 __all__ = [
+    "BatchNorm",
     "Conv",
     "ConvTranspose",
     "Dense",

@@ -10,6 +10,7 @@ Mirror: :mod:`torchinit.nn` (torch modules with Flax's defaults).
 >>> from flax import nnx
 >>> layer = tn.Linear(3, 4, rngs=nnx.Rngs(0))
 """
+from jaxinit._src.batchnorm import NnxBatchNorm as BatchNorm
 from jaxinit._src.torch_defaults import NnxConv as Conv
 from jaxinit._src.torch_defaults import NnxConvTranspose as ConvTranspose
 from jaxinit._src.torch_defaults import NnxEmbed as Embed
@@ -20,6 +21,7 @@ from jaxinit._src.torch_defaults import NnxLSTMCell as LSTMCell
 from jaxinit._src.torch_defaults import NnxMultiHeadAttention as MultiHeadAttention
 
 __all__ = [
+    "BatchNorm",
     "Conv",
     "ConvTranspose",
     "Embed",

@@ -11,6 +11,7 @@ from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
 from _initcore import InitError as InitError
 from _initcore import calculate_gain as calculate_gain
 from _initcore import compute_fans as compute_fans
+from torchinit._src.batchnorm import BatchNorm as BatchNorm
 from torchinit._src.initializers import Initializer as Initializer
 from torchinit._src.initializers import constant as constant
 from torchinit._src.initializers import constant_ as constant_
@@ -90,6 +91,7 @@ INPLACE = (
 )
 
 __all__ = [
+    "BatchNorm",
     "FLAX_CONV_TRANSPOSE_LAYOUT",
     "FLAX_LAYOUT",
     "INPLACE",

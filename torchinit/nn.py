@@ -9,6 +9,7 @@ reproduce a Flax model's initialization. Mirror: :mod:`jaxinit.linen` and
 >>> import torchinit.nn as fnn
 >>> layer = fnn.Linear(3, 4)  # weight lecun_normal, bias 0, as flax.linen.Dense
 """
+from torchinit._src.batchnorm import BatchNorm as BatchNorm
 from torchinit._src.flax_defaults import FlaxConv1d as Conv1d
 from torchinit._src.flax_defaults import FlaxConv2d as Conv2d
 from torchinit._src.flax_defaults import FlaxConv3d as Conv3d
@@ -23,6 +24,7 @@ from torchinit._src.flax_defaults import FlaxLSTMCell as LSTMCell
 from torchinit._src.flax_defaults import FlaxMultiheadAttention as MultiheadAttention
 
 __all__ = [
+    "BatchNorm",
     "Conv1d",
     "Conv2d",
     "Conv3d",

@@ -1,0 +1,525 @@
+"""BatchNorm with PyTorch's semantics for Flax (Linen and NNX), and Flax's own conventions as options.
+
+One statistics core serves both APIs: :func:`batch_statistics` (mean and biased
+variance of a batch, across devices when ``axis_name`` is given),
+:func:`update_running` (the running-statistics update) and :func:`normalize`.
+:func:`batchnorm_forward` chains them; ``BatchNorm`` (Linen) and
+``NnxBatchNorm`` (NNX) only hold the variables. The parametrization of the three
+conventions (PyTorch, Flax, textbook) and the argument checks live in
+:mod:`_initcore.batchnorm`; its docstring has the exact formulas.
+
+Where PyTorch and Flax differ (REFERENCE.md section 2), the default here is PyTorch:
+
+* ``momentum=0.1`` is the weight of the NEW batch (Flax's ``momentum=0.99`` is
+  the weight of the OLD value); ``momentum=None`` is the cumulative average;
+* the running variance gets the UNBIASED batch variance (n/(n-1)); the output
+  is normalized with the biased one;
+* two-pass variance (Flax's default E[x^2]-E[x]^2 loses digits for inputs with
+  a large mean, flax#1491);
+* one value per channel in training raises PyTorch's ValueError (Flax returns zeros);
+* across devices (``axis_name``) the statistics are SyncBatchNorm's: count
+  weighted over all devices, unbiased over the GLOBAL count; with ``mask`` the
+  devices may hold different numbers of valid examples.
+
+Variables (the names the converters build on): ``params``: ``scale``, ``bias``
+(PyTorch ``weight``, ``bias``); ``batch_stats``: ``mean``, ``var``,
+``num_batches_tracked`` (int32) (PyTorch ``running_mean``, ``running_var``,
+``num_batches_tracked``). Statistics are computed in at least float32
+(bfloat16/float16 inputs) and stored in ``promote_types(param_dtype, float32)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as _linen
+from flax import nnx as _nnx
+from jax import lax
+
+from _initcore import batchnorm as _core
+
+Array = jax.Array
+
+_USE_RUNNING_AVERAGE_HELP = (
+    "No `use_running_average` was given to jaxinit BatchNorm. Either\n"
+    "  1. pass it to the constructor: BatchNorm(..., use_running_average=False) for training,\n"
+    "  2. pass it to the call: bn(x, use_running_average=not train), or\n"
+    "  3. (NNX) call model.train() / model.eval()."
+)
+
+
+def _canonical_dtype_name(dtype) -> str:
+    return jnp.dtype(dtype).name
+
+
+def stats_dtype(param_dtype) -> Any:
+    """Dtype of the running statistics: at least float32 (float64 stays float64)."""
+    return jnp.promote_types(param_dtype, jnp.float32)
+
+
+def check_input(x, axis: int, expected_channels, training: bool, *, n_devices: int = 1,
+                check_batch: bool = True, source: str = "num_features") -> int:
+    """Shape/dtype checks shared by Linen and NNX; returns the non-negative channel axis."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        _core.check_float_dtype(_canonical_dtype_name(x.dtype), False)
+    ax = _core.channel_axis(x.ndim, axis)
+    _core.check_channels(x.shape, ax, expected_channels, source=source)
+    if training and check_batch:
+        _core.check_batch_size(x.shape, ax, n_devices)
+    return ax
+
+
+def _group_size(axis_name, axis_index_groups) -> int:
+    if axis_name is None:
+        return 1
+    if axis_index_groups is not None:
+        return len(axis_index_groups[0])
+    return int(lax.axis_size(axis_name))
+
+
+def batch_statistics(
+    x: Array,
+    channel_axis: int,
+    *,
+    fast_variance: bool = False,
+    axis_name: Optional[str] = None,
+    axis_index_groups: Any = None,
+    mask: Optional[Array] = None,
+    dtype: Any = None,
+) -> tuple[Array, Array, Any]:
+    """Batch mean, BIASED batch variance and the number of values per channel.
+
+    Computed in ``promote_types(dtype or x.dtype, float32)``. Two-pass
+    (``E[(x - E[x])**2]``) unless ``fast_variance`` (``max(0, E[x**2] - E[x]**2)``,
+    Flax's default). With ``axis_name`` the statistics cover every device of the
+    named axis (or of its ``axis_index_groups`` group): without ``mask`` each
+    device holds the same number of values and the per-device means are averaged
+    with ``lax.pmean`` exactly as ``flax.linen.BatchNorm`` does; with ``mask``
+    (broadcastable to ``x``, True for the values that count) sums and counts are
+    added with ``lax.psum``, so devices may hold different numbers of valid
+    values (SyncBatchNorm's count weighting). The count is a Python int without
+    ``mask`` and a per-channel array with it.
+    """
+    cdtype = jnp.promote_types(dtype if dtype is not None else x.dtype, jnp.float32)
+    x = x.astype(cdtype)
+    axes = tuple(i for i in range(x.ndim) if i != channel_axis)
+
+    if mask is None:
+        def mean(*arrays):
+            mus = tuple(a.mean(axes) for a in arrays)
+            if axis_name is None:
+                return mus
+            if len(mus) > 1:  # one collective for all moments, as Flax
+                red = lax.pmean(jnp.stack(mus, axis=0), axis_name, axis_index_groups=axis_index_groups)
+                return tuple(red[i] for i in range(len(mus)))
+            return (lax.pmean(mus[0], axis_name, axis_index_groups=axis_index_groups),)
+
+        if fast_variance:
+            mu, mu2 = mean(x, lax.square(x))
+            var = jnp.maximum(0.0, mu2 - lax.square(mu))
+        else:
+            (mu,) = mean(x)
+            (var,) = mean(lax.square(x - jnp.expand_dims(mu, axes)))
+        n = _core.values_per_channel(x.shape, channel_axis) * _group_size(axis_name, axis_index_groups)
+        return mu, var, n
+
+    m = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), x.shape)
+
+    def total(*arrays):
+        sums = tuple(jnp.sum(a, axes, where=m) for a in arrays)
+        if axis_name is None:
+            return sums
+        red = lax.psum(jnp.stack(sums, axis=0), axis_name, axis_index_groups=axis_index_groups)
+        return tuple(red[i] for i in range(len(sums)))
+
+    ones = jnp.ones((), cdtype)
+    if fast_variance:
+        cnt, s1, s2 = total(jnp.broadcast_to(ones, x.shape), x, lax.square(x))
+        mu = s1 / cnt
+        var = jnp.maximum(0.0, s2 / cnt - lax.square(mu))
+    else:
+        cnt, s1 = total(jnp.broadcast_to(ones, x.shape), x)
+        mu = s1 / cnt
+        (ss,) = total(lax.square(x - jnp.expand_dims(mu, axes)))
+        var = ss / cnt
+    return mu, var, cnt
+
+
+def update_running(
+    running_mean: Array,
+    running_var: Array,
+    num_batches_tracked: Array,
+    mean: Array,
+    var: Array,
+    n,
+    *,
+    momentum: Optional[float],
+    momentum_style: str = "torch",
+    unbiased_running_var: bool = True,
+) -> tuple[Array, Array, Array]:
+    """New ``(running_mean, running_var, num_batches_tracked)``.
+
+    ``running = keep * running + take * batch`` with ``(keep, take)`` from
+    :func:`_initcore.batchnorm.update_coefficients` (``momentum=None``:
+    ``take = 1 / num_batches_tracked`` after the increment); ``var`` is made
+    unbiased (``* n / (n - 1)``) when ``unbiased_running_var``. Results keep the
+    dtypes of the running statistics and carry no gradient.
+    """
+    nbt = num_batches_tracked + 1
+    coeffs = _core.update_coefficients(momentum, momentum_style)
+    if coeffs is None:
+        take = 1.0 / nbt.astype(jnp.promote_types(running_mean.dtype, mean.dtype))
+        keep = 1.0 - take
+    else:
+        keep, take = coeffs
+    if unbiased_running_var:
+        var = var * (n / (n - 1)) if isinstance(n, int) else var * n / (n - 1)
+    new_mean = keep * running_mean + take * mean
+    new_var = keep * running_var + take * var
+    new_mean = lax.stop_gradient(new_mean).astype(running_mean.dtype)
+    new_var = lax.stop_gradient(new_var).astype(running_var.dtype)
+    return new_mean, new_var, nbt
+
+
+def normalize(x: Array, mean: Array, var: Array, scale: Optional[Array], bias: Optional[Array],
+              channel_axis: int, eps: float, dtype: Any = None) -> Array:
+    """``(x - mean) * (rsqrt(var + eps) * scale) + bias``, Flax's expression (bit for bit).
+
+    The output dtype is ``dtype`` or, when None, the promotion of the input and
+    the parameters (Flax's rule).
+    """
+    shape = [1] * x.ndim
+    shape[channel_axis] = x.shape[channel_axis]
+    y = x - mean.reshape(shape)
+    mul = lax.rsqrt(var.reshape(shape) + eps)
+    args = [x]
+    if scale is not None:
+        s = scale.reshape(shape)
+        mul = mul * s
+        args.append(s)
+    y = y * mul
+    if bias is not None:
+        b = bias.reshape(shape)
+        y = y + b
+        args.append(b)
+    out_dtype = dtype if dtype is not None else jnp.result_type(*args)
+    return jnp.asarray(y, out_dtype)
+
+
+def batchnorm_forward(
+    x: Array,
+    *,
+    training: bool,
+    running: Optional[tuple[Array, Array, Array]],
+    scale: Optional[Array],
+    bias: Optional[Array],
+    axis: int,
+    eps: float,
+    momentum: Optional[float],
+    momentum_style: str,
+    unbiased_running_var: bool,
+    fast_variance: bool,
+    axis_name: Optional[str] = None,
+    axis_index_groups: Any = None,
+    mask: Optional[Array] = None,
+    dtype: Any = None,
+    expected_channels: Optional[int] = None,
+    update: bool = True,
+    check_batch: bool = True,
+) -> tuple[Array, Optional[tuple[Array, Array, Array]]]:
+    """One BatchNorm call: ``(y, new_running)``; ``new_running`` is None when nothing is updated.
+
+    ``running`` is ``(mean, var, num_batches_tracked)`` or None
+    (``track_running_stats=False``: batch statistics in training AND evaluation,
+    as PyTorch). ``update=False`` computes the training output without touching
+    the running statistics (Linen ``init``).
+    """
+    use_batch = training or running is None
+    n_dev = 1
+    if use_batch and axis_name is not None and mask is None:
+        n_dev = _group_size(axis_name, axis_index_groups)
+    ax = check_input(x, axis, expected_channels, use_batch, n_devices=n_dev,
+                     check_batch=check_batch and mask is None)
+    if use_batch:
+        _core.check_eps_training(eps)
+        mean, var, n = batch_statistics(
+            x, ax, fast_variance=fast_variance, axis_name=axis_name, axis_index_groups=axis_index_groups,
+            mask=mask, dtype=dtype)
+        new_running = None
+        if running is not None and training and update:
+            new_running = update_running(*running, mean, var, n, momentum=momentum, momentum_style=momentum_style,
+                                         unbiased_running_var=unbiased_running_var)
+    else:
+        mean, var = running[0], running[1]
+        new_running = None
+    return normalize(x, mean, var, scale, bias, ax, eps, dtype), new_running
+
+
+_INIT_DOC = """
+    Args:
+      num_features: number of channels C (Linen: optional, taken from the first input
+        and then checked; NNX and torch: required).
+      eps: added to the variance (PyTorch ``eps``, Flax ``epsilon``).
+      momentum: weight of the NEW batch in the running statistics (PyTorch), None
+        for the cumulative average; with ``momentum_style='decay'`` the weight of the
+        OLD value (Flax's ``momentum``).
+      affine: learn ``scale`` (PyTorch ``weight``) and ``bias``.
+      track_running_stats: keep ``batch_stats``; False normalizes with the batch
+        statistics in training AND evaluation, as PyTorch.
+      bias: with ``affine``, learn a bias (PyTorch 2.x ``bias=``).
+      axis: channel axis: -1 for channels-last (NHWC, Flax), 1 for NCHW (PyTorch).
+      momentum_style: 'torch' or 'decay', see ``momentum``.
+      unbiased_running_var: update the running variance with the unbiased batch
+        variance (PyTorch) instead of the biased one (Flax, textbook).
+      fast_variance: one-pass ``E[x^2]-E[x]^2`` (Flax's ``use_fast_variance``)
+        instead of PyTorch's two-pass variance.
+      axis_name, axis_index_groups: combine statistics over a named device axis
+        (``shard_map``/``pmap``), PyTorch SyncBatchNorm semantics.
+      dtype: output dtype (default: promotion of input and parameters, as Flax).
+      param_dtype: dtype of ``scale``/``bias``; the running statistics use
+        ``promote_types(param_dtype, float32)``.
+      scale_init, bias_init: initializers (default ones, zeros).
+"""
+
+
+def _public(module: str, name: str):
+    def rename(cls):
+        cls.__name__ = cls.__qualname__ = name
+        cls.__module__ = module
+        return cls
+
+    return rename
+
+
+@_public("jaxinit", "BatchNorm")
+class LinenBatchNorm(_linen.Module):
+    """BatchNorm for Flax Linen with PyTorch's semantics (``torch.nn.BatchNorm{1,2,3}d``).
+
+    Training (``use_running_average=False``) normalizes with the batch mean and the
+    biased batch variance and updates ``batch_stats``::
+
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)
+        num_batches_tracked += 1
+
+    Evaluation (``use_running_average=True``) normalizes with the running
+    statistics: ``y = (x - mean) * rsqrt(var + eps) * scale + bias``. Flax's and
+    the textbook conventions: :meth:`from_convention` (see
+    :mod:`_initcore.batchnorm` for the table).
+
+    ``init`` does NOT update the running statistics: it returns the state of a
+    freshly constructed ``torch.nn.BatchNorm`` (mean 0, var 1,
+    ``num_batches_tracked`` 0), so ``init`` followed by one training ``apply``
+    equals one torch training forward. During ``init`` the batch-of-one check
+    and the cross-device collective are skipped (Flax inits with a dummy batch).
+
+    Differs from ``flax.linen.BatchNorm``: PyTorch argument names and meanings
+    (``momentum=0.1`` weight of the new batch, ``eps``, ``affine``), unbiased
+    running variance, two-pass variance, ``num_batches_tracked``.
+
+    Example::
+
+        >>> import jax, jax.numpy as jnp, jaxinit
+        >>> bn = jaxinit.BatchNorm()                      # channels-last, PyTorch semantics
+        >>> x = jnp.ones((8, 4, 4, 3)) * jnp.arange(8.)[:, None, None, None]
+        >>> v = bn.init(jax.random.key(0), x, use_running_average=False)
+        >>> y, upd = bn.apply(v, x, use_running_average=False, mutable=['batch_stats'])
+        >>> int(upd['batch_stats']['num_batches_tracked'])
+        1
+    """ + _INIT_DOC
+
+    num_features: Optional[int] = None
+    eps: float = 1e-5
+    momentum: Optional[float] = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+    bias: bool = True
+    axis: int = -1
+    use_running_average: Optional[bool] = None
+    momentum_style: str = "torch"
+    unbiased_running_var: bool = True
+    fast_variance: bool = False
+    axis_name: Optional[str] = None
+    axis_index_groups: Any = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    scale_init: Callable = _linen.initializers.ones
+    bias_init: Callable = _linen.initializers.zeros
+
+    def __post_init__(self):
+        _core.check_args(
+            num_features=self.num_features, eps=self.eps, momentum=self.momentum,
+            momentum_style=self.momentum_style, affine=self.affine, bias=self.bias,
+            track_running_stats=self.track_running_stats, unbiased_running_var=self.unbiased_running_var,
+            fast_variance=self.fast_variance, axis=self.axis, num_features_required=False)
+        super().__post_init__()
+
+    @classmethod
+    def from_convention(cls, convention: str = "torch", **overrides):
+        """``BatchNorm`` with the arguments of ``convention`` ('torch', 'flax' or 'textbook'),
+        then ``overrides``. ``from_convention('flax')`` equals ``flax.linen.BatchNorm()``."""
+        return cls(**_core.convention_kwargs(convention, overrides))
+
+    @_linen.compact
+    def __call__(self, x: Array, use_running_average: Optional[bool] = None, *,
+                 mask: Optional[Array] = None) -> Array:
+        """Normalize ``x`` (2-D to 5-D, channels at ``axis``).
+
+        Args:
+          x: the input.
+          use_running_average: True for evaluation (running statistics), False for
+            training (batch statistics, updated ``batch_stats`` when it is mutable);
+            overrides the attribute.
+          mask: optional boolean array broadcastable to ``x``: only True positions
+            enter the batch statistics (padding, unequal per-device batches).
+        """
+        ura = use_running_average if use_running_average is not None else self.use_running_average
+        if ura is None:
+            raise _core.InitError(_USE_RUNNING_AVERAGE_HELP)
+        training = not ura
+        initializing = self.is_initializing()
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            _core.check_float_dtype(_canonical_dtype_name(x.dtype), False)
+        ax = _core.channel_axis(x.ndim, self.axis)
+        c = x.shape[ax]
+        expected, source = self.num_features, "num_features"
+        if expected is None:
+            for col, name in (("params", "scale"), ("params", "bias"), ("batch_stats", "mean")):
+                if self.has_variable(col, name):
+                    expected, source = self.get_variable(col, name).shape[0], f"the existing {col}/{name}"
+                    break
+        _core.check_channels(x.shape, ax, expected, source=source)
+
+        scale = bias = None
+        if self.affine:
+            scale = self.param("scale", self.scale_init, (c,), self.param_dtype)
+            if self.bias:
+                bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
+        running = None
+        if self.track_running_stats:
+            sdt = stats_dtype(self.param_dtype)
+            ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), sdt)
+            ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), sdt)
+            ra_nbt = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
+            running = (ra_mean.value, ra_var.value, ra_nbt.value)
+
+        y, new = batchnorm_forward(
+            x, training=training, running=running, scale=scale, bias=bias, axis=self.axis, eps=self.eps,
+            momentum=self.momentum, momentum_style=self.momentum_style,
+            unbiased_running_var=self.unbiased_running_var, fast_variance=self.fast_variance,
+            axis_name=None if initializing else self.axis_name,
+            axis_index_groups=None if initializing else self.axis_index_groups,
+            mask=mask, dtype=self.dtype, update=not initializing, check_batch=not initializing)
+        if new is not None and self.is_mutable_collection("batch_stats"):
+            ra_mean.value, ra_var.value, ra_nbt.value = new
+        return y
+
+
+@_public("jaxinit.nnx", "BatchNorm")
+class NnxBatchNorm(_nnx.Module):
+    """BatchNorm for Flax NNX with PyTorch's semantics (``torch.nn.BatchNorm{1,2,3}d``).
+
+    Same arguments, formulas and variables as the Linen ``jaxinit.BatchNorm``
+    (``scale``/``bias`` are ``nnx.Param``; ``mean``/``var``/``num_batches_tracked``
+    are ``nnx.BatchStat``). Training mode by default, as a new torch module;
+    ``model.train()`` / ``model.eval()`` switch it (they set
+    ``use_running_average``), or pass ``use_running_average`` to the call.
+    ``rngs`` is only needed for random ``scale_init``/``bias_init``.
+
+    Example::
+
+        >>> import jax.numpy as jnp, jaxinit.nnx as tn
+        >>> bn = tn.BatchNorm(3)
+        >>> y = bn(jnp.arange(24.).reshape(8, 3))      # training: updates the statistics
+        >>> bn.eval(); y = bn(jnp.ones((2, 3)))        # running statistics
+    """ + _INIT_DOC
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: Optional[float] = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        bias: bool = True,
+        axis: int = -1,
+        use_running_average: Optional[bool] = False,
+        momentum_style: str = "torch",
+        unbiased_running_var: bool = True,
+        fast_variance: bool = False,
+        axis_name: Optional[str] = None,
+        axis_index_groups: Any = None,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        scale_init: Callable = _nnx.initializers.ones_init(),
+        bias_init: Callable = _nnx.initializers.zeros_init(),
+        rngs: Optional[_nnx.Rngs] = None,
+    ):
+        _core.check_args(
+            num_features=num_features, eps=eps, momentum=momentum, momentum_style=momentum_style,
+            affine=affine, bias=bias, track_running_stats=track_running_stats,
+            unbiased_running_var=unbiased_running_var, fast_variance=fast_variance, axis=axis,
+            num_features_required=True)
+        shape = (num_features,)
+
+        def key():
+            return rngs.params() if rngs is not None else jax.random.key(0)
+
+        self.scale = _nnx.Param(scale_init(key(), shape, param_dtype)) if affine else _nnx.data(None)
+        self.bias = _nnx.Param(bias_init(key(), shape, param_dtype)) if affine and bias else _nnx.data(None)
+        if track_running_stats:
+            sdt = stats_dtype(param_dtype)
+            self.mean = _nnx.BatchStat(jnp.zeros(shape, sdt))
+            self.var = _nnx.BatchStat(jnp.ones(shape, sdt))
+            self.num_batches_tracked = _nnx.BatchStat(jnp.zeros((), jnp.int32))
+        else:
+            self.mean = self.var = self.num_batches_tracked = _nnx.data(None)
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.use_bias = bias
+        self.axis = axis
+        self.use_running_average = use_running_average
+        self.momentum_style = momentum_style
+        self.unbiased_running_var = unbiased_running_var
+        self.fast_variance = fast_variance
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+
+    @classmethod
+    def from_convention(cls, convention: str, num_features: int, **overrides):
+        """``BatchNorm(num_features, ...)`` with the arguments of ``convention`` ('torch',
+        'flax', 'textbook'), then ``overrides``."""
+        return cls(num_features, **_core.convention_kwargs(convention, overrides))
+
+    def __call__(self, x: Array, use_running_average: Optional[bool] = None, *,
+                 mask: Optional[Array] = None) -> Array:
+        """Normalize ``x``; see the Linen ``jaxinit.BatchNorm.__call__``."""
+        ura = use_running_average if use_running_average is not None else self.use_running_average
+        if ura is None:
+            raise _core.InitError(_USE_RUNNING_AVERAGE_HELP)
+        running = None
+        if self.track_running_stats:
+            running = (self.mean[...], self.var[...], self.num_batches_tracked[...])
+        y, new = batchnorm_forward(
+            x, training=not ura, running=running,
+            scale=self.scale[...] if self.scale is not None else None,
+            bias=self.bias[...] if self.bias is not None else None,
+            axis=self.axis, eps=self.eps, momentum=self.momentum, momentum_style=self.momentum_style,
+            unbiased_running_var=self.unbiased_running_var, fast_variance=self.fast_variance,
+            axis_name=self.axis_name, axis_index_groups=self.axis_index_groups, mask=mask, dtype=self.dtype,
+            expected_channels=self.num_features)
+        if new is not None:
+            self.mean[...], self.var[...], self.num_batches_tracked[...] = new
+        return y
+
+    def set_view(self, use_running_average: Optional[bool] = None):
+        """Used by ``nnx.view``."""
+        if use_running_average is not None:
+            self.use_running_average = use_running_average
