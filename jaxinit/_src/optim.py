@@ -1,0 +1,526 @@
+r"""Optimizers for optax with ``torch.optim``'s exact update rules.
+
+Every factory returns an ``optax.GradientTransformation``: an ``optax.chain`` of
+small transforms whose updates equal ``torch.optim``'s parameter changes step
+for step (float64: within 1e-12 relative after 500 steps; see the README for
+the float32 figures)::
+
+    import jax, jax.numpy as jnp, optax
+    from jaxinit import optim
+    tx = optim.adam(1e-3, weight_decay=1e-2)             # == torch.optim.Adam(p, 1e-3, weight_decay=1e-2)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.full(3, 0.5)}, state, params)
+    params = optax.apply_updates(params, updates)
+
+``lr`` is a number or an optax schedule (``count -> lr``, ``count`` = number of
+updates already applied, i.e. the lr torch's scheduler has set after ``count``
+``scheduler.step()`` calls). All factories work under ``jax.jit``, inside
+``optax.multi_transform`` (torch's parameter groups) and with
+``optax.inject_hyperparams``.
+
+Injected / traced hyperparameters
+---------------------------------
+Structure is decided only from Python numbers given at construction
+(``_initcore.optim.is_static_zero``): ``momentum=0`` (a Python number) means no
+momentum buffer and ``weight_decay=0`` no decay term, exactly like torch's
+``if momentum != 0``. A hyperparameter that arrives as an array (as
+``optax.inject_hyperparams`` passes every numeric argument, ``momentum=0``
+included) keeps the general path: the buffer exists and the value is used
+arithmetically, which gives torch's numbers for every value (momentum 0 is
+selected with ``jnp.where`` so that torch's "no momentum" update ``g`` comes out
+even with dampening). Booleans (``nesterov``, ``centered``, ``amsgrad``, ...)
+and ``betas`` (a tuple) are always static. Values are checked like torch's
+constructor does when they are concrete; traced values are not checked.
+
+State layout (for state conversion with torch's ``state_dict``)
+----------------------------------------------------------------
+Each optimizer's state is the ``optax.chain`` tuple below, always the same
+length whatever the options (absent parts are ``optax.EmptyState()``); fields
+holding ``None`` are absent subtrees. ``count`` fields are int32 scalars equal
+to the number of updates applied (torch's ``state['step']``).
+
+======== ======================================================================
+sgd      ``(Empty [maximize], Empty [L2 decay], TraceTorchState | Empty,
+         ScaleByScheduleState)``
+adagrad  ``(Empty, Empty, ScaleByTorchAdagradState, ScaleByScheduleState)``
+rmsprop  ``(Empty, Empty, ScaleByTorchRmsState, TraceTorchState | Empty,
+         ScaleByScheduleState)``
+adam     ``(Empty, Empty [L2 decay], ScaleByTorchAdamState, Empty [decoupled
+         decay], ScaleByScheduleState)``; adamw has the same layout
+lars     ``(Empty [trust ratio], ScaleByScheduleState, optax.TraceState)``
+======== ======================================================================
+
+* ``TraceTorchState(count, momentum_buffer)``: torch ``momentum_buffer``;
+  torch stores ``None`` while ``count == 0`` (SGD); RMSprop's buffer starts at 0.
+* ``ScaleByTorchAdagradState(count, sum)``: torch ``step``, ``sum``.
+* ``ScaleByTorchRmsState(count, square_avg, grad_avg)``: torch ``step``,
+  ``square_avg``, ``grad_avg`` (``None`` unless ``centered``).
+* ``ScaleByTorchAdamState(count, exp_avg, exp_avg_sq, max_exp_avg_sq)``: torch
+  ``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq`` (``None`` unless
+  ``amsgrad``; with ``amsgrad_bias_corrected=True`` it holds the max of the
+  bias-corrected ``exp_avg_sq``, optax's ``nu_max``).
+* ``optax.ScaleByScheduleState(count)``: the lr schedule's counter.
+
+Field names are unique per optimizer, so ``optax.tree_utils.tree_get(state,
+"exp_avg")`` finds them, also inside ``inject_hyperparams``/``multi_transform``.
+
+optax-convention options (same names in :mod:`torchinit.optim`)
+----------------------------------------------------------------
+* ``eps_in_sqrt`` (adagrad, rmsprop): ``g * rsqrt(s + eps)`` instead of torch's
+  ``g / (sqrt(s) + eps)``; ``adagrad(lr, initial_accumulator_value=0.1,
+  eps=1e-7, eps_in_sqrt=True)`` is ``optax.adagrad(lr)``.
+* ``initial_scale`` (rmsprop): start of ``square_avg`` (optax's
+  ``initial_scale``); ``rmsprop(lr, alpha=0.9, eps_in_sqrt=True)`` is
+  ``optax.rmsprop(lr)``.
+* ``eps_root`` (adam, adamw): optax's ``eps_root``, denominator
+  ``sqrt(v_hat + eps_root) + eps``.
+* ``amsgrad_bias_corrected`` (adam, adamw, with ``amsgrad=True``): keep the max
+  of the bias-corrected second moment, as ``optax.amsgrad`` does (optax#1389).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from _initcore import optim as _core
+
+ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], Any]]
+
+
+# ----------------------------------------------------------------- helpers
+def _inc(count):
+    return optax.safe_increment(count) if hasattr(optax, "safe_increment") else count + 1
+
+
+def _powm1(beta, count, dtype):
+    """``1 - beta ** count`` in ``dtype`` (torch's bias correction)."""
+    return 1 - jnp.asarray(beta, dtype) ** count.astype(dtype)
+
+
+def _lerp(start, end, weight):
+    """``torch.lerp``: ``start + weight * (end - start)``."""
+    return start + weight * (end - start)
+
+
+def _dtype_of(tree):
+    leaves = jax.tree.leaves(tree)
+    return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+def _negate() -> optax.GradientTransformation:
+    """torch's ``maximize=True``: ascend by negating the gradient first."""
+    return optax.scale(-1.0)
+
+
+def _l2(weight_decay) -> optax.GradientTransformation:
+    """torch's coupled weight decay ``g + weight_decay * p`` (absent for a Python 0)."""
+    if _core.is_static_zero(weight_decay):
+        return optax.identity()
+    return optax.add_decayed_weights(weight_decay)
+
+
+def scale_by_torch_lr(lr: ScalarOrSchedule, lr_decay: Any = 0.0) -> optax.GradientTransformation:
+    r"""Multiply by ``-lr(count) / (1 + count * lr_decay)`` (Adagrad's decay; 0 for others).
+
+    Always keeps an ``optax.ScaleByScheduleState(count)`` (also for a constant
+    lr), so every optimizer's state has the same structure for any ``lr``.
+    """
+    sched = lr if callable(lr) else (lambda count: lr)
+    if _core.is_static_zero(lr_decay):
+        return optax.scale_by_schedule(lambda count: -sched(count))
+    return optax.scale_by_schedule(lambda count: -sched(count) / (1 + count * lr_decay))
+
+
+# ----------------------------------------------------------------- EMA
+class TorchEmaState(NamedTuple):
+    """State of :func:`ema`: ``count`` updates seen, ``ema`` the raw average."""
+    count: jax.Array
+    ema: optax.Updates
+
+
+def ema(decay: Any, debias: bool = False) -> optax.GradientTransformation:
+    r"""Exponentially weighted average of the updates, torch's ``lerp`` form.
+
+    .. math:: m_t = m_{t-1} + (1 - \beta)(g_t - m_{t-1}),\quad
+              \text{out}_t = m_t \;\text{ or }\; m_t / (1 - \beta^t)\ (\text{debias})
+
+    ``m_0 = 0``. This is Adam's ``exp_avg`` (``torch.Tensor.lerp_``); with
+    ``debias=True`` the bias-corrected average :math:`\hat m_t`. Equal in
+    exact arithmetic to ``optax.ema(decay, debias)``, which computes
+    ``(1 - decay) * g + decay * m`` (different float rounding).
+
+    Example: ``optax.chain(jaxinit.optim.ema(0.9, debias=True), optax.scale(-0.1))``.
+    """
+    _core.check("ema", betas=(decay, 0.0))
+
+    def init_fn(params):
+        return TorchEmaState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = _inc(state.count)
+        m = jax.tree.map(lambda m, g: _lerp(m, g, 1 - decay), state.ema, updates)
+        out = m
+        if debias:
+            out = jax.tree.map(lambda x: x / _powm1(decay, count, x.dtype), m)
+        return out, TorchEmaState(count, m)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- SGD momentum
+class TraceTorchState(NamedTuple):
+    """State of :func:`trace_torch`: ``count`` steps taken, torch's ``momentum_buffer``."""
+    count: jax.Array
+    momentum_buffer: optax.Updates
+
+
+def trace_torch(momentum: Any, dampening: Any = 0.0, nesterov: bool = False) -> optax.GradientTransformation:
+    r"""torch's momentum buffer, with dampening skipped on the first step.
+
+    .. math:: b_1 = g_1,\quad b_t = \mu b_{t-1} + (1 - \tau) g_t,\quad
+              \text{out}_t = g_t + \mu b_t \;(\text{nesterov}) \text{ or } b_t
+
+    Differs from ``optax.trace`` only through dampening ``tau`` (optax has
+    none); torch applies no dampening on the first step (pytorch#23796), which
+    is why this transform keeps a step counter.
+    """
+    static_m = isinstance(momentum, (int, float))
+    no_damp = _core.is_static_zero(dampening)
+
+    def init_fn(params):
+        return TraceTorchState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        first = state.count == 0
+
+        def one(g, b):
+            if no_damp:
+                b = momentum * b + g
+            else:
+                b = jnp.where(first, g, momentum * b + (1 - dampening) * g)
+            out = g + momentum * b if nesterov else b
+            if not static_m:  # an injected momentum of 0 must give torch's plain g
+                out = jnp.where(momentum == 0, g, out)
+            return out, b
+
+        pairs = jax.tree.map(one, updates, state.momentum_buffer)
+        treedef = jax.tree.structure(updates)
+        outs, bufs = jax.tree.transpose(treedef, jax.tree.structure((0, 0)), pairs)
+        return outs, TraceTorchState(_inc(state.count), bufs)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- Adagrad
+class ScaleByTorchAdagradState(NamedTuple):
+    """State of :func:`scale_by_torch_adagrad`: torch's ``step`` and ``sum``."""
+    count: jax.Array
+    sum: optax.Updates
+
+
+def scale_by_torch_adagrad(initial_accumulator_value: Any = 0.0, eps: Any = 1e-10,
+                           eps_in_sqrt: bool = False) -> optax.GradientTransformation:
+    r"""Adagrad's scaling :math:`s_t = s_{t-1} + g_t^2`, out :math:`g_t / (\sqrt{s_t} + \epsilon)`.
+
+    ``eps_in_sqrt=True``: optax's :math:`g_t \cdot \mathrm{rsqrt}(s_t + \epsilon)`
+    (0 where :math:`s_t = 0`), as ``optax.scale_by_rss``.
+    """
+    def init_fn(params):
+        return ScaleByTorchAdagradState(
+            jnp.zeros([], jnp.int32),
+            jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        s = jax.tree.map(lambda s, g: s + g * g, state.sum, updates)
+        if eps_in_sqrt:
+            out = jax.tree.map(lambda s, g: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0).astype(g.dtype) * g, s, updates)
+        else:
+            out = jax.tree.map(lambda s, g: g / (jnp.sqrt(s) + eps), s, updates)
+        return out, ScaleByTorchAdagradState(_inc(state.count), s)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- RMSprop
+class ScaleByTorchRmsState(NamedTuple):
+    """State of :func:`scale_by_torch_rms`: torch's ``step``, ``square_avg``, ``grad_avg`` (None unless centered)."""
+    count: jax.Array
+    square_avg: optax.Updates
+    grad_avg: Any
+
+
+def scale_by_torch_rms(alpha: Any = 0.99, eps: Any = 1e-8, centered: bool = False,
+                       eps_in_sqrt: bool = False, initial_scale: Any = 0.0) -> optax.GradientTransformation:
+    r"""RMSprop's scaling, torch's formulas.
+
+    .. math:: v_t = \alpha v_{t-1} + (1-\alpha) g_t^2,\quad
+              \bar g_t = \mathrm{lerp}(\bar g_{t-1}, g_t, 1-\alpha)\ (\text{centered}),\quad
+              \text{out}_t = g_t / (\sqrt{v_t - \bar g_t^2} + \epsilon)
+
+    ``eps_in_sqrt=True``: :math:`g_t\,\mathrm{rsqrt}(v_t - \bar g_t^2 + \epsilon)` (optax's default).
+    ``initial_scale``: :math:`v_0` (optax's ``initial_scale``; torch uses 0).
+    """
+    def init_fn(params):
+        return ScaleByTorchRmsState(
+            jnp.zeros([], jnp.int32),
+            jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params),
+            jax.tree.map(jnp.zeros_like, params) if centered else None)
+
+    def update_fn(updates, state, params=None):
+        del params
+        v = jax.tree.map(lambda v, g: v * alpha + (1 - alpha) * (g * g), state.square_avg, updates)
+        if centered:
+            ga = jax.tree.map(lambda a, g: _lerp(a, g, 1 - alpha), state.grad_avg, updates)
+            var = jax.tree.map(lambda v, a: v - a * a, v, ga)
+        else:
+            ga, var = None, v
+        if eps_in_sqrt:
+            out = jax.tree.map(lambda s, g: jax.lax.rsqrt(s + eps) * g, var, updates)
+        else:
+            out = jax.tree.map(lambda s, g: g / (jnp.sqrt(s) + eps), var, updates)
+        return out, ScaleByTorchRmsState(_inc(state.count), v, ga)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- Adam
+class ScaleByTorchAdamState(NamedTuple):
+    """State of :func:`scale_by_torch_adam`: torch's ``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``."""
+    count: jax.Array
+    exp_avg: optax.Updates
+    exp_avg_sq: optax.Updates
+    max_exp_avg_sq: Any
+
+
+def scale_by_torch_adam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, amsgrad: bool = False,
+                        eps_root: Any = 0.0, amsgrad_bias_corrected: bool = False) -> optax.GradientTransformation:
+    r"""Adam's scaling, torch's formulas (lr applied afterwards).
+
+    .. math:: m_t = \mathrm{lerp}(m_{t-1}, g_t, 1-\beta_1),\quad
+              v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\quad
+              \hat v_t = \max(\hat v_{t-1}, v_t)\ (\text{amsgrad}) \text{ else } v_t,
+
+    .. math:: \text{out}_t = \frac{m_t / (1-\beta_1^t)}{\sqrt{\hat v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    torch's AMSGrad keeps the max of the *raw* :math:`v_t` and bias-corrects
+    afterwards; ``optax.amsgrad`` keeps the max of :math:`v_t/(1-\beta_2^t)`
+    (``amsgrad_bias_corrected=True`` here). ``eps_root`` moves to optax's
+    denominator :math:`\sqrt{v_t/(1-\beta_2^t) + \epsilon_{root}} + \epsilon`.
+    """
+    optax_denominator = not _core.is_static_zero(eps_root) or amsgrad_bias_corrected
+
+    def init_fn(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return ScaleByTorchAdamState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros() if amsgrad else None)
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = _inc(state.count)
+        m = jax.tree.map(lambda m, g: _lerp(m, g, 1 - b1), state.exp_avg, updates)
+        v = jax.tree.map(lambda v, g: v * b2 + (1 - b2) * (g * g), state.exp_avg_sq, updates)
+        dtype = _dtype_of(updates)
+        bc1, bc2 = _powm1(b1, count, dtype), _powm1(b2, count, dtype)
+        vmax = None
+        if amsgrad and amsgrad_bias_corrected:
+            vmax = jax.tree.map(lambda a, v: jnp.maximum(a, v / bc2), state.max_exp_avg_sq, v)
+            denom = jax.tree.map(lambda a: jnp.sqrt(a + eps_root) + eps, vmax)
+        else:
+            vv = v
+            if amsgrad:
+                vmax = vv = jax.tree.map(jnp.maximum, state.max_exp_avg_sq, v)
+            if optax_denominator:
+                denom = jax.tree.map(lambda a: jnp.sqrt(a / bc2 + eps_root) + eps, vv)
+            else:
+                denom = jax.tree.map(lambda a: jnp.sqrt(a) / jnp.sqrt(bc2) + eps, vv)
+        out = jax.tree.map(lambda m, d: (m / d / bc1).astype(m.dtype), m, denom)
+        return out, ScaleByTorchAdamState(count, m, v, vmax)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- optimizers
+def sgd(lr: ScalarOrSchedule, momentum: Any = 0, dampening: Any = 0, weight_decay: Any = 0,
+        nesterov: bool = False, maximize: bool = False) -> optax.GradientTransformation:
+    r"""``torch.optim.SGD`` as an optax transformation.
+
+    .. math:: g \leftarrow \pm g + \lambda p,\quad b_t = \mu b_{t-1} + (1-\tau) g\ (b_1 = g),\quad
+              p \leftarrow p - \eta\,(g + \mu b_t \text{ if nesterov else } b_t)
+
+    Unlike ``optax.sgd`` it has dampening (not applied on the first step, as
+    torch) and coupled weight decay; ``optax.sgd(lr, momentum, nesterov)``
+    equals ``sgd(lr, momentum, nesterov=nesterov)``.
+
+    Example: ``tx = jaxinit.optim.sgd(0.1, momentum=0.9, weight_decay=5e-4)``.
+    """
+    _core.check("sgd", lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                nesterov=nesterov, maximize=maximize)
+    return optax.chain(
+        _negate() if maximize else optax.identity(),
+        _l2(weight_decay),
+        optax.identity() if _core.is_static_zero(momentum) else trace_torch(momentum, dampening, nesterov),
+        scale_by_torch_lr(lr),
+    )
+
+
+def adagrad(lr: ScalarOrSchedule = 1e-2, lr_decay: Any = 0, weight_decay: Any = 0,
+            initial_accumulator_value: Any = 0, eps: Any = 1e-10, maximize: bool = False,
+            eps_in_sqrt: bool = False) -> optax.GradientTransformation:
+    r"""``torch.optim.Adagrad`` as an optax transformation.
+
+    .. math:: g \leftarrow \pm g + \lambda p,\quad s_t = s_{t-1} + g^2\ (s_0 = \text{initial\_accumulator\_value}),
+
+    .. math:: p \leftarrow p - \frac{\eta}{1 + (t-1)\,\text{lr\_decay}}\, \frac{g}{\sqrt{s_t} + \epsilon}
+
+    ``optax.adagrad(lr)`` starts at 0.1 with ``eps=1e-7`` inside the root:
+    reproduce it with ``adagrad(lr, initial_accumulator_value=0.1, eps=1e-7, eps_in_sqrt=True)``.
+    """
+    _core.check("adagrad", lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize,
+                eps_in_sqrt=eps_in_sqrt)
+    return optax.chain(
+        _negate() if maximize else optax.identity(),
+        _l2(weight_decay),
+        scale_by_torch_adagrad(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_torch_lr(lr, lr_decay),
+    )
+
+
+def rmsprop(lr: ScalarOrSchedule = 1e-2, alpha: Any = 0.99, eps: Any = 1e-8, weight_decay: Any = 0,
+            momentum: Any = 0, centered: bool = False, maximize: bool = False,
+            eps_in_sqrt: bool = False, initial_scale: Any = 0.0) -> optax.GradientTransformation:
+    r"""``torch.optim.RMSprop`` as an optax transformation.
+
+    .. math:: u_t = g / (\sqrt{v_t - \bar g_t^2} + \epsilon),\quad
+              b_t = \mu b_{t-1} + u_t,\quad p \leftarrow p - \eta\, b_t
+
+    The momentum buffer is taken *before* the lr, as torch does; ``optax.rmsprop``
+    traces after the lr, which differs when lr is scheduled. ``optax.rmsprop(lr)``
+    is ``rmsprop(lr, alpha=0.9, eps_in_sqrt=True)`` (for a constant lr).
+    """
+    _core.check("rmsprop", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                centered=centered, maximize=maximize, eps_in_sqrt=eps_in_sqrt, initial_scale=initial_scale)
+    return optax.chain(
+        _negate() if maximize else optax.identity(),
+        _l2(weight_decay),
+        scale_by_torch_rms(alpha, eps, centered, eps_in_sqrt, initial_scale),
+        optax.identity() if _core.is_static_zero(momentum) else trace_torch(momentum),
+        scale_by_torch_lr(lr),
+    )
+
+
+def _adam_family(who, lr, betas, eps, weight_decay, amsgrad, maximize, eps_root, amsgrad_bias_corrected,
+                 decoupled):
+    _core.check(who, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                maximize=maximize, eps_root=eps_root, amsgrad_bias_corrected=amsgrad_bias_corrected)
+    b1, b2 = betas
+    return optax.chain(
+        _negate() if maximize else optax.identity(),
+        optax.identity() if decoupled else _l2(weight_decay),
+        scale_by_torch_adam(b1, b2, eps, amsgrad, eps_root, amsgrad_bias_corrected),
+        _l2(weight_decay) if decoupled else optax.identity(),
+        scale_by_torch_lr(lr),
+    )
+
+
+def adam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
+         amsgrad: bool = False, maximize: bool = False, eps_root: Any = 0.0,
+         amsgrad_bias_corrected: bool = False) -> optax.GradientTransformation:
+    r"""``torch.optim.Adam`` as an optax transformation (``weight_decay`` is L2 on the gradient).
+
+    .. math:: g \leftarrow \pm g + \lambda p,\quad
+              p \leftarrow p - \eta\,\frac{m_t/(1-\beta_1^t)}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    See :func:`scale_by_torch_adam` (AMSGrad differs from ``optax.amsgrad``:
+    use ``amsgrad_bias_corrected=True`` for optax's).
+    """
+    return _adam_family("adam", lr, betas, eps, weight_decay, amsgrad, maximize, eps_root,
+                        amsgrad_bias_corrected, decoupled=False)
+
+
+def adamw(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 1e-2,
+          amsgrad: bool = False, maximize: bool = False, eps_root: Any = 0.0,
+          amsgrad_bias_corrected: bool = False) -> optax.GradientTransformation:
+    r"""``torch.optim.AdamW`` as an optax transformation (decoupled decay, default 1e-2).
+
+    .. math:: p \leftarrow p - \eta\,(\text{adam}_t + \lambda p)
+
+    ``optax.adamw``'s default weight decay is 1e-4, torch's 1e-2.
+    """
+    return _adam_family("adamw", lr, betas, eps, weight_decay, amsgrad, maximize, eps_root,
+                        amsgrad_bias_corrected, decoupled=True)
+
+
+# ----------------------------------------------------------------- LARS
+def _resolve_mask(mask, params):
+    if isinstance(mask, bool):
+        return jax.tree.map(lambda _: mask, params)
+    return mask(params) if callable(mask) else mask
+
+
+def scale_by_lars_trust_ratio(trust_coefficient: Any = 0.001, weight_decay: Any = 0.0, eps: Any = 0.0,
+                              decay_in_norm: bool = False, weight_decay_mask: Any = True,
+                              trust_ratio_mask: Any = True) -> optax.GradientTransformation:
+    r"""LARS's local step (You et al. 2017, Algorithm 1), per parameter array ``w``:
+
+    .. math:: d = g + \beta w,\qquad
+              \text{out} = \eta\,\frac{\lVert w\rVert}{\lVert g\rVert + \beta\lVert w\rVert + \epsilon}\; d
+
+    ``decay_in_norm=True`` uses :math:`\lVert d\rVert + \epsilon` as the
+    denominator instead (``optax.lars``' form). The ratio is 1 where
+    :math:`\lVert w\rVert = 0` or the denominator norm is 0 (as
+    ``optax.scale_by_trust_ratio``). ``weight_decay_mask`` / ``trust_ratio_mask``:
+    optax masks (bool, pytree of bools, or ``params -> pytree``); False leaves
+    are not decayed / not rescaled (biases and norm scales usually).
+    """
+    def update_fn(updates, state, params):
+        if params is None:
+            raise ValueError("scale_by_lars_trust_ratio needs params: call update(grads, state, params).")
+        wdm = _resolve_mask(weight_decay_mask, params)
+        trm = _resolve_mask(trust_ratio_mask, params)
+
+        def one(g, w, decay_it, scale_it):
+            wd = weight_decay if decay_it else 0.0
+            d = g if _core.is_static_zero(wd) else g + wd * w
+            if not scale_it:
+                return d
+            w_norm = jnp.linalg.norm(w.ravel())
+            g_norm = jnp.linalg.norm(d.ravel() if decay_in_norm else g.ravel())
+            denom_norm = g_norm if decay_in_norm else g_norm + wd * w_norm
+            ratio = trust_coefficient * w_norm / (denom_norm + eps)
+            ratio = jnp.where((w_norm == 0) | (denom_norm == 0), jnp.ones_like(ratio), ratio)
+            return d * ratio.astype(d.dtype)
+
+        return jax.tree.map(one, updates, params, wdm, trm), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def lars(lr: ScalarOrSchedule, momentum: Any = 0.9, weight_decay: Any = 0.0, trust_coefficient: Any = 0.001,
+         eps: Any = 0.0, nesterov: bool = False, decay_in_norm: bool = False, weight_decay_mask: Any = True,
+         trust_ratio_mask: Any = True) -> optax.GradientTransformation:
+    r"""LARS (You et al. 2017): layer-wise trust ratio, then lr, then momentum.
+
+    .. math:: v_t = \mu v_{t-1} + \gamma_t\,\eta\frac{\lVert w\rVert}{\lVert g\rVert+\beta\lVert w\rVert+\epsilon}(g+\beta w),
+              \quad w \leftarrow w - v_t
+
+    torch has no LARS; :func:`torchinit.optim.lars` is the mirror.
+    ``lars(lr, momentum, weight_decay, trust_coefficient, eps, nesterov,
+    decay_in_norm=True, ...)`` equals ``optax.lars`` with the same arguments.
+    Exclude biases / BatchNorm with e.g.
+    ``weight_decay_mask=trust_ratio_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``.
+    """
+    _core.check("lars", lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
+                trust_coefficient=trust_coefficient, nesterov=nesterov, decay_in_norm=decay_in_norm)
+    return optax.chain(
+        scale_by_lars_trust_ratio(trust_coefficient, weight_decay, eps, decay_in_norm,
+                                  weight_decay_mask, trust_ratio_mask),
+        scale_by_torch_lr(lr),
+        optax.trace(decay=momentum, nesterov=nesterov),
+    )
