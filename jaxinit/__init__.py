@@ -36,6 +36,12 @@ from jaxinit._src.initializers import xavier_normal as xavier_normal
 from jaxinit._src.initializers import xavier_uniform as xavier_uniform
 from jaxinit._src.initializers import zeros as zeros
 from jaxinit._src.reinit import reinit as reinit
+from _initcore.convert import ConversionError as ConversionError
+from jaxinit._src.convert import from_torch_state_dict as from_torch_state_dict
+from jaxinit._src.convert import load_checkpoint as load_checkpoint
+from jaxinit._src.convert import save_checkpoint as save_checkpoint
+from jaxinit._src.convert import to_torch_state_dict as to_torch_state_dict
+from jaxinit._src.convert import twin_check as twin_check
 
 __version__ = "0.1.0"
 
@@ -81,4 +87,10 @@ __all__ = [
     "xavier_normal",
     "xavier_uniform",
     "zeros",
+    "ConversionError",
+    "from_torch_state_dict",
+    "load_checkpoint",
+    "save_checkpoint",
+    "to_torch_state_dict",
+    "twin_check",
 ]

@@ -60,6 +60,12 @@ from torchinit._src.initializers import xavier_uniform_ as xavier_uniform_
 from torchinit._src.initializers import zeros as zeros
 from torchinit._src.initializers import zeros_ as zeros_
 from torchinit._src.reinit import reinit as reinit
+from _initcore.convert import ConversionError as ConversionError
+from torchinit._src.convert import from_torch_state_dict as from_torch_state_dict
+from torchinit._src.convert import load_checkpoint as load_checkpoint
+from torchinit._src.convert import save_checkpoint as save_checkpoint
+from torchinit._src.convert import to_torch_state_dict as to_torch_state_dict
+from torchinit._src.convert import twin_check as twin_check
 
 __version__ = "0.1.0"
 
@@ -147,4 +153,10 @@ __all__ = [
     "xavier_uniform_",
     "zeros",
     "zeros_",
+    "ConversionError",
+    "from_torch_state_dict",
+    "load_checkpoint",
+    "save_checkpoint",
+    "to_torch_state_dict",
+    "twin_check",
 ]

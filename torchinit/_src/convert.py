@@ -1,0 +1,175 @@
+r"""Flax weights in PyTorch and PyTorch weights as Flax variables: the mirror of
+:mod:`jaxinit._src.convert` (same functions, arguments and meanings).
+
+jax is never imported: Flax variables are nested dicts ``{'params': {...},
+'batch_stats': {...}}`` of numpy arrays or any array-likes (``np.asarray`` is
+applied; bfloat16 comes as ml_dtypes.bfloat16). The naming rule, the layout
+transposes and the strictness live once in ``_initcore.convert``; see
+``_initcore.convert.LAYOUTS`` and the :mod:`jaxinit._src.convert` docstring for
+the BatchNorm variance note (values are copied unchanged; ``batchnorm='torch'``
+keeps ``num_batches_tracked``, ``'flax'`` has none).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from _initcore import checkpoint as _ckpt
+from _initcore import convert as _core
+from _initcore.errors import InitError
+
+
+def _torch_source(source, kinds, who):
+    if isinstance(source, torch.nn.Module):
+        sd = source.state_dict()
+        groups, containers = _core.groups_from_module(source, sd.keys(), kinds)
+        return {k: _core.tensor_to_numpy(v) for k, v in sd.items()}, groups, containers
+    if not isinstance(source, Mapping):
+        raise InitError(f"{who}: `source` must be a torch nn.Module or a state dict {{name: tensor}}, "
+                        f"got {type(source).__name__}.")
+    arrays = {str(k): _core.to_numpy(v) for k, v in source.items()}
+    return arrays, _core.groups_from_torch_names({k: v.shape for k, v in arrays.items()}, kinds), {}
+
+
+def _template_spec(template, who):
+    flat = _core.flatten_flax(template, who)
+    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype)
+            for k, v in flat.items()}
+
+
+def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping[str, str] | None = None,
+                          kinds: Mapping[str, Any] | None = None, batchnorm: str = "torch",
+                          merge_rnn_biases: bool = False, transpose_kernel: bool = False, dtype: Any = None):
+    r"""Flax variables (nested dicts of numpy arrays) from a torch module or ``state_dict``.
+
+    The mirror of :func:`jaxinit.from_torch_state_dict`: same arguments and
+    rules (template for names/shapes/dtypes, ``mapping``, ``kinds``,
+    ``batchnorm``, ``merge_rnn_biases``, ``transpose_kernel``, ``dtype``);
+    the result holds numpy arrays (bfloat16 as ml_dtypes) instead of
+    ``jax.Array`` s, e.g. to save with :func:`save_checkpoint` for a Flax user.
+    ``template`` is Flax variables as nested dicts of array-likes (anything
+    with ``shape`` and ``dtype``). Raises one ``ConversionError`` (an
+    :class:`InitError`) listing every problem.
+
+    >>> import torch, torchinit
+    >>> variables = torchinit.from_torch_state_dict(torch.nn.Linear(3, 4))
+    >>> variables["params"]["kernel"].shape
+    (3, 4)
+    """
+    who = "torchinit.from_torch_state_dict"
+    arrays, groups, containers = _torch_source(source, kinds, who)
+    spec = None if template is None else _template_spec(template, who)
+    flat = _core.torch_to_flax(arrays, groups, template=spec, mapping=mapping, containers=containers,
+                               batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
+                               transpose_kernel=transpose_kernel, dtype=dtype, who=who)
+    return _core.unflatten_flax({k: np.array(v, copy=True) for k, v in flat.items()})
+
+
+def to_torch_state_dict(variables: Any, template: Any = None, *, mapping: Mapping[str, str] | None = None,
+                        kinds: Mapping[str, Any] | None = None, batchnorm: str = "torch",
+                        transpose_kernel: bool = False, dtype: Any = None):
+    r"""A torch ``state_dict`` from Flax variables (nested dicts of array-likes).
+
+    The mirror of :func:`jaxinit.to_torch_state_dict`. ``template`` is the torch
+    module (or state dict) to load into: names, shapes, dtypes, devices and layer
+    kinds; the result holds torch tensors on the template's devices, so
+    ``template.load_state_dict(result)`` works. Without a template, torch names
+    are the Flax paths joined by ``.`` and tensors are on the CPU.
+
+    >>> import numpy as np, torch, torchinit
+    >>> linear = torch.nn.Linear(3, 4)
+    >>> v = {"params": {"kernel": np.ones((3, 4), np.float32), "bias": np.zeros(4, np.float32)}}
+    >>> linear.load_state_dict(torchinit.to_torch_state_dict(v, linear))
+    <All keys matched successfully>
+    """
+    who = "torchinit.to_torch_state_dict"
+    flat = {k: _core.to_numpy(v) for k, v in _core.flatten_flax(variables, who).items()}
+    devices: dict = {}
+    if template is None:
+        tspec, groups, containers = None, _core.groups_from_flax_names(flat, kinds), {}
+    elif isinstance(template, torch.nn.Module):
+        sd = template.state_dict()
+        tspec = {k: _core.tensor_spec(v) for k, v in sd.items()}
+        devices = {k: v.device for k, v in sd.items()}
+        groups, containers = _core.groups_from_module(template, sd.keys(), kinds)
+    elif isinstance(template, Mapping):
+        tspec = {}
+        for k, v in template.items():
+            if isinstance(v, torch.Tensor):
+                tspec[k], devices[k] = _core.tensor_spec(v), v.device
+            else:
+                tspec[k] = _core.Spec(tuple(np.shape(v)), np.asarray(v).dtype)
+        groups, containers = _core.groups_from_torch_names({k: s.shape for k, s in tspec.items()}, kinds), {}
+    else:
+        raise InitError(f"{who}: `template` must be a torch nn.Module, a state dict, or None; "
+                        f"got {type(template).__name__}.")
+    out = _core.flax_to_torch(flat, groups, template=tspec, mapping=mapping, containers=containers,
+                              batchnorm=batchnorm, transpose_kernel=transpose_kernel, dtype=dtype, who=who)
+    return {k: _core.numpy_to_tensor(v, torch, devices.get(k)) for k, v in out.items()}
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """Tensors of a ``.safetensors`` or ``.pt``/``.pth``/``.bin`` file (mirror of
+    :func:`jaxinit.load_checkpoint`, which returns numpy arrays).
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: arbitrary
+    pickled objects are never loaded. Keys that are all Flax paths
+    (``params/Dense_0/kernel``) come back as nested Flax variables of numpy
+    arrays (ready for :func:`to_torch_state_dict`); a flat state dict comes back
+    as CPU tensors. A malformed or truncated file raises :class:`InitError`
+    naming the file and the problem.
+    """
+    who = "torchinit.load_checkpoint"
+    if _ckpt.file_format(path, who) == "safetensors":
+        arrays, _ = _ckpt.read_safetensors(path, who)
+        nested = _ckpt.nest_if_flax(arrays)
+        if nested is not arrays:
+            return nested
+        return {k: _core.numpy_to_tensor(v, torch) for k, v in arrays.items()}
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise _ckpt.torch_load_error(path, err, who) from err
+    flat = _ckpt.flatten_for_file(obj, who) if isinstance(obj, Mapping) else None
+    if flat is None or not all(isinstance(v, torch.Tensor) for v in flat.values()):
+        raise InitError(f"{who}: {os.fspath(path)!r} does not hold a dict of tensors "
+                        f"(got {type(obj).__name__}); save a state_dict.")
+    nested = _ckpt.nest_if_flax(flat)
+    if nested is not flat:
+        return _ckpt.nest_if_flax({k: _core.tensor_to_numpy(v).copy() for k, v in flat.items()})
+    return flat
+
+
+def save_checkpoint(path: str | os.PathLike, state: Mapping, *, metadata: Mapping[str, str] | None = None) -> None:
+    """Write a torch state dict or Flax variables to ``.safetensors`` (or ``.pt``): mirror of
+    :func:`jaxinit.save_checkpoint` (Flax variables are stored with ``/``-joined keys;
+    dtypes kept, bfloat16 included)."""
+    who = "torchinit.save_checkpoint"
+    fmt = _ckpt.file_format(path, who)
+    flat = _ckpt.flatten_for_file(state, who)
+    if fmt == "safetensors":
+        _ckpt.write_safetensors(path, {k: np.array(_core.to_numpy(v), order="C", copy=True) for k, v in flat.items()},
+                                metadata, who)
+        return
+    torch.save({k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor)
+                    else _core.numpy_to_tensor(np.asarray(v), torch)) for k, v in flat.items()}, os.fspath(path))
+
+
+def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
+               flax_inputs: Any = None, output_transform: Any = None, modes: tuple = ("eval", "train"),
+               train_kwarg: str | None = "train", seed: int = 0, mapping: Mapping[str, str] | None = None,
+               kinds: Mapping[str, Any] | None = None, batchnorm: str = "torch",
+               transpose_kernel: bool = False) -> dict:
+    """Mirror of :func:`jaxinit.twin_check` (the same implementation,
+    :func:`_initcore.twin.twin_check`; it imports jax and flax only when called)."""
+    from _initcore.twin import twin_check as _twin
+
+    return _twin(torch_module, flax_module, inputs, variables=variables, flax_inputs=flax_inputs,
+                 output_transform=output_transform, modes=modes, train_kwarg=train_kwarg, seed=seed,
+                 mapping=mapping, kinds=kinds, batchnorm=batchnorm, transpose_kernel=transpose_kernel)
