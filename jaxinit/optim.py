@@ -24,6 +24,18 @@ from jaxinit._src.optim import scale_by_torch_lr as scale_by_torch_lr
 from jaxinit._src.optim import scale_by_torch_rms as scale_by_torch_rms
 from jaxinit._src.optim import sgd as sgd
 from jaxinit._src.optim import trace_torch as trace_torch
+# learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
+from jaxinit._src.schedules import Schedule as Schedule
+from jaxinit._src.schedules import cosine_annealing_lr as cosine_annealing_lr
+from jaxinit._src.schedules import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
+from jaxinit._src.schedules import exponential_lr as exponential_lr
+from jaxinit._src.schedules import linear_lr as linear_lr
+from jaxinit._src.schedules import multi_step_lr as multi_step_lr
+from jaxinit._src.schedules import one_cycle_lr as one_cycle_lr
+from jaxinit._src.schedules import one_cycle_momentum as one_cycle_momentum
+from jaxinit._src.schedules import polynomial_lr as polynomial_lr
+from jaxinit._src.schedules import schedules_from_torch as schedules_from_torch
+from jaxinit._src.schedules import step_lr as step_lr
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
@@ -61,4 +73,15 @@ __all__ = [
     "scale_by_torch_rms",
     "sgd",
     "trace_torch",
+    "Schedule",
+    "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "exponential_lr",
+    "linear_lr",
+    "multi_step_lr",
+    "one_cycle_lr",
+    "one_cycle_momentum",
+    "polynomial_lr",
+    "schedules_from_torch",
+    "step_lr",
 ]

@@ -9,6 +9,18 @@ from torchinit._src.optim import adamw as adamw
 from torchinit._src.optim import lars as lars
 from torchinit._src.optim import rmsprop as rmsprop
 from torchinit._src.optim import sgd as sgd
+# learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
+from torchinit._src.schedules import Schedule as Schedule
+from torchinit._src.schedules import cosine_annealing_lr as cosine_annealing_lr
+from torchinit._src.schedules import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
+from torchinit._src.schedules import exponential_lr as exponential_lr
+from torchinit._src.schedules import linear_lr as linear_lr
+from torchinit._src.schedules import multi_step_lr as multi_step_lr
+from torchinit._src.schedules import one_cycle_lr as one_cycle_lr
+from torchinit._src.schedules import one_cycle_momentum as one_cycle_momentum
+from torchinit._src.schedules import polynomial_lr as polynomial_lr
+from torchinit._src.schedules import schedules_from_torch as schedules_from_torch
+from torchinit._src.schedules import step_lr as step_lr
 
 __all__ = [
     "adagrad",
@@ -17,4 +29,15 @@ __all__ = [
     "lars",
     "rmsprop",
     "sgd",
+    "Schedule",
+    "cosine_annealing_lr",
+    "cosine_annealing_warm_restarts",
+    "exponential_lr",
+    "linear_lr",
+    "multi_step_lr",
+    "one_cycle_lr",
+    "one_cycle_momentum",
+    "polynomial_lr",
+    "schedules_from_torch",
+    "step_lr",
 ]
