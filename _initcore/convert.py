@@ -151,7 +151,7 @@ def groups_from_module(module, state_keys, kinds: Mapping | None = None):
     covered: set[str] = set()
     skip: list[str] = []
     for prefix, mod in module.named_modules():
-        if any(prefix == s or prefix.startswith(s + ".") for s in skip):
+        if any(s == "" or prefix == s or prefix.startswith(s + ".") for s in skip):
             continue
         kind, opts = _kind_spec(kinds.get(prefix)) if prefix in kinds else (torch_kind(mod), {})
         if kind is None:
