@@ -1,0 +1,641 @@
+"""JAX's threefry2x32 random numbers in PyTorch: same key, same bits, same floats.
+
+A port of ``jax.random`` (jax 0.10.2, default ``jax_threefry_partitionable=True``)
+with plain torch ops, so ``torchinit`` draws from a JAX key exactly the numbers
+``jaxinit`` draws from it. This module never imports jax.
+
+Keys. A key is a ``torch.uint32`` tensor of shape ``(2,)`` holding the two
+threefry words, i.e. the ``jax.random.key_data`` of a JAX key (or a raw
+``jax.random.PRNGKey``). :func:`as_key` converts, losslessly, anything that
+holds such a key: a JAX typed key (through ``jax.random.key_data`` found in
+``sys.modules``, never imported here), a JAX/numpy uint32[2] array, a torch
+tensor, or any object exposing ``__array__``. :func:`key_to_numpy` goes back:
+``jax.random.wrap_key_data(key_to_numpy(k))`` is the JAX typed key.
+
+Algorithm (read from jax/_src/random/{core,prng,threefry2x32}.py and XLA's CPU
+code generation, checked against jax bit for bit):
+
+- ``key(seed)``: 32-bit seeding, ``(0, seed mod 2**32)`` (JAX without x64).
+- threefry2x32: 5 blocks of 4 rounds, rotations (13, 15, 26, 6) / (17, 29, 16, 24),
+  key schedule ``(k0, k1, k0 ^ k1 ^ 0x1BD11BDA)``.
+- Partitionable layout: element ``i`` of the flat output hashes the counter
+  ``(i >> 32, i & 0xFFFFFFFF)``; a 32-bit word is ``y0 ^ y1``; 64-bit words are
+  ``(y0 << 32) | y1``; 8/16-bit words are the low bits of ``y0 ^ y1``.
+  ``split(k, n)[i] = (y0, y1)`` at counter ``i``; ``fold_in(k, d) = threefry(k, (0, d))``.
+- ``uniform``: mantissa bits ``| 1.0``, minus 1, ``max(min, f * (max - min) + min)``.
+- ``normal``: ``sqrt(2) * erf_inv(u)``, ``u`` uniform on ``(nextafter(-1, 0), 1)``.
+  In float32 ``erf_inv`` is XLA's (Giles' polynomial after ``-log1p(-u*u)``, with
+  XLA's own ``log1p`` and ``log``) with every multiply-add fused as XLA's CPU
+  backend fuses it (emulated exactly: a float64 multiply-add rounded once).
+  16-bit dtypes compute ``erf_inv`` in float32, as XLA does. float64 uses
+  ``torch.erfinv`` (XLA's float64 polynomial is not ported): within a few ulp.
+- ``truncated_normal``: ``erf`` of the bounds (XLA's float32 rational
+  approximation), a uniform between them, ``erf_inv``, clipped to the open interval.
+
+Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from _initcore.errors import InitError
+
+Tensor = torch.Tensor
+
+_M32 = 0xFFFFFFFF
+_CHUNK = 1 << 18
+_ROT = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+# --------------------------------------------------------------------------- keys
+def _i32(v: int) -> int:
+    """An unsigned 32-bit value as the int32 with the same bits."""
+    v &= _M32
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+def _make_key(k0: int, k1: int, device=None) -> Tensor:
+    return torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=device).view(torch.uint32)
+
+
+def key(seed: int) -> Tensor:
+    """A threefry key from an integer seed, as ``jax.random.key(seed)`` (32-bit seeding).
+
+    The key is ``(0, seed mod 2**32)``, a ``torch.uint32`` tensor of shape (2,).
+    ``seed`` must be an int in ``[-2**31, 2**32)``: outside it JAX's result depends
+    on ``jax_enable_x64`` (x64 keeps the high word), so it is refused.
+
+    >>> key(0).tolist()
+    [0, 0]
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InitError(
+            f"key: `seed` must be an int, got {type(seed).__name__} {seed!r}; "
+            "e.g. torchinit.random.key(0), or torchinit.random.as_key(jax_key) to convert a JAX key."
+        )
+    seed = int(seed)
+    if not -(1 << 31) <= seed < (1 << 32):
+        raise InitError(
+            f"key: `seed`={seed} is outside [-2**31, 2**32), where JAX's 32-bit seeding is unambiguous; "
+            "use seed % 2**32, or build the key in JAX (jax.random.key) and convert it with as_key."
+        )
+    return _make_key(0, seed)
+
+
+def _is_key_dtype(obj) -> bool:
+    dt = getattr(obj, "dtype", None)
+    return dt is not None and "key<" in str(dt)
+
+
+def as_key(obj: Any) -> Tensor:
+    """Convert a key to torchinit's form (``torch.uint32`` tensor of shape (2,)), losslessly.
+
+    Accepts a JAX typed key (``jax.random.key``; read with ``jax.random.key_data``
+    from ``sys.modules``), a raw key (``jax.random.PRNGKey``, a numpy or torch
+    uint32 array of shape (2,), or an int tensor/array whose two values lie in
+    [0, 2**32)), or any object with ``__array__``. Ints are seeds, not keys: use :func:`key`.
+    """
+    if isinstance(obj, torch.Tensor):
+        if obj.dtype == torch.uint32:
+            arr = obj.detach().cpu().view(torch.int32).numpy().view(np.uint32)
+        elif obj.dtype in (torch.int64, torch.int32, torch.uint8, torch.int16):
+            arr = obj.detach().cpu().numpy()
+        else:
+            raise InitError(f"as_key: a key tensor must have an integer dtype (uint32), got {obj.dtype}")
+    elif isinstance(obj, (bool, numbers.Number, str, bytes)) or obj is None:
+        raise InitError(
+            f"as_key: expected a key (uint32[2] array or JAX typed key), got {type(obj).__name__} {obj!r}; "
+            "for an int seed use torchinit.random.key(seed)."
+        )
+    elif _is_key_dtype(obj):
+        jr = getattr(sys.modules.get("jax"), "random", None)
+        if jr is None:
+            raise InitError("as_key: got a JAX typed key but jax is not imported")
+        if getattr(obj, "shape", ()) != ():
+            raise InitError(f"as_key: expected a single key, got a key array of shape {tuple(obj.shape)}")
+        arr = np.asarray(jr.key_data(obj))
+    elif hasattr(obj, "__array__") or isinstance(obj, (list, tuple)):
+        try:
+            arr = np.asarray(obj)
+        except Exception as err:  # noqa: BLE001 - reported with the fix
+            raise InitError(f"as_key: could not read {type(obj).__name__} as an array: {err}") from err
+    else:
+        raise InitError(
+            f"as_key: expected a key (uint32[2] array or JAX typed key), got {type(obj).__name__}; "
+            "for an int seed use torchinit.random.key(seed)."
+        )
+    if arr.shape != (2,):
+        raise InitError(
+            f"as_key: a threefry key has shape (2,), got shape {arr.shape}; "
+            "pass one key (index a split result first)."
+        )
+    if arr.dtype.kind not in "ui":
+        raise InitError(f"as_key: a key must hold integers (uint32), got dtype {arr.dtype}")
+    vals = [int(v) for v in arr]
+    if any(not 0 <= v <= _M32 for v in vals):
+        raise InitError(f"as_key: key words must lie in [0, 2**32), got {vals}")
+    return _make_key(vals[0], vals[1])
+
+
+def is_key(obj: Any) -> bool:
+    """True for objects :func:`as_key` reads as a key (not for int seeds or generators)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.shape == (2,) and obj.dtype == torch.uint32
+    if _is_key_dtype(obj):
+        return getattr(obj, "shape", None) == ()
+    if isinstance(obj, np.ndarray):
+        return obj.shape == (2,) and obj.dtype == np.uint32
+    if hasattr(obj, "__array__") and getattr(obj, "shape", None) == (2,):
+        return str(getattr(obj, "dtype", "")) == "uint32"
+    return False
+
+
+def key_to_numpy(k: Any) -> np.ndarray:
+    """The key as a numpy ``uint32`` array of shape (2,): a raw JAX key.
+
+    ``jax.random.wrap_key_data(key_to_numpy(k))`` is the equivalent typed key.
+    """
+    k = as_key(k)
+    return k.view(torch.int32).numpy().view(np.uint32).copy()
+
+
+def _words(k) -> tuple[int, int]:
+    k = k if (isinstance(k, torch.Tensor) and k.dtype == torch.uint32 and k.shape == (2,)) else as_key(k)
+    a, b = k.view(torch.int32).tolist()
+    return a & _M32, b & _M32
+
+
+# --------------------------------------------------------------------------- threefry core
+def _rotl(x: Tensor, r: int) -> Tensor:
+    # int32 tensors hold uint32 bits; >> is arithmetic, so mask the low r bits.
+    return torch.bitwise_or(torch.bitwise_left_shift(x, r), torch.bitwise_right_shift(x, 32 - r) & ((1 << r) - 1))
+
+
+def _threefry_eager(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """threefry2x32 on int32 tensors (uint32 bits, wrapping adds)."""
+    ks = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
+    x0 = x0 + _i32(ks[0])
+    x1 = x1 + _i32(ks[1])
+    for i in range(5):
+        for r in _ROT[i % 2]:
+            x0 = x0.add_(x1)
+            x1 = _rotl(x1, r).bitwise_xor_(x0)
+        x0 = x0.add_(_i32(ks[(i + 1) % 3]))
+        x1 = x1.add_(_i32(ks[(i + 2) % 3] + i + 1))
+    return x0, x1
+
+
+def _threefry_tensor_key(kt: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """Same, with the key as an int32 tensor (for torch.compile: no recompile per key)."""
+    k0, k1 = kt[0], kt[1]
+    k2 = k0 ^ k1 ^ _i32(0x1BD11BDA)
+    ks = (k0, k1, k2)
+    x0 = x0 + k0
+    x1 = x1 + k1
+    for i in range(5):
+        for r in _ROT[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotl(x1, r) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + (i + 1)
+    return x0, x1
+
+
+_COMPILED: dict = {}
+_USE_COMPILE = os.environ.get("TORCHINIT_COMPILE", "0") == "1"
+
+
+def set_compile(enabled: bool) -> None:
+    """Use ``torch.compile`` for the threefry hash (opt-in; default off or ``TORCHINIT_COMPILE=1``).
+
+    Compiled code takes the key as a tensor, so new keys do not recompile. If
+    compilation fails the eager path is used, with the same bits.
+    """
+    global _USE_COMPILE
+    _USE_COMPILE = bool(enabled)
+
+
+def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    if _USE_COMPILE and x0.numel() >= 4096:
+        fn = _COMPILED.get("tf")
+        if fn is None:
+            try:
+                fn = torch.compile(_threefry_tensor_key, dynamic=True)
+            except Exception:  # noqa: BLE001 - fall back to eager, same bits
+                fn = False
+            _COMPILED["tf"] = fn
+        if fn:
+            try:
+                kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
+                return fn(kt, x0, x1)
+            except Exception:  # noqa: BLE001
+                _COMPILED["tf"] = False
+    return _threefry_eager(k0, k1, x0, x1)
+
+
+def _counter_bits(k0: int, k1: int, start: int, n: int, device) -> tuple[Tensor, Tensor]:
+    """(y0, y1) for flat counters start .. start + n - 1."""
+    idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
+    hi = (idx >> 32).to(torch.int32)
+    lo = (idx & _M32).to(torch.int32)  # wraps to the int32 with the same bits
+    return _hash(k0, k1, hi, lo)
+
+
+def _check_shape(shape, who: str) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError as err:
+        raise InitError(f"{who}: `shape` must be a tuple of ints, got {shape!r}") from err
+    if any(d < 0 for d in shape):
+        raise InitError(f"{who}: `shape` must have non-negative sizes, got {shape}")
+    return shape
+
+
+def split(k, num: int | Sequence[int] = 2) -> Tensor:
+    """Split a key into ``num`` new keys, as ``jax.random.split``: shape ``(*num, 2)`` uint32."""
+    k0, k1 = _words(k)
+    shape = _check_shape(num, "split")
+    n = math.prod(shape)
+    y0, y1 = _counter_bits(k0, k1, 0, n, "cpu")
+    return torch.stack([y0, y1], dim=-1).reshape(shape + (2,)).view(torch.uint32)
+
+
+def fold_in(k, data: int) -> Tensor:
+    """Fold a 32-bit integer into a key, as ``jax.random.fold_in``; ``data`` in [0, 2**32)."""
+    if isinstance(data, bool) or not isinstance(data, numbers.Integral):
+        raise InitError(f"fold_in: `data` must be an int in [0, 2**32), got {data!r}")
+    data = int(data)
+    if not 0 <= data <= _M32:
+        raise InitError(f"fold_in: `data`={data} is outside [0, 2**32); reduce it with data % 2**32")
+    k0, k1 = _words(k)
+    y0, y1 = _threefry_eager(k0, k1, torch.zeros(1, dtype=torch.int32), torch.tensor([_i32(data)], dtype=torch.int32))
+    return _make_key(int(y0) & _M32, int(y1) & _M32)
+
+
+# --------------------------------------------------------------------------- float formats
+_FLOATS = {
+    torch.float32: (32, 23, torch.int32, 0x3F800000),
+    torch.float64: (64, 52, torch.int64, 0x3FF0000000000000),
+    torch.bfloat16: (16, 7, torch.int16, 0x3F80),
+    torch.float16: (16, 10, torch.int16, 0x3C00),
+}
+
+
+def _float_dtype(dtype, who):
+    if dtype not in _FLOATS:
+        raise InitError(f"{who}: `dtype` must be one of torch.float32/float64/bfloat16/float16, got {dtype!r}")
+    return dtype
+
+
+def _bits_chunk(k0, k1, start, n, width, device) -> Tensor:
+    """Raw random words for flat indices [start, start + n): int tensors holding the bits."""
+    y0, y1 = _counter_bits(k0, k1, start, n, device)
+    if width == 64:
+        return (y0.to(torch.int64) << 32) | (y1.to(torch.int64) & _M32)
+    w = y0 ^ y1
+    if width == 32:
+        return w
+    return w & ((1 << width) - 1)
+
+
+def _unit_chunk(k0, k1, start, n, dtype, device) -> Tensor:
+    """f in [0, 1) of ``dtype`` from the mantissa trick (before scaling)."""
+    nbits, nmant, itype, one = _FLOATS[dtype]
+    rng_bits = 8 if nmant < 8 else nbits
+    b = _bits_chunk(k0, k1, start, n, rng_bits, device)
+    if nbits == 64:
+        fb = ((b >> 12) & ((1 << 52) - 1)) | one
+    else:
+        fb = ((b >> (rng_bits - nmant)) & ((1 << nmant) - 1)) | one
+    return fb.to(itype).view(dtype) - 1
+
+
+def _scalar(v, dtype, device):
+    return torch.tensor(v, dtype=torch.float64).to(dtype).to(device)
+
+
+def _uniform_from_unit(f, lo, hi):
+    """JAX: ``max(minval, floats * (maxval - minval) + minval)``; XLA's CPU backend fuses the
+    multiply-add in float32/float64; 16-bit dtypes round after every op, as torch does)."""
+    d = hi - lo
+    if f.dtype in (torch.bfloat16, torch.float16):
+        return torch.maximum(lo, f * d + lo)
+    return torch.maximum(lo, _fma(f, d, lo))
+
+
+def _fill(out: Tensor, fn) -> Tensor:
+    flat = out.view(-1)
+    n = flat.numel()
+    for s in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - s)
+        flat[s:s + m] = fn(s, m)
+    return out
+
+
+def bits(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.uint32, device=None) -> Tensor:
+    """Random raw bits, as ``jax.random.bits``: dtype uint8/uint16/uint32/uint64."""
+    widths = {torch.uint8: 8, torch.uint16: 16, torch.uint32: 32, torch.uint64: 64}
+    if dtype not in widths:
+        raise InitError(f"bits: `dtype` must be torch.uint8/uint16/uint32/uint64, got {dtype!r}")
+    k0, k1 = _words(k)
+    shape = _check_shape(shape, "bits")
+    width = widths[dtype]
+    itype = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64}[width]
+    out = torch.empty(shape, dtype=itype, device=device)
+    _fill(out, lambda s, m: _bits_chunk(k0, k1, s, m, width, out.device).to(itype))
+    return out if width == 8 else out.view(dtype)
+
+
+def uniform(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, minval: float = 0.0,
+            maxval: float = 1.0, device=None) -> Tensor:
+    """U[minval, maxval), bitwise ``jax.random.uniform`` on every backend (integer bits, exact float ops).
+
+    ``minval``/``maxval`` are Python numbers, rounded to ``dtype`` as JAX does.
+    """
+    dtype = _float_dtype(dtype, "uniform")
+    k0, k1 = _words(k)
+    shape = _check_shape(shape, "uniform")
+    out = torch.empty(shape, dtype=dtype, device=device)
+    lo, hi = _scalar(minval, dtype, out.device), _scalar(maxval, dtype, out.device)
+    return _fill(out, lambda s, m: _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, out.device), lo, hi))
+
+
+# --------------------------------------------------------------------------- XLA CPU float32 math
+def _bits_f32(v: int) -> float:
+    return float(np.array([v], dtype=np.uint32).view(np.float32)[0])
+
+
+def _fma(a: Tensor, b, c) -> Tensor:
+    """Fused multiply-add ``a * b + c`` with one rounding, as XLA's CPU code contracts it.
+
+    float32: the float64 product of two floats is exact, so a float64 add rounded
+    once to float32 is the fused result. float64: Dekker's exact product and
+    Knuth's two-sum (error-free transformations) give the fused result.
+    """
+    if a.dtype == torch.float64:
+        return _fma64(a, b, c)
+    a64 = a.double()
+    b64 = b.double() if isinstance(b, torch.Tensor) else b
+    c64 = c.double() if isinstance(c, torch.Tensor) else c
+    return (a64 * b64 + c64).to(a.dtype)
+
+
+def _split(x):
+    t = x * 134217729.0  # 2**27 + 1
+    hi = t - (t - x)
+    return hi, x - hi
+
+
+def _fma64(a: Tensor, b, c) -> Tensor:
+    b = b if isinstance(b, torch.Tensor) else torch.tensor(b, dtype=torch.float64, device=a.device)
+    c = c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=a.device)
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    s = p + c
+    bb = s - p
+    t = (p - (s - bb)) + (c - bb)
+    return s + (t + e)
+
+
+_LOG_P = [_bits_f32(b) for b in (0x3D9021BB, 0xBDEBD1B8, 0x3DEF251A, 0xBDFE5D4F, 0x3E11E9BF,
+                                 0xBE2AAE50, 0x3E4CCEAC, 0xBE7FFFFC, 0x3EAAAAAA)]
+_LOG_Q1, _LOG_Q2 = _bits_f32(0xB95E8083), _bits_f32(0x3F318000)
+_SQRTHF = _bits_f32(0x3F3504F3)
+_MIN_NORM = _bits_f32(0x00800000)
+
+
+def _xla_log_f32(v: Tensor) -> Tensor:
+    """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled)."""
+    v = torch.clamp_min(v, _MIN_NORM)
+    b = v.view(torch.int32)
+    e = ((b >> 23) - 127).float() + 1.0
+    m = ((b & -2139095041) | 0x3F000000).view(torch.float32)  # frexp mantissa in [0.5, 1)
+    small = m < _SQRTHF
+    x = (m - 1.0) + torch.where(small, m, 0.0)
+    e = e - small.float()
+    x2 = x * x
+    x3 = x2 * x
+    p = _LOG_P
+    y = _fma(x, p[0], p[1])
+    y1 = _fma(x, p[3], p[4])
+    y2 = _fma(x, p[6], p[7])
+    y = _fma(y, x, p[2])
+    y1 = _fma(y1, x, p[5])
+    y2 = _fma(y2, x, p[8])
+    y = _fma(y, x3, y1)
+    y = _fma(y, x3, y2)
+    y = _fma(y, x3, e * _LOG_Q1)
+    xm = _fma(x2, -0.5, x)
+    return _fma(e, _LOG_Q2, xm + y)
+
+
+_L1P_NUM = [float(np.float32(c)) for c in (
+    4.5270000862445199635215E-5, 4.9854102823193375972212E-1, 6.5787325942061044846969E0,
+    2.9911919328553073277375E1, 6.0949667980987787057556E1, 5.7112963590585538103336E1,
+    2.0039553499201281259648E1)]
+_L1P_DEN = [float(np.float32(c)) for c in (
+    1., 1.5062909083469192043167E1, 8.3047565967967209469434E1, 2.2176239823732856465394E2,
+    3.0909872225312059774938E2, 2.1642788614495947685003E2, 6.0118660497603843919306E1)]
+_EI_LT = [float(np.float32(c)) for c in (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                                         0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)]
+_EI_GT = [float(np.float32(c)) for c in (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
+                                         0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)]
+
+
+def _xla_erfinv_f32(u: Tensor) -> Tensor:
+    """XLA CPU's float32 erf_inv, bit for bit: w = -log1p(-u*u), Giles' two polynomials."""
+    x = u * -u
+    xs = x * x
+    num = torch.full_like(x, _L1P_NUM[0])
+    den = torch.full_like(x, _L1P_DEN[0])
+    for c in _L1P_NUM[1:]:
+        num = _fma(num, x, c)
+    for c in _L1P_DEN[1:]:
+        den = _fma(den, x, c)
+    r = (x * xs) * (num / den)
+    small = x + _fma(xs, -0.5, r)
+    l1p = torch.where(x.abs() < 0.41421356237309504880, small, _xla_log_f32(x + 1.0))
+    lt = l1p > -5.0
+    w = torch.where(lt, -2.5 - l1p, torch.sqrt((-l1p).double()).float() - 3.0)  # correctly rounded sqrt
+    p = torch.where(lt, _EI_LT[0], _EI_GT[0])
+    for a, b in zip(_EI_LT[1:], _EI_GT[1:]):
+        p = _fma(p, w, torch.where(lt, a, b))
+    p = torch.where(u.abs() == 1, math.inf, p)
+    return u * p
+
+
+_ERF_NUM = [_bits_f32(b) for b in (0x39702D51, 0x3B5F5DA2, 0x3D50B6EB, 0x3E3DA740, 0x3F906EBA)]
+_ERF_DEN = [_bits_f32(b) for b in (0xB3FD3906, 0x37C588DF, 0x3A856D28, 0x3C6687D4, 0x3DE34C21, 0x3EFEB44A, 0x3F800000)]
+_ERF_CLAMP = _bits_f32(0x407547CB)
+
+
+def _xla_erf_f32(x: Tensor) -> Tensor:
+    """XLA CPU's float32 erf (rational approximation in x**2, FMAs as compiled)."""
+    x2 = x * x
+    p = _fma(x2, _ERF_NUM[0], _ERF_NUM[1])
+    for c in _ERF_NUM[2:]:
+        p = _fma(x2, p, c)
+    num = x * p
+    q = _fma(x2, _ERF_DEN[0], _ERF_DEN[1])
+    for c in _ERF_DEN[2:]:
+        q = _fma(x2, q, c)
+    return torch.where(x.abs() >= _ERF_CLAMP, torch.sign(x) + (x == 0).float(), num / q)
+
+
+def _erfinv(u: Tensor) -> Tensor:
+    if u.dtype == torch.float64:
+        return torch.erfinv(u)
+    if u.dtype == torch.float32:
+        return _xla_erfinv_f32(u)
+    return _xla_erfinv_f32(u.float()).to(u.dtype)
+
+
+def _erf(x: Tensor) -> Tensor:
+    if x.dtype == torch.float64:
+        return torch.erf(x)
+    if x.dtype == torch.float32:
+        return _xla_erf_f32(x)
+    return _xla_erf_f32(x.float()).to(x.dtype)
+
+
+_SQRT2 = math.sqrt(2.0)
+
+
+def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """N(0, 1), as ``jax.random.normal``: ``sqrt(2) * erf_inv(u)``, u uniform on (-1, 1).
+
+    Bitwise JAX on CPU in float32/bfloat16/float16 (XLA's erf_inv ported with its
+    fused multiply-adds); float64 is within the few ulp stated in the README.
+    """
+    dtype = _float_dtype(dtype, "normal")
+    k0, k1 = _words(k)
+    shape = _check_shape(shape, "normal")
+    out = torch.empty(shape, dtype=dtype, device=device)
+    dev = out.device
+    lo = _nextafter(_scalar(-1.0, dtype, "cpu"), 0.0).to(dev)
+    hi = _scalar(1.0, dtype, dev)
+    s2 = _scalar(_SQRT2, dtype, dev)
+
+    def chunk(s, m):
+        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), lo, hi)
+        return s2 * _erfinv(u)
+
+    return _fill(out, chunk)
+
+
+def _nextafter(x: Tensor, toward: float) -> Tensor:
+    """The next representable value of a 0-d CPU tensor toward ``toward`` (16-bit types via their bits)."""
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.nextafter(x, torch.tensor(toward, dtype=x.dtype))
+    xv = float(x)
+    if xv == toward or math.isnan(xv):
+        return x
+    b = int(x.reshape(1).view(torch.int16)[0]) & 0xFFFF
+    if xv == 0:
+        nb = 0x0001 if toward > 0 else 0x8001
+    elif (toward > xv) == (xv > 0):
+        nb = b + 1
+    else:
+        nb = b - 1
+    nb = nb - 0x10000 if nb >= 0x8000 else nb
+    return torch.tensor([nb], dtype=torch.int16).view(x.dtype)[0]
+
+
+def truncated_normal(k, lower: float, upper: float, shape: Sequence[int] | None = None,
+                     dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """N(0, 1) truncated to (lower, upper), as ``jax.random.truncated_normal`` (scalar bounds).
+
+    ``sqrt(2) * erf_inv(U[erf(lower/sqrt2), erf(upper/sqrt2)))`` clipped to the open
+    interval. Note (jax#10951): wide bounds give erf_inv outliers in JAX, and here.
+    """
+    dtype = _float_dtype(dtype, "truncated_normal")
+    for name, v in (("lower", lower), ("upper", upper)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise InitError(f"truncated_normal: `{name}` must be a real number, got {v!r}")
+    k0, k1 = _words(k)
+    shape = _check_shape((), "truncated_normal") if shape is None else _check_shape(shape, "truncated_normal")
+    out = torch.empty(shape, dtype=dtype, device=device)
+    dev = out.device
+    s2 = _scalar(_SQRT2, dtype, "cpu")
+    lo_t, hi_t = _scalar(lower, dtype, "cpu"), _scalar(upper, dtype, "cpu")
+    # XLA rewrites x / sqrt(2) as x * (1 / sqrt(2)) (the reciprocal rounded to dtype).
+    inv = _scalar(1.0 / _SQRT2, dtype, "cpu")
+    a = _erf((lo_t * inv).reshape(1)).reshape(())
+    b = _erf((hi_t * inv).reshape(1)).reshape(())
+    clip_lo = _nextafter(lo_t, math.inf).to(dev)
+    clip_hi = _nextafter(hi_t, -math.inf).to(dev)
+    a, b, s2d = a.to(dev), b.to(dev), s2.to(dev)
+
+    def chunk(s, m):
+        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), a, b)
+        return torch.clamp(s2d * _erfinv(u), clip_lo, clip_hi)
+
+    return _fill(out, chunk)
+
+
+def bernoulli(k, p: float | Tensor = 0.5, shape: Sequence[int] | None = None, mode: str = "low") -> Tensor:
+    """Boolean draws with mean ``p``, as ``jax.random.bernoulli`` (``uniform < p``).
+
+    A Python float ``p`` is float32 (JAX without x64); pass a float64 tensor for float64.
+    ``mode='high'`` draws two uniforms per value (JAX's small-``p`` mode).
+    """
+    if mode not in ("low", "high"):
+        raise InitError(f"bernoulli: `mode` must be 'low' or 'high', got {mode!r}")
+    if isinstance(p, torch.Tensor):
+        pt = p
+    elif isinstance(p, numbers.Real) and not isinstance(p, bool):
+        pt = torch.tensor(float(p), dtype=torch.float32)
+    else:
+        raise InitError(f"bernoulli: `p` must be a float or a floating tensor, got {p!r}")
+    dtype = _float_dtype(pt.dtype, "bernoulli")
+    shape = tuple(pt.shape) if shape is None else _check_shape(shape, "bernoulli")
+    if mode == "high":
+        u = uniform(k, (2,) + shape, dtype, device=pt.device)
+        u1, u2 = u[0], u[1] * (2.0 ** -_FLOATS[dtype][1])
+        return u2 < pt - u1
+    return uniform(k, shape, dtype, device=pt.device) < pt
+
+
+def permutation(k, x: int | Tensor, axis: int = 0, independent: bool = False) -> Tensor:
+    """A random permutation of ``range(x)`` or of ``x`` along ``axis``, as ``jax.random.permutation``.
+
+    JAX sorts by fresh 32-bit random keys ``ceil(3 ln(n) / ln(2**32 - 1))`` times
+    (stable sorts), splitting the key before each round; so does this.
+    """
+    if isinstance(x, bool):
+        raise InitError("permutation: `x` must be an int or a tensor, got a bool")
+    if isinstance(x, numbers.Integral):
+        if int(x) < 0:
+            raise InitError(f"permutation: `x` must be non-negative, got {x}")
+        return _shuffle(k, torch.arange(int(x)), 0)
+    if not isinstance(x, torch.Tensor):
+        raise InitError(f"permutation: `x` must be an int or a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise InitError("permutation: `x` must be an int or at least 1-dimensional")
+    axis = axis % x.ndim
+    if independent or x.ndim == 1:
+        return _shuffle(k, x, axis)
+    ind = _shuffle(k, torch.arange(x.shape[axis], device=x.device), 0)
+    return torch.index_select(x, axis, ind)
+
+
+def _shuffle(k, x: Tensor, axis: int) -> Tensor:
+    n = x.numel()
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(_M32)))
+    for _ in range(rounds):
+        k, sub = split(k)
+        sort_keys = bits(sub, tuple(x.shape), device=x.device).view(torch.int32).to(torch.int64) & _M32
+        order = torch.sort(sort_keys, dim=axis, stable=True).indices
+        x = torch.take_along_dim(x, order, dim=axis)
+    return x
