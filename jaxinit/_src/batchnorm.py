@@ -411,7 +411,7 @@ class LinenBatchNorm(_linen.Module):
             axis_name=None if initializing else self.axis_name,
             axis_index_groups=None if initializing else self.axis_index_groups,
             mask=mask, dtype=self.dtype, update=not initializing, check_batch=not initializing)
-        if new is not None and self.is_mutable_collection("batch_stats"):
+        if new is not None:  # raises Flax's error when batch_stats is not mutable, as flax.linen.BatchNorm
             ra_mean.value, ra_var.value, ra_nbt.value = new
         return y
 

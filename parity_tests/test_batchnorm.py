@@ -1,0 +1,588 @@
+"""BatchNorm parity: jaxinit.BatchNorm (Linen), jaxinit.nnx.BatchNorm and torchinit.BatchNorm
+against the REAL torch.nn.BatchNorm1d/2d/3d and flax.linen/flax.nnx.BatchNorm.
+
+Each parity case runs STEPS training steps (a fresh batch per step, per-channel
+means in [-20, 20] and scales in [0.1, 10], a fixed random cotangent ``g`` so the
+loss is ``sum(y * g)``), comparing at every step the output, the gradients with
+respect to the input, the scale (torch ``weight``) and the bias, and the running
+mean / variance / num_batches_tracked; then one evaluation call on a new batch.
+The JAX side runs the whole loop in one jitted ``lax.scan``.
+
+Tolerances (max abs difference, outputs and gradients are O(1)..O(10) numbers):
+- float64: 1e-12, the claim of exactness (only summation order differs).
+- float32: the frameworks reduce in different orders (torch CPU accumulates
+  per-channel sums in its own blocking), so each batch statistic carries a
+  relative error of a few float32 ulps (~1e-7) times the data's dynamic range;
+  the input gradient of BatchNorm is ``(g - mean(g) - xhat*mean(g*xhat)) / sigma``
+  which amplifies it by 1/sigma (up to 10 here), and ``x - mean`` cancels
+  |mean|/sigma (up to 200 here) leading digits. So float32 is compared with
+  F32_TOL = 1e-4 relative to max(1, max|reference|) of each quantity (the worst
+  measured values, printed in the parity figures, are around 1e-5 relative).
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as fnn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import jaxinit
+import jaxinit.linen
+import jaxinit.nnx
+import torchinit
+import torchinit.nn
+from _initcore import InitError
+from parity_tests._figures import TORCH_DEVICE, record_figure
+
+STEPS = 50
+F64_TOL = 1e-12
+F32_TOL = 1e-4  # relative to max(1, max|reference|), see the module docstring
+C = 3
+SHAPES = {2: (16, C), 3: (6, C, 5), 4: (4, C, 3, 5), 5: (2, C, 3, 2, 4)}  # NCHW (torch layout)
+TORCH_BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}
+DT = {"float64": (jnp.float64, torch.float64, np.float64), "float32": (jnp.float32, torch.float32, np.float32)}
+VARIANTS = {
+    "default": {},
+    "momentum_none": dict(momentum=None),
+    "no_running_stats": dict(track_running_stats=False),
+    "affine_false": dict(affine=False),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: torch's intra-op thread pool only adds synchronization (50x slower on a
+    loaded 2-core machine); results do not depend on the thread count for these sizes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- data
+def make_data(ndim: int, seed: int, steps: int = STEPS, c: int = C, shape=None):
+    """Training batches, cotangents and one eval batch in NCHW, plus random weight/bias."""
+    rng = np.random.default_rng(seed)
+    shape = shape or SHAPES[ndim][:1] + (c,) + SHAPES[ndim][2:]
+    bshape = [1] * len(shape)
+    bshape[1] = c
+    mean = rng.uniform(-20, 20, c).reshape(bshape)
+    scale = (10.0 ** rng.uniform(-1, 1, c)).reshape(bshape)
+    xs = rng.standard_normal((steps,) + tuple(shape)) * scale + mean
+    gs = rng.standard_normal((steps,) + tuple(shape))
+    x_eval = rng.standard_normal(shape) * scale + mean
+    weight = rng.uniform(0.5, 2.0, c)
+    bias = rng.uniform(-1, 1, c)
+    return xs, gs, x_eval, weight, bias
+
+
+def to_layout(a: np.ndarray, layout: str, batch_dims: int = 0) -> np.ndarray:
+    """NCHW -> the layout's order (channel axis ``1 + batch_dims`` moved last for NHWC)."""
+    return a if layout == "NCHW" else np.moveaxis(a, 1 + batch_dims, -1)
+
+
+def from_layout(a, layout: str, batch_dims: int = 0) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a if layout == "NCHW" else np.moveaxis(a, -1, 1 + batch_dims)
+
+
+# ----------------------------------------------------------------------------- runners
+def run_torch(module: torch.nn.Module, xs, gs, x_eval, weight, bias, tdtype, *, mask=None):
+    """STEPS training forwards/backwards of a torch module, then one eval forward.
+
+    Returns per-step outputs, input/weight/bias grads, running stats, and the eval output."""
+    module = module.to(TORCH_DEVICE)
+    if getattr(module, "weight", None) is not None:
+        with torch.no_grad():
+            module.weight.copy_(torch.as_tensor(weight))
+            if module.bias is not None:
+                module.bias.copy_(torch.as_tensor(bias))
+    module.train()
+    out = {k: [] for k in ("y", "dx", "dscale", "dbias", "mean", "var", "nbt")}
+    for x, g in zip(xs, gs):
+        xt = torch.tensor(x, dtype=tdtype, device=TORCH_DEVICE, requires_grad=True)
+        y = module(xt) if mask is None else module(xt, mask)
+        (y * torch.tensor(g, dtype=tdtype, device=TORCH_DEVICE)).sum().backward()
+        out["y"].append(y.detach().cpu().double().numpy())
+        out["dx"].append(xt.grad.cpu().double().numpy())
+        for name, key in (("weight", "dscale"), ("bias", "dbias")):
+            p = getattr(module, name, None)
+            if p is not None:
+                out[key].append(p.grad.cpu().double().numpy())
+                p.grad = None
+        if module.running_mean is not None:
+            out["mean"].append(module.running_mean.cpu().double().numpy().copy())
+            out["var"].append(module.running_var.cpu().double().numpy().copy())
+            out["nbt"].append(int(module.num_batches_tracked))
+    module.eval()
+    with torch.no_grad():
+        out["eval"] = module(torch.tensor(x_eval, dtype=tdtype, device=TORCH_DEVICE)).cpu().double().numpy()
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _split_outputs(ys, dxs, dps, stats_seq, eval_y):
+    out = {"y": ys, "dx": dxs, "dscale": dps.get("scale", np.zeros((0,))), "dbias": dps.get("bias", np.zeros((0,)))}
+    if stats_seq:
+        out["mean"], out["var"] = stats_seq["mean"], stats_seq["var"]
+        out["nbt"] = stats_seq.get("num_batches_tracked", np.zeros((0,)))  # absent in flax's BatchNorm
+    else:
+        out["mean"] = out["var"] = out["nbt"] = np.zeros((0,))
+    out["eval"] = eval_y
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), out)
+
+
+def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks=None):
+    """The same loop for a Linen module (``jaxinit.BatchNorm`` or ``flax.linen.BatchNorm``)."""
+    xs, gs, x_eval = (jnp.asarray(a, jdtype) for a in (xs, gs, x_eval))
+    variables = module.init(jax.random.key(0), xs[0], use_running_average=False)
+    params = dict(variables.get("params", {}))
+    if "scale" in params:
+        params["scale"] = jnp.asarray(weight, params["scale"].dtype)
+    if "bias" in params:
+        params["bias"] = jnp.asarray(bias, params["bias"].dtype)
+    # flax.linen.BatchNorm creates float32 statistics and promotes them on the first
+    # float64 update; start them in the input dtype (same values) so lax.scan's carry is stable.
+    stats = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jdtype)) if jnp.issubdtype(a.dtype, jnp.floating)
+                         else a, dict(variables.get("batch_stats", {})))
+
+    @jax.jit
+    def loop(params, stats, xs, gs, x_eval, masks):
+        def step(stats, inp):
+            x, g, m = inp
+
+            def loss(x, params):
+                kw = {} if m is None else {"mask": m}
+                y, upd = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
+                                      mutable=["batch_stats"], **kw)
+                return jnp.sum(y * g), (y, upd.get("batch_stats", {}))
+
+            (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+            return new, (y, dx, dp, new)
+
+        stats, (ys, dxs, dps, seq) = jax.lax.scan(step, stats, (xs, gs, masks))
+        y_eval = module.apply({"params": params, "batch_stats": stats}, x_eval, use_running_average=True)
+        return ys, dxs, dps, seq, y_eval
+
+    return _split_outputs(*loop(params, stats, xs, gs, x_eval, masks))
+
+
+def run_nnx(module: nnx.Module, xs, gs, x_eval, weight, bias, jdtype):
+    """The same loop for an NNX module (``jaxinit.nnx.BatchNorm`` or ``flax.nnx.BatchNorm``)."""
+    xs, gs, x_eval = (jnp.asarray(a, jdtype) for a in (xs, gs, x_eval))
+    if getattr(module, "scale", None) is not None:
+        module.scale[...] = jnp.asarray(weight, module.scale[...].dtype)
+    if getattr(module, "bias", None) is not None:
+        module.bias[...] = jnp.asarray(bias, module.bias[...].dtype)
+    graphdef, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
+
+    @jax.jit
+    def loop(params, stats, xs, gs, x_eval):
+        def step(stats, inp):
+            x, g = inp
+
+            def loss(x, params):
+                m = nnx.merge(graphdef, params, stats, copy=True)
+                y = m(x, use_running_average=False)
+                return jnp.sum(y * g), (y, nnx.state(m, nnx.BatchStat))
+
+            (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+            return new, (y, dx, dp, new)
+
+        stats, (ys, dxs, dps, seq) = jax.lax.scan(step, stats, (xs, gs))
+        y_eval = nnx.merge(graphdef, params, stats, copy=True)(x_eval, use_running_average=True)
+        return ys, dxs, dps, seq, y_eval
+
+    ys, dxs, dps, seq, y_eval = loop(params, stats, xs, gs, x_eval)
+    return _split_outputs(ys, dxs, nnx.to_pure_dict(dps), nnx.to_pure_dict(seq), y_eval)
+
+
+def limit(dtype: str, ref: np.ndarray) -> float:
+    """float64: F64_TOL absolute; float32: F32_TOL relative to max(1, max|ref|)."""
+    if dtype == "float64":
+        return F64_TOL
+    return F32_TOL * max(1.0, float(np.max(np.abs(ref)))) if ref.size else F32_TOL
+
+
+def nchw(out: dict, layout: str) -> dict:
+    """A runner's results with the per-step (y, dx) and eval outputs moved back to NCHW."""
+    out = dict(out)
+    out["y"], out["dx"] = from_layout(out["y"], layout, 1), from_layout(out["dx"], layout, 1)
+    out["eval"] = from_layout(out["eval"], layout)
+    return out
+
+
+def compare(ours: dict, ref: dict, dtype: str, family: str, case: str, keys=None, exact: bool = False) -> None:
+    """Assert every recorded quantity agrees within its limit (0 if ``exact``); record the worst differences."""
+    for key in keys or ("y", "dx", "dscale", "dbias", "mean", "var", "nbt", "eval"):
+        a, b = ours[key], ref[key]
+        assert a.shape == b.shape, (key, a.shape, b.shape)
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        lim = 0.0 if exact or key == "nbt" else limit(dtype, b)
+        record_figure(family, f"max|d {key}|", diff, case)
+        assert diff <= lim, f"{case}: {key} differs by {diff:.3g} > {lim:.3g}"
+
+
+# ----------------------------------------------------------------------------- jaxinit vs torch
+CASES = [(nd, lay, dt, "default") for nd in SHAPES for lay in ("NCHW", "NHWC") for dt in DT] + [
+    (nd, lay, dt, var) for var in ("momentum_none", "no_running_stats", "affine_false")
+    for nd, lay, dt in ((2, "NHWC", "float64"), (4, "NCHW", "float32"), (5, "NHWC", "float64"))]
+
+
+@pytest.mark.parametrize("ndim,layout,dtype,variant", CASES)
+def test_linen_matches_torch(ndim, layout, dtype, variant):
+    jdt, tdt, _ = DT[dtype]
+    kw = VARIANTS[variant]
+    xs, gs, x_eval, weight, bias = make_data(ndim, seed=ndim * 10 + len(variant))
+    ref = run_torch(TORCH_BN[ndim](C, dtype=tdt, **kw), xs, gs, x_eval, weight, bias, tdt)
+    axis = 1 if layout == "NCHW" else -1
+    ours = run_linen(jaxinit.BatchNorm(axis=axis, param_dtype=jdt, **kw), to_layout(xs, layout, 1),
+                     to_layout(gs, layout, 1), to_layout(x_eval, layout), weight, bias, jdt)
+    compare(nchw(ours, layout), ref, dtype, f"bn linen~torch {dtype}",
+            f"{ndim}D {layout} {variant}")
+
+
+NNX_CASES = [(4, "NHWC", "float64", "default"), (3, "NCHW", "float64", "momentum_none"),
+             (2, "NCHW", "float64", "no_running_stats"), (5, "NCHW", "float32", "affine_false")]
+
+
+@pytest.mark.parametrize("ndim,layout,dtype,variant", NNX_CASES)
+def test_nnx_matches_torch(ndim, layout, dtype, variant):
+    jdt, tdt, _ = DT[dtype]
+    kw = VARIANTS[variant]
+    xs, gs, x_eval, weight, bias = make_data(ndim, seed=ndim * 10 + len(variant) + 1)
+    ref = run_torch(TORCH_BN[ndim](C, dtype=tdt, **kw), xs, gs, x_eval, weight, bias, tdt)
+    axis = 1 if layout == "NCHW" else -1
+    ours = run_nnx(jaxinit.nnx.BatchNorm(C, axis=axis, param_dtype=jdt, **kw), to_layout(xs, layout, 1),
+                   to_layout(gs, layout, 1), to_layout(x_eval, layout), weight, bias, jdt)
+    compare(nchw(ours, layout), ref, dtype, f"bn nnx~torch {dtype}",
+            f"{ndim}D {layout} {variant}")
+
+
+# ----------------------------------------------------------------------------- Flax conventions, exactly
+FLAX_CASES = [
+    # (convention, overrides, flax.linen.BatchNorm kwargs)
+    ("flax", {}, {}),
+    ("textbook", {}, dict(momentum=0.9, use_fast_variance=False)),
+    ("flax", dict(momentum=0.9, eps=1e-3), dict(momentum=0.9, epsilon=1e-3)),
+]
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("convention,overrides,flax_kw", FLAX_CASES)
+def test_linen_conventions_equal_flax_bitwise(convention, overrides, flax_kw, dtype):
+    jdt = DT[dtype][0]
+    xs, gs, x_eval, weight, bias = make_data(4, seed=7)
+    xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
+    ours = run_linen(jaxinit.BatchNorm.from_convention(convention, param_dtype=jdt, **overrides),
+                     xs, gs, x_eval, weight, bias, jdt)
+    ref = run_linen(fnn.BatchNorm(param_dtype=jdt, **flax_kw), xs, gs, x_eval, weight, bias, jdt)
+    compare(ours, ref, dtype, "bn conv~flax.linen", f"{convention} {overrides} {dtype}",
+            keys=("y", "dx", "dscale", "dbias", "mean", "var", "eval"), exact=True)
+    assert ours["nbt"][-1] == STEPS
+
+
+@pytest.mark.parametrize("convention,overrides,flax_kw", FLAX_CASES[:2])
+def test_nnx_conventions_equal_flax_nnx_bitwise(convention, overrides, flax_kw):
+    # float32 only: flax.nnx.BatchNorm keeps float32 statistics for any input.
+    xs, gs, x_eval, weight, bias = make_data(2, seed=8)
+    ours = run_nnx(jaxinit.nnx.BatchNorm.from_convention(convention, C, **overrides), xs, gs, x_eval,
+                   weight, bias, jnp.float32)
+    ref = run_nnx(nnx.BatchNorm(C, rngs=nnx.Rngs(0), **flax_kw), xs, gs, x_eval, weight, bias, jnp.float32)
+    compare(ours, ref, "float32", "bn conv~flax.nnx", f"{convention} {overrides}",
+            keys=("y", "dx", "dscale", "dbias", "mean", "var", "eval"), exact=True)
+
+
+# ----------------------------------------------------------------------------- torchinit
+TORCHINIT_CASES = [
+    (2, "NCHW", "float32", {}), (4, "NCHW", "float32", {}), (5, "NCHW", "float64", {}),
+    (4, "NHWC", "float64", {}), (3, "NHWC", "float32", {}),
+    (4, "NHWC", "float64", dict(momentum=None)), (2, "NCHW", "float64", dict(track_running_stats=False)),
+    (5, "NHWC", "float64", dict(affine=False)), (4, "NCHW", "float64", dict(bias=False)),
+]
+
+
+@pytest.mark.parametrize("ndim,layout,dtype,kw", TORCHINIT_CASES)
+def test_torchinit_matches_torch(ndim, layout, dtype, kw):
+    """PyTorch convention: the same kernel as torch.nn.BatchNorm*d, so bitwise equal with axis=1."""
+    _, tdt, _ = DT[dtype]
+    xs, gs, x_eval, weight, bias = make_data(ndim, seed=ndim + 3)
+    ref = run_torch(TORCH_BN[ndim](C, dtype=tdt, **kw), xs, gs, x_eval, weight, bias, tdt)
+    axis = 1 if layout == "NCHW" else -1
+    ours = run_torch(torchinit.BatchNorm(C, dtype=tdt, axis=axis, **kw), to_layout(xs, layout, 1),
+                     to_layout(gs, layout, 1), to_layout(x_eval, layout), weight, bias, tdt)
+    compare(nchw(ours, layout), ref, dtype, f"bn torchinit~torch {dtype}", f"{ndim}D {layout} {kw}",
+            exact=layout == "NCHW")
+
+
+def test_torchinit_general_path_matches_torch():
+    """The explicit-formula path (taken with a mask or a non-torch convention) also is PyTorch's."""
+    xs, gs, x_eval, weight, bias = make_data(4, seed=21)
+    ref = run_torch(torch.nn.BatchNorm2d(C, dtype=torch.float64), xs, gs, x_eval, weight, bias, torch.float64)
+    ours = run_torch(torchinit.BatchNorm(C, dtype=torch.float64), xs, gs, x_eval, weight, bias, torch.float64,
+                     mask=torch.ones(1, dtype=torch.bool))
+    compare(ours, ref, "float64", "bn torchinit(mask)~torch float64", "4D NCHW all-true mask")
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("convention,overrides,flax_kw", FLAX_CASES)
+def test_torchinit_conventions_match_flax(convention, overrides, flax_kw, dtype):
+    jdt, tdt, _ = DT[dtype]
+    xs, gs, x_eval, weight, bias = make_data(4, seed=9)
+    xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
+    ours = run_torch(torchinit.BatchNorm.from_convention(convention, C, axis=-1, dtype=tdt, **overrides),
+                     xs, gs, x_eval, weight, bias, tdt)
+    ref = run_linen(fnn.BatchNorm(param_dtype=jdt, **flax_kw), xs, gs, x_eval, weight, bias, jdt)
+    compare(ours, ref, dtype, f"bn torchinit~flax {dtype}", f"{convention} {overrides}",
+            keys=("y", "dx", "dscale", "dbias", "mean", "var", "eval"))
+
+
+# ----------------------------------------------------------------------------- masks (one device)
+@pytest.mark.parametrize("pkg", ["linen", "torchinit"])
+def test_mask_equals_torch_on_valid_rows(pkg):
+    """A mask drops padding rows from the statistics: torch on the valid rows only."""
+    xs, gs, x_eval, weight, bias = make_data(4, seed=31, steps=5)
+    n_valid = [3, 2, 4, 3, 2]
+    masks = np.zeros((5, 4, 1, 1, 1), bool)
+    for i, k in enumerate(n_valid):
+        masks[i, :k] = True
+    tb = torch.nn.BatchNorm2d(C, dtype=torch.float64)
+    ref_y = [tb(torch.tensor(x[:k])).detach().numpy() for x, k in zip(xs, n_valid)]
+    if pkg == "linen":
+        bn = jaxinit.BatchNorm(axis=1, param_dtype=jnp.float64)
+        v = bn.init(jax.random.key(0), xs[0], use_running_average=False)
+        for x, m, k, ry in zip(xs, masks, n_valid, ref_y):
+            y, upd = bn.apply(v, x, use_running_average=False, mask=m, mutable=["batch_stats"])
+            v = {**v, **upd}
+            np.testing.assert_allclose(np.asarray(y)[:k], ry, rtol=0, atol=F64_TOL)
+        stats = {k: np.asarray(a) for k, a in v["batch_stats"].items()}
+    else:
+        bn = torchinit.BatchNorm(C, dtype=torch.float64)
+        for x, m, k, ry in zip(xs, masks, n_valid, ref_y):
+            y = bn(torch.tensor(x), torch.tensor(m))
+            np.testing.assert_allclose(y.detach().numpy()[:k], ry, rtol=0, atol=F64_TOL)
+        stats = {"mean": bn.running_mean.numpy(), "var": bn.running_var.numpy(),
+                 "num_batches_tracked": bn.num_batches_tracked.numpy()}
+    d = max(np.abs(stats["mean"] - tb.running_mean.numpy()).max(), np.abs(stats["var"] - tb.running_var.numpy()).max())
+    record_figure("bn mask~torch float64", "max|d stats|", d, pkg)
+    assert d <= F64_TOL and int(stats["num_batches_tracked"]) == 5
+
+
+# ----------------------------------------------------------------------------- half precision
+@pytest.mark.parametrize("hdtype", ["bfloat16", "float16"])
+def test_half_precision_statistics_in_float32(hdtype):
+    """bf16/fp16 inputs: statistics computed and stored in float32, equal to the float32 run on
+    the same (rounded) values; torch.nn.BatchNorm2d on the same half tensor agrees to float32
+    reduction-order precision."""
+    xs, _, _, _, _ = make_data(4, seed=41, steps=3)
+    xh = jnp.asarray(xs, hdtype)
+    bn = jaxinit.BatchNorm(axis=1)
+    v = bn.init(jax.random.key(0), xh[0], use_running_average=False)
+    v32 = bn.init(jax.random.key(0), xh[0].astype(jnp.float32), use_running_average=False)
+    tb = torch.nn.BatchNorm2d(C)
+    for x in xh:
+        y, upd = bn.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+        y32, upd32 = bn.apply(v32, x.astype(jnp.float32), use_running_average=False, mutable=["batch_stats"])
+        v, v32 = {**v, **upd}, {**v32, **upd32}
+        ty = tb(torch.tensor(np.asarray(x.astype(jnp.float32))).to(getattr(torch, hdtype)))
+        assert ty.dtype == getattr(torch, hdtype)
+    for k in ("mean", "var"):
+        assert v["batch_stats"][k].dtype == jnp.float32
+        assert (v["batch_stats"][k] == v32["batch_stats"][k]).all()
+        ref = getattr(tb, "running_" + k).numpy()
+        d = np.abs(np.asarray(v["batch_stats"][k]) - ref).max()
+        record_figure(f"bn {hdtype} stats~torch", f"max|d {k}|", d)
+        assert d <= 1e-4 * max(1.0, np.abs(ref).max())
+    # the output is the float32 computation (Flax's dtype rule: promotion of input and float32 params)
+    assert y.dtype == jnp.float32 and (y == y32).all()
+
+
+# ----------------------------------------------------------------------------- init, modes
+def test_linen_init_is_a_fresh_torch_module():
+    """``init`` leaves the statistics as a new torch.nn.BatchNorm has them, even for a batch of one."""
+    bn = jaxinit.BatchNorm()
+    tb = torch.nn.BatchNorm1d(C)
+    for x in (jnp.ones((1, C)), jnp.arange(4.0 * C).reshape(4, C)):
+        v = bn.init(jax.random.key(0), x, use_running_average=False)
+        np.testing.assert_array_equal(v["batch_stats"]["mean"], tb.running_mean.numpy())
+        np.testing.assert_array_equal(v["batch_stats"]["var"], tb.running_var.numpy())
+        assert int(v["batch_stats"]["num_batches_tracked"]) == 0
+        np.testing.assert_array_equal(v["params"]["scale"], tb.weight.detach().numpy())
+        np.testing.assert_array_equal(v["params"]["bias"], tb.bias.detach().numpy())
+
+
+def test_use_running_average_attribute_and_nnx_modes():
+    x = jnp.asarray(make_data(2, seed=51, steps=1)[0][0])
+    bn_train = jaxinit.BatchNorm(use_running_average=False)
+    v = bn_train.init(jax.random.key(0), x)
+    _, upd = bn_train.apply(v, x, mutable=["batch_stats"])
+    assert int(upd["batch_stats"]["num_batches_tracked"]) == 1
+    y_eval = jaxinit.BatchNorm(use_running_average=True).apply({**v, **upd}, x)
+    assert (y_eval == bn_train.apply({**v, **upd}, x, use_running_average=True)).all()
+    with pytest.raises(InitError, match="use_running_average"):
+        jaxinit.BatchNorm().init(jax.random.key(0), x)
+    m = jaxinit.nnx.BatchNorm(C)
+    m(x)
+    m.eval()
+    assert m.use_running_average is True
+    m(x)
+    assert int(m.num_batches_tracked[...]) == 1
+    m.train()
+    m(x)
+    assert int(m.num_batches_tracked[...]) == 2
+
+
+# ----------------------------------------------------------------------------- errors
+def _linen_call(training=True, **kw):
+    def call(x):
+        bn = jaxinit.BatchNorm(**kw)
+        if x.shape[0] == 1 and training:  # init accepts a batch of one (Flax habit); the apply must not
+            v = bn.init(jax.random.key(0), jnp.concatenate([x, x]), use_running_average=False)
+        else:
+            v = bn.init(jax.random.key(0), x, use_running_average=not training)
+        return bn.apply(v, x, use_running_average=not training, mutable=["batch_stats"])
+    return call
+
+
+def _nnx_call(training=True, c=C, **kw):
+    def call(x):
+        return jaxinit.nnx.BatchNorm(c, use_running_average=not training, **kw)(x)
+    return call
+
+
+def _torch_call(training=True, c=C, **kw):
+    def call(x):
+        m = torchinit.BatchNorm(c, **kw)
+        m.train(training)
+        return m(torch.as_tensor(np.asarray(x)))
+    return call
+
+
+CALLERS = {"linen": _linen_call, "nnx": _nnx_call, "torchinit": _torch_call}
+
+
+@pytest.mark.parametrize("pkg", list(CALLERS))
+def test_input_errors(pkg):
+    call = CALLERS[pkg]
+    axis = {} if pkg == "torchinit" else {"axis": 1}
+    wrong_c = {"num_features": 4} if pkg == "linen" else {"c": 4}
+    with pytest.raises(InitError, match=r"input has 3 channels at axis 1 .* is 4"):
+        call(**wrong_c, **axis)(np.ones((4, C, 2), np.float32))
+    for shape in ((C,), (2, C, 1, 1, 1, 1)):
+        with pytest.raises(InitError, match=rf"expected 2D to 5D input \(got {len(shape)}D input\)"):
+            call(**axis)(np.ones(shape, np.float32))
+    with pytest.raises(InitError, match="Expected more than 1 value per channel when training"):
+        call(**axis)(np.ones((1, C), np.float32))
+    with pytest.raises(InitError, match="Expected more than 1 value per channel when training"):
+        call(**axis, track_running_stats=False)(np.ones((1, C, 1), np.float32))
+    call(training=False, **axis)(np.ones((1, C), np.float32))  # evaluation: fine, as torch
+    with pytest.raises(InitError, match="must be a floating-point array .* got int32"):
+        call(**axis)(np.ones((4, C), np.int32))
+
+
+def test_batch_of_one_message_is_torchs():
+    x = torch.ones(1, C)
+    with pytest.raises(ValueError) as theirs:
+        torch.nn.BatchNorm1d(C)(x)
+    with pytest.raises(ValueError) as ours:
+        torchinit.BatchNorm(C)(x)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_linen_channel_change_after_init_and_immutable_stats():
+    bn = jaxinit.BatchNorm()
+    v = bn.init(jax.random.key(0), jnp.ones((4, 3)), use_running_average=False)
+    with pytest.raises(InitError, match="existing params/scale"):
+        bn.apply(v, jnp.ones((4, 5)), use_running_average=True)
+    with pytest.raises(Exception, match="batch_stats"):  # Flax's own error: the collection is not mutable
+        bn.apply(v, jnp.ones((4, 3)), use_running_average=False)
+
+
+BAD_ARGS = [
+    (dict(momentum=1.5), "`momentum` must be a float in \\[0, 1\\]"),
+    (dict(momentum=-0.1), "`momentum` must be a float in \\[0, 1\\]"),
+    (dict(momentum_style="keras"), "`momentum_style` must be 'torch'"),
+    (dict(momentum=None, momentum_style="decay"), "momentum=None` \\(cumulative average\\) needs"),
+    (dict(eps=-1e-5), "`eps` must be a finite float >= 0"),
+    (dict(affine="yes"), "`affine` must be True or False"),
+    (dict(axis=1.0), "`axis` must be an int"),
+    (dict(num_features=0), "`num_features` must be a positive int"),
+]
+
+
+@pytest.mark.parametrize("kw,msg", BAD_ARGS)
+def test_constructor_errors(kw, msg):
+    kw = dict(kw)
+    c = kw.pop("num_features", C)
+    with pytest.raises(InitError, match=msg):
+        jaxinit.BatchNorm(num_features=c, **kw)
+    with pytest.raises(InitError, match=msg):
+        jaxinit.nnx.BatchNorm(c, **kw)
+    with pytest.raises(InitError, match=msg):
+        torchinit.BatchNorm(c, **kw)
+
+
+def test_unknown_convention():
+    for make in (lambda: jaxinit.BatchNorm.from_convention("keras"),
+                 lambda: jaxinit.nnx.BatchNorm.from_convention("keras", C),
+                 lambda: torchinit.BatchNorm.from_convention("keras", C)):
+        with pytest.raises(InitError, match="unknown convention 'keras'; accepted: 'torch', 'flax', 'textbook'"):
+            make()
+
+
+# ----------------------------------------------------------------------------- mirror
+def test_constructor_mirror():
+    """The shared arguments have the same names and defaults in all three modules (axis: -1 in
+    Flax, 1 in torch, each framework's layout)."""
+    import dataclasses
+    import inspect
+
+    shared = ("num_features", "eps", "momentum", "affine", "track_running_stats", "bias", "axis",
+              "momentum_style", "unbiased_running_var", "fast_variance")
+    tsig = inspect.signature(torchinit.BatchNorm.__init__).parameters
+    nsig = inspect.signature(jaxinit.nnx.BatchNorm.__init__).parameters
+    lfields = {f.name: f.default for f in dataclasses.fields(jaxinit.BatchNorm)}
+    for name in shared[1:]:
+        expect = tsig[name].default if name != "axis" else -1
+        assert nsig[name].default == expect and lfields[name] == expect, name
+    assert jaxinit.linen.BatchNorm is jaxinit.BatchNorm and torchinit.nn.BatchNorm is torchinit.BatchNorm
+    torch_bn = torch.nn.BatchNorm2d(C)
+    assert set(torchinit.BatchNorm(C).state_dict()) == set(torch_bn.state_dict())
+    torchinit.BatchNorm(C).load_state_dict(torch_bn.state_dict())
+
+
+# ----------------------------------------------------------------------------- Linen / NNX sweep
+SWEEP_VARIANTS = [{}, dict(momentum=None), dict(track_running_stats=False), dict(affine=False), dict(bias=False),
+                  dict(axis=1), dict(momentum_style="decay", momentum=0.8, unbiased_running_var=False)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("convention", ["torch", "flax", "textbook"])
+def test_linen_nnx_consistency(convention, dtype):
+    """Same inputs, same arguments: Linen and NNX give identical outputs and statistics."""
+    xs, _, x_eval, _, _ = make_data(4, seed=61, steps=3)
+    for kw in SWEEP_VARIANTS:
+        if kw.get("momentum", 0) is None and convention != "torch":
+            continue
+        kw = {**kw, "param_dtype": jnp.float64 if dtype == "float64" else jnp.float32}
+        lay = "NCHW" if kw.get("axis") == 1 else "NHWC"
+        data = [jnp.asarray(to_layout(x, lay), dtype) for x in xs]
+        x_ev = jnp.asarray(to_layout(x_eval, lay), dtype)
+        lin = jaxinit.BatchNorm.from_convention(convention, **kw)
+        v = lin.init(jax.random.key(0), data[0], use_running_average=False)
+        mod = jaxinit.nnx.BatchNorm.from_convention(convention, C, **kw)
+        for x in data:
+            y_l, upd = lin.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+            v = {**v, **upd}
+            y_n = mod(x)
+            assert y_l.dtype == y_n.dtype and (y_l == y_n).all(), (convention, dtype, kw)
+        mod.eval()
+        assert (lin.apply(v, x_ev, use_running_average=True) == mod(x_ev)).all(), (convention, dtype, kw)
+        for name in ("mean", "var", "num_batches_tracked"):
+            if "batch_stats" in v and v["batch_stats"]:
+                ref = v["batch_stats"][name]
+                assert ref.dtype == getattr(mod, name)[...].dtype and (ref == getattr(mod, name)[...]).all()
