@@ -78,7 +78,7 @@ def check(who: str, **hp: Any) -> None:
     Keys understood: lr, momentum, dampening, weight_decay, nesterov, maximize,
     lr_decay, initial_accumulator_value, eps, alpha, centered, betas, amsgrad,
     eps_in_sqrt, eps_root, initial_scale, amsgrad_bias_corrected,
-    trust_coefficient, decay_in_norm.
+    trust_coefficient, decay_in_norm, decay (EMA), debias.
     """
     for key, name_msg_what in (("lr", _LR), ("weight_decay", _WD), ("eps", _EPS), ("momentum", _MOM)):
         if key in hp:
@@ -98,6 +98,10 @@ def check(who: str, **hp: Any) -> None:
     if "trust_coefficient" in hp:
         _nonneg(who, "trust_coefficient", hp["trust_coefficient"], "Invalid trust_coefficient value",
                 "LARS's eta")
+    if "decay" in hp:
+        v = concrete(hp["decay"])
+        if v is not None and not 0.0 <= v < 1.0:
+            raise InitError(f"{who}: Invalid decay value: {hp['decay']}. decay must lie in [0, 1); e.g. decay=0.9.")
     if "betas" in hp:
         betas = hp["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -105,7 +109,7 @@ def check(who: str, **hp: Any) -> None:
         _beta(who, 0, betas[0])
         _beta(who, 1, betas[1])
     for flag in ("nesterov", "maximize", "centered", "amsgrad", "eps_in_sqrt", "amsgrad_bias_corrected",
-                 "decay_in_norm"):
+                 "decay_in_norm", "debias"):
         if flag in hp:
             _bool(who, flag, hp[flag])
     if hp.get("nesterov"):

@@ -31,6 +31,7 @@ import _initcore
 import jaxinit.optim as jo
 import torchinit.optim as to
 from parity_tests._figures import TORCH_DEVICE, record_figure
+from torchinit._src.optim import OptaxAdagrad, OptaxAdam, OptaxRMSprop
 
 STEPS = 500
 F64_TOL = 1e-12
@@ -357,6 +358,37 @@ def test_torchinit_schedule_matches_torch_lambdalr_and_survives_state_dict():
     assert oc.param_groups[0]["schedule_step"] == 30
 
 
+@pytest.mark.parametrize("ours,theirs", [
+    (lambda ps: OptaxAdam(ps, 1e-2, weight_decay=1e-2, amsgrad=True), lambda ps: torch.optim.Adam(
+        ps, 1e-2, weight_decay=1e-2, amsgrad=True)),
+    (lambda ps: OptaxAdam(ps, 1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
+     lambda ps: torch.optim.AdamW(ps, 1e-2, weight_decay=1e-2)),
+    (lambda ps: OptaxAdagrad(ps, 5e-2, lr_decay=1e-2), lambda ps: torch.optim.Adagrad(ps, 5e-2, lr_decay=1e-2)),
+    (lambda ps: OptaxRMSprop(ps, 1e-3, momentum=0.9, centered=True),
+     lambda ps: torch.optim.RMSprop(ps, 1e-3, momentum=0.9, centered=True)),
+], ids=["adam", "adamw", "adagrad", "rmsprop"])
+def test_own_torch_classes_equal_torch_with_per_param_steps(ours, theirs):
+    """torchinit's Optimizer subclasses (torch-convention settings) == torch's classes, also when
+    parameters have different step counts (a gradient missing for some steps: per-tensor path)."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)]
+    pa = [t.clone().requires_grad_() for t in init]
+    pb = [t.clone().requires_grad_() for t in init]
+    oa, ob = ours(pa), theirs(pb)
+    for t in range(60):
+        gs = [torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(3, generator=gen, dtype=torch.float64)]
+        for ps in (pa, pb):
+            ps[0].grad = gs[0].clone()
+            ps[1].grad = gs[1].clone() if t >= 10 else None  # bias starts 10 steps later
+        oa.step(), ob.step()
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+    for key in ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "grad_avg",
+                "momentum_buffer"):
+        if key in ob.state[pb[1]]:
+            torch.testing.assert_close(oa.state[pa[1]][key], ob.state[pb[1]][key], rtol=1e-13, atol=0)
+
+
 def test_public_names_and_signatures_mirror():
     jax_names = set(jo.__all__) - set(jo.TRANSFORMS) - {"TRANSFORMS"}
     assert jax_names == set(to.__all__), jax_names ^ set(to.__all__)
@@ -480,6 +512,13 @@ class _TorchBound:
     def __getattr__(self, name):
         f = getattr(to, name)
         return lambda *a, **k: f([torch.zeros(2, requires_grad=True)], *a, **k)
+
+
+def test_ema_errors():
+    with pytest.raises(_initcore.InitError, match="Invalid decay value"):
+        jo.ema(1.0)
+    with pytest.raises(_initcore.InitError, match="debias must be True or False"):
+        jo.ema(0.9, debias=1)
 
 
 def test_traced_hyperparameters_are_not_checked_but_concrete_injected_ones_are():

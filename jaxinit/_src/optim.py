@@ -155,7 +155,7 @@ def ema(decay: Any, debias: bool = False) -> optax.GradientTransformation:
 
     Example: ``optax.chain(jaxinit.optim.ema(0.9, debias=True), optax.scale(-0.1))``.
     """
-    _core.check("ema", betas=(decay, 0.0))
+    _core.check("ema", decay=decay, debias=debias)
 
     def init_fn(params):
         return TorchEmaState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params))

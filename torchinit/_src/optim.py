@@ -131,7 +131,19 @@ class OptaxAdagrad(_Optimizer):
         grads = _l2(grads, params, group["weight_decay"])
         sums = [s["sum"] for s in states]
         torch._foreach_addcmul_(sums, grads, grads, value=1)
-        for p, g, s, step in zip(params, grads, sums, _step(states)):
+        steps = _step(states)
+        if len(set(steps)) == 1:  # the usual case: one multi-tensor pass for the group
+            clr = group["lr"] / (1 + (steps[0] - 1) * group["lr_decay"])
+            if group["eps_in_sqrt"]:
+                scale = torch._foreach_rsqrt(torch._foreach_add(sums, group["eps"]))
+                scale = [torch.where(s > 0, c, torch.zeros_like(c)) for s, c in zip(sums, scale)]
+                torch._foreach_add_(params, torch._foreach_mul(scale, grads), alpha=-clr)
+            else:
+                den = torch._foreach_sqrt(sums)
+                torch._foreach_add_(den, group["eps"])
+                torch._foreach_addcdiv_(params, grads, den, value=-clr)
+            return
+        for p, g, s, step in zip(params, grads, sums, steps):
             clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
             if group["eps_in_sqrt"]:
                 scale = torch.where(s > 0, torch.rsqrt(s + group["eps"]), torch.zeros_like(s))
@@ -215,7 +227,25 @@ class OptaxAdam(_Optimizer):
         torch._foreach_lerp_(m, grads, 1 - b1)
         torch._foreach_mul_(v, b2)
         torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
-        for p, mi, vi, st, step in zip(params, m, v, states, _step(states)):
+        steps = _step(states)
+        if len(set(steps)) == 1:  # the usual case: one multi-tensor pass for the group
+            bc1, bc2 = 1 - b1 ** steps[0], 1 - b2 ** steps[0]
+            if group["amsgrad"] and group["amsgrad_bias_corrected"]:
+                vmax = [s["max_exp_avg_sq"] for s in states]
+                torch._foreach_maximum_(vmax, torch._foreach_div(v, bc2))
+                denom = torch._foreach_add(vmax, eps_root)
+            else:
+                vv = v
+                if group["amsgrad"]:
+                    vv = [s["max_exp_avg_sq"] for s in states]
+                    torch._foreach_maximum_(vv, v)
+                denom = torch._foreach_div(vv, bc2)
+                torch._foreach_add_(denom, eps_root)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, m, denom, value=-lr / bc1)
+            return
+        for p, mi, vi, st, step in zip(params, m, v, states, steps):
             bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
             if group["amsgrad"] and group["amsgrad_bias_corrected"]:
                 vmax = st["max_exp_avg_sq"]
