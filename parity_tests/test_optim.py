@@ -256,6 +256,23 @@ def test_multi_transform_equals_torch_param_groups():
     assert d <= F64_TOL
 
 
+def test_multi_transform_sgd_momentum_groups():
+    """Groups with different momentum/dampening/nesterov (masked subtrees through trace_torch)."""
+    p0, x, y, grads = _problem(np.float64, steps=200)
+    labels = {"w1": "a", "w2": "a", "b1": "b", "b2": "b"}
+    tx = optax.multi_transform({"a": jo.sgd(0.05, momentum=0.9, dampening=0.5, weight_decay=1e-2),
+                                "b": jo.sgd(0.02, momentum=0.8, nesterov=True)}, labels)
+    jm, ji, _, _ = jax_run(tx, p0, x, y, grads)
+
+    def mk(ps):
+        return torch.optim.SGD([{"params": [ps[0], ps[2]], "momentum": 0.9, "dampening": 0.5, "weight_decay": 1e-2},
+                                {"params": [ps[1], ps[3]], "lr": 0.02, "momentum": 0.8, "nesterov": True}], lr=0.05)
+    tm, ti, _, _ = torch_run(mk, p0, x, y, grads, torch.float64)
+    d = max(rel_diff(jm, tm), rel_diff(ji, ti))
+    record_figure("optim/multi_transform", "rel_diff_f64", d, "sgd groups")
+    assert d <= F64_TOL
+
+
 # ------------------------------------------------------------------ optax conventions
 OPTAX_EQUIV = [
     ("adagrad_optax", lambda: jo.adagrad(0.05, initial_accumulator_value=0.1, eps=1e-7, eps_in_sqrt=True),

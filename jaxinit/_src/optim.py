@@ -199,19 +199,19 @@ def trace_torch(momentum: Any, dampening: Any = 0.0, nesterov: bool = False) -> 
         del params
         first = state.count == 0
 
-        def one(g, b):
+        def new_buf(g, b):
             if no_damp:
-                b = momentum * b + g
-            else:
-                b = jnp.where(first, g, momentum * b + (1 - dampening) * g)
-            out = g + momentum * b if nesterov else b
-            if not static_m:  # an injected momentum of 0 must give torch's plain g
-                out = jnp.where(momentum == 0, g, out)
-            return out, b
+                return momentum * b + g
+            return jnp.where(first, g, momentum * b + (1 - dampening) * g)
 
-        pairs = jax.tree.map(one, updates, state.momentum_buffer)
-        treedef = jax.tree.structure(updates)
-        outs, bufs = jax.tree.transpose(treedef, jax.tree.structure((0, 0)), pairs)
+        def out(g, b):
+            o = g + momentum * b if nesterov else b
+            if not static_m:  # an injected momentum of 0 must give torch's plain g
+                o = jnp.where(momentum == 0, g, o)
+            return o
+
+        bufs = jax.tree.map(new_buf, updates, state.momentum_buffer)
+        outs = jax.tree.map(out, updates, bufs)
         return outs, TraceTorchState(_inc(state.count), bufs)
 
     return optax.GradientTransformation(init_fn, update_fn)
