@@ -8,7 +8,8 @@ respect to the input, the scale (torch ``weight``) and the bias, and the running
 mean / variance / num_batches_tracked; then one evaluation call on a new batch.
 The JAX side runs the whole loop in one jitted ``lax.scan``.
 
-Tolerances (max abs difference, outputs and gradients are O(1)..O(10) numbers):
+Tolerances (max abs difference, relative to max(1, max|reference|) of each quantity,
+since running variances reach 1e2 and scale gradients sum over the batch):
 - float64: 1e-12, the claim of exactness (only summation order differs).
 - float32: the frameworks reduce in different orders (torch CPU accumulates
   per-channel sums in its own blocking), so each batch statistic carries a
@@ -41,7 +42,7 @@ from parity_tests._figures import TORCH_DEVICE, record_figure
 
 STEPS = 50
 F64_TOL = 1e-12
-F32_TOL = 1e-4  # relative to max(1, max|reference|), see the module docstring
+F32_TOL = 1e-4  # both relative to max(1, max|reference|), see the module docstring
 C = 3
 SHAPES = {2: (16, C), 3: (6, C, 5), 4: (4, C, 3, 5), 5: (2, C, 3, 2, 4)}  # NCHW (torch layout)
 TORCH_BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d, 5: torch.nn.BatchNorm3d}
@@ -202,10 +203,9 @@ def run_nnx(module: nnx.Module, xs, gs, x_eval, weight, bias, jdtype):
 
 
 def limit(dtype: str, ref: np.ndarray) -> float:
-    """float64: F64_TOL absolute; float32: F32_TOL relative to max(1, max|ref|)."""
-    if dtype == "float64":
-        return F64_TOL
-    return F32_TOL * max(1.0, float(np.max(np.abs(ref)))) if ref.size else F32_TOL
+    """F64_TOL / F32_TOL times max(1, max|ref|)."""
+    tol = F64_TOL if dtype == "float64" else F32_TOL
+    return tol * max(1.0, float(np.max(np.abs(ref)))) if ref.size else tol
 
 
 def nchw(out: dict, layout: str) -> dict:
@@ -223,7 +223,8 @@ def compare(ours: dict, ref: dict, dtype: str, family: str, case: str, keys=None
         assert a.shape == b.shape, (key, a.shape, b.shape)
         diff = float(np.max(np.abs(a - b))) if a.size else 0.0
         lim = 0.0 if exact or key == "nbt" else limit(dtype, b)
-        record_figure(family, f"max|d {key}|", diff, case)
+        scale = max(1.0, float(np.max(np.abs(b)))) if b.size else 1.0
+        record_figure(family, f"rel|d {key}|", diff / scale, case)
         assert diff <= lim, f"{case}: {key} differs by {diff:.3g} > {lim:.3g}"
 
 
