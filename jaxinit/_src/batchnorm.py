@@ -327,7 +327,7 @@ class LinenBatchNorm(_linen.Module):
         >>> y, upd = bn.apply(v, x, use_running_average=False, mutable=['batch_stats'])
         >>> int(upd['batch_stats']['num_batches_tracked'])
         1
-    """ + _INIT_DOC
+    """
 
     num_features: Optional[int] = None
     eps: float = 1e-5
@@ -416,6 +416,9 @@ class LinenBatchNorm(_linen.Module):
         return y
 
 
+LinenBatchNorm.__doc__ += _INIT_DOC
+
+
 @_public("jaxinit.nnx", "BatchNorm")
 class NnxBatchNorm(_nnx.Module):
     """BatchNorm for Flax NNX with PyTorch's semantics (``torch.nn.BatchNorm{1,2,3}d``).
@@ -433,7 +436,7 @@ class NnxBatchNorm(_nnx.Module):
         >>> bn = tn.BatchNorm(3)
         >>> y = bn(jnp.arange(24.).reshape(8, 3))      # training: updates the statistics
         >>> bn.eval(); y = bn(jnp.ones((2, 3)))        # running statistics
-    """ + _INIT_DOC
+    """
 
     def __init__(
         self,
@@ -523,3 +526,6 @@ class NnxBatchNorm(_nnx.Module):
         """Used by ``nnx.view``."""
         if use_running_average is not None:
             self.use_running_average = use_running_average
+
+
+NnxBatchNorm.__doc__ += _INIT_DOC
