@@ -36,6 +36,10 @@ from jaxinit._src.schedules import one_cycle_momentum as one_cycle_momentum
 from jaxinit._src.schedules import polynomial_lr as polynomial_lr
 from jaxinit._src.schedules import schedules_from_torch as schedules_from_torch
 from jaxinit._src.schedules import step_lr as step_lr
+# torch optimizer <-> optax conversion and optimizer state both ways
+from jaxinit._src.optim_convert import export_state as export_state
+from jaxinit._src.optim_convert import from_torch as from_torch
+from jaxinit._src.optim_convert import import_state as import_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
@@ -84,4 +88,7 @@ __all__ = [
     "polynomial_lr",
     "schedules_from_torch",
     "step_lr",
+    "export_state",
+    "from_torch",
+    "import_state",
 ]

@@ -21,6 +21,10 @@ from torchinit._src.schedules import one_cycle_momentum as one_cycle_momentum
 from torchinit._src.schedules import polynomial_lr as polynomial_lr
 from torchinit._src.schedules import schedules_from_torch as schedules_from_torch
 from torchinit._src.schedules import step_lr as step_lr
+# torch optimizer <-> optax conversion and optimizer state both ways
+from torchinit._src.optim_convert import export_state as export_state
+from torchinit._src.optim_convert import from_torch as from_torch
+from torchinit._src.optim_convert import import_state as import_state
 
 __all__ = [
     "adagrad",
@@ -40,4 +44,7 @@ __all__ = [
     "polynomial_lr",
     "schedules_from_torch",
     "step_lr",
+    "export_state",
+    "from_torch",
+    "import_state",
 ]

@@ -1,0 +1,199 @@
+"""torch.optim optimizers <-> jaxinit.optim transformations: the framework-free part.
+
+Both packages read a torch optimizer the same way (duck-typed: ``param_groups``,
+``state_dict()``, the class name), match its parameter list to a params pytree the
+same way, and exchange optimizer state in one neutral format:
+
+    {"state": {i: {"step": float, "exp_avg": ndarray, ...}}, "step": int | None}
+
+i.e. ``torch.optim.Optimizer.state_dict()["state"]`` with NumPy arrays (``i`` is torch's
+flat parameter index: group 0's parameters first), plus the common step count (torch's
+SGD keeps none; the schedule needs it).
+
+Matching a params pytree to torch's parameter list (documented in the README):
+
+* a Mapping whose flattened paths, joined by ``.``, are exactly torch's parameter names
+  (``{"fc.weight": w, "fc.bias": b}`` or ``{"fc": {"weight": w, "bias": b}}``) is
+  matched by name; names come from the optimizer (built from ``model.named_parameters()``,
+  torch >= 2.6 keeps them as ``param_names``) or the ``param_names`` argument;
+* anything else is matched by position: ``jax.tree.leaves(params)[k]`` is torch
+  parameter ``k`` (e.g. a list of arrays in ``model.parameters()`` order). Beware:
+  ``jax.tree.leaves`` sorts dict keys, so a dict keyed otherwise is not in torch order.
+
+Shapes must be equal (torch layout); every mismatch is listed in one error.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Any, Mapping, Sequence
+
+from _initcore.errors import InitError
+
+# torch state keys holding one array per parameter == the jaxinit.optim state field names
+PER_PARAM_FIELDS = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+# torch.optim / torchinit class name -> jaxinit.optim factory name
+FACTORY_BY_CLASS = {
+    "SGD": "sgd", "Adagrad": "adagrad", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adamw",
+    "OptaxAdagrad": "adagrad", "OptaxRMSprop": "rmsprop", "OptaxAdam": "adam",
+}
+# group keys that only select torch's implementation: same numbers either way
+IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentiable", "capturable", "initial_lr",
+                       "schedule_step", "decoupled_weight_decay", "max_lr", "min_lr", "max_momentum",
+                       "base_momentum"}
+
+
+def optimizer_kind(optimizer, who: str) -> str:
+    """The jaxinit.optim factory name equal to a torch optimizer (duck-typed)."""
+    names = [c.__name__ for c in type(optimizer).__mro__]
+    for n in names:
+        if n in FACTORY_BY_CLASS:
+            kind = FACTORY_BY_CLASS[n]
+            break
+    else:
+        raise InitError(
+            f"{who}: {type(optimizer).__name__} is not supported; supported are torch.optim.SGD, Adagrad, "
+            "RMSprop, Adam, AdamW and the torchinit.optim optimizers built from them.")
+    if kind == "adam" and optimizer.param_groups and optimizer.param_groups[0].get("decoupled_weight_decay"):
+        kind = "adamw"
+    return kind
+
+
+def group_hyperparams(kind: str, group: Mapping, factory, who: str, index: int) -> dict:
+    """The factory's keyword arguments for one torch param group; unknown options are an error."""
+    accepted = set(inspect.signature(factory).parameters)
+    out, unknown = {}, []
+    for key, value in group.items():
+        if key in IMPLEMENTATION_KEYS:
+            continue
+        if key in accepted:
+            if key == "betas":
+                value = tuple(float(b) for b in value)
+            elif isinstance(value, bool):
+                pass
+            elif hasattr(value, "item") and getattr(value, "shape", None) == ():
+                value = value.item()  # a 0-d tensor lr
+            out[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise InitError(f"{who}: param group {index} has option(s) {sorted(unknown)} that jaxinit.optim.{kind} "
+                        "does not model; remove them or convert by hand.")
+    return out
+
+
+def torch_quirks(optimizer, kind: str, hp: dict) -> dict:
+    """What torch really does where a group's value is not what it uses.
+
+    ``torch.optim.Adagrad`` fills every parameter's ``sum`` in ``__init__`` from the
+    CONSTRUCTOR's ``initial_accumulator_value``, ignoring a per-group value
+    (torchinit's ``OptaxAdagrad`` honours the group's).
+    """
+    if kind == "adagrad" and "OptaxAdagrad" not in [c.__name__ for c in type(optimizer).__mro__]:
+        hp = dict(hp, initial_accumulator_value=optimizer.defaults.get("initial_accumulator_value", 0))
+    return hp
+
+
+def torch_param_names(optimizer, param_names: Sequence[str] | None, who: str) -> list[str] | None:
+    n = sum(len(g["params"]) for g in optimizer.param_groups)
+    if param_names is not None:
+        names = list(param_names)
+        if len(names) != n:
+            raise InitError(f"{who}: param_names has {len(names)} names but the optimizer has {n} parameters; "
+                            "pass one name per parameter in the optimizer's order.")
+        return names
+    names = []
+    for g in optimizer.param_groups:
+        if "param_names" not in g:
+            return None
+        names.extend(g["param_names"])
+    return names
+
+
+def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], torch_shapes: Sequence[tuple],
+          torch_names: Sequence[str] | None, is_mapping: bool, who: str) -> list[int]:
+    """torch flat index of every leaf (see the module docstring); raises listing every problem."""
+    problems = []
+    if is_mapping and torch_names is not None and set(leaf_paths) == set(torch_names) \
+            and len(leaf_paths) == len(torch_names):
+        index = {n: i for i, n in enumerate(torch_names)}
+        order = [index[p] for p in leaf_paths]
+        how = "by name"
+    else:
+        if len(leaf_paths) != len(torch_shapes):
+            hint = ""
+            if is_mapping and torch_names is not None:
+                missing = sorted(set(torch_names) - set(leaf_paths))[:8]
+                extra = sorted(set(leaf_paths) - set(torch_names))[:8]
+                hint = f" By name: torch names missing from params {missing}, params not in torch {extra}."
+            raise InitError(
+                f"{who}: params has {len(leaf_paths)} leaves but the torch optimizer has {len(torch_shapes)} "
+                f"parameters.{hint} Fix: pass the params of the same model, as a list in "
+                "model.parameters() order or a dict keyed by torch parameter names.")
+        order = list(range(len(leaf_paths)))
+        how = "by position (jax.tree.leaves order = torch order)"
+    for k, i in enumerate(order):
+        if torch_shapes[i] is not None and tuple(leaf_shapes[k]) != tuple(torch_shapes[i]):
+            tname = torch_names[i] if torch_names is not None else f"#{i}"
+            problems.append(f"  params leaf {leaf_paths[k]!r} shape {tuple(leaf_shapes[k])} != torch parameter "
+                            f"{tname} shape {tuple(torch_shapes[i])}")
+    if problems:
+        raise InitError(
+            f"{who}: params do not match the torch optimizer's parameters (matched {how}):\n"
+            + "\n".join(problems)
+            + "\nFix: pass params in torch's layout (torch (out, in) vs Flax (in, out): convert Flax params "
+              "with jaxinit.to_torch_state_dict first), in model.parameters() order or keyed by torch names.")
+    return order
+
+
+def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str) -> int:
+    """The one step count of a torch state (all parameters must agree)."""
+    steps = {}
+    for i, st in state.items():
+        if "step" in st:
+            s = st["step"]
+            s = float(s.item() if hasattr(s, "item") else s)
+            steps[i] = s
+    values = set(steps.values())
+    if len(values) > 1:
+        by = {}
+        for i, s in steps.items():
+            by.setdefault(s, []).append(i)
+        raise InitError(f"{who}: torch parameters have different step counts {dict(sorted(by.items()))} "
+                        "(some got no gradient on some steps); optax keeps one count per transformation. "
+                        "Fix: convert from a state where every parameter has stepped equally.")
+    found = int(values.pop()) if values else None
+    if found is None and groups:
+        sched = {g.get("schedule_step") for g in groups if "schedule_step" in g}
+        if len(sched) == 1:
+            found = int(sched.pop())
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise InitError(f"{who}: step must be an int >= 0, got {step!r}.")
+        if found is not None and found != step:
+            raise InitError(f"{who}: step={step} but the torch state says {found}; drop step= or fix it.")
+        return int(step)
+    if found is not None:
+        return found
+    has_buffers = any(st for st in state.values())
+    if has_buffers:
+        raise InitError(f"{who}: this torch state has no step count (torch's SGD keeps none); pass step=<number "
+                        "of optimizer steps taken>, e.g. step=scheduler.last_epoch.")
+    return 0
+
+
+def neutral_state(state_dict: Mapping, to_numpy) -> dict:
+    """``{"state": {i: {key: ndarray or float}}}`` from a torch ``state_dict()`` (tensors or arrays)."""
+    out = {}
+    for i, st in state_dict.get("state", {}).items():
+        entry = {}
+        for k, v in st.items():
+            if v is None:
+                continue
+            if k == "step":
+                entry[k] = float(v.item() if hasattr(v, "item") else v)
+            else:
+                entry[k] = to_numpy(v)
+        out[int(i)] = entry
+    return out

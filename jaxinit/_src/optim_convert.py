@@ -1,0 +1,362 @@
+r"""A torch optimizer as an optax transformation, and optimizer state both ways.
+
+* :func:`from_torch` ``(optimizer, scheduler=None)``: the :mod:`jaxinit.optim`
+  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW
+  (or a :mod:`torchinit.optim` optimizer): every param group with its
+  hyperparameters (``optax.multi_transform`` over groups when there are several),
+  the scheduler as a closed-form schedule (:func:`jaxinit.optim.schedules_from_torch`;
+  OneCycleLR's momentum / beta1 cycle via ``optax.inject_hyperparams``).
+* :func:`import_state` ``(state, params, tx)``: the optax state of ``tx`` for
+  ``params`` holding a torch optimizer's state (step counts, ``momentum_buffer``,
+  ``sum``, ``square_avg``, ``grad_avg``, ``exp_avg``, ``exp_avg_sq``,
+  ``max_exp_avg_sq``), so a torch run resumes in JAX with no step lost.
+* :func:`export_state` ``(opt_state, params)``: the other way, in the neutral format
+  ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}`` that
+  :func:`torchinit.optim.import_state` loads into a torch optimizer.
+
+Matching params to torch's parameter list: by name for a Mapping keyed by torch
+parameter names, else by position (``jax.tree.leaves`` order); see
+``_initcore/optim_convert.py``. Shapes must be torch's (convert Flax-layout params
+with :func:`jaxinit.to_torch_state_dict` / :func:`jaxinit.from_torch_state_dict`).
+
+torch is never imported: the optimizer, scheduler and tensors are read duck-typed.
+
+>>> tx = jaxinit.optim.from_torch(torch_opt, torch_sched)                  # doctest: +SKIP
+>>> params = [jnp.asarray(p.detach().numpy()) for p in model.parameters()]  # doctest: +SKIP
+>>> opt_state = jaxinit.optim.import_state(torch_opt, params, tx)          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from _initcore import optim_convert as _core
+from _initcore.errors import InitError
+from jaxinit._src import optim as _optim
+from jaxinit._src.schedules import Schedule, schedules_from_torch
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, read without importing torch
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _path_str(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _leaves(tree):
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return [_path_str(p) for p, _ in flat], [x for _, x in flat], treedef
+
+
+def _torch_shapes(optimizer) -> list[tuple]:
+    return [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]]
+
+
+def _match(params, torch_shapes, torch_names, who) -> tuple[list[int], Any]:
+    paths, leaves, treedef = _leaves(params)
+    order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, torch_names,
+                        isinstance(params, dict), who)
+    return order, treedef
+
+
+def _with_beta1(factory):
+    """``factory`` with ``betas`` split into injectable ``b1`` and ``b2`` (OneCycleLR's beta1 cycle)."""
+    def make(b1, b2, **kw):
+        return factory(betas=(b1, b2), **kw)
+
+    # optax.inject_hyperparams reads the signature: b1, b2 and the factory's other arguments
+    sig = inspect.signature(factory)
+    rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for n, p in sig.parameters.items() if n != "betas"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    make.__signature__ = sig.replace(parameters=[inspect.Parameter("b1", kw), inspect.Parameter("b2", kw), *rest])
+    return make
+
+
+def _group_lr_schedules(optimizer, scheduler, who):
+    n = len(optimizer.param_groups)
+    if scheduler is not None:
+        if getattr(scheduler, "optimizer", None) is not optimizer:
+            raise InitError(f"{who}: the scheduler does not drive this optimizer (scheduler.optimizer is another "
+                            "object); pass the scheduler built on it.")
+        lrs = schedules_from_torch(scheduler)
+        moms = [None] * n
+        if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
+            moms = schedules_from_torch(scheduler, which="momentum")
+        steps = {float(st["step"]) for st in optimizer.state.values() if "step" in st}
+        if steps and steps != {float(scheduler.last_epoch)}:
+            raise InitError(
+                f"{who}: the optimizer has taken {sorted(steps)} steps but scheduler.last_epoch is "
+                f"{scheduler.last_epoch}; the schedule is a function of the optimizer step, so the scheduler must "
+                "have been stepped once per optimizer.step() from the start (not per epoch).")
+        return lrs, moms
+    scheds = getattr(optimizer, "_torchinit_schedules", None) or [None] * n
+    out = []
+    for i, s in enumerate(scheds):
+        if s is None:
+            out.append(None)
+        elif hasattr(s, "name") and hasattr(s, "params") and type(s).__name__ == "Schedule":
+            out.append(Schedule(s.name, s.args, s.params))  # a torchinit schedule: the same formula in JAX
+        else:
+            raise InitError(f"{who}: param group {i} has a Python callable lr ({s!r}) that cannot be traced by "
+                            "JAX; use a torchinit.optim schedule (step_lr, ...) or pass the scheduler.")
+    return out, [None] * n
+
+
+def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[str] | None = None
+               ) -> optax.GradientTransformation:
+    r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
+
+    Args:
+      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam or AdamW, or a
+        :mod:`torchinit.optim` optimizer (its schedules and optax-convention
+        options are carried over). Every param group becomes a
+        :mod:`jaxinit.optim` factory call with that group's hyperparameters.
+      scheduler: optional ``torch.optim.lr_scheduler`` object driving ``optimizer``
+        (one :func:`schedules_from_torch` schedule per group; OneCycleLR's
+        ``cycle_momentum`` cycles ``momentum`` / ``betas[0]`` through
+        ``optax.inject_hyperparams``). It must be stepped once per optimizer step.
+      param_names: torch's parameter names in optimizer order, for matching a
+        params dict by name when the optimizer was not built from
+        ``named_parameters()``.
+
+    Returns:
+      An ``optax.GradientTransformation``. One group: the group's transformation
+      (with a check of the params at ``init``); several: ``optax.multi_transform``
+      with labels ``"0"``, ``"1"``, ... found by matching the params to torch's
+      parameters (by name for a dict keyed by torch names, else by position).
+
+    Note: the lr is the closed form (``scheduler.step(epoch)``'s) where torch
+    recurses; see :mod:`jaxinit.optim` schedules for the (float64-rounding) difference.
+    """
+    who = "jaxinit.optim.from_torch"
+    kind = _core.optimizer_kind(optimizer, who)
+    factory = getattr(_optim, kind)
+    groups = optimizer.param_groups
+    lrs, moms = _group_lr_schedules(optimizer, scheduler, who)
+    txs = []
+    for i, g in enumerate(groups):
+        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        if lrs[i] is not None:
+            hp["lr"] = lrs[i]
+        if moms[i] is None:
+            txs.append(factory(**hp))
+            continue
+        static = tuple(k for k, v in hp.items() if isinstance(v, bool))
+        if "betas" in hp:
+            b2 = hp.pop("betas")[1]
+            txs.append(optax.inject_hyperparams(_with_beta1(factory), static_args=static)(b1=moms[i], b2=b2, **hp))
+        else:
+            hp["momentum"] = moms[i]
+            txs.append(optax.inject_hyperparams(factory, static_args=static)(**hp))
+    torch_shapes = _torch_shapes(optimizer)
+    names = _core.torch_param_names(optimizer, param_names, who)
+    group_of = [i for i, g in enumerate(groups) for _ in g["params"]]
+
+    def labels(tree):
+        order, treedef = _match(tree, torch_shapes, names, who)
+        return jax.tree_util.tree_unflatten(treedef, [str(group_of[i]) for i in order])
+
+    if len(txs) == 1:
+        inner = txs[0]
+
+        def init(params):
+            labels(params)
+            return inner.init(params)
+
+        return optax.GradientTransformationExtraArgs(init, inner.update)
+    return optax.multi_transform({str(i): tx for i, tx in enumerate(txs)}, labels)
+
+
+# ------------------------------------------------------------------ state walking
+
+_KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState",
+          "ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
+          "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
+          "WrappedScheduleState"}
+_TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
+
+
+def _is_masked(x) -> bool:
+    return isinstance(x, optax.MaskedNode)
+
+
+def _field_leaves(subtree):
+    return jax.tree_util.tree_flatten(subtree, is_leaf=_is_masked)
+
+
+def _walk(node, visit):
+    """Rebuild ``node`` with ``visit(namedtuple) -> namedtuple | None`` applied to every state NamedTuple."""
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        name = type(node).__name__
+        if name not in _KNOWN:
+            arrays = [x for x in jax.tree.leaves(node) if np.ndim(x) > 0]
+            if arrays:
+                raise InitError(f"optimizer state conversion: {name} holds per-parameter arrays that have no torch "
+                                "counterpart (only jaxinit.optim's sgd/adagrad/rmsprop/adam/adamw states convert).")
+            return node
+        new = visit(node)
+        if new is not None:
+            return new
+        return type(node)(*[_walk(getattr(node, f), visit) for f in node._fields])
+    if isinstance(node, (tuple, list)):
+        return type(node)(_walk(x, visit) for x in node)
+    if isinstance(node, dict):
+        return {k: _walk(v, visit) for k, v in node.items()}
+    return node
+
+
+def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, step: int | None = None,
+                 param_names: Sequence[str] | None = None):
+    r"""The optax state of ``tx`` for ``params`` holding a torch optimizer's state.
+
+    Args:
+      state: a torch optimizer, its ``state_dict()``, or the neutral dict of
+        :func:`torchinit.optim.export_state` (NumPy arrays).
+      params: the params pytree ``tx`` will update, matched to torch's parameters
+        by name (a dict keyed by torch names) or by position; shapes and dtypes must
+        equal the torch state's (every mismatch is listed in one error).
+      tx: a :mod:`jaxinit.optim` transformation (:func:`from_torch`, ``sgd``, ...,
+        possibly inside ``optax.multi_transform`` / ``optax.inject_hyperparams``).
+      step: the number of optimizer steps taken, needed only for torch's SGD,
+        which keeps no step count (e.g. ``scheduler.last_epoch``).
+      param_names: torch's parameter names in optimizer order (for a dict keyed by
+        names when the state does not carry ``param_names``).
+
+    Returns:
+      ``tx.init(params)`` with every count set to torch's step and every buffer set
+      to torch's (bitwise: the arrays are copied, not recomputed).
+    """
+    who = "jaxinit.optim.import_state"
+    if hasattr(state, "state_dict") and hasattr(state, "param_groups"):
+        state = state.state_dict()
+    if not isinstance(state, dict) or "state" not in state:
+        raise InitError(f"{who}: state must be a torch optimizer, its state_dict() or "
+                        f"torchinit.optim.export_state's dict, got {type(state).__name__}.")
+    groups = state.get("param_groups", [])
+    tstate = _core.neutral_state(state, _to_numpy)
+    the_step = _core.common_step(tstate, step if step is not None else state.get("step"), groups, who)
+    n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
+    if param_names is None and groups and all("param_names" in g for g in groups):
+        param_names = [nm for g in groups for nm in g["param_names"]]
+    paths, leaves, _ = _leaves(params)
+    torch_shapes = []
+    for i in range(n):
+        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+        torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
+    # parameters without state (never stepped) have no torch shape here: not checked
+    order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, param_names,
+                        isinstance(params, dict), who)
+    problems = []
+
+    def visit(nt):
+        fields = nt._fields
+        if not ("count" in fields or any(f in _core.PER_PARAM_FIELDS for f in fields)):
+            return None
+        repl = {}
+        for f in fields:
+            v = getattr(nt, f)
+            if f == "count":
+                repl[f] = jnp.asarray(the_step, dtype=jnp.asarray(v).dtype)
+            elif f in _core.PER_PARAM_FIELDS and v is not None:
+                flat, treedef = _field_leaves(v)
+                out = []
+                for k, leaf in enumerate(flat):
+                    if _is_masked(leaf):
+                        out.append(leaf)
+                        continue
+                    i = order[k]
+                    src = tstate.get(i, {}).get(f)
+                    if src is None:
+                        if the_step > 0 and f != "momentum_buffer":
+                            problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after "
+                                            f"{the_step} steps")
+                        out.append(leaf)
+                        continue
+                    if src.shape != leaf.shape or src.dtype != leaf.dtype:
+                        problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
+                                        f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
+                        out.append(leaf)
+                        continue
+                    out.append(jnp.asarray(src))
+                repl[f] = jax.tree_util.tree_unflatten(treedef, out)
+            else:  # inner_state(s), inject_hyperparams' hyperparams_states (their own counts), ...
+                repl[f] = _walk(v, visit)
+        return type(nt)(**repl)
+
+    new_state = _walk(tx.init(params), visit)
+    if problems:
+        raise InitError(f"{who}: the torch state does not fit these params:\n" + "\n".join(problems)
+                        + "\nFix: pass params with the torch parameters' shapes and dtypes, in torch order or "
+                          "keyed by torch names.")
+    return new_state
+
+
+def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | None = None) -> dict:
+    r"""A :mod:`jaxinit.optim` state in torch's ``state_dict`` layout (NumPy arrays).
+
+    Returns ``{"state": {i: {"step": float, "exp_avg": ndarray, ...}}, "param_groups":
+    [{"params": [0, ..., n-1]}], "step": n_steps}`` where ``i`` is the torch index of
+    each params leaf (its position, or its name's index in ``param_names`` for a dict
+    keyed by torch names). Keys follow torch: ``step`` only for Adagrad/RMSprop/Adam
+    (torch's SGD keeps none), nothing before the first step. Load it with
+    :func:`torchinit.optim.import_state`.
+    """
+    who = "jaxinit.optim.export_state"
+    paths, leaves, _ = _leaves(params)
+    shapes = [tuple(np.shape(x)) for x in leaves]
+    names = list(param_names) if param_names is not None else None
+    torch_shapes = shapes if names is None or set(paths) != set(names) else [shapes[paths.index(n)] for n in names]
+    order = _core.match(paths, shapes, torch_shapes, names, isinstance(params, dict), who)
+    per: dict[int, dict] = {i: {} for i in order}
+    counts, owners = set(), set()
+
+    def visit(nt):
+        name = type(nt).__name__
+        if "count" in nt._fields:
+            counts.add(int(np.asarray(nt.count)))
+        if name in _TORCH_STEP_OWNERS:
+            owners.add(name)
+        for f in nt._fields:
+            v = getattr(nt, f)
+            if f in _core.PER_PARAM_FIELDS and v is not None:
+                flat, _ = _field_leaves(v)
+                if len(flat) != len(order):
+                    raise InitError(f"{who}: the state's {f} has {len(flat)} leaves, params {len(order)}; pass "
+                                    "the params this state was made for.")
+                for k, leaf in enumerate(flat):
+                    if not _is_masked(leaf):
+                        per[order[k]][f] = np.array(leaf, copy=True)
+            elif f != "count":
+                _walk(v, visit)
+        return nt
+
+    _walk(opt_state, visit)
+    if len(counts) > 1:
+        raise InitError(f"{who}: the state's counts disagree ({sorted(counts)}); it was not made by stepping "
+                        "one jaxinit.optim transformation.")
+    step = counts.pop() if counts else 0
+    out = {}
+    for i, entry in per.items():
+        if step == 0:
+            out[i] = {}
+            continue
+        if owners:
+            entry = {"step": float(step), **entry}
+        out[i] = entry
+    return {"state": out, "param_groups": [{"params": sorted(out)}], "step": step}

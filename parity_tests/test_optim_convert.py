@@ -1,0 +1,284 @@
+"""torch.optim optimizers as optax transformations (from_torch), and optimizer state both ways.
+
+All runs are float64 with identical injected gradients. Tolerance: 1e-12 of the largest parameter
+magnitude per tensor (``max|ours - torch| / max|torch|``) after 500 steps: float64 rounding of
+500 updates whose float operations differ in order between optax and torch (REFERENCE.md section 3
+measured 1e-13..1e-17 after 100 steps), plus the closed-form vs recursive lr of the schedulers
+(<= 3e-13 of the lr, parity_tests/test_schedules.py). State round trips are BITWISE.
+"""
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from torch.optim import lr_scheduler as L
+
+import jaxinit.optim as jo
+import torchinit.optim as to
+from _initcore import InitError
+from parity_tests._figures import record_figure
+
+STEPS = 500
+TOL = 1e-12
+SHAPES = [(3, 4), (4,), (2, 2, 3)]
+W0 = [np.random.default_rng(1).standard_normal(s) for s in SHAPES]
+GRADS = [np.random.default_rng(2).standard_normal((STEPS,) + s) for s in SHAPES]
+
+
+def _ps():
+    return [torch.nn.Parameter(torch.tensor(w)) for w in W0]
+
+
+# builders: params -> (optimizer, scheduler or None); several groups each, every option exercised
+CASES = {
+    "sgd+steplr": lambda ps: (lambda o: (o, L.StepLR(o, 30, 0.7)))(torch.optim.SGD(
+        [{"params": ps[:2], "nesterov": True}, {"params": ps[2:], "lr": 0.05, "momentum": 0.5, "dampening": 0.3,
+                                               "weight_decay": 0.01}], lr=0.1, momentum=0.9)),
+    "sgd+onecycle(momentum)": lambda ps: (lambda o: (o, L.OneCycleLR(o, [0.1, 0.05, 0.02], total_steps=STEPS)))(
+        torch.optim.SGD([{"params": ps[:1]}, {"params": ps[1:2], "maximize": True}, {"params": ps[2:]}],
+                        lr=0.1, momentum=0.9)),
+    "adagrad": lambda ps: (torch.optim.Adagrad(
+        [{"params": ps[:1], "lr_decay": 0.01}, {"params": ps[1:], "weight_decay": 0.1, "initial_accumulator_value": 0.2,
+                                                "eps": 1e-6}], lr=0.1), None),
+    "rmsprop+cosine": lambda ps: (lambda o: (o, L.CosineAnnealingLR(o, 120, 1e-4)))(torch.optim.RMSprop(
+        [{"params": ps[:2], "centered": True, "momentum": 0.8}, {"params": ps[2:], "weight_decay": 0.05}],
+        lr=0.01, alpha=0.9)),
+    "adam+onecycle(beta1)": lambda ps: (lambda o: (o, L.OneCycleLR(o, [0.02, 0.01], total_steps=STEPS,
+                                                                  three_phase=True)))(torch.optim.Adam(
+        [{"params": ps[:1], "amsgrad": True}, {"params": ps[1:], "lr": 0.01, "weight_decay": 0.1}], lr=0.02)),
+    "adamw+linear": lambda ps: (lambda o: (o, L.LinearLR(o, 0.2, 1.0, 100)))(torch.optim.AdamW(
+        [{"params": ps[:2], "weight_decay": 0.3}, {"params": ps[2:], "amsgrad": True, "betas": (0.8, 0.99)}],
+        lr=0.01)),
+    "torchinit adam(schedule)": lambda ps: (to.adam(
+        [{"params": ps[:2]}, {"params": ps[2:], "lr": to.exponential_lr(0.005, 0.995)}],
+        lr=to.cosine_annealing_warm_restarts(0.01, T_0=50, T_mult=2), weight_decay=0.01), None),
+}
+
+
+def torch_steps(o, s, ps, start, stop):
+    for t in range(start, stop):
+        for p, g in zip(ps, GRADS):
+            p.grad = torch.tensor(g[t])
+        o.step()
+        if s is not None:
+            s.step()
+
+
+def jax_steps(tx, params, st, start, stop):
+    grads = [jnp.asarray(g[start:stop]) for g in GRADS]
+
+    def body(carry, g):
+        p, st = carry
+        u, st = tx.update(g, st, p)
+        return (optax.apply_updates(p, u), st), None
+
+    (params, st), _ = jax.jit(lambda c, g: jax.lax.scan(body, c, g))((params, st), grads)
+    return params, st
+
+
+def rel_err(jax_params, torch_params) -> float:
+    return max(float(np.max(np.abs(np.asarray(a) - b.detach().numpy())) / np.max(np.abs(b.detach().numpy())))
+               for a, b in zip(jax_params, torch_params))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_from_torch_multi_group_500_steps(case):
+    ps = _ps()
+    o, s = CASES[case](ps)
+    tx = jo.from_torch(o, s)
+    params = [jnp.asarray(w) for w in W0]
+    params, _ = jax_steps(tx, params, tx.init(params), 0, STEPS)
+    torch_steps(o, s, ps, 0, STEPS)
+    err = rel_err(params, ps)
+    record_figure("optim_convert", "from_torch", err, case)
+    assert err <= TOL, err
+
+
+def test_from_torch_params_dict_matched_by_name():
+    """Named parameters: a dict keyed by torch names is matched by name although jax.tree.leaves sorts
+    it into another order (z.weight, a.bias, m.kernel -> a.bias, m.kernel, z.weight)."""
+    names = ["z.weight", "a.bias", "m.kernel"]
+    ps = _ps()
+    o = torch.optim.SGD([{"params": list(zip(names[:1], ps[:1])), "lr": 0.01},
+                         {"params": list(zip(names[1:], ps[1:])), "lr": 0.1, "momentum": 0.9}], lr=0.1)
+    tx = jo.from_torch(o)
+    params = {n: jnp.asarray(w) for n, w in zip(names, W0)}
+    st = tx.init(params)
+    upd = jax.jit(tx.update)
+    for t in range(50):
+        for p, g in zip(ps, GRADS):
+            p.grad = torch.tensor(g[t])
+        o.step()
+        u, st = upd({n: jnp.asarray(g[t]) for n, g in zip(names, GRADS)}, st, params)
+        params = optax.apply_updates(params, u)
+    assert rel_err([params[n] for n in names], ps) <= TOL
+    # the same dict, and the optimizer without names + param_names=
+    o2 = torch.optim.SGD([{"params": ps[:1], "lr": 0.01}, {"params": ps[1:], "lr": 0.1, "momentum": 0.9}], lr=0.1)
+    torch_steps(o2, None, ps, 0, 3)
+    st2 = jo.import_state(o2, params, jo.from_torch(o2, param_names=names), step=3, param_names=names)
+    assert int(st2.inner_states["1"].inner_state[2].count) == 3
+
+
+def _state_equal(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for i in a:
+        assert set(a[i]) == set(b[i]), (i, set(a[i]) ^ set(b[i]))
+        for k in a[i]:
+            assert a[i][k].dtype == b[i][k].dtype and torch.equal(a[i][k], b[i][k]), (i, k)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_state_round_trip_torch_optax_torch_bitwise(case):
+    ps = _ps()
+    o, s = CASES[case](ps)
+    torch_steps(o, s, ps, 0, 20)
+    params = [jnp.asarray(p.detach().numpy()) for p in ps]
+    tx = jo.from_torch(o, s)
+    opt_state = jo.import_state(o, params, tx, step=20 if case.startswith("sgd") else None)
+    exported = jo.export_state(opt_state, params)
+    assert exported["step"] == 20
+    ps2 = _ps()
+    o2, _ = CASES[case](ps2)
+    to.import_state(exported, o2)
+    _state_equal(o.state_dict()["state"], o2.state_dict()["state"])
+    # and the torch-side export is the same neutral dict
+    mine = to.export_state(o)
+    for i, entry in mine["state"].items():
+        for k, v in entry.items():
+            np.testing.assert_array_equal(v, exported["state"][i][k])
+
+
+@pytest.mark.parametrize("case", ["sgd+steplr", "rmsprop+cosine", "adam+onecycle(beta1)", "adagrad"])
+def test_resume_torch_then_jax(case):
+    """250 steps in torch, the remaining 250 in JAX == 500 uninterrupted torch steps (1e-12)."""
+    ps = _ps()
+    o, s = CASES[case](ps)
+    torch_steps(o, s, ps, 0, STEPS // 2)
+    params = [jnp.asarray(p.detach().numpy()) for p in ps]
+    tx = jo.from_torch(o, s)
+    st = jo.import_state(o, params, tx, step=s.last_epoch if case.startswith("sgd") else None)
+    params, _ = jax_steps(tx, params, st, STEPS // 2, STEPS)
+    ref_ps = _ps()
+    ro, rs = CASES[case](ref_ps)
+    torch_steps(ro, rs, ref_ps, 0, STEPS)
+    err = rel_err(params, ref_ps)
+    record_figure("optim_convert", "resume t->j", err, case)
+    assert err <= TOL, err
+
+
+@pytest.mark.parametrize("case", ["sgd+onecycle(momentum)", "rmsprop+cosine", "adamw+linear"])
+def test_resume_jax_then_torch(case):
+    """250 steps in JAX, exported, loaded into torch (scheduler replayed), 250 more in torch ==
+    500 uninterrupted JAX steps (1e-12)."""
+    ps = _ps()
+    o, s = CASES[case](ps)
+    tx = jo.from_torch(o, s)
+    params0 = [jnp.asarray(w) for w in W0]
+    full, _ = jax_steps(tx, params0, tx.init(params0), 0, STEPS)
+    half, st = jax_steps(tx, params0, tx.init(params0), 0, STEPS // 2)
+    with torch.no_grad():
+        for p, h in zip(ps, half):
+            p.copy_(torch.tensor(np.asarray(h)))
+    to.import_state(jo.export_state(st, half), o)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scheduler.step() before optimizer.step(): we replay it
+        for _ in range(STEPS // 2):
+            s.step()
+    torch_steps(o, s, ps, STEPS // 2, STEPS)
+    err = rel_err(full, ps)
+    record_figure("optim_convert", "resume j->t", err, case)
+    assert err <= TOL, err
+
+
+@pytest.mark.parametrize("case", ["rmsprop+cosine", "adamw+linear", "sgd+steplr"])
+def test_torchinit_from_torch_is_the_twin(case):
+    """torchinit.optim.from_torch mid-run: same parameters and state, the closed-form schedule as lr;
+    finishing with it equals finishing with jaxinit.optim.from_torch (and with torch) to 1e-12."""
+    ps = _ps()
+    o, s = CASES[case](ps)
+    torch_steps(o, s, ps, 0, 100)
+    params = [jnp.asarray(p.detach().numpy()) for p in ps]
+    tx = jo.from_torch(o, s)
+    st = jo.import_state(o, params, tx, step=100)
+    twin = to.from_torch(o, s)
+    assert all(a is b for a, b in zip([p for g in twin.param_groups for p in g["params"]], ps))
+    params, _ = jax_steps(tx, params, st, 100, STEPS)
+    torch_steps(twin, None, ps, 100, STEPS)
+    err = rel_err(params, ps)
+    record_figure("optim_convert", "twin", err, case)
+    assert err <= TOL, err
+
+
+# ------------------------------------------------------------------ errors
+
+def test_shape_mismatch_lists_every_leaf():
+    ps = _ps()
+    o, s = CASES["sgd+steplr"](ps)
+    tx = jo.from_torch(o, s)
+    bad = [jnp.zeros((4, 3)), jnp.zeros((4,)), jnp.zeros((3, 2, 2))]
+    with pytest.raises(InitError, match=r"(?s)params leaf '0' shape \(4, 3\) != torch parameter #0 shape \(3, 4\)"
+                                        r".*params leaf '2' shape \(3, 2, 2\) != torch parameter #2"):
+        tx.init(bad)
+    with pytest.raises(InitError, match="params has 2 leaves but the torch optimizer has 3 parameters"):
+        tx.init(bad[:2])
+
+
+def test_conversion_refusals():
+    ps = _ps()
+    with pytest.raises(InitError, match="Adadelta is not supported"):
+        jo.from_torch(torch.optim.Adadelta(ps))
+    o, s = CASES["sgd+steplr"](ps)
+    torch_steps(o, s, ps, 0, 3)
+    params = [jnp.asarray(w) for w in W0]
+    with pytest.raises(InitError, match="torch's SGD keeps none\\); pass step="):
+        jo.import_state(o, params, jo.from_torch(o, s))
+    ps = _ps()
+    o = torch.optim.Adam(ps, lr=0.1)
+    s = L.StepLR(o, 5)
+    torch_steps(o, None, ps, 0, 3)  # the scheduler is not stepped with the optimizer
+    with pytest.raises(InitError, match=r"taken \[3.0\] steps but scheduler.last_epoch is 0"):
+        jo.from_torch(o, s)
+    ps[1].grad = None
+    ps[0].grad = torch.ones(3, 4, dtype=torch.float64)
+    o.step()  # only parameter 0 steps: counts differ
+    with pytest.raises(InitError, match="torch parameters have different step counts"):
+        jo.import_state(o, params, jo.from_torch(o))
+    o = torch.optim.Adam(_ps(), lr=0.1)
+    o.param_groups[0]["foo"] = 1
+    with pytest.raises(InitError, match=r"param group 0 has option\(s\) \['foo'\]"):
+        jo.from_torch(o)
+    o, s = CASES["sgd+onecycle(momentum)"](_ps())
+    with pytest.raises(InitError, match="cycle_momentum=True also sets momentum"):
+        to.from_torch(o, s)
+
+
+def test_dtype_mismatch_and_torch_side_refusals():
+    ps = _ps()
+    o = torch.optim.Adam(ps, lr=0.1)
+    torch_steps(o, None, ps, 0, 2)
+    with pytest.raises(InitError, match=r"exp_avg of torch parameter #0 is float64\[3, 4\], params leaf '0' is "
+                                        r"float32\[3, 4\]"):
+        jo.import_state(o, [jnp.asarray(w, jnp.float32) for w in W0], jo.adam(0.1))
+    exported = to.export_state(o)
+    small = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64))], lr=0.1)
+    with pytest.raises(InitError, match="state for parameter #1, but the optimizer has 1 parameters"):
+        to.import_state(exported, small)
+
+
+def test_jaxinit_factory_state_exports_to_torch_factory():
+    """jaxinit.optim.rmsprop (no from_torch) -> export -> torchinit.optim.rmsprop: the mirror factories
+    share the state layout; 100 + 100 steps equal 200 JAX steps."""
+    kw = dict(alpha=0.95, momentum=0.9, centered=True, weight_decay=0.01)
+    tx = jo.rmsprop(0.01, **kw)
+    p0 = [jnp.asarray(w) for w in W0]
+    full, _ = jax_steps(tx, p0, tx.init(p0), 0, 200)
+    half, st = jax_steps(tx, p0, tx.init(p0), 0, 100)
+    ps = [torch.nn.Parameter(torch.tensor(np.asarray(h))) for h in half]
+    o = to.import_state(jo.export_state(st, half), to.rmsprop(ps, 0.01, **kw))
+    torch_steps(o, None, ps, 100, 200)
+    assert rel_err(full, ps) <= TOL

@@ -1,0 +1,156 @@
+r"""The torch side of optimizer conversion: the mirror of :mod:`jaxinit._src.optim_convert`.
+
+* :func:`export_state` ``(optimizer)``: a torch optimizer's state in the neutral format
+  ``{"state": {i: {"step": float, "exp_avg": ndarray, ...}}, "param_groups": [...],
+  "step": n}`` (torch's ``state_dict`` with NumPy arrays), which
+  :func:`jaxinit.optim.import_state` turns into optax state.
+* :func:`import_state` ``(state, optimizer)``: load such a dict (e.g. from
+  :func:`jaxinit.optim.export_state`) into a torch optimizer, keeping the optimizer's
+  own hyperparameters; tensors get the parameters' devices, values are copied bitwise.
+* :func:`from_torch` ``(optimizer, scheduler=None)``: the torch twin of
+  :func:`jaxinit.optim.from_torch`: a :mod:`torchinit.optim` optimizer over the same
+  parameters and state whose lr follows the closed-form schedule that the JAX
+  transformation uses (torch's schedulers recurse; see the schedules' docs), so a
+  run can hop between the frameworks with the very same lr values.
+
+Matching and the neutral format are documented in ``_initcore/optim_convert.py``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from _initcore import optim_convert as _core
+from _initcore.errors import InitError
+from torchinit._src import optim as _optim
+from torchinit._src.schedules import schedules_from_torch
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy().copy()
+    return np.array(x, copy=True)
+
+
+def _scalar_dtype():
+    """The dtype torch gives a fresh ``state["step"]`` (float64 under a float64 default dtype)."""
+    from torch.optim import optimizer as _topt
+
+    get = getattr(_topt, "_get_scalar_dtype", None)
+    return get() if get is not None else torch.float32
+
+
+def export_state(optimizer: torch.optim.Optimizer) -> dict:
+    """``optimizer``'s state as ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}``.
+
+    ``step`` is the common step count (torch's SGD keeps none: then the torchinit
+    schedule counter ``schedule_step`` if any, else None). Groups keep ``params``
+    (indices) and ``param_names`` when torch has them.
+    """
+    who = "torchinit.optim.export_state"
+    sd = optimizer.state_dict()
+    state = _core.neutral_state(sd, _to_numpy)
+    groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
+    try:
+        step = _core.common_step(state, None, sd["param_groups"], who)
+    except InitError:
+        if any("step" in st for st in state.values()):
+            raise
+        step = None  # SGD with momentum buffers and no schedule: the step is unknown to torch
+    return {"state": state, "param_groups": groups, "step": step}
+
+
+def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Load a neutral state dict (or another optimizer's ``state_dict()``) into ``optimizer``.
+
+    The optimizer keeps its own param groups and hyperparameters; only the per-parameter
+    state is replaced (and a torchinit schedule's ``schedule_step`` set to the state's
+    ``step``). Every shape / dtype / index problem is listed in one error. Returns
+    ``optimizer``.
+    """
+    who = "torchinit.optim.import_state"
+    if not isinstance(state, dict) or "state" not in state:
+        raise InitError(f"{who}: state must be jaxinit.optim.export_state's / torchinit.optim.export_state's dict "
+                        f"or a torch state_dict(), got {type(state).__name__}.")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    src = _core.neutral_state(state, _to_numpy)
+    problems = []
+    new_state = {}
+    sdtype = _scalar_dtype()
+    for i, entry in src.items():
+        if not 0 <= i < len(params):
+            problems.append(f"  state for parameter #{i}, but the optimizer has {len(params)} parameters")
+            continue
+        p = params[i]
+        old = optimizer.state.get(p, {})
+        out = {}
+        for k, v in entry.items():
+            if k == "step":
+                dt = old["step"].dtype if isinstance(old.get("step"), torch.Tensor) else sdtype
+                out[k] = torch.tensor(v, dtype=dt)
+                continue
+            t = torch.from_numpy(np.ascontiguousarray(v))
+            if tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
+                problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
+                                f"{p.dtype}{list(p.shape)}")
+                continue
+            out[k] = t.to(p.device)
+        new_state[i] = out
+    if problems:
+        raise InitError(f"{who}: the state does not fit this optimizer:\n" + "\n".join(problems)
+                        + "\nFix: load it into an optimizer over the same parameters, in the same order.")
+    sd = optimizer.state_dict()
+    sd["state"] = new_state
+    step = state.get("step")
+    if step is not None:
+        for g in sd["param_groups"]:
+            if "schedule_step" in g:
+                g["schedule_step"] = int(step)
+    optimizer.load_state_dict(sd)
+    return optimizer
+
+
+def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> torch.optim.Optimizer:
+    """A :mod:`torchinit.optim` optimizer equal to ``optimizer`` (+ ``scheduler``), state included.
+
+    The twin of :func:`jaxinit.optim.from_torch`: same factory per param group with the
+    group's hyperparameters over the same parameter tensors, the scheduler as the
+    closed-form schedule (``lr`` callables, counter ``schedule_step`` =
+    ``scheduler.last_epoch``), and the optimizer's state copied. OneCycleLR's momentum
+    cycling is torch-scheduler-only here: keep the torch scheduler for it.
+    ``param_names`` is accepted for the mirror's signature (not needed on this side).
+    """
+    who = "torchinit.optim.from_torch"
+    kind = _core.optimizer_kind(optimizer, who)
+    factory = getattr(_optim, kind)
+    n = len(optimizer.param_groups)
+    lrs = [None] * n
+    step = None
+    if scheduler is not None:
+        if getattr(scheduler, "optimizer", None) is not optimizer:
+            raise InitError(f"{who}: the scheduler does not drive this optimizer; pass the scheduler built on it.")
+        if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
+            raise InitError(f"{who}: OneCycleLR with cycle_momentum=True also sets momentum/betas, which "
+                            "torchinit optimizers do not schedule; keep the torch scheduler (or use "
+                            "jaxinit.optim.from_torch, which injects the momentum cycle).")
+        lrs = schedules_from_torch(scheduler)
+        step = int(scheduler.last_epoch)
+    groups = []
+    for i, g in enumerate(optimizer.param_groups):
+        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        if lrs[i] is not None:
+            hp["lr"] = lrs[i]
+        groups.append({"params": list(g["params"]), **hp})
+    top = {"lr": groups[0]["lr"]}
+    if "initial_accumulator_value" in groups[0]:  # torch's Adagrad reads it from the constructor only
+        top["initial_accumulator_value"] = groups[0]["initial_accumulator_value"]
+    new = factory(groups, **top)
+    exported = export_state(optimizer)
+    if step is not None:
+        if exported["step"] is not None and exported["step"] != step:
+            raise InitError(f"{who}: the optimizer has taken {exported['step']} steps but scheduler.last_epoch "
+                            f"is {step}; the scheduler must be stepped once per optimizer.step().")
+        exported["step"] = step
+    return import_state(exported, new)
