@@ -137,6 +137,8 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
                     y = transform(y)
                     return jnp.sum(y * c), (y, upd)
 
+                # eager on purpose: a jit of these fresh closures would recompile on every call, while
+                # eager primitives are compiled once per shape and reused by later checks
                 (_, (yf, upd)), g = jax.value_and_grad(loss_linen, has_aux=True)(variables["params"])
                 flat_g = _core.flatten_flax({"params": g}, "twin_check")
                 new_vars = dict(variables)
