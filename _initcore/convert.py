@@ -717,11 +717,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
             if leaf in accept and full in arrays:
                 t[leaf] = arrays[full]
                 used.add(full)
-        if g.kind == "batchnorm" and batchnorm == "flax" and "num_batches_tracked" in t:
-            pass  # dropped on request: flax.linen.BatchNorm has no counter
-        if "weight" in _torch_leaf_names(g.kind) and "weight" not in t and g.kind not in ("layernorm", "groupnorm",
-                                                                                          "batchnorm"):
-            continue
+        # (batchnorm='flax': num_batches_tracked is read and not converted, on request)
         has = None
         if index is not None:
             def has(rel, shape_dim=None, _p=fpath):
@@ -734,6 +730,10 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
         try:
             conv = group_to_flax(g, t, has, problems, batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
                                  transpose_kernel=transpose_kernel)
+        except KeyError as err:
+            problems.add("missing keys (in the source)", f"{g.keys.get(err.args[0], _join(g.id, str(err.args[0])))}"
+                         f" (a {g.kind} layer needs it)")
+            continue
         except (ValueError, IndexError) as err:
             problems.add("shape mismatches (source -> target)", f"{g.id}: {err}")
             continue

@@ -251,7 +251,8 @@ def test_layout_matches_real_layers(case):
     ref = tcall(tm).detach().numpy()
     out = np.asarray(fcall(fm, v))
     diff = float(np.max(np.abs(out - ref)))
-    record_figure("convert/layout", "max_abs_f64", diff, name)
+    record_figure("convert/layout", "max_abs_f32_stats" if name == "flax_batchnorm_eval" else "max_abs_f64",
+                  diff, name)
     # float64: only the summation order differs (1e-12). flax.linen.BatchNorm keeps batch_stats in
     # float32 whatever param_dtype is, so there the running stats are rounded to float32 (2^-24 relative).
     assert diff < (1e-6 if name == "flax_batchnorm_eval" else 1e-12), diff
@@ -327,6 +328,14 @@ def test_default_naming_rule_auto_names_and_mapping():
         jaxinit.from_torch_state_dict(tm, template, mapping={"fc1": "Dense_1", "fc2": "Dense_0"})
     msg = str(err.value)
     assert "params/Dense_1/kernel: (16, 6) vs target (6, 2)" in msg and "params/Dense_0/kernel" in msg
+    # Linen Sequential: torch "0", "2" -> "layers_0", "layers_2"
+    tseq = _randomize(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
+    lseq = nn.Sequential([nn.Dense(4), nn.relu, nn.Dense(2)])
+    v = jaxinit.from_torch_state_dict(tseq, jax.eval_shape(lseq.init, jax.random.key(0), jnp.ones((1, 3))))
+    assert set(v["params"]) == {"layers_0", "layers_2"}
+    # a torch key a layer kind needs but the source lacks: named
+    with pytest.raises(jaxinit.ConversionError, match=r"missing keys \(in the source\).*\n.*0.weight"):
+        jaxinit.from_torch_state_dict({"0.bias": torch.ones(4)}, kinds={"0": "dense"})
     # NNX Sequential: torch "0" -> nnx "layers/0"
     tseq = _randomize(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
     mseq = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(4, 2, rngs=nnx.Rngs(0)))

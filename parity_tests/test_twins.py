@@ -200,8 +200,10 @@ def _setup(name, dtype):
     return tm, lm, variables, nm, x, xf, _out_to_torch_layout(image_out)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("name", list(MODELS))
+# float64 for every model (the identity claim); float32 (the realistic tolerance) for the MLP and the
+# BatchNorm ResNet block: LeNet in float32 adds ~10 s of eager compilation and no new operation.
+@pytest.mark.parametrize("name,dtype", [(n, "float64") for n in MODELS] + [("mlp", "float32"),
+                                                                          ("resnet_block", "float32")])
 def test_twin_outputs_and_gradients(name, dtype):
     """twin_check: outputs, parameter gradients and (train) running statistics after one pass."""
     tm, lm, variables, nm, x, xf, out_t = _setup(name, dtype)

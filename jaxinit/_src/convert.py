@@ -41,6 +41,15 @@ from _initcore import convert as _core
 from _initcore.errors import InitError
 
 
+def _unbox(tree):
+    """Linen variables with partitioning metadata (``nn.Partitioned``) -> plain arrays."""
+    if isinstance(tree, Mapping):
+        from flax.core import meta
+
+        return meta.unbox(tree)
+    return tree
+
+
 def _is_nnx(x) -> bool:
     from flax import nnx
 
@@ -160,7 +169,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
         tflat, handles = _nnx_flat(template)
         transpose_kernel = _nnx_transpose_kernel(template, transpose_kernel, who)
     elif template is not None:
-        tflat = _core.flatten_flax(template, who)
+        tflat = _core.flatten_flax(_unbox(template), who)
     else:
         tflat = None
     spec = None if tflat is None else {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in tflat.items()}
@@ -208,7 +217,7 @@ def to_torch_state_dict(variables: Any, template: Any = None, *, mapping: Mappin
             for path, spec in _nnx_kinds(variables).items():
                 kinds.setdefault(path, spec)
     else:
-        flat = _core.flatten_flax(variables, who)
+        flat = _core.flatten_flax(_unbox(variables), who)
     flat = {k: np.asarray(v) for k, v in flat.items()}
     tspec, torch_mod, devices = None, None, {}
     if template is None:
