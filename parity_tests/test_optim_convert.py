@@ -282,3 +282,72 @@ def test_jaxinit_factory_state_exports_to_torch_factory():
     o = to.import_state(jo.export_state(st, half), to.rmsprop(ps, 0.01, **kw))
     torch_steps(o, None, ps, 100, 200)
     assert rel_err(full, ps) <= TOL
+
+
+# ------------------------------------------------------------------ Flax-layout params
+
+def _flax_setup():
+    import jaxinit
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(2, 4, 3), "fc": torch.nn.Linear(5, 6)}).double()
+    named = dict(model.named_parameters())
+    o = torch.optim.Adam([{"params": [(n, p) for n, p in named.items() if n.endswith("weight")], "weight_decay": 0.1},
+                          {"params": [(n, p) for n, p in named.items() if n.endswith("bias")], "amsgrad": True}],
+                         lr=0.01)
+    s = L.CosineAnnealingLR(o, 40, 1e-4)
+    rng = np.random.default_rng(3)
+    grads = [{n: rng.standard_normal(tuple(p.shape)) for n, p in named.items()} for _ in range(120)]
+    template = {"params": {"conv": {"kernel": jnp.zeros((3, 3, 2, 4)), "bias": jnp.zeros(4)},
+                           "fc": {"kernel": jnp.zeros((5, 6)), "bias": jnp.zeros(6)}}}
+
+    def to_flax(d):
+        return jaxinit.from_torch_state_dict({k: np.asarray(v) for k, v in d.items()}, template)["params"]
+
+    def run_torch(start, stop):
+        for t in range(start, stop):
+            for n, p in named.items():
+                p.grad = torch.tensor(grads[t][n])
+            o.step()
+            s.step()
+
+    return model, named, o, s, grads, to_flax, run_torch
+
+
+def test_flax_layout_resume_and_round_trip():
+    """Torch Conv2d/Linear + 2-group Adam (amsgrad) + CosineAnnealingLR: 60 steps in torch, state moved to a
+    Flax-layout params tree (kernels transposed like the weights), 60 more steps in JAX == 120 torch steps;
+    torch -> Flax-layout optax state -> torch is bitwise."""
+    import jaxinit
+
+    model, named, o, s, grads, to_flax, run_torch = _flax_setup()
+    run_torch(0, 60)
+    params = to_flax({n: p.detach() for n, p in named.items()})
+    tx = jo.from_torch(o, s, layout="flax")
+    st = jo.import_state(o, params, tx, layout="flax")
+    back = jo.export_state(st, params, layout="flax", template=o)
+    _, named2, o2, _, _, _, _ = _flax_setup()
+    to.import_state(back, o2)
+    _state_equal(o.state_dict()["state"], o2.state_dict()["state"])
+    g = jax.tree.map(lambda *xs: jnp.stack(xs), *[to_flax(grads[t]) for t in range(60, 120)])
+
+    def body(carry, g):
+        p, st = carry
+        u, st = tx.update(g, st, p)
+        return (optax.apply_updates(p, u), st), None
+
+    (params, _), _ = jax.lax.scan(body, (params, st), g)
+    run_torch(60, 120)
+    final = jaxinit.to_torch_state_dict({"params": params}, {n: p.detach().numpy() for n, p in named.items()})
+    err = rel_err([final[n] for n in named], list(named.values()))
+    record_figure("optim_convert", "flax layout", err, "conv+linear adam")
+    assert err <= TOL, err
+
+
+def test_flax_layout_needs_names():
+    ps = _ps()
+    o = torch.optim.SGD(ps, lr=0.1)
+    with pytest.raises(InitError, match="layout='flax' matches torch parameters to Flax params by name"):
+        jo.from_torch(o, layout="flax").init({"a": {"kernel": jnp.zeros((4, 3))}})
+    with pytest.raises(InitError, match="layout must be 'torch'"):
+        jo.from_torch(o, layout="nhwc")

@@ -75,6 +75,28 @@ def _match(params, torch_shapes, torch_names, who) -> tuple[list[int], Any]:
     return order, treedef
 
 
+def _check_layout(layout, who):
+    if layout not in ("torch", "flax"):
+        raise InitError(f"{who}: layout must be 'torch' (params with torch's shapes) or 'flax' (Flax params, "
+                        f"converted by jaxinit.from_torch_state_dict's naming rule and layouts), got {layout!r}.")
+
+
+def _need_names(names, who):
+    if names is None:
+        raise InitError(f"{who}: layout='flax' matches torch parameters to Flax params by name; build the torch "
+                        "optimizer from model.named_parameters() or pass param_names=[...] (optimizer order).")
+    return names
+
+
+def _flax_like(named: dict, params, cast: bool = False) -> list:
+    """``{torch_name: array}`` in Flax layout, as a list in ``params``' leaf order (the weight converter's rule)."""
+    from jaxinit._src.convert import from_torch_state_dict
+
+    out = from_torch_state_dict(named, {"params": params}, dtype="template" if cast else None)["params"]
+    by_path = dict(zip(*_leaves(out)[:2]))
+    return [by_path[p] for p in _leaves(params)[0]]
+
+
 def _with_beta1(factory):
     """``factory`` with ``betas`` split into injectable ``b1`` and ``b2`` (OneCycleLR's beta1 cycle)."""
     def make(b1, b2, **kw):
@@ -118,8 +140,8 @@ def _group_lr_schedules(optimizer, scheduler, who):
     return out, [None] * n
 
 
-def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[str] | None = None
-               ) -> optax.GradientTransformation:
+def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[str] | None = None,
+               layout: str = "torch") -> optax.GradientTransformation:
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
@@ -134,6 +156,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
       param_names: torch's parameter names in optimizer order, for matching a
         params dict by name when the optimizer was not built from
         ``named_parameters()``.
+      layout: ``'torch'`` (params have torch's shapes) or ``'flax'`` (Flax params:
+        torch names are mapped to Flax paths with the rule and layouts of
+        :func:`jaxinit.from_torch_state_dict`; needs torch names).
 
     Returns:
       An ``optax.GradientTransformation``. One group: the group's transformation
@@ -145,6 +170,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     recurses; see :mod:`jaxinit.optim` schedules for the (float64-rounding) difference.
     """
     who = "jaxinit.optim.from_torch"
+    _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind)
     groups = optimizer.param_groups
@@ -169,6 +195,13 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     group_of = [i for i, g in enumerate(groups) for _ in g["params"]]
 
     def labels(tree):
+        if layout == "flax":
+            named = {n: np.full(s, float(g)) for n, s, g in zip(_need_names(names, who), torch_shapes, group_of)}
+            spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+            with jax.ensure_compile_time_eval():  # labels are static: also when called on traced updates
+                marks = _flax_like(named, spec, cast=True)
+            treedef = jax.tree.structure(tree)
+            return jax.tree_util.tree_unflatten(treedef, [str(int(np.asarray(m).flat[0])) for m in marks])
         order, treedef = _match(tree, torch_shapes, names, who)
         return jax.tree_util.tree_unflatten(treedef, [str(group_of[i]) for i in order])
 
@@ -222,7 +255,7 @@ def _walk(node, visit):
 
 
 def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, step: int | None = None,
-                 param_names: Sequence[str] | None = None):
+                 param_names: Sequence[str] | None = None, layout: str = "torch"):
     r"""The optax state of ``tx`` for ``params`` holding a torch optimizer's state.
 
     Args:
@@ -237,12 +270,15 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
         which keeps no step count (e.g. ``scheduler.last_epoch``).
       param_names: torch's parameter names in optimizer order (for a dict keyed by
         names when the state does not carry ``param_names``).
+      layout: ``'flax'`` for Flax params: each buffer is converted like its weight
+        (transposes, flips, reshapes of :func:`jaxinit.from_torch_state_dict`).
 
     Returns:
       ``tx.init(params)`` with every count set to torch's step and every buffer set
       to torch's (bitwise: the arrays are copied, not recomputed).
     """
     who = "jaxinit.optim.import_state"
+    _check_layout(layout, who)
     if hasattr(state, "state_dict") and hasattr(state, "param_groups"):
         state = state.state_dict()
     if not isinstance(state, dict) or "state" not in state:
@@ -259,10 +295,41 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     for i in range(n):
         arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
         torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
-    # parameters without state (never stepped) have no torch shape here: not checked
-    order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, param_names,
-                        isinstance(params, dict), who)
     problems = []
+    if layout == "flax":
+        names = _need_names(param_names, who)
+        order = list(range(len(leaves)))  # unused: buffers come converted in leaf order
+        flax = {}
+        shape_of = {}
+        for i in range(n):
+            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+            if arrays:
+                shape_of[i] = arrays[0]
+        for f in _core.PER_PARAM_FIELDS:
+            have = [i for i in range(n) if f in tstate.get(i, {})]
+            if not have:
+                continue
+            if len(have) != n and len(shape_of) != n:
+                problems.append(f"  torch parameters {sorted(set(range(n)) - set(shape_of))} have no state; "
+                                "layout='flax' needs every parameter's state (or none)")
+                continue
+            vals = _flax_like({names[i]: tstate[i][f] if f in tstate[i] else np.zeros_like(shape_of[i])
+                               for i in range(n)}, params)
+            if len(have) != n:  # e.g. max_exp_avg_sq in the amsgrad group only: which leaves have it
+                marks = _flax_like({names[i]: np.full(shape_of[i].shape, float(i in have)) for i in range(n)},
+                                   params, cast=True)
+                vals = [v if np.asarray(m).flat[0] else None for v, m in zip(vals, marks)]
+            flax[f] = vals
+
+        def source(f, k):
+            return flax[f][k] if f in flax else None
+    else:
+        # parameters without state (never stepped) have no torch shape here: not checked
+        order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, param_names,
+                            isinstance(params, dict), who)
+
+        def source(f, k):
+            return tstate.get(order[k], {}).get(f)
 
     def visit(nt):
         fields = nt._fields
@@ -281,7 +348,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
                         out.append(leaf)
                         continue
                     i = order[k]
-                    src = tstate.get(i, {}).get(f)
+                    src = source(f, k)
                     if src is None:
                         if the_step > 0 and f != "momentum_buffer":
                             problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after "
@@ -293,7 +360,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
                                         f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
                         out.append(leaf)
                         continue
-                    out.append(jnp.asarray(src))
+                    out.append(jnp.array(src, copy=True))
                 repl[f] = jax.tree_util.tree_unflatten(treedef, out)
             else:  # inner_state(s), inject_hyperparams' hyperparams_states (their own counts), ...
                 repl[f] = _walk(v, visit)
@@ -307,7 +374,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     return new_state
 
 
-def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | None = None) -> dict:
+def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | None = None,
+                 layout: str = "torch", template: Any = None) -> dict:
     r"""A :mod:`jaxinit.optim` state in torch's ``state_dict`` layout (NumPy arrays).
 
     Returns ``{"state": {i: {"step": float, "exp_avg": ndarray, ...}}, "param_groups":
@@ -316,13 +384,33 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     keyed by torch names). Keys follow torch: ``step`` only for Adagrad/RMSprop/Adam
     (torch's SGD keeps none), nothing before the first step. Load it with
     :func:`torchinit.optim.import_state`.
+
+    ``layout='flax'``: ``params`` are Flax params and ``template`` gives torch's names,
+    shapes and order: the torch optimizer (built from ``named_parameters()``), or
+    ``{name: tensor}`` in the optimizer's order (else pass ``param_names``); each buffer
+    is converted like its weight by :func:`jaxinit.to_torch_state_dict`.
     """
     who = "jaxinit.optim.export_state"
-    paths, leaves, _ = _leaves(params)
+    _check_layout(layout, who)
+    paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     names = list(param_names) if param_names is not None else None
-    torch_shapes = shapes if names is None or set(paths) != set(names) else [shapes[paths.index(n)] for n in names]
-    order = _core.match(paths, shapes, torch_shapes, names, isinstance(params, dict), who)
+    if layout == "flax":
+        if hasattr(template, "param_groups"):  # the torch optimizer: its names, in its order
+            tparams = [p for g in template.param_groups for p in g["params"]]
+            tnames = _need_names(_core.torch_param_names(template, names, who), who)
+            template = dict(zip(tnames, tparams))
+            names = tnames
+        if not hasattr(template, "items"):
+            raise InitError(f"{who}: layout='flax' needs template= the torch optimizer (built from "
+                            "named_parameters()) or {torch_name: tensor} such as dict(model.named_parameters()).")
+        tmpl = {k: _to_numpy(v) for k, v in template.items()}
+        names = names if names is not None else list(tmpl)
+        order = list(range(len(leaves)))  # leaf positions; torch indices come from the names
+    else:
+        torch_shapes = shapes if names is None or set(paths) != set(names) else \
+            [shapes[paths.index(n)] for n in names]
+        order = _core.match(paths, shapes, torch_shapes, names, isinstance(params, dict), who)
     per: dict[int, dict] = {i: {} for i in order}
     counts, owners = set(), set()
 
@@ -347,6 +435,27 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         return nt
 
     _walk(opt_state, visit)
+    if layout == "flax":
+        from jaxinit._src.convert import to_torch_state_dict
+
+        index = {nm: i for i, nm in enumerate(names)}
+        tmpl_dt = next(iter(tmpl.values())).dtype if tmpl else np.float32
+        fields = sorted({f for entry in per.values() for f in entry})
+        converted: dict[int, dict] = {i: {} for i in range(len(names))}
+        for f in fields:
+            arrays = [per[k].get(f) for k in order]
+            present = None
+            if any(a is None for a in arrays):  # e.g. max_exp_avg_sq in the amsgrad group only
+                marks = jax.tree_util.tree_unflatten(treedef, [np.full(shapes[k], float(a is not None), dtype=tmpl_dt)
+                                                               for k, a in zip(order, arrays)])
+                present = {nm: bool(np.asarray(m).flat[0]) for nm, m in
+                           to_torch_state_dict({"params": marks}, tmpl, dtype="template").items()}
+                arrays = [a if a is not None else np.zeros(shapes[k], dtype=tmpl_dt) for k, a in zip(order, arrays)]
+            tree = jax.tree_util.tree_unflatten(treedef, arrays)
+            for nm, arr in to_torch_state_dict({"params": tree}, tmpl, dtype="template").items():
+                if present is None or present[nm]:
+                    converted[index[nm]][f] = np.array(arr, copy=True)
+        per = converted
     if len(counts) > 1:
         raise InitError(f"{who}: the state's counts disagree ({sorted(counts)}); it was not made by stepping "
                         "one jaxinit.optim transformation.")
