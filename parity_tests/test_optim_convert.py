@@ -54,6 +54,9 @@ CASES = {
     "adamw+linear": lambda ps: (lambda o: (o, L.LinearLR(o, 0.2, 1.0, 100)))(torch.optim.AdamW(
         [{"params": ps[:2], "weight_decay": 0.3}, {"params": ps[2:], "amsgrad": True, "betas": (0.8, 0.99)}],
         lr=0.01)),
+    "torchinit OptaxAdam(eps_root, optax amsgrad)": lambda ps: (to.adamw(
+        [{"params": ps[:1]}, {"params": ps[1:], "lr": 0.003}], lr=0.01, eps_root=1e-9, amsgrad=True,
+        amsgrad_bias_corrected=True), None),
     "torchinit adam(schedule)": lambda ps: (to.adam(
         [{"params": ps[:2]}, {"params": ps[2:], "lr": to.exponential_lr(0.005, 0.995)}],
         lr=to.cosine_annealing_warm_restarts(0.01, T_0=50, T_mult=2), weight_decay=0.01), None),
