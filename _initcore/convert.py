@@ -148,7 +148,6 @@ def groups_from_module(module, state_keys, kinds: Mapping | None = None):
     keys = list(state_keys)
     groups: list[Group] = []
     containers: dict[str, str] = {}
-    covered: set[str] = set()
     skip: list[str] = []
     for prefix, mod in module.named_modules():
         if any(s == "" or prefix == s or prefix.startswith(s + ".") for s in skip):
@@ -168,10 +167,8 @@ def groups_from_module(module, state_keys, kinds: Mapping | None = None):
             if getattr(mod, "proj_size", 0):
                 opts["error"] = "nn.LSTM with proj_size > 0 has no Flax counterpart (weight_hr)"
             groups.extend(_rnn_groups(prefix, kind, own, opts))
-            covered.update(k for k in own.values())
             continue
         groups.append(Group(prefix, kind, own, opts))
-        covered.update(own.values())
     return groups, containers
 
 
@@ -373,16 +370,12 @@ def refine_kind(g: Group, path: tuple, index: set | None) -> Group:
 
 
 # --------------------------------------------------------------------------- dtype helpers
-def _zeros_like_dtype(shape, like: np.ndarray) -> np.ndarray:
-    return np.zeros(shape, dtype=like.dtype)
-
-
 def _merge_bias(a, b, name_a: str, name_b: str, merge: bool, problems: Problems):
     """Flax keeps one bias where torch has two: exact when one is zero, else a sum (asked for)."""
     if a is None and b is None:
         return None
     if b is None or not np.any(b):
-        return a if a is not None else _zeros_like_dtype(b.shape, b)
+        return a if a is not None else np.zeros(b.shape, b.dtype)
     if a is None or not np.any(a):
         return b
     if not merge:
@@ -718,15 +711,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                 t[leaf] = arrays[full]
                 used.add(full)
         # (batchnorm='flax': num_batches_tracked is read and not converted, on request)
-        has = None
-        if index is not None:
-            def has(rel, shape_dim=None, _p=fpath):
-                if shape_dim is None:
-                    return _p + rel in index
-                for (c, p), v in template.items():
-                    if p == _p + rel:
-                        return int(np.shape(v)[shape_dim])
-                return None
+        has = None if index is None else _template_probe(template, index, fpath)
         try:
             conv = group_to_flax(g, t, has, problems, batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
                                  transpose_kernel=transpose_kernel)
@@ -754,6 +739,21 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
         produced = {k: cast(v, None, k, _fname, problems, dtype) for k, v in produced.items()}
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
+
+
+def _template_probe(template: Mapping, index: set, fpath: tuple):
+    """``has(rel)``: does the template hold ``fpath + rel``; ``has(rel, shape_dim=i)``: that
+    entry's size along axis i (None if absent)."""
+
+    def has(rel, shape_dim=None):
+        if shape_dim is None:
+            return fpath + rel in index
+        for (_, p), v in template.items():
+            if p == fpath + rel:
+                return int(v.shape[shape_dim])
+        return None
+
+    return has
 
 
 def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, template: Mapping | None,

@@ -483,6 +483,7 @@ def test_checkpoint_round_trip(tmp_path, dtype):
         _torch_equal(torchinit.to_torch_state_dict(loaded, tm), sd)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malformed_and_truncated_files(tmp_path):
     sd = {"w": torch.randn(64, 64)}
     good = tmp_path / "good.safetensors"
@@ -521,6 +522,7 @@ class _Boom:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pt_files_are_never_unpickled(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pt"
