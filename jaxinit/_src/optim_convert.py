@@ -462,10 +462,9 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     step = counts.pop() if counts else 0
     out = {}
     for i, entry in per.items():
-        if step == 0:
-            out[i] = {}
+        if step == 0 or not (entry or owners):  # torch keeps no state before the first step (nor SGD without momentum)
             continue
         if owners:
             entry = {"step": float(step), **entry}
         out[i] = entry
-    return {"state": out, "param_groups": [{"params": sorted(out)}], "step": step}
+    return {"state": out, "param_groups": [{"params": sorted(per)}], "step": step}
