@@ -282,7 +282,7 @@ def test_layout_matches_real_nnx_layers(case):
                 t.copy_(torch.randn(t.shape, dtype=t.dtype))
                 if name == "nnx_gru_cell":
                     t[10:] = 0
-    model = make()
+    model = nnx.eval_shape(make)  # abstract: no init computation; the converter fills every variable
     assert jaxinit.from_torch_state_dict(tm, model, merge_rnn_biases=True) is model
     diff = float(np.max(np.abs(np.asarray(fcall(model, None)) - tcall(tm).detach().numpy())))
     record_figure("convert/layout", "max_abs_f64", diff, name)
@@ -338,10 +338,12 @@ def test_default_naming_rule_auto_names_and_mapping():
         jaxinit.from_torch_state_dict({"0.bias": torch.ones(4)}, kinds={"0": "dense"})
     # NNX Sequential: torch "0" -> nnx "layers/0"
     tseq = _randomize(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)))
-    mseq = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(4, 2, rngs=nnx.Rngs(0)))
+    mseq = nnx.eval_shape(lambda: nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu,
+                                                 nnx.Linear(4, 2, rngs=nnx.Rngs(0))))
     jaxinit.from_torch_state_dict(tseq, mseq)  # nnx.relu holds index 1 in both: same indices
     assert np.array_equal(np.asarray(mseq.layers[2].kernel[...]), tseq[2].weight.detach().numpy().T)
-    mseq = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.Linear(4, 2, rngs=nnx.Rngs(0)))
+    mseq = nnx.eval_shape(lambda: nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)),
+                                                 nnx.Linear(4, 2, rngs=nnx.Rngs(0))))
     jaxinit.from_torch_state_dict(tseq, mseq, mapping={"2": "layers/1"})
     assert np.array_equal(np.asarray(mseq.layers[1].kernel[...]), tseq[2].weight.detach().numpy().T)
 
@@ -406,7 +408,8 @@ def test_rnn_bias_merge_and_unrepresentable_values():
     with torch.no_grad():
         g.bias_hh.copy_(torch.randn(12))
     with pytest.raises(jaxinit.ConversionError, match="flax.nnx.GRUCell has no bias"):
-        jaxinit.from_torch_state_dict(g, nnx.GRUCell(3, 4, rngs=nnx.Rngs(0)), merge_rnn_biases=True)
+        jaxinit.from_torch_state_dict(g, nnx.eval_shape(lambda: nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))),
+                                      merge_rnn_biases=True)
     # ConvTranspose with groups, MHA with add_bias_kv, proj_size: named, not dropped
     bad = torch.nn.ModuleDict({"up": torch.nn.ConvTranspose2d(4, 4, 2, groups=2),
                                "attn": torch.nn.MultiheadAttention(4, 2, add_bias_kv=True),
