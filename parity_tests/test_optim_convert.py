@@ -246,6 +246,13 @@ def test_conversion_refusals():
     torch_steps(o, None, ps, 0, 3)  # the scheduler is not stepped with the optimizer
     with pytest.raises(InitError, match=r"taken \[3.0\] steps but scheduler.last_epoch is 0"):
         jo.from_torch(o, s)
+    o_fresh = torch.optim.SGD(_ps(), lr=0.1)
+    s_fresh = L.StepLR(o_fresh, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s_fresh.step()
+    with pytest.raises(InitError, match=r"taken \[0.0\] steps but scheduler.last_epoch is 1"):
+        jo.from_torch(o_fresh, s_fresh)
     ps[1].grad = None
     ps[0].grad = torch.ones(3, 4, dtype=torch.float64)
     o.step()  # only parameter 0 steps: counts differ

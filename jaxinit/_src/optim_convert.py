@@ -121,6 +121,8 @@ def _group_lr_schedules(optimizer, scheduler, who):
         if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
             moms = schedules_from_torch(scheduler, which="momentum")
         steps = {float(st["step"]) for st in optimizer.state.values() if "step" in st}
+        if not any(optimizer.state.values()):
+            steps = {0.0}  # never stepped
         if steps and steps != {float(scheduler.last_epoch)}:
             raise InitError(
                 f"{who}: the optimizer has taken {sorted(steps)} steps but scheduler.last_epoch is "
