@@ -64,6 +64,8 @@ lstm            weight_ih (4H, in), weight_hh (4H, H),   ii/if/ig/io kernel (in,
 gru             weight_ih (3H, in), weight_hh (3H, H),   Linen: ir/iz/in kernel+bias, hr/hz kernel, hn
                 bias_ih, bias_hh (gates r, z, n)         kernel+bias (= b_hn); NNX: dense_i (in, 3H)+bias,
                                                          dense_h (H, 3H) without bias (b_hn must be 0)
+                Both Flax GRUCells apply the reset gate as torch does, after the hidden projection:
+                n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), so the conversion is exact.
 mha             in_proj_weight (3E, E) (or q/k/v_proj_   query/key/value kernel (E_in, heads, head_dim),
                 weight), in_proj_bias, out_proj.weight,  bias (heads, head_dim); out kernel
                 out_proj.bias                            (heads, head_dim, E), bias (E,)

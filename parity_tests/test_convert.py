@@ -45,10 +45,6 @@ def _randomize(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _carry(shape):
-    return jnp.zeros(shape)
-
-
 # name: (torch module, Linen module, Linen init args as shapes). Linen templates are
 # shape-only (jax.eval_shape): no Flax init runs.
 LAYERS = {
