@@ -372,7 +372,9 @@ class LinenBatchNorm(_linen.Module):
             training (batch statistics, updated ``batch_stats`` when it is mutable);
             overrides the attribute.
           mask: optional boolean array broadcastable to ``x``: only True positions
-            enter the batch statistics (padding, unequal per-device batches).
+            enter the batch statistics (padding, unequal per-device batches). The
+            count is dynamic, so a channel with at most one True value in training
+            cannot raise PyTorch's error: it gives an inf/nan running variance.
         """
         ura = use_running_average if use_running_average is not None else self.use_running_average
         if ura is None:
