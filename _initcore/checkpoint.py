@@ -48,18 +48,47 @@ def _safetensors():
     return safetensors
 
 
+def _bad_file(name: str, size: int, err: Exception, who: str) -> InitError:
+    return InitError(f"{who}: {name!r} is not a valid safetensors file ({size} bytes): "
+                     f"{type(err).__name__}: {err}. The file is malformed or truncated; re-save it.")
+
+
+def has_bfloat16(name: str) -> bool | None:
+    """Whether the header lists a BF16 tensor (None when the header cannot be read)."""
+    import json
+
+    try:
+        with open(name, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n > os.path.getsize(name) - 8:
+                return None
+            header = json.loads(fh.read(n))
+        return any(isinstance(v, dict) and v.get("dtype") == "BF16" for v in header.values())
+    except (ValueError, OSError):
+        return None
+
+
 def read_safetensors(path, who: str) -> tuple[dict[str, np.ndarray], dict]:
     """``(arrays, metadata)`` of a safetensors file; a malformed or truncated file raises
-    :class:`InitError` naming the file and the problem."""
+    :class:`InitError` naming the file and the problem. Files without bfloat16 go through
+    ``safetensors.numpy.load_file`` (memory-mapped); bfloat16 ones through ``deserialize``."""
     st = _safetensors()
     name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"{who}: no such file: {name!r}")
+    if has_bfloat16(name) is False:
+        try:
+            with st.safe_open(name, framework="np") as f:
+                metadata = f.metadata() or {}
+                return {k: f.get_tensor(k) for k in f.keys()}, metadata
+        except Exception as err:
+            raise _bad_file(name, os.path.getsize(name), err, who) from err
     with open(name, "rb") as fh:
         data = fh.read()
     try:
         items = st.deserialize(data)
     except Exception as err:  # SafetensorError, or a header the library rejects
-        raise InitError(f"{who}: {name!r} is not a valid safetensors file ({len(data)} bytes): "
-                        f"{type(err).__name__}: {err}. The file is malformed or truncated; re-save it.") from err
+        raise _bad_file(name, len(data), err, who) from err
     out = {}
     for key, info in items:
         code = info["dtype"]

@@ -856,11 +856,8 @@ def tensor_spec(t) -> Spec:
 
 def numpy_to_tensor(a: np.ndarray, torch, device=None):
     """A numpy array (ml_dtypes bfloat16 included) as a new torch tensor (a copy)."""
-    a = np.array(a, order="C", copy=True)
-    if a.dtype.name == "bfloat16":
-        t = torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
-    else:
-        t = torch.from_numpy(a.copy())
+    a = np.array(a, order="C", copy=True)  # one copy: the tensor never aliases the caller's array
+    t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype.name == "bfloat16" else torch.from_numpy(a)
     return t if device is None else t.to(device)
 
 

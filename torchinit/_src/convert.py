@@ -125,11 +125,19 @@ def load_checkpoint(path: str | os.PathLike):
     """
     who = "torchinit.load_checkpoint"
     if _ckpt.file_format(path, who) == "safetensors":
-        arrays, _ = _ckpt.read_safetensors(path, who)
-        nested = _ckpt.nest_if_flax(arrays)
-        if nested is not arrays:
-            return nested
-        return {k: _core.numpy_to_tensor(v, torch) for k, v in arrays.items()}
+        import safetensors.torch
+
+        name = os.fspath(path)
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"{who}: no such file: {name!r}")
+        try:
+            tensors = safetensors.torch.load_file(name)
+        except Exception as err:  # SafetensorError, or a header the library rejects
+            raise _ckpt._bad_file(name, os.path.getsize(name), err, who) from err
+        nested = _ckpt.nest_if_flax(tensors)
+        if nested is not tensors:
+            return _ckpt.nest_if_flax({k: _core.tensor_to_numpy(v) for k, v in tensors.items()})
+        return tensors
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
