@@ -177,3 +177,18 @@ def derive_seed(base_seed: int, path: str) -> int:
     """Per-parameter seed in [0, 2**63) from a base seed and the path:
     ``splitmix64(splitmix64(base) ^ crc32(path))``, top bit dropped."""
     return _splitmix64(_splitmix64(base_seed & _MASK64) ^ path_crc(path)) >> 1
+
+
+def flax_path(torch_name: str, ndim: int, embedding: bool = False) -> str:
+    """The Flax path of a torch parameter name, used to derive its key from a JAX key.
+
+    ``"fc1.weight"`` (2-D or more) -> ``"fc1/kernel"``; a 1-D ``weight`` (norm
+    layers) -> ``".../scale"``; an ``nn.Embedding`` weight -> ``".../embedding"``;
+    ``bias`` and other names are kept; "." becomes "/". This is the path
+    ``jaxinit.reinit`` sees for the Flax twin's ``variables["params"]`` (or an
+    nnx model) when the submodules carry the same names.
+    """
+    parts = torch_name.split(".")
+    if parts[-1] == "weight":
+        parts[-1] = "embedding" if embedding else ("kernel" if ndim >= 2 else "scale")
+    return "/".join(parts)

@@ -400,7 +400,8 @@ def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
         num_zeros = spec.check_sparse((rows, cols), sparsity, std)
         k_val, k_zero = jax.random.split(key)
         w = _normal(k_val, (rows, cols), dtype, 0.0, std)
-        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_zero, (cols, rows)), axis=1), axis=1)
+        # float32 whatever jax_enable_x64 says, so the zero pattern is one function of the key
+        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_zero, (cols, rows), jnp.float32), axis=1), axis=1)
         w = jnp.where(ranks.T < num_zeros, jnp.zeros((), dtype), w)
         return w if oax == 0 else w.T
 

@@ -27,6 +27,8 @@ from _initcore import spec
 from _initcore.errors import InitError
 from _initcore.initializer import InitializerBase
 from _initcore.gain import calculate_gain
+from torchinit._src import keyed as _keyed
+from torchinit._src import random as _rnd
 
 Tensor = torch.Tensor
 
@@ -61,19 +63,71 @@ def _layout(in_axis, out_axis, batch_axis):
     return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
 
 
+def _keyed_inplace(tensor, key, generator, who, make, in_axis=1, out_axis=0, batch_axis=(), conv_transpose=False):
+    """Fill a torch-layout ``tensor`` with jaxinit's draw for its Flax twin, from a JAX key.
+
+    The values are drawn by ``make(**flax_layout)(key, flax_shape)`` in the Flax
+    kernel layout of the parameter and permuted back: (*k, in, out) from the
+    tensor's ``in_axis``/``out_axis`` (Linear (out, in) -> Dense (in, out);
+    Conv (out, in, *k) -> (*k, in, out)); with ``conv_transpose=True`` a
+    ConvTranspose weight (in, out, *k) -> Flax ConvTranspose (*k, in, out) drawn
+    with ``FLAX_CONV_TRANSPOSE_LAYOUT``. Tensors under 2-D are drawn as they are.
+    """
+    if generator is not None:
+        raise InitError(f"{who}: pass either `key` (a JAX-style key) or `generator` (a torch.Generator), not both")
+    if not _rnd.is_key(key):
+        raise InitError(
+            f"{who}: `key` must be a JAX-style key (torchinit.random.key(0), a jax.random.key, or a uint32[2] "
+            f"array/tensor), got {type(key).__name__}; for a torch seed use generator=torch.Generator().manual_seed(s)."
+        )
+    shape = tuple(tensor.shape)
+    nd = len(shape)
+    if nd < 2:
+        init, perm, flax_shape = make(in_axis=-2, out_axis=-1, batch_axis=()), list(range(nd)), shape
+    else:
+        ia = _single_axis(in_axis, "in_axis", nd, who)
+        oa = _single_axis(out_axis, "out_axis", nd, who)
+        if ia == oa:
+            raise InitError(f"{who}: `in_axis` and `out_axis` must differ, got {in_axis} and {out_axis}")
+        spatial = [a for a in range(nd) if a not in (ia, oa)]
+        perm = spatial + ([oa, ia] if conv_transpose else [ia, oa])
+        batch = (batch_axis,) if isinstance(batch_axis, int) else tuple(batch_axis)
+        try:
+            fb = tuple(spatial.index(b % nd) for b in batch)
+        except ValueError:
+            raise InitError(f"{who}: `batch_axis` {batch_axis} must not be the in or out axis") from None
+        lay = {"in_axis": -1, "out_axis": -2} if conv_transpose else {"in_axis": -2, "out_axis": -1}
+        init = make(batch_axis=fb, **lay)
+        flax_shape = tuple(shape[a] for a in perm)
+    if tensor.is_meta:
+        return tensor
+    values = init(key, flax_shape, dtype=tensor.dtype, device=tensor.device)
+    inverse = sorted(range(nd), key=lambda i: perm[i])
+    with torch.no_grad():
+        tensor.copy_(values.permute(inverse) if nd else values)
+    return tensor
+
+
 # --------------------------------------------------------------------------- in-place
-def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """U[a, b) in place; bitwise ``torch.nn.init.uniform_``."""
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None, *,
+             key=None, conv_transpose: bool = False) -> Tensor:
+    """U[a, b) in place; bitwise ``torch.nn.init.uniform_``. With ``key=`` (a JAX key):
+    jaxinit's ``uniform(a, b)`` draw for the Flax twin, permuted (see :func:`_keyed_inplace`)."""
     spec.check_uniform(a, b, "uniform_")
     _float_tensor(tensor, "uniform_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "uniform_", lambda **_: uniform(a, b), conv_transpose=conv_transpose)
     with torch.no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
 
-def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-    """N(mean, std^2) in place; bitwise ``torch.nn.init.normal_``."""
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None, *,
+            key=None, conv_transpose: bool = False) -> Tensor:
+    """N(mean, std^2) in place; bitwise ``torch.nn.init.normal_`` (``key=``: jaxinit's draw, permuted)."""
     spec.check_normal(mean, std, "normal_")
     _float_tensor(tensor, "normal_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "normal_", lambda **_: normal(mean, std), conv_transpose=conv_transpose)
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
@@ -118,11 +172,14 @@ def _trunc_normal_impl(tensor, mean, std, a, b, generator, stacklevel=3):
 
 
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
-                  generator: torch.Generator | None = None) -> Tensor:
+                  generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b] in place; bitwise
-    ``torch.nn.init.trunc_normal_`` (2.13's rejection sampling)."""
+    ``torch.nn.init.trunc_normal_`` (2.13's rejection sampling). ``key=``: jaxinit's draw, permuted."""
     spec.check_trunc_normal(mean, std, a, b, "trunc_normal_")
     _float_tensor(tensor, "trunc_normal_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "trunc_normal_", lambda **_: trunc_normal(mean, std, a, b),
+                              conv_transpose=conv_transpose)
     return _trunc_normal_impl(tensor, mean, std, a, b, generator)
 
 
@@ -173,28 +230,38 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
 
 
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
-                    in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+                    in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
     _float_tensor(tensor, "xavier_uniform_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "xavier_uniform_", lambda **l: xavier_uniform(gain, **l),
+                              in_axis, out_axis, batch_axis, conv_transpose)
     bound = spec.xavier_uniform_bound(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_uniform_")
     with torch.no_grad():
         return tensor.uniform_(-bound, bound, generator=generator)
 
 
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
-                   in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+                   in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
     ``torch.nn.init.xavier_normal_``."""
     _float_tensor(tensor, "xavier_normal_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "xavier_normal_", lambda **l: xavier_normal(gain, **l),
+                              in_axis, out_axis, batch_axis, conv_transpose)
     std = spec.xavier_std(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_normal_")
     with torch.no_grad():
         return tensor.normal_(0.0, std, generator=generator)
 
 
-def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who):
+def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who, key=None, conv_transpose=False):
     spec.check_mode(mode, who)
     calculate_gain(nonlinearity, a)
     _float_tensor(tensor, who)
+    if key is not None and 0 not in tensor.shape:
+        factory = kaiming_uniform if kind == "uniform" else kaiming_normal
+        return _keyed_inplace(tensor, key, generator, who, lambda **l: factory(a, mode, nonlinearity, **l),
+                              layout["in_axis"], layout["out_axis"], layout["batch_axis"], conv_transpose)
     if 0 in tensor.shape:
         warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
         return tensor
@@ -207,15 +274,19 @@ def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who):
 
 
 def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                     generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+                     generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
+                     key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(3 / fan_mode); bitwise ``torch.nn.init.kaiming_uniform_``."""
-    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "uniform", "kaiming_uniform_")
+    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "uniform",
+                    "kaiming_uniform_", key, conv_transpose)
 
 
 def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu",
-                    generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+                    generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
+                    key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain / sqrt(fan_mode), plain normal; bitwise ``torch.nn.init.kaiming_normal_``."""
-    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "normal", "kaiming_normal_")
+    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "normal",
+                    "kaiming_normal_", key, conv_transpose)
 
 
 def _haar(rows: int, cols: int, like: Tensor, generator) -> Tensor:
@@ -228,7 +299,8 @@ def _haar(rows: int, cols: int, like: Tensor, generator) -> Tensor:
     return q  # (max, min): transposed back by the caller
 
 
-def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None = None, *, out_axis=0) -> Tensor:
+def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None = None, *, out_axis=0,
+         key=None, conv_transpose: bool = False) -> Tensor:
     """A random matrix with the given singular values (Saxe et al. 2014), in place.
 
     rows = ``tensor.size(out_axis)``, cols = the rest, as ``orthogonal_``. A
@@ -243,6 +315,10 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     shape = tuple(tensor.shape)
     spec.check_orthogonal(shape, "svd_")
     oax = _single_axis(out_axis, "out_axis", len(shape), "svd_")
+    if key is not None:
+        in_ax = 1 if oax == 0 else 0
+        return _keyed_inplace(tensor, key, generator, "svd_",
+                              lambda **l: svd(singular_values, out_axis=l["out_axis"]), in_ax, oax, (), conv_transpose)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
     rows, cols = spec.matrix_dims(shape, oax)
@@ -266,18 +342,24 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     return tensor
 
 
-def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | None = None, *, out_axis=0) -> Tensor:
+def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | None = None, *, out_axis=0,
+                key=None, conv_transpose: bool = False) -> Tensor:
     """A (semi-)orthogonal matrix times ``gain``; bitwise ``torch.nn.init.orthogonal_``
     (and works for 16-bit tensors by computing in float32)."""
     if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
         raise InitError(f"orthogonal_: `gain` must be a real number, got {gain!r}")
     _float_tensor(tensor, "orthogonal_")
     spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
+    if key is not None:
+        oax = _single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
+        return _keyed_inplace(tensor, key, generator, "orthogonal_",
+                              lambda **l: orthogonal(gain, out_axis=l["out_axis"]), 1 if oax == 0 else 0, oax, (),
+                              conv_transpose)
     return svd_(tensor, gain, generator, out_axis=out_axis)
 
 
 def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch.Generator | None = None, *,
-            out_axis=0) -> Tensor:
+            out_axis=0, key=None) -> Tensor:
     """N(0, std^2) with ``ceil(sparsity * rows)`` zeros per column; as
     ``torch.nn.init.sparse_``, bitwise under the same ``torch.manual_seed``.
 
@@ -289,6 +371,9 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
     shape = tuple(tensor.shape)
     spec.check_sparse(shape, sparsity, std, "sparse_")
     oax = _single_axis(out_axis, "out_axis", 2, "sparse_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "sparse_",
+                              lambda **l: sparse(sparsity, std, out_axis=l["out_axis"]), 1 - oax, oax)
     if tensor.is_meta:
         return tensor
     view = tensor if oax == 0 else tensor.t()
@@ -303,11 +388,17 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
 
 
 def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str,
-                      generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+                      generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
+                      key=None, conv_transpose: bool = False) -> Tensor:
     """JAX's ``variance_scaling`` in place on a torch-layout tensor (see
     :func:`jaxinit.variance_scaling`): 'uniform' U(+-sqrt(3 var)), 'normal'
     N(0, var), 'truncated_normal' cut at +-2 std with the 0.8796 correction."""
     _float_tensor(tensor, "variance_scaling_")
+    if key is not None:
+        spec.check_vs(scale, mode, distribution, "variance_scaling_")
+        return _keyed_inplace(tensor, key, generator, "variance_scaling_",
+                              lambda **l: variance_scaling(scale, mode, distribution, **l),
+                              in_axis, out_axis, batch_axis, conv_transpose)
     variance = spec.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
                                               _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
     with torch.no_grad():
@@ -321,7 +412,12 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
 
 
 def _vs_preset_(name, scale, mode, distribution, doc):
-    def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
+    def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
+                key=None, conv_transpose: bool = False) -> Tensor:
+        if key is not None:
+            _float_tensor(tensor, name + "_")
+            return _keyed_inplace(tensor, key, generator, name + "_", lambda **l: _FACTORIES[name](**l),
+                                  in_axis, out_axis, batch_axis, conv_transpose)
         return variance_scaling_(tensor, scale, mode, distribution, generator,
                                  in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
 
@@ -339,10 +435,13 @@ he_normal_ = _vs_preset_("he_normal", 2.0, "fan_in", "truncated_normal", "JAX's 
 
 
 def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0,
-                      generator: torch.Generator | None = None) -> Tensor:
+                      generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """JAX's ``truncated_normal`` in place: bounds in STD units (``trunc_normal_`` takes absolute ones)."""
     spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
     _float_tensor(tensor, "truncated_normal_")
+    if key is not None:
+        return _keyed_inplace(tensor, key, generator, "truncated_normal_",
+                              lambda **_: truncated_normal(stddev, lower, upper), conv_transpose=conv_transpose)
     return _trunc_normal_impl(tensor, 0.0, stddev, lower * stddev, upper * stddev, generator)
 
 
@@ -362,6 +461,9 @@ class Initializer(InitializerBase):
         shape = spec.check_shape(shape, self.name)
         if not isinstance(dtype, torch.dtype):
             raise InitError(f"{self.name}: `dtype` must be a torch.dtype, got {dtype!r}")
+        if self.name not in _DETERMINISTIC_NAMES and _rnd.is_key(key):
+            # A JAX key: jaxinit's draw, bit for bit (see torchinit._src.keyed).
+            return _keyed.keyed_init(self.name, self.args, _rnd.as_key(key), shape, dtype, device)
         generator = _generator(key, device, self.name)
         work = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else dtype
         tensor = torch.empty(shape, dtype=work, device=device)
@@ -373,13 +475,17 @@ def _generator(key, device, who: str) -> torch.Generator:
         return key
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
         return torch.Generator(device=device if device is not None else "cpu").manual_seed(int(key))
+    if _rnd.is_key(key):  # deterministic initializers ignore the key
+        return None
     raise InitError(
-        f"{who}: `key` must be an int seed or a torch.Generator, got {type(key).__name__}; "
-        "e.g. init(0, shape) or init(torch.Generator().manual_seed(0), shape)."
+        f"{who}: `key` must be an int seed or a torch.Generator (torch's RNG), or a JAX-style key "
+        f"(torchinit.random.key(0), a jax.random.key, or a uint32[2] array/tensor), got {type(key).__name__}; "
+        "e.g. init(0, shape), init(torch.Generator().manual_seed(0), shape) or init(torchinit.random.key(0), shape)."
     )
 
 
 _DETERMINISTIC = (constant_, zeros_, ones_, eye_, dirac_)
+_DETERMINISTIC_NAMES = ("constant", "zeros", "ones", "eye", "dirac")
 
 
 def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], **fixed) -> Initializer:

@@ -534,6 +534,25 @@ def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, dev
     return _fill(out, chunk)
 
 
+def _normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> Tensor:
+    """``normal(k) * scale + shift`` as XLA compiles it inside a jitted sampler with constant
+    ``scale``/``shift``: ``sqrt(2) * scale`` is folded into one constant (rounded to dtype)
+    and the multiply-add is fused: ``fma(erf_inv(u), sqrt(2) * scale, shift)``."""
+    k0, k1 = _words(k)
+    out = torch.empty(shape, dtype=dtype, device=device)
+    dev = out.device
+    lo = _nextafter(_scalar(-1.0, dtype, "cpu"), 0.0).to(dev)
+    hi = _scalar(1.0, dtype, dev)
+    c = (_scalar(_SQRT2, dtype, "cpu") * _scalar(scale, dtype, "cpu")).to(dev)
+    b = _scalar(shift, dtype, dev)
+
+    def chunk(s, m):
+        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), lo, hi)
+        return _fma(_erfinv(u), c, b)
+
+    return _fill(out, chunk)
+
+
 def _nextafter(x: Tensor, toward: float) -> Tensor:
     """The next representable value of a 0-d CPU tensor toward ``toward`` (16-bit types via their bits)."""
     if x.dtype in (torch.float32, torch.float64):

@@ -12,8 +12,9 @@ import torch
 
 from _initcore.errors import InitError
 from _initcore.fans import TORCH_LAYOUT
-from _initcore.rules import Rule, check_strict, derive_seed, first_match, parse_rules
-from torchinit._src.initializers import Initializer
+from _initcore.rules import Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc
+from torchinit._src import random as _rnd
+from torchinit._src.initializers import Initializer, _keyed_inplace
 
 WHO = "reinit"
 _LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
@@ -62,7 +63,15 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
         - ``None``: leave the selected parameters unchanged (to exclude them
           from later rules).
         Unmatched parameters are left unchanged.
-      key: an int seed or a ``torch.Generator`` (only its ``initial_seed()``
+      key: a JAX-style key (``torchinit.random.key(0)``, a ``jax.random.key``,
+        a uint32[2] array): the parameter at torch name ``path`` gets
+        ``fold_in(key, crc32(flax_path(path)))`` (``_initcore.rules.flax_path``:
+        ``"fc1.weight"`` -> ``"fc1/kernel"``), exactly the key
+        :func:`jaxinit.reinit` gives the Flax twin's parameter, and torchinit
+        Initializers and ``key=``-aware in-place functions draw in the Flax
+        layout and permute (ConvTranspose modules: ``conv_transpose=True``), so
+        the torch model equals its Flax twin after the layout transposes.
+        Or an int seed or a ``torch.Generator`` (only its ``initial_seed()``
         is used; its state is not advanced, so the same generator gives the
         same result, as a JAX key does). The parameter at ``path`` gets a
         fresh generator on its device seeded with
@@ -88,11 +97,12 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
     if not isinstance(target, torch.nn.Module):
         raise InitError(f"{WHO}: `target` must be a torch.nn.Module, got {type(target).__name__}; "
                         "for a tensor use the in-place initializers (torchinit.xavier_uniform_(w)).")
-    seed = _base_seed(key)
+    jax_key = _rnd.as_key(key) if _rnd.is_key(key) else None
+    seed = _base_seed(key) if jax_key is None else None
     parsed = parse_rules(
         rules, who=WHO, module_bases=(torch.nn.Module,),
         module_hint="a torch.nn.Module subclass (torch.nn.Linear)",
-        initializer=_as_initializer,
+        initializer=_as_initializer if jax_key is None else _as_keyed_initializer,
     )
     entries = []
     for path, param in target.named_parameters():
@@ -111,7 +121,11 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
     if strict:
         check_strict(parsed, entries, applied, WHO)
     with torch.no_grad():
-        updates = [(param, _new_value(rule, path, param, derive_seed(seed, path))) for rule, path, param in chosen]
+        if jax_key is None:
+            updates = [(param, _new_value(rule, path, param, derive_seed(seed, path))) for rule, path, param in chosen]
+        else:
+            updates = [(param, _new_value(rule, path, param, None, _param_key(jax_key, target, path, param)))
+                       for rule, path, param in chosen]
         for param, new in updates:
             param.copy_(new)
     return target
@@ -123,7 +137,8 @@ def _base_seed(key) -> int:
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
         return int(key)
     raise InitError(
-        f"{WHO}: `key` must be an int seed or a torch.Generator, got {type(key).__name__}; "
+        f"{WHO}: `key` must be an int seed or a torch.Generator, or a JAX-style key (torchinit.random.key(0)), "
+        f"got {type(key).__name__}; "
         "e.g. reinit(model, rules, 0) or reinit(model, rules, torch.Generator().manual_seed(0))."
     )
 
@@ -205,11 +220,56 @@ _CLASS_HINT = (" (a class selector selects every parameter of the module, bias i
                "(r\"bias$\", zeros()) before it)")
 
 
-def _new_value(rule: Rule, path: str, param, seed: int):
+def _owner(target, path):
+    return target.get_submodule(path.rpartition(".")[0])
+
+
+def _param_key(jax_key, target, path, param):
+    """``fold_in(key, crc32(flax_path))``: the key jaxinit.reinit gives the Flax twin's parameter."""
+    owner = _owner(target, path)
+    fpath = flax_path(path, param.ndim, embedding=isinstance(owner, torch.nn.Embedding))
+    conv_t = isinstance(owner, torch.nn.modules.conv._ConvTransposeNd)
+    return _rnd.fold_in(jax_key, path_crc(fpath)), conv_t
+
+
+def _as_keyed_initializer(init, label: str):
+    """With a JAX key: ``apply(param, (key, conv_transpose)) -> tensor`` drawing in the Flax layout."""
+    if isinstance(init, Initializer):
+        has_layout = any(k in init.args for k in _LAYOUT_KEYS)
+
+        def apply(p, kc):
+            work = p.detach().clone()
+            make = (lambda **l: init.with_layout(**l)) if has_layout else (lambda **l: init)
+            return _keyed_inplace(work, kc[0], None, init.name, make, conv_transpose=kc[1])
+        return apply
+    _as_initializer(init, label)  # same checks and error messages
+    try:
+        names = set(inspect.signature(init).parameters)
+    except (TypeError, ValueError):
+        names = set()
+    if "key" in names:
+        def apply(p, kc):
+            work = p.detach().clone()
+            kw = {"conv_transpose": kc[1]} if "conv_transpose" in names else {}
+            out = init(work, key=kc[0], **kw)
+            return out if isinstance(out, torch.Tensor) else work
+        return apply
+    positional = [q for q in inspect.signature(init).parameters.values()
+                  if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 2 and positional[1].name == "shape":
+        return lambda p, kc: init(kc[0], tuple(p.shape), p.dtype)
+    raise InitError(
+        f"{WHO}: the initializer of {label} cannot take a JAX key: with a JAX-style key use a torchinit "
+        "Initializer (torchinit.xavier_uniform()) or an in-place function with `key=` "
+        "(torchinit.kaiming_normal_), or pass an int seed instead."
+    )
+
+
+def _new_value(rule: Rule, path: str, param, seed, keyed=None):
     if isinstance(param, torch.nn.parameter.UninitializedParameter):
         raise InitError(f"{WHO}: parameter {path!r} of a lazy module is not initialized yet; run one "
                         "forward pass first, then reinit.")
-    gen = torch.Generator(device=param.device).manual_seed(seed)
+    gen = torch.Generator(device=param.device).manual_seed(seed) if keyed is None else keyed
     try:
         new = rule.initializer(param, gen)
     except Exception as err:

@@ -1,0 +1,226 @@
+"""torchinit factories drawing from a JAX key: jaxinit's algorithm, op for op, in torch.
+
+Each jaxinit factory consumes its key in a fixed way (``jaxinit/_src/initializers.py``);
+this module repeats it with :mod:`torchinit._src.random` so that
+``torchinit.NAME(...)(k, shape) == jaxinit.NAME(...)(k, shape)`` for a JAX key ``k``.
+XLA's CPU backend fuses ``x * s + m`` into one multiply-add and rewrites division by a
+constant into multiplication by its reciprocal; both are reproduced here where
+jaxinit's jitted samplers contain them. 16-bit dtypes are sampled in float32 and cast.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from _initcore import spec
+from _initcore.errors import InitError
+from torchinit._src import random as rnd
+
+Tensor = torch.Tensor
+_ICDF_MAX_Z = 3.0  # jaxinit._src.initializers._ICDF_MAX_Z
+
+
+def _sd(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype.itemsize < 4 else dtype
+
+
+def _c(v, sd, device) -> Tensor:
+    """A Python float rounded to the sample dtype (as jnp.asarray(v, sd))."""
+    return torch.tensor(float(v), dtype=torch.float64).to(sd).to(device)
+
+
+def _log(x: Tensor) -> Tensor:
+    return rnd._xla_log_f32(x) if x.dtype == torch.float32 else torch.log(x)
+
+
+def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
+    return rnd.uniform(k, shape, _sd(dtype), low, high, device=device).to(dtype)
+
+
+def normal(k, shape, dtype, mean: float, std: float, device) -> Tensor:
+    return rnd._normal_affine(k, shape, _sd(dtype), std, mean, device).to(dtype)
+
+
+def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, device, stacklevel=4) -> Tensor:
+    """jaxinit's ``_trunc_normal``: one inverse-CDF draw within +-3 std, else torch 2.13's rejection."""
+    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    if warn:
+        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
+    sd = _sd(dtype)
+    lo, hi = _c(a, sd, device), _c(b, sd, device)
+    m, s = _c(mean, sd, device), _c(std, sd, device)
+    za, zb = (a - mean) / std, (b - mean) / std
+    if method == "normal" and -_ICDF_MAX_Z <= za and zb <= _ICDF_MAX_Z:
+        z = rnd.truncated_normal(k, za, zb, shape, sd, device=device)
+        return torch.clamp(rnd._fma(z, s, m), lo, hi).to(dtype)
+    if method == "normal":
+        def draw(key):
+            return rnd._normal_affine(key, shape, sd, std, mean, device)
+
+        k, sub = rnd.split(k)
+        x = draw(sub)
+        while True:
+            rej = (x < lo) | (x > hi)
+            if not bool(rej.any()):
+                break
+            k, sub = rnd.split(k)
+            x = torch.where(rej, draw(sub), x)
+        return x.to(dtype)
+    inv_s = 1.0 / s
+    lp = _c(log_peak, sd, device)
+
+    def propose(key):
+        k1, k2 = rnd.split(key)
+        c = rnd.uniform(k1, shape, sd, a, b, device=device)
+        z = (c - m) * inv_s
+        log_ratio = rnd._fma(z * z, -0.5, -lp)
+        return c, _log(rnd.uniform(k2, shape, sd, device=device)) > log_ratio
+
+    k, sub = rnd.split(k)
+    x, pending = propose(sub)
+    while bool(pending.any()):
+        k, sub = rnd.split(k)
+        c, rej = propose(sub)
+        x = torch.where(pending, c, x)
+        pending = torch.where(pending, rej, pending)
+    return x.to(dtype)
+
+
+def _qr(flat: Tensor):
+    """Reduced QR. On CPU with scipy installed: scipy's LAPACK geqrf/orgqr, the very
+    routines jax's CPU QR calls (bitwise jax); otherwise torch.linalg.qr (a few ulp off)."""
+    if flat.device.type == "cpu":
+        try:
+            import scipy.linalg
+        except ImportError:  # pragma: no cover - scipy is optional for torchinit
+            scipy = None
+        if scipy is not None:
+            q, r = scipy.linalg.qr(flat.numpy(), mode="economic")
+            return torch.from_numpy(q), torch.from_numpy(r)
+    return torch.linalg.qr(flat)
+
+
+def _haar(k, n_rows: int, n_cols: int, sd, device) -> Tensor:
+    flat = rnd.normal(k, (n_rows, n_cols), sd, device=device)
+    q, r = _qr(flat)
+    return q * torch.sign(torch.diagonal(r))
+
+
+def svd_matrix(k, shape, dtype, singular_values, out_axis: int, device, who: str) -> Tensor:
+    spec.check_orthogonal(shape, who)
+    if math.prod(shape) == 0:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    rows, cols = spec.matrix_dims(shape, out_axis)
+    values = spec.svd_values(singular_values, rows, cols, who)
+    sd = _sd(dtype)
+    transposed = rows < cols
+    big, small = (cols, rows) if transposed else (rows, cols)
+    if isinstance(values, float):
+        q = _haar(k, big, small, sd, device) * _c(values, sd, device)
+    else:
+        k_u, k_v = rnd.split(k)
+        u = _haar(k_u, big, small, sd, device)
+        v = _haar(k_v, small, small, sd, device)
+        s = torch.tensor(values, dtype=torch.float64).to(sd).to(u.device)
+        q = ((u @ v) * s) @ v.T
+    if transposed:
+        q = q.T
+    rest = tuple(d for i, d in enumerate(shape) if i != out_axis)
+    return torch.movedim(q.reshape((rows,) + rest), 0, out_axis).to(dtype)
+
+
+def sparse(k, shape, dtype, sparsity, std, out_axis: int, device) -> Tensor:
+    rows, cols = shape[out_axis], shape[1 - out_axis]
+    num_zeros = spec.check_sparse((rows, cols), sparsity, std)
+    k_val, k_zero = rnd.split(k)
+    w = normal(k_val, (rows, cols), dtype, 0.0, std, device)
+    u = rnd.uniform(k_zero, (cols, rows), torch.float32, device=device)
+    ranks = torch.argsort(torch.argsort(u, dim=1, stable=True), dim=1, stable=True)
+    w = torch.where(ranks.T < num_zeros, torch.zeros((), dtype=dtype, device=w.device), w)
+    return w if out_axis == 0 else w.T
+
+
+def variance_scaling(k, shape, dtype, variance: float, distribution: str, device) -> Tensor:
+    sd = _sd(dtype)
+    npd = np.float32 if sd == torch.float32 else np.float64
+    var = np.asarray(variance, npd)
+    if distribution == "uniform":
+        scale = torch.tensor(float(np.sqrt(3 * var)), dtype=sd)
+        return (rnd.uniform(k, shape, sd, -1.0, device=device) * scale.to(device)).to(dtype)
+    if distribution == "normal":
+        # jaxinit multiplies eagerly, outside the jitted normal: no constant folding, no fusion
+        scale = torch.tensor(float(np.sqrt(var)), dtype=sd)
+        return (rnd.normal(k, shape, sd, device=device) * scale.to(device)).to(dtype)
+    p = float(np.sqrt(var) / np.asarray(spec.TRUNC_STD_2, npd))
+    return trunc_normal(k, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p, device, stacklevel=5)
+
+
+def _single_axis(value, name, ndim, who) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
+    if not -ndim <= value < ndim:
+        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D shape")
+    return value % ndim
+
+
+def _float(dtype, who):
+    if not dtype.is_floating_point:
+        raise InitError(
+            f"{who}: random initializers need a floating dtype, got {dtype}; "
+            "use float32/float64/bfloat16/float16 (constant/zeros/ones accept integers)."
+        )
+    return dtype
+
+
+def keyed_init(name: str, args: dict, k, shape, dtype, device) -> Tensor:
+    """Draw ``jaxinit.<name>(**args)(k, shape, dtype)`` in torch."""
+    lay = {key: args[key] for key in ("in_axis", "out_axis", "batch_axis") if key in args}
+    if name in ("uniform",):
+        return uniform(k, shape, _float(dtype, name), args["a"], args["b"], device)
+    if name == "normal":
+        return normal(k, shape, _float(dtype, name), args["mean"], args["std"], device)
+    if name == "trunc_normal":
+        return trunc_normal(k, shape, _float(dtype, name), args["mean"], args["std"], args["a"], args["b"], device)
+    if name == "truncated_normal":
+        sd_ = args["stddev"]
+        return trunc_normal(k, shape, _float(dtype, name), 0.0, sd_, args["lower"] * sd_, args["upper"] * sd_, device)
+    if name in ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"):
+        _float(dtype, name)
+        if name.startswith("kaiming") and 0 in shape:
+            warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=4)
+            return torch.zeros(shape, dtype=dtype, device=device)
+        if name == "xavier_uniform":
+            p = spec.xavier_uniform_bound(shape, args["gain"], lay, name)
+        elif name == "xavier_normal":
+            p = spec.xavier_std(shape, args["gain"], lay, name)
+        elif name == "kaiming_uniform":
+            p = spec.kaiming_uniform_bound(shape, args["a"], args["mode"], args["nonlinearity"], lay, name)
+        else:
+            p = spec.kaiming_std(shape, args["a"], args["mode"], args["nonlinearity"], lay, name)
+        if name.endswith("uniform"):
+            return uniform(k, shape, dtype, -p, p, device)
+        return normal(k, shape, dtype, 0.0, p, device)
+    if name in ("orthogonal", "svd"):
+        _float(dtype, name)
+        spec.check_orthogonal(shape, name)
+        oax = _single_axis(args["out_axis"], "out_axis", len(shape), name)
+        values = float(args["gain"]) if name == "orthogonal" else args["singular_values"]
+        return svd_matrix(k, shape, dtype, values, oax, device, name)
+    if name == "sparse":
+        _float(dtype, name)
+        spec.check_sparse(shape, args["sparsity"], args["std"])
+        oax = _single_axis(args["out_axis"], "out_axis", 2, name)
+        return sparse(k, shape, dtype, args["sparsity"], args["std"], oax, device)
+    vs = {"variance_scaling": None, "glorot_uniform": (1.0, "fan_avg", "uniform"),
+          "glorot_normal": (1.0, "fan_avg", "truncated_normal"), "lecun_uniform": (1.0, "fan_in", "uniform"),
+          "lecun_normal": (1.0, "fan_in", "truncated_normal"), "he_uniform": (2.0, "fan_in", "uniform"),
+          "he_normal": (2.0, "fan_in", "truncated_normal")}
+    if name in vs:
+        _float(dtype, "variance_scaling")
+        scale, mode, dist = vs[name] or (args["scale"], args["mode"], args["distribution"])
+        variance = spec.variance_scaling_variance(shape, scale, mode, dist, lay, "variance_scaling")
+        return variance_scaling(k, shape, dtype, variance, dist, device)
+    raise InitError(f"{name}: no keyed sampler (it is deterministic; the key is ignored)")  # pragma: no cover
