@@ -117,7 +117,8 @@ def torch_run(make_opt, p0, x, y, grads, tdtype, make_sched=None, hook=None, sig
 def rel_diff(jtree, ttree):
     worst = 0.0
     for k in NAMES:
-        a = np.asarray(jtree[k], dtype=np.float64)
+        a = jtree[k]
+        a = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=np.float64)
         b = ttree[k].detach().cpu().double().numpy()
         worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
     return worst
@@ -348,6 +349,20 @@ def test_torchinit_mirror_equals_jaxinit(name, kw, sched, dtype):
     assert d <= (F64_TOL if dtype == "float64" else F32_TOL), d
 
 
+def test_project_schedules_drive_both_packages_like_torch_scheduler():
+    """jaxinit.optim / torchinit.optim cosine schedules as ``lr`` == torch SGD + CosineAnnealingLR."""
+    p0, x, y, grads = _problem(np.float64, steps=200)
+    kw = dict(momentum=0.9, dampening=0.1, weight_decay=1e-2)
+    jm, ji, _, _ = jax_run(jo.sgd(jo.cosine_annealing_lr(0.1, T_max=50, eta_min=1e-3), **kw), p0, x, y, grads)
+    sched = lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=50, eta_min=1e-3)  # noqa: E731
+    tm, ti, _, _ = torch_run(lambda ps: torch.optim.SGD(ps, 0.1, **kw), p0, x, y, grads, torch.float64, sched)
+    om, oi, _, _ = torch_run(lambda ps: to.sgd(ps, to.cosine_annealing_lr(0.1, T_max=50, eta_min=1e-3), **kw),
+                             p0, x, y, grads, torch.float64)
+    d = max(rel_diff(jm, tm), rel_diff(ji, ti), rel_diff(om, tm), rel_diff(oi, ti))
+    record_figure("optim/with_schedules", "rel_diff_f64", d, "sgd cosine")
+    assert d <= F64_TOL
+
+
 def test_torchinit_uses_torch_classes_with_foreach():
     p = [torch.zeros(3, requires_grad=True)]
     for name, cls in [("sgd", torch.optim.SGD), ("adagrad", torch.optim.Adagrad), ("rmsprop", torch.optim.RMSprop),
@@ -404,6 +419,27 @@ def test_own_torch_classes_equal_torch_with_per_param_steps(ours, theirs):
                 "momentum_buffer"):
         if key in ob.state[pb[1]]:
             torch.testing.assert_close(oa.state[pa[1]][key], ob.state[pb[1]][key], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-7])
+def test_torchinit_adagrad_eps_in_sqrt_equals_optax_with_zero_gradients(eps):
+    """optax.adagrad's 0 where the accumulator is 0 (rsqrt(0 + 0) = inf must not leak), both torch branches."""
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(4, 3))
+    gs = rng.normal(size=(20, 4, 3))
+    gs[:, 0, :] = 0.0  # a row that never gets a gradient
+    gs[:5] = 0.0  # and five all-zero steps first
+    tx = optax.adagrad(0.1, initial_accumulator_value=0.0, eps=eps)
+    w, st = jnp.asarray(w0), tx.init(jnp.asarray(w0))
+    t = torch.tensor(w0, requires_grad=True)
+    opt = to.adagrad([t], 0.1, eps=eps, eps_in_sqrt=True)
+    for g in gs:
+        u, st = tx.update(jnp.asarray(g), st, w)
+        w = optax.apply_updates(w, u)
+        t.grad = torch.tensor(g)
+        opt.step()
+    assert np.isfinite(t.detach().numpy()).all()
+    np.testing.assert_allclose(t.detach().numpy(), np.asarray(w), rtol=1e-14, atol=0)
 
 
 def test_public_names_and_signatures_mirror():

@@ -135,9 +135,14 @@ class OptaxAdagrad(_Optimizer):
         if len(set(steps)) == 1:  # the usual case: one multi-tensor pass for the group
             clr = group["lr"] / (1 + (steps[0] - 1) * group["lr_decay"])
             if group["eps_in_sqrt"]:
-                scale = torch._foreach_rsqrt(torch._foreach_add(sums, group["eps"]))
-                scale = [torch.where(s > 0, c, torch.zeros_like(c)) for s, c in zip(sums, scale)]
-                torch._foreach_add_(params, torch._foreach_mul(scale, grads), alpha=-clr)
+                scale = torch._foreach_add(sums, group["eps"])
+                torch._foreach_rsqrt_(scale)
+                if group["eps"] > 0:  # optax's 0 where s == 0: times sign(s) in {0, 1} (s >= 0)
+                    torch._foreach_mul_(scale, torch._foreach_sign(sums))
+                else:  # rsqrt(0) = inf: select instead
+                    scale = [torch.where(s > 0, c, torch.zeros_like(c)) for s, c in zip(sums, scale)]
+                torch._foreach_mul_(scale, grads)
+                torch._foreach_add_(params, scale, alpha=-clr)
             else:
                 den = torch._foreach_sqrt(sums)
                 torch._foreach_add_(den, group["eps"])
@@ -184,7 +189,9 @@ class OptaxRMSprop(_Optimizer):
         else:
             var = sq
         if group["eps_in_sqrt"]:
-            upd = torch._foreach_mul(torch._foreach_rsqrt(torch._foreach_add(var, eps)), grads)
+            upd = torch._foreach_add(var, eps)
+            torch._foreach_rsqrt_(upd)
+            torch._foreach_mul_(upd, grads)
         else:
             den = torch._foreach_sqrt(var)
             torch._foreach_add_(den, eps)
