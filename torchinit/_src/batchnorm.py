@@ -13,9 +13,11 @@ statistics in every convention. Training with another two-pass convention
 (textbook, ``fast_variance=False``) normalizes with torch's kernel and updates the
 running statistics from a no-grad ``var_mean`` by :meth:`BatchNorm._update`.
 ``fast_variance=True`` (Flax's one-pass variance, reproduced with its
-cancellation) and ``mask`` go through one explicit formula
-(:func:`_batch_statistics`, Flax's normalization expression), about 3-4x slower
-than the kernel on CPU.
+cancellation) computes the statistics itself and uses torch's kernels to normalize
+and differentiate (:class:`_OnePassBatchNorm`). ``mask`` (and one-pass variance on
+half-precision or mixed-dtype inputs) go through one explicit formula
+(:func:`_batch_statistics`, Flax's normalization expression), 3-4x slower than the
+kernel on CPU.
 
 state_dict: ``weight``, ``bias``, ``running_mean``, ``running_var``,
 ``num_batches_tracked``, as ``torch.nn.BatchNorm*d``; loading into / from a torch
@@ -57,6 +59,41 @@ def _batch_statistics(x: Tensor, ax: int, fast_variance: bool, mask: Optional[Te
     else:
         var = ((x - mu.reshape(shape)).square() * mf).sum(dims) / cnt
     return mu, var, cnt
+
+
+class _OnePassBatchNorm(torch.autograd.Function):
+    """Training BatchNorm with Flax's one-pass variance ``max(0, E[x^2] - E[x]^2)`` on an
+    input whose channels are on axis 1; returns ``(y, mean, biased_var)``.
+
+    The backward is torch's own BatchNorm backward (``aten.native_batch_norm_backward``) at the
+    one-pass statistics: the derivative of ``E[x^2] - E[x]^2`` is that of the two-pass variance,
+    so this is the gradient of the one-pass formula (except where the clamp at 0 is active, a
+    channel with no spread, where the formula has no meaningful gradient either), at about 1.3x
+    the cost of torch's kernel instead of the 3-4x of autograd through the explicit formula.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        dims = [i for i in range(x.ndim) if i != 1]
+        n = _core.values_per_channel(x.shape, 1)
+        letters = "abcdefgh"[:x.ndim]
+        mean = x.sum(dims) / n
+        var = torch.clamp_min(torch.einsum(f"{letters},{letters}->b", x, x) / n - mean * mean, 0.0)
+        invstd = torch.rsqrt(var + eps)
+        y = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, gy, _gmean, _gvar):
+        x, weight, mean, invstd = ctx.saved_tensors
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            gy.contiguous() if not gy.is_contiguous() and x.is_contiguous() else gy, x, weight, None, None,
+            mean, invstd, True, ctx.eps, [True, weight is not None, ctx.has_bias])
+        return gx, gw, gb if ctx.has_bias else None, None
 
 
 class BatchNorm(_NormBase):
@@ -192,7 +229,17 @@ class BatchNorm(_NormBase):
                     self._update(mean, var, _core.values_per_channel(input.shape, ax))
             return y if ax == 1 else y.movedim(1, ax)
 
-        # The explicit formula: Flax's one-pass variance, or a mask.
+        params_match = all(p is None or p.dtype == input.dtype for p in (self.weight, self.bias))
+        if mask is None and input.dtype in (torch.float32, torch.float64) and params_match:
+            # Flax's one-pass variance: our statistics, torch's normalization and backward.
+            x = input if ax == 1 else input.movedim(ax, 1)
+            y, mean, var = _OnePassBatchNorm.apply(x, self.weight, self.bias, self.eps)
+            if update:
+                with torch.no_grad():
+                    self._update(mean, var, _core.values_per_channel(input.shape, ax))
+            return y if ax == 1 else y.movedim(1, ax)
+
+        # The explicit formula: a mask, or one-pass variance with half-precision / mixed dtypes.
         shape = [1] * input.ndim
         shape[ax] = input.shape[ax]
         if use_batch:
