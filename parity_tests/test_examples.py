@@ -198,11 +198,19 @@ def test_checkpoint_tree_roundtrip(tmp_path):
     assert got["a"]["empty"] == {} and got["c"] == 2
 
 
+def _user_env():
+    """The environment a user has: no faked devices (one CPU device compiles faster), one
+    OpenMP thread (the suite's workers share the cores)."""
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if not f.startswith("--xla_force_host_platform_device_count"))
+    return {**os.environ, "XLA_FLAGS": flags, "OMP_NUM_THREADS": "1"}
+
+
 def test_cli_main_job_smoke(tmp_path):
     out = tmp_path / "curves.png"
     p = subprocess.run([sys.executable, os.path.join(EXAMPLES, "lenet_bn.py"), "--framework", "both",
                         "--epochs", "1", "--steps", "2", "--batch-size", "64", "--no-progress", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       capture_output=True, text=True, timeout=300, env=_user_env())
     assert p.returncode == 0, p.stderr[-3000:]
     assert "jax loss" in p.stdout and "torch loss" in p.stdout and "largest step-by-step loss difference" in p.stdout
     assert "do not diverge" in p.stdout
