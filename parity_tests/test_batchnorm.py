@@ -289,6 +289,25 @@ def test_linen_conventions_equal_flax_bitwise(convention, overrides, flax_kw, dt
     assert ours["nbt"][-1] == STEPS
 
 
+@pytest.mark.parametrize("hdtype", ["bfloat16", "float16"])
+def test_flax_convention_half_precision_is_flax_bitwise(hdtype):
+    """bf16/fp16 inputs: float32 statistics and float32 output, bit for bit Flax's."""
+    xs, _, x_eval, _, _ = make_data(4, seed=12, steps=3)
+    ours, theirs = jaxinit.BatchNorm.from_convention("flax", axis=1), fnn.BatchNorm(axis=1)
+    v_o = ours.init(jax.random.key(0), jnp.asarray(xs[0], hdtype), use_running_average=False)
+    v_t = theirs.init(jax.random.key(0), jnp.asarray(xs[0], hdtype), use_running_average=False)
+    for x in xs:
+        x = jnp.asarray(x, hdtype)
+        y_o, u_o = ours.apply(v_o, x, use_running_average=False, mutable=["batch_stats"])
+        y_t, u_t = theirs.apply(v_t, x, use_running_average=False, mutable=["batch_stats"])
+        v_o, v_t = {**v_o, **u_o}, {**v_t, **u_t}
+        assert y_o.dtype == y_t.dtype and (y_o == y_t).all()
+    for k in ("mean", "var"):
+        assert v_o["batch_stats"][k].dtype == jnp.float32 and (v_o["batch_stats"][k] == v_t["batch_stats"][k]).all()
+    x = jnp.asarray(x_eval, hdtype)
+    assert (ours.apply(v_o, x, use_running_average=True) == theirs.apply(v_t, x, use_running_average=True)).all()
+
+
 @pytest.mark.parametrize("convention,overrides,flax_kw", FLAX_CASES[:2])
 def test_nnx_conventions_equal_flax_nnx_bitwise(convention, overrides, flax_kw):
     # float32 only: flax.nnx.BatchNorm keeps float32 statistics for any input.
