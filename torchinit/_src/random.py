@@ -213,30 +213,38 @@ _USE_COMPILE = os.environ.get("TORCHINIT_COMPILE", "0") == "1"
 
 
 def set_compile(enabled: bool) -> None:
-    """Use ``torch.compile`` for the threefry hash (opt-in; default off or ``TORCHINIT_COMPILE=1``).
+    """Use ``torch.compile`` for the threefry hash and the float32 erf_inv (opt-in: off
+    by default; ``TORCHINIT_COMPILE=1`` or ``torchinit._src.random.set_compile(True)``).
 
     Compiled code takes the key as a tensor, so new keys do not recompile. If
-    compilation fails the eager path is used, with the same bits.
+    compilation fails the eager path is used. Not part of the tested contract:
+    ``benchmarks/bench_random.py`` checks compiled == eager bitwise on its run.
     """
     global _USE_COMPILE
     _USE_COMPILE = bool(enabled)
 
 
+def _compiled(name, fn):
+    """``torch.compile(fn)`` once (None when compilation is unavailable: eager is used)."""
+    c = _COMPILED.get(name)
+    if c is None:
+        try:
+            c = torch.compile(fn, dynamic=True)
+        except Exception:  # noqa: BLE001 - fall back to eager, same bits
+            c = False
+        _COMPILED[name] = c
+    return c or None
+
+
 def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     if _USE_COMPILE and x0.numel() >= 4096:
-        fn = _COMPILED.get("tf")
-        if fn is None:
-            try:
-                fn = torch.compile(_threefry_tensor_key, dynamic=True)
-            except Exception:  # noqa: BLE001 - fall back to eager, same bits
-                fn = False
-            _COMPILED["tf"] = fn
-        if fn:
+        fn = _compiled("threefry", _threefry_tensor_key)
+        if fn is not None:
             try:
                 kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
                 return fn(kt, x0, x1)
             except Exception:  # noqa: BLE001
-                _COMPILED["tf"] = False
+                _COMPILED["threefry"] = False
     return _threefry_eager(k0, k1, x0, x1)
 
 
@@ -497,6 +505,13 @@ def _erfinv(u: Tensor) -> Tensor:
     if u.dtype == torch.float64:
         return torch.erfinv(u)
     if u.dtype == torch.float32:
+        if _USE_COMPILE and u.numel() >= 4096:
+            fn = _compiled("erfinv", _xla_erfinv_f32)
+            if fn is not None:
+                try:
+                    return fn(u)
+                except Exception:  # noqa: BLE001
+                    _COMPILED["erfinv"] = False
         return _xla_erfinv_f32(u)
     return _xla_erfinv_f32(u.float()).to(u.dtype)
 
