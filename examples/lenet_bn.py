@@ -382,10 +382,23 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
                     (f"{fw}_test_acc", f"{fw} test", ".3f"), (f"{fw}_ex_per_s", f"{fw} ex/s", ".0f")]
     if framework == "both":
         columns.append(("max_dloss", "max|dloss|", ".2e"))
-    header_done = False
+    def row_of(i: int) -> dict:  # table row of the i-th epoch in the history
+        row = {"epoch": history[fws[0]]["epochs"][i]["epoch"]}
+        for fw in fws:
+            row.update({f"{fw}_{k}": v for k, v in history[fw]["epochs"][i].items() if k != "epoch"})
+        if framework == "both":
+            per = len(history["jax"]["step_loss"]) // len(history["jax"]["epochs"])  # every epoch has `per` steps
+            d = np.abs(np.subtract(history["jax"]["step_loss"][i * per:(i + 1) * per],
+                                   history["torch"]["step_loss"][i * per:(i + 1) * per]))
+            row["max_dloss"] = float(d.max())
+        return row
+
+    lines = _common.table([], columns).splitlines()
+    say("\n" + "\n".join(lines[:2]))
+    for i in range(start):  # epochs restored from the checkpoint
+        say(_common.table([row_of(i)], columns).splitlines()[2] + "   (checkpoint)")
     for epoch in range(start + 1, epochs + 1):
         idx = _common.epoch_batches(rng, len(data.x_train), batch_size, steps)
-        row = {"epoch": epoch}
         for fw in fws:
             if fw == "jax":
                 losses, correct, secs = jax_tr.train_epoch(data.x_train, data.y_train, idx, chunk, progress)
@@ -397,17 +410,7 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
                    "test_acc": test_acc, "ex_per_s": idx.size / secs, "seconds": secs}
             history[fw]["epochs"].append(rec)
             history[fw]["step_loss"].extend(losses.tolist())
-            row.update({f"{fw}_{k}": v for k, v in rec.items() if k != "epoch"})
-        if framework == "both":
-            n = len(history["jax"]["step_loss"])
-            d = np.abs(np.subtract(history["jax"]["step_loss"][n - idx.shape[0]:],
-                                   history["torch"]["step_loss"][n - idx.shape[0]:]))
-            row["max_dloss"] = float(d.max())
-        lines = _common.table([row], columns).splitlines()
-        if not header_done:
-            say("\n" + "\n".join(lines[:2]))
-            header_done = True
-        say(lines[2])
+        say(_common.table([row_of(epoch - 1)], columns).splitlines()[2])
         if checkpoint_dir:
             _save(checkpoint_dir, epoch, rng, history, config, jax_tr, torch_tr)
 
