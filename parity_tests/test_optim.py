@@ -363,6 +363,20 @@ def test_project_schedules_drive_both_packages_like_torch_scheduler():
     assert d <= F64_TOL
 
 
+def test_torchinit_per_group_schedules():
+    """A group's own callable lr, a group's own number, and the factory's schedule for the rest."""
+    a, b, c = (torch.zeros(2, requires_grad=True) for _ in range(3))
+    opt = to.adam([{"params": [a]}, {"params": [b], "lr": lambda k: 0.5 / (k + 1)}, {"params": [c], "lr": 0.3}],
+                  lr=lambda k: 0.1 * (k + 1))
+    seen = []
+    for _ in range(3):
+        for t in (a, b, c):
+            t.grad = torch.ones(2)
+        opt.step()
+        seen.append([g["lr"] for g in opt.param_groups])
+    assert seen == [[0.1, 0.5, 0.3], [0.2, 0.25, 0.3], [pytest.approx(0.3), pytest.approx(0.5 / 3), 0.3]]
+
+
 def test_torchinit_uses_torch_classes_with_foreach():
     p = [torch.zeros(3, requires_grad=True)]
     for name, cls in [("sgd", torch.optim.SGD), ("adagrad", torch.optim.Adagrad), ("rmsprop", torch.optim.RMSprop),
