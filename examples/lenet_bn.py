@@ -238,7 +238,6 @@ class TorchTrainer:
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if init_from is None:  # torch-only run: d2l's init_weights with torch's RNG
-            torch.manual_seed(seed)
             for m in model.modules():
                 if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                     torchinit.xavier_uniform_(m.weight)
@@ -249,8 +248,21 @@ class TorchTrainer:
             model.load_state_dict(jaxinit.to_torch_state_dict(variables, model))
         self.model = model.to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
-        self.gen = torch.Generator(self.device).manual_seed(seed)  # dropout masks
         self._x = self._y = None
+
+    def rng_state(self) -> dict:
+        """torch's global RNG states (dropout masks), for checkpoints."""
+        import torch
+
+        return {"cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def set_rng_state(self, state: dict) -> None:
+        import torch
+
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"]:
+            torch.cuda.set_rng_state_all(state["cuda"])
 
     def _data(self, x, y):
         import torch
@@ -310,6 +322,7 @@ def _save(ckdir, epoch, rng, history, config, jax_tr, torch_tr):
     if torch_tr is not None:
         _common.save_torch_tree(os.path.join(tmp, "torch_model"), torch_tr.model.state_dict())
         _common.save_torch_tree(os.path.join(tmp, "torch_optimizer"), torch_tr.opt.state_dict())
+        _common.save_torch_tree(os.path.join(tmp, "torch_rng"), torch_tr.rng_state())
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump({"epoch": epoch, "rng": rng.bit_generator.state, "history": history, "config": config}, f)
     _common.commit_dir(tmp, os.path.join(ckdir, "last"))
@@ -329,6 +342,7 @@ def _restore(ckdir, config, rng, jax_tr, torch_tr):
     if torch_tr is not None:
         torch_tr.model.load_state_dict(_common.load_torch_tree(os.path.join(last, "torch_model"), torch_tr.device))
         torch_tr.opt.load_state_dict(_common.load_torch_tree(os.path.join(last, "torch_optimizer"), torch_tr.device))
+        torch_tr.set_rng_state(_common.load_torch_tree(os.path.join(last, "torch_rng")))
     return meta["epoch"], meta["history"]
 
 
@@ -364,6 +378,7 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         import torch
 
         init = jax_tr.to_numpy() if jax_tr is not None else None  # identical starting weights
+        torch.manual_seed(seed)  # torch-only weights (default biases, Xavier kernels) and dropout masks
         torch_tr = TorchTrainer(torch_model(variant, dropout), lr, seed, init_from=init, momentum=momentum)
         say(f"torch {torch.__version__} on {torch_tr.device}" + ("; weights copied from the Flax init" if init else ""))
     say(f"{data.name}: {len(data.x_train)} train / {len(data.x_test)} test images; {n_steps} steps of {batch_size} "
