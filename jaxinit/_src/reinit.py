@@ -61,10 +61,11 @@ def reinit(target: Any, rules, key, *, strict: bool = False):
       key: a JAX PRNG key (``jax.random.key(0)``; raw ``PRNGKey`` too). The
         parameter at ``path`` gets ``jax.random.fold_in(key, crc32(path))``
         (``zlib.crc32`` of the UTF-8 path string): independent of dict order
-        and of the other parameters. :func:`torchinit.reinit` derives its
-        per-parameter generators from the seed and the same crc32; a later
-        release makes the two derivations draw identical numbers
-        (JAX-compatible keys in torch are a separate issue).
+        and of the other parameters. :func:`torchinit.reinit` given the same
+        JAX key derives the same per-parameter keys from the torch names
+        (``"fc1.weight"`` -> ``"fc1/kernel"``, ``_initcore.rules.flax_path``) and
+        draws the same numbers, so a torch model equals its Flax twin (pass
+        ``variables["params"]`` so paths start at the layer names).
       strict: if True, raise :class:`InitError` naming any rule that
         re-initializes no parameter (selects nothing, or only parameters an
         earlier rule already took).

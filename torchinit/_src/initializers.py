@@ -450,8 +450,11 @@ class Initializer(InitializerBase):
     """A configured initializer: ``init(key, shape, dtype=torch.float32, device=None)``.
 
     ``key`` is an int seed (a fresh ``torch.Generator`` seeded with it on
-    ``device``) or a ``torch.Generator``. 16-bit dtypes are sampled in float32
-    and cast, as in jaxinit.
+    ``device``), a ``torch.Generator``, or a JAX-style key
+    (``torchinit.random.key(0)``, a ``jax.random.key``, a uint32[2] array or
+    tensor): then the result is jaxinit's draw from that key, bit for bit (see
+    ``torchinit._src.keyed`` and the README contract). An int is always a
+    torch seed. 16-bit dtypes are sampled in float32 and cast, as in jaxinit.
     """
 
     __slots__ = ()

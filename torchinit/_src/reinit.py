@@ -78,9 +78,8 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
         ``splitmix64(splitmix64(seed) ^ crc32(path)) >> 1`` (``zlib.crc32`` of
         the UTF-8 path; see ``_initcore.rules.derive_seed``): independent of
         registration order and of the other parameters. :func:`jaxinit.reinit`
-        uses ``fold_in(key, crc32(path))``; a later release makes the two
-        derivations draw identical numbers (JAX-compatible keys in torch are a
-        separate issue).
+        uses ``fold_in(key, crc32(path))``: pass a JAX-style key (above) to
+        draw its numbers; an int seed keeps this torch-only derivation.
       strict: if True, raise :class:`InitError` naming any rule that
         re-initializes no parameter (selects nothing, or only parameters an
         earlier rule already took).
