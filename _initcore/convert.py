@@ -112,11 +112,17 @@ class Problems:
 
 
 # --------------------------------------------------------------------------- kinds from torch
+# torchinit's own modules that are not subclasses of a torch.nn class listed above.
+TORCHINIT_CLASS_KIND = {"BatchNorm": "batchnorm"}
+
+
 def torch_kind(module) -> str | None:
-    """The kind of a torch module by the torch.nn classes in its MRO (duck-typed)."""
+    """The kind of a torch module by the torch.nn (or torchinit) classes in its MRO (duck-typed)."""
     for cls in type(module).__mro__:
         if cls.__module__.startswith("torch.nn") and cls.__name__ in TORCH_CLASS_KIND:
             return TORCH_CLASS_KIND[cls.__name__]
+        if cls.__module__.startswith("torchinit") and cls.__name__ in TORCHINIT_CLASS_KIND:
+            return TORCHINIT_CLASS_KIND[cls.__name__]
     return None
 
 

@@ -15,8 +15,8 @@ JAX path: ``jaxinit.BatchNorm`` (PyTorch's semantics: momentum 0.1, unbiased run
 variance, num_batches_tracked), ``jaxinit.optim.sgd``; each group of steps is one
 jit-compiled ``lax.scan``; the batch axis is sharded over all local devices with a
 ``NamedSharding``, so BatchNorm reduces over the global batch inside jit (its
-statistics are global, no ``axis_name`` needed). Torch path: ``torch.nn.BatchNorm2d/1d``,
-``torch.optim.SGD``, CUDA when present. In ``both`` mode JAX matmuls run at "highest"
+statistics are global, no ``axis_name`` needed). Torch path: ``torchinit.BatchNorm`` (torch's
+BatchNorm kernel and semantics), ``torchinit.optim.sgd`` (``torch.optim.SGD``), CUDA when present. In ``both`` mode JAX matmuls run at "highest"
 precision and torch's TF32 is off, so the comparison measures the libraries, not TF32.
 The Flax model flattens in torch's (C, H, W) order, so ``jaxinit.to_torch_state_dict``
 converts its weights layer by layer (the torch model's attribute names are the Flax
@@ -199,9 +199,11 @@ class JaxTrainer:
 # ---------------------------------------------------------------- PyTorch
 
 def torch_model(variant: str = "bn_all", dropout: float = 0.5):
-    """The same LeNet with the real torch.nn modules; attribute names match the Flax modules."""
+    """The same LeNet in torch (torch.nn layers, torchinit.BatchNorm); attribute names match the Flax modules."""
     import torch
     from torch import nn
+
+    import torchinit
 
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
@@ -213,10 +215,11 @@ def torch_model(variant: str = "bn_all", dropout: float = 0.5):
             dense_bn = variant == "bn_all"
             self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
             self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-            self.bn1 = nn.BatchNorm2d(6) if conv_bn else nn.Identity()
-            self.bn2 = nn.BatchNorm2d(16) if conv_bn else nn.Identity()
-            self.bn3 = nn.BatchNorm1d(120) if dense_bn else nn.Identity()
-            self.bn4 = nn.BatchNorm1d(84) if dense_bn else nn.Identity()
+            # torchinit.BatchNorm: torch.nn.BatchNorm{1,2}d's semantics and kernel, the mirror of jaxinit.BatchNorm
+            self.bn1 = torchinit.BatchNorm(6) if conv_bn else nn.Identity()
+            self.bn2 = torchinit.BatchNorm(16) if conv_bn else nn.Identity()
+            self.bn3 = torchinit.BatchNorm(120) if dense_bn else nn.Identity()
+            self.bn4 = torchinit.BatchNorm(84) if dense_bn else nn.Identity()
             self.drop = nn.Dropout(dropout) if variant == "dropout" else nn.Identity()
 
         def forward(self, x):
@@ -235,6 +238,7 @@ class TorchTrainer:
         import torch
 
         import torchinit
+        import torchinit.optim
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if init_from is None:  # torch-only run: d2l's init_weights with torch's RNG
@@ -247,7 +251,8 @@ class TorchTrainer:
             variables = {"params": init_from["params"], "batch_stats": init_from["batch_stats"]}
             model.load_state_dict(jaxinit.to_torch_state_dict(variables, model))
         self.model = model.to(self.device)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        # torchinit.optim.sgd: the mirror of jaxinit.optim.sgd; plain settings give torch.optim.SGD(foreach=True)
+        self.opt = torchinit.optim.sgd(self.model.parameters(), lr, momentum=momentum)
         self._x = self._y = None
 
     def rng_state(self) -> dict:

@@ -442,6 +442,21 @@ def test_batchnorm_conventions():
     assert vt["batch_stats"]["num_batches_tracked"].dtype == jnp.int32
 
 
+def test_torchinit_batchnorm_is_a_batchnorm_layer():
+    """torchinit.BatchNorm (not a torch.nn.BatchNorm*d subclass) converts like one, both ways,
+    into jaxinit.BatchNorm variables, bitwise, in both packages."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), _randomize(torchinit.BatchNorm(3)))
+    model[1].num_batches_tracked.fill_(7)
+    for pkg in (jaxinit, torchinit):
+        v = pkg.from_torch_state_dict(model)
+        bs = v["batch_stats"]["1"] if "1" in v["batch_stats"] else v["batch_stats"]["layers_1"]
+        np.testing.assert_array_equal(np.asarray(bs["var"]), model[1].running_var.numpy())
+        assert int(bs["num_batches_tracked"]) == 7
+        back = pkg.to_torch_state_dict(v, model)
+        for k, t in model.state_dict().items():
+            torch.testing.assert_close(back[k].cpu(), t, rtol=0, atol=0)
+
+
 def test_kinds_resolve_state_dict_ambiguity():
     """A bare state dict's 4-D weight is a Conv unless kinds says ConvTranspose."""
     up = _randomize(torch.nn.ConvTranspose2d(3, 5, 2))
