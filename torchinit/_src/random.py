@@ -181,14 +181,17 @@ def _rotl(x: Tensor, r: int) -> Tensor:
 def _threefry_eager(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     """threefry2x32 on int32 tensors (uint32 bits, wrapping adds)."""
     ks = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
-    x0 = x0 + _i32(ks[0])
+    x0 = x0 + _i32(ks[0])  # fresh tensors: the rounds below work in place on them
     x1 = x1 + _i32(ks[1])
+    tmp = torch.empty_like(x1)  # one scratch buffer for the rotations (no per-op allocation)
     for i in range(5):
         for r in _ROT[i % 2]:
-            x0 = x0.add_(x1)
-            x1 = _rotl(x1, r).bitwise_xor_(x0)
-        x0 = x0.add_(_i32(ks[(i + 1) % 3]))
-        x1 = x1.add_(_i32(ks[(i + 2) % 3] + i + 1))
+            x0.add_(x1)
+            # x1 = rotl(x1, r) ^ x0; >> on int32 is arithmetic, so mask the low r bits
+            torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
+            x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(x0)
+        x0.add_(_i32(ks[(i + 1) % 3]))
+        x1.add_(_i32(ks[(i + 2) % 3] + i + 1))
     return x0, x1
 
 
