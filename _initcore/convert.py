@@ -874,6 +874,39 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
+    """What ``to_torch_state_dict`` converts into, read from ``template`` (duck-typed).
+
+    ``template`` is None (torch names from the Flax paths), a torch module (names,
+    shapes, dtypes, devices and layer kinds from its modules) or a state dict (kinds
+    guessed from names and shapes). Returns ``(tspec, groups, containers, devices,
+    torch)``; ``torch`` is the torch module when the template holds torch tensors
+    (the result should then be tensors), else None.
+    """
+    import sys
+
+    if template is None:
+        return None, groups_from_flax_names(flat, kinds), {}, {}, None
+    if hasattr(template, "state_dict") and hasattr(template, "named_modules"):
+        sd = template.state_dict()
+        tspec = {k: tensor_spec(v) for k, v in sd.items()}
+        devices = {k: v.device for k, v in sd.items()}
+        groups, containers = groups_from_module(template, sd.keys(), kinds)
+        return tspec, groups, containers, devices, sys.modules["torch"]
+    if isinstance(template, Mapping):
+        tspec, devices, torch = {}, {}, None
+        for k, v in template.items():
+            if is_torch_tensor(v):
+                torch = sys.modules["torch"]
+                tspec[k], devices[k] = tensor_spec(v), v.device
+            else:
+                tspec[k] = Spec(tuple(np.shape(v)), np.asarray(v).dtype)
+        groups = groups_from_torch_names({k: s.shape for k, s in tspec.items()}, kinds)
+        return tspec, groups, {}, devices, torch
+    raise InitError(f"{who}: `template` must be a torch nn.Module, a state dict, or None; "
+                    f"got {type(template).__name__}.")
+
+
 # --------------------------------------------------------------------------- nested dicts
 def flatten_flax(tree: Mapping, who: str) -> dict:
     """``{'params': {...}, 'batch_stats': {...}}`` -> ``{(collection, path): leaf}``."""

@@ -28,7 +28,6 @@ accumulates biased variances, so running statistics drift from torch's).
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -219,28 +218,7 @@ def to_torch_state_dict(variables: Any, template: Any = None, *, mapping: Mappin
     else:
         flat = _core.flatten_flax(_unbox(variables), who)
     flat = {k: np.asarray(v) for k, v in flat.items()}
-    tspec, torch_mod, devices = None, None, {}
-    if template is None:
-        groups, containers = _core.groups_from_flax_names(flat, kinds), {}
-    elif hasattr(template, "state_dict") and hasattr(template, "named_modules"):
-        sd = template.state_dict()
-        torch_mod = sys.modules["torch"]
-        tspec = {k: _core.tensor_spec(v) for k, v in sd.items()}
-        devices = {k: v.device for k, v in sd.items()}
-        groups, containers = _core.groups_from_module(template, sd.keys(), kinds)
-    elif isinstance(template, Mapping):
-        tspec = {}
-        for k, v in template.items():
-            if _core.is_torch_tensor(v):
-                torch_mod = sys.modules["torch"]
-                tspec[k] = _core.tensor_spec(v)
-                devices[k] = v.device
-            else:
-                tspec[k] = _core.Spec(tuple(np.shape(v)), np.asarray(v).dtype)
-        groups, containers = _core.groups_from_torch_names({k: s.shape for k, s in tspec.items()}, kinds), {}
-    else:
-        raise InitError(f"{who}: `template` must be a torch nn.Module, a state dict, or None; "
-                        f"got {type(template).__name__}.")
+    tspec, groups, containers, devices, torch_mod = _core.torch_target(template, flat, kinds, who)
     out = _core.flax_to_torch(flat, groups, template=tspec, mapping=mapping, containers=containers,
                               batchnorm=batchnorm, transpose_kernel=transpose_kernel, dtype=dtype, who=who)
     if torch_mod is not None:

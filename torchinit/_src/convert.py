@@ -88,25 +88,7 @@ def to_torch_state_dict(variables: Any, template: Any = None, *, mapping: Mappin
     """
     who = "torchinit.to_torch_state_dict"
     flat = {k: _core.to_numpy(v) for k, v in _core.flatten_flax(variables, who).items()}
-    devices: dict = {}
-    if template is None:
-        tspec, groups, containers = None, _core.groups_from_flax_names(flat, kinds), {}
-    elif isinstance(template, torch.nn.Module):
-        sd = template.state_dict()
-        tspec = {k: _core.tensor_spec(v) for k, v in sd.items()}
-        devices = {k: v.device for k, v in sd.items()}
-        groups, containers = _core.groups_from_module(template, sd.keys(), kinds)
-    elif isinstance(template, Mapping):
-        tspec = {}
-        for k, v in template.items():
-            if isinstance(v, torch.Tensor):
-                tspec[k], devices[k] = _core.tensor_spec(v), v.device
-            else:
-                tspec[k] = _core.Spec(tuple(np.shape(v)), np.asarray(v).dtype)
-        groups, containers = _core.groups_from_torch_names({k: s.shape for k, s in tspec.items()}, kinds), {}
-    else:
-        raise InitError(f"{who}: `template` must be a torch nn.Module, a state dict, or None; "
-                        f"got {type(template).__name__}.")
+    tspec, groups, containers, devices, _ = _core.torch_target(template, flat, kinds or {}, who)
     out = _core.flax_to_torch(flat, groups, template=tspec, mapping=mapping, containers=containers,
                               batchnorm=batchnorm, transpose_kernel=transpose_kernel, dtype=dtype, who=who)
     return {k: _core.numpy_to_tensor(v, torch, devices.get(k)) for k, v in out.items()}
