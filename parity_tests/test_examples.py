@@ -7,8 +7,11 @@ takes about a minute on an idle 2-core machine.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
+import runpy
 import struct
 import subprocess
 import sys
@@ -261,3 +264,19 @@ def test_optimizers_agree(tmp_path):
         assert row["d"] <= 1e-4, row
         assert row["jl"] < r["curves"][row["opt"]]["jax"][0]  # it trains
     assert (tmp_path / "o.png").exists()
+
+
+def test_quickstart_runs_and_agrees():
+    # README's quickstart (the README holds a verbatim copy, checked by test_docs.py). Float32, 10
+    # full-batch AdamW steps from identical weights: measured 6.1e-6 (losses) and 2.4e-6 (weights,
+    # BatchNorm running statistics). 1e-4 leaves ~16x for other kernels; a semantic difference is
+    # larger (Flax's biased running variance: 1/127 relative = 2e-2 on variances of ~2.6).
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        g = runpy.run_path(os.path.join(EXAMPLES, "quickstart.py"), run_name="__main__")
+    assert g["same"] is True, out.getvalue()  # one key, the same kernels in both frameworks, bitwise
+    record_figure("examples quickstart", "max_dloss", max(g["loss_diffs"]), "10 AdamW steps, float32")
+    record_figure("examples quickstart", "max_dweight", g["weight_diff"], "10 AdamW steps, float32")
+    assert len(g["loss_diffs"]) == 10 and max(g["loss_diffs"]) <= 1e-4, out.getvalue()
+    assert g["weight_diff"] <= 1e-4, out.getvalue()
+    assert "largest loss difference" in out.getvalue()
