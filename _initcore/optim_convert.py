@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from _initcore.errors import InitError
 

@@ -22,7 +22,6 @@ since running variances reach 1e2 and scale gradients sum over the batch):
 """
 from __future__ import annotations
 
-import functools
 
 import flax.linen as fnn
 import jax

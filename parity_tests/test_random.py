@@ -7,7 +7,6 @@ float64 polynomial: there the measured ulp distance is asserted and recorded.
 """
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
