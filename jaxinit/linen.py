@@ -11,14 +11,14 @@ initializer overrides the default, as in Flax. Mirror: :mod:`torchinit.nn`
 >>> params = tl.Dense(4).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
 """
 from jaxinit._src.batchnorm import LinenBatchNorm as BatchNorm
-from jaxinit._src.torch_defaults import LinenConv as Conv
-from jaxinit._src.torch_defaults import LinenConvTranspose as ConvTranspose
-from jaxinit._src.torch_defaults import LinenDense as Dense
-from jaxinit._src.torch_defaults import LinenEmbed as Embed
-from jaxinit._src.torch_defaults import LinenGRUCell as GRUCell
-from jaxinit._src.torch_defaults import LinenLayerNorm as LayerNorm
-from jaxinit._src.torch_defaults import LinenLSTMCell as LSTMCell
-from jaxinit._src.torch_defaults import LinenMultiHeadDotProductAttention as MultiHeadDotProductAttention
+from jaxinit._src.torch_defaults_linen import Conv as Conv
+from jaxinit._src.torch_defaults_linen import ConvTranspose as ConvTranspose
+from jaxinit._src.torch_defaults_linen import Dense as Dense
+from jaxinit._src.torch_defaults_linen import Embed as Embed
+from jaxinit._src.torch_defaults_linen import GRUCell as GRUCell
+from jaxinit._src.torch_defaults_linen import LayerNorm as LayerNorm
+from jaxinit._src.torch_defaults_linen import LSTMCell as LSTMCell
+from jaxinit._src.torch_defaults_linen import MultiHeadDotProductAttention as MultiHeadDotProductAttention
 
 __all__ = [
     "BatchNorm",

@@ -11,14 +11,14 @@ Mirror: :mod:`torchinit.nn` (torch modules with Flax's defaults).
 >>> layer = tn.Linear(3, 4, rngs=nnx.Rngs(0))
 """
 from jaxinit._src.batchnorm import NnxBatchNorm as BatchNorm
-from jaxinit._src.torch_defaults import NnxConv as Conv
-from jaxinit._src.torch_defaults import NnxConvTranspose as ConvTranspose
-from jaxinit._src.torch_defaults import NnxEmbed as Embed
-from jaxinit._src.torch_defaults import NnxGRUCell as GRUCell
-from jaxinit._src.torch_defaults import NnxLayerNorm as LayerNorm
-from jaxinit._src.torch_defaults import NnxLinear as Linear
-from jaxinit._src.torch_defaults import NnxLSTMCell as LSTMCell
-from jaxinit._src.torch_defaults import NnxMultiHeadAttention as MultiHeadAttention
+from jaxinit._src.torch_defaults_nnx import Conv as Conv
+from jaxinit._src.torch_defaults_nnx import ConvTranspose as ConvTranspose
+from jaxinit._src.torch_defaults_nnx import Embed as Embed
+from jaxinit._src.torch_defaults_nnx import GRUCell as GRUCell
+from jaxinit._src.torch_defaults_nnx import LayerNorm as LayerNorm
+from jaxinit._src.torch_defaults_nnx import Linear as Linear
+from jaxinit._src.torch_defaults_nnx import LSTMCell as LSTMCell
+from jaxinit._src.torch_defaults_nnx import MultiHeadAttention as MultiHeadAttention
 
 __all__ = [
     "BatchNorm",
