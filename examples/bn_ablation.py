@@ -19,7 +19,6 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
 import lenet_bn  # noqa: E402
 
 
@@ -40,7 +39,7 @@ def run(framework: str = "jax", epochs: int = 10, batch_size: int = 256, lr: flo
     if framework not in ("jax", "torch"):
         raise ValueError(f"framework={framework!r}: use 'jax' or 'torch' (dropout masks differ between frameworks)")
     say = print if verbose else (lambda *a, **k: None)
-    data = _common.load_dataset(data_dir)
+    data = lenet_bn.load_dataset(data_dir)
     results, rows = {}, []
     for v in variants:
         say(f"--- {v}")
@@ -52,7 +51,7 @@ def run(framework: str = "jax", epochs: int = 10, batch_size: int = 256, lr: flo
         rows.append({"variant": v, "loss": h[-1]["loss"], "train": h[-1]["train_acc"], "test": h[-1]["test_acc"],
                      "best": max(e["test_acc"] for e in h), "gb": gb})
     say(f"\n{framework}, {data.name}, {epochs} epochs, lr {lr}, batch {batch_size}\n")
-    say(_common.table(rows, [("variant", "variant", "<8"), ("loss", "final loss", ".4f"),
+    say(lenet_bn.table(rows, [("variant", "variant", "<8"), ("loss", "final loss", ".4f"),
                              ("train", "train acc", ".3f"), ("test", "test acc", ".3f"),
                              ("best", "best test", ".3f")]))
     np.set_printoptions(precision=3, suppress=True, linewidth=120)
@@ -61,7 +60,7 @@ def run(framework: str = "jax", epochs: int = 10, batch_size: int = 256, lr: flo
             say(f"\n{row['variant']}: first BatchNorm layer (after conv1, 6 channels)\n"
                 f"  gamma {row['gb'][0]}\n  beta  {row['gb'][1]}")
     if out:
-        plt = _common.pyplot()
+        plt = lenet_bn.pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for i, v in enumerate(results):
             h = results[v]["history"][framework]

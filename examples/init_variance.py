@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+from lenet_bn import pyplot, table  # noqa: E402  (the main example's helpers)
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -140,7 +140,7 @@ def run(depth: int = 50, width: int = 256, batch: int = 512, seed: int = 0, out:
             ("jg1", "grad L1 jax", ".3g"), ("tg1", "grad L1 torch", ".3g"),
             ("cross", "|log10| jax/torch", ".3f"), ("reseed", "|log10| jax/jax'", ".3f"),
             ("mism", "0/inf mismatch", "d")]
-    say(_common.table(rows, cols))
+    say(table(rows, cols))
     worst_cross = max(r["cross"] for r in rows)
     worst_reseed = max(r["reseed"] for r in rows)
     mism = sum(r["mism"] for r in rows)
@@ -155,7 +155,7 @@ def run(depth: int = 50, width: int = 256, batch: int = 512, seed: int = 0, out:
 
 
 def plot(results: dict, depth: int, out: str) -> None:
-    plt = _common.pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex=True)
     layers = np.arange(1, depth + 1)
     for col, act in enumerate(ACTIVATIONS):

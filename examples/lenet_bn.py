@@ -11,109 +11,227 @@ epoch, the largest step-by-step loss difference and whether the runs diverge.
     python examples/lenet_bn.py --framework jax --data-dir ~/fashion  # Fashion-MNIST IDX files
     python examples/lenet_bn.py --checkpoint-dir ck --resume          # continue an interrupted run
 
-JAX path: ``jaxinit.BatchNorm`` (PyTorch's semantics: momentum 0.1, unbiased running
-variance, num_batches_tracked), ``jaxinit.optim.sgd``; each group of steps is one
-jit-compiled ``lax.scan``; the batch axis is sharded over all local devices with a
-``NamedSharding``, so BatchNorm reduces over the global batch inside jit (its
-statistics are global, no ``axis_name`` needed). Torch path: ``torchinit.BatchNorm`` (torch's
-BatchNorm kernel and semantics), ``torchinit.optim.sgd`` (``torch.optim.SGD``), CUDA when present. In ``both`` mode JAX matmuls run at "highest"
+The file reads top to bottom: data, the two models, the two trainers, checkpoints,
+the run, the report, the command line. JAX path: ``jaxinit.BatchNorm`` (PyTorch's
+semantics: momentum 0.1, unbiased running variance, num_batches_tracked),
+``jaxinit.optim.sgd``; each group of steps is one jit-compiled ``lax.scan``; the batch
+axis is sharded over all local devices with a ``NamedSharding``, so BatchNorm reduces
+over the global batch inside jit (no ``axis_name`` needed). Torch path:
+``torchinit.BatchNorm`` (torch's BatchNorm kernel and semantics), ``torchinit.optim.sgd``
+(``torch.optim.SGD``), CUDA when present. In ``both`` mode JAX matmuls run at "highest"
 precision and torch's TF32 is off, so the comparison measures the libraries, not TF32.
 The Flax model flattens in torch's (C, H, W) order, so ``jaxinit.to_torch_state_dict``
 converts its weights layer by layer (the torch model's attribute names are the Flax
-module names).
+module names). Checkpoints are written with ``jaxinit.save_checkpoint`` /
+``torchinit.save_checkpoint`` (safetensors) plus one JSON file.
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import gzip
 import json
 import os
+import shutil
+import struct
 import sys
 import time
+from dataclasses import dataclass
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+import jaxinit
+import jaxinit.linen as tl
+import jaxinit.optim
+import torchinit
+import torchinit.optim
 
 VARIANTS = ("bn_all", "bn_conv", "dropout")
 # A per-step loss difference above this is reported as divergence. Rounding alone gives up to
 # ~5e-4 with lr 1.0 (see parity_tests/test_examples.py); a real semantic difference gives > 1e-1.
 DIVERGENCE = 1e-2
+DIGITS_TRAIN = 1536  # 6 batches of 256; the other 261 digits are the test set
 
 
-# ---------------------------------------------------------------- JAX / Flax
+# ---------------------------------------------------------------- data
 
-@functools.lru_cache(maxsize=None)
-def _flax_lenet_class():
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    import jaxinit
-    import jaxinit.linen as tl
-
-    class LeNet(nn.Module):
-        variant: str = "bn_all"
-        dropout: float = 0.5
-
-        @nn.compact
-        def __call__(self, x, train: bool):
-            xu = jaxinit.xavier_uniform()  # d2l's init_weights; biases keep torch's default U(+-1/sqrt(fan_in))
-
-            def norm(name, x):
-                if self.variant == "bn_all" or (self.variant == "bn_conv" and name in ("bn1", "bn2")):
-                    return jaxinit.BatchNorm(use_running_average=not train, name=name)(x)
-                return x
-
-            def drop(x):
-                return nn.Dropout(self.dropout, deterministic=not train)(x) if self.variant == "dropout" else x
-
-            x = tl.Conv(6, (5, 5), padding="VALID", kernel_init=xu, name="conv1")(x)
-            x = nn.avg_pool(nn.sigmoid(norm("bn1", x)), (2, 2), strides=(2, 2))
-            x = tl.Conv(16, (5, 5), padding="VALID", kernel_init=xu, name="conv2")(x)
-            x = nn.avg_pool(nn.sigmoid(norm("bn2", x)), (2, 2), strides=(2, 2))
-            x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch's (C, H, W) flatten order
-            x = drop(nn.sigmoid(norm("bn3", tl.Dense(120, kernel_init=xu, name="fc1")(x))))
-            x = drop(nn.sigmoid(norm("bn4", tl.Dense(84, kernel_init=xu, name="fc2")(x))))
-            return tl.Dense(10, kernel_init=xu, name="fc3")(x)
-
-    return LeNet
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray  # (N, 28, 28, 1) float32 in [0, 1]
+    y_train: np.ndarray  # (N,) int32
+    x_test: np.ndarray
+    y_test: np.ndarray
 
 
-def jax_model(variant: str = "bn_all", dropout: float = 0.5):
-    """The Flax LeNet. ``variant``: BatchNorm after every layer (``bn_all``), after the two
-    convolutions only (``bn_conv``), or no BatchNorm and dropout after the hidden dense layers."""
+def load_digits_28() -> Dataset:
+    """scikit-learn's digits (inside its wheel: no download), 8x8 -> 28x28 (bilinear,
+    deterministic), split once by a fixed permutation into 1536 training and 261 test images."""
+    import scipy.ndimage
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = d.images.astype(np.float64) / 16.0  # pixel values are 0..16
+    big = scipy.ndimage.zoom(imgs, (1, 3.5, 3.5), order=1)  # (1797, 28, 28)
+    big = np.clip(big, 0.0, 1.0).astype(np.float32)[..., None]
+    labels = d.target.astype(np.int32)
+    perm = np.random.default_rng(0).permutation(len(labels))
+    tr, te = perm[:DIGITS_TRAIN], perm[DIGITS_TRAIN:]
+    return Dataset("digits (scikit-learn, 8x8 -> 28x28)", big[tr], labels[tr], big[te], labels[te])
+
+
+def _read_idx(path: str) -> np.ndarray:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(data_dir: str) -> Dataset:
+    """Fashion-MNIST (or MNIST) from the four standard IDX files, gzipped or raw, in ``data_dir``
+    or in torchvision's ``FashionMNIST/raw`` (or ``raw``) below it."""
+    names = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+    arrays = {}
+    for key, base in names.items():
+        candidates = [os.path.join(data_dir, sub, base + ext) for sub in ("", "FashionMNIST/raw", "raw")
+                      for ext in ("", ".gz")]
+        path = next((p for p in candidates if os.path.exists(p)), None)
+        if path is None:
+            raise FileNotFoundError(
+                f"--data-dir {data_dir!r}: {base}[.gz] not found (looked in the folder, FashionMNIST/raw and raw). "
+                "Put the four Fashion-MNIST IDX files there, or leave --data-dir out to use the embedded digits.")
+        arrays[key] = _read_idx(path)
+    x_train, x_test = ((arrays[k].astype(np.float32) / 255.0)[..., None] for k in ("x_train", "x_test"))
+    return Dataset(f"Fashion-MNIST ({data_dir})", x_train, arrays["y_train"].astype(np.int32),
+                   x_test, arrays["y_test"].astype(np.int32))
+
+
+def load_dataset(data_dir: str | None) -> Dataset:
+    return load_fashion_mnist(data_dir) if data_dir else load_digits_28()
+
+
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int, max_steps: int | None = None) -> np.ndarray:
+    """Index array (steps, batch_size) of one shuffled epoch; the last partial batch is dropped
+    (every step has the same shape: one compiled JAX step, one BatchNorm batch size)."""
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(f"--batch-size {batch_size} is larger than the {n} training examples; use a smaller one")
+    idx = rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
+    return idx if max_steps is None else idx[:max_steps]
+
+
+# ---------------------------------------------------------------- the two models
+
+def _check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
-    return _flax_lenet_class()(variant=variant, dropout=dropout)
 
 
-def _init_state(model, tx, image_shape, seed):
-    import jax
-    import jax.numpy as jnp
+class FlaxLeNet(nn.Module):
+    """LeNet in Flax: ``jaxinit.linen`` layers (torch's default biases) with Xavier kernels,
+    ``jaxinit.BatchNorm`` (torch's semantics). ``variant``: BatchNorm after every layer
+    (``bn_all``), after the two convolutions only (``bn_conv``), or no BatchNorm and dropout
+    after the hidden dense layers (``dropout``)."""
 
-    key = jax.random.key(seed)
-    variables = model.init({"params": key}, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    variant: str = "bn_all"
+    dropout: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        xu = jaxinit.xavier_uniform()  # d2l's init_weights; biases keep torch's default U(+-1/sqrt(fan_in))
+
+        def norm(name, x):
+            if self.variant == "bn_all" or (self.variant == "bn_conv" and name in ("bn1", "bn2")):
+                return jaxinit.BatchNorm(use_running_average=not train, name=name)(x)
+            return x
+
+        def drop(x):
+            return nn.Dropout(self.dropout, deterministic=not train)(x) if self.variant == "dropout" else x
+
+        x = tl.Conv(6, (5, 5), padding="VALID", kernel_init=xu, name="conv1")(x)
+        x = nn.avg_pool(nn.sigmoid(norm("bn1", x)), (2, 2), strides=(2, 2))
+        x = tl.Conv(16, (5, 5), padding="VALID", kernel_init=xu, name="conv2")(x)
+        x = nn.avg_pool(nn.sigmoid(norm("bn2", x)), (2, 2), strides=(2, 2))
+        x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch's (C, H, W) flatten order
+        x = drop(nn.sigmoid(norm("bn3", tl.Dense(120, kernel_init=xu, name="fc1")(x))))
+        x = drop(nn.sigmoid(norm("bn4", tl.Dense(84, kernel_init=xu, name="fc2")(x))))
+        return tl.Dense(10, kernel_init=xu, name="fc3")(x)
+
+
+def jax_model(variant: str = "bn_all", dropout: float = 0.5) -> FlaxLeNet:
+    _check_variant(variant)
+    return FlaxLeNet(variant=variant, dropout=dropout)
+
+
+class TorchLeNet(torch.nn.Module):
+    """The same LeNet in torch (torch.nn layers, ``torchinit.BatchNorm``: torch.nn.BatchNorm{1,2}d's
+    semantics and kernel, the mirror of jaxinit.BatchNorm); attribute names match the Flax modules."""
+
+    def __init__(self, variant: str = "bn_all", dropout: float = 0.5):
+        super().__init__()
+        conv_bn, dense_bn = variant in ("bn_all", "bn_conv"), variant == "bn_all"
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 6, 5), torch.nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = torch.nn.Linear(256, 120), torch.nn.Linear(120, 84), torch.nn.Linear(84, 10)
+        self.bn1 = torchinit.BatchNorm(6) if conv_bn else torch.nn.Identity()
+        self.bn2 = torchinit.BatchNorm(16) if conv_bn else torch.nn.Identity()
+        self.bn3 = torchinit.BatchNorm(120) if dense_bn else torch.nn.Identity()
+        self.bn4 = torchinit.BatchNorm(84) if dense_bn else torch.nn.Identity()
+        self.drop = torch.nn.Dropout(dropout) if variant == "dropout" else torch.nn.Identity()
+
+    def forward(self, x):
+        x = F.avg_pool2d(torch.sigmoid(self.bn1(self.conv1(x))), 2, 2)
+        x = F.avg_pool2d(torch.sigmoid(self.bn2(self.conv2(x))), 2, 2)
+        x = torch.flatten(x, 1)
+        x = self.drop(torch.sigmoid(self.bn3(self.fc1(x))))
+        x = self.drop(torch.sigmoid(self.bn4(self.fc2(x))))
+        return self.fc3(x)
+
+
+def torch_model(variant: str = "bn_all", dropout: float = 0.5) -> TorchLeNet:
+    _check_variant(variant)
+    return TorchLeNet(variant, dropout)
+
+
+# ---------------------------------------------------------------- progress bars
+
+def progress(iterable, enabled: bool, **kw):
+    """A tqdm bar only when both output streams are terminals: output piped or redirected to a
+    file is the plain table, never interleaved with bar frames."""
+    if not (enabled and sys.stdout.isatty() and sys.stderr.isatty()):
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
+
+
+# ---------------------------------------------------------------- JAX training
+
+def _init_state(model: FlaxLeNet, tx, image_shape: tuple, seed) -> dict:
+    variables = model.init({"params": jax.random.key(seed)}, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
             "opt_state": tx.init(variables["params"]), "step": jnp.zeros((), jnp.int32),
             "seed": jnp.asarray(seed, jnp.int32)}
 
 
 @functools.lru_cache(maxsize=8)
-def _jax_programs(model, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple):
-    """(mesh, optimizer, compiled step group, jitted eval logits, compile seconds), cached per setting."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-    import jaxinit.optim
-
+def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple):
+    """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting."""
     devices = jax.devices()
     n_dev = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
     mesh = Mesh(np.array(devices[:n_dev]), ("batch",))
-    data, replicated = NamedSharding(mesh, P(None, "batch")), NamedSharding(mesh, P())
-    tx = jaxinit.optim.sgd(lr, momentum=momentum)
+    data, replicated = NamedSharding(mesh, PartitionSpec(None, "batch")), NamedSharding(mesh, PartitionSpec())
+    tx = jaxinit.optim.sgd(lr, momentum=momentum)  # torch.optim.SGD's update rule
 
     def step(state, batch):
         x, y = batch
@@ -136,46 +254,37 @@ def _jax_programs(model, lr: float, momentum: float, batch_size: int, chunk: int
     def logits(state, x):
         return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
 
-    t0 = time.perf_counter()
     abstract = jax.eval_shape(functools.partial(_init_state, model, tx, image_shape), 0)
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
     xs = jax.ShapeDtypeStruct((chunk, batch_size, *image_shape), jnp.float32, sharding=data)
     ys = jax.ShapeDtypeStruct((chunk, batch_size), jnp.int32, sharding=data)
-    compiled = jax.jit(train_chunk).lower(abstract, xs, ys).compile()
-    return mesh, tx, compiled, jax.jit(logits), time.perf_counter() - t0
+    compiled = jax.jit(train_chunk).lower(abstract, xs, ys).compile()  # before epoch 1: throughput excludes it
+    return mesh, tx, compiled, jax.jit(logits)
 
 
 class JaxTrainer:
     """The Flax state and the compiled, sharded group of ``chunk`` training steps (one ``lax.scan``)."""
 
-    def __init__(self, model, lr: float, seed: int, batch_size: int, chunk: int, image_shape, momentum: float = 0.0):
-        import jax
-        from jax.sharding import NamedSharding, PartitionSpec as P
-
+    def __init__(self, model: FlaxLeNet, lr: float, seed: int, batch_size: int, chunk: int, image_shape,
+                 momentum: float = 0.0):
         t0 = time.perf_counter()
-        self.mesh, self.tx, self.train_chunk, self.logits, _ = _jax_programs(
+        self.mesh, self.tx, self.train_chunk, self.logits = _jax_programs(
             model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape))
         self.compile_seconds = time.perf_counter() - t0  # ~0 when an identical run compiled it already
-        self.data_sharding = NamedSharding(self.mesh, P(None, "batch"))
-        self.replicated = NamedSharding(self.mesh, P())
+        self.data_sharding = NamedSharding(self.mesh, PartitionSpec(None, "batch"))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.n_devices = self.mesh.size
-        self.model = model
         self.state = jax.device_put(_init_state(model, self.tx, tuple(image_shape), seed), self.replicated)
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, chunk: int, bar: bool):
-        import jax
-
         losses, correct = [], 0
         t0 = time.perf_counter()
-        groups = idx.reshape(-1, chunk, idx.shape[1])
-        for g in _common.progress(groups, bar, desc="jax  ", unit="chunk"):
-            xs = jax.device_put(x[g], self.data_sharding)
-            ys = jax.device_put(y[g], self.data_sharding)
+        for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="chunk"):
+            xs, ys = jax.device_put(x[g], self.data_sharding), jax.device_put(y[g], self.data_sharding)
             self.state, (loss, corr) = self.train_chunk(self.state, xs, ys)
             losses.append(np.asarray(loss))
             correct += int(np.asarray(corr).sum())
-        seconds = time.perf_counter() - t0
-        return np.concatenate(losses).astype(np.float64), correct, seconds
+        return np.concatenate(losses).astype(np.float64), correct, time.perf_counter() - t0
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
         correct = 0
@@ -183,111 +292,50 @@ class JaxTrainer:
             correct += int((np.asarray(self.logits(self.state, x[i:i + chunk])).argmax(-1) == y[i:i + chunk]).sum())
         return correct / len(x)
 
-    def to_numpy(self):
-        import jax
-        from flax import serialization
+    def variables(self) -> dict:
+        return {"params": self.state["params"], "batch_stats": self.state["batch_stats"]}
 
-        return serialization.to_state_dict(jax.device_get(self.state))
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The whole state (params, batch_stats, optax state, step, seed) as ``{path: array}``."""
+        leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(self.state))
+        return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
-    def from_numpy(self, tree) -> None:
-        import jax
-        from flax import serialization
+    def load_state_arrays(self, arrays: dict) -> None:
+        paths, treedef = jax.tree_util.tree_flatten_with_path(self.state)
+        leaves = [arrays[jax.tree_util.keystr(path)] for path, _ in paths]
+        self.state = jax.device_put(jax.tree_util.tree_unflatten(treedef, leaves), self.replicated)
 
-        self.state = jax.device_put(serialization.from_state_dict(self.state, tree), self.replicated)
 
-
-# ---------------------------------------------------------------- PyTorch
-
-def torch_model(variant: str = "bn_all", dropout: float = 0.5):
-    """The same LeNet in torch (torch.nn layers, torchinit.BatchNorm); attribute names match the Flax modules."""
-    import torch
-    from torch import nn
-
-    import torchinit
-
-    if variant not in VARIANTS:
-        raise ValueError(f"variant={variant!r}: use one of {VARIANTS}")
-
-    class LeNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            conv_bn = variant in ("bn_all", "bn_conv")
-            dense_bn = variant == "bn_all"
-            self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
-            self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-            # torchinit.BatchNorm: torch.nn.BatchNorm{1,2}d's semantics and kernel, the mirror of jaxinit.BatchNorm
-            self.bn1 = torchinit.BatchNorm(6) if conv_bn else nn.Identity()
-            self.bn2 = torchinit.BatchNorm(16) if conv_bn else nn.Identity()
-            self.bn3 = torchinit.BatchNorm(120) if dense_bn else nn.Identity()
-            self.bn4 = torchinit.BatchNorm(84) if dense_bn else nn.Identity()
-            self.drop = nn.Dropout(dropout) if variant == "dropout" else nn.Identity()
-
-        def forward(self, x):
-            x = nn.functional.avg_pool2d(torch.sigmoid(self.bn1(self.conv1(x))), 2, 2)
-            x = nn.functional.avg_pool2d(torch.sigmoid(self.bn2(self.conv2(x))), 2, 2)
-            x = torch.flatten(x, 1)
-            x = self.drop(torch.sigmoid(self.bn3(self.fc1(x))))
-            x = self.drop(torch.sigmoid(self.bn4(self.fc2(x))))
-            return self.fc3(x)
-
-    return LeNet()
-
+# ---------------------------------------------------------------- PyTorch training
 
 class TorchTrainer:
-    def __init__(self, model, lr: float, seed: int, init_from=None, momentum: float = 0.0):
-        import torch
-
-        import torchinit
-        import torchinit.optim
-
+    def __init__(self, model: TorchLeNet, lr: float, init_from: dict | None = None, momentum: float = 0.0):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if init_from is None:  # torch-only run: d2l's init_weights with torch's RNG
             for m in model.modules():
                 if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                     torchinit.xavier_uniform_(m.weight)
         else:  # the library's converter: per-layer transposes, BatchNorm statistics and counter
-            import jaxinit
-
-            variables = {"params": init_from["params"], "batch_stats": init_from["batch_stats"]}
-            model.load_state_dict(jaxinit.to_torch_state_dict(variables, model))
+            model.load_state_dict(jaxinit.to_torch_state_dict(init_from, model))
         self.model = model.to(self.device)
         # torchinit.optim.sgd: the mirror of jaxinit.optim.sgd; plain settings give torch.optim.SGD(foreach=True)
         self.opt = torchinit.optim.sgd(self.model.parameters(), lr, momentum=momentum)
-        self._x = self._y = None
+        self._data_key, self._data = None, None
 
-    def rng_state(self) -> dict:
-        """torch's global RNG states (dropout masks), for checkpoints."""
-        import torch
+    def _on_device(self, x: np.ndarray, y: np.ndarray):
+        if self._data_key != (id(x), id(y)):  # one device copy of the dataset, NCHW
+            self._data_key = (id(x), id(y))
+            self._data = (torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device),
+                          torch.from_numpy(y.astype(np.int64)).to(self.device))
+        return self._data
 
-        return {"cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-    def set_rng_state(self, state: dict) -> None:
-        import torch
-
-        torch.set_rng_state(state["cpu"])
-        if state["cuda"]:
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-    def _data(self, x, y):
-        import torch
-
-        key = (id(x), id(y))
-        if self._x is None or self._x[0] != key:  # one device copy of the dataset, NCHW
-            self._x = (key, torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device))
-            self._y = torch.from_numpy(y.astype(np.int64)).to(self.device)
-        return self._x[1], self._y
-
-    def train_epoch(self, x, y, idx, bar: bool):
-        import torch
-        import torch.nn.functional as F
-
-        X, Y = self._data(x, y)
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, bar: bool):
+        X, Y = self._on_device(x, y)
         index = torch.from_numpy(idx).to(self.device)
         self.model.train()
         losses, correct = [], torch.zeros((), dtype=torch.int64, device=self.device)
         t0 = time.perf_counter()
-        for i in _common.progress(range(len(idx)), bar, desc="torch", unit="step"):
+        for i in progress(range(len(idx)), bar, desc="torch", unit="step"):
             xb, yb = X[index[i]], Y[index[i]]
             self.opt.zero_grad(set_to_none=True)
             logits = self.model(xb)
@@ -296,13 +344,10 @@ class TorchTrainer:
             self.opt.step()
             losses.append(loss.detach())
             correct += (logits.argmax(1) == yb).sum()
-        losses = torch.stack(losses).double().cpu().numpy()
-        seconds = time.perf_counter() - t0
-        return losses, int(correct), seconds
+        losses_np = torch.stack(losses).double().cpu().numpy()
+        return losses_np, int(correct), time.perf_counter() - t0
 
-    def accuracy(self, x, y, chunk: int = 1000) -> float:
-        import torch
-
+    def accuracy(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
         self.model.eval()
         correct = 0
         with torch.no_grad():
@@ -312,28 +357,57 @@ class TorchTrainer:
         return correct / len(x)
 
 
-# ---------------------------------------------------------------- the run
+# ---------------------------------------------------------------- checkpoints
 
-def _chunk_size(steps: int, limit: int = 16) -> int:
-    """Largest divisor of ``steps`` up to ``limit``: one compiled scan shape for the whole run."""
-    return max(d for d in range(1, min(steps, limit) + 1) if steps % d == 0)
+def save_torch_optimizer(path: str, opt: torch.optim.Optimizer) -> dict:
+    """The optimizer's tensors (``'<param id>.<name>'`` keys) to ``path`` with
+    ``torchinit.save_checkpoint``; returns the rest of its state dict (JSON-able)."""
+    sd = opt.state_dict()
+    tensors = {f"{pid}.{k}": v for pid, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    other = {f"{pid}.{k}": v for pid, s in sd["state"].items() for k, v in s.items() if not torch.is_tensor(v)}
+    torchinit.save_checkpoint(path, tensors)
+    return {"param_groups": sd["param_groups"], "other": other}
 
 
-def _save(ckdir, epoch, rng, history, config, jax_tr, torch_tr):
+def load_torch_optimizer(path: str, rest: dict) -> dict:
+    """Inverse of :func:`save_torch_optimizer`: the optimizer's state dict."""
+    state: dict = {}
+    for key, value in [*torchinit.load_checkpoint(path).items(), *rest["other"].items()]:
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    # In parameter order, as torch writes it (the file lists its keys alphabetically: 0, 1, 10, 11, 2, ...).
+    return {"state": dict(sorted(state.items())), "param_groups": rest["param_groups"]}
+
+
+def save(ckdir: str, epoch: int, rng: np.random.Generator, history: dict, config: dict,
+         jax_tr: JaxTrainer | None, torch_tr: TorchTrainer | None) -> None:
+    """Write the checkpoint of the end of ``epoch`` to ``ckdir/last``, atomically (a crash
+    leaves the previous one)."""
     tmp = os.path.join(ckdir, f".tmp-{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
+    meta = {"epoch": epoch, "rng": rng.bit_generator.state, "history": history, "config": config}
     if jax_tr is not None:
-        _common.save_numpy_tree(os.path.join(tmp, "jax_state"), jax_tr.to_numpy())
+        jaxinit.save_checkpoint(os.path.join(tmp, "jax_state.safetensors"), jax_tr.state_arrays())
     if torch_tr is not None:
-        _common.save_torch_tree(os.path.join(tmp, "torch_model"), torch_tr.model.state_dict())
-        _common.save_torch_tree(os.path.join(tmp, "torch_optimizer"), torch_tr.opt.state_dict())
-        _common.save_torch_tree(os.path.join(tmp, "torch_rng"), torch_tr.rng_state())
+        torchinit.save_checkpoint(os.path.join(tmp, "torch_model.safetensors"), torch_tr.model.state_dict())
+        meta["torch_optimizer"] = save_torch_optimizer(os.path.join(tmp, "torch_optimizer.safetensors"),
+                                                       torch_tr.opt)
+        rng_state = {"cpu": torch.get_rng_state()}  # torch's global RNG draws the dropout masks
+        rng_state.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        torchinit.save_checkpoint(os.path.join(tmp, "torch_rng.safetensors"), rng_state)
     with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump({"epoch": epoch, "rng": rng.bit_generator.state, "history": history, "config": config}, f)
-    _common.commit_dir(tmp, os.path.join(ckdir, "last"))
+        json.dump(meta, f)
+    final = os.path.join(ckdir, "last")
+    if os.path.exists(final):
+        shutil.rmtree(final + ".old", ignore_errors=True)
+        os.rename(final, final + ".old")
+    os.rename(tmp, final)
+    shutil.rmtree(final + ".old", ignore_errors=True)
 
 
-def _restore(ckdir, config, rng, jax_tr, torch_tr):
+def restore(ckdir: str, config: dict, rng: np.random.Generator, jax_tr: JaxTrainer | None,
+            torch_tr: TorchTrainer | None) -> tuple[int, dict]:
+    """Load ``ckdir/last`` into the trainers and ``rng``; returns (epoch, history)."""
     last = os.path.join(ckdir, "last")
     with open(os.path.join(last, "meta.json")) as f:
         meta = json.load(f)
@@ -343,19 +417,43 @@ def _restore(ckdir, config, rng, jax_tr, torch_tr):
                          "(checkpoint, now); rerun with the checkpoint's settings or another --checkpoint-dir")
     rng.bit_generator.state = meta["rng"]
     if jax_tr is not None:
-        jax_tr.from_numpy(_common.load_numpy_tree(os.path.join(last, "jax_state")))
+        jax_tr.load_state_arrays(jaxinit.load_checkpoint(os.path.join(last, "jax_state.safetensors")))
     if torch_tr is not None:
-        torch_tr.model.load_state_dict(_common.load_torch_tree(os.path.join(last, "torch_model"), torch_tr.device))
-        torch_tr.opt.load_state_dict(_common.load_torch_tree(os.path.join(last, "torch_optimizer"), torch_tr.device))
-        torch_tr.set_rng_state(_common.load_torch_tree(os.path.join(last, "torch_rng")))
+        torch_tr.model.load_state_dict(torchinit.load_checkpoint(os.path.join(last, "torch_model.safetensors")))
+        torch_tr.opt.load_state_dict(load_torch_optimizer(os.path.join(last, "torch_optimizer.safetensors"),
+                                                          meta["torch_optimizer"]))
+        rng_state = torchinit.load_checkpoint(os.path.join(last, "torch_rng.safetensors"))
+        torch.set_rng_state(rng_state.pop("cpu"))
+        if rng_state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng_state[f"cuda{i}"] for i in range(len(rng_state))])
     return meta["epoch"], meta["history"]
+
+
+# ---------------------------------------------------------------- the run
+
+def _chunk_size(steps: int, limit: int = 16) -> int:
+    """Largest divisor of ``steps`` up to ``limit``: one compiled scan shape for the whole run."""
+    return max(d for d in range(1, min(steps, limit) + 1) if steps % d == 0)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Format rows as a fixed-width table; columns are (key, header, format spec; ``<N`` left-aligns text)."""
+    cells = [["-" if r.get(k) is None else format(r[k], f) for k, _, f in columns] for r in rows]
+    widths = [max([len(h), 9] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
+    left = [f.startswith("<") for _, _, f in columns]
+
+    def line(items):
+        return "  ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(items, widths, left)).rstrip()
+
+    head = line([h for _, h, _ in columns])
+    return "\n".join([head, "-" * len(head)] + [line(c) for c in cells])
 
 
 def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: float = 1.0,
         data_dir: str | None = None, steps: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, out: str | None = None, seed: int = 0, variant: str = "bn_all",
         dropout: float = 0.5, momentum: float = 0.0, progress: bool = True, verbose: bool = True,
-        dataset=None) -> dict:
+        dataset: Dataset | None = None) -> dict:
     """Train and return ``{"history": {fw: {"step_loss": [...], "epochs": [rows]}}, "summary": {...},
     "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch."""
     if framework not in ("jax", "torch", "both"):
@@ -364,7 +462,7 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         raise ValueError("variant='dropout' with framework='both': the two frameworks draw different dropout "
                          "masks, so the runs cannot be compared step by step; pick 'jax' or 'torch'")
     say = print if verbose else (lambda *a, **k: None)
-    data = dataset if dataset is not None else _common.load_dataset(data_dir)
+    data = dataset if dataset is not None else load_dataset(data_dir)
     n_steps = len(data.x_train) // batch_size if steps is None else min(steps, len(data.x_train) // batch_size)
     chunk = _chunk_size(max(n_steps, 1))
     fws = ("jax", "torch") if framework == "both" else (framework,)
@@ -373,27 +471,23 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
 
     jax_tr = torch_tr = None
     if "jax" in fws:
-        import jax
-
         jax_tr = JaxTrainer(jax_model(variant, dropout), lr, seed, batch_size, chunk, data.x_train.shape[1:],
                             momentum)
         say(f"jax {jax.__version__}: {jax_tr.n_devices} {jax.devices()[0].platform} device(s), batch sharded over "
             f"them; compiled {chunk} steps per call in {jax_tr.compile_seconds:.1f} s")
     if "torch" in fws:
-        import torch
-
-        init = jax_tr.to_numpy() if jax_tr is not None else None  # identical starting weights
+        init = jax_tr.variables() if jax_tr is not None else None  # identical starting weights
         torch.manual_seed(seed)  # torch-only weights (default biases, Xavier kernels) and dropout masks
-        torch_tr = TorchTrainer(torch_model(variant, dropout), lr, seed, init_from=init, momentum=momentum)
+        torch_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum)
         say(f"torch {torch.__version__} on {torch_tr.device}" + ("; weights copied from the Flax init" if init else ""))
     say(f"{data.name}: {len(data.x_train)} train / {len(data.x_test)} test images; {n_steps} steps of {batch_size} "
         f"per epoch, lr {lr}, {epochs} epochs, LeNet variant {variant}")
 
     rng = np.random.default_rng(seed)  # the one shuffling RNG both frameworks share
-    history = {fw: {"step_loss": [], "epochs": []} for fw in fws}
+    history: dict = {fw: {"step_loss": [], "epochs": []} for fw in fws}
     start = 0
     if resume and checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "last", "meta.json")):
-        start, history = _restore(checkpoint_dir, config, rng, jax_tr, torch_tr)
+        start, history = restore(checkpoint_dir, config, rng, jax_tr, torch_tr)
         say(f"resumed from {checkpoint_dir} after epoch {start}")
 
     columns = [("epoch", "epoch", "d")]
@@ -402,7 +496,8 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
                     (f"{fw}_test_acc", f"{fw} test", ".3f"), (f"{fw}_ex_per_s", f"{fw} ex/s", ".0f")]
     if framework == "both":
         columns.append(("max_dloss", "max|dloss|", ".2e"))
-    def row_of(i: int) -> dict:  # table row of the i-th epoch in the history
+
+    def row_of(i: int) -> str:  # the table line of the i-th epoch in the history
         row = {"epoch": history[fws[0]]["epochs"][i]["epoch"]}
         for fw in fws:
             row.update({f"{fw}_{k}": v for k, v in history[fw]["epochs"][i].items() if k != "epoch"})
@@ -411,14 +506,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
             d = np.abs(np.subtract(history["jax"]["step_loss"][i * per:(i + 1) * per],
                                    history["torch"]["step_loss"][i * per:(i + 1) * per]))
             row["max_dloss"] = float(d.max())
-        return row
+        return table([row], columns).splitlines()[2]
 
-    lines = _common.table([], columns).splitlines()
-    say("\n" + "\n".join(lines[:2]))
+    say("\n" + "\n".join(table([], columns).splitlines()[:2]))
     for i in range(start):  # epochs restored from the checkpoint
-        say(_common.table([row_of(i)], columns).splitlines()[2] + "   (checkpoint)")
+        say(row_of(i) + "   (checkpoint)")
     for epoch in range(start + 1, epochs + 1):
-        idx = _common.epoch_batches(rng, len(data.x_train), batch_size, steps)
+        idx = epoch_batches(rng, len(data.x_train), batch_size, steps)
         for fw in fws:
             if fw == "jax":
                 losses, correct, secs = jax_tr.train_epoch(data.x_train, data.y_train, idx, chunk, progress)
@@ -426,13 +520,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
             else:
                 losses, correct, secs = torch_tr.train_epoch(data.x_train, data.y_train, idx, progress)
                 test_acc = torch_tr.accuracy(data.x_test, data.y_test)
-            rec = {"epoch": epoch, "loss": float(losses.mean()), "train_acc": correct / idx.size,
-                   "test_acc": test_acc, "ex_per_s": idx.size / secs, "seconds": secs}
-            history[fw]["epochs"].append(rec)
+            history[fw]["epochs"].append({"epoch": epoch, "loss": float(losses.mean()),
+                                          "train_acc": correct / idx.size, "test_acc": test_acc,
+                                          "ex_per_s": idx.size / secs, "seconds": secs})
             history[fw]["step_loss"].extend(losses.tolist())
-        say(_common.table([row_of(epoch - 1)], columns).splitlines()[2])
+        say(row_of(epoch - 1))
         if checkpoint_dir:
-            _save(checkpoint_dir, epoch, rng, history, config, jax_tr, torch_tr)
+            save(checkpoint_dir, epoch, rng, history, config, jax_tr, torch_tr)
 
     summary = summarize(history, verbose=verbose)
     if out:
@@ -441,12 +535,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     return {"history": history, "summary": summary, "jax": jax_tr, "torch": torch_tr}
 
 
+# ---------------------------------------------------------------- the report
+
 def summarize(history: dict, verbose: bool = True) -> dict:
     """Worst step-by-step loss difference and the plain divergence statement (``both`` runs)."""
     if set(history) != {"jax", "torch"} or not history["jax"]["step_loss"]:
         return {}
-    a, b = np.asarray(history["jax"]["step_loss"]), np.asarray(history["torch"]["step_loss"])
-    d = np.abs(a - b)
+    d = np.abs(np.asarray(history["jax"]["step_loss"]) - np.asarray(history["torch"]["step_loss"]))
     first50 = float(d[:50].max())
     worst, at = float(d.max()), int(d.argmax()) + 1
     over = np.nonzero(d > DIVERGENCE)[0]
@@ -468,8 +563,18 @@ def summarize(history: dict, verbose: bool = True) -> dict:
     return s
 
 
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (works headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot(history: dict, out: str, title: str = "") -> None:
-    plt = _common.pyplot()
+    plt = pyplot()
     fws = list(history)
     fig, axes = plt.subplots(1, 3 if len(fws) == 2 else 2, figsize=(15 if len(fws) == 2 else 10, 4))
     style = {"jax": dict(color="C0"), "torch": dict(color="C3", linestyle="--")}
@@ -495,11 +600,10 @@ def plot(history: dict, out: str, title: str = "") -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------- the command line
+
 def parity_precision() -> None:
     """Full-precision matmuls/convs in both frameworks (no TF32), for a like-for-like comparison."""
-    import jax
-    import torch
-
     jax.config.update("jax_default_matmul_precision", "highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -517,7 +621,7 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
     p.add_argument("--checkpoint-dir", help="save a checkpoint here after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (none either when not on a terminal)")
     return p
 
 

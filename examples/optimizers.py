@@ -3,7 +3,8 @@
 The problem: a 64-64-10 tanh MLP classifying scikit-learn's 8x8 digits (1536
 training images, pixels / 16), minibatches of 128 drawn by one numpy RNG and fed
 to both frameworks, cross-entropy loss. Both start from the same weights (Flax
-``jaxinit.linen.Dense`` with torch's default init, copied into ``torch.nn.Linear``).
+``jaxinit.linen.Dense`` with torch's default init, converted into ``torch.nn.Linear`` by
+``jaxinit.to_torch_state_dict``).
 The JAX side is ``jaxinit.optim.<name>`` (optax transformations with torch.optim's
 update rules), the torch side the real ``torch.optim.<Name>``, with the same
 hyper-parameters. Prints the final losses and the largest step-by-step loss
@@ -20,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
+from lenet_bn import DIGITS_TRAIN, pyplot, table  # noqa: E402  (the main example's helpers)
 
 # name -> (jaxinit.optim factory name, torch.optim class name, keyword arguments shared verbatim)
 OPTIMIZERS = {
@@ -37,7 +38,7 @@ def digits_64(seed: int = 0):
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    perm = np.random.default_rng(0).permutation(len(d.target))[:_common.DIGITS_TRAIN]
+    perm = np.random.default_rng(0).permutation(len(d.target))[:DIGITS_TRAIN]
     return (d.data[perm] / 16.0).astype(np.float32), d.target[perm].astype(np.int32)
 
 
@@ -78,11 +79,13 @@ def train_torch(params, opt_name, kwargs, xs, ys):
     import torch
     import torch.nn.functional as F
 
-    net = torch.nn.Sequential(torch.nn.Linear(64, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, 10))
-    with torch.no_grad():
-        for layer, name in ((net[0], "fc1"), (net[2], "fc2")):
-            layer.weight.copy_(torch.from_numpy(np.array(params[name]["kernel"]).T))
-            layer.bias.copy_(torch.from_numpy(np.array(params[name]["bias"])))
+    import jaxinit
+
+    net = torch.nn.Sequential()  # the Flax MLP's twin: same layer names
+    net.add_module("fc1", torch.nn.Linear(64, HIDDEN))
+    net.add_module("act", torch.nn.Tanh())
+    net.add_module("fc2", torch.nn.Linear(HIDDEN, 10))
+    net.load_state_dict(jaxinit.to_torch_state_dict({"params": params}, net))  # kernels (in, out) -> (out, in)
     opt = getattr(torch.optim, opt_name)(net.parameters(), **kwargs)
     X, Y = torch.from_numpy(xs), torch.from_numpy(ys.astype(np.int64))
     losses = []
@@ -120,7 +123,7 @@ def run(steps: int = 300, batch_size: int = 128, seed: int = 0, out: str | None 
         rows.append({"opt": name, "hp": ", ".join(f"{k}={v}" for k, v in kw.items()), "jl": lj[-1], "tl": lt[-1],
                      "d": float(d.max()), "at": int(d.argmax()) + 1, "d50": float(d[:50].max())})
     say(f"64-{HIDDEN}-10 tanh MLP on 8x8 digits, {steps} steps of {batch_size}, same weights and batches\n")
-    say(_common.table(rows, [("opt", "optimizer", "<18"), ("hp", "arguments", "<24"),
+    say(table(rows, [("opt", "optimizer", "<18"), ("hp", "arguments", "<24"),
                              ("jl", "final loss jax", ".4f"), ("tl", "final loss torch", ".4f"),
                              ("d50", "max|dloss| 50", ".2e"), ("d", "max|dloss|", ".2e"), ("at", "at step", "d")]))
     if out:
@@ -130,7 +133,7 @@ def run(steps: int = 300, batch_size: int = 128, seed: int = 0, out: str | None 
 
 
 def plot(curves: dict, out: str) -> None:
-    plt = _common.pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, (name, c) in enumerate(curves.items()):
         steps = np.arange(1, len(c["jax"]) + 1)

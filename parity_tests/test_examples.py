@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import os
 import runpy
 import struct
@@ -26,7 +27,6 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 sys.path.insert(0, EXAMPLES)
 
 pytest.importorskip("sklearn")
-import _common  # noqa: E402
 import bn_ablation  # noqa: E402
 import init_variance  # noqa: E402
 import lenet_bn  # noqa: E402
@@ -65,7 +65,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def digits():
-    return _common.load_digits_28()
+    return lenet_bn.load_digits_28()
 
 
 def test_digits_dataset(digits):
@@ -73,7 +73,7 @@ def test_digits_dataset(digits):
     assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int32
     assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
     assert set(np.unique(digits.y_test)) == set(range(10))
-    again = _common.load_digits_28()  # deterministic: the same arrays on every machine
+    again = lenet_bn.load_digits_28()  # deterministic: the same arrays on every machine
     np.testing.assert_array_equal(again.x_train, digits.x_train)
     np.testing.assert_array_equal(again.y_test, digits.y_test)
 
@@ -94,7 +94,7 @@ def test_fashion_mnist_idx_reader(tmp_path, gz, sub):
     (tmp_path / sub).mkdir(parents=True, exist_ok=True)
     for name, a in arrays.items():
         _write_idx(str(tmp_path / sub / (name + (".gz" if gz else ""))), a, gz)
-    d = _common.load_dataset(str(tmp_path))
+    d = lenet_bn.load_dataset(str(tmp_path))
     np.testing.assert_array_equal(d.x_train[..., 0], arrays["train-images-idx3-ubyte"].astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(d.y_test, arrays["t10k-labels-idx1-ubyte"])
     assert d.x_test.shape == (5, 28, 28, 1)
@@ -102,9 +102,9 @@ def test_fashion_mnist_idx_reader(tmp_path, gz, sub):
 
 def test_errors(tmp_path, digits):
     with pytest.raises(FileNotFoundError, match="--data-dir.*train-images-idx3-ubyte"):
-        _common.load_fashion_mnist(str(tmp_path))
+        lenet_bn.load_fashion_mnist(str(tmp_path))
     with pytest.raises(ValueError, match="--batch-size 4096"):
-        _common.epoch_batches(np.random.default_rng(0), 1536, 4096)
+        lenet_bn.epoch_batches(np.random.default_rng(0), 1536, 4096)
     with pytest.raises(ValueError, match="framework='tf'"):
         lenet_bn.run("tf", dataset=digits, verbose=False)
     with pytest.raises(ValueError, match="dropout masks"):
@@ -151,7 +151,7 @@ def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, v
     full = lenet_bn.run(framework, epochs=2, **kw)
 
     ck = str(tmp_path / "ck")
-    real, calls = _common.epoch_batches, []
+    real, calls = lenet_bn.epoch_batches, []
 
     def interrupt_in_epoch_2(*a, **k):
         calls.append(1)
@@ -159,10 +159,10 @@ def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, v
             raise KeyboardInterrupt  # a crash after epoch 1's checkpoint
         return real(*a, **k)
 
-    monkeypatch.setattr(_common, "epoch_batches", interrupt_in_epoch_2)
+    monkeypatch.setattr(lenet_bn, "epoch_batches", interrupt_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         lenet_bn.run(framework, epochs=2, checkpoint_dir=ck, **kw)
-    monkeypatch.setattr(_common, "epoch_batches", real)
+    monkeypatch.setattr(lenet_bn, "epoch_batches", real)
     torch.manual_seed(1234)  # a fresh process would not share the global RNG state either
     resumed = lenet_bn.run(framework, epochs=2, checkpoint_dir=ck, resume=True, **kw)
 
@@ -170,9 +170,11 @@ def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, v
         assert resumed["history"][fw]["step_loss"] == full["history"][fw]["step_loss"]  # bitwise
         assert [e["test_acc"] for e in resumed["history"][fw]["epochs"]] == \
                [e["test_acc"] for e in full["history"][fw]["epochs"]]
-    if "jax" in fws:
-        for a, b in zip(_leaves(full["jax"].to_numpy()), _leaves(resumed["jax"].to_numpy())):
-            np.testing.assert_array_equal(a, b)
+    if "jax" in fws:  # params, batch_stats, optax state, step: every array
+        a, b = full["jax"].state_arrays(), resumed["jax"].state_arrays()
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for (k, a), b in zip(full["torch"].model.state_dict().items(), resumed["torch"].model.state_dict().values()):
         assert torch.equal(a, b), k
     mom_full = [s["momentum_buffer"] for s in full["torch"].opt.state_dict()["state"].values()]
@@ -184,25 +186,29 @@ def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, v
         lenet_bn.run(framework, epochs=2, checkpoint_dir=ck, resume=True, lr=0.5, **kw)
 
 
-def _leaves(tree):
-    if isinstance(tree, dict):
-        return [x for k in sorted(tree) for x in _leaves(tree[k])]
-    return [np.asarray(tree)]
-
-
-def test_checkpoint_tree_roundtrip(tmp_path):
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))], lr=0.1)
-    sum(p.sum() for g in opt.param_groups for p in g["params"]).backward()
+def test_checkpoint_optimizer_roundtrip(tmp_path):
+    # The example's optimizer checkpoint (tensors through torchinit.save_checkpoint, the rest JSON):
+    # integer parameter ids, tensor step counts, and param_groups come back as torch needs them.
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))]
+    opt = torch.optim.Adam(params, lr=0.1)
+    sum(p.sum() for p in params).backward()
     opt.step()
-    _common.save_torch_tree(str(tmp_path / "opt"), opt.state_dict())
-    back = _common.load_torch_tree(str(tmp_path / "opt"))
+    path = str(tmp_path / "opt.safetensors")
+    rest = json.loads(json.dumps(lenet_bn.save_torch_optimizer(path, opt)))  # as it sits in meta.json
+    back = lenet_bn.load_torch_optimizer(path, rest)
     assert set(back["state"]) == {0, 1} and back["param_groups"][0]["betas"] == [0.9, 0.999]
     assert torch.equal(back["state"][1]["exp_avg_sq"], opt.state_dict()["state"][1]["exp_avg_sq"])
-    tree = {"a": {"b": np.arange(3, dtype=np.float32), "empty": {}}, "c": 2}
-    _common.save_numpy_tree(str(tmp_path / "np"), tree)
-    got = _common.load_numpy_tree(str(tmp_path / "np"))
-    np.testing.assert_array_equal(got["a"]["b"], tree["a"]["b"])
-    assert got["a"]["empty"] == {} and got["c"] == 2
+    fresh = torch.optim.Adam(params, lr=0.1)
+    fresh.load_state_dict(back)
+    assert torch.equal(fresh.state_dict()["state"][0]["step"], opt.state_dict()["state"][0]["step"])
+
+
+def test_progress_bars_only_on_a_terminal():
+    # Output piped to a file must be the plain table: no tqdm frames (pytest captures both streams,
+    # so neither is a terminal here).
+    items = list(range(3))
+    assert lenet_bn.progress(items, True) is items
+    assert lenet_bn.progress(items, False) is items
 
 
 def _user_env():
@@ -216,11 +222,13 @@ def _user_env():
 def test_cli_main_job_smoke(tmp_path):
     out = tmp_path / "curves.png"
     p = subprocess.run([sys.executable, os.path.join(EXAMPLES, "lenet_bn.py"), "--framework", "both",
-                        "--epochs", "1", "--steps", "2", "--batch-size", "64", "--no-progress", "--out", str(out)],
+                        "--epochs", "1", "--steps", "2", "--batch-size", "64", "--out", str(out)],
                        capture_output=True, text=True, timeout=300, env=_user_env())
     assert p.returncode == 0, p.stderr[-3000:]
     assert "jax loss" in p.stdout and "torch loss" in p.stdout and "largest step-by-step loss difference" in p.stdout
     assert "do not diverge" in p.stdout
+    # Progress bars are on by default, but the output is piped: no tqdm frames in either stream.
+    assert "\r" not in p.stdout + p.stderr and "step/s" not in p.stderr and "chunk/s" not in p.stderr
     assert out.stat().st_size > 10_000
 
 
