@@ -147,3 +147,18 @@ def test_nav_pages_exist():
     assert "index.md" in pages
     missing = [p for p in pages if not os.path.exists(os.path.join(ROOT, "docs", p))]
     assert not missing, f"mkdocs.yml's nav names pages that do not exist: {missing}"
+
+
+def _section(path: str, heading: str) -> str:
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert m, f"{path}: no '## {heading}' section"
+    return m[1].strip()
+
+
+def test_front_pages_agree():
+    # README.md (GitHub's front page) and docs/index.md (the site's) show the same table and quickstart.
+    for heading in ("What is exact, and how it is proven", "Quickstart"):
+        assert _section("README.md", heading).split("<!--")[-1] == _section("docs/index.md", heading).split("<!--")[-1], \
+            f"'## {heading}' differs between README.md and docs/index.md; copy one into the other"
