@@ -23,6 +23,7 @@ since running variances reach 1e2 and scale gradients sum over the batch):
 from __future__ import annotations
 
 import functools
+import warnings
 
 import flax.linen as fnn
 import jax
@@ -38,6 +39,7 @@ import jaxinit.nnx
 import torchinit
 import torchinit.nn
 from _initcore import InitError
+from _initcore.batchnorm import CONVENTIONS
 from parity_tests._figures import TORCH_DEVICE, record_figure
 
 STEPS = 50
@@ -148,30 +150,34 @@ def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks
         params["scale"] = jnp.asarray(weight, params["scale"].dtype)
     if "bias" in params:
         params["bias"] = jnp.asarray(bias, params["bias"].dtype)
-    # flax.linen.BatchNorm creates float32 statistics and promotes them on the first
-    # float64 update; start them in the input dtype (same values) so lax.scan's carry is stable.
-    stats = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jdtype)) if jnp.issubdtype(a.dtype, jnp.floating)
-                         else a, dict(variables.get("batch_stats", {})))
+    stats = dict(variables.get("batch_stats", {}))  # as created: Flax's float32 statistics stay float32 here
 
+    def step(params, stats, inp):
+        x, g, m = inp
+
+        def loss(x, params):
+            kw = {} if m is None else {"mask": m}
+            y, upd = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
+                                  mutable=["batch_stats"], **kw)
+            return jnp.sum(y * g), (y, upd.get("batch_stats", {}))
+
+        (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+        return new, (y, dx, dp, new)
+
+    # The first step runs on its own: flax.linen.BatchNorm's float32 statistics take the dtype of
+    # the update (float64 with float64 inputs), which a lax.scan carry cannot; from then on the
+    # dtypes are stable and the other steps run in one jitted scan.
+    first = jax.jit(step)
     @jax.jit
     def loop(params, stats, xs, gs, x_eval, masks):
-        def step(stats, inp):
-            x, g, m = inp
-
-            def loss(x, params):
-                kw = {} if m is None else {"mask": m}
-                y, upd = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
-                                      mutable=["batch_stats"], **kw)
-                return jnp.sum(y * g), (y, upd.get("batch_stats", {}))
-
-            (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
-            return new, (y, dx, dp, new)
-
-        stats, (ys, dxs, dps, seq) = jax.lax.scan(step, stats, (xs, gs, masks))
+        stats, outs = jax.lax.scan(functools.partial(step, params), stats, (xs, gs, masks))
         y_eval = module.apply({"params": params, "batch_stats": stats}, x_eval, use_running_average=True)
-        return ys, dxs, dps, seq, y_eval
+        return outs, y_eval
 
-    return _split_outputs(*loop(params, stats, xs, gs, x_eval, masks))
+    stats, out0 = first(params, stats, (xs[0], gs[0], None if masks is None else masks[0]))
+    outs, y_eval = loop(params, stats, xs[1:], gs[1:], x_eval, None if masks is None else masks[1:])
+    ys, dxs, dps, seq = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), out0, outs)
+    return _split_outputs(ys, dxs, dps, seq, y_eval)
 
 
 def run_nnx(module: nnx.Module, xs, gs, x_eval, weight, bias, jdtype):
@@ -355,8 +361,15 @@ def test_torchinit_general_path_matches_torch():
 def test_torchinit_conventions_match_flax(convention, overrides, flax_kw, dtype):
     """Against Flax's one-pass variance E[x^2]-E[x]^2: both sides carry its cancellation error,
     about eps * (mean/std)^2 relative, in different summation orders, so the data keep
-    |mean|/std <= 20 (loc=2) to compare at the float64 limit (with loc=20, 1e-11)."""
+    |mean|/std <= 20 (loc=2) to compare at the float64 limit (with loc=20, 1e-11).
+
+    float64: a float64 torch module has float64 statistics from the start; the Flax module with
+    the same is ``flax.linen.BatchNorm(force_float32_reductions=False, param_dtype=float64)``
+    (Flax's default creates them in float32, so its first update multiplies var=1 by 0.99 in
+    float32: 1e-8 apart, see test_linen_flax_statistics_dtypes)."""
     jdt, tdt, _ = DT[dtype]
+    if dtype == "float64":
+        flax_kw = dict(flax_kw, force_float32_reductions=False)
     xs, gs, x_eval, weight, bias = make_data(4, seed=9, loc=2.0)
     xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
     ours = run_torch(torchinit.BatchNorm.from_convention(convention, C, axis=-1, dtype=tdt, **overrides),
@@ -373,7 +386,8 @@ def test_torchinit_flax_convention_without_affine(ours_kw, flax_kw):
     xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
     ours = run_torch(torchinit.BatchNorm.from_convention("flax", C, axis=-1, dtype=torch.float64, **ours_kw),
                      xs, gs, x_eval, weight, bias, torch.float64)
-    ref = run_linen(fnn.BatchNorm(param_dtype=jnp.float64, **flax_kw), xs, gs, x_eval, weight, bias, jnp.float64)
+    ref = run_linen(fnn.BatchNorm(param_dtype=jnp.float64, force_float32_reductions=False, **flax_kw),
+                    xs, gs, x_eval, weight, bias, jnp.float64)  # float64 statistics from the start, as torch's
     compare(ours, ref, "float64", "bn torchinit~flax float64", f"flax {ours_kw}",
             keys=("y", "dx", "dscale", "dbias", "mean", "var", "eval"))
 
@@ -579,7 +593,7 @@ def test_constructor_mirror():
     import inspect
 
     shared = ("num_features", "eps", "momentum", "affine", "track_running_stats", "bias", "axis",
-              "momentum_style", "unbiased_running_var", "fast_variance")
+              "momentum_style", "unbiased_running_var", "variance")
     tsig = inspect.signature(torchinit.BatchNorm.__init__).parameters
     nsig = inspect.signature(jaxinit.nnx.BatchNorm.__init__).parameters
     lfields = {f.name: f.default for f in dataclasses.fields(jaxinit.BatchNorm)}
@@ -600,12 +614,21 @@ SWEEP_VARIANTS = [{}, dict(momentum=None), dict(track_running_stats=False), dict
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize("convention", ["torch", "flax", "textbook"])
 def test_linen_nnx_consistency(convention, dtype):
-    """Same inputs, same arguments: Linen and NNX give identical outputs and statistics."""
+    """Same inputs, same arguments: Linen and NNX give identical outputs and statistics.
+
+    Except where Flax's own Linen and NNX modules differ, which Flax's rules
+    (momentum_style='decay') reproduce: NNX promotes the input, statistics and parameters to one
+    dtype first (bf16 input, float32 parameters: float32 output; Linen: bf16 without affine), and
+    with float64 inputs flax.linen.BatchNorm's statistics become float64 at the first update while
+    flax.nnx.BatchNorm's stay float32. Those cases are compared with Flax's own modules in
+    test_flax_rules_equal_flax_linen_and_nnx instead."""
     xs, _, x_eval, _, _ = make_data(4, seed=61, steps=3)
     for kw in SWEEP_VARIANTS:
         if kw.get("momentum", 0) is None and convention != "torch":
             continue
         kw = {**kw, "param_dtype": jnp.float64 if dtype == "float64" else jnp.float32}
+        if dtype != "float32" and kw.get("momentum_style", CONVENTIONS[convention]["momentum_style"]) == "decay":
+            continue
         lay = "NCHW" if kw.get("axis") == 1 else "NHWC"
         data = [jnp.asarray(to_layout(x, lay), dtype) for x in xs]
         x_ev = jnp.asarray(to_layout(x_eval, lay), dtype)
@@ -623,3 +646,101 @@ def test_linen_nnx_consistency(convention, dtype):
             if "batch_stats" in v and v["batch_stats"]:
                 ref = v["batch_stats"][name]
                 assert ref.dtype == getattr(mod, name)[...].dtype and (ref == getattr(mod, name)[...]).all()
+
+
+# ----------------------------------------------------------------------------- Flax's rules, unmodified Flax
+def _flax_kind_inputs(kind: str):
+    """(inputs of 3 training steps + 1 eval, ours overrides, Flax kwargs, mask) for one input kind
+    Flax accepts; channels last (C=3)."""
+    rng = np.random.default_rng(abs(hash(kind)) % 2**32)
+    shape, dtype, ours_kw, flax_kw, mask = (6, 4, C), "float32", {}, {}, None
+    if kind == "float64 inputs, float32 params":  # Flax: float32 statistics, float64 after the first update
+        dtype = "float64"
+    elif kind == "float64 inputs, float64 params":
+        dtype, ours_kw, flax_kw = "float64", dict(param_dtype=jnp.float64), dict(param_dtype=jnp.float64)
+    elif kind == "bfloat16, no affine":
+        dtype, ours_kw, flax_kw = "bfloat16", dict(affine=False), dict(use_scale=False, use_bias=False)
+    elif kind == "int32":
+        dtype = "int32"
+    elif kind == "complex64":
+        dtype = "complex64"
+    elif kind == "1-D":
+        shape = (C,)
+    elif kind == "6-D":
+        shape = (2, 2, 1, 2, 3, C)
+    elif kind == "one value per channel":
+        shape = (1, C)
+    elif kind == "eps=0, one value per channel":  # Flax: 0 * rsqrt(0) = NaN
+        shape, ours_kw, flax_kw = (1, C), dict(eps=0.0), dict(epsilon=0.0)
+    elif kind == "mask, fast variance":  # Flax passes the mask to mean(where=) unbroadcast
+        shape, mask = (6, 2, 2, C), np.array([True] * 4 + [False] * 2).reshape(6, 1, 1, 1)
+    elif kind == "mask, two-pass variance":
+        shape, mask = (6, 2, 2, C), np.array([True] * 5 + [False]).reshape(6, 1, 1, 1)
+        ours_kw, flax_kw = dict(variance="two_pass"), dict(use_fast_variance=False)
+    xs = rng.standard_normal((4,) + shape) * 3 + 20
+    if dtype == "int32":
+        xs = np.round(xs)
+    if dtype == "complex64":
+        xs = xs + 1j * (rng.standard_normal((4,) + shape) - 5)
+    return jnp.asarray(xs, dtype), ours_kw, flax_kw, mask
+
+
+FLAX_KINDS = ["float64 inputs, float32 params", "float64 inputs, float64 params", "bfloat16, no affine", "int32",
+              "complex64", "1-D", "6-D", "one value per channel", "eps=0, one value per channel",
+              "mask, fast variance", "mask, two-pass variance"]
+
+
+def _same(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype, a.shape, b.shape)
+    np.testing.assert_array_equal(a, b, err_msg=what)  # NaN == NaN here: Flax's NaN must be ours too
+
+
+@pytest.mark.parametrize("kind", FLAX_KINDS)
+def test_flax_rules_equal_flax_linen_and_nnx(kind):
+    """The 'flax' convention accepts what flax.linen.BatchNorm / flax.nnx.BatchNorm accept and
+    computes what they compute, bit for bit, dtypes included: outputs of 3 training steps, the
+    input gradient (real inputs), the running statistics after each step, then evaluation.
+    The Flax modules are used as constructed, their variables never adjusted."""
+    xs, ours_kw, flax_kw, mask = _flax_kind_inputs(kind)
+    grad = jnp.issubdtype(xs.dtype, jnp.floating)
+    kw = {} if mask is None else {"mask": mask}
+
+    # Linen
+    ours, theirs = jaxinit.BatchNorm.from_convention("flax", **ours_kw), fnn.BatchNorm(**flax_kw)
+    v_o = ours.init(jax.random.key(0), xs[0], use_running_average=False)
+    v_t = theirs.init(jax.random.key(0), xs[0], use_running_average=False)
+
+    def step(module, v, x):
+        def f(x):
+            y, upd = module.apply(v, x, use_running_average=False, mutable=["batch_stats"], **kw)
+            return jnp.sum(y.astype(jnp.float32) * jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)), (y, upd)
+        if grad:
+            (_, (y, upd)), dx = jax.value_and_grad(f, has_aux=True)(x)
+        else:
+            (_, (y, upd)), dx = f(x), None
+        return y, {**v, **upd}, dx
+
+    for i, x in enumerate(xs[:3]):
+        y_o, v_o, dx_o = step(ours, v_o, x)
+        y_t, v_t, dx_t = step(theirs, v_t, x)
+        _same(y_o, y_t, f"linen y step {i}")
+        if grad:
+            _same(dx_o, dx_t, f"linen dx step {i}")
+        for k in ("mean", "var"):
+            _same(v_o["batch_stats"][k], v_t["batch_stats"][k], f"linen {k} step {i}")
+    _same(ours.apply(v_o, xs[3], use_running_average=True), theirs.apply(v_t, xs[3], use_running_average=True),
+          "linen eval")
+
+    # NNX (its float32 statistics, its dtype promotion of input, statistics and parameters)
+    ours = jaxinit.nnx.BatchNorm.from_convention("flax", C, **ours_kw)
+    theirs = nnx.BatchNorm(C, rngs=nnx.Rngs(0), **flax_kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)  # both cast complex statistics to float32
+        for i, x in enumerate(xs[:3]):
+            _same(ours(x, **kw), theirs(x, **kw), f"nnx y step {i}")
+            for k in ("mean", "var"):
+                _same(getattr(ours, k)[...], getattr(theirs, k)[...], f"nnx {k} step {i}")
+    ours.eval()
+    theirs.eval()
+    _same(ours(xs[3]), theirs(xs[3]), "nnx eval")
