@@ -6,16 +6,18 @@ bias (loss ``sum(y * g)``) + the running-statistics update:
 - ``jax``: ``jax.jit`` of ``value_and_grad`` through ``Module.apply(...,
   use_running_average=False, mutable=['batch_stats'])``, NHWC input, returning the
   gradients and the new statistics; compilation in the warmup, every call ends in
-  ``block_until_ready``. Pairs: ``jaxinit.BatchNorm()`` (PyTorch semantics, two-pass
-  variance) vs ``flax.linen.BatchNorm()`` (one-pass variance, its default) and vs
-  ``flax.linen.BatchNorm(use_fast_variance=False)`` (the same algorithm), and
+  ``block_until_ready``. Pairs: ``jaxinit.BatchNorm()`` (PyTorch semantics, the
+  'shifted' one-pass variance) vs ``flax.linen.BatchNorm()`` (one-pass variance, its
+  default) and vs ``flax.linen.BatchNorm(use_fast_variance=False)`` (two-pass);
+  ``jaxinit.BatchNorm(variance='two_pass')`` (the algorithm of the torch convention
+  before the 'shifted' variance) vs ``flax.linen.BatchNorm()``; and
   ``jaxinit.BatchNorm.from_convention('flax')`` vs ``flax.linen.BatchNorm()``.
 - ``torch``: ``y = m(x); y.backward(g)`` in train mode. Pairs:
   ``torchinit.BatchNorm(C)`` vs ``torch.nn.BatchNorm2d(C)`` on NCHW;
   ``torchinit.BatchNorm(C, axis=-1)`` on an NHWC tensor vs ``torch.nn.BatchNorm2d``
   on the same memory as a channels_last NCHW view; and
-  ``torchinit.BatchNorm.from_convention('flax', C)`` (explicit formula path) vs
-  ``torch.nn.BatchNorm2d``.
+  ``torchinit.BatchNorm.from_convention('flax', C)`` (its one-pass statistics, then
+  torch's kernels) vs ``torch.nn.BatchNorm2d``.
 
 Shapes (N, H, W, C): (128, 28, 28, 64) and (256, 56, 56, 128) (``--small``: the
 first only). Ours and upstream alternate call by call, ``--warmup`` calls are
@@ -55,6 +57,8 @@ def bench_jax(args, shapes):
         ("torch-semantics vs flax default", lambda: jaxinit.BatchNorm(), lambda: nn.BatchNorm()),
         ("torch-semantics vs flax two-pass", lambda: jaxinit.BatchNorm(),
          lambda: nn.BatchNorm(use_fast_variance=False)),
+        ("torch-semantics two_pass vs flax default", lambda: jaxinit.BatchNorm(variance="two_pass"),
+         lambda: nn.BatchNorm()),
         ("flax convention vs flax default", lambda: jaxinit.BatchNorm.from_convention("flax"),
          lambda: nn.BatchNorm()),
     ]

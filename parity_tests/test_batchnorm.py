@@ -562,6 +562,7 @@ BAD_ARGS = [
     (dict(affine="yes"), "`affine` must be True or False"),
     (dict(axis=1.0), "`axis` must be an int"),
     (dict(num_features=0), "`num_features` must be a positive int"),
+    (dict(variance="welford"), "`variance` must be 'shifted' .*, 'two_pass' .* or 'fast'"),
 ]
 
 
@@ -802,3 +803,115 @@ def test_shifted_variance_large_mean(ratio, dtype):
                       d_torch_exact)
         assert d_exact <= tol, (key, d_exact)
         assert d_torch <= tol + d_torch_exact, (key, d_torch, d_torch_exact)
+
+
+# ----------------------------------------------------------------------------- empty batch
+def _steps_with_empty_batch(pkg, ndim, kw):
+    """Training steps on a batch, an EMPTY batch (0 examples), a batch, then evaluation, with a
+    loss sum(y * g); returns per step (y shape, scale/bias gradients, running mean/var/count)
+    and the eval output. NCHW for torch/torchinit, NHWC for Linen/NNX (moved back to NCHW)."""
+    xs, gs, x_eval, weight, bias = make_data(ndim, seed=70 + ndim, steps=3)
+    xs, gs = list(xs), list(gs)
+    xs[1], gs[1] = xs[1][:0], gs[1][:0]
+    out = []
+    if pkg in ("torch", "torchinit"):
+        m = TORCH_BN[ndim](C, dtype=torch.float64, **kw) if pkg == "torch" else torchinit.BatchNorm(
+            C, dtype=torch.float64, **kw)
+        with torch.no_grad():
+            m.weight.copy_(torch.as_tensor(weight))
+            m.bias.copy_(torch.as_tensor(bias))
+        for x, g in zip(xs, gs):
+            xt = torch.tensor(x, requires_grad=True)
+            y = m(xt)
+            (y * torch.tensor(g)).sum().backward()
+            out.append((tuple(y.shape), m.weight.grad.numpy().copy(), m.bias.grad.numpy().copy(),
+                        m.running_mean.numpy().copy(), m.running_var.numpy().copy(), int(m.num_batches_tracked)))
+            m.weight.grad = m.bias.grad = None
+        m.eval()
+        return out, m(torch.tensor(x_eval)).detach().numpy()
+    xs, gs = [jnp.asarray(to_layout(a, "NHWC")) for a in xs], [jnp.asarray(to_layout(a, "NHWC")) for a in gs]
+    x_eval = jnp.asarray(to_layout(x_eval, "NHWC"))
+    if pkg == "linen":
+        bn = jaxinit.BatchNorm(param_dtype=jnp.float64, **kw)
+        v = bn.init(jax.random.key(0), xs[0], use_running_average=False)
+        params = {"scale": jnp.asarray(weight), "bias": jnp.asarray(bias)}
+        for x, g in zip(xs, gs):
+            def loss(p, x=x, g=g):
+                y, upd = bn.apply({**v, "params": p}, x, use_running_average=False, mutable=["batch_stats"])
+                return jnp.sum(y * g), (y, upd)
+            (_, (y, upd)), dp = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+            v = {**v, **upd}
+            s = v["batch_stats"]
+            out.append((tuple(from_layout(y, "NHWC").shape), np.asarray(dp["scale"]), np.asarray(dp["bias"]),
+                        np.asarray(s["mean"]), np.asarray(s["var"]), int(s["num_batches_tracked"])))
+        y_eval = bn.apply({**v, "params": params}, x_eval, use_running_average=True)
+    else:
+        m = jaxinit.nnx.BatchNorm(C, param_dtype=jnp.float64, **kw)
+        m.scale[...], m.bias[...] = jnp.asarray(weight), jnp.asarray(bias)
+        for x, g in zip(xs, gs):
+            def loss(m, x=x, g=g):
+                y = m(x)
+                return jnp.sum(y * g), y
+            (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(m)
+            out.append((tuple(from_layout(y, "NHWC").shape), np.asarray(grads.scale[...]), np.asarray(grads.bias[...]),
+                        np.asarray(m.mean[...]), np.asarray(m.var[...]), int(m.num_batches_tracked[...])))
+        m.eval()
+        y_eval = m(x_eval)
+    return out, from_layout(y_eval, "NHWC")
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4, 5])
+@pytest.mark.parametrize("pkg", ["linen", "nnx", "torchinit"])
+def test_empty_batch_is_torchs(pkg, ndim):
+    """torch.nn.BatchNorm1d/2d/3d on a (0, C, ...) batch in training: an empty output, zero
+    scale/bias gradients, running statistics unchanged, num_batches_tracked counted (which the
+    cumulative average of momentum=None then uses). Limits: float64, 1e-12 (module docstring)."""
+    kw = dict(momentum=None) if ndim % 2 else {}
+    ref, ref_eval = _steps_with_empty_batch("torch", ndim, kw)
+    ours, ours_eval = _steps_with_empty_batch(pkg, ndim, kw)
+    for i, (o, r) in enumerate(zip(ours, ref)):
+        assert o[0] == r[0] and o[5] == r[5] == i + 1, (i, o[0], r[0], o[5], r[5])
+        for a, b_ in zip(o[1:5], r[1:5]):
+            np.testing.assert_allclose(a, b_, rtol=0, atol=limit("float64", b_))
+    np.testing.assert_array_equal(ours[1][1], 0.0)
+    np.testing.assert_array_equal(ours[1][3], ours[0][3])  # unchanged by the empty batch
+    np.testing.assert_allclose(ours_eval, ref_eval, rtol=0, atol=limit("float64", ref_eval))
+    assert np.isfinite(ours_eval).all()
+
+
+TORCHINIT_FLAX_KINDS = ["int32", "complex64", "1-D", "6-D", "one value per channel", "eps=0, one value per channel",
+                        "mask, fast variance"]
+
+
+@pytest.mark.parametrize("kind", TORCHINIT_FLAX_KINDS)
+def test_torchinit_flax_rules_accept_what_flax_accepts(kind):
+    """torchinit's 'flax' convention on the inputs Flax accepts and PyTorch's rules refuse,
+    against flax.nnx.BatchNorm (float32 statistics, as torch's float32 buffers; complex
+    statistics keep their real part in both): outputs of 3 training steps, the running
+    statistics, evaluation. float32 on both sides, different summation orders: F32_TOL relative
+    to max(1, |reference|); NaN where Flax gives NaN (eps=0 with one value per channel)."""
+    xs, ours_kw, flax_kw, mask = _flax_kind_inputs(kind)
+    ours = torchinit.BatchNorm.from_convention("flax", C, axis=-1, **ours_kw)
+    theirs = nnx.BatchNorm(C, rngs=nnx.Rngs(0), **flax_kw)
+    kw = {} if mask is None else {"mask": mask}
+
+    def check(a, b, what):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and (np.iscomplexobj(a) == np.iscomplexobj(b)), (what, a.shape, b.shape)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=what)
+        ok = ~np.isnan(b)
+        if ok.any():
+            np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=F32_TOL * max(1.0, float(np.abs(b[ok]).max())),
+                                       err_msg=what)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        for i, x in enumerate(xs[:3]):
+            xt = torch.from_numpy(np.asarray(x))
+            y = ours(xt, torch.from_numpy(mask)) if mask is not None else ours(xt)
+            check(y.detach().numpy(), theirs(x, **kw), f"y step {i}")
+            check(ours.running_mean.numpy(), theirs.mean[...], f"mean step {i}")
+            check(ours.running_var.numpy(), theirs.var[...], f"var step {i}")
+    ours.eval()
+    theirs.eval()
+    check(ours(torch.from_numpy(np.asarray(xs[3]))).detach().numpy(), theirs(xs[3]), "eval")

@@ -201,7 +201,11 @@ class BatchNorm(_NormBase):
                 _core.check_batch_size(input.shape, ax, shape_repr=input.shape)
             _core.check_eps_training(self.eps)
         real_float = input.is_floating_point()
-        kernel_ok = real_float and input.ndim >= 2 and self.eps > 0 and mask is None
+        # torch's kernels: real floating inputs of 2+ dimensions, eps > 0, no mask, and more than one
+        # value per channel in training (with one, x == mean and Flax's output is exactly the bias,
+        # which the kernel's fused x * a + (bias - mean * a) only approximates).
+        kernel_ok = (real_float and input.ndim >= 2 and self.eps > 0 and mask is None
+                     and (not use_batch or _core.values_per_channel(input.shape, ax) != 1))
 
         if kernel_ok and (not use_batch or self._is_torch_native()):
             # torch.nn.BatchNorm's own forward (running update included), channels moved to axis 1.
@@ -216,8 +220,10 @@ class BatchNorm(_NormBase):
         elif _core.values_per_channel(input.shape, ax) == 0:
             # PyTorch: an empty output, the running statistics unchanged, the call counted.
             self._update(None, None, 0)
-            y = input * 0
-            return y if real_float else y.to(torch.float32)
+            y = input * 0 if real_float else (input * 0).to(torch.float32)
+            for p in (self.weight, self.bias):  # in the graph, for their (zero) gradients, as torch
+                y = y if p is None else y + (p * 0).reshape(shape)
+            return y.to(input.dtype) if real_float else y
         else:
             params_match = all(p is None or p.dtype == input.dtype for p in (self.weight, self.bias))
             kernel = kernel_ok and input.dtype in (torch.float32, torch.float64) and params_match
