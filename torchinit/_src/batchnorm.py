@@ -20,7 +20,8 @@ Two ways through ``forward``:
   ``(x - mean) * rsqrt(var + eps) * weight + bias``: torch's kernels forward and
   backward (:class:`_NormalizeWithBatchStats`) for real float32/float64 inputs
   without ``mask``, otherwise the explicit formula with autograd (masks,
-  half-precision, integer and complex inputs, 1-D inputs, ``eps=0``).
+  half-precision, integer and complex inputs, 1-D inputs, ``eps=0``, one value per
+  channel). An empty batch counts the call and changes nothing else, as torch.
 
 state_dict: ``weight``, ``bias``, ``running_mean``, ``running_var``,
 ``num_batches_tracked``, as ``torch.nn.BatchNorm*d``; loading into / from a torch
