@@ -15,7 +15,7 @@ default here is PyTorch:
 * ``momentum=0.1`` is the weight of the NEW batch (Flax's ``momentum=0.99`` is
   the weight of the OLD value); ``momentum=None`` is the cumulative average;
 * the running variance gets the UNBIASED batch variance (n/(n-1)); the output
-  is normalized with the biased one (pytorch#77427 discusses the choice);
+  is normalized with the biased one (pytorch#19902; the docs once said otherwise, pytorch#77427);
 * the 'shifted' variance: one pass over the input with two-pass accuracy (Flax's
   default E[x^2]-E[x]^2 loses digits for inputs with a large mean, flax#1491);
 * one value per channel in training raises PyTorch's ValueError (Flax returns zeros);
