@@ -653,7 +653,7 @@ def test_linen_nnx_consistency(convention, dtype):
 def _flax_kind_inputs(kind: str):
     """(inputs of 3 training steps + 1 eval, ours overrides, Flax kwargs, mask) for one input kind
     Flax accepts; channels last (C=3)."""
-    rng = np.random.default_rng(abs(hash(kind)) % 2**32)
+    rng = np.random.default_rng(sum(map(ord, kind)))  # deterministic (str hashes are salted per process)
     shape, dtype, ours_kw, flax_kw, mask = (6, 4, C), "float32", {}, {}, None
     if kind == "float64 inputs, float32 params":  # Flax: float32 statistics, float64 after the first update
         dtype = "float64"
@@ -673,10 +673,12 @@ def _flax_kind_inputs(kind: str):
         shape = (1, C)
     elif kind == "eps=0, one value per channel":  # Flax: 0 * rsqrt(0) = NaN
         shape, ours_kw, flax_kw = (1, C), dict(eps=0.0), dict(epsilon=0.0)
-    elif kind == "mask, fast variance":  # Flax passes the mask to mean(where=) unbroadcast
-        shape, mask = (6, 2, 2, C), np.array([True] * 4 + [False] * 2).reshape(6, 1, 1, 1)
+    elif kind == "mask, fast variance":
+        # Flax passes the mask to mean(where=) unbroadcast: for these shapes a broadcast mask gives
+        # other float32 bits in these shapes (checked in test_flax_mask_broadcast_changes_bits).
+        shape, mask = (128, C), rng.random((128, 1)) < 0.7
     elif kind == "mask, two-pass variance":
-        shape, mask = (6, 2, 2, C), np.array([True] * 5 + [False]).reshape(6, 1, 1, 1)
+        shape, mask = (128, C), rng.random((128, 1)) < 0.7
         ours_kw, flax_kw = dict(variance="two_pass"), dict(use_fast_variance=False)
     xs = rng.standard_normal((4,) + shape) * 3 + 20
     if dtype == "int32":
@@ -915,3 +917,20 @@ def test_torchinit_flax_rules_accept_what_flax_accepts(kind):
     ours.eval()
     theirs.eval()
     check(ours(torch.from_numpy(np.asarray(xs[3]))).detach().numpy(), theirs(xs[3]), "eval")
+
+
+def test_flax_mask_broadcast_changes_bits():
+    """The mask cases above can tell Flax's unbroadcast mask from a broadcast one: with these
+    inputs flax.linen.BatchNorm itself gives other float32 bits for the broadcast mask."""
+    for kind in ("mask, fast variance", "mask, two-pass variance"):
+        xs, _, flax_kw, mask = _flax_kind_inputs(kind)
+        bn = fnn.BatchNorm(**flax_kw)
+        v = bn.init(jax.random.key(0), xs[0], use_running_average=False)
+        diffs = []
+        for x in xs[:3]:
+            y1, _ = bn.apply(v, x, use_running_average=False, mask=mask, mutable=["batch_stats"])
+            y2, _ = bn.apply(v, x, use_running_average=False, mask=np.broadcast_to(mask, x.shape),
+                             mutable=["batch_stats"])
+            diffs.append(float(jnp.abs(y1 - y2).max()))
+        record_figure("bn flax mask broadcast vs not", "max|d y|", max(diffs), kind)
+        assert max(diffs) > 0, kind
