@@ -6,16 +6,21 @@ bias (loss ``sum(y * g)``) + the running-statistics update:
 - ``jax``: ``jax.jit`` of ``value_and_grad`` through ``Module.apply(...,
   use_running_average=False, mutable=['batch_stats'])``, NHWC input, returning the
   gradients and the new statistics; compilation in the warmup, every call ends in
-  ``block_until_ready``. Pairs: ``jaxinit.BatchNorm()`` (PyTorch semantics, two-pass
-  variance) vs ``flax.linen.BatchNorm()`` (one-pass variance, its default) and vs
-  ``flax.linen.BatchNorm(use_fast_variance=False)`` (the same algorithm), and
+  ``block_until_ready``. Pairs: ``jaxinit.BatchNorm()`` (PyTorch semantics, the
+  'shifted' one-pass variance) vs ``flax.linen.BatchNorm()`` (one-pass variance, its
+  default) and vs ``flax.linen.BatchNorm(use_fast_variance=False)`` (two-pass);
+  ``jaxinit.BatchNorm(variance='two_pass')`` (the algorithm of the torch convention
+  before the 'shifted' variance) vs ``flax.linen.BatchNorm()``; and
   ``jaxinit.BatchNorm.from_convention('flax')`` vs ``flax.linen.BatchNorm()``.
 - ``torch``: ``y = m(x); y.backward(g)`` in train mode. Pairs:
   ``torchinit.BatchNorm(C)`` vs ``torch.nn.BatchNorm2d(C)`` on NCHW;
   ``torchinit.BatchNorm(C, axis=-1)`` on an NHWC tensor vs ``torch.nn.BatchNorm2d``
   on the same memory as a channels_last NCHW view; and
-  ``torchinit.BatchNorm.from_convention('flax', C)`` (explicit formula path) vs
-  ``torch.nn.BatchNorm2d``.
+  ``torchinit.BatchNorm.from_convention('flax', C)`` (its one-pass statistics, then
+  torch's kernels) vs ``torch.nn.BatchNorm2d``.
+
+For jax the ratio of the bytes XLA's cost analysis counts for the two compiled steps
+(``bytes``) is printed too: a figure the load of a shared machine does not move.
 
 Shapes (N, H, W, C): (128, 28, 28, 64) and (256, 56, 56, 128) (``--small``: the
 first only). Ours and upstream alternate call by call, ``--warmup`` calls are
@@ -55,6 +60,8 @@ def bench_jax(args, shapes):
         ("torch-semantics vs flax default", lambda: jaxinit.BatchNorm(), lambda: nn.BatchNorm()),
         ("torch-semantics vs flax two-pass", lambda: jaxinit.BatchNorm(),
          lambda: nn.BatchNorm(use_fast_variance=False)),
+        ("torch-semantics two_pass vs flax default", lambda: jaxinit.BatchNorm(variance="two_pass"),
+         lambda: nn.BatchNorm()),
         ("flax convention vs flax default", lambda: jaxinit.BatchNorm.from_convention("flax"),
          lambda: nn.BatchNorm()),
     ]
@@ -72,7 +79,12 @@ def bench_jax(args, shapes):
             (_, upd), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, variables["params"])
             return grads, upd
 
-        return lambda x, g: step(variables, x, g)
+        cost = step.lower(variables, x, g).compile().cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0]
+        run = lambda x, g: step(variables, x, g)  # noqa: E731
+        run.bytes = float(cost.get("bytes accessed", float("nan")))
+        return run
 
     out = []
     for shape in shapes:
@@ -86,7 +98,8 @@ def bench_jax(args, shapes):
             t_o, t_u = time_pair(lambda i: ours(x, g), lambda i: up(x, g),
                                  lambda r: jax.block_until_ready(r), args.warmup, args.repeats)
             out.append(dict(group="jax-jit", case=case, shape=shape, ours_ms=_median(t_o), upstream_ms=_median(t_u),
-                            ours_samples=t_o, upstream_samples=t_u, device=str(jax.devices()[0])))
+                            ours_samples=t_o, upstream_samples=t_u, device=str(jax.devices()[0]),
+                            bytes_ratio=ours.bytes / up.bytes))
             _show(out[-1], args.target)
     return out
 
@@ -140,8 +153,9 @@ def _show(r, target):
     ratio = r["ours_ms"] / r["upstream_ms"]
     r["ratio"] = ratio
     mark = "!" if ratio > target else " "
+    extra = f"  bytes {r['bytes_ratio']:4.2f}x" if "bytes_ratio" in r else ""
     print(f"{r['group']:8s} {str(tuple(r['shape'])):20s} {r['case']:58s} ours {r['ours_ms']:9.2f} ms  "
-          f"upstream {r['upstream_ms']:9.2f} ms  ratio {ratio:5.2f}x {mark}", flush=True)
+          f"upstream {r['upstream_ms']:9.2f} ms  ratio {ratio:5.2f}x {mark}{extra}", flush=True)
 
 
 def main():

@@ -22,6 +22,8 @@ since running variances reach 1e2 and scale gradients sum over the batch):
 """
 from __future__ import annotations
 
+import functools
+import warnings
 
 import flax.linen as fnn
 import jax
@@ -37,6 +39,7 @@ import jaxinit.nnx
 import torchinit
 import torchinit.nn
 from _initcore import InitError
+from _initcore.batchnorm import CONVENTIONS
 from parity_tests._figures import TORCH_DEVICE, record_figure
 
 STEPS = 50
@@ -147,30 +150,34 @@ def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks
         params["scale"] = jnp.asarray(weight, params["scale"].dtype)
     if "bias" in params:
         params["bias"] = jnp.asarray(bias, params["bias"].dtype)
-    # flax.linen.BatchNorm creates float32 statistics and promotes them on the first
-    # float64 update; start them in the input dtype (same values) so lax.scan's carry is stable.
-    stats = jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jdtype)) if jnp.issubdtype(a.dtype, jnp.floating)
-                         else a, dict(variables.get("batch_stats", {})))
+    stats = dict(variables.get("batch_stats", {}))  # as created: Flax's float32 statistics stay float32 here
 
+    def step(params, stats, inp):
+        x, g, m = inp
+
+        def loss(x, params):
+            kw = {} if m is None else {"mask": m}
+            y, upd = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
+                                  mutable=["batch_stats"], **kw)
+            return jnp.sum(y * g), (y, upd.get("batch_stats", {}))
+
+        (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
+        return new, (y, dx, dp, new)
+
+    # The first step runs on its own: flax.linen.BatchNorm's float32 statistics take the dtype of
+    # the update (float64 with float64 inputs), which a lax.scan carry cannot; from then on the
+    # dtypes are stable and the other steps run in one jitted scan.
+    first = jax.jit(step)
     @jax.jit
     def loop(params, stats, xs, gs, x_eval, masks):
-        def step(stats, inp):
-            x, g, m = inp
-
-            def loss(x, params):
-                kw = {} if m is None else {"mask": m}
-                y, upd = module.apply({"params": params, "batch_stats": stats}, x, use_running_average=False,
-                                      mutable=["batch_stats"], **kw)
-                return jnp.sum(y * g), (y, upd.get("batch_stats", {}))
-
-            (_, (y, new)), (dx, dp) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, params)
-            return new, (y, dx, dp, new)
-
-        stats, (ys, dxs, dps, seq) = jax.lax.scan(step, stats, (xs, gs, masks))
+        stats, outs = jax.lax.scan(functools.partial(step, params), stats, (xs, gs, masks))
         y_eval = module.apply({"params": params, "batch_stats": stats}, x_eval, use_running_average=True)
-        return ys, dxs, dps, seq, y_eval
+        return outs, y_eval
 
-    return _split_outputs(*loop(params, stats, xs, gs, x_eval, masks))
+    stats, out0 = first(params, stats, (xs[0], gs[0], None if masks is None else masks[0]))
+    outs, y_eval = loop(params, stats, xs[1:], gs[1:], x_eval, None if masks is None else masks[1:])
+    ys, dxs, dps, seq = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), out0, outs)
+    return _split_outputs(ys, dxs, dps, seq, y_eval)
 
 
 def run_nnx(module: nnx.Module, xs, gs, x_eval, weight, bias, jdtype):
@@ -354,8 +361,15 @@ def test_torchinit_general_path_matches_torch():
 def test_torchinit_conventions_match_flax(convention, overrides, flax_kw, dtype):
     """Against Flax's one-pass variance E[x^2]-E[x]^2: both sides carry its cancellation error,
     about eps * (mean/std)^2 relative, in different summation orders, so the data keep
-    |mean|/std <= 20 (loc=2) to compare at the float64 limit (with loc=20, 1e-11)."""
+    |mean|/std <= 20 (loc=2) to compare at the float64 limit (with loc=20, 1e-11).
+
+    float64: a float64 torch module has float64 statistics from the start; the Flax module with
+    the same is ``flax.linen.BatchNorm(force_float32_reductions=False, param_dtype=float64)``
+    (Flax's default creates them in float32, so its first update multiplies var=1 by 0.99 in
+    float32: 1e-8 apart, see test_linen_flax_statistics_dtypes)."""
     jdt, tdt, _ = DT[dtype]
+    if dtype == "float64":
+        flax_kw = dict(flax_kw, force_float32_reductions=False)
     xs, gs, x_eval, weight, bias = make_data(4, seed=9, loc=2.0)
     xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
     ours = run_torch(torchinit.BatchNorm.from_convention(convention, C, axis=-1, dtype=tdt, **overrides),
@@ -372,7 +386,8 @@ def test_torchinit_flax_convention_without_affine(ours_kw, flax_kw):
     xs, gs, x_eval = to_layout(xs, "NHWC", 1), to_layout(gs, "NHWC", 1), to_layout(x_eval, "NHWC")
     ours = run_torch(torchinit.BatchNorm.from_convention("flax", C, axis=-1, dtype=torch.float64, **ours_kw),
                      xs, gs, x_eval, weight, bias, torch.float64)
-    ref = run_linen(fnn.BatchNorm(param_dtype=jnp.float64, **flax_kw), xs, gs, x_eval, weight, bias, jnp.float64)
+    ref = run_linen(fnn.BatchNorm(param_dtype=jnp.float64, force_float32_reductions=False, **flax_kw),
+                    xs, gs, x_eval, weight, bias, jnp.float64)  # float64 statistics from the start, as torch's
     compare(ours, ref, "float64", "bn torchinit~flax float64", f"flax {ours_kw}",
             keys=("y", "dx", "dscale", "dbias", "mean", "var", "eval"))
 
@@ -547,6 +562,7 @@ BAD_ARGS = [
     (dict(affine="yes"), "`affine` must be True or False"),
     (dict(axis=1.0), "`axis` must be an int"),
     (dict(num_features=0), "`num_features` must be a positive int"),
+    (dict(variance="welford"), "`variance` must be 'shifted' .*, 'two_pass' .* or 'fast'"),
 ]
 
 
@@ -578,7 +594,7 @@ def test_constructor_mirror():
     import inspect
 
     shared = ("num_features", "eps", "momentum", "affine", "track_running_stats", "bias", "axis",
-              "momentum_style", "unbiased_running_var", "fast_variance")
+              "momentum_style", "unbiased_running_var", "variance")
     tsig = inspect.signature(torchinit.BatchNorm.__init__).parameters
     nsig = inspect.signature(jaxinit.nnx.BatchNorm.__init__).parameters
     lfields = {f.name: f.default for f in dataclasses.fields(jaxinit.BatchNorm)}
@@ -599,12 +615,21 @@ SWEEP_VARIANTS = [{}, dict(momentum=None), dict(track_running_stats=False), dict
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize("convention", ["torch", "flax", "textbook"])
 def test_linen_nnx_consistency(convention, dtype):
-    """Same inputs, same arguments: Linen and NNX give identical outputs and statistics."""
+    """Same inputs, same arguments: Linen and NNX give identical outputs and statistics.
+
+    Except where Flax's own Linen and NNX modules differ, which Flax's rules
+    (momentum_style='decay') reproduce: NNX promotes the input, statistics and parameters to one
+    dtype first (bf16 input, float32 parameters: float32 output; Linen: bf16 without affine), and
+    with float64 inputs flax.linen.BatchNorm's statistics become float64 at the first update while
+    flax.nnx.BatchNorm's stay float32. Those cases are compared with Flax's own modules in
+    test_flax_rules_equal_flax_linen_and_nnx instead."""
     xs, _, x_eval, _, _ = make_data(4, seed=61, steps=3)
     for kw in SWEEP_VARIANTS:
         if kw.get("momentum", 0) is None and convention != "torch":
             continue
         kw = {**kw, "param_dtype": jnp.float64 if dtype == "float64" else jnp.float32}
+        if dtype != "float32" and kw.get("momentum_style", CONVENTIONS[convention]["momentum_style"]) == "decay":
+            continue
         lay = "NCHW" if kw.get("axis") == 1 else "NHWC"
         data = [jnp.asarray(to_layout(x, lay), dtype) for x in xs]
         x_ev = jnp.asarray(to_layout(x_eval, lay), dtype)
@@ -622,3 +647,290 @@ def test_linen_nnx_consistency(convention, dtype):
             if "batch_stats" in v and v["batch_stats"]:
                 ref = v["batch_stats"][name]
                 assert ref.dtype == getattr(mod, name)[...].dtype and (ref == getattr(mod, name)[...]).all()
+
+
+# ----------------------------------------------------------------------------- Flax's rules, unmodified Flax
+def _flax_kind_inputs(kind: str):
+    """(inputs of 3 training steps + 1 eval, ours overrides, Flax kwargs, mask) for one input kind
+    Flax accepts; channels last (C=3)."""
+    rng = np.random.default_rng(sum(map(ord, kind)))  # deterministic (str hashes are salted per process)
+    shape, dtype, ours_kw, flax_kw, mask = (6, 4, C), "float32", {}, {}, None
+    if kind == "float64 inputs, float32 params":  # Flax: float32 statistics, float64 after the first update
+        dtype = "float64"
+    elif kind == "float64 inputs, float64 params":
+        dtype, ours_kw, flax_kw = "float64", dict(param_dtype=jnp.float64), dict(param_dtype=jnp.float64)
+    elif kind == "bfloat16, no affine":
+        dtype, ours_kw, flax_kw = "bfloat16", dict(affine=False), dict(use_scale=False, use_bias=False)
+    elif kind == "int32":
+        dtype = "int32"
+    elif kind == "complex64":
+        dtype = "complex64"
+    elif kind == "1-D":
+        shape = (C,)
+    elif kind == "6-D":
+        shape = (2, 2, 1, 2, 3, C)
+    elif kind == "one value per channel":
+        shape = (1, C)
+    elif kind == "eps=0, one value per channel":  # Flax: 0 * rsqrt(0) = NaN
+        shape, ours_kw, flax_kw = (1, C), dict(eps=0.0), dict(epsilon=0.0)
+    elif kind == "mask, fast variance":
+        # Flax passes the mask to mean(where=) unbroadcast: for these shapes a broadcast mask gives
+        # other float32 bits in these shapes (checked in test_flax_mask_broadcast_changes_bits).
+        shape, mask = (128, C), rng.random((128, 1)) < 0.7
+    elif kind == "mask, two-pass variance":
+        shape, mask = (128, C), rng.random((128, 1)) < 0.7
+        ours_kw, flax_kw = dict(variance="two_pass"), dict(use_fast_variance=False)
+    xs = rng.standard_normal((4,) + shape) * 3 + 20
+    if dtype == "int32":
+        xs = np.round(xs)
+    if dtype == "complex64":
+        xs = xs + 1j * (rng.standard_normal((4,) + shape) - 5)
+    return jnp.asarray(xs, dtype), ours_kw, flax_kw, mask
+
+
+FLAX_KINDS = ["float64 inputs, float32 params", "float64 inputs, float64 params", "bfloat16, no affine", "int32",
+              "complex64", "1-D", "6-D", "one value per channel", "eps=0, one value per channel",
+              "mask, fast variance", "mask, two-pass variance"]
+
+
+def _same(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape, (what, a.dtype, b.dtype, a.shape, b.shape)
+    np.testing.assert_array_equal(a, b, err_msg=what)  # NaN == NaN here: Flax's NaN must be ours too
+
+
+@pytest.mark.parametrize("kind", FLAX_KINDS)
+def test_flax_rules_equal_flax_linen_and_nnx(kind):
+    """The 'flax' convention accepts what flax.linen.BatchNorm / flax.nnx.BatchNorm accept and
+    computes what they compute, bit for bit, dtypes included: outputs of 3 training steps, the
+    input gradient (real inputs), the running statistics after each step, then evaluation.
+    The Flax modules are used as constructed, their variables never adjusted."""
+    xs, ours_kw, flax_kw, mask = _flax_kind_inputs(kind)
+    grad = jnp.issubdtype(xs.dtype, jnp.floating)
+    kw = {} if mask is None else {"mask": mask}
+
+    # Linen
+    ours, theirs = jaxinit.BatchNorm.from_convention("flax", **ours_kw), fnn.BatchNorm(**flax_kw)
+    v_o = ours.init(jax.random.key(0), xs[0], use_running_average=False)
+    v_t = theirs.init(jax.random.key(0), xs[0], use_running_average=False)
+
+    def step(module, v, x):
+        def f(x):
+            y, upd = module.apply(v, x, use_running_average=False, mutable=["batch_stats"], **kw)
+            return jnp.sum(y.astype(jnp.float32) * jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)), (y, upd)
+        if grad:
+            (_, (y, upd)), dx = jax.value_and_grad(f, has_aux=True)(x)
+        else:
+            (_, (y, upd)), dx = f(x), None
+        return y, {**v, **upd}, dx
+
+    for i, x in enumerate(xs[:3]):
+        y_o, v_o, dx_o = step(ours, v_o, x)
+        y_t, v_t, dx_t = step(theirs, v_t, x)
+        _same(y_o, y_t, f"linen y step {i}")
+        if grad:
+            _same(dx_o, dx_t, f"linen dx step {i}")
+        for k in ("mean", "var"):
+            _same(v_o["batch_stats"][k], v_t["batch_stats"][k], f"linen {k} step {i}")
+    _same(ours.apply(v_o, xs[3], use_running_average=True), theirs.apply(v_t, xs[3], use_running_average=True),
+          "linen eval")
+
+    # NNX (its float32 statistics, its dtype promotion of input, statistics and parameters)
+    ours = jaxinit.nnx.BatchNorm.from_convention("flax", C, **ours_kw)
+    theirs = nnx.BatchNorm(C, rngs=nnx.Rngs(0), **flax_kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)  # both cast complex statistics to float32
+        for i, x in enumerate(xs[:3]):
+            _same(ours(x, **kw), theirs(x, **kw), f"nnx y step {i}")
+            for k in ("mean", "var"):
+                _same(getattr(ours, k)[...], getattr(theirs, k)[...], f"nnx {k} step {i}")
+    ours.eval()
+    theirs.eval()
+    _same(ours(xs[3]), theirs(xs[3]), "nnx eval")
+
+
+# ----------------------------------------------------------------------------- large |mean|/std
+def _exact_training_step(x, g, w, b, n_dev=1):
+    """One training step of BatchNorm in 80-bit long double from the same inputs (NCHW): output,
+    input/scale/bias gradients of sum(y * g), running mean/var of a fresh torch module
+    (momentum 0.1, unbiased). The textbook formulas, written independently of both frameworks."""
+    X, G = x.astype(np.longdouble), g.astype(np.longdouble)
+    ax, shape = (0, 2, 3), (1, -1, 1, 1)
+    n = X.size // X.shape[1]
+    mu = X.mean(ax, keepdims=True)
+    var = ((X - mu) ** 2).mean(ax, keepdims=True)
+    inv = 1 / np.sqrt(var + np.longdouble(1e-5))
+    xhat = (X - mu) * inv
+    W = np.asarray(w, np.longdouble).reshape(shape)
+    sg, sgx = G.sum(ax, keepdims=True), (G * xhat).sum(ax, keepdims=True)
+    return {"y": xhat * W + np.asarray(b, np.longdouble).reshape(shape),
+            "dx": W * inv / n * (n * G - sg - xhat * sgx), "dscale": sgx.ravel(), "dbias": sg.ravel(),
+            "mean": 0.1 * mu.ravel(), "var": 0.9 + 0.1 * var.ravel() * n / (n - 1)}
+
+
+@pytest.mark.parametrize("dtype", list(DT))
+@pytest.mark.parametrize("ratio", [1e2, 1e3, 1e4])
+def test_shifted_variance_large_mean(ratio, dtype):
+    """Inputs with |mean|/std = ratio (std in [0.1, 10]): one training step of jaxinit.BatchNorm
+    (the 'shifted' one-pass variance, the default) against torch.nn.BatchNorm2d and an exact
+    (long double) computation from the same inputs.
+
+    Any implementation that rounds the mean before subtracting it (torch's CPU kernel) carries
+    an error of up to about eps * |mean| / std in the output: measured for torch against the
+    exact values at ratio 1e4, 1.7e-12 (float64) and 2.7e-5 (float32) relative in y, beyond the
+    1e-12 claim in float64. The shifted formula subtracts k (a value of the batch, exactly) and
+    the small offset mean - k separately: 1.8e-16 / 3.4e-7 from the exact values there. So: ours
+    within the stated limit (1e-12 / 1e-4 relative to max(1, |exact|)) of the EXACT values, and
+    within that limit plus torch's own measured error of torch."""
+    jdt, tdt, _ = DT[dtype]
+    rng = np.random.default_rng(int(np.log10(ratio)))
+    std = 10.0 ** rng.uniform(-1, 1, (1, C, 1, 1))
+    x = rng.standard_normal((8, C, 6, 6)) * std + np.array([1.0, -1.0, 1.0]).reshape(1, C, 1, 1) * ratio * std
+    x = x.astype(DT[dtype][2]).astype(np.float64)  # the values both frameworks see
+    g = rng.standard_normal(x.shape)
+    w, b = rng.uniform(0.5, 2.0, C), rng.uniform(-1, 1, C)
+    exact = {k: np.asarray(v, np.float64) for k, v in _exact_training_step(x, g, w, b).items()}
+    ref = run_torch(torch.nn.BatchNorm2d(C, dtype=tdt), x[None], g[None], x, w, b, tdt)
+    ours = run_linen(jaxinit.BatchNorm(axis=1, param_dtype=jdt), x[None], g[None], x, w, b, jdt)
+    tol = F64_TOL if dtype == "float64" else F32_TOL
+    for key in ("y", "dx", "dscale", "dbias", "mean", "var"):
+        e = exact[key]
+        scale = max(1.0, float(np.abs(e).max()))
+        d_exact = float(np.abs(ours[key][0] - e).max()) / scale
+        d_torch_exact = float(np.abs(ref[key][0] - e).max()) / scale
+        d_torch = float(np.abs(ours[key][0] - ref[key][0]).max()) / scale
+        record_figure(f"bn shifted |mean|/std=1e{int(np.log10(ratio))} {dtype}", f"rel|d {key}| ours~exact",
+                      d_exact)
+        record_figure(f"bn shifted |mean|/std=1e{int(np.log10(ratio))} {dtype}", f"rel|d {key}| torch~exact",
+                      d_torch_exact)
+        assert d_exact <= tol, (key, d_exact)
+        assert d_torch <= tol + d_torch_exact, (key, d_torch, d_torch_exact)
+
+
+# ----------------------------------------------------------------------------- empty batch
+def _steps_with_empty_batch(pkg, ndim, kw):
+    """Training steps on a batch, an EMPTY batch (0 examples), a batch, then evaluation, with a
+    loss sum(y * g); returns per step (y shape, scale/bias gradients, running mean/var/count)
+    and the eval output. NCHW for torch/torchinit, NHWC for Linen/NNX (moved back to NCHW)."""
+    xs, gs, x_eval, weight, bias = make_data(ndim, seed=70 + ndim, steps=3)
+    xs, gs = list(xs), list(gs)
+    xs[1], gs[1] = xs[1][:0], gs[1][:0]
+    out = []
+    if pkg in ("torch", "torchinit"):
+        m = TORCH_BN[ndim](C, dtype=torch.float64, **kw) if pkg == "torch" else torchinit.BatchNorm(
+            C, dtype=torch.float64, **kw)
+        with torch.no_grad():
+            m.weight.copy_(torch.as_tensor(weight))
+            m.bias.copy_(torch.as_tensor(bias))
+        for x, g in zip(xs, gs):
+            xt = torch.tensor(x, requires_grad=True)
+            y = m(xt)
+            (y * torch.tensor(g)).sum().backward()
+            out.append((tuple(y.shape), m.weight.grad.numpy().copy(), m.bias.grad.numpy().copy(),
+                        m.running_mean.numpy().copy(), m.running_var.numpy().copy(), int(m.num_batches_tracked)))
+            m.weight.grad = m.bias.grad = None
+        m.eval()
+        return out, m(torch.tensor(x_eval)).detach().numpy()
+    xs, gs = [jnp.asarray(to_layout(a, "NHWC")) for a in xs], [jnp.asarray(to_layout(a, "NHWC")) for a in gs]
+    x_eval = jnp.asarray(to_layout(x_eval, "NHWC"))
+    if pkg == "linen":
+        bn = jaxinit.BatchNorm(param_dtype=jnp.float64, **kw)
+        v = bn.init(jax.random.key(0), xs[0], use_running_average=False)
+        params = {"scale": jnp.asarray(weight), "bias": jnp.asarray(bias)}
+        for x, g in zip(xs, gs):
+            def loss(p, x=x, g=g):
+                y, upd = bn.apply({**v, "params": p}, x, use_running_average=False, mutable=["batch_stats"])
+                return jnp.sum(y * g), (y, upd)
+            (_, (y, upd)), dp = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+            v = {**v, **upd}
+            s = v["batch_stats"]
+            out.append((tuple(from_layout(y, "NHWC").shape), np.asarray(dp["scale"]), np.asarray(dp["bias"]),
+                        np.asarray(s["mean"]), np.asarray(s["var"]), int(s["num_batches_tracked"])))
+        y_eval = bn.apply({**v, "params": params}, x_eval, use_running_average=True)
+    else:
+        m = jaxinit.nnx.BatchNorm(C, param_dtype=jnp.float64, **kw)
+        m.scale[...], m.bias[...] = jnp.asarray(weight), jnp.asarray(bias)
+        for x, g in zip(xs, gs):
+            def loss(m, x=x, g=g):
+                y = m(x)
+                return jnp.sum(y * g), y
+            (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(m)
+            out.append((tuple(from_layout(y, "NHWC").shape), np.asarray(grads.scale[...]), np.asarray(grads.bias[...]),
+                        np.asarray(m.mean[...]), np.asarray(m.var[...]), int(m.num_batches_tracked[...])))
+        m.eval()
+        y_eval = m(x_eval)
+    return out, from_layout(y_eval, "NHWC")
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4, 5])
+@pytest.mark.parametrize("pkg", ["linen", "nnx", "torchinit"])
+def test_empty_batch_is_torchs(pkg, ndim):
+    """torch.nn.BatchNorm1d/2d/3d on a (0, C, ...) batch in training: an empty output, zero
+    scale/bias gradients, running statistics unchanged, num_batches_tracked counted (which the
+    cumulative average of momentum=None then uses). Limits: float64, 1e-12 (module docstring)."""
+    kw = dict(momentum=None) if ndim % 2 else {}
+    ref, ref_eval = _steps_with_empty_batch("torch", ndim, kw)
+    ours, ours_eval = _steps_with_empty_batch(pkg, ndim, kw)
+    for i, (o, r) in enumerate(zip(ours, ref)):
+        assert o[0] == r[0] and o[5] == r[5] == i + 1, (i, o[0], r[0], o[5], r[5])
+        for a, b_ in zip(o[1:5], r[1:5]):
+            np.testing.assert_allclose(a, b_, rtol=0, atol=limit("float64", b_))
+    np.testing.assert_array_equal(ours[1][1], 0.0)
+    np.testing.assert_array_equal(ours[1][3], ours[0][3])  # unchanged by the empty batch
+    np.testing.assert_allclose(ours_eval, ref_eval, rtol=0, atol=limit("float64", ref_eval))
+    assert np.isfinite(ours_eval).all()
+
+
+TORCHINIT_FLAX_KINDS = ["int32", "complex64", "1-D", "6-D", "one value per channel", "eps=0, one value per channel",
+                        "mask, fast variance"]
+
+
+@pytest.mark.parametrize("kind", TORCHINIT_FLAX_KINDS)
+def test_torchinit_flax_rules_accept_what_flax_accepts(kind):
+    """torchinit's 'flax' convention on the inputs Flax accepts and PyTorch's rules refuse,
+    against flax.nnx.BatchNorm (float32 statistics, as torch's float32 buffers; complex
+    statistics keep their real part in both): outputs of 3 training steps, the running
+    statistics, evaluation. float32 on both sides, different summation orders: F32_TOL relative
+    to max(1, |reference|); NaN where Flax gives NaN (eps=0 with one value per channel)."""
+    xs, ours_kw, flax_kw, mask = _flax_kind_inputs(kind)
+    ours = torchinit.BatchNorm.from_convention("flax", C, axis=-1, **ours_kw)
+    theirs = nnx.BatchNorm(C, rngs=nnx.Rngs(0), **flax_kw)
+    kw = {} if mask is None else {"mask": mask}
+
+    def check(a, b, what):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and (np.iscomplexobj(a) == np.iscomplexobj(b)), (what, a.shape, b.shape)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=what)
+        ok = ~np.isnan(b)
+        if ok.any():
+            np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=F32_TOL * max(1.0, float(np.abs(b[ok]).max())),
+                                       err_msg=what)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        for i, x in enumerate(xs[:3]):
+            xt = torch.from_numpy(np.asarray(x))
+            y = ours(xt, torch.from_numpy(mask)) if mask is not None else ours(xt)
+            check(y.detach().numpy(), theirs(x, **kw), f"y step {i}")
+            check(ours.running_mean.numpy(), theirs.mean[...], f"mean step {i}")
+            check(ours.running_var.numpy(), theirs.var[...], f"var step {i}")
+    ours.eval()
+    theirs.eval()
+    check(ours(torch.from_numpy(np.asarray(xs[3]))).detach().numpy(), theirs(xs[3]), "eval")
+
+
+def test_flax_mask_broadcast_changes_bits():
+    """The mask cases above can tell Flax's unbroadcast mask from a broadcast one: with these
+    inputs flax.linen.BatchNorm itself gives other float32 bits for the broadcast mask."""
+    for kind in ("mask, fast variance", "mask, two-pass variance"):
+        xs, _, flax_kw, mask = _flax_kind_inputs(kind)
+        bn = fnn.BatchNorm(**flax_kw)
+        v = bn.init(jax.random.key(0), xs[0], use_running_average=False)
+        diffs = []
+        for x in xs[:3]:
+            y1, _ = bn.apply(v, x, use_running_average=False, mask=mask, mutable=["batch_stats"])
+            y2, _ = bn.apply(v, x, use_running_average=False, mask=np.broadcast_to(mask, x.shape),
+                             mutable=["batch_stats"])
+            diffs.append(float(jnp.abs(y1 - y2).max()))
+        record_figure("bn flax mask broadcast vs not", "max|d y|", max(diffs), kind)
+        assert max(diffs) > 0, kind

@@ -8,15 +8,19 @@ variance of a batch, across devices when ``axis_name`` is given),
 conventions (PyTorch, Flax, textbook) and the argument checks live in
 :mod:`_initcore.batchnorm`; its docstring has the exact formulas.
 
-Where PyTorch and Flax differ (REFERENCE.md section 2), the default here is PyTorch:
+Where PyTorch (``torch/nn/modules/batchnorm.py``, ``torch.nn.functional.batch_norm``) and
+Flax (``flax/linen/normalization.py``, ``flax/nnx/nn/normalization.py``) differ, the
+default here is PyTorch:
 
 * ``momentum=0.1`` is the weight of the NEW batch (Flax's ``momentum=0.99`` is
   the weight of the OLD value); ``momentum=None`` is the cumulative average;
 * the running variance gets the UNBIASED batch variance (n/(n-1)); the output
-  is normalized with the biased one;
-* two-pass variance (Flax's default E[x^2]-E[x]^2 loses digits for inputs with
-  a large mean, flax#1491);
+  is normalized with the biased one (pytorch#19902; the docs once said otherwise, pytorch#77427);
+* the 'shifted' variance: one pass over the input with two-pass accuracy (Flax's
+  default E[x^2]-E[x]^2 loses digits for inputs with a large mean, flax#1491);
 * one value per channel in training raises PyTorch's ValueError (Flax returns zeros);
+* an empty batch in training leaves the running statistics unchanged and counts
+  the call (Flax writes NaN into them);
 * across devices (``axis_name``) the statistics are SyncBatchNorm's: count
   weighted over all devices, unbiased over the GLOBAL count; with ``mask`` the
   devices may hold different numbers of valid examples.
@@ -25,15 +29,19 @@ Variables (the names the converters build on): ``params``: ``scale``, ``bias``
 (PyTorch ``weight``, ``bias``); ``batch_stats``: ``mean``, ``var``,
 ``num_batches_tracked`` (int32) (PyTorch ``running_mean``, ``running_var``,
 ``num_batches_tracked``). Statistics are computed in at least float32
-(bfloat16/float16 inputs) and stored in ``promote_types(param_dtype, float32)``.
+(bfloat16/float16 inputs) and stored in ``promote_types(param_dtype, float32)``
+(PyTorch's rules) or as Flax stores them (``momentum_style='decay'``, see
+:mod:`_initcore.batchnorm`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as _linen
+from flax.linen import dtypes as _fdtypes
+from flax.nnx.nn.dtypes import promote_dtype as _nnx_promote_dtype
 from flax import nnx as _nnx
 from jax import lax
 
@@ -53,19 +61,25 @@ def _canonical_dtype_name(dtype) -> str:
     return jnp.dtype(dtype).name
 
 
-def stats_dtype(param_dtype) -> Any:
-    """Dtype of the running statistics: at least float32 (float64 stays float64)."""
+def stats_dtype(param_dtype, momentum_style: str = "torch") -> Any:
+    """Dtype the running statistics are created in: PyTorch's rules ``promote_types(param_dtype,
+    float32)`` (float64 stays float64, as a float64 torch module); Flax's rules float32 whatever
+    ``param_dtype`` (``flax.linen.BatchNorm``, ``flax.nnx.BatchNorm``)."""
+    if _core.flax_rules(momentum_style):
+        return jnp.float32
     return jnp.promote_types(param_dtype, jnp.float32)
 
 
-def check_input(x, axis: int, expected_channels, training: bool, *, n_devices: int = 1,
-                check_batch: bool = True, source: str = "num_features") -> int:
-    """Shape/dtype checks shared by Linen and NNX; returns the non-negative channel axis."""
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+def check_input(x, axis: int, expected_channels, training: bool, *, momentum_style: str = "torch",
+                n_devices: int = 1, check_batch: bool = True, source: str = "num_features") -> int:
+    """Shape/dtype checks shared by Linen and NNX (PyTorch's or Flax's rules, see
+    :mod:`_initcore.batchnorm`); returns the non-negative channel axis."""
+    flax = _core.flax_rules(momentum_style)
+    if not flax and not jnp.issubdtype(x.dtype, jnp.floating):
         _core.check_float_dtype(_canonical_dtype_name(x.dtype), False)
-    ax = _core.channel_axis(x.ndim, axis)
+    ax = _core.channel_axis(x.ndim, axis, flax=flax)
     _core.check_channels(x.shape, ax, expected_channels, source=source)
-    if training and check_batch:
+    if training and check_batch and not flax:
         _core.check_batch_size(x.shape, ax, n_devices)
     return ax
 
@@ -78,72 +92,117 @@ def _group_size(axis_name, axis_index_groups) -> int:
     return int(lax.axis_size(axis_name))
 
 
+def _abs_sq(x: Array) -> Array:
+    """``|x|**2`` elementwise (``flax/linen/normalization.py``, ``_abs_sq``)."""
+    if jnp.iscomplexobj(x):
+        return lax.square(lax.real(x)) + lax.square(lax.imag(x))
+    return lax.square(x)
+
+
+class BatchStats(NamedTuple):
+    """Per-channel statistics of a batch: ``mean``, BIASED ``var``, ``count`` (values per
+    channel: a Python int, or an array with a mask), and for the 'shifted' variance the shift
+    ``shift`` (k) and ``offset = mean - k`` (None otherwise)."""
+
+    mean: Array
+    var: Array
+    count: Any
+    shift: Optional[Array] = None
+    offset: Optional[Array] = None
+
+
 def batch_statistics(
     x: Array,
     channel_axis: int,
     *,
-    fast_variance: bool = False,
+    variance: str = "shifted",
+    momentum_style: str = "torch",
     axis_name: Optional[str] = None,
     axis_index_groups: Any = None,
     mask: Optional[Array] = None,
     dtype: Any = None,
-) -> tuple[Array, Array, Any]:
+) -> BatchStats:
     """Batch mean, BIASED batch variance and the number of values per channel.
 
-    Computed in ``promote_types(dtype or x.dtype, float32)``. Two-pass
-    (``E[(x - E[x])**2]``) unless ``fast_variance`` (``max(0, E[x**2] - E[x]**2)``,
-    Flax's default). With ``axis_name`` the statistics cover every device of the
-    named axis (or of its ``axis_index_groups`` group): without ``mask`` each
-    device holds the same number of values and the per-device means are averaged
-    with ``lax.pmean`` exactly as ``flax.linen.BatchNorm`` does; with ``mask``
-    (broadcastable to ``x``, True for the values that count) sums and counts are
-    added with ``lax.psum``, so devices may hold different numbers of valid
-    values (SyncBatchNorm's count weighting). The count is a Python int without
-    ``mask`` and a per-channel array with it.
+    Computed in ``promote_types(dtype or x.dtype, float32)`` (float32 for integer inputs,
+    complex stays complex). ``variance``: 'shifted' (one pass over ``x - k``, ``k`` the mean
+    of the first :data:`_initcore.batchnorm.SHIFT_SAMPLES` values per channel; two-pass
+    accuracy), 'two_pass' (``E[|x - E[x]|**2]``) or 'fast' (``max(0, E[|x|**2] - |E[x]|**2)``,
+    Flax's default). With ``axis_name`` the statistics cover every device of the named axis
+    (or of its ``axis_index_groups`` group): without ``mask`` each device holds the same
+    number of values and the per-device moments are averaged with one ``lax.pmean`` as
+    ``flax.linen.BatchNorm`` does (the 'shifted' shift is averaged first, so every device
+    shifts by the same k). With ``mask`` (broadcastable to ``x``, True for the values that
+    count): PyTorch's rules add sums and counts with ``lax.psum`` (SyncBatchNorm's count
+    weighting; devices may hold different numbers of valid values; 'shifted' computes the
+    two-pass variance there, since the first values may be padding); Flax's rules
+    (``momentum_style='decay'``, 'two_pass' or 'fast') compute what Flax computes:
+    ``mean(where=mask)`` with the mask as given, per-device means averaged with ``pmean``.
     """
-    cdtype = jnp.promote_types(dtype if dtype is not None else x.dtype, jnp.float32)
+    cdtype = jnp.promote_types(dtype if dtype is not None else jnp.result_type(x), jnp.float32)
     x = x.astype(cdtype)
     axes = tuple(i for i in range(x.ndim) if i != channel_axis)
+    group = _group_size(axis_name, axis_index_groups)
 
-    if mask is None:
-        def mean(*arrays):
-            mus = tuple(a.mean(axes) for a in arrays)
-            if axis_name is None:
-                return mus
-            if len(mus) > 1:  # one collective for all moments, as Flax
-                red = lax.pmean(jnp.stack(mus, axis=0), axis_name, axis_index_groups=axis_index_groups)
-                return tuple(red[i] for i in range(len(mus)))
-            return (lax.pmean(mus[0], axis_name, axis_index_groups=axis_index_groups),)
-
-        if fast_variance:
-            mu, mu2 = mean(x, lax.square(x))
-            var = jnp.maximum(0.0, mu2 - lax.square(mu))
-        else:
-            (mu,) = mean(x)
-            (var,) = mean(lax.square(x - jnp.expand_dims(mu, axes)))
-        n = _core.values_per_channel(x.shape, channel_axis) * _group_size(axis_name, axis_index_groups)
-        return mu, var, n
-
-    m = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), x.shape)
-
-    def total(*arrays):
-        sums = tuple(jnp.sum(a, axes, where=m) for a in arrays)
+    def pmean(*vals):  # one collective for all moments, as Flax
         if axis_name is None:
-            return sums
-        red = lax.psum(jnp.stack(sums, axis=0), axis_name, axis_index_groups=axis_index_groups)
-        return tuple(red[i] for i in range(len(sums)))
+            return vals
+        if len(vals) > 1:
+            red = lax.pmean(jnp.stack(vals, axis=0), axis_name, axis_index_groups=axis_index_groups)
+            return tuple(red[i] for i in range(len(vals)))
+        return (lax.pmean(vals[0], axis_name, axis_index_groups=axis_index_groups),)
 
-    ones = jnp.ones((), cdtype)
-    if fast_variance:
-        cnt, s1, s2 = total(jnp.broadcast_to(ones, x.shape), x, lax.square(x))
-        mu = s1 / cnt
-        var = jnp.maximum(0.0, s2 / cnt - lax.square(mu))
-    else:
-        cnt, s1 = total(jnp.broadcast_to(ones, x.shape), x)
-        mu = s1 / cnt
-        (ss,) = total(lax.square(x - jnp.expand_dims(mu, axes)))
-        var = ss / cnt
-    return mu, var, cnt
+    def psum(*vals):
+        if axis_name is None:
+            return vals
+        red = lax.psum(jnp.stack(vals, axis=0), axis_name, axis_index_groups=axis_index_groups)
+        return tuple(red[i] for i in range(len(vals)))
+
+    if mask is not None and _core.flax_rules(momentum_style) and variance != "shifted":
+        # flax/linen/normalization.py, _compute_stats: the mask goes to mean(where=) as given.
+        where = jnp.asarray(mask, dtype=bool)
+        if variance == "fast":
+            x2 = _abs_sq(x)  # evaluated first, as the arguments of Flax's maybe_distributed_mean(x, _abs_sq(x))
+            mu, mu2 = pmean(x.mean(axes, where=where), x2.mean(axes, where=where))
+            var = jnp.maximum(0.0, mu2 - _abs_sq(mu))
+        else:
+            (mu,) = pmean(x.mean(axes, where=where))
+            (var,) = pmean(_abs_sq(x - jnp.expand_dims(mu, axes)).mean(axes, where=where))
+        (cnt,) = psum(jnp.sum(jnp.broadcast_to(where, x.shape), axes).astype(var.dtype))
+        return BatchStats(mu, var, cnt)
+
+    if mask is not None:
+        m = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), x.shape)
+        ones = jnp.broadcast_to(jnp.ones((), cdtype), x.shape)
+        if variance == "fast":
+            cnt, s1, s2 = psum(jnp.sum(ones, axes, where=m), jnp.sum(x, axes, where=m),
+                               jnp.sum(_abs_sq(x), axes, where=m))
+            mu = s1 / cnt
+            var = jnp.maximum(0.0, s2 / cnt - _abs_sq(mu))
+        else:
+            cnt, s1 = psum(jnp.sum(ones, axes, where=m), jnp.sum(x, axes, where=m))
+            mu = s1 / cnt
+            (ss,) = psum(jnp.sum(_abs_sq(x - jnp.expand_dims(mu, axes)), axes, where=m))
+            var = ss / cnt
+        return BatchStats(mu, var, cnt)
+
+    n = _core.values_per_channel(x.shape, channel_axis) * group
+    if variance == "fast":
+        x2 = _abs_sq(x)  # evaluated first, as in Flax: the trace order fixes autodiff's order of sums
+        mu, mu2 = pmean(x.mean(axes), x2.mean(axes))
+        return BatchStats(mu, jnp.maximum(0.0, mu2 - _abs_sq(mu)), n)
+    if variance == "two_pass":
+        (mu,) = pmean(x.mean(axes))
+        (var,) = pmean(_abs_sq(x - jnp.expand_dims(mu, axes)).mean(axes))
+        return BatchStats(mu, var, n)
+    # 'shifted': for any constant k, mean = k + E[x - k] and var = E[|x - k|^2] - |E[x - k]|^2
+    # hold exactly, so k carries no gradient. k is a reduction of a few values (XLA keeps it a
+    # separate per-channel array and fuses x - k into the two reductions of one read of x).
+    k = lax.stop_gradient(x[_core.shift_sample_index(x.shape, channel_axis)].mean(axes))
+    (k,) = pmean(k)
+    d = x - jnp.expand_dims(k, axes)
+    a, s2 = pmean(d.mean(axes), _abs_sq(d).mean(axes))
+    return BatchStats(k + a, jnp.maximum(0.0, s2 - _abs_sq(a)), n, k, a)
 
 
 def update_running(
@@ -157,54 +216,63 @@ def update_running(
     momentum: Optional[float],
     momentum_style: str = "torch",
     unbiased_running_var: bool = True,
+    update_statistics: bool = True,
+    cast: bool = True,
 ) -> tuple[Array, Array, Array]:
-    """New ``(running_mean, running_var, num_batches_tracked)``.
-
-    ``running = keep * running + take * batch`` with ``(keep, take)`` from
-    :func:`_initcore.batchnorm.update_coefficients` (``momentum=None``:
-    ``take = 1 / num_batches_tracked`` after the increment); ``var`` is made
-    unbiased (``* n / (n - 1)``) when ``unbiased_running_var``. Results keep the
-    dtypes of the running statistics and carry no gradient.
+    """New ``(running_mean, running_var, num_batches_tracked)``: the update of
+    :func:`_initcore.batchnorm.update_running` (``momentum=None``: ``take = 1 /
+    num_batches_tracked`` after the increment), without gradient. ``cast``: results keep the
+    dtypes of the running statistics (PyTorch's rules, NNX); False leaves the dtype of the
+    update (``flax.linen.BatchNorm``: float32 statistics become float64 with float64 inputs).
+    ``update_statistics=False`` (an empty batch) only counts the call, as PyTorch.
     """
     nbt = num_batches_tracked + 1
-    coeffs = _core.update_coefficients(momentum, momentum_style)
-    if coeffs is None:
-        take = 1.0 / nbt.astype(jnp.promote_types(running_mean.dtype, mean.dtype))
-        keep = 1.0 - take
-    else:
-        keep, take = coeffs
-    if unbiased_running_var:
-        var = var * (n / (n - 1)) if isinstance(n, int) else var * n / (n - 1)
-    new_mean = keep * running_mean + take * mean
-    new_var = keep * running_var + take * var
-    new_mean = lax.stop_gradient(new_mean).astype(running_mean.dtype)
-    new_var = lax.stop_gradient(new_var).astype(running_var.dtype)
+    if not update_statistics:
+        return running_mean, running_var, nbt
+    keep, take = _core.update_coefficients(
+        momentum, momentum_style, None if momentum is not None
+        else nbt.astype(jnp.promote_types(running_mean.dtype, jnp.result_type(mean))))
+    new_mean, new_var = _core.update_running(running_mean, running_var, mean, var, n, keep=keep, take=take,
+                                             unbiased_running_var=unbiased_running_var)
+    new_mean, new_var = lax.stop_gradient(new_mean), lax.stop_gradient(new_var)
+    if cast:
+        new_mean, new_var = new_mean.astype(running_mean.dtype), new_var.astype(running_var.dtype)
     return new_mean, new_var, nbt
 
 
 def normalize(x: Array, mean: Array, var: Array, scale: Optional[Array], bias: Optional[Array],
-              channel_axis: int, eps: float, dtype: Any = None) -> Array:
+              channel_axis: int, eps: float, dtype: Any = None, *, shift: Optional[Array] = None,
+              offset: Optional[Array] = None) -> Array:
     """``(x - mean) * (rsqrt(var + eps) * scale) + bias``, Flax's expression (bit for bit).
 
-    The output dtype is ``dtype`` or, when None, the promotion of the input and
-    the parameters (Flax's rule).
+    With ``shift`` (k) and ``offset`` (mean - k) of the 'shifted' statistics:
+    ``(x - k) * m - offset * m + bias``, ``m = rsqrt(var + eps) * scale``, the same
+    function of ``x`` with only per-channel values broadcast against it. The output dtype is
+    ``dtype`` or, when None, Flax's rule (``flax.linen.dtypes.canonicalize_dtype`` of the
+    input and the parameters: their promotion, float32 at least for integer inputs).
     """
     shape = [1] * x.ndim
     shape[channel_axis] = x.shape[channel_axis]
-    y = x - mean.reshape(shape)
-    mul = lax.rsqrt(var.reshape(shape) + eps)
+    # Operations in flax/linen/normalization.py's order (_normalize): the order of the traced
+    # operations fixes the order in which autodiff adds cotangents, so it matters bit for bit.
+    red = tuple(i for i in range(x.ndim) if i != channel_axis)
+    center = jnp.expand_dims(mean if shift is None else shift, red)
+    var = jnp.expand_dims(var, red)
+    y = x - center
+    mul = lax.rsqrt(var + eps)
     args = [x]
     if scale is not None:
         s = scale.reshape(shape)
         mul = mul * s
         args.append(s)
     y = y * mul
+    if shift is not None:
+        y = y - offset.reshape(shape) * mul
     if bias is not None:
         b = bias.reshape(shape)
         y = y + b
         args.append(b)
-    out_dtype = dtype if dtype is not None else jnp.result_type(*args)
-    return jnp.asarray(y, out_dtype)
+    return jnp.asarray(y, _fdtypes.canonicalize_dtype(*args, dtype=dtype))
 
 
 def batchnorm_forward(
@@ -219,7 +287,7 @@ def batchnorm_forward(
     momentum: Optional[float],
     momentum_style: str,
     unbiased_running_var: bool,
-    fast_variance: bool,
+    variance: str,
     axis_name: Optional[str] = None,
     axis_index_groups: Any = None,
     mask: Optional[Array] = None,
@@ -227,33 +295,40 @@ def batchnorm_forward(
     expected_channels: Optional[int] = None,
     update: bool = True,
     check_batch: bool = True,
+    cast_running: bool = True,
 ) -> tuple[Array, Optional[tuple[Array, Array, Array]]]:
     """One BatchNorm call: ``(y, new_running)``; ``new_running`` is None when nothing is updated.
 
     ``running`` is ``(mean, var, num_batches_tracked)`` or None
     (``track_running_stats=False``: batch statistics in training AND evaluation,
     as PyTorch). ``update=False`` computes the training output without touching
-    the running statistics (Linen ``init``).
+    the running statistics (Linen ``init``). ``cast_running``: see :func:`update_running`.
     """
     use_batch = training or running is None
     n_dev = 1
     if use_batch and axis_name is not None and mask is None:
         n_dev = _group_size(axis_name, axis_index_groups)
-    ax = check_input(x, axis, expected_channels, use_batch, n_devices=n_dev,
+    ax = check_input(x, axis, expected_channels, use_batch, momentum_style=momentum_style, n_devices=n_dev,
                      check_batch=check_batch and mask is None)
-    if use_batch:
+    if not use_batch:
+        return normalize(x, running[0], running[1], scale, bias, ax, eps, dtype), None
+    if not _core.flax_rules(momentum_style):
         _core.check_eps_training(eps)
-        mean, var, n = batch_statistics(
-            x, ax, fast_variance=fast_variance, axis_name=axis_name, axis_index_groups=axis_index_groups,
-            mask=mask, dtype=dtype)
-        new_running = None
-        if running is not None and training and update:
-            new_running = update_running(*running, mean, var, n, momentum=momentum, momentum_style=momentum_style,
-                                         unbiased_running_var=unbiased_running_var)
+    empty = _core.values_per_channel(x.shape, ax) == 0
+    if empty:  # PyTorch: empty output, statistics unchanged, the call counted
+        c = x.shape[ax]
+        cdtype = jnp.promote_types(dtype if dtype is not None else jnp.result_type(x), jnp.float32)
+        stats = BatchStats(jnp.zeros((c,), cdtype), jnp.ones((c,), cdtype), 0)
     else:
-        mean, var = running[0], running[1]
-        new_running = None
-    return normalize(x, mean, var, scale, bias, ax, eps, dtype), new_running
+        stats = batch_statistics(x, ax, variance=variance, momentum_style=momentum_style, axis_name=axis_name,
+                                 axis_index_groups=axis_index_groups, mask=mask, dtype=dtype)
+    new_running = None
+    if running is not None and training and update:
+        new_running = update_running(*running, stats.mean, stats.var, stats.count, momentum=momentum,
+                                     momentum_style=momentum_style, unbiased_running_var=unbiased_running_var,
+                                     update_statistics=not empty, cast=cast_running)
+    y = normalize(x, stats.mean, stats.var, scale, bias, ax, eps, dtype, shift=stats.shift, offset=stats.offset)
+    return y, new_running
 
 
 _INIT_DOC = """
@@ -272,13 +347,16 @@ _INIT_DOC = """
       momentum_style: 'torch' or 'decay', see ``momentum``.
       unbiased_running_var: update the running variance with the unbiased batch
         variance (PyTorch) instead of the biased one (Flax, textbook).
-      fast_variance: one-pass ``E[x^2]-E[x]^2`` (Flax's ``use_fast_variance``)
-        instead of PyTorch's two-pass variance.
+      variance: 'shifted' (one pass over the input shifted by a per-channel value
+        from the batch, two-pass accuracy; default), 'two_pass' (Flax's
+        ``use_fast_variance=False``) or 'fast' (``E[x^2]-E[x]^2``, Flax's default
+        ``use_fast_variance=True``).
       axis_name, axis_index_groups: combine statistics over a named device axis
         (``shard_map``/``pmap``), PyTorch SyncBatchNorm semantics.
       dtype: output dtype (default: promotion of input and parameters, as Flax).
       param_dtype: dtype of ``scale``/``bias``; the running statistics use
-        ``promote_types(param_dtype, float32)``.
+        ``promote_types(param_dtype, float32)`` (``momentum_style='decay'``: float32,
+        as Flax).
       scale_init, bias_init: initializers (default ones, zeros).
 """
 
@@ -316,7 +394,9 @@ class LinenBatchNorm(_linen.Module):
 
     Differs from ``flax.linen.BatchNorm``: PyTorch argument names and meanings
     (``momentum=0.1`` weight of the new batch, ``eps``, ``affine``), unbiased
-    running variance, two-pass variance, ``num_batches_tracked``.
+    running variance, the 'shifted' variance (two-pass accuracy in one pass),
+    ``num_batches_tracked``, PyTorch's input rules (Flax's with
+    ``momentum_style='decay'``, see :mod:`_initcore.batchnorm`).
 
     Example::
 
@@ -339,7 +419,7 @@ class LinenBatchNorm(_linen.Module):
     use_running_average: Optional[bool] = None
     momentum_style: str = "torch"
     unbiased_running_var: bool = True
-    fast_variance: bool = False
+    variance: str = "shifted"
     axis_name: Optional[str] = None
     axis_index_groups: Any = None
     dtype: Any = None
@@ -352,7 +432,7 @@ class LinenBatchNorm(_linen.Module):
             num_features=self.num_features, eps=self.eps, momentum=self.momentum,
             momentum_style=self.momentum_style, affine=self.affine, bias=self.bias,
             track_running_stats=self.track_running_stats, unbiased_running_var=self.unbiased_running_var,
-            fast_variance=self.fast_variance, axis=self.axis, num_features_required=False)
+            variance=self.variance, axis=self.axis, num_features_required=False)
         super().__post_init__()
 
     @classmethod
@@ -364,7 +444,7 @@ class LinenBatchNorm(_linen.Module):
     @_linen.compact
     def __call__(self, x: Array, use_running_average: Optional[bool] = None, *,
                  mask: Optional[Array] = None) -> Array:
-        """Normalize ``x`` (2-D to 5-D, channels at ``axis``).
+        """Normalize ``x`` (2-D to 5-D, channels at ``axis``; Flax's rules: any rank).
 
         Args:
           x: the input.
@@ -381,9 +461,10 @@ class LinenBatchNorm(_linen.Module):
             raise _core.InitError(_USE_RUNNING_AVERAGE_HELP)
         training = not ura
         initializing = self.is_initializing()
-        if not jnp.issubdtype(x.dtype, jnp.floating):
+        flax = _core.flax_rules(self.momentum_style)
+        if not flax and not jnp.issubdtype(x.dtype, jnp.floating):
             _core.check_float_dtype(_canonical_dtype_name(x.dtype), False)
-        ax = _core.channel_axis(x.ndim, self.axis)
+        ax = _core.channel_axis(x.ndim, self.axis, flax=flax)
         c = x.shape[ax]
         expected, source = self.num_features, "num_features"
         if expected is None:
@@ -400,7 +481,7 @@ class LinenBatchNorm(_linen.Module):
                 bias = self.param("bias", self.bias_init, (c,), self.param_dtype)
         running = None
         if self.track_running_stats:
-            sdt = stats_dtype(self.param_dtype)
+            sdt = stats_dtype(self.param_dtype, self.momentum_style)
             ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), sdt)
             ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), sdt)
             ra_nbt = self.variable("batch_stats", "num_batches_tracked", jnp.zeros, (), jnp.int32)
@@ -409,10 +490,11 @@ class LinenBatchNorm(_linen.Module):
         y, new = batchnorm_forward(
             x, training=training, running=running, scale=scale, bias=bias, axis=self.axis, eps=self.eps,
             momentum=self.momentum, momentum_style=self.momentum_style,
-            unbiased_running_var=self.unbiased_running_var, fast_variance=self.fast_variance,
+            unbiased_running_var=self.unbiased_running_var, variance=self.variance,
             axis_name=None if initializing else self.axis_name,
             axis_index_groups=None if initializing else self.axis_index_groups,
-            mask=mask, dtype=self.dtype, update=not initializing, check_batch=not initializing)
+            mask=mask, dtype=self.dtype, update=not initializing, check_batch=not initializing,
+            cast_running=not flax)  # Flax's rules: the update keeps its dtype, as flax.linen.BatchNorm
         if new is not None:  # raises Flax's error when batch_stats is not mutable, as flax.linen.BatchNorm
             ra_mean.value, ra_var.value, ra_nbt.value = new
         return y
@@ -453,7 +535,7 @@ class NnxBatchNorm(_nnx.Module):
         use_running_average: Optional[bool] = False,
         momentum_style: str = "torch",
         unbiased_running_var: bool = True,
-        fast_variance: bool = False,
+        variance: str = "shifted",
         axis_name: Optional[str] = None,
         axis_index_groups: Any = None,
         dtype: Any = None,
@@ -465,7 +547,7 @@ class NnxBatchNorm(_nnx.Module):
         _core.check_args(
             num_features=num_features, eps=eps, momentum=momentum, momentum_style=momentum_style,
             affine=affine, bias=bias, track_running_stats=track_running_stats,
-            unbiased_running_var=unbiased_running_var, fast_variance=fast_variance, axis=axis,
+            unbiased_running_var=unbiased_running_var, variance=variance, axis=axis,
             num_features_required=True)
         shape = (num_features,)
 
@@ -475,7 +557,7 @@ class NnxBatchNorm(_nnx.Module):
         self.scale = _nnx.Param(scale_init(key(), shape, param_dtype)) if affine else _nnx.data(None)
         self.bias = _nnx.Param(bias_init(key(), shape, param_dtype)) if affine and bias else _nnx.data(None)
         if track_running_stats:
-            sdt = stats_dtype(param_dtype)
+            sdt = stats_dtype(param_dtype, momentum_style)
             self.mean = _nnx.BatchStat(jnp.zeros(shape, sdt))
             self.var = _nnx.BatchStat(jnp.ones(shape, sdt))
             self.num_batches_tracked = _nnx.BatchStat(jnp.zeros((), jnp.int32))
@@ -491,7 +573,7 @@ class NnxBatchNorm(_nnx.Module):
         self.use_running_average = use_running_average
         self.momentum_style = momentum_style
         self.unbiased_running_var = unbiased_running_var
-        self.fast_variance = fast_variance
+        self.variance = variance
         self.axis_name = axis_name
         self.axis_index_groups = axis_index_groups
         self.dtype = dtype
@@ -512,12 +594,20 @@ class NnxBatchNorm(_nnx.Module):
         running = None
         if self.track_running_stats:
             running = (self.mean[...], self.var[...], self.num_batches_tracked[...])
+        scale = self.scale[...] if self.scale is not None else None
+        bias = self.bias[...] if self.bias is not None else None
+        if _core.flax_rules(self.momentum_style):
+            # flax.nnx.BatchNorm.__call__: input, statistics and parameters promoted to one dtype
+            # (``dtype`` when given); the update reads the stored (float32) statistics and the
+            # assignment casts back to them.
+            x, mean, var, scale, bias = _nnx_promote_dtype(
+                (x, *(running[:2] if running is not None else (None, None)), scale, bias), dtype=self.dtype)
+            if running is not None and ura:
+                running = (mean, var, running[2])
         y, new = batchnorm_forward(
-            x, training=not ura, running=running,
-            scale=self.scale[...] if self.scale is not None else None,
-            bias=self.bias[...] if self.bias is not None else None,
+            x, training=not ura, running=running, scale=scale, bias=bias,
             axis=self.axis, eps=self.eps, momentum=self.momentum, momentum_style=self.momentum_style,
-            unbiased_running_var=self.unbiased_running_var, fast_variance=self.fast_variance,
+            unbiased_running_var=self.unbiased_running_var, variance=self.variance,
             axis_name=self.axis_name, axis_index_groups=self.axis_index_groups, mask=mask, dtype=self.dtype,
             expected_channels=self.num_features)
         if new is not None:
