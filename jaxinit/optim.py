@@ -26,16 +26,16 @@ from jaxinit._src.optim import sgd as sgd
 from jaxinit._src.optim import trace_torch as trace_torch
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
-from jaxinit._src.schedules import cosine_annealing_lr as cosine_annealing_lr
-from jaxinit._src.schedules import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
-from jaxinit._src.schedules import exponential_lr as exponential_lr
-from jaxinit._src.schedules import linear_lr as linear_lr
-from jaxinit._src.schedules import multi_step_lr as multi_step_lr
-from jaxinit._src.schedules import one_cycle_lr as one_cycle_lr
-from jaxinit._src.schedules import one_cycle_momentum as one_cycle_momentum
-from jaxinit._src.schedules import polynomial_lr as polynomial_lr
+from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
+from jaxinit._src.schedule_factories import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
+from jaxinit._src.schedule_factories import exponential_lr as exponential_lr
+from jaxinit._src.schedule_factories import linear_lr as linear_lr
+from jaxinit._src.schedule_factories import multi_step_lr as multi_step_lr
+from jaxinit._src.schedule_factories import one_cycle_lr as one_cycle_lr
+from jaxinit._src.schedule_factories import one_cycle_momentum as one_cycle_momentum
+from jaxinit._src.schedule_factories import polynomial_lr as polynomial_lr
 from jaxinit._src.schedules import schedules_from_torch as schedules_from_torch
-from jaxinit._src.schedules import step_lr as step_lr
+from jaxinit._src.schedule_factories import step_lr as step_lr
 # torch optimizer <-> optax conversion and optimizer state both ways
 from jaxinit._src.optim_convert import export_state as export_state
 from jaxinit._src.optim_convert import from_torch as from_torch

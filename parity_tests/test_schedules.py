@@ -367,3 +367,41 @@ def test_torch_refuses_what_we_refuse():
         for _ in range(10):
             s.step()
     assert math.isfinite(to.step_lr(0.1, 3)(10**6))
+
+
+def test_factories_are_generated_from_the_specs():
+    """Both packages' factory files are the codegen's output for the current specs, and their
+    docstrings are literals (seen by ast, i.e. by IDEs and help() without importing)."""
+    import ast
+
+    from _initcore import schedules as core
+    from _initcore import schedules_codegen as gen
+
+    for pkg, path in gen.TARGETS.items():
+        assert path.read_text() == gen.render(pkg), f"{path} is stale: run python -m _initcore.schedules_codegen"
+        tree = ast.parse(path.read_text())
+        docs = {f.name: ast.get_docstring(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
+        assert set(docs) == set(core.SPECS)
+        assert all(docs.values())
+    assert gen.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("version", __import__("_initcore.torch_schedulers").torch_schedulers.SUPPORTED_TORCH)
+def test_private_reads_of_this_torch(version):
+    """The only reads of torch's private scheduler attributes (_initcore/torch_schedulers.py), checked
+    against what the installed torch does; one case per supported torch version (the others skip)."""
+    from _initcore import torch_schedulers as ts
+
+    installed = ".".join(torch.__version__.split(".")[:2])
+    assert installed in ts.SUPPORTED_TORCH, f"torch {installed} is not in SUPPORTED_TORCH: check the readers"
+    if installed != version:
+        pytest.skip(f"torch {version} is not installed (this is {installed})")
+    o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1, momentum=0.9)
+    oc = L.OneCycleLR(o, 0.1, total_steps=100, pct_start=0.25, anneal_strategy="linear", three_phase=True)
+    phases = ts.one_cycle_phases(oc)
+    assert [p["end_step"] for p in phases] == [24.0, 48.0, 99]
+    assert [(p["start_lr"], p["end_lr"]) for p in phases] == [("initial_lr", "max_lr"), ("max_lr", "initial_lr"),
+                                                              ("initial_lr", "min_lr")]
+    assert ts.one_cycle_anneal(oc) == "linear"
+    with pytest.raises(InitError, match="has no '_no_such' .*_initcore/torch_schedulers.py"):
+        ts._private(oc, "_no_such")
