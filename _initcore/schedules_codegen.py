@@ -61,7 +61,8 @@ def render(package: str) -> str:
         call = ", ".join(f"{p.name}={p.name}" for p in params)
         out += [
             "",
-            f"def {name}({sig}) -> Schedule:",
+            f"def {name}({sig}) -> Schedule:" if len(sig) < 90 else
+            f"def {name}(\n" + "".join(f"    {_param(p)},\n" for p in params) + ") -> Schedule:",
             _docstring(_core.doc(name, package)),
             f"    return Schedule({name!r}, dict({call}))",
             "",

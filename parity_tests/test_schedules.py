@@ -240,8 +240,12 @@ def test_schedules_from_torch_two_groups_mid_run(case):
 
 def test_unsupported_torch_scheduler_and_bad_which():
     o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(InitError, match="LambdaLR is not supported; supported are"):
-        jo.schedules_from_torch(L.LambdaLR(o, lambda k: 1.0))
+    class HalvingLR(L.LRScheduler):  # a user's own scheduler class: no spec reads it
+        def get_lr(self):
+            return [g["lr"] / 2 for g in self.optimizer.param_groups]
+
+    with pytest.raises(InitError, match="HalvingLR is not supported; supported are"):
+        jo.schedules_from_torch(HalvingLR(o))
     with pytest.raises(InitError, match="which='momentum' needs a OneCycleLR"):
         to.schedules_from_torch(L.StepLR(o, 3), which="momentum")
 

@@ -21,6 +21,13 @@ from torchinit._src.schedule_factories import one_cycle_momentum as one_cycle_mo
 from torchinit._src.schedule_factories import polynomial_lr as polynomial_lr
 from torchinit._src.schedules import schedules_from_torch as schedules_from_torch
 from torchinit._src.schedule_factories import step_lr as step_lr
+from torchinit._src.schedule_factories import chained_scheduler as chained_scheduler
+from torchinit._src.schedule_factories import constant_lr as constant_lr
+from torchinit._src.schedule_factories import cyclic_lr as cyclic_lr
+from torchinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
+from torchinit._src.schedule_factories import lambda_lr as lambda_lr
+from torchinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
+from torchinit._src.schedule_factories import sequential_lr as sequential_lr
 # torch optimizer <-> optax conversion and optimizer state both ways
 from torchinit._src.optim_convert import export_state as export_state
 from torchinit._src.optim_convert import from_torch as from_torch
@@ -44,6 +51,13 @@ __all__ = [
     "polynomial_lr",
     "schedules_from_torch",
     "step_lr",
+    "chained_scheduler",
+    "constant_lr",
+    "cyclic_lr",
+    "cyclic_momentum",
+    "lambda_lr",
+    "multiplicative_lr",
+    "sequential_lr",
     "export_state",
     "from_torch",
     "import_state",

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from _initcore import optim_convert as _core
+from _initcore import schedules as _sched_core
 from _initcore.errors import InitError
 from jaxinit._src import optim as _optim
 from jaxinit._src.schedules import Schedule, schedules_from_torch
@@ -110,24 +111,17 @@ def _with_beta1(factory):
     return make
 
 
-def _group_lr_schedules(optimizer, scheduler, who):
+def _group_lr_schedules(optimizer, scheduler, who, step=None, lr_lambda=None):
     n = len(optimizer.param_groups)
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:
             raise InitError(f"{who}: the scheduler does not drive this optimizer (scheduler.optimizer is another "
                             "object); pass the scheduler built on it.")
-        lrs = schedules_from_torch(scheduler)
+        lrs = schedules_from_torch(scheduler, lr_lambda=lr_lambda)
         moms = [None] * n
-        if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
+        if _sched_core.cycles_momentum(scheduler, who):
             moms = schedules_from_torch(scheduler, which="momentum")
-        steps = {float(st["step"]) for st in optimizer.state.values() if "step" in st}
-        if not any(optimizer.state.values()):
-            steps = {0.0}  # never stepped
-        if steps and steps != {float(scheduler.last_epoch)}:
-            raise InitError(
-                f"{who}: the optimizer has taken {sorted(steps)} steps but scheduler.last_epoch is "
-                f"{scheduler.last_epoch}; the schedule is a function of the optimizer step, so the scheduler must "
-                "have been stepped once per optimizer.step() from the start (not per epoch).")
+        _sched_core.scheduler_steps(optimizer, scheduler, step, who)  # once per optimizer.step()
         return lrs, moms
     scheds = getattr(optimizer, "_torchinit_schedules", None) or [None] * n
     out = []
@@ -143,7 +137,7 @@ def _group_lr_schedules(optimizer, scheduler, who):
 
 
 def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[str] | None = None,
-               layout: str = "torch") -> optax.GradientTransformation:
+               layout: str = "torch", step: int | None = None, lr_lambda: Any = None) -> optax.GradientTransformation:
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
@@ -161,6 +155,11 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
       layout: ``'torch'`` (params have torch's shapes) or ``'flax'`` (Flax params:
         torch names are mapped to Flax paths with the rule and layouts of
         :func:`jaxinit.from_torch_state_dict`; needs torch names).
+      step: the number of ``optimizer.step()`` calls so far, checked against the
+        scheduler's count; needed with a stepped scheduler on torch's SGD, which
+        keeps no step count of its own.
+      lr_lambda: the JAX version of a LambdaLR / MultiplicativeLR function (or one per
+        group), see :func:`schedules_from_torch`.
 
     Returns:
       An ``optax.GradientTransformation``. One group: the group's transformation
@@ -176,7 +175,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind)
     groups = optimizer.param_groups
-    lrs, moms = _group_lr_schedules(optimizer, scheduler, who)
+    lrs, moms = _group_lr_schedules(optimizer, scheduler, who, step, lr_lambda)
     txs = []
     for i, g in enumerate(groups):
         hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
@@ -300,7 +299,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     problems = []
     if layout == "flax":
         names = _need_names(param_names, who)
-        order = list(range(len(leaves)))  # unused: buffers come converted in leaf order
+        order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
         flax = {}
         shape_of = {}
         for i in range(n):

@@ -74,7 +74,12 @@ def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> Schedule
     return Schedule('cosine_annealing_lr', dict(lr=lr, T_max=T_max, eta_min=eta_min))
 
 
-def linear_lr(lr: float, start_factor: float = 0.3333333333333333, end_factor: float = 1.0, total_iters: int = 5) -> Schedule:
+def linear_lr(
+    lr: float,
+    start_factor: float = 0.3333333333333333,
+    end_factor: float = 1.0,
+    total_iters: int = 5,
+) -> Schedule:
     """torch's ``LinearLR(optimizer, start_factor, end_factor, total_iters)`` for base lr ``lr``:
     an optax schedule ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
 
@@ -122,7 +127,20 @@ def cosine_annealing_warm_restarts(lr: float, T_0: int, T_mult: int = 1, eta_min
     return Schedule('cosine_annealing_warm_restarts', dict(lr=lr, T_0=T_0, T_mult=T_mult, eta_min=eta_min))
 
 
-def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = 'cos', cycle_momentum: bool = True, base_momentum: float = 0.85, max_momentum: float = 0.95, div_factor: float = 25.0, final_div_factor: float = 10000.0, three_phase: bool = False) -> Schedule:
+def one_cycle_lr(
+    max_lr: float,
+    total_steps: int | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    pct_start: float = 0.3,
+    anneal_strategy: str = 'cos',
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+    div_factor: float = 25.0,
+    final_div_factor: float = 10000.0,
+    three_phase: bool = False,
+) -> Schedule:
     """torch's ``OneCycleLR(optimizer, max_lr, ...)`` learning rate: an optax schedule ``count ->
     lr`` (jittable; ``count`` = optimizer steps already taken).
 
@@ -149,7 +167,16 @@ def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | No
     return Schedule('one_cycle_lr', dict(max_lr=max_lr, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start, anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum, div_factor=div_factor, final_div_factor=final_div_factor, three_phase=three_phase))
 
 
-def one_cycle_momentum(total_steps: int | None = None, epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = 'cos', base_momentum: float = 0.85, max_momentum: float = 0.95, three_phase: bool = False) -> Schedule:
+def one_cycle_momentum(
+    total_steps: int | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    pct_start: float = 0.3,
+    anneal_strategy: str = 'cos',
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+    three_phase: bool = False,
+) -> Schedule:
     """torch's ``OneCycleLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle:
     an optax schedule ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
 
@@ -165,3 +192,149 @@ def one_cycle_momentum(total_steps: int | None = None, epochs: int | None = None
         # Adam's beta1: optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=mom)
     """
     return Schedule('one_cycle_momentum', dict(total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start, anneal_strategy=anneal_strategy, base_momentum=base_momentum, max_momentum=max_momentum, three_phase=three_phase))
+
+
+def constant_lr(lr: float, factor: float = 0.3333333333333333, total_iters: int = 5) -> Schedule:
+    """torch's ``ConstantLR(optimizer, factor, total_iters)`` for base lr ``lr``: an optax schedule
+    ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        lr_t = lr * factor   for t < total_iters,   lr afterwards
+
+    torch multiplies by ``factor`` at step 0 and by ``1 / factor`` at ``total_iters`` (equal to
+    the closed form to float64 rounding).
+
+    Example::
+
+        sched = jaxinit.optim.constant_lr(0.1, factor=0.5, total_iters=4)
+    """
+    return Schedule('constant_lr', dict(lr=lr, factor=factor, total_iters=total_iters))
+
+
+def lambda_lr(lr: float, lr_lambda: Callable[[Any], Any]) -> Schedule:
+    """torch's ``LambdaLR(optimizer, lr_lambda)`` for base lr ``lr``: an optax schedule ``count ->
+    lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        lr_t = lr * lr_lambda(t)
+
+    For jaxinit ``lr_lambda`` must be jittable (it gets the step as an int array); the torch
+    scheduler built by ``.torch_scheduler()`` calls it with Python ints.
+
+    Example::
+
+        sched = jaxinit.optim.lambda_lr(0.1, lambda k: 0.95 ** k)
+    """
+    return Schedule('lambda_lr', dict(lr=lr, lr_lambda=lr_lambda))
+
+
+def multiplicative_lr(lr: float, lr_lambda: Callable[[Any], Any]) -> Schedule:
+    """torch's ``MultiplicativeLR(optimizer, lr_lambda)`` for base lr ``lr``: an optax schedule
+    ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        lr_t = lr * lr_lambda(1) * lr_lambda(2) * ... * lr_lambda(t)
+
+    multiplied in torch's order (so equal to torch's recursion bit for bit in Python). It costs
+    ``t`` calls of ``lr_lambda`` (a ``lax.fori_loop`` in JAX): for a long run prefer a closed
+    form (``lambda_lr``) when one exists. For jaxinit ``lr_lambda`` must be jittable.
+
+    Example::
+
+        sched = jaxinit.optim.multiplicative_lr(0.1, lambda k: 0.95)
+    """
+    return Schedule('multiplicative_lr', dict(lr=lr, lr_lambda=lr_lambda))
+
+
+def cyclic_lr(
+    base_lr: float,
+    max_lr: float,
+    step_size_up: int = 2000,
+    step_size_down: int | None = None,
+    mode: str = 'triangular',
+    gamma: float = 1.0,
+    scale_fn: Callable[[Any], Any] | None = None,
+    scale_mode: str = 'cycle',
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.8,
+    max_momentum: float = 0.9,
+) -> Schedule:
+    """torch's ``CyclicLR(optimizer, base_lr, max_lr, ...)`` learning rate: an optax schedule
+    ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        cycle = floor(1 + t / (up + down));  x = 1 + t / (up + down) - cycle
+        f = x / r if x <= r else (x - 1) / (r - 1)          (r = up / (up + down))
+        lr_t = base_lr + (max_lr - base_lr) * f * scale
+
+    with ``scale = 1`` (triangular), ``1 / 2 ** (cycle - 1)`` (triangular2), ``gamma ** t``
+    (exp_range) or ``scale_fn(cycle)`` / ``scale_fn(t)`` (``scale_mode``; as in torch,
+    ``scale_mode`` counts only with a custom ``scale_fn``). For jaxinit a custom ``scale_fn``
+    must be jittable (it gets the cycle as a float array, the step as an int array).
+    ``cycle_momentum``, ``base_momentum`` and ``max_momentum`` do not change the lr: use
+    ``cyclic_momentum`` for the momentum / beta1 cycle.
+
+    Example::
+
+        sched = jaxinit.optim.cyclic_lr(0.001, 0.1, step_size_up=200, mode='triangular2')
+    """
+    return Schedule('cyclic_lr', dict(base_lr=base_lr, max_lr=max_lr, step_size_up=step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma, scale_fn=scale_fn, scale_mode=scale_mode, cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum))
+
+
+def cyclic_momentum(
+    base_momentum: float = 0.8,
+    max_momentum: float = 0.9,
+    step_size_up: int = 2000,
+    step_size_down: int | None = None,
+    mode: str = 'triangular',
+    gamma: float = 1.0,
+    scale_fn: Callable[[Any], Any] | None = None,
+    scale_mode: str = 'cycle',
+) -> Schedule:
+    """torch's ``CyclicLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle: an
+    optax schedule ``count -> lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        momentum_t = max_momentum - (max_momentum - base_momentum) * f * scale
+
+    with the ``f`` and ``scale`` of :func:`cyclic_lr` (inverse to the lr). torch sets it before
+    each step when ``cycle_momentum=True``.
+
+    Example::
+
+        mom = jaxinit.optim.cyclic_momentum(0.8, 0.9, step_size_up=200)
+    """
+    return Schedule('cyclic_momentum', dict(base_momentum=base_momentum, max_momentum=max_momentum, step_size_up=step_size_up, step_size_down=step_size_down, mode=mode, gamma=gamma, scale_fn=scale_fn, scale_mode=scale_mode))
+
+
+def sequential_lr(schedules: Sequence[Any], milestones: Sequence[int]) -> Schedule:
+    """torch's ``SequentialLR(optimizer, schedulers, milestones)``: an optax schedule ``count ->
+    lr`` (jittable; ``count`` = optimizer steps already taken).
+
+        lr_t = schedules[k](t - milestones[k-1])   for milestones[k-1] <= t < milestones[k]
+
+    Each schedule restarts at its own step 0 at its milestone, as torch's ``step(0)`` does
+    (closed forms from their base lr; a ``multiplicative_lr`` continues from the lr the previous
+    one left, times ``lr_lambda(0)``, as in torch). Warm-up then cosine, as in
+    ``SequentialLR(opt, [LinearLR(opt, 0.01, total_iters=100), CosineAnnealingLR(opt, 900)],
+    [100])``:
+
+    Example::
+
+        sched = jaxinit.optim.sequential_lr([jaxinit.optim.linear_lr(0.1, 0.01, total_iters=100),
+                                     jaxinit.optim.cosine_annealing_lr(0.1, T_max=900)], milestones=[100])
+    """
+    return Schedule('sequential_lr', dict(schedules=schedules, milestones=milestones))
+
+
+def chained_scheduler(schedules: Sequence[Any]) -> Schedule:
+    """torch's ``ChainedScheduler(schedulers)``: an optax schedule ``count -> lr`` (jittable;
+    ``count`` = optimizer steps already taken).
+
+        lr_t = lr * prod_k (schedules[k](t) / lr)
+
+    the product of the chained factors, for the schedules whose torch recursion multiplies the
+    incoming lr (step, multi-step, exponential, linear, polynomial, constant, multiplicative,
+    and cosine annealing with ``eta_min=0`` up to ``T_max``); all must share the base lr.
+
+    Example::
+
+        sched = jaxinit.optim.chained_scheduler([jaxinit.optim.constant_lr(1.0, factor=0.1, total_iters=2),
+                                         jaxinit.optim.exponential_lr(1.0, gamma=0.9)])
+    """
+    return Schedule('chained_scheduler', dict(schedules=schedules))

@@ -14,6 +14,7 @@ with ``jax_enable_x64``, float32 otherwise.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from _initcore import schedules as _core
@@ -55,6 +56,30 @@ class _JaxOps:
     def invalid_if(cond, value, message):
         return jnp.where(cond, jnp.nan, value)
 
+    floor = staticmethod(jnp.floor)
+
+    @staticmethod
+    def nonzero(x):
+        return jnp.where(x != 0, x, 1.0)
+
+    @staticmethod
+    def switch(i, branches):
+        # every branch is evaluated (the others at shifted steps) and the taken one selected
+        values = [jnp.asarray(b()) for b in branches]
+        out = values[-1]
+        for k in range(len(values) - 2, -1, -1):
+            out = jnp.where(i == k, values[k], out)
+        return out
+
+    @staticmethod
+    def product(value, fn, t):
+        dtype = jnp.result_type(float)
+
+        def body(k, v):
+            return (v * fn(k)).astype(dtype)
+
+        return jax.lax.fori_loop(1, jnp.asarray(t) + 1, body, jnp.asarray(value, dtype))
+
 
 class Schedule(_core.ScheduleBase):
     """An optax schedule equal to a torch scheduler; ``repr`` shows its arguments.
@@ -69,18 +94,24 @@ class Schedule(_core.ScheduleBase):
     _package = "jaxinit.optim"
 
 
-def schedules_from_torch(scheduler, which: str = "lr") -> list[Schedule]:
+def schedules_from_torch(scheduler, which: str = "lr", *, lr_lambda=None) -> list[Schedule]:
     """One :class:`Schedule` per param group, equal to a ``torch.optim.lr_scheduler`` object.
 
     Reads the scheduler duck-typed (no torch import): StepLR, MultiStepLR,
-    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR,
-    CosineAnnealingWarmRestarts, OneCycleLR; the base lr of group ``i`` is
+    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR, ConstantLR,
+    CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR, LambdaLR, MultiplicativeLR,
+    SequentialLR and ChainedScheduler over them; the base lr of group ``i`` is
     ``scheduler.base_lrs[i]`` (OneCycleLR: the group's ``initial_lr``/``max_lr``/
-    ``min_lr``). ``which='momentum'`` gives OneCycleLR's momentum / beta1 cycle
-    (``cycle_momentum=True`` only). The schedules are functions of the number
+    ``min_lr``; a 1-element tensor lr is read with ``.item()``). ``which='momentum'``
+    gives OneCycleLR's / CyclicLR's momentum / beta1 cycle (``cycle_momentum=True``
+    only). LambdaLR / MultiplicativeLR hold Python functions JAX cannot be assumed
+    to trace: pass ``lr_lambda=`` the same function written with ``jax.numpy`` (one
+    for all groups, or a list per group); it is checked against torch's on the
+    first 64 steps, and refused without it. The schedules are functions of the number
     of optimizer steps, i.e. they assume ``scheduler.step()`` after every
     ``optimizer.step()``.
     """
-    return [Schedule(name, args, params) for name, args, params in _core.read_torch_scheduler(scheduler, which)]
+    read = _core.read_torch_scheduler(scheduler, which, schedule_class=Schedule, lr_lambda=lr_lambda)
+    return [Schedule(name, args, params) for name, args, params in read]
 
 

@@ -26,18 +26,23 @@ class Schedule(_core.ScheduleBase):
     _package = "torchinit.optim"
 
 
-def schedules_from_torch(scheduler, which: str = "lr") -> list[Schedule]:
+def schedules_from_torch(scheduler, which: str = "lr", *, lr_lambda=None) -> list[Schedule]:
     """One :class:`Schedule` per param group, equal to a ``torch.optim.lr_scheduler`` object.
 
     Reads the scheduler's attributes: StepLR, MultiStepLR,
-    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR,
-    CosineAnnealingWarmRestarts, OneCycleLR; the base lr of group ``i`` is
+    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR, ConstantLR,
+    CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR, LambdaLR, MultiplicativeLR,
+    SequentialLR and ChainedScheduler over them; the base lr of group ``i`` is
     ``scheduler.base_lrs[i]`` (OneCycleLR: the group's ``initial_lr``/``max_lr``/
-    ``min_lr``). ``which='momentum'`` gives OneCycleLR's momentum / beta1 cycle
-    (``cycle_momentum=True`` only). The schedules are functions of the number
+    ``min_lr``; a 1-element tensor lr is read with ``.item()``). ``which='momentum'``
+    gives OneCycleLR's / CyclicLR's momentum / beta1 cycle (``cycle_momentum=True``
+    only). LambdaLR / MultiplicativeLR run torch's own functions here; ``lr_lambda=``
+    (one function or a list per group) replaces them after a check on the first 64 steps. The schedules are functions of the number
     of optimizer steps, i.e. they assume ``scheduler.step()`` after every
     ``optimizer.step()``.
     """
-    return [Schedule(name, args, params) for name, args, params in _core.read_torch_scheduler(scheduler, which)]
+    read = _core.read_torch_scheduler(scheduler, which, schedule_class=Schedule, lr_lambda=lr_lambda,
+                                      python_ok=True)
+    return [Schedule(name, args, params) for name, args, params in read]
 
 
