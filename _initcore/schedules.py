@@ -1067,6 +1067,30 @@ def cycles_momentum(scheduler, who) -> bool:
 PLATEAU_FIELDS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 
 
+def plateau_state_from_torch(scheduler) -> dict:
+    """A torch ReduceLROnPlateau's counters and its optimizer's group lrs, as Python numbers."""
+    if _torch.kind(scheduler) != "ReduceLROnPlateau":
+        raise InitError(f"plateau state: expected a torch ReduceLROnPlateau or a plateau state dict, got "
+                        f"{_torch.kind(scheduler)}.")
+    out = {f: getattr(scheduler, f) for f in PLATEAU_FIELDS}
+    out["best"] = float(out["best"])
+    out["lrs"] = [float(_torch.scalar(g["lr"])) for g in scheduler.optimizer.param_groups]
+    return out
+
+
+def plateau_state_to_torch(state: Mapping, scheduler) -> None:
+    """Set a torch ReduceLROnPlateau's counters and group lrs from a plateau state dict."""
+    groups = scheduler.optimizer.param_groups
+    if len(state["lrs"]) != len(groups):
+        raise InitError(f"import_plateau_state: the state has {len(state['lrs'])} lrs, the optimizer "
+                        f"{len(groups)} param groups.")
+    for f in PLATEAU_FIELDS:
+        setattr(scheduler, f, float(state[f]) if f == "best" else int(state[f]))
+    for g, lr in zip(groups, state["lrs"]):
+        _set_group_lr(g, float(lr))
+    scheduler._last_lr = [g["lr"] for g in groups]
+
+
 def scheduler_steps(optimizer, scheduler, step, who) -> int:
     """The optimizer steps taken, checked against ``scheduler``'s count (a schedule is a function of it).
 

@@ -43,6 +43,11 @@ from jaxinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
 from jaxinit._src.schedule_factories import lambda_lr as lambda_lr
 from jaxinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
 from jaxinit._src.schedule_factories import sequential_lr as sequential_lr
+# ReduceLROnPlateau: metric driven (a wrapper transformation in jaxinit, torch's scheduler in torchinit)
+from jaxinit._src.plateau import export_plateau_state as export_plateau_state
+from jaxinit._src.plateau import import_plateau_state as import_plateau_state
+from jaxinit._src.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
+from jaxinit._src.plateau import ReduceLROnPlateauState as ReduceLROnPlateauState
 # torch optimizer <-> optax conversion and optimizer state both ways
 from jaxinit._src.optim_convert import export_state as export_state
 from jaxinit._src.optim_convert import from_torch as from_torch
@@ -53,6 +58,7 @@ TRANSFORMS = (
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
     "ScaleByTorchRmsState",
+    "ReduceLROnPlateauState",
     "TorchEmaState",
     "TraceTorchState",
     "ema",
@@ -66,6 +72,7 @@ TRANSFORMS = (
 
 __all__ = [
     "TRANSFORMS",
+    "ReduceLROnPlateauState",
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
     "ScaleByTorchRmsState",
@@ -102,6 +109,9 @@ __all__ = [
     "lambda_lr",
     "multiplicative_lr",
     "sequential_lr",
+    "export_plateau_state",
+    "import_plateau_state",
+    "reduce_lr_on_plateau",
     "export_state",
     "from_torch",
     "import_state",

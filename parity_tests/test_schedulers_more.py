@@ -285,7 +285,8 @@ def test_chained_cosine_past_t_max_is_refused_not_wrong():
 def test_unsupported_inside_composites_and_plateau():
     o = _optimizer()
     inner = L.ChainedScheduler([L.StepLR(o, 3)])
-    with pytest.raises(InitError, match="holds a ChainedScheduler"):
+    with pytest.raises(InitError, match="holds a ChainedScheduler"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: "lr_scheduler.step() before optimizer.step()"
         jo.schedules_from_torch(L.SequentialLR(o, [inner, L.StepLR(o, 3)], [4]))
     with pytest.raises(InitError, match="ReduceLROnPlateau is driven by a metric"):
         to.schedules_from_torch(L.ReduceLROnPlateau(o))
@@ -348,3 +349,101 @@ def test_tensor_lr_group_with_scheduler_converts():
     assert twin.param_groups[1]["schedule_step"] == 7
     assert twin._torchinit_schedules[1](7) == pytest.approx(ref[7, 1], rel=1e-13)
     assert isinstance(tx, optax.GradientTransformation)
+
+
+# ------------------------------------------------------------------ ReduceLROnPlateau
+
+PLATEAU = [
+    dict(),
+    dict(mode="max", threshold_mode="abs", threshold=0.01, patience=2, cooldown=3, factor=0.5),
+    dict(patience=1, cooldown=1, factor=0.3, min_lr=[0.004, 0.02], eps=1e-3),
+    dict(mode="min", threshold_mode="abs", threshold=0.0, patience=0, factor=0.9),
+]
+
+
+def _metrics(n, seed=0):
+    """A noisy, mostly falling metric with plateaus and exact repeats (2 decimals)."""
+    rng = np.random.default_rng(seed)
+    return np.round(1.0 / (1.0 + np.arange(n) // 9) + 0.05 * rng.standard_normal(n), 2)
+
+
+@pytest.mark.parametrize("kw", PLATEAU, ids=[str(i) for i in range(len(PLATEAU))])
+def test_reduce_lr_on_plateau_equals_torch(kw):
+    """120 epochs x 3 SGD steps: torch SGD (2 groups, one with a tensor lr) + ReduceLROnPlateau(metric per epoch)
+    vs jaxinit.optim.from_torch(optimizer, scheduler): identical lrs at every epoch (the reductions are the
+    same float64 operations) and parameters within 1e-12 relative (float64 rounding of 360 updates)."""
+    epochs, size = 120, 2
+    grads = np.random.default_rng(1).standard_normal((epochs, 3, 2, size))
+    metric = _metrics(epochs)
+    o = _optimizer()
+    s = L.ReduceLROnPlateau(o, **kw)
+    ps = [p for g in o.param_groups for p in g["params"]]
+    w0 = [jnp.asarray(p.detach().numpy()) for p in ps]
+    tx = jo.from_torch(o, s)
+    step = jax.jit(lambda g, st, w, v: tx.update(g, st, w, value=v))
+    plain = jax.jit(lambda g, st, w: tx.update(g, st, w))
+    st, w = tx.init(w0), w0
+    for e in range(epochs):
+        for k in range(3):
+            for p, g in zip(ps, grads[e, k]):
+                p.grad = torch.tensor(g)
+            o.step()
+            gj = [jnp.asarray(g) for g in grads[e, k]]
+            u, st = step(gj, st, w, metric[e]) if k == 2 else plain(gj, st, w)
+            w = optax.apply_updates(w, u)
+        s.step(metric[e])
+        assert jo.export_plateau_state(st)["lrs"] == [float(g["lr"]) for g in o.param_groups], e
+        theirs = to.export_plateau_state(s)
+        ours = jo.export_plateau_state(st)
+        assert {k: ours[k] for k in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")} == \
+               {k: theirs[k] for k in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")}
+    assert len({float(g["lr"]) for g in o.param_groups} | {LR0, LR1}) > 2 or not kw  # the lr did fall
+    err = max(float(np.max(np.abs(np.asarray(a) - p.detach().numpy())) / np.max(np.abs(p.detach().numpy())))
+              for a, p in zip(w, ps))
+    record_figure("schedulers_more", "plateau_train_rel", err, str(kw))
+    assert err <= 1e-12
+
+
+def test_reduce_lr_on_plateau_state_both_ways():
+    """Counters and lrs: torch -> JAX mid-run resumes exactly; JAX -> torch loads the same values."""
+    metric = _metrics(60, seed=3)
+    kw = dict(patience=2, cooldown=2, factor=0.5)
+    o = _optimizer()
+    s = L.ReduceLROnPlateau(o, **kw)
+    for m in metric[:30]:
+        s.step(m)
+    tx = jo.from_torch(o, s)
+    w = [jnp.zeros(2), jnp.zeros(2)]
+    st = jo.import_plateau_state(s, tx.init(w))
+    for m in metric[30:]:
+        _, st = tx.update([jnp.zeros(2), jnp.zeros(2)], st, w, value=m)
+        s.step(m)
+    assert jo.export_plateau_state(st) == to.export_plateau_state(s)
+    o2 = _optimizer()
+    s2 = to.reduce_lr_on_plateau(o2, **kw)
+    to.import_plateau_state(jo.export_plateau_state(st), s2)
+    assert to.export_plateau_state(s2) == to.export_plateau_state(s)
+    assert isinstance(o2.param_groups[1]["lr"], torch.Tensor)  # a tensor lr stays a tensor
+    s.step(5.0)
+    s2.step(5.0)
+    assert to.export_plateau_state(s2) == to.export_plateau_state(s)
+
+
+def test_reduce_lr_on_plateau_direct_and_errors():
+    tx = jo.reduce_lr_on_plateau(optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), patience=0,
+                                 lr_name="learning_rate")
+    st = tx.init(jnp.zeros(3))
+    for m in (1.0, 1.0, 1.0):
+        _, st = tx.update(jnp.ones(3), st, jnp.zeros(3), value=m)
+    assert jo.export_plateau_state(st, lr_name="learning_rate")["lrs"] == [pytest.approx(0.001, rel=1e-15)]
+    with pytest.raises(InitError, match="has no injected 'lr'"):
+        jo.reduce_lr_on_plateau(jo.sgd(0.1)).init(jnp.zeros(3))
+    for pkg, first in ((jo, optax.inject_hyperparams(jo.sgd)(lr=0.1)), (to, _optimizer())):
+        with pytest.raises(InitError, match="mode must be 'min'"):
+            pkg.reduce_lr_on_plateau(first, mode="minimum")
+        with pytest.raises(InitError, match="factor must be"):
+            pkg.reduce_lr_on_plateau(first, factor=1.0)
+        with pytest.raises(InitError, match="threshold_mode must be 'rel' or 'abs'"):
+            pkg.reduce_lr_on_plateau(first, threshold_mode="relative")
+    with pytest.raises(ValueError, match="Factor should be < 1.0"):  # torch refuses it too
+        L.ReduceLROnPlateau(_optimizer(), factor=1.0)

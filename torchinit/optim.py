@@ -28,6 +28,10 @@ from torchinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
 from torchinit._src.schedule_factories import lambda_lr as lambda_lr
 from torchinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
 from torchinit._src.schedule_factories import sequential_lr as sequential_lr
+# ReduceLROnPlateau: metric driven (a wrapper transformation in jaxinit, torch's scheduler in torchinit)
+from torchinit._src.plateau import export_plateau_state as export_plateau_state
+from torchinit._src.plateau import import_plateau_state as import_plateau_state
+from torchinit._src.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
 # torch optimizer <-> optax conversion and optimizer state both ways
 from torchinit._src.optim_convert import export_state as export_state
 from torchinit._src.optim_convert import from_torch as from_torch
@@ -58,6 +62,9 @@ __all__ = [
     "lambda_lr",
     "multiplicative_lr",
     "sequential_lr",
+    "export_plateau_state",
+    "import_plateau_state",
+    "reduce_lr_on_plateau",
     "export_state",
     "from_torch",
     "import_state",

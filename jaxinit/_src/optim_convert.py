@@ -146,9 +146,11 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
       scheduler: optional ``torch.optim.lr_scheduler`` object driving ``optimizer``
-        (one :func:`schedules_from_torch` schedule per group; OneCycleLR's
+        (one :func:`schedules_from_torch` schedule per group; OneCycleLR's / CyclicLR's
         ``cycle_momentum`` cycles ``momentum`` / ``betas[0]`` through
         ``optax.inject_hyperparams``). It must be stepped once per optimizer step.
+        A ``ReduceLROnPlateau`` gives :func:`reduce_lr_on_plateau` around the groups
+        (lrs injected; load its counters with :func:`import_plateau_state`).
       param_names: torch's parameter names in optimizer order, for matching a
         params dict by name when the optimizer was not built from
         ``named_parameters()``.
@@ -175,17 +177,20 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind)
     groups = optimizer.param_groups
-    lrs, moms = _group_lr_schedules(optimizer, scheduler, who, step, lr_lambda)
+    plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
+    lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
     txs = []
     for i, g in enumerate(groups):
         hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
-        if moms[i] is None:
+        if moms[i] is None and plateau is None:
             txs.append(factory(**hp))
             continue
         static = tuple(k for k, v in hp.items() if isinstance(v, bool))
-        if "betas" in hp:
+        if moms[i] is None:
+            txs.append(optax.inject_hyperparams(factory, static_args=static)(**hp))
+        elif "betas" in hp:
             b2 = hp.pop("betas")[1]
             txs.append(optax.inject_hyperparams(_with_beta1(factory), static_args=static)(b1=moms[i], b2=b2, **hp))
         else:
@@ -213,8 +218,14 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
             labels(params)
             return inner.init(params)
 
-        return optax.GradientTransformationExtraArgs(init, inner.update)
-    return optax.multi_transform({str(i): tx for i, tx in enumerate(txs)}, labels)
+        tx = optax.GradientTransformationExtraArgs(init, inner.update)
+    else:
+        tx = optax.multi_transform({str(i): tx for i, tx in enumerate(txs)}, labels)
+    if plateau is not None:  # counters: jaxinit.optim.import_plateau_state(scheduler, opt_state)
+        from jaxinit._src.plateau import reduce_lr_on_plateau
+
+        return reduce_lr_on_plateau(tx, **_sched_core.plateau_args_from_torch(plateau))
+    return tx
 
 
 # ------------------------------------------------------------------ state walking
@@ -222,7 +233,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 _KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState",
           "ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
           "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
-          "WrappedScheduleState"}
+          "WrappedScheduleState", "ReduceLROnPlateauState"}
 _TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
 
 
