@@ -1016,6 +1016,55 @@ CHAINED_SCHEDULER = _register(Spec(
 ))
 
 
+# ------------------------------------------------------------------ SWALR (torch.optim.swa_utils)
+
+
+def check_swalr(lr: float, swa_lr: float, anneal_epochs: int = 10, anneal_strategy: str = "cos"):
+    who = "swalr"
+    if anneal_strategy not in ("cos", "linear"):
+        raise InitError(f"{who}: anneal_strategy must be one of 'cos' or 'linear', instead got "
+                        f"{anneal_strategy!r} (as torch's SWALR says).")
+    return dict(lr=_lr(who, lr), swa_lr=_lr(who, swa_lr, "swa_lr"),
+                anneal_epochs=_int(who, "anneal_epochs", anneal_epochs, low=0, hint=(
+                    " torch's SWALR refuses it too ('anneal_epochs must be equal or greater than 0').")),
+                anneal_strategy=anneal_strategy)
+
+
+def _swalr(o, t, lr, swa_lr, anneal_epochs, anneal_strategy):
+    # torch: t = clamp(step / max(1, anneal_epochs), 0, 1), step >= 1 when anneal_epochs == 0
+    if anneal_epochs == 0:
+        return swa_lr + 0.0 * o.to_float(t)
+    frac = o.minimum(1.0, o.to_float(t) / anneal_epochs)
+    alpha = (1 - o.cos(math.pi * frac)) / 2 if anneal_strategy == "cos" else frac
+    return swa_lr * alpha + lr * (1 - alpha)
+
+
+def _swalr_to_torch(args, optimizer, build, reset):
+    from torch.optim.swa_utils import SWALR
+
+    a = dict(args)
+    for group in optimizer.param_groups if reset else ():
+        _set_group_lr(group, a["lr"])
+        group.pop("initial_lr", None)
+    del a["lr"]
+    return SWALR(optimizer, **a)
+
+
+SWALR_SPEC = _register(Spec(
+    "swalr", "SWALR", check_swalr, _swalr,
+    doc="torch's ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)`` "
+        "for the optimizer's lr ``lr``: {returns}.\n\n"
+        "    a = anneal(min(1, t / anneal_epochs))     (cos: (1 - cos(pi * x)) / 2, linear: x)\n"
+        "    lr_t = swa_lr * a + lr * (1 - a)\n\n"
+        "(``anneal_epochs=0``: ``swa_lr`` at once). torch recovers the start lr from the current one "
+        "at every step; the closed form agrees to float64 rounding.\n\n"
+        "Example::\n\n    sched = {pkg}.swalr(0.1, swa_lr=0.05, anneal_epochs=5)\n",
+    read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), swa_lr=_torch.scalar(g["swa_lr"]),
+                                  anneal_epochs=s.anneal_epochs, anneal_strategy=_torch.swalr_anneal(s)), None),
+    to_torch=_swalr_to_torch,
+))
+
+
 # ------------------------------------------------------------------ ReduceLROnPlateau (checks; metric driven)
 
 

@@ -15,7 +15,8 @@ Private attributes read (torch/optim/lr_scheduler.py):
 * ``OneCycleLR._anneal_func_type``: ``'cos'`` or ``'linear'`` (torch >= 2.2);
 * ``SequentialLR._schedulers`` / ``SequentialLR._milestones``;
 * ``ChainedScheduler._schedulers``;
-* ``CyclicLR._scale_fn_custom``: the user's ``scale_fn`` (None for the built-in modes).
+* ``CyclicLR._scale_fn_custom``: the user's ``scale_fn`` (None for the built-in modes);
+* ``SWALR._anneal_strategy``: ``'cos'`` or ``'linear'``.
 """
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ def milestones(scheduler) -> list[int]:
 def cyclic_scale_fn(scheduler):
     """CyclicLR's custom ``scale_fn`` (None when ``mode`` picks a built-in one)."""
     return _private(scheduler, "_scale_fn_custom")
+
+
+def swalr_anneal(scheduler) -> str:
+    """SWALR's anneal strategy, ``'cos'`` or ``'linear'``."""
+    return _private(scheduler, "_anneal_strategy")
 
 
 def steps_taken(scheduler) -> int:

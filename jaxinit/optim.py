@@ -43,6 +43,17 @@ from jaxinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
 from jaxinit._src.schedule_factories import lambda_lr as lambda_lr
 from jaxinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
 from jaxinit._src.schedule_factories import sequential_lr as sequential_lr
+from jaxinit._src.schedule_factories import swalr as swalr
+# training-loop utilities: gradient clipping (torch.nn.utils) and weight averaging (torch.optim.swa_utils)
+from jaxinit._src.clip import clip_grad_norm as clip_grad_norm
+from jaxinit._src.clip import clip_grad_value as clip_grad_value
+from jaxinit._src.swa import averaged_model as averaged_model
+from jaxinit._src.swa import get_ema_multi_avg_fn as get_ema_multi_avg_fn
+from jaxinit._src.swa import get_swa_multi_avg_fn as get_swa_multi_avg_fn
+from jaxinit._src.swa import update_bn as update_bn
+from jaxinit._src.clip import ClipGradNormState as ClipGradNormState
+from jaxinit._src.swa import AveragedModel as AveragedModel
+from jaxinit._src.swa import AveragedModelState as AveragedModelState
 # ReduceLROnPlateau: metric driven (a wrapper transformation in jaxinit, torch's scheduler in torchinit)
 from jaxinit._src.plateau import export_plateau_state as export_plateau_state
 from jaxinit._src.plateau import import_plateau_state as import_plateau_state
@@ -55,6 +66,9 @@ from jaxinit._src.optim_convert import import_state as import_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
+    "AveragedModel",
+    "AveragedModelState",
+    "ClipGradNormState",
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
     "ScaleByTorchRmsState",
@@ -72,6 +86,9 @@ TRANSFORMS = (
 
 __all__ = [
     "TRANSFORMS",
+    "AveragedModel",
+    "AveragedModelState",
+    "ClipGradNormState",
     "ReduceLROnPlateauState",
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
@@ -109,6 +126,13 @@ __all__ = [
     "lambda_lr",
     "multiplicative_lr",
     "sequential_lr",
+    "swalr",
+    "averaged_model",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "get_ema_multi_avg_fn",
+    "get_swa_multi_avg_fn",
+    "update_bn",
     "export_plateau_state",
     "import_plateau_state",
     "reduce_lr_on_plateau",

@@ -28,6 +28,14 @@ from torchinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
 from torchinit._src.schedule_factories import lambda_lr as lambda_lr
 from torchinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
 from torchinit._src.schedule_factories import sequential_lr as sequential_lr
+from torchinit._src.schedule_factories import swalr as swalr
+# training-loop utilities: gradient clipping (torch.nn.utils) and weight averaging (torch.optim.swa_utils)
+from torchinit._src.clip import clip_grad_norm as clip_grad_norm
+from torchinit._src.clip import clip_grad_value as clip_grad_value
+from torchinit._src.swa import averaged_model as averaged_model
+from torchinit._src.swa import get_ema_multi_avg_fn as get_ema_multi_avg_fn
+from torchinit._src.swa import get_swa_multi_avg_fn as get_swa_multi_avg_fn
+from torchinit._src.swa import update_bn as update_bn
 # ReduceLROnPlateau: metric driven (a wrapper transformation in jaxinit, torch's scheduler in torchinit)
 from torchinit._src.plateau import export_plateau_state as export_plateau_state
 from torchinit._src.plateau import import_plateau_state as import_plateau_state
@@ -62,6 +70,13 @@ __all__ = [
     "lambda_lr",
     "multiplicative_lr",
     "sequential_lr",
+    "swalr",
+    "averaged_model",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "get_ema_multi_avg_fn",
+    "get_swa_multi_avg_fn",
+    "update_bn",
     "export_plateau_state",
     "import_plateau_state",
     "reduce_lr_on_plateau",

@@ -354,3 +354,21 @@ def chained_scheduler(schedules: Sequence[Any]) -> Schedule:
                                          torchinit.optim.exponential_lr(1.0, gamma=0.9)])
     """
     return Schedule('chained_scheduler', dict(schedules=schedules))
+
+
+def swalr(lr: float, swa_lr: float, anneal_epochs: int = 10, anneal_strategy: str = 'cos') -> Schedule:
+    """torch's ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)``
+    for the optimizer's lr ``lr``: a callable ``step -> lr`` (Python float; ``step`` = optimizer
+    steps already taken), accepted as ``lr`` by the :mod:`torchinit.optim` optimizers.
+
+        a = anneal(min(1, t / anneal_epochs))     (cos: (1 - cos(pi * x)) / 2, linear: x)
+        lr_t = swa_lr * a + lr * (1 - a)
+
+    (``anneal_epochs=0``: ``swa_lr`` at once). torch recovers the start lr from the current one
+    at every step; the closed form agrees to float64 rounding.
+
+    Example::
+
+        sched = torchinit.optim.swalr(0.1, swa_lr=0.05, anneal_epochs=5)
+    """
+    return Schedule('swalr', dict(lr=lr, swa_lr=swa_lr, anneal_epochs=anneal_epochs, anneal_strategy=anneal_strategy))
