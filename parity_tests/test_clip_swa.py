@@ -59,14 +59,14 @@ def test_clip_grad_norm_float32_and_not_optax():
     grads = _grads(1, np.float32, scale=3.0)
     ref, _ = _torch_clip(grads, torch.nn.utils.clip_grad_norm_, 1.0)
     tx = jo.clip_grad_norm(1.0)
-    upd, _ = tx.update([jnp.asarray(g) for g in grads], tx.init(None))
+    upd, _ = jax.jit(tx.update)([jnp.asarray(g) for g in grads], tx.init(None))
     assert all(u.dtype == jnp.float32 for u in upd)  # the coefficient is cast to the gradient's dtype
     for u, r in zip(upd, ref):
         np.testing.assert_allclose(np.asarray(u), r, rtol=2e-6)  # float32 norms: a few float32 ulps
     # optax.clip_by_global_norm scales by max_norm / norm (no 1e-6): not torch's
     g64 = [jnp.asarray(g) for g in _grads(1, scale=3.0)]
-    ours, _ = jo.clip_grad_norm(1.0).update(g64, jo.clip_grad_norm(1.0).init(None))
-    theirs, _ = optax.clip_by_global_norm(1.0).update(g64, optax.EmptyState())
+    ours, _ = jax.jit(jo.clip_grad_norm(1.0).update)(g64, jo.clip_grad_norm(1.0).init(None))
+    theirs, _ = jax.jit(optax.clip_by_global_norm(1.0).update)(g64, optax.EmptyState())
     rel = max(float(jnp.max(jnp.abs(a - b) / jnp.abs(b))) for a, b in zip(ours, theirs))
     assert 1e-8 < rel < 1e-5
 

@@ -407,5 +407,16 @@ def test_private_reads_of_this_torch(version):
     assert [(p["start_lr"], p["end_lr"]) for p in phases] == [("initial_lr", "max_lr"), ("max_lr", "initial_lr"),
                                                               ("initial_lr", "min_lr")]
     assert ts.one_cycle_anneal(oc) == "linear"
+    a, b = L.LinearLR(o, 0.5, total_iters=3), L.ExponentialLR(o, 0.9)
+    seq = L.SequentialLR(o, [a, b], [3])
+    assert ts.children(seq) == [a, b] and ts.milestones(seq) == [3]
+    assert ts.children(L.ChainedScheduler([a, b])) == [a, b]
+
+    def fn(x):
+        return 0.5 ** x
+
+    assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, scale_fn=fn)) is fn
+    assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, mode="triangular2")) is None
+    assert ts.swalr_anneal(torch.optim.swa_utils.SWALR(o, 0.05, anneal_strategy="linear")) == "linear"
     with pytest.raises(InitError, match="has no '_no_such' .*_initcore/torch_schedulers.py"):
         ts._private(oc, "_no_such")
