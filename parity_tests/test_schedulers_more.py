@@ -462,6 +462,12 @@ def test_reduce_lr_on_plateau_state_both_ways():
     assert to.export_plateau_state(s2) == to.export_plateau_state(s)
 
 
+def test_torchinit_from_torch_with_plateau_says_how():
+    o = _optimizer()
+    with pytest.raises(InitError, match="convert the optimizer alone"):
+        to.from_torch(o, L.ReduceLROnPlateau(o))
+
+
 def test_reduce_lr_on_plateau_direct_and_errors():
     tx = jo.reduce_lr_on_plateau(optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), patience=0,
                                  lr_name="learning_rate")

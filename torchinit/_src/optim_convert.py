@@ -139,6 +139,11 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:
             raise InitError(f"{who}: the scheduler does not drive this optimizer; pass the scheduler built on it.")
+        if type(scheduler).__name__ == "ReduceLROnPlateau":
+            raise InitError(f"{who}: ReduceLROnPlateau drives the optimizer it was built on; convert the optimizer "
+                            "alone (from_torch(optimizer)), then carry the scheduler over with "
+                            "torchinit.optim.import_plateau_state(torchinit.optim.export_plateau_state(scheduler), "
+                            "torchinit.optim.reduce_lr_on_plateau(new_optimizer, ...)).")
         if _sched_core.cycles_momentum(scheduler, who):
             raise InitError(f"{who}: {type(scheduler).__name__} with cycle_momentum=True also sets momentum/betas, "
                             "which torchinit optimizers do not schedule; keep the torch scheduler (or use "
