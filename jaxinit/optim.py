@@ -26,16 +26,39 @@ from jaxinit._src.optim import sgd as sgd
 from jaxinit._src.optim import trace_torch as trace_torch
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
-from jaxinit._src.schedules import cosine_annealing_lr as cosine_annealing_lr
-from jaxinit._src.schedules import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
-from jaxinit._src.schedules import exponential_lr as exponential_lr
-from jaxinit._src.schedules import linear_lr as linear_lr
-from jaxinit._src.schedules import multi_step_lr as multi_step_lr
-from jaxinit._src.schedules import one_cycle_lr as one_cycle_lr
-from jaxinit._src.schedules import one_cycle_momentum as one_cycle_momentum
-from jaxinit._src.schedules import polynomial_lr as polynomial_lr
+from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
+from jaxinit._src.schedule_factories import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts
+from jaxinit._src.schedule_factories import exponential_lr as exponential_lr
+from jaxinit._src.schedule_factories import linear_lr as linear_lr
+from jaxinit._src.schedule_factories import multi_step_lr as multi_step_lr
+from jaxinit._src.schedule_factories import one_cycle_lr as one_cycle_lr
+from jaxinit._src.schedule_factories import one_cycle_momentum as one_cycle_momentum
+from jaxinit._src.schedule_factories import polynomial_lr as polynomial_lr
 from jaxinit._src.schedules import schedules_from_torch as schedules_from_torch
-from jaxinit._src.schedules import step_lr as step_lr
+from jaxinit._src.schedule_factories import step_lr as step_lr
+from jaxinit._src.schedule_factories import chained_scheduler as chained_scheduler
+from jaxinit._src.schedule_factories import constant_lr as constant_lr
+from jaxinit._src.schedule_factories import cyclic_lr as cyclic_lr
+from jaxinit._src.schedule_factories import cyclic_momentum as cyclic_momentum
+from jaxinit._src.schedule_factories import lambda_lr as lambda_lr
+from jaxinit._src.schedule_factories import multiplicative_lr as multiplicative_lr
+from jaxinit._src.schedule_factories import sequential_lr as sequential_lr
+from jaxinit._src.schedule_factories import swalr as swalr
+# training-loop utilities: gradient clipping (torch.nn.utils) and weight averaging (torch.optim.swa_utils)
+from jaxinit._src.clip import clip_grad_norm as clip_grad_norm
+from jaxinit._src.clip import clip_grad_value as clip_grad_value
+from jaxinit._src.swa import averaged_model as averaged_model
+from jaxinit._src.swa import get_ema_multi_avg_fn as get_ema_multi_avg_fn
+from jaxinit._src.swa import get_swa_multi_avg_fn as get_swa_multi_avg_fn
+from jaxinit._src.swa import update_bn as update_bn
+from jaxinit._src.clip import ClipGradNormState as ClipGradNormState
+from jaxinit._src.swa import AveragedModel as AveragedModel
+from jaxinit._src.swa import AveragedModelState as AveragedModelState
+# ReduceLROnPlateau: metric driven (a wrapper transformation in jaxinit, torch's scheduler in torchinit)
+from jaxinit._src.plateau import export_plateau_state as export_plateau_state
+from jaxinit._src.plateau import import_plateau_state as import_plateau_state
+from jaxinit._src.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
+from jaxinit._src.plateau import ReduceLROnPlateauState as ReduceLROnPlateauState
 # torch optimizer <-> optax conversion and optimizer state both ways
 from jaxinit._src.optim_convert import export_state as export_state
 from jaxinit._src.optim_convert import from_torch as from_torch
@@ -43,9 +66,13 @@ from jaxinit._src.optim_convert import import_state as import_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
+    "AveragedModel",
+    "AveragedModelState",
+    "ClipGradNormState",
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
     "ScaleByTorchRmsState",
+    "ReduceLROnPlateauState",
     "TorchEmaState",
     "TraceTorchState",
     "ema",
@@ -59,6 +86,10 @@ TRANSFORMS = (
 
 __all__ = [
     "TRANSFORMS",
+    "AveragedModel",
+    "AveragedModelState",
+    "ClipGradNormState",
+    "ReduceLROnPlateauState",
     "ScaleByTorchAdagradState",
     "ScaleByTorchAdamState",
     "ScaleByTorchRmsState",
@@ -88,6 +119,23 @@ __all__ = [
     "polynomial_lr",
     "schedules_from_torch",
     "step_lr",
+    "chained_scheduler",
+    "constant_lr",
+    "cyclic_lr",
+    "cyclic_momentum",
+    "lambda_lr",
+    "multiplicative_lr",
+    "sequential_lr",
+    "swalr",
+    "averaged_model",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "get_ema_multi_avg_fn",
+    "get_swa_multi_avg_fn",
+    "update_bn",
+    "export_plateau_state",
+    "import_plateau_state",
+    "reduce_lr_on_plateau",
     "export_state",
     "from_torch",
     "import_state",

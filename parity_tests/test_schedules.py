@@ -240,8 +240,12 @@ def test_schedules_from_torch_two_groups_mid_run(case):
 
 def test_unsupported_torch_scheduler_and_bad_which():
     o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(InitError, match="LambdaLR is not supported; supported are"):
-        jo.schedules_from_torch(L.LambdaLR(o, lambda k: 1.0))
+    class HalvingLR(L.LRScheduler):  # a user's own scheduler class: no spec reads it
+        def get_lr(self):
+            return [g["lr"] / 2 for g in self.optimizer.param_groups]
+
+    with pytest.raises(InitError, match="HalvingLR is not supported; supported are"):
+        jo.schedules_from_torch(HalvingLR(o))
     with pytest.raises(InitError, match="which='momentum' needs a OneCycleLR"):
         to.schedules_from_torch(L.StepLR(o, 3), which="momentum")
 
@@ -367,3 +371,52 @@ def test_torch_refuses_what_we_refuse():
         for _ in range(10):
             s.step()
     assert math.isfinite(to.step_lr(0.1, 3)(10**6))
+
+
+def test_factories_are_generated_from_the_specs():
+    """Both packages' factory files are the codegen's output for the current specs, and their
+    docstrings are literals (seen by ast, i.e. by IDEs and help() without importing)."""
+    import ast
+
+    from _initcore import schedules as core
+    from _initcore import schedules_codegen as gen
+
+    for pkg, path in gen.TARGETS.items():
+        assert path.read_text() == gen.render(pkg), f"{path} is stale: run python -m _initcore.schedules_codegen"
+        tree = ast.parse(path.read_text())
+        docs = {f.name: ast.get_docstring(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
+        assert set(docs) == set(core.SPECS)
+        assert all(docs.values())
+    assert gen.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("version", __import__("_initcore.torch_schedulers").torch_schedulers.SUPPORTED_TORCH)
+def test_private_reads_of_this_torch(version):
+    """The only reads of torch's private scheduler attributes (_initcore/torch_schedulers.py), checked
+    against what the installed torch does; one case per supported torch version (the others skip)."""
+    from _initcore import torch_schedulers as ts
+
+    installed = ".".join(torch.__version__.split(".")[:2])
+    assert installed in ts.SUPPORTED_TORCH, f"torch {installed} is not in SUPPORTED_TORCH: check the readers"
+    if installed != version:
+        pytest.skip(f"torch {version} is not installed (this is {installed})")
+    o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1, momentum=0.9)
+    oc = L.OneCycleLR(o, 0.1, total_steps=100, pct_start=0.25, anneal_strategy="linear", three_phase=True)
+    phases = ts.one_cycle_phases(oc)
+    assert [p["end_step"] for p in phases] == [24.0, 48.0, 99]
+    assert [(p["start_lr"], p["end_lr"]) for p in phases] == [("initial_lr", "max_lr"), ("max_lr", "initial_lr"),
+                                                              ("initial_lr", "min_lr")]
+    assert ts.one_cycle_anneal(oc) == "linear"
+    a, b = L.LinearLR(o, 0.5, total_iters=3), L.ExponentialLR(o, 0.9)
+    seq = L.SequentialLR(o, [a, b], [3])
+    assert ts.children(seq) == [a, b] and ts.milestones(seq) == [3]
+    assert ts.children(L.ChainedScheduler([a, b])) == [a, b]
+
+    def fn(x):
+        return 0.5 ** x
+
+    assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, scale_fn=fn)) is fn
+    assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, mode="triangular2")) is None
+    assert ts.swalr_anneal(torch.optim.swa_utils.SWALR(o, 0.05, anneal_strategy="linear")) == "linear"
+    with pytest.raises(InitError, match="has no '_no_such' .*_initcore/torch_schedulers.py"):
+        ts._private(oc, "_no_such")

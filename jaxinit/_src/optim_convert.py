@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from _initcore import optim_convert as _core
+from _initcore import schedules as _sched_core
 from _initcore.errors import InitError
 from jaxinit._src import optim as _optim
 from jaxinit._src.schedules import Schedule, schedules_from_torch
@@ -110,24 +111,17 @@ def _with_beta1(factory):
     return make
 
 
-def _group_lr_schedules(optimizer, scheduler, who):
+def _group_lr_schedules(optimizer, scheduler, who, step=None, lr_lambda=None):
     n = len(optimizer.param_groups)
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:
             raise InitError(f"{who}: the scheduler does not drive this optimizer (scheduler.optimizer is another "
                             "object); pass the scheduler built on it.")
-        lrs = schedules_from_torch(scheduler)
+        lrs = schedules_from_torch(scheduler, lr_lambda=lr_lambda)
         moms = [None] * n
-        if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
+        if _sched_core.cycles_momentum(scheduler, who):
             moms = schedules_from_torch(scheduler, which="momentum")
-        steps = {float(st["step"]) for st in optimizer.state.values() if "step" in st}
-        if not any(optimizer.state.values()):
-            steps = {0.0}  # never stepped
-        if steps and steps != {float(scheduler.last_epoch)}:
-            raise InitError(
-                f"{who}: the optimizer has taken {sorted(steps)} steps but scheduler.last_epoch is "
-                f"{scheduler.last_epoch}; the schedule is a function of the optimizer step, so the scheduler must "
-                "have been stepped once per optimizer.step() from the start (not per epoch).")
+        _sched_core.scheduler_steps(optimizer, scheduler, step, who)  # once per optimizer.step()
         return lrs, moms
     scheds = getattr(optimizer, "_torchinit_schedules", None) or [None] * n
     out = []
@@ -143,7 +137,7 @@ def _group_lr_schedules(optimizer, scheduler, who):
 
 
 def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[str] | None = None,
-               layout: str = "torch") -> optax.GradientTransformation:
+               layout: str = "torch", step: int | None = None, lr_lambda: Any = None) -> optax.GradientTransformation:
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
@@ -152,15 +146,22 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
       scheduler: optional ``torch.optim.lr_scheduler`` object driving ``optimizer``
-        (one :func:`schedules_from_torch` schedule per group; OneCycleLR's
+        (one :func:`schedules_from_torch` schedule per group; OneCycleLR's / CyclicLR's
         ``cycle_momentum`` cycles ``momentum`` / ``betas[0]`` through
         ``optax.inject_hyperparams``). It must be stepped once per optimizer step.
+        A ``ReduceLROnPlateau`` gives :func:`reduce_lr_on_plateau` around the groups
+        (lrs injected; load its counters with :func:`import_plateau_state`).
       param_names: torch's parameter names in optimizer order, for matching a
         params dict by name when the optimizer was not built from
         ``named_parameters()``.
       layout: ``'torch'`` (params have torch's shapes) or ``'flax'`` (Flax params:
         torch names are mapped to Flax paths with the rule and layouts of
         :func:`jaxinit.from_torch_state_dict`; needs torch names).
+      step: the number of ``optimizer.step()`` calls so far, checked against the
+        scheduler's count; needed with a stepped scheduler on torch's SGD, which
+        keeps no step count of its own.
+      lr_lambda: the JAX version of a LambdaLR / MultiplicativeLR function (or one per
+        group), see :func:`schedules_from_torch`.
 
     Returns:
       An ``optax.GradientTransformation``. One group: the group's transformation
@@ -176,17 +177,20 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind)
     groups = optimizer.param_groups
-    lrs, moms = _group_lr_schedules(optimizer, scheduler, who)
+    plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
+    lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
     txs = []
     for i, g in enumerate(groups):
         hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
-        if moms[i] is None:
+        if moms[i] is None and plateau is None:
             txs.append(factory(**hp))
             continue
         static = tuple(k for k, v in hp.items() if isinstance(v, bool))
-        if "betas" in hp:
+        if moms[i] is None:
+            txs.append(optax.inject_hyperparams(factory, static_args=static)(**hp))
+        elif "betas" in hp:
             b2 = hp.pop("betas")[1]
             txs.append(optax.inject_hyperparams(_with_beta1(factory), static_args=static)(b1=moms[i], b2=b2, **hp))
         else:
@@ -214,8 +218,14 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
             labels(params)
             return inner.init(params)
 
-        return optax.GradientTransformationExtraArgs(init, inner.update)
-    return optax.multi_transform({str(i): tx for i, tx in enumerate(txs)}, labels)
+        tx = optax.GradientTransformationExtraArgs(init, inner.update)
+    else:
+        tx = optax.multi_transform({str(i): tx for i, tx in enumerate(txs)}, labels)
+    if plateau is not None:  # counters: jaxinit.optim.import_plateau_state(scheduler, opt_state)
+        from jaxinit._src.plateau import reduce_lr_on_plateau
+
+        return reduce_lr_on_plateau(tx, **_sched_core.plateau_args_from_torch(plateau))
+    return tx
 
 
 # ------------------------------------------------------------------ state walking
@@ -223,7 +233,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 _KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState",
           "ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
           "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
-          "WrappedScheduleState"}
+          "WrappedScheduleState", "ReduceLROnPlateauState"}
 _TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
 
 
@@ -300,7 +310,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     problems = []
     if layout == "flax":
         names = _need_names(param_names, who)
-        order = list(range(len(leaves)))  # unused: buffers come converted in leaf order
+        order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
         flax = {}
         shape_of = {}
         for i in range(n):

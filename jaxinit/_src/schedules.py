@@ -14,8 +14,7 @@ with ``jax_enable_x64``, float32 otherwise.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
+import jax
 import jax.numpy as jnp
 
 from _initcore import schedules as _core
@@ -57,6 +56,30 @@ class _JaxOps:
     def invalid_if(cond, value, message):
         return jnp.where(cond, jnp.nan, value)
 
+    floor = staticmethod(jnp.floor)
+
+    @staticmethod
+    def nonzero(x):
+        return jnp.where(x != 0, x, 1.0)
+
+    @staticmethod
+    def switch(i, branches):
+        # every branch is evaluated (the others at shifted steps) and the taken one selected
+        values = [jnp.asarray(b()) for b in branches]
+        out = values[-1]
+        for k in range(len(values) - 2, -1, -1):
+            out = jnp.where(i == k, values[k], out)
+        return out
+
+    @staticmethod
+    def product(value, fn, t):
+        dtype = jnp.result_type(float)
+
+        def body(k, v):
+            return (v * fn(k)).astype(dtype)
+
+        return jax.lax.fori_loop(1, jnp.asarray(t) + 1, body, jnp.asarray(value, dtype))
+
 
 class Schedule(_core.ScheduleBase):
     """An optax schedule equal to a torch scheduler; ``repr`` shows its arguments.
@@ -71,73 +94,24 @@ class Schedule(_core.ScheduleBase):
     _package = "jaxinit.optim"
 
 
-def step_lr(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
-    return Schedule("step_lr", dict(lr=lr, step_size=step_size, gamma=gamma))
-
-
-def multi_step_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Schedule:
-    return Schedule("multi_step_lr", dict(lr=lr, milestones=milestones, gamma=gamma))
-
-
-def exponential_lr(lr: float, gamma: float) -> Schedule:
-    return Schedule("exponential_lr", dict(lr=lr, gamma=gamma))
-
-
-def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> Schedule:
-    return Schedule("cosine_annealing_lr", dict(lr=lr, T_max=T_max, eta_min=eta_min))
-
-
-def linear_lr(lr: float, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
-              total_iters: int = 5) -> Schedule:
-    return Schedule("linear_lr", dict(lr=lr, start_factor=start_factor, end_factor=end_factor,
-                                      total_iters=total_iters))
-
-
-def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0) -> Schedule:
-    return Schedule("polynomial_lr", dict(lr=lr, total_iters=total_iters, power=power))
-
-
-def cosine_annealing_warm_restarts(lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0) -> Schedule:
-    return Schedule("cosine_annealing_warm_restarts", dict(lr=lr, T_0=T_0, T_mult=T_mult, eta_min=eta_min))
-
-
-def one_cycle_lr(max_lr: float, total_steps: int | None = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos",
-                 cycle_momentum: bool = True, base_momentum: float = 0.85, max_momentum: float = 0.95,
-                 div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False) -> Schedule:
-    return Schedule("one_cycle_lr", dict(
-        max_lr=max_lr, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=pct_start, anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum,
-        base_momentum=base_momentum, max_momentum=max_momentum, div_factor=div_factor,
-        final_div_factor=final_div_factor, three_phase=three_phase))
-
-
-def one_cycle_momentum(total_steps: int | None = None, epochs: int | None = None,
-                       steps_per_epoch: int | None = None, pct_start: float = 0.3,
-                       anneal_strategy: str = "cos", base_momentum: float = 0.85,
-                       max_momentum: float = 0.95, three_phase: bool = False) -> Schedule:
-    return Schedule("one_cycle_momentum", dict(
-        total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
-        anneal_strategy=anneal_strategy, base_momentum=base_momentum, max_momentum=max_momentum,
-        three_phase=three_phase))
-
-
-def schedules_from_torch(scheduler, which: str = "lr") -> list[Schedule]:
+def schedules_from_torch(scheduler, which: str = "lr", *, lr_lambda=None) -> list[Schedule]:
     """One :class:`Schedule` per param group, equal to a ``torch.optim.lr_scheduler`` object.
 
     Reads the scheduler duck-typed (no torch import): StepLR, MultiStepLR,
-    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR,
-    CosineAnnealingWarmRestarts, OneCycleLR; the base lr of group ``i`` is
+    ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR, ConstantLR,
+    CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR, LambdaLR, MultiplicativeLR,
+    SequentialLR and ChainedScheduler over them; the base lr of group ``i`` is
     ``scheduler.base_lrs[i]`` (OneCycleLR: the group's ``initial_lr``/``max_lr``/
-    ``min_lr``). ``which='momentum'`` gives OneCycleLR's momentum / beta1 cycle
-    (``cycle_momentum=True`` only). The schedules are functions of the number
+    ``min_lr``; a 1-element tensor lr is read with ``.item()``). ``which='momentum'``
+    gives OneCycleLR's / CyclicLR's momentum / beta1 cycle (``cycle_momentum=True``
+    only). LambdaLR / MultiplicativeLR hold Python functions JAX cannot be assumed
+    to trace: pass ``lr_lambda=`` the same function written with ``jax.numpy`` (one
+    for all groups, or a list per group); it is checked against torch's on the
+    first 64 steps, and refused without it. The schedules are functions of the number
     of optimizer steps, i.e. they assume ``scheduler.step()`` after every
     ``optimizer.step()``.
     """
-    return [Schedule(name, args, params) for name, args, params in _core.read_torch_scheduler(scheduler, which)]
+    read = _core.read_torch_scheduler(scheduler, which, schedule_class=Schedule, lr_lambda=lr_lambda)
+    return [Schedule(name, args, params) for name, args, params in read]
 
 
-for _f in (step_lr, multi_step_lr, exponential_lr, cosine_annealing_lr, linear_lr, polynomial_lr,
-           cosine_annealing_warm_restarts, one_cycle_lr, one_cycle_momentum):
-    _f.__doc__ = _core.doc(_f.__name__, "jaxinit")
-del _f

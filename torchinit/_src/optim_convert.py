@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from _initcore import optim_convert as _core
+from _initcore import schedules as _sched_core
 from _initcore.errors import InitError
 from torchinit._src import optim as _optim
 from torchinit._src.schedules import schedules_from_torch
@@ -112,7 +113,8 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
     return optimizer
 
 
-def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> torch.optim.Optimizer:
+def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layout: str = "torch",
+               step: int | None = None, lr_lambda: Any = None) -> torch.optim.Optimizer:
     """A :mod:`torchinit.optim` optimizer equal to ``optimizer`` (+ ``scheduler``), state included.
 
     The twin of :func:`jaxinit.optim.from_torch`: same factory per param group with the
@@ -120,23 +122,34 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
     closed-form schedule (``lr`` callables, counter ``schedule_step`` =
     ``scheduler.last_epoch``), and the optimizer's state copied. OneCycleLR's momentum
     cycling is torch-scheduler-only here: keep the torch scheduler for it.
-    ``param_names`` is accepted for the mirror's signature (not needed on this side).
+    ``param_names`` and ``layout`` are accepted for the mirror's signature (torch's own
+    parameters are used here). ``step``: the number of ``optimizer.step()`` calls so far,
+    checked against the scheduler's count (needed with a stepped scheduler on torch's SGD,
+    which keeps no step count); ``lr_lambda`` replaces LambdaLR's / MultiplicativeLR's
+    functions after a check (see :func:`schedules_from_torch`).
     """
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind)
     n = len(optimizer.param_groups)
+    if layout not in ("torch", "flax"):
+        raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
     lrs = [None] * n
-    step = None
+    sched_step = None
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:
             raise InitError(f"{who}: the scheduler does not drive this optimizer; pass the scheduler built on it.")
-        if type(scheduler).__name__ == "OneCycleLR" and scheduler.cycle_momentum:
-            raise InitError(f"{who}: OneCycleLR with cycle_momentum=True also sets momentum/betas, which "
-                            "torchinit optimizers do not schedule; keep the torch scheduler (or use "
+        if type(scheduler).__name__ == "ReduceLROnPlateau":
+            raise InitError(f"{who}: ReduceLROnPlateau drives the optimizer it was built on; convert the optimizer "
+                            "alone (from_torch(optimizer)), then carry the scheduler over with "
+                            "torchinit.optim.import_plateau_state(torchinit.optim.export_plateau_state(scheduler), "
+                            "torchinit.optim.reduce_lr_on_plateau(new_optimizer, ...)).")
+        if _sched_core.cycles_momentum(scheduler, who):
+            raise InitError(f"{who}: {type(scheduler).__name__} with cycle_momentum=True also sets momentum/betas, "
+                            "which torchinit optimizers do not schedule; keep the torch scheduler (or use "
                             "jaxinit.optim.from_torch, which injects the momentum cycle).")
-        lrs = schedules_from_torch(scheduler)
-        step = int(scheduler.last_epoch)
+        lrs = schedules_from_torch(scheduler, lr_lambda=lr_lambda)
+        sched_step = _sched_core.scheduler_steps(optimizer, scheduler, step, who)
     groups = []
     for i, g in enumerate(optimizer.param_groups):
         hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
@@ -148,9 +161,6 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
         top["initial_accumulator_value"] = groups[0]["initial_accumulator_value"]
     new = factory(groups, **top)
     exported = export_state(optimizer)
-    if step is not None:
-        if exported["step"] is not None and exported["step"] != step:
-            raise InitError(f"{who}: the optimizer has taken {exported['step']} steps but scheduler.last_epoch "
-                            f"is {step}; the scheduler must be stepped once per optimizer.step().")
-        exported["step"] = step
+    if sched_step is not None:  # checked against the optimizer's own count by scheduler_steps
+        exported["step"] = sched_step
     return import_state(exported, new)
