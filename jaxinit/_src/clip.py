@@ -31,7 +31,7 @@ def total_norm(grads, norm_type: float = 2.0) -> jax.Array:
     if not leaves:
         return jnp.zeros(())
     norms = jnp.stack([_norm(g, norm_type) for g in leaves])
-    return jnp.linalg.vector_norm(norms, ord=norm_type)
+    return jnp.linalg.vector_norm(norms, ord=norm_type)  # type: ignore[arg-type]  # any real ord (and inf) is accepted at run time
 
 
 def _raise_nonfinite(norm, norm_type):

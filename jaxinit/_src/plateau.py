@@ -64,7 +64,7 @@ def _set(node, path, value):
         return value
     p, rest = path[0], path[1:]
     if isinstance(node, tuple) and hasattr(node, "_fields"):
-        return node._replace(**{p: _set(getattr(node, p), rest, value)})
+        return node._replace(**{p: _set(getattr(node, p), rest, value)})  # type: ignore[attr-defined]  # a NamedTuple
     if isinstance(node, dict):
         return {**node, p: _set(node[p], rest, value)}
     items = list(node)

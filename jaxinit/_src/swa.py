@@ -134,7 +134,7 @@ def averaged_model(multi_avg_fn: Callable | None = None, use_buffers: bool = Fal
         avg_part, _ = _split(state.average, use_buffers)
         cur_part, kept = _split(variables, use_buffers)
         a_leaves, treedef = jax.tree.flatten(avg_part)
-        c_leaves = treedef.flatten_up_to(cur_part)
+        c_leaves = treedef.flatten_up_to(cur_part)  # type: ignore[attr-defined]  # PyTreeDef method missing from jax's stubs
         n = state.n_averaged
         averaged = avg_fn(a_leaves, c_leaves, n)
         new = [jnp.where(n == 0, c, a).astype(c.dtype) for a, c in zip(averaged, c_leaves)]  # first: copy
