@@ -65,7 +65,7 @@ from torchinit._src.convert import from_torch_state_dict as from_torch_state_dic
 from torchinit._src.convert import load_checkpoint as load_checkpoint
 from torchinit._src.convert import save_checkpoint as save_checkpoint
 from torchinit._src.convert import to_torch_state_dict as to_torch_state_dict
-from torchinit._src.convert import twin_check as twin_check
+from torchinit._src.porting import twin_check as twin_check
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,110 @@
+"""``suggest_mapping``: pair the torch layers the naming rule leaves unmatched with the Flax
+layers left over, by layer kind, order of definition and shapes. Framework-free.
+
+Within each kind family (``conv`` and ``conv_transpose``, ``layernorm`` and
+``groupnorm``, a name-inferred ``dense`` and ``embed``), the unmatched torch layers (in
+``named_modules`` / state-dict order) and the unmatched Flax layers (in the template's
+order: Linen creates variables in execution order) are paired in order when every pair's
+converted shapes agree. Otherwise only pairs whose shapes occur once on each side are
+suggested; same-shape layers that could pair in more than one way are listed as
+``ambiguous``, never guessed.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from _initcore.layer_kinds import REGISTRY, Options
+from _initcore.naming import Group, flax_index, groups_from_flax_names, resolve_paths
+
+_FAMILY = {"conv_transpose": "conv", "groupnorm": "layernorm", "embed": "dense"}
+
+
+class Suggestion(dict):
+    """``{torch prefix: flax path}`` ready for ``mapping=``, with what it could not settle:
+    ``ambiguous`` (readable lines), ``unmatched_torch`` and ``unmatched_flax`` (layer names)."""
+
+    def __init__(self, pairs=(), ambiguous=(), unmatched_torch=(), unmatched_flax=()):
+        super().__init__(pairs)
+        self.ambiguous = list(ambiguous)
+        self.unmatched_torch = list(unmatched_torch)
+        self.unmatched_flax = list(unmatched_flax)
+
+
+def _torch_signature(g: Group, shapes: Mapping[str, tuple]) -> tuple | None:
+    """Sorted shapes of the Flax params the torch layer converts to (None: cannot tell)."""
+    spec = REGISTRY[g.kind]
+    t = {leaf: np.broadcast_to(np.zeros((), np.float32), shapes[full])
+         for leaf, full in g.keys.items() if leaf in spec.consumed() and full in shapes}
+    if spec.missing(t):
+        return None
+    try:
+        out = spec.to_flax(g, t, _Quiet(), Options(merge_rnn_biases=True))
+    except (ValueError, IndexError):
+        return None
+    return tuple(sorted(tuple(np.shape(v)) for (coll, _), v in out.items() if coll == "params"))
+
+
+def _flax_signature(path: tuple, flat: Mapping) -> tuple:
+    n = len(path)
+    return tuple(sorted(tuple(v.shape) for (coll, p), v in flat.items()
+                        if coll == "params" and p[:n] == path and len(p) > n))
+
+
+class _Quiet:
+    def add(self, section, item):
+        pass
+
+
+def _family(kind: str) -> str:
+    return _FAMILY.get(kind, kind)
+
+
+def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
+            shapes: Mapping[str, tuple] | None = None) -> Suggestion:
+    """Suggest ``mapping`` entries for the torch ``groups`` unmatched in the Flax template
+    ``flat_spec`` ({(collection, path): array-like with ``shape``}); ``shapes``: torch key ->
+    shape (default: read from nothing, so signatures are unknown and only counts pair)."""
+    index = flax_index(flat_spec)
+    paths = resolve_paths(groups, index, mapping, containers)
+    fgroups = groups_from_flax_names(flat_spec)
+    fpaths = {tuple(fg.opts["flax_path"]): fg for fg in fgroups}
+    matched = set()
+    todo_t: list[Group] = []
+    for g in groups:
+        if g.kind == "unknown":
+            continue
+        p = paths[g.id]
+        hit = next((q for q in (p, p + ("cell",)) if q in fpaths), None)
+        if hit is not None:
+            matched.add(hit)
+        else:
+            todo_t.append(g)
+    todo_f = [fg for fg in fgroups if tuple(fg.opts["flax_path"]) not in matched]
+    sug = Suggestion()
+    for fam in dict.fromkeys(_family(g.kind) for g in todo_t):
+        ts = [g for g in todo_t if _family(g.kind) == fam]
+        fs = [fg for fg in todo_f if _family(fg.kind) == fam]
+        tsig = [None if shapes is None else _torch_signature(g, shapes) for g in ts]
+        fsig = [_flax_signature(tuple(fg.opts["flax_path"]), flat_spec) for fg in fs]
+        if len(ts) == len(fs) and all(a == b for a, b in zip(tsig, fsig)):
+            sug.update({g.id: "/".join(fg.opts["flax_path"]) for g, fg in zip(ts, fs)})
+            continue
+        if shapes is None:
+            sug.unmatched_torch += [g.id for g in ts]
+            continue
+        for sig in dict.fromkeys(tsig):
+            ti = [i for i, s in enumerate(tsig) if s == sig]
+            fi = [i for i, s in enumerate(fsig) if s == sig]
+            if sig is not None and len(ti) == len(fi) == 1:
+                sug[ts[ti[0]].id] = "/".join(fs[fi[0]].opts["flax_path"])
+            elif sig is not None and ti and fi:
+                sug.ambiguous.append(f"{len(ti)} torch {fam} layer(s) ({', '.join(ts[i].id for i in ti)}) and "
+                                     f"{len(fi)} Flax one(s) ({', '.join('/'.join(fs[i].opts['flax_path']) for i in fi)}) "
+                                     f"share the shapes {list(sig)}")
+            else:
+                sug.unmatched_torch += [ts[i].id for i in ti]
+    paired = set(sug.values())
+    sug.unmatched_flax = ["/".join(fg.opts["flax_path"]) for fg in todo_f if "/".join(fg.opts["flax_path"]) not in paired]
+    return sug
