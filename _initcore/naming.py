@@ -168,7 +168,11 @@ def groups_from_flax_names(flat: Mapping, kinds: Mapping | None = None) -> list[
             children.setdefault(path[:i], set()).add(path[i])
     owned: set[tuple] = set()
     groups = []
-    for mpath in sorted(set(children) | set(leaves_of), key=len):
+    first_seen: dict[tuple, int] = {}  # the tree's own order (Linen's init: creation order)
+    for i, (_, path) in enumerate(flat):
+        for j in range(len(path)):
+            first_seen.setdefault(path[:j], i)
+    for mpath in sorted(first_seen, key=len):
         if any(mpath[:len(o)] == o for o in owned):
             continue
         gid = ".".join(mpath)
@@ -183,7 +187,7 @@ def groups_from_flax_names(flat: Mapping, kinds: Mapping | None = None) -> list[
             owned.add(mpath)
         keys = {leaf: join(gid, leaf) for leaf in REGISTRY[kind].torch_leaves}
         groups.append(Group(gid, kind, keys, dict(opts, flax_path=mpath, from_flax=True)))
-    return groups
+    return sorted(groups, key=lambda g: first_seen[g.opts["flax_path"]])
 
 
 # --------------------------------------------------------------------------- naming rule

@@ -105,6 +105,21 @@ def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
                                      f"share the shapes {list(sig)}")
             else:
                 sug.unmatched_torch += [ts[i].id for i in ti]
+    if sug.ambiguous and _looks_sorted(flat_spec):
+        sug.ambiguous.append("the template's keys are in sorted order (jax.eval_shape and jit sort them), so the "
+                             "order the Flax layers were created in is lost: pass the output of model.init(...) "
+                             "as the template")
     paired = set(sug.values())
     sug.unmatched_flax = ["/".join(fg.opts["flax_path"]) for fg in todo_f if "/".join(fg.opts["flax_path"]) not in paired]
     return sug
+
+
+def _looks_sorted(flat: Mapping) -> bool:
+    """Whether every level of the tree lists its keys in sorted order."""
+    seen: dict[tuple, list] = {}
+    for coll, path in flat:
+        for j in range(len(path)):
+            lst = seen.setdefault((coll,) + path[:j], [])
+            if not lst or lst[-1] != path[j]:
+                lst.append(path[j])
+    return all(lst == sorted(lst) for lst in seen.values())

@@ -45,7 +45,10 @@ def _unbox(tree):
     if isinstance(tree, Mapping):
         from flax.core import meta
 
-        return meta.unbox(tree)
+        # walked by hand: jax tree maps sort dict keys, and the keys' order (Linen's creation
+        # order) is what suggest_mapping pairs layers by
+        return {k: _unbox(v) if isinstance(v, Mapping) else (v.unbox() if isinstance(v, meta.AxisMetadata) else v)
+                for k, v in tree.items()}
     return tree
 
 

@@ -1,4 +1,33 @@
-"""Porting a model: twin_check, compare_layers, audit (both frameworks at call time) and
-suggest_mapping. The first three are the one implementation in ``_initcore.jax_and_torch``,
-shared with the mirror package; importing this module imports neither framework."""
-from _initcore.jax_and_torch import twin_check as twin_check
+"""Porting a model: ``suggest_mapping``, and ``twin_check``, ``compare_layers``, ``audit``
+(mirror of :mod:`jaxinit._src.porting`; the last three are the one implementation in
+``_initcore.jax_and_torch``, which imports jax and flax only when called)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from _initcore import suggest as _suggest
+from _initcore.jax_and_torch import audit as audit  # noqa: F401
+from _initcore.jax_and_torch import compare_layers as compare_layers  # noqa: F401
+from _initcore.jax_and_torch import twin_check as twin_check  # noqa: F401
+from torchinit._src.convert import _template_spec, _torch_source
+
+
+def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str, Any] | None = None,
+                    mapping: Mapping[str, str] | None = None):
+    """Mirror of :func:`jaxinit.suggest_mapping` (same rule and result); ``flax_template`` is
+    Flax variables as nested dicts of array-likes.
+
+    >>> import numpy as np, torch, torchinit
+    >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    >>> torchinit.suggest_mapping(m, {"params": {"proj": {"kernel": np.zeros((3, 4)), "bias": np.zeros(4)}}})
+    {'0': 'proj'}
+    """
+    who = "torchinit.suggest_mapping"
+    arrays, groups, containers = _torch_source(torch_model, kinds, who)
+    sug = _suggest.suggest(groups, containers, _template_spec(flax_template, who), mapping,
+                           {k: np.shape(v) for k, v in arrays.items()})
+    sug.update(dict(mapping or {}))
+    return sug
