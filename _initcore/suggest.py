@@ -11,6 +11,7 @@ suggested; same-shape layers that could pair in more than one way are listed as
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -62,10 +63,12 @@ def _family(kind: str) -> str:
 
 
 def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
-            shapes: Mapping[str, tuple] | None = None) -> Suggestion:
+            shapes: Mapping[str, tuple] | None = None, flax_order=None) -> Suggestion:
     """Suggest ``mapping`` entries for the torch ``groups`` unmatched in the Flax template
     ``flat_spec`` ({(collection, path): array-like with ``shape``}); ``shapes``: torch key ->
-    shape (default: read from nothing, so signatures are unknown and only counts pair)."""
+    shape (default: read from nothing, so signatures are unknown and only counts pair);
+    ``flax_order``: Flax module paths (tuples) in the order they run, which replaces the
+    template's order."""
     index = flax_index(flat_spec)
     paths = resolve_paths(groups, index, mapping, containers)
     fgroups = groups_from_flax_names(flat_spec)
@@ -83,13 +86,32 @@ def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
             todo_t.append(g)
     todo_f = [fg for fg in fgroups if tuple(fg.opts["flax_path"]) not in matched]
     sug = Suggestion()
+    sorted_keys = _looks_sorted(flat_spec) and flax_order is None
+    if flax_order is not None:
+        rank = {tuple(p): i for i, p in reversed(list(enumerate(flax_order)))}
+        todo_f.sort(key=lambda fg: rank.get(tuple(fg.opts["flax_path"]), len(rank)))
+    elif sorted_keys:  # the creation order is lost; auto names (Conv_0, Conv_10) still order their siblings
+        todo_f.sort(key=lambda fg: [_natural(seg) for seg in fg.opts["flax_path"]])
     for fam in dict.fromkeys(_family(g.kind) for g in todo_t):
         ts = [g for g in todo_t if _family(g.kind) == fam]
         fs = [fg for fg in todo_f if _family(fg.kind) == fam]
         tsig = [None if shapes is None else _torch_signature(g, shapes) for g in ts]
         fsig = [_flax_signature(tuple(fg.opts["flax_path"]), flat_spec) for fg in fs]
         if len(ts) == len(fs) and all(a == b for a, b in zip(tsig, fsig)):
-            sug.update({g.id: "/".join(fg.opts["flax_path"]) for g, fg in zip(ts, fs)})
+            unsure = set()
+            if sorted_keys:
+                for sig in set(fsig):
+                    same = [tuple(fg.opts["flax_path"]) for fg, q in zip(fs, fsig) if q == sig]
+                    if not _auto_ordered(same):
+                        unsure.add(sig)
+            for g, fg, sig in zip(ts, fs, fsig):
+                if sig not in unsure:
+                    sug[g.id] = "/".join(fg.opts["flax_path"])
+            for sig in unsure:
+                ti = [g.id for g, q in zip(ts, tsig) if q == sig]
+                fi = ["/".join(fg.opts["flax_path"]) for fg, q in zip(fs, fsig) if q == sig]
+                sug.ambiguous.append(f"{len(ti)} torch {fam} layer(s) ({', '.join(ti)}) and {len(fi)} Flax one(s) "
+                                     f"({', '.join(fi)}) share the shapes {list(sig)}")
             continue
         if shapes is None:
             sug.unmatched_torch += [g.id for g in ts]
@@ -97,8 +119,9 @@ def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
         for sig in dict.fromkeys(tsig):
             ti = [i for i, s in enumerate(tsig) if s == sig]
             fi = [i for i, s in enumerate(fsig) if s == sig]
-            if sig is not None and len(ti) == len(fi) == 1:
-                sug[ts[ti[0]].id] = "/".join(fs[fi[0]].opts["flax_path"])
+            fpaths = [tuple(fs[i].opts["flax_path"]) for i in fi]
+            if sig is not None and len(ti) == len(fi) and (len(ti) == 1 or not sorted_keys or _auto_ordered(fpaths)):
+                sug.update({ts[i].id: "/".join(fs[j].opts["flax_path"]) for i, j in zip(ti, fi)})
             elif sig is not None and ti and fi:
                 sug.ambiguous.append(f"{len(ti)} torch {fam} layer(s) ({', '.join(ts[i].id for i in ti)}) and "
                                      f"{len(fi)} Flax one(s) ({', '.join('/'.join(fs[i].opts['flax_path']) for i in fi)}) "
@@ -107,11 +130,32 @@ def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
                 sug.unmatched_torch += [ts[i].id for i in ti]
     if sug.ambiguous and _looks_sorted(flat_spec):
         sug.ambiguous.append("the template's keys are in sorted order (jax.eval_shape and jit sort them), so the "
-                             "order the Flax layers were created in is lost: pass the output of model.init(...) "
-                             "as the template")
+                             "order the Flax layers were created in is lost: pass flax_module= and flax_inputs= "
+                             "(the order they run in), or the output of model.init(...) as the template")
     paired = set(sug.values())
     sug.unmatched_flax = ["/".join(fg.opts["flax_path"]) for fg in todo_f if "/".join(fg.opts["flax_path"]) not in paired]
     return sug
+
+
+_AUTO = re.compile(r"^(.+)_(\d+)$")
+
+
+def _natural(seg: str):
+    m = _AUTO.match(seg)
+    return (m.group(1), int(m.group(2))) if m else (seg, -1)
+
+
+def _auto_ordered(paths: list) -> bool:
+    """Whether Linen auto names (``Class_k``) alone order these paths: each pair first
+    differs in a segment that is an auto name of the same class in both."""
+    for a, b in zip(paths, paths[1:]):
+        i = next((j for j, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if i is None:
+            return False
+        ma, mb = _AUTO.match(a[i]), _AUTO.match(b[i])
+        if not (ma and mb and ma.group(1) == mb.group(1)):
+            return False
+    return True
 
 
 def _looks_sorted(flat: Mapping) -> bool:

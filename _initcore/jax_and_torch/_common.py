@@ -103,7 +103,7 @@ def verdicts(pairs: Mapping[str, tuple], rtol: float) -> dict:
 def is_hf_flax(model) -> bool:
     """A Hugging Face Flax model (``FlaxPreTrainedModel``): ``.module`` and ``.params``, called
     as ``model(*inputs, params=..., train=...)`` (train is ``deterministic=not train`` inside)."""
-    return hasattr(model, "module") and hasattr(model, "params") and hasattr(model, "config") \
+    return hasattr(model, "module") and hasattr(type(model), "params") and hasattr(model, "config") \
         and type(model).__name__.startswith("Flax")
 
 
@@ -113,3 +113,16 @@ def hf_call(model, variables, *inputs, train):
 
 def float_leaf(x) -> bool:
     return _arr.is_float(np.asarray(x).dtype if not _arr.is_torch_tensor(x) else _arr.tensor_spec(x).dtype)
+
+
+def train_kwargs(model, train_kwarg, train: bool) -> dict:
+    """``{train_kwarg: train}`` when the Linen module's ``__call__`` names that argument."""
+    import inspect
+
+    if not train_kwarg:
+        return {}
+    try:
+        params = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):
+        return {train_kwarg: train}
+    return {train_kwarg: train} if train_kwarg in params else {}

@@ -110,7 +110,7 @@ def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables:
         findings.append(inits[0]._replace(torch=f"{inits[0].torch} and {len(inits) - 1} more" if len(inits) > 1
                                           else inits[0].torch, flax=", ".join(f.flax for f in inits[:3])
                                           + (" ..." if len(inits) > 3 else "")))
-    findings.extend(_order_findings(pairs, groups, torder, forder))
+    findings.extend(_order_findings(pairs, groups, torder, forder, fvars))
     notes = _notes(tmods, pairs, findings)
     pool_findings, pool_notes = _pooling(tmods, pairs)
     findings.extend(pool_findings)
@@ -119,6 +119,19 @@ def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables:
 
 
 # --------------------------------------------------------------------------- discovery
+def flax_call_order(flax_module, flax_inputs, variables=None, train_kwarg="train", flax_call=None) -> list:
+    """Paths (tuples) of a Linen / Hugging Face Flax model's modules in the order they run,
+    traced under ``jax.eval_shape`` (no computation); an NNX model's in graph order."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    if flax_call is None and C.is_hf_flax(flax_module):
+        flax_call = C.hf_call
+    fxs = None if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    return _flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)[1]
+
+
 def _torch_modules(tm, xs):
     """{path: module}, [paths in execution order], {path: input shape} (torch traced when xs)."""
     import torch
@@ -171,7 +184,7 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
         return next_fun(*args, **kwargs)
 
     xf = [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in fxs]
-    kw = {train_kwarg: False} if train_kwarg else {}
+    kw = C.train_kwargs(model, train_kwarg, False)
     with nn.intercept_methods(icpt):
         if flax_call is not None:
             jax.eval_shape(lambda *x: flax_call(model, variables, *x, train=False), *xf)
@@ -361,14 +374,32 @@ def _check_init(tp, fp, tm, fm, tin, fvars):
 _CHECKS = (_check_conv, _check_dense, _check_norm, _check_batchnorm, _check_embed, _check_dropout, _check_init)
 
 
-def _order_findings(pairs, groups, torder, forder):
-    """Paired layers must run in the same order in both models (a ``mapping=`` that swaps two
-    same-shape layers converts silently and runs them in the wrong places)."""
+def _order_findings(pairs, groups, torder, forder, fvars):
+    """Paired layers of the same kind and shapes must run in the same order in both models:
+    a ``mapping=`` that swaps two same-shape layers converts silently and runs them in the
+    wrong places. (Layers with different shapes cannot be swapped by a mapping that converts;
+    independent ones, such as two embeddings that are summed, may run in either order.)"""
     if not torder or not forder:
         return []
     fidx = {"/".join(p): i for i, p in enumerate(forder)}
     tidx = {p: i for i, p in enumerate(torder)}
+
+    def sig(fp):
+        path = tuple(q for q in fp.split("/") if q)
+        return tuple(sorted((p[len(path):], tuple(np.shape(v))) for (c, p), v in fvars.items()
+                            if c == "params" and p[:len(path)] == path))
+
     layers = sorted((tidx[g.id], g.id, pairs[g.id]) for g in groups if g.id in tidx and pairs.get(g.id) in fidx)
+    by_sig: dict = {}
+    for item in layers:
+        by_sig.setdefault(sig(item[2]), []).append(item)
+    out = []
+    for same in by_sig.values():
+        out.extend(_inversions(same, fidx))
+    return out
+
+
+def _inversions(layers, fidx):
     out = []
     for (_, ta, fa), (_, tb, fb) in zip(layers, layers[1:]):
         if fidx[fa] > fidx[fb]:

@@ -43,9 +43,13 @@ class LayerReport:
         self.unpaired_flax = unpaired_flax
         self.dtype, self.rtol, self.mode = dtype, rtol, mode
         self.first_divergence = next((r for r in rows if r["ok"] is False), None)
+        # gradients flow backwards: a layer's output gradient depends on every LATER layer, so the
+        # first gradient divergence in backward order is the last one in execution order
+        self.first_grad_divergence = next((r for r in reversed(rows) if r.get("grad_ok") is False), None)
 
     def as_dict(self) -> dict:
         return {"rows": [dict(r) for r in self.rows], "first_divergence": self.first_divergence,
+                "first_grad_divergence": self.first_grad_divergence,
                 "unpaired_torch": list(self.unpaired_torch), "unpaired_flax": list(self.unpaired_flax),
                 "dtype": self.dtype, "budget_rtol": self.rtol, "mode": self.mode}
 
@@ -70,6 +74,10 @@ class LayerReport:
         out.append("first divergence: " + (f"torch {fd['torch']!r} <-> Flax {fd['flax']!r} "
                                            f"(max|diff| {fd['diff']:.3g}, {fd['rel']:.2g} of max|torch|)"
                                            if fd else "none (every paired layer within budget)"))
+        fg = self.first_grad_divergence
+        if any("grad_ok" in r for r in self.rows):
+            out.append("first gradient divergence (backward order): " + (
+                f"torch {fg['torch']!r} (max|diff| {fg['grad_diff']:.3g} of {fg['grad_scale']:.3g})" if fg else "none"))
         if self.unpaired_torch:
             out.append(f"torch modules without a Flax module ({len(self.unpaired_torch)}): "
                        + ", ".join(self.unpaired_torch[:12]) + (" ..." if len(self.unpaired_torch) > 12 else ""))
@@ -168,8 +176,6 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         if gradients:
             g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last)
             row.update(grad_diff=g["diff"], grad_scale=g["scale"], grad_ok=g["ok"])
-            if g["ok"] is False:
-                row["ok"] = False
         rows.append(row)
     if train:
         _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol)
@@ -265,7 +271,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
 
             full = variables
             with nn.intercept_methods(icpt):
-                kw = {train_kwarg: train} if train_kwarg else {}
+                kw = C.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
                     y, upd = flax_call(model, full, *xf, train=train), {}
                 elif train and "batch_stats" in full:
@@ -273,7 +279,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
                 else:
                     y, upd = model.apply(full, *xf, **kw), {}
         leaves = dict(C.tree_leaves(y))
-        loss = sum(jnp.sum(leaves[k] * c) for k, c in cot.items() if k in leaves)
+        loss = sum((jnp.sum(leaves[k] * c) for k, c in cot.items() if k in leaves), jnp.zeros(()))
         return loss, (calls, upd)
 
     _, (calls, upd) = run(None)
@@ -347,7 +353,7 @@ def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
     parameterless modules."""
     index = _naming.flax_index(fvars) | {p for p in fpaths}
     gids = {g.id for g in groups}
-    extra = tuple(n for n, _ in tm.named_modules() if n and n not in gids and n not in containers)
+    extra = tuple(n for n, m in tm.named_modules() if n and n not in gids and next(m.children(), None) is None)
     every = _naming.resolve_prefixes(groups, index, mapping, containers, extra)
     pairs = {}
     by_group = {}
@@ -370,6 +376,10 @@ def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
         under = [p for gid, p in by_group.items() if c == "" or gid == c or gid.startswith(c + ".")]
         if not under:
             continue
+        if c and c in every and every[c] in index and all(p[:len(every[c])] == every[c] and len(p) > len(every[c])
+                                                         for p in under):
+            pairs[c] = "/".join(every[c])  # the naming rule finds it (e.g. a Hugging Face twin)
+            continue
         common = under[0]
         for p in under[1:]:
             k = 0
@@ -379,6 +389,8 @@ def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
         if c == "":
             claimed[()] = ""
             continue
+        if any(len(p) == len(common) for p in under):
+            common = common[:-1]  # a container of one layer is the module above that layer
         inside = [m for m in flax_layers if m[:len(common)] == common]
         if not all(any(m[:len(p)] == p for p in under) for m in inside):
             continue

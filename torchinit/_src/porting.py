@@ -12,13 +12,14 @@ from _initcore import suggest as _suggest
 from _initcore.jax_and_torch import audit as audit  # noqa: F401
 from _initcore.jax_and_torch import compare_layers as compare_layers  # noqa: F401
 from _initcore.jax_and_torch import twin_check as twin_check  # noqa: F401
+from _initcore.jax_and_torch.audit import flax_call_order
 from torchinit._src.convert import _template_spec, _torch_source
 
 
 def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str, Any] | None = None,
-                    mapping: Mapping[str, str] | None = None):
+                    mapping: Mapping[str, str] | None = None, flax_module: Any = None, flax_inputs: Any = None):
     """Mirror of :func:`jaxinit.suggest_mapping` (same rule and result); ``flax_template`` is
-    Flax variables as nested dicts of array-likes.
+    Flax variables as nested dicts of array-likes (``flax_module`` needs jax at call time).
 
     >>> import numpy as np, torch, torchinit
     >>> m = torch.nn.Sequential(torch.nn.Linear(3, 4))
@@ -28,6 +29,14 @@ def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str,
     who = "torchinit.suggest_mapping"
     arrays, groups, containers = _torch_source(torch_model, kinds, who)
     sug = _suggest.suggest(groups, containers, _template_spec(flax_template, who), mapping,
-                           {k: np.shape(v) for k, v in arrays.items()})
+                           {k: np.shape(v) for k, v in arrays.items()}, _order(flax_module, flax_inputs, flax_template))
     sug.update(dict(mapping or {}))
     return sug
+
+
+def _order(flax_module, flax_inputs, template):
+    """The Flax modules' run order when the model is given (needs jax at call time)."""
+    if flax_module is None:
+        return None
+    variables = template if isinstance(template, Mapping) and "params" in template else None
+    return flax_call_order(flax_module, flax_inputs, variables)
