@@ -404,8 +404,10 @@ def _inversions(layers, fidx):
     for (_, ta, fa), (_, tb, fb) in zip(layers, layers[1:]):
         if fidx[fa] > fidx[fb]:
             out.append(Finding("order", ta, fa, f"torch runs {ta!r} before {tb!r}, but their Flax partners run in the "
-                               f"opposite order ({fa!r} after {fb!r}): the pairing (mapping=) likely swaps layers",
-                               "fix mapping= so each torch layer maps to the Flax layer in the same place"))
+                               f"opposite order ({fa!r} after {fb!r}), and they have the same shapes: unless they sit on "
+                               "independent branches, the pairing (mapping=) swaps them",
+                               "fix mapping= so each torch layer maps to the Flax layer in the same place "
+                               "(compare_layers shows whether the outputs agree)"))
     return out
 
 
