@@ -282,6 +282,19 @@ def test_mixer_layernorm_eps(trap):
     assert [(f.category, f.torch) for f in findings if f.category == "norm eps"] == [("norm eps", "blocks.1.norm")]
 
 
+def test_mixer_gelu_hint():
+    """Flax's tanh GELU where torch has the exact one, between two Linen layers: the first
+    divergent layer is the next one, and the report names the torch GELU that ran before it."""
+    x = RNG.standard_normal((6, 8))
+    torch.manual_seed(0)
+    tm = TorchMixer().double()
+    lm = LinenMixer(trap="gelu")
+    v = jaxinit.from_torch_state_dict(tm, lm.init(jax.random.key(0), x))
+    rep = jaxinit.compare_layers(tm, lm, x, variables=v)
+    assert rep.first_divergence["torch"] == "blocks.1.fc2", str(rep)
+    assert "blocks.1.act (GELU(approximate='none'))" in rep.first_divergence["hint"] and "blocks.1.act" in str(rep)
+
+
 class NnxBlock(nnx.Module):
     def __init__(self, eps):
         r = nnx.Rngs(0)
@@ -417,6 +430,7 @@ def test_bert_compare_layers(bert):
     wrong, v = _flax_bert(tm, hidden_act="gelu_new")
     rep = jaxinit.compare_layers(tm, wrong, (IDS, MASK), variables=v)
     assert rep.first_divergence["torch"] == "encoder.layer.0.intermediate", str(rep)
+    assert "intermediate_act_fn (GELUActivation())" in rep.first_divergence["hint"]
 
 
 def test_bert_round_trip_float64(bert):

@@ -81,6 +81,8 @@ class LayerReport:
         if self.unpaired_torch:
             out.append(f"torch modules without a Flax module ({len(self.unpaired_torch)}): "
                        + ", ".join(self.unpaired_torch[:12]) + (" ..." if len(self.unpaired_torch) > 12 else ""))
+        if fd is not None and fd.get("hint"):
+            out.append(f"  {fd['hint']}")
         notes = [f"{r['torch']}: {r['note']}" for r in self.rows if r.get("note")]
         out.extend(notes)
         return "\n".join(out)
@@ -180,9 +182,26 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
     if train:
         _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol)
     unpaired_t = [p for p, _, _ in tcalls if p not in seen and p != ""]
+    _hint_first_divergence(rows, tcalls, seen, dict(tm.named_modules()))
     paired_f = {r["flax"] for r in rows}
     unpaired_f = ["/".join(p) for p in dict.fromkeys(p for p, _, _ in fcalls) if "/".join(p) not in paired_f]
     return LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+
+
+def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
+    """Name the torch modules without a Flax module (activations, pooling) that ran inside the
+    first divergent layer or just before it: the cause is often there."""
+    first = next((r for r in rows if r["ok"] is False), None)
+    if first is None:
+        return
+    order = [p for p, _, _ in tcalls]
+    end = order.index(first["torch"])
+    prev = max((order.index(r["torch"]) for r in rows[:rows.index(first)]), default=-1)
+    between = [p for p in dict.fromkeys(order[prev + 1:end]) if p not in seen]
+    if between:
+        desc = [f"{p} ({modules[p]!r})" if p in modules else p for p in between[:4]]
+        first["hint"] = ("ran without a Flax module just before or inside it: " + ", ".join(desc)
+                         + " (activations and pooling are functions in Flax: check the function applied there)")
 
 
 # --------------------------------------------------------------------------- capture
