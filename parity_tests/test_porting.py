@@ -408,7 +408,7 @@ def test_bert_twin_check_model_output(bert):
     """ModelOutput fields compared one by one; the only gradient difference is the pad row of
     the word embeddings (torch's padding_idx), which audit names."""
     tm, (fm, v) = bert
-    r = jaxinit.twin_check(tm, fm, (IDS, MASK), variables=v, modes=("eval",))["eval"]
+    r = jaxinit.twin_check(tm, fm, (IDS, MASK), variables=v, modes=("eval",), jit=True)["eval"]
     assert set(r["outputs"]) == {"last_hidden_state", "pooler_output"}
     assert all(o["ok"] and o["diff"] < 1e-13 for o in r["outputs"].values())
     record_figure("porting/bert", "output_f64", r["output"], "eval")
