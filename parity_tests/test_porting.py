@@ -339,7 +339,7 @@ def _audit(tm, lm, x):
 
 
 @pytest.mark.parametrize("case", ["dilation", "groups", "bias", "groupnorm", "dropout", "ceil_mode",
-                                  "initializers", "batchnorm_momentum"])
+                                  "initializers", "batchnorm_momentum", "batchnorm_float32_stats"])
 def test_audit_traps(case):
     x3 = RNG.standard_normal((2, 4, 8, 8))
     C = torch.nn
@@ -364,13 +364,18 @@ def test_audit_traps(case):
     elif case == "initializers":
         tm, lm, x3 = C.Sequential(C.Linear(4, 3)), nn.Sequential([nn.Dense(3)]), RNG.standard_normal((2, 4))
         want = ("initializers", "0", "lecun_normal")
-    else:
+    elif case == "batchnorm_momentum":
         tm = C.Sequential(C.Conv2d(4, 4, 1), C.BatchNorm2d(4))
         lm = nn.Sequential([nn.Conv(4, (1, 1)), nn.BatchNorm(use_running_average=True, momentum=0.1)])
         want = ("batchnorm", "1", "momentum")
+    else:  # a freshly initialized float64 Flax model: Flax creates batch_stats in float32
+        tm = C.Sequential(C.Conv2d(4, 4, 1), C.BatchNorm2d(4))
+        lm = nn.Sequential([nn.Conv(4, (1, 1), param_dtype=jnp.float64),
+                            nn.BatchNorm(use_running_average=True, param_dtype=jnp.float64)])
+        want = ("batchnorm", "1", "float32")
     rep = _audit(tm, lm, x3)
-    hits = [f for f in rep.findings if f.category == want[0]]
-    assert hits and hits[0].torch == want[1] and want[2] in hits[0].problem, str(rep)
+    hits = [f for f in rep.findings if f.category == want[0] and want[2] in f.problem]
+    assert hits and hits[0].torch == want[1], str(rep)
 
 
 # --------------------------------------------------------------------------- Hugging Face Bert
