@@ -1,6 +1,7 @@
 """Framework-free core shared by :mod:`jaxinit` and :mod:`torchinit`.
 
-Private: nothing here imports jax or torch. It holds, once, every formula and
+Private: nothing here imports jax or torch (except :mod:`_initcore.jax_and_torch`, the
+porting tools that run both frameworks, which import them when called). It holds, once, every formula and
 rule the two packages must agree on: PyTorch's gain table, the fan computation
 for any layout, argument validation with the errors both packages raise, and
 the torch-exact float arithmetic that turns an initializer's arguments into

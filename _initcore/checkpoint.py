@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from _initcore.convert import bfloat16
+from _initcore.arrays import bfloat16
 from _initcore.errors import InitError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)

@@ -41,7 +41,10 @@ from jaxinit._src.convert import from_torch_state_dict as from_torch_state_dict
 from jaxinit._src.convert import load_checkpoint as load_checkpoint
 from jaxinit._src.convert import save_checkpoint as save_checkpoint
 from jaxinit._src.convert import to_torch_state_dict as to_torch_state_dict
-from jaxinit._src.convert import twin_check as twin_check
+from jaxinit._src.porting import audit as audit
+from jaxinit._src.porting import compare_layers as compare_layers
+from jaxinit._src.porting import suggest_mapping as suggest_mapping
+from jaxinit._src.porting import twin_check as twin_check
 
 __version__ = "0.1.0"
 
@@ -93,4 +96,7 @@ __all__ = [
     "save_checkpoint",
     "to_torch_state_dict",
     "twin_check",
+    "audit",
+    "compare_layers",
+    "suggest_mapping",
 ]

@@ -65,7 +65,10 @@ from torchinit._src.convert import from_torch_state_dict as from_torch_state_dic
 from torchinit._src.convert import load_checkpoint as load_checkpoint
 from torchinit._src.convert import save_checkpoint as save_checkpoint
 from torchinit._src.convert import to_torch_state_dict as to_torch_state_dict
-from torchinit._src.convert import twin_check as twin_check
+from torchinit._src.porting import audit as audit
+from torchinit._src.porting import compare_layers as compare_layers
+from torchinit._src.porting import suggest_mapping as suggest_mapping
+from torchinit._src.porting import twin_check as twin_check
 
 __version__ = "0.1.0"
 
@@ -159,4 +162,7 @@ __all__ = [
     "save_checkpoint",
     "to_torch_state_dict",
     "twin_check",
+    "audit",
+    "compare_layers",
+    "suggest_mapping",
 ]

@@ -45,7 +45,10 @@ def _unbox(tree):
     if isinstance(tree, Mapping):
         from flax.core import meta
 
-        return meta.unbox(tree)
+        # walked by hand: jax tree maps sort dict keys, and the keys' order (Linen's creation
+        # order) is what suggest_mapping pairs layers by
+        return {k: _unbox(v) if isinstance(v, Mapping) else (v.unbox() if isinstance(v, meta.AxisMetadata) else v)
+                for k, v in tree.items()}
     return tree
 
 
@@ -284,24 +287,3 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping, *, metadata: Mappin
 
     torch.save({k: _core.numpy_to_tensor(v, torch) for k, v in flat.items()}, os.fspath(path))
 
-
-def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
-               flax_inputs: Any = None, output_transform: Any = None, modes: tuple = ("eval", "train"),
-               train_kwarg: str | None = "train", seed: int = 0, mapping: Mapping[str, str] | None = None,
-               kinds: Mapping[str, Any] | None = None, batchnorm: str = "torch",
-               transpose_kernel: bool = False) -> dict:
-    """Run a torch module and its Flax twin on the same inputs; report the largest output,
-    gradient and running-statistics differences in eval and train mode (JAX precision
-    "highest", torch TF32 off). Needs both frameworks at call time.
-
-    The one implementation, shared with :func:`torchinit.twin_check`, is
-    :func:`_initcore.twin.twin_check` (see it for arguments and the report).
-
-    >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
-    >>> report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
-    """
-    from _initcore.twin import twin_check as _twin
-
-    return _twin(torch_module, flax_module, inputs, variables=variables, flax_inputs=flax_inputs,
-                 output_transform=output_transform, modes=modes, train_kwarg=train_kwarg, seed=seed,
-                 mapping=mapping, kinds=kinds, batchnorm=batchnorm, transpose_kernel=transpose_kernel)

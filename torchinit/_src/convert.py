@@ -150,16 +150,3 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping, *, metadata: Mappin
     torch.save({k: (v.detach().cpu().contiguous() if isinstance(v, torch.Tensor)
                     else _core.numpy_to_tensor(np.asarray(v), torch)) for k, v in flat.items()}, os.fspath(path))
 
-
-def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
-               flax_inputs: Any = None, output_transform: Any = None, modes: tuple = ("eval", "train"),
-               train_kwarg: str | None = "train", seed: int = 0, mapping: Mapping[str, str] | None = None,
-               kinds: Mapping[str, Any] | None = None, batchnorm: str = "torch",
-               transpose_kernel: bool = False) -> dict:
-    """Mirror of :func:`jaxinit.twin_check` (the same implementation,
-    :func:`_initcore.twin.twin_check`; it imports jax and flax only when called)."""
-    from _initcore.twin import twin_check as _twin
-
-    return _twin(torch_module, flax_module, inputs, variables=variables, flax_inputs=flax_inputs,
-                 output_transform=output_transform, modes=modes, train_kwarg=train_kwarg, seed=seed,
-                 mapping=mapping, kinds=kinds, batchnorm=batchnorm, transpose_kernel=transpose_kernel)

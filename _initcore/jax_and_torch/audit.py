@@ -1,0 +1,455 @@
+"""``audit``: every known semantic difference between paired torch and Flax layers, with
+the fix. Conversion checks names and shapes, not meaning; the audit reads the layers'
+settings (padding, eps, BatchNorm conventions, padding_idx, dropout rates, biases,
+initializers) and the order in which the paired layers run. Needs jax, flax and torch,
+imported inside the functions.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from _initcore import arrays as _arr
+from _initcore import naming as _naming
+from _initcore.errors import InitError
+from _initcore.jax_and_torch import _common as C
+from _initcore.jax_and_torch.layers import _pair
+from _initcore.jax_and_torch.twin import _normalize_call
+
+
+class Finding(NamedTuple):
+    """One difference: its ``category``, the torch and Flax layer paths, what differs, the fix."""
+
+    category: str
+    torch: str
+    flax: str
+    problem: str
+    fix: str
+
+
+class AuditReport:
+    """``findings`` (list of :class:`Finding`), ``notes`` (what the audit cannot check and
+    where to look), ``pairs`` ({torch path: flax path}); ``str(report)`` lists them."""
+
+    def __init__(self, findings, notes, pairs):
+        self.findings, self.notes, self.pairs = findings, notes, pairs
+
+    def categories(self) -> set:
+        return {f.category for f in self.findings}
+
+    def __len__(self):
+        return len(self.findings)
+
+    def __iter__(self):
+        return iter(self.findings)
+
+    def __str__(self):
+        lines = [f"audit: {len(self.findings)} finding(s) over {len(self.pairs)} paired layers"]
+        for f in self.findings:
+            lines.append(f"- [{f.category}] torch {f.torch or '(model)'!r} <-> Flax {f.flax or '(model)'!r}: "
+                         f"{f.problem}\n    fix: {f.fix}")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables: Any = None,
+          flax_inputs: Any = None, train_kwarg: str | None = "train", flax_call: Any = None,
+          mapping=None, kinds=None) -> AuditReport:
+    r"""List every known semantic difference between the paired layers of a torch module and
+    its Flax twin, each with the fix.
+
+    Layers are paired by the converter's naming rule (``mapping=``, ``kinds=``
+    respected). A Linen model's submodules exist only while it runs, so Linen
+    (and Hugging Face Flax) models need ``inputs`` (torch layout; ``flax_inputs``
+    in Flax's, default the same): both models are traced once (Flax under
+    ``jax.eval_shape``, no computation; torch under ``no_grad``), which also
+    gives each convolution's input size and the order the layers run in.
+
+    Checked: conv padding (``'SAME'`` vs explicit, asymmetric for even strides),
+    strides / dilation / groups, bias presence, pooling (``ceil_mode``,
+    ``count_include_pad``, padding: pooling is a function in Flax, so the
+    audit states the Flax call that matches), LayerNorm / GroupNorm eps and
+    groups, BatchNorm conventions (momentum direction, biased running variance,
+    eps, float32 statistics under x64), Embedding ``padding_idx`` (torch gives
+    the pad row no gradient; Flax's Embed does), Dropout rates, default
+    initializers (matter when both models start fresh), and the execution
+    order of paired layers (a ``mapping=`` that swaps two same-shape layers).
+    Activation functions are not modules in Flax: they are listed as a note;
+    :func:`compare_layers` checks them.
+
+    Returns:
+      an :class:`AuditReport` (``.findings``, ``.notes``; ``print`` it).
+
+    >>> print(jaxinit.audit(torch_bert, flax_bert, input_ids))  # doctest: +SKIP
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, ("eval",)) \
+        if (variables is not None or C.is_hf_flax(flax_module) or isinstance(flax_module, nnx.Module)) \
+        else (flax_module, None, flax_call)
+    xs = None if inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    tmods, torder, tin = _torch_modules(torch_module, xs)
+    fmods, forder, fin, fvars = _flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)
+    state_keys = torch_module.state_dict().keys()
+    groups, containers = _naming.groups_from_module(torch_module, state_keys, kinds)
+    pairs = _pair(torch_module, groups, containers, fvars, mapping, list(fmods))
+    findings: list[Finding] = []
+    for tpath, fpath in pairs.items():
+        tm, fm = tmods.get(tpath), fmods.get(tuple(p for p in fpath.split("/") if p))
+        if tm is None or fm is None:
+            continue
+        for check in _CHECKS:
+            findings.extend(check(tpath, fpath, tm, fm, tin.get(tpath), fvars))
+    inits = [f for f in findings if f.category == "initializers"]
+    if inits:  # one finding for the model, not one per layer
+        findings = [f for f in findings if f.category != "initializers"]
+        findings.append(inits[0]._replace(torch=f"{inits[0].torch} and {len(inits) - 1} more" if len(inits) > 1
+                                          else inits[0].torch, flax=", ".join(f.flax for f in inits[:3])
+                                          + (" ..." if len(inits) > 3 else "")))
+    findings.extend(_order_findings(pairs, groups, torder, forder, fvars))
+    notes = _notes(tmods, pairs, findings)
+    pool_findings, pool_notes = _pooling(tmods, pairs)
+    findings.extend(pool_findings)
+    notes.extend(pool_notes)
+    return AuditReport(findings, notes, pairs)
+
+
+# --------------------------------------------------------------------------- discovery
+def flax_call_order(flax_module, flax_inputs, variables=None, train_kwarg="train", flax_call=None) -> list:
+    """Paths (tuples) of a Linen / Hugging Face Flax model's modules in the order they run,
+    traced under ``jax.eval_shape`` (no computation); an NNX model's in graph order."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    if flax_call is None and C.is_hf_flax(flax_module):
+        flax_call = C.hf_call
+    fxs = None if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    return _flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)[1]
+
+
+def _torch_modules(tm, xs):
+    """{path: module}, [paths in execution order], {path: input shape} (torch traced when xs)."""
+    import torch
+
+    mods = dict(tm.named_modules())
+    order, shapes = [], {}
+    if xs is not None:
+        handles = []
+        for name, mod in mods.items():
+            def pre(module, args, name=name):
+                if name not in shapes and args and isinstance(args[0], torch.Tensor):
+                    shapes[name] = tuple(args[0].shape)
+                order.append(name)
+            handles.append(mod.register_forward_pre_hook(pre))
+        device = next((p.device for p in tm.parameters()), torch.device("cpu"))
+        was = tm.training
+        try:
+            tm.eval()
+            with torch.no_grad():
+                tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+        finally:
+            tm.train(was)
+            for h in handles:
+                h.remove()
+    return mods, list(dict.fromkeys(order)), shapes
+
+
+def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
+    """{path tuple: module}, [paths in call order], {path: input shape}, {(coll, path): spec}."""
+    if isinstance(model, nnx.Module):
+        mods = {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
+        from _initcore.jax_and_torch.twin import _nnx_vars
+
+        stats, params = _nnx_vars(model, nnx)
+        return mods, list(mods), {}, {**params, **stats}
+    if fxs is None:
+        raise InitError("audit: a Linen (or Hugging Face Flax) model's layers exist only while it runs: pass "
+                        "`inputs` (torch layout; `flax_inputs` when Flax's layout differs).")
+    import flax.linen as nn
+
+    mods, order, shapes = {}, [], {}
+
+    def icpt(next_fun, args, kwargs, ctx):
+        if ctx.method_name == "__call__":
+            path = tuple(str(p) for p in ctx.module.path)
+            mods.setdefault(path, ctx.module)
+            order.append(path)
+            if args and hasattr(args[0], "shape"):
+                shapes.setdefault(path, tuple(args[0].shape))
+        return next_fun(*args, **kwargs)
+
+    xf = [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in fxs]
+    kw = C.train_kwargs(model, train_kwarg, False)
+    with nn.intercept_methods(icpt):
+        if flax_call is not None:
+            jax.eval_shape(lambda *x: flax_call(model, variables, *x, train=False), *xf)
+            fvars = variables
+        elif variables is not None:
+            jax.eval_shape(lambda v, *x: model.apply(v, *x, **kw), variables, *xf)
+            fvars = variables
+        else:
+            fvars = jax.eval_shape(lambda *x: model.init(jax.random.key(0), *x, **kw), *xf)
+    flat = _arr.flatten_flax(fvars, "audit")
+    return mods, list(dict.fromkeys(order)), shapes, flat
+
+
+# --------------------------------------------------------------------------- checks
+def _cls(m) -> str:
+    return type(m).__name__
+
+
+def _tuple(v, n):
+    if v is None:
+        return (1,) * n
+    if isinstance(v, int):
+        return (v,) * n
+    return tuple(v)
+
+
+def _flax_pads(fm, in_spatial, k, s, d):
+    import jax
+
+    pad = fm.padding
+    n = len(k)
+    if isinstance(pad, str):
+        if pad.upper() in ("SAME", "VALID", "SAME_LOWER"):
+            if in_spatial is None:
+                return None
+            eff = tuple((kk - 1) * dd + 1 for kk, dd in zip(k, d))
+            return tuple(tuple(p) for p in jax.lax.padtype_to_pads(in_spatial, eff, s, pad.upper()))
+        return pad.upper()  # CIRCULAR, CAUSAL
+    if isinstance(pad, int):
+        return ((pad, pad),) * n
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in pad)
+
+
+def _torch_pads(tm, k, d):
+    pad = tm.padding
+    if isinstance(pad, str):
+        if pad == "valid":
+            return ((0, 0),) * len(k)
+        tot = [dd * (kk - 1) for kk, dd in zip(k, d)]
+        return tuple((t // 2, t - t // 2) for t in tot)
+    return tuple((p, p) for p in pad)
+
+
+def _check_conv(tp, fp, tm, fm, tin, fvars):
+    if not _cls(tm).startswith("Conv") or _cls(tm).startswith("ConvTranspose") or not hasattr(fm, "kernel_size"):
+        return []
+    out = []
+    n = len(tm.kernel_size)
+    k = _tuple(fm.kernel_size, n)
+    s, d = _tuple(fm.strides, n), _tuple(fm.kernel_dilation, n)
+    groups = getattr(fm, "feature_group_count", 1)
+    for what, tv, fv, fix in (("stride", tuple(tm.stride), s, f"strides={tuple(tm.stride)}"),
+                              ("dilation", tuple(tm.dilation), d, f"kernel_dilation={tuple(tm.dilation)}"),
+                              ("groups", tm.groups, groups, f"feature_group_count={tm.groups}"),
+                              ("kernel size", tuple(tm.kernel_size), k, f"kernel_size={tuple(tm.kernel_size)}")):
+        if tv != fv:
+            out.append(Finding("conv settings", tp, fp, f"{what}: torch {tv}, Flax {fv}", f"Flax Conv({fix})"))
+    in_spatial = tuple(tin[2:]) if tin is not None and len(tin) == n + 2 else None
+    tpads = _torch_pads(tm, tuple(tm.kernel_size), tuple(tm.dilation))
+    fpads = _flax_pads(fm, in_spatial, k, s, d)
+    if tm.padding_mode != "zeros":
+        want = "CIRCULAR" if tm.padding_mode == "circular" else None
+        if fpads != want:
+            out.append(Finding("conv padding", tp, fp, f"torch pads with mode {tm.padding_mode!r}, Flax with "
+                               f"{fm.padding!r}", "Flax Conv(padding='CIRCULAR')" if want else
+                               f"pad the Flax input with jnp.pad(mode={'reflect' if tm.padding_mode == 'reflect' else 'edge'!r}) "
+                               "and use padding='VALID'"))
+    elif fpads is None:
+        out.append(Finding("conv padding", tp, fp, f"Flax padding {fm.padding!r} depends on the input size, which "
+                           "the audit did not see", "pass inputs= to audit, or use explicit padding"))
+    elif fpads != tpads:
+        out.append(Finding("conv padding", tp, fp,
+                           f"torch pads {list(tpads)} (padding={tm.padding}), Flax {fm.padding!r} pads {list(fpads)}"
+                           + (" (asymmetric: 'SAME' with an even stride)" if isinstance(fm.padding, str) else "")
+                           + f" for input size {in_spatial}", f"Flax Conv(padding={tuple(tpads)!r})"))
+    out.extend(_check_bias(tp, fp, tm, fm))
+    return out
+
+
+def _check_bias(tp, fp, tm, fm):
+    if not hasattr(fm, "use_bias") or not hasattr(tm, "bias") or _cls(tm).startswith(("LayerNorm", "BatchNorm", "GroupNorm")):
+        return []
+    has_t = getattr(tm, "bias", None) is not None
+    if has_t != bool(fm.use_bias):
+        return [Finding("bias", tp, fp, f"torch {'has' if has_t else 'has no'} bias, Flax use_bias={fm.use_bias}",
+                        f"Flax use_bias={has_t}")]
+    return []
+
+
+def _check_dense(tp, fp, tm, fm, tin, fvars):
+    return _check_bias(tp, fp, tm, fm) if _cls(tm) == "Linear" else []
+
+
+def _check_norm(tp, fp, tm, fm, tin, fvars):
+    cls = _cls(tm)
+    out = []
+    if cls in ("LayerNorm", "GroupNorm") and hasattr(fm, "epsilon"):
+        if not np.isclose(tm.eps, fm.epsilon, rtol=1e-12, atol=0):
+            out.append(Finding("norm eps", tp, fp, f"{cls} eps: torch {tm.eps:g}, Flax {fm.epsilon:g} "
+                               "(Flax's default is 1e-6, torch's 1e-5)", f"Flax {cls}(epsilon={tm.eps:g})"))
+        if cls == "GroupNorm" and getattr(fm, "num_groups", tm.num_groups) != tm.num_groups:
+            out.append(Finding("norm groups", tp, fp, f"GroupNorm groups: torch {tm.num_groups}, Flax {fm.num_groups}",
+                               f"Flax GroupNorm(num_groups={tm.num_groups})"))
+    return out
+
+
+def _bn_convention(fm) -> dict | None:
+    """torch-equivalent (momentum, unbiased running variance, eps) of a Flax BatchNorm."""
+    if hasattr(fm, "momentum_style"):  # jaxinit.BatchNorm
+        m = fm.momentum if fm.momentum_style == "torch" else (None if fm.momentum is None else 1 - fm.momentum)
+        return {"momentum": m, "unbiased": bool(fm.unbiased_running_var), "eps": fm.eps}
+    if hasattr(fm, "use_fast_variance") and hasattr(fm, "momentum"):  # flax.linen / nnx BatchNorm
+        return {"momentum": 1 - fm.momentum, "unbiased": False, "eps": fm.epsilon}
+    return None
+
+
+def _check_batchnorm(tp, fp, tm, fm, tin, fvars):
+    if "BatchNorm" not in _cls(tm):
+        return []
+    conv = _bn_convention(fm)
+    if conv is None:
+        return []
+    out = []
+    flax_cls = "jaxinit.BatchNorm" if hasattr(fm, "momentum_style") else "flax BatchNorm"
+    if tm.momentum is None or conv["momentum"] is None or not np.isclose(tm.momentum, conv["momentum"], rtol=1e-9):
+        out.append(Finding("batchnorm", tp, fp, f"momentum: torch {tm.momentum} (weight of the NEW batch), "
+                           f"{flax_cls} keeps {fm.momentum} of the OLD statistics"
+                           f" (= torch momentum {conv['momentum']:.3g})" if conv["momentum"] is not None else "",
+                           "use jaxinit.BatchNorm (torch's conventions), or flax momentum = 1 - torch momentum"))
+    if tm.track_running_stats and not conv["unbiased"]:
+        out.append(Finding("batchnorm", tp, fp, "running variance: torch stores the UNBIASED batch variance "
+                           f"(n/(n-1)), {flax_cls} the biased one, so running statistics drift apart in training",
+                           "use jaxinit.BatchNorm (unbiased_running_var=True)"))
+    if not np.isclose(tm.eps, conv["eps"], rtol=1e-12):
+        out.append(Finding("batchnorm", tp, fp, f"eps: torch {tm.eps:g}, Flax {conv['eps']:g}",
+                           f"Flax BatchNorm epsilon / jaxinit eps = {tm.eps:g}"))
+    p = tuple(p for p in fp.split("/") if p)
+    stats = [v for (c, path), v in fvars.items() if c == "batch_stats" and path[:-1] == p and path[-1] in ("mean", "var")]
+    params = [v for (c, path), v in fvars.items() if c == "params" and path[:-1] == p]
+    if stats and params and np.dtype(stats[0].dtype) == np.float32 and np.dtype(params[0].dtype) == np.float64:
+        out.append(Finding("batchnorm", tp, fp, "running statistics are float32 while the parameters are float64 "
+                           "(Flax creates batch_stats in float32 whatever param_dtype; they become float64 at the "
+                           "first update under x64)", "compare running statistics in float64 only after one training "
+                           "step, or convert with dtype='template' from a float64 torch model"))
+    return out
+
+
+def _check_embed(tp, fp, tm, fm, tin, fvars):
+    if _cls(tm) != "Embedding" or tm.padding_idx is None:
+        return []
+    return [Finding("embedding padding_idx", tp, fp,
+                    f"torch Embedding(padding_idx={tm.padding_idx}) gives row {tm.padding_idx} no gradient (it never "
+                    f"trains); Flax's {_cls(fm)} has no padding_idx, so training updates it",
+                    f"zero the gradient of row {tm.padding_idx} of {fp}/embedding before the update (e.g. "
+                    f"grads['params'][...]['embedding'] = g.at[{tm.padding_idx}].set(0)); outputs are unaffected")]
+
+
+def _check_dropout(tp, fp, tm, fm, tin, fvars):
+    if not _cls(tm).startswith("Dropout") or not hasattr(fm, "rate"):
+        return []
+    if not np.isclose(tm.p, fm.rate):
+        return [Finding("dropout", tp, fp, f"rate: torch p={tm.p}, Flax rate={fm.rate}", f"Flax Dropout(rate={tm.p})")]
+    return []
+
+
+def _check_init(tp, fp, tm, fm, tin, fvars):
+    import flax.linen.linear as L
+
+    if _cls(tm) not in ("Linear", "Conv1d", "Conv2d", "Conv3d") or getattr(fm, "kernel_init", None) is not L.default_kernel_init:
+        return []
+    return [Finding("initializers", tp, fp, "Flax's default kernel_init (lecun_normal, zero bias) differs from torch's "
+                    "(kaiming_uniform(a=sqrt(5)), uniform bias): two freshly initialized twins start from different "
+                    "distributions (irrelevant once weights are converted)",
+                    "use jaxinit.linen / jaxinit.nnx layers (torch's defaults), or convert the torch weights")]
+
+
+_CHECKS = (_check_conv, _check_dense, _check_norm, _check_batchnorm, _check_embed, _check_dropout, _check_init)
+
+
+def _order_findings(pairs, groups, torder, forder, fvars):
+    """Paired layers of the same kind and shapes must run in the same order in both models:
+    a ``mapping=`` that swaps two same-shape layers converts silently and runs them in the
+    wrong places. (Layers with different shapes cannot be swapped by a mapping that converts;
+    independent ones, such as two embeddings that are summed, may run in either order.)"""
+    if not torder or not forder:
+        return []
+    fidx = {"/".join(p): i for i, p in enumerate(forder)}
+    tidx = {p: i for i, p in enumerate(torder)}
+
+    def sig(fp):
+        path = tuple(q for q in fp.split("/") if q)
+        return tuple(sorted((p[len(path):], tuple(np.shape(v))) for (c, p), v in fvars.items()
+                            if c == "params" and p[:len(path)] == path))
+
+    layers = sorted((tidx[g.id], g.id, pairs[g.id]) for g in groups if g.id in tidx and pairs.get(g.id) in fidx)
+    by_sig: dict = {}
+    for item in layers:
+        by_sig.setdefault(sig(item[2]), []).append(item)
+    out = []
+    for same in by_sig.values():
+        out.extend(_inversions(same, fidx))
+    return out
+
+
+def _inversions(layers, fidx):
+    out = []
+    for (_, ta, fa), (_, tb, fb) in zip(layers, layers[1:]):
+        if fidx[fa] > fidx[fb]:
+            out.append(Finding("order", ta, fa, f"torch runs {ta!r} before {tb!r}, but their Flax partners run in the "
+                               f"opposite order ({fa!r} after {fb!r}), and they have the same shapes: unless they sit on "
+                               "independent branches, the pairing (mapping=) swaps them",
+                               "fix mapping= so each torch layer maps to the Flax layer in the same place "
+                               "(compare_layers shows whether the outputs agree)"))
+    return out
+
+
+_ACTIVATIONS = ("ReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softmax", "LeakyReLU", "ELU", "Mish", "Hardswish",
+                "GELUActivation", "NewGELUActivation", "FastGELUActivation", "QuickGELUActivation")
+
+
+def _notes(tmods, pairs, findings):
+    acts = [(p, m) for p, m in tmods.items() if _cls(m) in _ACTIVATIONS]
+    notes = []
+    if acts:
+        desc = ", ".join(f"{p} ({_cls(m)}" + (f", approximate={m.approximate!r}" if hasattr(m, "approximate") else "")
+                         + ")" for p, m in acts[:8])
+        notes.append("activation functions are functions, not modules, in Flax, so the audit cannot see the Flax "
+                     f"side of: {desc}{' ...' if len(acts) > 8 else ''}. Flax's nn.gelu defaults to approximate=True "
+                     "(tanh), torch's GELU to 'none' (exact). compare_layers shows the first layer whose output differs.")
+    return notes
+
+
+def _pooling(tmods, pairs):
+    """Pooling is a function in Flax: state the matching Flax call (a note), and flag torch
+    settings Flax's pools cannot express (findings)."""
+    findings, calls = [], []
+    for p, m in tmods.items():
+        cls = _cls(m)
+        if p in pairs or not (cls.startswith("MaxPool") or cls.startswith("AvgPool")):
+            continue
+        n = int(cls[-2]) if cls[-2].isdigit() else 2
+        kk, ss, pp = _tuple(m.kernel_size, n), _tuple(m.stride, n), _tuple(m.padding, n)
+        call = "nn.max_pool" if cls.startswith("Max") else "nn.avg_pool"
+        extra = ", count_include_pad=False" if cls.startswith("Avg") and not m.count_include_pad else ""
+        flax_call = f"{call}(x, {kk}, strides={ss}, padding={tuple((q, q) for q in pp)}{extra})"
+        calls.append(f"{p}: {flax_call}")
+        if getattr(m, "ceil_mode", False):
+            findings.append(Finding("pooling", p, "", f"{cls}(ceil_mode=True): Flax pools round the output size down",
+                                    f"pad the high side by stride - 1 more: {flax_call} with the high pads increased"))
+        if cls.startswith("Max") and _tuple(getattr(m, "dilation", 1), n) != (1,) * n:
+            findings.append(Finding("pooling", p, "", f"{cls}(dilation={m.dilation}): Flax's max_pool has no dilation",
+                                    "use jax.lax.reduce_window with window_dilation"))
+    notes = []
+    if calls:
+        notes.append("pooling is a function in Flax (the audit cannot see its arguments); the calls that match "
+                     "torch (Flax's padding='SAME' is asymmetric for even strides, torch's is symmetric): "
+                     + "; ".join(calls))
+    return findings, notes

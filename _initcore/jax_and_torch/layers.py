@@ -1,0 +1,473 @@
+"""``compare_layers``: run a torch module and its Flax twin on the same inputs, capture
+every submodule's output in both, pair them with the converter's naming rule, and name the
+FIRST layer (in torch's execution order) whose difference exceeds the rounding budget.
+
+Capture: torch forward hooks; Linen ``nn.intercept_methods`` (the mechanism behind
+``capture_intermediates``, which also gives the call order); NNX by wrapping the
+``__call__`` of the model's module classes for the duration of the pass. Needs jax,
+flax and torch, imported inside the functions.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import numpy as np
+
+from _initcore import arrays as _arr
+from _initcore import naming as _naming
+from _initcore.convert import torch_to_flax
+from _initcore.errors import InitError
+from _initcore.jax_and_torch import _common as C
+from _initcore.jax_and_torch.twin import MODES, _cotangents, _normalize_call
+
+
+class LayerReport:
+    """The result of :func:`compare_layers`.
+
+    ``rows``: one dict per paired layer, in torch's execution order (a module's output is
+    complete after its children's): ``torch``, ``flax`` (paths), ``shape``, ``diff`` (max
+    abs), ``scale`` (max ``|torch|``), ``rel``, ``budget``, ``ok`` (``None``: not
+    comparable, see ``note``), and with ``gradients=True`` ``grad_diff``, ``grad_scale``,
+    ``grad_ok``; in train mode ``state_diff`` for layers with running statistics.
+    ``first_divergence``: the first row that is not ok (None: none). ``unpaired_torch`` /
+    ``unpaired_flax``: modules without a counterpart (activation functions are not modules
+    in Flax; compare the module that applies them). ``str(report)`` is a text table,
+    ``report.as_dict()`` plain data, ``report.plot()`` the differences on a log scale.
+    """
+
+    def __init__(self, rows, unpaired_torch, unpaired_flax, dtype, rtol, mode):
+        self.rows = rows
+        self.unpaired_torch = unpaired_torch
+        self.unpaired_flax = unpaired_flax
+        self.dtype, self.rtol, self.mode = dtype, rtol, mode
+        self.first_divergence = next((r for r in rows if r["ok"] is False), None)
+        # gradients flow backwards: a layer's output gradient depends on every LATER layer, so the
+        # first gradient divergence in backward order is the last one in execution order
+        self.first_grad_divergence = next((r for r in reversed(rows) if r.get("grad_ok") is False), None)
+
+    def as_dict(self) -> dict:
+        return {"rows": [dict(r) for r in self.rows], "first_divergence": self.first_divergence,
+                "first_grad_divergence": self.first_grad_divergence,
+                "unpaired_torch": list(self.unpaired_torch), "unpaired_flax": list(self.unpaired_flax),
+                "dtype": self.dtype, "budget_rtol": self.rtol, "mode": self.mode}
+
+    def __str__(self) -> str:
+        head = ("#", "torch", "flax", "shape", "max|diff|", "max|torch|", "rel", "budget", "")
+        lines = []
+        for i, r in enumerate(self.rows):
+            flag = {True: "", False: "<-- DIVERGES" if r is self.first_divergence else "x", None: "n/a"}[r["ok"]]
+            cells = (str(i), r["torch"] or "(model)", r["flax"] or "(model)", "x".join(map(str, r["shape"])),
+                     f"{r['diff']:.2e}", f"{r['scale']:.2e}", f"{r['rel']:.1e}", f"{r['budget']:.1e}", flag)
+            if "grad_diff" in r:
+                cells = cells[:-1] + (f"grad {r['grad_diff']:.1e}{'' if r['grad_ok'] is not False else ' x'}",
+                                      cells[-1])
+            lines.append(cells)
+        if lines and len(lines[0]) > len(head):
+            head = head[:-1] + ("grad", "")
+        widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
+        fmt = "  ".join(f"{{:{w}}}" for w in widths)
+        out = [f"compare_layers ({self.mode}, {self.dtype}, budget {self.rtol:g} x max|torch| per layer)",
+               fmt.format(*head)] + [fmt.format(*c) for c in lines]
+        fd = self.first_divergence
+        out.append("first divergence: " + (f"torch {fd['torch']!r} <-> Flax {fd['flax']!r} "
+                                           f"(max|diff| {fd['diff']:.3g}, {fd['rel']:.2g} of max|torch|)"
+                                           if fd else "none (every paired layer within budget)"))
+        fg = self.first_grad_divergence
+        if any("grad_ok" in r for r in self.rows):
+            out.append("first gradient divergence (backward order): " + (
+                f"torch {fg['torch']!r} (max|diff| {fg['grad_diff']:.3g} of {fg['grad_scale']:.3g})" if fg else "none"))
+        if self.unpaired_torch:
+            out.append(f"torch modules without a Flax module ({len(self.unpaired_torch)}): "
+                       + ", ".join(self.unpaired_torch[:12]) + (" ..." if len(self.unpaired_torch) > 12 else ""))
+        if fd is not None and fd.get("hint"):
+            out.append(f"  {fd['hint']}")
+        notes = [f"{r['torch']}: {r['note']}" for r in self.rows if r.get("note")]
+        out.extend(notes)
+        return "\n".join(out)
+
+    def plot(self, ax=None, path: str | os.PathLike | None = None):
+        """Difference relative to max|torch| per layer (log scale), the budget as a line;
+        saved to ``path`` when given. Needs matplotlib; returns the axes."""
+        try:
+            import matplotlib
+            if ax is None and path is not None:
+                matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise InitError("LayerReport.plot needs matplotlib: pip install matplotlib") from err
+        if ax is None:
+            _, ax = plt.subplots(figsize=(max(6, 0.25 * len(self.rows)), 3.5))
+        rel = [max(r["rel"], 1e-300) for r in self.rows]
+        ax.semilogy(range(len(rel)), rel, marker="o", lw=1, label="max|diff| / max|torch|")
+        ax.axhline(self.rtol, color="r", ls="--", label=f"budget ({self.dtype})")
+        if self.first_divergence is not None:
+            i = self.rows.index(self.first_divergence)
+            ax.axvline(i, color="k", ls=":", label=f"first divergence: {self.first_divergence['torch']}")
+        ax.set_xticks(range(len(rel)))
+        ax.set_xticklabels([r["torch"] or "(model)" for r in self.rows], rotation=90, fontsize=6)
+        ax.set_ylabel("relative difference")
+        ax.legend(fontsize=7)
+        if path is not None:
+            ax.figure.tight_layout()
+            ax.figure.savefig(os.fspath(path))
+        return ax
+
+
+def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
+                   flax_inputs: Any = None, mode: str = "eval", train_kwarg: str | None = "train",
+                   flax_call: Any = None, mapping=None, kinds=None, layout: Any = "auto",
+                   gradients: bool = False, seed: int = 0) -> LayerReport:
+    r"""Compare every layer's output of a torch module and its Flax twin; name the first divergence.
+
+    Both models run once on the same inputs (as in :func:`twin_check`: Linen
+    ``apply`` with ``train_kwarg``, NNX after ``.train()``/``.eval()``, or the
+    ``flax_call`` hook; Hugging Face Flax models get theirs by default). Every
+    submodule's output is captured; a torch module is paired with the Flax
+    module the converter's naming rule gives its prefix (``mapping=`` and
+    ``kinds=`` respected; a torch container is paired with the deepest Flax
+    module holding all its layers). Layers are reported in torch's execution
+    order with max abs and relative difference and the rounding budget
+    (``rtol * max|torch|`` of that layer, ``rtol`` per dtype as in
+    :func:`twin_check`); the FIRST layer over budget is
+    ``report.first_divergence``.
+
+    Args:
+      mode: 'eval' or 'train' (train also compares each layer's running
+        statistics after the pass; dropout must be off for outputs to agree).
+      layout: 'auto' (channels-first torch vs channels-last Flax for outputs
+        with >= 3 dims when the torch model has convolutions), 'same', or a
+        function ``(torch_path, flax_array) -> array in torch's layout``.
+      gradients: also compare the gradient of the loss ``sum(output * c)``
+        with respect to each layer's output.
+
+    >>> report = jaxinit.compare_layers(torch_resnet, flax_resnet, x, variables=variables, flax_inputs=x_nhwc)  # doctest: +SKIP
+    >>> print(report); report.first_divergence  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise InitError(f"compare_layers: `mode` must be one of {MODES}, got {mode!r}.")
+    if not (layout in ("auto", "same") or callable(layout)):
+        raise InitError(f"compare_layers: `layout` must be 'auto', 'same' or a function (torch_path, flax_array) "
+                        f"-> array, got {layout!r}.")
+    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
+    train = mode == "train"
+    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    with C.exact_precision():
+        tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients)
+        fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
+                                      flax_call)
+    groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
+    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls])
+    channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
+    fby = {}
+    for path, outs, grads in fcalls:
+        fby.setdefault("/".join(path), (outs, grads))
+    dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
+                 np.dtype("float32"))
+    rtol = C.budget_rtol(dtype)
+    rows, seen = [], set()
+    for tpath, touts, tgrads in tcalls:
+        fpath = pairs.get(tpath)
+        if fpath is None or fpath not in fby or tpath in seen:
+            continue
+        seen.add(tpath)
+        fouts, fgrads = fby[fpath]
+        row = _row(tpath, fpath, touts, fouts, rtol, layout, channels_last)
+        if gradients:
+            g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last)
+            row.update(grad_diff=g["diff"], grad_scale=g["scale"], grad_ok=g["ok"])
+        rows.append(row)
+    if train:
+        _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol)
+    unpaired_t = [p for p, _, _ in tcalls if p not in seen and p != ""]
+    _hint_first_divergence(rows, tcalls, seen, dict(tm.named_modules()))
+    paired_f = {r["flax"] for r in rows}
+    unpaired_f = ["/".join(p) for p in dict.fromkeys(p for p, _, _ in fcalls) if "/".join(p) not in paired_f]
+    return LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+
+
+def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
+    """Name the torch modules without a Flax module (activations, pooling) that ran inside the
+    first divergent layer or just before it: the cause is often there."""
+    first = next((r for r in rows if r["ok"] is False), None)
+    if first is None:
+        return
+    order = [p for p, _, _ in tcalls]
+    end = order.index(first["torch"])
+    prev = max((order.index(r["torch"]) for r in rows[:rows.index(first)]), default=-1)
+    between = [p for p in dict.fromkeys(order[prev + 1:end]) if p not in seen]
+    if between:
+        desc = [f"{p} ({modules[p]!r})" if p in modules else p for p in between[:4]]
+        first["hint"] = ("ran without a Flax module just before or inside it: " + ", ".join(desc)
+                         + " (activations and pooling are functions in Flax: check the function applied there)")
+
+
+# --------------------------------------------------------------------------- capture
+def _torch_capture(torch_module, xs, train, seed, gradients):
+    """[(torch path, {leaf: array}, {leaf: d loss / d output})] in completion order, the
+    model output and the state dict after the pass. Outputs are copied in the hook (later
+    in-place ops such as ``out += identity`` would change them); with ``gradients`` a
+    single-tensor output gets a zero perturbation whose gradient is that of the output."""
+    import torch
+
+    device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
+    tm = copy.deepcopy(torch_module)
+    tm.train(train)
+    calls, perts, handles = [], [], []
+
+    def hook_for(name):
+        def hook(module, args, out):
+            leaves = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(out) if _arr.is_torch_tensor(v)}
+            if gradients and isinstance(out, torch.Tensor) and out.is_floating_point() and torch.is_grad_enabled():
+                calls.append((name, leaves, len(perts)))
+                perts.append(torch.zeros_like(out, requires_grad=True))
+                return out + perts[-1]
+            calls.append((name, leaves, None))
+            return None
+        return hook
+
+    for name, mod in tm.named_modules():
+        handles.append(mod.register_forward_hook(hook_for(name)))
+    try:
+        y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+    finally:
+        for h in handles:
+            h.remove()
+    out = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(y)}
+    grads = []
+    if gradients and perts:
+        rng = np.random.default_rng(seed)
+        loss = sum((v * _arr.numpy_to_tensor(rng.standard_normal(tuple(v.shape)).astype(_arr.tensor_spec(v).dtype),
+                                             torch, device)).sum()
+                   for _, v in C.tree_leaves(y) if isinstance(v, torch.Tensor) and v.is_floating_point())
+        grads = torch.autograd.grad(loss, perts, allow_unused=True)
+    rows = []
+    for name, leaves, i in calls:
+        g = grads[i] if i is not None and grads else None
+        rows.append((name, leaves, {"output": _arr.to_numpy(g)} if g is not None else {}))
+    state = {k: _arr.to_numpy(v).copy() for k, v in tm.state_dict().items()}
+    return tm, rows, out, state
+
+
+def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call):
+    """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
+    the Flax variables after the pass ({(collection, path): array})."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    xf = [jnp.asarray(x) for x in fxs]
+    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_out, seed).items()}
+    is_nnx = isinstance(model, nnx.Module)
+    if is_nnx:
+        model = nnx.clone(model)
+        model.train() if train else model.eval()
+
+    def run(perts):
+        calls = []
+
+        def record(path, out):
+            if perts is not None and isinstance(out, jax.Array) and len(calls) < len(perts) \
+                    and perts[len(calls)] is not None:
+                out = out + perts[len(calls)]
+            calls.append((path, out))
+            return out
+
+        if is_nnx:
+            with _nnx_intercept(model, record):
+                y = flax_call(model, None, *xf, train=train) if flax_call else model(*xf)
+            upd = {}
+        else:
+            import flax.linen as nn
+
+            def icpt(next_fun, args, kwargs, ctx):
+                out = next_fun(*args, **kwargs)
+                if ctx.method_name != "__call__":
+                    return out
+                return record(tuple(str(p) for p in ctx.module.path), out)
+
+            full = variables
+            with nn.intercept_methods(icpt):
+                kw = C.train_kwargs(model, train_kwarg, train)
+                if flax_call is not None:
+                    y, upd = flax_call(model, full, *xf, train=train), {}
+                elif train and "batch_stats" in full:
+                    y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
+                else:
+                    y, upd = model.apply(full, *xf, **kw), {}
+        leaves = dict(C.tree_leaves(y))
+        loss = sum((jnp.sum(leaves[k] * c) for k, c in cot.items() if k in leaves), jnp.zeros(()))
+        return loss, (calls, upd)
+
+    _, (calls, upd) = run(None)
+    grads = [None] * len(calls)
+    if gradients:
+        zeros = [jnp.zeros_like(o) if isinstance(o, jax.Array) and jnp.issubdtype(o.dtype, jnp.floating) else None
+                 for _, o in calls]
+        if is_nnx:
+            model = nnx.clone(model)  # the first pass may have updated running statistics
+            model.train() if train else model.eval()
+        grads = jax.grad(lambda p: run(p)[0])(zeros)
+    out = []
+    for (path, o), g in zip(calls, grads):
+        outs = {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
+        gd = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
+        out.append((path, outs, gd))
+    if is_nnx:
+        from _initcore.jax_and_torch.twin import _nnx_vars
+
+        stats, params = _nnx_vars(model, nnx)
+        fvars = {**params, **stats}
+    else:
+        fvars = _arr.flatten_flax({**variables, **upd}, "compare_layers")
+    return out, fvars
+
+
+class _nnx_intercept:
+    """Wrap ``__call__`` of every NNX module class in ``model`` so each call records
+    ``(path, output)``; restored on exit."""
+
+    def __init__(self, model, record):
+        from flax import nnx
+
+        self.paths = {id(node): tuple(str(p) for p in path) for path, node in nnx.iter_graph(model)
+                      if isinstance(node, nnx.Module)}
+        self.types = {type(n) for _, n in nnx.iter_graph(model) if isinstance(n, nnx.Module)}
+        self.record = record
+        self.saved = {}
+
+    def __enter__(self):
+        originals = {t: t.__call__ for t in self.types}
+        for t, orig in originals.items():
+            self.saved[t] = t.__dict__.get("__call__")
+            t.__call__ = self._wrap(t, orig)
+        return self
+
+    def _wrap(self, t, orig):
+        paths, record = self.paths, self.record
+
+        def __call__(obj, *args, **kwargs):
+            out = orig(obj, *args, **kwargs)
+            if type(obj) is t and id(obj) in paths:
+                out = record(paths[id(obj)], out)
+            return out
+
+        return __call__
+
+    def __exit__(self, *exc):
+        for t, orig in self.saved.items():
+            if orig is None:
+                del t.__call__
+            else:
+                t.__call__ = orig
+        return False
+
+
+# --------------------------------------------------------------------------- pairing
+def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
+    """torch module path -> Flax path string, by the converter's rule (groups), the
+    deepest Flax module holding all of a container's layers, or the rule for
+    parameterless modules."""
+    index = _naming.flax_index(fvars) | {p for p in fpaths}
+    gids = {g.id for g in groups}
+    extra = tuple(n for n, m in tm.named_modules() if n and n not in gids and next(m.children(), None) is None)
+    every = _naming.resolve_prefixes(groups, index, mapping, containers, extra)
+    pairs = {}
+    by_group = {}
+    modules = {n for n, _ in tm.named_modules()}
+    for g in groups:
+        p = every[g.id]
+        if g.kind in ("lstm", "gru") and p + ("cell",) in index:
+            p = p + ("cell",)
+        by_group[g.id] = p
+        pairs[g.id if g.id in modules else g.id.rsplit(".", 1)[0]] = "/".join(p)  # "lstm.l1" -> "lstm"
+    for n in extra:
+        if every[n] in index:
+            pairs[n] = "/".join(every[n])
+    # containers: the longest common Flax prefix of their layers, when they hold ALL the Flax
+    # layers under it (a torch Sequential 'downsample' inside a block is not the Flax block);
+    # among torch containers that qualify for one Flax module, the deepest wins
+    flax_layers = {p[:-1] for (c, p) in fvars if c == "params"}
+    claimed = {}
+    for c in containers:
+        under = [p for gid, p in by_group.items() if c == "" or gid == c or gid.startswith(c + ".")]
+        if not under:
+            continue
+        if c and c in every and every[c] in index and all(p[:len(every[c])] == every[c] and len(p) > len(every[c])
+                                                         for p in under):
+            pairs[c] = "/".join(every[c])  # the naming rule finds it (e.g. a Hugging Face twin)
+            continue
+        common = under[0]
+        for p in under[1:]:
+            k = 0
+            while k < min(len(common), len(p)) and common[k] == p[k]:
+                k += 1
+            common = common[:k]
+        if c == "":
+            claimed[()] = ""
+            continue
+        if any(len(p) == len(common) for p in under):
+            common = common[:-1]  # a container of one layer is the module above that layer
+        inside = [m for m in flax_layers if m[:len(common)] == common]
+        if not all(any(m[:len(p)] == p for p in under) for m in inside):
+            continue
+        if common and (common not in claimed or len(c) > len(claimed[common])):
+            claimed[common] = c
+    for fp, c in claimed.items():
+        pairs[c] = "/".join(fp)
+    return pairs
+
+
+def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) -> dict:
+    row = {"torch": tpath, "flax": fpath, "shape": (), "diff": 0.0, "scale": 0.0, "rel": 0.0,
+           "budget": 0.0, "ok": None}
+    common = [k for k in touts if k in fouts]
+    if not common:
+        if touts or fouts:
+            row["note"] = (f"outputs not comparable: torch fields {sorted(touts)} vs Flax {sorted(fouts)}")
+        return row
+    diffs, scales = [], []
+    for k in common:
+        t, f = np.asarray(touts[k]), np.asarray(fouts[k])
+        if callable(layout):
+            f = np.asarray(layout(tpath, f))
+        elif channels_last and f.ndim >= 3:
+            f = np.moveaxis(f, -1, 1)  # Flax NHWC -> torch NCHW
+        if t.shape != f.shape:
+            row["note"] = f"output {k!r}: shape {t.shape} (torch) vs {f.shape} (Flax): not comparable"
+            return row
+        if not (_arr.is_float(t.dtype) or np.issubdtype(t.dtype, np.integer)):
+            continue
+        diffs.append(C.diff(t, f))
+        scales.append(C.scale(t))
+        row["shape"] = row["shape"] or tuple(t.shape)
+    if not diffs:
+        return row
+    d, s = max(diffs), max(scales)
+    row.update(diff=d, scale=s, rel=d / s if s else (0.0 if d == 0 else float("inf")), budget=rtol * s,
+               ok=bool(d <= rtol * s))
+    return row
+
+
+def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol) -> None:
+    """Train mode: each layer's running statistics after the pass, torch converted to the
+    Flax layout by the converter, compared per layer (a divergence there marks the row)."""
+    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
+    conv = torch_to_flax(tstate, groups, template=template, mapping=mapping, containers=containers,
+                         batchnorm="flax" if not any(k[1][-1] == "num_batches_tracked" for k in fvars) else "torch",
+                         dtype="template", merge_rnn_biases=True, who="compare_layers")
+    by_row = {r["flax"]: r for r in rows}
+    for key, v in fvars.items():
+        coll, path = key
+        if coll == "params" or key not in conv or not _arr.is_float(np.asarray(v).dtype):
+            continue
+        row = by_row.get("/".join(path[:-1]))
+        if row is None:
+            continue
+        d, s = C.diff(conv[key], v), C.scale(conv[key])
+        row["state_diff"] = max(row.get("state_diff", 0.0), d)
+        if d > rtol * max(s, 1e-300):
+            row["ok"] = False
+            row["note"] = f"running statistic {path[-1]!r} after the pass differs by {d:.3g} (scale {s:.3g})"

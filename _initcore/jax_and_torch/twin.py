@@ -1,0 +1,261 @@
+"""The twin check: one implementation behind ``jaxinit.twin_check`` and ``torchinit.twin_check``.
+
+Needs jax, flax and torch, imported inside the functions (see the package docstring).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from _initcore import arrays as _arr
+from _initcore import naming as _naming
+from _initcore.convert import torch_to_flax
+from _initcore.errors import InitError
+from _initcore.jax_and_torch import _common as C
+
+MODES = ("eval", "train")
+
+
+class _Side(NamedTuple):
+    """One framework's pass: output leaves, parameter gradients and state after the pass."""
+
+    outputs: dict  # {field: np.ndarray}
+    grads: dict  # torch: {state-dict key: array}; Flax: {(collection, path): array}
+    state: dict  # Flax: {(collection, path): array} of non-params collections; torch: unused
+    params: dict  # Flax: {(collection, path): array}
+    no_grad: list  # torch parameters without a gradient (unused by the loss)
+
+
+def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
+               flax_inputs: Any = None, output_transform: Any = None, torch_output_transform: Any = None,
+               modes: tuple = MODES, train_kwarg: str | None = "train", flax_call: Any = None, seed: int = 0,
+               mapping=None, kinds=None, batchnorm: str = "torch", transpose_kernel: bool = False,
+               jit: bool = False) -> dict:
+    r"""Run a torch module and its Flax twin on the same inputs; report every difference
+    next to the reference's scale, with a verdict against a per-dtype rounding budget.
+
+    Both models must already hold the same weights (e.g. via
+    ``from_torch_state_dict``). For each mode in ``modes`` ('eval', 'train'):
+    the torch module (a deep copy: the caller's module is not touched) runs
+    ``module(*inputs)`` after ``.train()``/``.eval()``; the Flax model runs
+    ``flax_module.apply(variables, *flax_inputs, **{train_kwarg: train})``
+    (Linen, ``mutable=['batch_stats']`` in train), ``model(*flax_inputs)``
+    after ``.train()``/``.eval()`` on a clone (NNX), or
+    ``flax_call(flax_module, variables, *flax_inputs, train=train)`` when given
+    (a Hugging Face Flax model, ``model(*inputs, params=..., train=...)``, gets
+    that hook by default with ``variables={'params': model.params}``).
+    Outputs may be any tree (tuples, lists, dicts, dataclasses, Hugging Face
+    ``ModelOutput``): fields are matched by name / position and reported one by
+    one. The loss is ``sum(output * c)`` over the fields with a fixed random
+    cotangent ``c`` (seeded by ``seed``); torch's gradients are converted to the
+    Flax layout by the same converter (a parameter the loss does not use has a
+    zero gradient). JAX runs at matmul precision "highest", torch with TF32 off.
+
+    The verdict: a difference is within budget when ``diff <= rtol * scale``,
+    ``scale`` the largest ``|torch|`` of its category (outputs, gradients,
+    running statistics) and ``rtol`` per dtype (``BUDGET_RTOL``: float64 1e-9,
+    float32 1e-4, float16 5e-3, bfloat16 4e-2).
+
+    Args:
+      inputs: an array (or tuple) in torch's layout (numpy or torch tensors).
+      flax_inputs: the same inputs in Flax's layout (default: ``inputs``).
+      output_transform: a function bringing the Flax output into torch's layout
+        and structure (default identity), e.g. ``lambda y: y.transpose(0, 3, 1, 2)``.
+      torch_output_transform: the same for the torch output (a torch function,
+        applied before the loss, so gradients flow through it).
+      train_kwarg: the Linen keyword that selects train mode (None: none).
+      flax_call: ``flax_call(flax_module, variables, *flax_inputs, train=bool)``
+        -> output, for models that take neither ``apply`` nor ``train_kwarg``
+        (running statistics are then not compared).
+      mapping, kinds, batchnorm, transpose_kernel: passed to the converter.
+      jit: compile the Flax loss and gradient as one computation (Linen and Hugging
+        Face models). Faster for one check of a deep model (Bert: 3x); the default,
+        eager, compiles each operation once per shape and reuses it across checks.
+
+    Returns:
+      ``{mode: {'output': max |torch - flax| over fields, 'output_scale',
+      'outputs': {field: {'diff', 'scale', 'rel', 'budget', 'ok'}}, 'grad',
+      'grad_scale', 'worst_grad' (its Flax path), 'grads': {path: {...}},
+      'no_grad_in_torch': [torch names], 'batch_stats' (train only),
+      'dtype', 'budget_rtol', 'ok'}}``.
+
+    >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
+    >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
+    """
+    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
+    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    report = {}
+    with C.exact_precision():
+        for mode in modes:
+            train = mode == "train"
+            tm, t = _torch_pass(torch_module, xs, train, seed, torch_output_transform)
+            f = _flax_pass(flax_module, variables, fxs, train, t.outputs, seed, output_transform, train_kwarg,
+                           flax_call, jit)
+            C.pair_leaves(t.outputs, f.outputs, "twin_check")
+            grads = _torch_grads_in_flax_layout(tm, t, f, mapping, kinds, batchnorm, transpose_kernel)
+            report[mode] = _mode_report(t, f, grads, train)
+    return report
+
+
+def _normalize_call(flax_module, variables, flax_call, modes):
+    from flax import nnx
+
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise InitError(f"twin_check: `modes` must be a non-empty subset of {MODES}, got {modes!r}.")
+    if flax_call is None and C.is_hf_flax(flax_module):
+        flax_call = C.hf_call
+        if variables is None:
+            try:
+                variables = {"params": flax_module.params}
+            except ValueError as err:  # created with _do_init=False: the params live outside the model
+                raise InitError("twin_check: this Hugging Face Flax model keeps its params outside (_do_init=False): "
+                                "pass variables={'params': params}.") from err
+    if isinstance(flax_module, nnx.Module):
+        return flax_module, None, flax_call
+    if variables is None:
+        raise InitError("twin_check: a Linen module needs its `variables` (model.init(...) or converted "
+                        "with from_torch_state_dict); an NNX module carries its own.")
+    if "params" not in variables:
+        _arr.flatten_flax(variables, "twin_check")  # names the missing 'params' level
+    return flax_module, variables, flax_call
+
+
+def _torch_pass(torch_module, xs, train, seed, transform):
+    import torch
+
+    device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
+    tm = copy.deepcopy(torch_module)
+    tm.train(train)
+    for p in tm.parameters():
+        p.grad = None
+    y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+    y = transform(y) if transform is not None else y
+    leaves = dict(C.tree_leaves(y))
+    rng = np.random.default_rng(seed)
+    loss = None
+    for name, v in leaves.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            cot = _arr.numpy_to_tensor(rng.standard_normal(tuple(v.shape)).astype(_arr.tensor_spec(v).dtype), torch, device)
+            term = (v * cot).sum()
+            loss = term if loss is None else loss + term
+    if loss is not None and loss.requires_grad:
+        loss.backward()
+    named = dict(tm.named_parameters())
+    no_grad = [k for k, p in named.items() if p.grad is None]
+    grads = {}
+    for k, v in tm.state_dict().items():
+        if k in named:
+            g = named[k].grad
+            grads[k] = _arr.to_numpy(g) if g is not None else np.zeros(tuple(v.shape), _arr.tensor_spec(v).dtype)
+        else:
+            grads[k] = _arr.to_numpy(v)  # buffers: the running statistics after the pass
+    outs = {k: _arr.to_numpy(v) for k, v in leaves.items()}
+    return tm, _Side(outs, grads, {}, {}, no_grad)
+
+
+def _cotangents(outputs: dict, seed: int) -> dict:
+    """The torch pass's cotangents (same seed, same order), for the Flax loss."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(np.shape(v)).astype(np.asarray(v).dtype)
+            for k, v in outputs.items() if _arr.is_float(np.asarray(v).dtype)}
+
+
+def _flax_pass(model, variables, fxs, train, torch_outputs, seed, transform, train_kwarg, flax_call, jit):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    xf = [jnp.asarray(x) for x in fxs]
+    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_outputs, seed).items()}
+
+    def loss_of(y):
+        y = transform(y) if transform is not None else y
+        leaves = dict(C.tree_leaves(y))
+        C.pair_leaves(torch_outputs, leaves, "twin_check")
+        return sum((jnp.sum(leaves[k] * c) for k, c in cot.items()), jnp.zeros(())), leaves
+
+    if isinstance(model, nnx.Module):
+        m = nnx.clone(model)
+        m.train() if train else m.eval()
+
+        def loss_nnx(mm):
+            y = flax_call(mm, None, *xf, train=train) if flax_call else mm(*xf)
+            return loss_of(y)
+
+        (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
+        grads = {("params", tuple(str(p) for p in path)): v for path, v in _nnx_leaves(g, nnx)}
+        state, params = _nnx_vars(m, nnx)
+        return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [])
+    rest = {k: v for k, v in variables.items() if k != "params"}
+
+    def loss_linen(params):
+        full = {"params": params, **rest}
+        if flax_call is not None:
+            y, upd = flax_call(model, full, *xf, train=train), {}
+        elif train and "batch_stats" in variables:
+            kw = C.train_kwargs(model, train_kwarg, train)
+            y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
+        else:
+            kw = C.train_kwargs(model, train_kwarg, train)
+            y, upd = model.apply(full, *xf, **kw), {}
+        loss, leaves = loss_of(y)
+        return loss, (leaves, upd)
+
+    vg = jax.value_and_grad(loss_linen, has_aux=True)
+    (_, (leaves, upd)), g = (jax.jit(vg) if jit else vg)(variables["params"])
+    grads = _arr.flatten_flax({"params": g}, "twin_check")
+    new_vars = {**variables, **upd}
+    state = {k: v for k, v in _arr.flatten_flax(new_vars, "twin_check").items() if k[0] != "params"}
+    params = _arr.flatten_flax({"params": variables["params"]}, "twin_check")
+    return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [])
+
+
+def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, mapping, kinds, batchnorm, transpose_kernel) -> dict:
+    """torch's gradients (and buffers after the pass) converted to the Flax layout."""
+    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in {**f.params, **f.state}.items()}
+    groups, containers = _naming.groups_from_module(tm, t.grads.keys(), kinds)
+    return torch_to_flax(t.grads, groups, template=template, mapping=mapping, containers=containers,
+                         batchnorm=batchnorm, transpose_kernel=transpose_kernel, dtype="template",
+                         merge_rnn_biases=True, who="twin_check")
+
+
+def _mode_report(t: _Side, f: _Side, conv: dict, train: bool) -> dict:
+    dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
+                 np.dtype("float32"))
+    rtol = C.budget_rtol(dtype)
+    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol)
+    grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items()}, rtol)
+    entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
+             "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
+             "outputs": outs, "dtype": np.dtype(dtype).name, "budget_rtol": rtol}
+    worst = max(grads, key=lambda k: grads[k]["diff"], default=None)
+    entry.update(grad=grads[worst]["diff"] if worst else 0.0, worst_grad=worst,
+                 grad_scale=max((r["scale"] for r in grads.values()), default=0.0), grads=grads,
+                 no_grad_in_torch=t.no_grad)
+    ok = all(r["ok"] for r in outs.values()) and all(r["ok"] for r in grads.values())
+    if train and f.state:
+        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.state.items() if k in conv}, rtol)
+        entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
+        entry["batch_stats_detail"] = stats
+        ok = ok and all(r["ok"] for r in stats.values())
+    entry["ok"] = ok
+    return entry
+
+
+def _nnx_leaves(state, nnx):
+    for path, v in nnx.to_flat_state(state):
+        yield path, (v.get_value() if hasattr(v, "get_value") else v)
+
+
+def _nnx_vars(model, nnx):
+    stats, params = {}, {}
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchStat):
+            stats[("batch_stats", tuple(str(p) for p in path))] = node.get_value()
+        elif isinstance(node, nnx.Param):
+            params[("params", tuple(str(p) for p in path))] = node.get_value()
+    return stats, params
