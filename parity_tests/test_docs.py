@@ -18,6 +18,8 @@ import importlib
 import io
 import os
 import re
+import sys
+import types
 
 import pytest
 
@@ -72,7 +74,10 @@ def test_code_blocks_run(doc, tmp_path, monkeypatch):
     with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
         blocks = code_blocks(f.read())
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"doc_{os.path.basename(doc)}"}
+    # A real module in sys.modules: dataclasses (Linen modules defined in a guide) look it up.
+    module = types.ModuleType(f"doc_{os.path.splitext(os.path.basename(doc))[0]}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
     for b in blocks:
         if b["lang"] != "python":
             continue

@@ -12,10 +12,7 @@ deliberately wrong twin differs by >= 1e-7 relative at the wrong layer (LayerNor
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -497,19 +494,3 @@ def test_suggest_mapping_lists_ambiguities():
                                   "c": {"bias": np.zeros(2), "kernel": np.zeros((4, 2))}}}
     sug = torchinit.suggest_mapping(tm, sorted_template)
     assert sug == {"2": "c"} and "share the shapes" in sug.ambiguous[0] and "sorted order" in sug.ambiguous[-1]
-
-
-# --------------------------------------------------------------------------- the guide
-def test_porting_guide_runs():
-    """docs/porting.md: its python blocks run in order in one namespace (the guide cannot rot)."""
-    path = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "porting.md")
-    with open(path) as f:
-        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-    assert len(blocks) >= 6
-    module = types.ModuleType("porting_guide")  # a real module: dataclasses (Linen modules) look it up
-    sys.modules[module.__name__] = module
-    try:
-        for i, block in enumerate(blocks):
-            exec(compile(block, f"docs/porting.md[block {i}]", "exec"), module.__dict__)
-    finally:
-        del sys.modules[module.__name__]
