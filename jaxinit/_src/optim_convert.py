@@ -225,6 +225,10 @@ _KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState",
           "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
           "WrappedScheduleState"}
 _TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
+_NEW = {"ScaleByTorchNadamState", "ScaleByTorchRadamState", "ScaleByTorchAdamaxState", "ScaleByTorchAdadeltaState",
+        "ScaleByTorchRpropState", "ScaleByTorchAsgdState"}
+_KNOWN |= _NEW
+_TORCH_STEP_OWNERS |= _NEW
 
 
 def _is_masked(x) -> bool:
@@ -295,7 +299,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     paths, leaves, _ = _leaves(params)
     torch_shapes = []
     for i in range(n):
-        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
         torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
     problems = []
     if layout == "flax":
@@ -304,12 +308,19 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
         flax = {}
         shape_of = {}
         for i in range(n):
-            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
             if arrays:
                 shape_of[i] = arrays[0]
         for f in _core.PER_PARAM_FIELDS:
             have = [i for i in range(n) if f in tstate.get(i, {})]
             if not have:
+                continue
+            if f in _core.SCALAR_FIELDS:  # one 0-d value per parameter, equal when all stepped together
+                values = {tstate[i][f].tobytes() for i in have}
+                if len(values) != 1 or len(have) != n:
+                    problems.append(f"  torch's {f} differs between parameters; layout='flax' needs one value")
+                    continue
+                flax[f] = [tstate[have[0]][f]] * len(leaves)
                 continue
             if len(have) != n and len(shape_of) != n:
                 problems.append(f"  torch parameters {sorted(set(range(n)) - set(shape_of))} have no state; "
@@ -446,6 +457,11 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         converted: dict[int, dict] = {i: {} for i in range(len(names))}
         for f in fields:
             arrays = [per[k].get(f) for k in order]
+            if f in _core.SCALAR_FIELDS:  # 0-d per parameter: nothing to convert, keep torch's order
+                for nm in names:
+                    if arrays[0] is not None:
+                        converted[index[nm]][f] = np.array(arrays[0], copy=True)
+                continue
             present = None
             if any(a is None for a in arrays):  # e.g. max_exp_avg_sq in the amsgrad group only
                 marks = jax.tree_util.tree_unflatten(treedef, [np.full(shapes[k], float(a is not None), dtype=tmpl_dt)
