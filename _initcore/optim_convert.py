@@ -100,6 +100,12 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
             return (f"capturable=True makes torch's {name} compute its step-dependent scalars from the float32 "
                     f"state['step'] tensor on the device ({src}), with torch's float32 pow. Fix: build the torch "
                     "optimizer with capturable=False.")
+    if kind == "asgd" and (group.get("foreach") or (group.get("foreach") is None and any(
+            getattr(getattr(p, "device", None), "type", "cpu") != "cpu" for p in group.get("params", ())))):
+        return ("torch's multi-tensor ASGD (foreach=True, torch's default on GPU) computes eta from the float32 "
+                "state['step'] tensor in float32 arithmetic (torch/optim/asgd.py _multi_tensor_asgd), ~1e-7 "
+                "relative away from its single-tensor formulas, which jaxinit.optim.asgd reproduces. Fix: build the "
+                "torch optimizer with foreach=False.")
     lr = group.get("lr")
     if _is_tensor(lr) and (kind in _F32_LR or (kind == "adagrad" and group.get("lr_decay", 0) != 0)):
         return (f"a Tensor lr makes torch's {name} compute its lr terms (lr / bias_correction, lr * weight_decay, "
