@@ -147,7 +147,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
-      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam or AdamW, or a
+      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
+        Adadelta, Rprop or ASGD (see ``_initcore.optim_convert.FACTORY_BY_CLASS``), or a
         :mod:`torchinit.optim` optimizer (its schedules and optax-convention
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
