@@ -150,7 +150,7 @@ def check(who: str, **hp: Any) -> None:
         raise InitError(f"{who}: scalar_dtype must be 'float32' or 'float64' (the dtype of torch's 0-d state "
                         f"tensors), got {hp['scalar_dtype']!r}.")
     for flag in ("nesterov", "maximize", "centered", "amsgrad", "eps_in_sqrt", "amsgrad_bias_corrected",
-                 "decay_in_norm", "debias", "decoupled_weight_decay"):
+                 "decay_in_norm", "debias", "decoupled_weight_decay", "differentiable"):
         if flag in hp:
             _bool(who, flag, hp[flag])
     if hp.get("nesterov"):

@@ -92,10 +92,6 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
                     f"state['step'] tensor in float32 tensor arithmetic ({src}): about 1e-7 relative away from "
                     f"exact arithmetic, and torch's float32 pow cannot be reproduced bitwise. Fix: build the torch "
                     f"optimizer with {flag}=False (the same algorithm in float64/Python arithmetic).")
-        if kind == "nadam" and flag == "differentiable":
-            return (f"differentiable=True makes torch's NAdam compute its step coefficients from the float32 "
-                    f"mu_product tensor in float32 tensor arithmetic ({src}). Fix: build the torch optimizer "
-                    "with differentiable=False.")
         if flag == "capturable" and kind in ("nadam", "radam", "adamax", "asgd"):
             return (f"capturable=True makes torch's {name} compute its step-dependent scalars from the float32 "
                     f"state['step'] tensor on the device ({src}), with torch's float32 pow. Fix: build the torch "

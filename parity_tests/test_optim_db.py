@@ -75,8 +75,6 @@ EXPECTED_REFUSALS = {
     # pow (torch/optim/adam.py _single_tensor_adam); not reproducible bitwise, ~1e-7 relative off
     ("Adam", "differentiable"): _ADAM_F32,
     ("AdamW", "differentiable"): _ADAM_F32,
-    # torch computes the coefficients from the float32 mu_product tensor in float32 arithmetic
-    ("NAdam", "differentiable"): "float32 mu_product tensor in float32 tensor arithmetic",
 }
 # optimizers from_torch does not (yet) convert: the reason must name the class as unsupported
 UNSUPPORTED = "is not supported; supported are"

@@ -575,7 +575,7 @@ class ScaleByTorchNadamState(NamedTuple):
 
 
 def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, momentum_decay: Any = 4e-3,
-                         scalar_dtype: str = "float32") -> optax.GradientTransformation:
+                         scalar_dtype: str = "float32", differentiable_lr: Any = None) -> optax.GradientTransformation:
     r"""NAdam's scaling, torch's formulas (lr applied afterwards).
 
     .. math:: \mu_t = \beta_1\bigl(1 - \tfrac12\, 0.96^{t\psi}\bigr),\quad
@@ -592,6 +592,13 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, moment
     that dtype, and the product is rounded to it every step as torch does.
     ``optax.nadam`` is a different algorithm (Adam with a Nesterov
     look-ahead, no :math:`\mu_t` schedule).
+
+    ``differentiable_lr`` (a number or schedule): torch's ``differentiable=True``
+    path, which folds the lr into the two coefficients and computes them as
+    ``scalar_dtype`` tensor arithmetic (torch/optim/nadam.py
+    ``_single_tensor_nadam``: ``1 - mu_product`` in float32, ``x / t`` as
+    ``t.reciprocal() * x``); the output then already holds ``-lr`` (the caller
+    scales by 1).
     """
     def init_fn(params):
         return ScaleByTorchNadamState(
@@ -614,6 +621,13 @@ def scale_by_torch_nadam(b1: Any = 0.9, b2: Any = 0.999, eps: Any = 1e-8, moment
         def one(g, m, v, mp):
             dt = g.dtype
             d = jnp.sqrt(v / bc2.astype(dt)) + eps
+            if differentiable_lr is not None:  # torch's tensor arithmetic in mu_product's dtype
+                sd = mp.dtype
+                lr_now = _scalar(_lr_at(differentiable_lr, state.count), w)
+                c1 = (1 / (1 - mp)) * (-lr_now * (1.0 - mu)).astype(sd)
+                mpn = mp * mu_next.astype(sd)
+                c2 = (1 / (1 - mpn)) * (-lr_now * mu_next).astype(sd)
+                return (g * c1.astype(dt)) / d + (m * c2.astype(dt)) / d
             mpw = mp.astype(w)
             c1 = ((1.0 - mu) / (1.0 - mpw)).astype(dt)
             c2 = (mu_next / (1.0 - mpw * mu_next)).astype(dt)
@@ -857,7 +871,7 @@ def scale_by_torch_asgd(lr: ScalarOrSchedule = 1e-2, lambd: Any = 1e-4, alpha: A
 
 def nadam(lr: ScalarOrSchedule = 2e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
           momentum_decay: Any = 4e-3, decoupled_weight_decay: bool = False, maximize: bool = False,
-          scalar_dtype: str = "float32") -> optax.GradientTransformation:
+          scalar_dtype: str = "float32", differentiable: bool = False) -> optax.GradientTransformation:
     r"""``torch.optim.NAdam`` as an optax transformation (see :func:`scale_by_torch_nadam`).
 
     .. math:: g \leftarrow \pm g + \lambda p\ (\text{or } p \leftarrow p(1-\eta\lambda) \text{ if decoupled}),
@@ -866,12 +880,38 @@ def nadam(lr: ScalarOrSchedule = 2e-3, betas: tuple = (0.9, 0.999), eps: Any = 1
     State: ``(Empty, Empty, ScaleByTorchNadamState, Empty, ScaleByScheduleState)``.
     ``scalar_dtype``: the dtype torch keeps ``mu_product`` in (torch's default
     dtype: ``'float32'`` unless ``torch.set_default_dtype(torch.float64)``).
+    ``differentiable``: torch's ``differentiable=True`` arithmetic (the step
+    coefficients as float32 tensor arithmetic, see :func:`scale_by_torch_nadam`).
     """
     _core.check("nadam", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, scalar_dtype=scalar_dtype)
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, scalar_dtype=scalar_dtype,
+                differentiable=differentiable)
     b1, b2 = betas
-    return _adam_like("nadam", maximize, weight_decay, decoupled_weight_decay,
-                      scale_by_torch_nadam(b1, b2, eps, momentum_decay, scalar_dtype), lr)
+    core = scale_by_torch_nadam(b1, b2, eps, momentum_decay, scalar_dtype, lr if differentiable else None)
+    if not differentiable:
+        return _adam_like("nadam", maximize, weight_decay, decoupled_weight_decay, core, lr)
+    if decoupled_weight_decay and not _core.is_static_zero(weight_decay):
+        core = _with_decoupled_decay(core, lr, weight_decay)
+    return optax.chain(  # the same layout; the core's output already holds -lr (and the decoupled decay)
+        _negate() if maximize else optax.identity(),
+        optax.identity() if decoupled_weight_decay else _l2(weight_decay),
+        core,
+        optax.identity(),
+        optax.scale_by_schedule(lambda count: 1.0),
+    )
+
+
+def _with_decoupled_decay(core, lr, weight_decay):
+    """``core``'s output minus ``lr(count) * weight_decay * p`` (torch's ``p *= 1 - lr * wd``), same state."""
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("decoupled weight decay needs params: call update(grads, state, params).")
+        lr_now = _lr_at(lr, state.count)
+        out, new_state = core.update(updates, state, params)
+        out = jax.tree.map(lambda u, p: u - (lr_now * weight_decay) * p, out, params)
+        return out, new_state
+
+    return optax.GradientTransformation(core.init, update_fn)
 
 
 def radam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
