@@ -7,11 +7,9 @@ weights and data, and in the same run identical injected gradients), relative di
 Tolerances:
 - float64: 1e-12 (the claim: torch's formulas, other operation order; measured 1e-16 .. 1e-14).
 - float32: ``F32_TOL`` of test_optim.py (1e-3; its derivation: a few ulp per step carried over 500
-  steps), except Rprop: its update is ``sign(g) * step_size`` and its step sizes grow or shrink by
-  the sign of ``g_t * g_{t-1}``; where the two frameworks' float32 model gradients round a product
-  near 0 to different signs, the step size of that entry takes another branch (x1.2 vs x0.5) and
-  the runs part by a whole step size: RPROP_F32_TOL = 1e-2 (the injected-gradient run, where the
-  gradients are identical, holds F32_TOL).
+  steps; measured 8e-7 .. 9e-6). Rprop is sign-driven (``sign(g) * step_size``, step sizes scaled
+  by the sign of ``g_t * g_{t-1}``): a product rounded to the other sign would part the runs by a
+  whole step size, but its float32 runs are measured equal (0), so the same bound holds it.
 """
 from __future__ import annotations
 
@@ -31,7 +29,6 @@ from _initcore import InitError
 from parity_tests._figures import record_figure
 from parity_tests.test_optim import DT, F32_TOL, F64_TOL, NAMES, _problem, jax_run, rel_diff, torch_run
 
-RPROP_F32_TOL = 1e-2
 CLASSES = {"nadam": torch.optim.NAdam, "radam": torch.optim.RAdam, "adamax": torch.optim.Adamax,
            "adadelta": torch.optim.Adadelta, "rprop": torch.optim.Rprop, "asgd": torch.optim.ASGD}
 
@@ -87,8 +84,7 @@ def test_matches_torch_optim(cid, name, kw, gamma, dtype):
         assert max(dm, di) <= F64_TOL, (dm, di)
         _assert_state_like_torch(sm, om)
     else:
-        assert di <= F32_TOL, di
-        assert dm <= (RPROP_F32_TOL if name == "rprop" else F32_TOL), dm
+        assert max(dm, di) <= F32_TOL, (dm, di)
 
 
 _KEYS = ("exp_avg", "exp_avg_sq", "exp_inf", "square_avg", "acc_delta", "prev", "step_size", "ax", "mu_product",
@@ -129,8 +125,7 @@ def test_torchinit_mirror_equals_jaxinit(cid, name, kw, gamma, dtype):
     assert type(opt) is CLASSES[name]
     dm, di = rel_diff(jm, tm), rel_diff(ji, ti)
     record_figure("optim/torchinit_mirror", f"rel_diff_{'f64' if dtype == 'float64' else 'f32'}", max(dm, di), cid)
-    tol = F64_TOL if dtype == "float64" else F32_TOL
-    assert di <= tol and dm <= (RPROP_F32_TOL if name == "rprop" and dtype == "float32" else tol), (dm, di)
+    assert max(dm, di) <= (F64_TOL if dtype == "float64" else F32_TOL), (dm, di)
 
 
 @pytest.mark.parametrize("name", list(CLASSES))
