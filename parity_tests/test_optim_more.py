@@ -316,3 +316,17 @@ def test_option_errors():
     with pytest.raises(ValueError, match="needs params"):
         tx = jo.asgd()
         tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+def test_torchinit_from_torch_nadam_differentiable_twin():
+    """A differentiable NAdam converts to a torchinit twin that continues exactly like torch."""
+    ps = [torch.tensor(w) for w in W0]  # plain tensors: differentiable=True steps outside no_grad
+    o = torch.optim.NAdam(ps, lr=1e-2, differentiable=True, weight_decay=0.1, decoupled_weight_decay=True)
+    _torch_steps(o, None, ps, 0, 20)
+    ref = [torch.tensor(w) for w in W0]
+    ro = torch.optim.NAdam(ref, lr=1e-2, differentiable=True, weight_decay=0.1, decoupled_weight_decay=True)
+    _torch_steps(ro, None, ref, 0, 40)
+    twin = to.from_torch(o)
+    assert twin.param_groups[0]["differentiable"]
+    _torch_steps(twin, None, ps, 20, 40)
+    assert _rel([p.numpy() for p in ps], ref) <= F64_TOL

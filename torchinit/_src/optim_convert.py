@@ -159,6 +159,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
     for g in groups:  # scalar_dtype is a factory argument, not a param-group option
         if "scalar_dtype" in g:
             top["scalar_dtype"] = g.pop("scalar_dtype")
+        if g.get("differentiable"):  # torch's single-tensor path for the whole optimizer (no foreach)
+            top["differentiable"] = True
     if "initial_accumulator_value" in groups[0]:  # torch's Adagrad reads it from the constructor only
         top["initial_accumulator_value"] = groups[0]["initial_accumulator_value"]
     new = factory(groups, **top)
