@@ -792,11 +792,12 @@ def scale_by_torch_rprop(lr: Any = 1e-2, etas: tuple = (0.5, 1.2),
         del params
 
         def one(g, prev, size):
-            s = jnp.sign(g * prev)
-            factor = jnp.where(s > 0, jnp.asarray(etaplus, g.dtype),
-                               jnp.where(s < 0, jnp.asarray(etaminus, g.dtype), jnp.ones_like(g)))
+            prod = g * prev  # torch takes its sign; the comparisons below are the same (NaN kept, as torch)
+            factor = jnp.where(prod > 0, jnp.asarray(etaplus, g.dtype),
+                               jnp.where(prod < 0, jnp.asarray(etaminus, g.dtype),
+                                         jnp.where(prod == 0, jnp.ones_like(g), prod)))
             size = jnp.clip(size * factor, smin, smax)
-            g = jnp.where(s < 0, jnp.zeros_like(g), g)
+            g = jnp.where(prod < 0, jnp.zeros_like(g), g)
             return -jnp.sign(g) * size, g, size
 
         res = jax.tree.map(one, updates, state.prev, state.step_size)
