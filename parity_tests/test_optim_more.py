@@ -128,7 +128,8 @@ def test_torchinit_mirror_equals_jaxinit(cid, name, kw, gamma, dtype):
     assert max(dm, di) <= (F64_TOL if dtype == "float64" else F32_TOL), (dm, di)
 
 
-@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in ("nadam", "rprop", "asgd") else
+                                               pytest.mark.exhaustive) for n in CLASSES])
 def test_inject_hyperparams_and_multi_transform(name):
     """inject_hyperparams (jitted, traced hyperparameters) and multi_transform groups == torch param groups."""
     p0, x, y, grads = _problem(np.float64, steps=100)
