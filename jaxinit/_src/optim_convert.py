@@ -1,8 +1,9 @@
 r"""A torch optimizer as an optax transformation, and optimizer state both ways.
 
 * :func:`from_torch` ``(optimizer, scheduler=None)``: the :mod:`jaxinit.optim`
-  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW
-  (or a :mod:`torchinit.optim` optimizer): every param group with its
+  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW /
+  NAdam / RAdam / Adamax / Adadelta / Rprop / ASGD (or a :mod:`torchinit.optim`
+  optimizer): every param group with its
   hyperparameters (``optax.multi_transform`` over groups when there are several),
   the scheduler as a closed-form schedule (:func:`jaxinit.optim.schedules_from_torch`;
   OneCycleLR's momentum / beta1 cycle via ``optax.inject_hyperparams``).
@@ -248,7 +249,7 @@ def _walk(node, visit):
             arrays = [x for x in jax.tree.leaves(node) if np.ndim(x) > 0]
             if arrays:
                 raise InitError(f"optimizer state conversion: {name} holds per-parameter arrays that have no torch "
-                                "counterpart (only jaxinit.optim's sgd/adagrad/rmsprop/adam/adamw states convert).")
+                                "counterpart (only the states of jaxinit.optim's torch optimizers convert).")
             return node
         new = visit(node)
         if new is not None:
