@@ -72,14 +72,31 @@ _EPS = ("eps", "Invalid epsilon value", "the term added to the denominator")
 _MOM = ("momentum", "Invalid momentum value", "the momentum factor")
 
 
+def _lr_size(who: str, lr: Any) -> None:
+    """torch's ``Tensor lr must be 1-element`` (an array lr of any other size would broadcast)."""
+    shape = getattr(lr, "shape", None)
+    if callable(lr) or shape is None or shape == ():
+        return
+    size = 1
+    for d in shape:
+        size *= int(d)
+    if size != 1:
+        raise InitError(f"{who}: Tensor lr must be 1-element, got an array of shape {tuple(shape)}. lr is one "
+                        "learning rate for the whole parameter group (torch.optim refuses it too); pass a number, "
+                        "a 0-d array or a schedule, and use optax.multi_transform for per-parameter rates.")
+
+
 def check(who: str, **hp: Any) -> None:
     """Check the hyperparameters of optimizer ``who`` like ``torch.optim`` does.
 
     Keys understood: lr, momentum, dampening, weight_decay, nesterov, maximize,
     lr_decay, initial_accumulator_value, eps, alpha, centered, betas, amsgrad,
     eps_in_sqrt, eps_root, initial_scale, amsgrad_bias_corrected,
-    trust_coefficient, decay_in_norm, decay (EMA), debias.
+    trust_coefficient, decay_in_norm, decay (EMA), debias, momentum_decay,
+    decoupled_weight_decay, rho, etas, step_sizes, lambd, t0, scalar_dtype.
     """
+    if "lr" in hp:
+        _lr_size(who, hp["lr"])
     for key, name_msg_what in (("lr", _LR), ("weight_decay", _WD), ("eps", _EPS), ("momentum", _MOM)):
         if key in hp:
             _nonneg(who, name_msg_what[0], hp[key], name_msg_what[1], name_msg_what[2])
@@ -108,8 +125,32 @@ def check(who: str, **hp: Any) -> None:
             raise InitError(f"{who}: betas must be a pair (beta1, beta2), got {betas!r}; e.g. betas=(0.9, 0.999).")
         _beta(who, 0, betas[0])
         _beta(who, 1, betas[1])
+    if "momentum_decay" in hp:
+        _nonneg(who, "momentum_decay", hp["momentum_decay"], "Invalid momentum_decay value",
+                "NAdam's momentum decay psi")
+    if "rho" in hp:
+        v = concrete(hp["rho"])
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise InitError(f"{who}: Invalid rho value: {hp['rho']}. rho is the decay of the running averages and "
+                            "must lie in [0, 1] (torch.optim refuses it too); e.g. rho=0.9.")
+    if "etas" in hp:
+        etas = hp["etas"]
+        if not isinstance(etas, (tuple, list)) or len(etas) != 2:
+            raise InitError(f"{who}: etas must be a pair (etaminus, etaplus), got {etas!r}; e.g. etas=(0.5, 1.2).")
+        lo, hi = concrete(etas[0]), concrete(etas[1])
+        if lo is not None and hi is not None and not 0.0 < lo < 1.0 < hi:
+            raise InitError(f"{who}: Invalid eta values: {etas[0]}, {etas[1]}. Rprop needs 0 < etaminus < 1 < "
+                            "etaplus (torch.optim refuses it too); e.g. etas=(0.5, 1.2).")
+    if "step_sizes" in hp:
+        ss = hp["step_sizes"]
+        if not isinstance(ss, (tuple, list)) or len(ss) != 2:
+            raise InitError(f"{who}: step_sizes must be a pair (min_step, max_step), got {ss!r}; "
+                            "e.g. step_sizes=(1e-6, 50).")
+    if "scalar_dtype" in hp and hp["scalar_dtype"] not in ("float32", "float64"):
+        raise InitError(f"{who}: scalar_dtype must be 'float32' or 'float64' (the dtype of torch's 0-d state "
+                        f"tensors), got {hp['scalar_dtype']!r}.")
     for flag in ("nesterov", "maximize", "centered", "amsgrad", "eps_in_sqrt", "amsgrad_bias_corrected",
-                 "decay_in_norm", "debias"):
+                 "decay_in_norm", "debias", "decoupled_weight_decay", "differentiable"):
         if flag in hp:
             _bool(who, flag, hp[flag])
     if hp.get("nesterov"):

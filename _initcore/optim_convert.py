@@ -32,11 +32,16 @@ from _initcore.errors import InitError
 
 # torch state keys holding one array per parameter == the jaxinit.optim state field names
 PER_PARAM_FIELDS = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+PER_PARAM_FIELDS += ("exp_inf", "acc_delta", "prev", "step_size", "ax", "mu_product", "eta", "mu")
+# of those, the 0-d tensors torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu), in torch's
+# default dtype; torch's load_state_dict casts them to the parameter dtype, which changes its arithmetic
+SCALAR_FIELDS = ("mu_product", "eta", "mu")
 
 # torch.optim / torchinit class name -> jaxinit.optim factory name
 FACTORY_BY_CLASS = {
     "SGD": "sgd", "Adagrad": "adagrad", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adamw",
     "OptaxAdagrad": "adagrad", "OptaxRMSprop": "rmsprop", "OptaxAdam": "adam",
+    "NAdam": "nadam", "RAdam": "radam", "Adamax": "adamax", "Adadelta": "adadelta", "Rprop": "rprop", "ASGD": "asgd",
 }
 # group keys that only select torch's implementation: same numbers either way
 IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentiable", "capturable", "initial_lr",
@@ -53,19 +58,71 @@ def optimizer_kind(optimizer, who: str) -> str:
             break
     else:
         raise InitError(
-            f"{who}: {type(optimizer).__name__} is not supported; supported are torch.optim.SGD, Adagrad, "
-            "RMSprop, Adam, AdamW and the torchinit.optim optimizers built from them.")
+            f"{who}: {type(optimizer).__name__} is not supported; supported are torch.optim's "
+            f"{', '.join(sorted(k for k in FACTORY_BY_CLASS if not k.startswith('Optax')))} "
+            "and the torchinit.optim optimizers built from them.")
     if kind == "adam" and optimizer.param_groups and optimizer.param_groups[0].get("decoupled_weight_decay"):
         kind = "adamw"
     return kind
 
 
+def _is_tensor(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "item") and not isinstance(x, (int, float))
+
+
+_F32_LR = {"adam", "adamw", "nadam", "radam", "adamax", "asgd"}
+
+
+def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
+    """Why torch's numbers for this group are not what jaxinit.optim computes (None: they are).
+
+    Where a flag or a tensor hyperparameter switches torch to float32 scalar arithmetic that
+    XLA cannot reproduce bitwise (torch's float32 ``pow`` is not correctly rounded: 143 of
+    18000 ``beta ** step`` values differ from the rounded exact power), ``from_torch``
+    refuses with this reason instead of drifting silently.
+    """
+    name = {"adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax", "asgd": "ASGD"}.get(
+        kind, kind.capitalize())
+    src = f"torch/optim/{'adam' if kind == 'adamw' else kind}.py _single_tensor_{'adam' if kind == 'adamw' else kind}"
+    for flag in ("differentiable", "capturable"):
+        if not group.get(flag):
+            continue
+        if kind in ("adam", "adamw"):
+            return (f"{flag}=True makes torch's {name} compute the bias corrections 1 - beta**step from the float32 "
+                    f"state['step'] tensor in float32 tensor arithmetic ({src}): about 1e-7 relative away from "
+                    f"exact arithmetic, and torch's float32 pow cannot be reproduced bitwise. Fix: build the torch "
+                    f"optimizer with {flag}=False (the same algorithm in float64/Python arithmetic).")
+        if flag == "capturable" and kind in ("nadam", "radam", "adamax", "asgd"):
+            return (f"capturable=True makes torch's {name} compute its step-dependent scalars from the float32 "
+                    f"state['step'] tensor on the device ({src}), with torch's float32 pow. Fix: build the torch "
+                    "optimizer with capturable=False.")
+    if kind == "asgd" and (group.get("foreach") or (group.get("foreach") is None and any(
+            getattr(getattr(p, "device", None), "type", "cpu") != "cpu" for p in group.get("params", ())))):
+        return ("torch's multi-tensor ASGD (foreach=True, torch's default on GPU) computes eta from the float32 "
+                "state['step'] tensor in float32 arithmetic (torch/optim/asgd.py _multi_tensor_asgd), ~1e-7 "
+                "relative away from its single-tensor formulas, which jaxinit.optim.asgd reproduces. Fix: build the "
+                "torch optimizer with foreach=False.")
+    lr = group.get("lr")
+    if _is_tensor(lr) and (kind in _F32_LR or (kind == "adagrad" and group.get("lr_decay", 0) != 0)):
+        return (f"a Tensor lr makes torch's {name} compute its lr terms (lr / bias_correction, lr * weight_decay, "
+                f"...) as float32 tensor arithmetic ({src}), not the exact lr. Fix: pass lr as a Python float, "
+                "e.g. lr=float(lr).")
+    betas = group.get("betas")
+    if isinstance(betas, (tuple, list)) and any(_is_tensor(b) for b in betas):
+        return (f"Tensor betas make torch's {name} compute 1 - beta and beta**step as float32 tensor arithmetic "
+                f"({src}). Fix: pass betas as Python floats.")
+    return None
+
+
 def group_hyperparams(kind: str, group: Mapping, factory, who: str, index: int) -> dict:
     """The factory's keyword arguments for one torch param group; unknown options are an error."""
     accepted = set(inspect.signature(factory).parameters)
+    reason = torch_arithmetic_refusal(kind, group)
+    if reason is not None:
+        raise InitError(f"{who}: param group {index}: {reason}")
     out, unknown = {}, []
     for key, value in group.items():
-        if key in IMPLEMENTATION_KEYS:
+        if key in IMPLEMENTATION_KEYS and key not in accepted:
             continue
         if key in accepted:
             if key == "betas":
@@ -92,7 +149,21 @@ def torch_quirks(optimizer, kind: str, hp: dict) -> dict:
     """
     if kind == "adagrad" and "OptaxAdagrad" not in [c.__name__ for c in type(optimizer).__mro__]:
         hp = dict(hp, initial_accumulator_value=optimizer.defaults.get("initial_accumulator_value", 0))
+    if kind in ("nadam", "asgd"):
+        hp = dict(hp, scalar_dtype=scalar_dtype(optimizer))
     return hp
+
+
+def scalar_dtype(optimizer) -> str:
+    """The dtype of torch's 0-d state tensors (mu_product / eta, mu): from the state, else torch's default."""
+    for st in optimizer.state.values():
+        for k in SCALAR_FIELDS:
+            if k in st and hasattr(st[k], "dtype"):
+                return str(st[k].dtype).replace("torch.", "")
+    import sys
+
+    torch = sys.modules.get("torch")
+    return str(torch.get_default_dtype()).replace("torch.", "") if torch is not None else "float32"
 
 
 def torch_param_names(optimizer, param_names: Sequence[str] | None, who: str) -> list[str] | None:

@@ -71,13 +71,20 @@ def bench_jax(args):
         "adamw": (lambda: jo.adamw(1e-3), lambda: optax.adamw(1e-3, weight_decay=1e-2)),
         "adam_amsgrad": (lambda: jo.adam(1e-3, amsgrad=True), lambda: optax.amsgrad(1e-3)),
         "lars": (lambda: jo.lars(0.1, decay_in_norm=True), lambda: optax.lars(0.1)),
+        # the rest of torch.optim, each against optax's nearest alias (third item: what it is)
+        "nadam": (lambda: jo.nadam(2e-3), lambda: optax.nadam(2e-3), "optax.nadam (another NAdam: no mu schedule)"),
+        "radam": (lambda: jo.radam(1e-3), lambda: optax.radam(1e-3), "optax.radam (same rule)"),
+        "adamax": (lambda: jo.adamax(2e-3), lambda: optax.adamax(2e-3), "optax.adamax (eps after the max)"),
+        "adadelta": (lambda: jo.adadelta(1.0), lambda: optax.adadelta(1.0), "optax.adadelta (same rule)"),
+        "rprop": (lambda: jo.rprop(1e-2), lambda: optax.rprop(1e-2), "optax.rprop (its sign-flip rule)"),
+        "asgd": (lambda: jo.asgd(1e-2), lambda: optax.sgd(1e-2), "optax.sgd (optax has no ASGD; info only)"),
     }
     out = []
     for tree in ("big", "small"):
         sizes = _sizes(args, tree)
         keys = jax.random.split(jax.random.key(0), len(sizes))
         grads = [jax.random.normal(k, (n,), jnp.float32) for k, n in zip(keys, sizes)]
-        for name, (ours_f, up_f) in pairs.items():
+        for name, (ours_f, up_f, *label) in pairs.items():
             if args.filter and args.filter not in name:
                 continue
             runners = []
@@ -93,7 +100,7 @@ def bench_jax(args):
                     jax.block_until_ready(box["p"])
                 runners.append(run)
             o, u = _time_pair(runners[0], runners[1], args.warmup, args.repeats)
-            out.append(("jax", tree, name, "optax", o, u))
+            out.append(("jax", tree, name, label[0] if label else "optax", o, u))
             del runners
     return out
 
@@ -122,13 +129,20 @@ def bench_torch(args):
                                 lambda p: T.RMSprop(p, 1e-2, foreach=True)),
         "adagrad_eps_in_sqrt": (lambda p: to.adagrad(p, 1e-2, eps_in_sqrt=True),
                                 lambda p: T.Adagrad(p, 1e-2, foreach=True)),
+        # the rest of torch.optim: torchinit returns torch's own classes
+        "nadam": (lambda p: to.nadam(p), lambda p: T.NAdam(p, foreach=True)),
+        "radam": (lambda p: to.radam(p), lambda p: T.RAdam(p, foreach=True)),
+        "adamax": (lambda p: to.adamax(p), lambda p: T.Adamax(p, foreach=True)),
+        "adadelta": (lambda p: to.adadelta(p), lambda p: T.Adadelta(p, foreach=True)),
+        "rprop": (lambda p: to.rprop(p), lambda p: T.Rprop(p, foreach=True)),
+        "asgd": (lambda p: to.asgd(p), lambda p: T.ASGD(p, foreach=False), "torch.optim single-tensor"),
     }
     out = []
     for tree in ("big", "small"):
         sizes = _sizes(args, tree)
         gen = torch.Generator().manual_seed(0)
         grads = [torch.randn(n, generator=gen).to(dev) for n in sizes]
-        for name, (ours_f, up_f) in pairs.items():
+        for name, (ours_f, up_f, *label) in pairs.items():
             if args.filter and args.filter not in name:
                 continue
             runners = []
@@ -143,7 +157,7 @@ def bench_torch(args):
                     sync()
                 runners.append(run)
             o, u = _time_pair(runners[0], runners[1], args.warmup, args.repeats)
-            out.append(("torch", tree, name, "torch.optim foreach", o, u))
+            out.append(("torch", tree, name, label[0] if label else "torch.optim foreach", o, u))
             del runners
     return out
 

@@ -9,6 +9,12 @@ blocks and state types, which exist only here (torch has no transformation objec
 from jaxinit._src.optim import ScaleByTorchAdagradState as ScaleByTorchAdagradState
 from jaxinit._src.optim import ScaleByTorchAdamState as ScaleByTorchAdamState
 from jaxinit._src.optim import ScaleByTorchRmsState as ScaleByTorchRmsState
+from jaxinit._src.optim import ScaleByTorchAdadeltaState as ScaleByTorchAdadeltaState
+from jaxinit._src.optim import ScaleByTorchAdamaxState as ScaleByTorchAdamaxState
+from jaxinit._src.optim import ScaleByTorchAsgdState as ScaleByTorchAsgdState
+from jaxinit._src.optim import ScaleByTorchNadamState as ScaleByTorchNadamState
+from jaxinit._src.optim import ScaleByTorchRadamState as ScaleByTorchRadamState
+from jaxinit._src.optim import ScaleByTorchRpropState as ScaleByTorchRpropState
 from jaxinit._src.optim import TorchEmaState as TorchEmaState
 from jaxinit._src.optim import TraceTorchState as TraceTorchState
 from jaxinit._src.optim import adagrad as adagrad
@@ -24,6 +30,18 @@ from jaxinit._src.optim import scale_by_torch_lr as scale_by_torch_lr
 from jaxinit._src.optim import scale_by_torch_rms as scale_by_torch_rms
 from jaxinit._src.optim import sgd as sgd
 from jaxinit._src.optim import trace_torch as trace_torch
+from jaxinit._src.optim import adadelta as adadelta
+from jaxinit._src.optim import adamax as adamax
+from jaxinit._src.optim import asgd as asgd
+from jaxinit._src.optim import nadam as nadam
+from jaxinit._src.optim import radam as radam
+from jaxinit._src.optim import rprop as rprop
+from jaxinit._src.optim import scale_by_torch_adadelta as scale_by_torch_adadelta
+from jaxinit._src.optim import scale_by_torch_adamax as scale_by_torch_adamax
+from jaxinit._src.optim import scale_by_torch_asgd as scale_by_torch_asgd
+from jaxinit._src.optim import scale_by_torch_nadam as scale_by_torch_nadam
+from jaxinit._src.optim import scale_by_torch_radam as scale_by_torch_radam
+from jaxinit._src.optim import scale_by_torch_rprop as scale_by_torch_rprop
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
 from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -82,6 +100,18 @@ TRANSFORMS = (
     "scale_by_torch_lr",
     "scale_by_torch_rms",
     "trace_torch",
+    "ScaleByTorchAdadeltaState",
+    "ScaleByTorchAdamaxState",
+    "ScaleByTorchAsgdState",
+    "ScaleByTorchNadamState",
+    "ScaleByTorchRadamState",
+    "ScaleByTorchRpropState",
+    "scale_by_torch_adadelta",
+    "scale_by_torch_adamax",
+    "scale_by_torch_asgd",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "scale_by_torch_rprop",
 )
 
 __all__ = [
@@ -108,6 +138,24 @@ __all__ = [
     "scale_by_torch_rms",
     "sgd",
     "trace_torch",
+    "adadelta",
+    "adamax",
+    "asgd",
+    "nadam",
+    "radam",
+    "rprop",
+    "ScaleByTorchAdadeltaState",
+    "ScaleByTorchAdamaxState",
+    "ScaleByTorchAsgdState",
+    "ScaleByTorchNadamState",
+    "ScaleByTorchRadamState",
+    "ScaleByTorchRpropState",
+    "scale_by_torch_adadelta",
+    "scale_by_torch_adamax",
+    "scale_by_torch_asgd",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "scale_by_torch_rprop",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",

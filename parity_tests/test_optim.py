@@ -473,7 +473,7 @@ def test_torch_defaults_match(name, tcls):
     ours = inspect.signature(getattr(jo, name)).parameters
     theirs = inspect.signature(tcls.__init__).parameters
     for k, p in ours.items():
-        if k in theirs and not (name == "sgd" and k == "lr"):  # torch's SGD has lr=1e-3; ours requires lr
+        if k in theirs:  # SGD's lr too: torch's default 1e-3 (issue 12)
             assert p.default == theirs[k].default, (name, k)
 
 

@@ -9,6 +9,12 @@ from torchinit._src.optim import adamw as adamw
 from torchinit._src.optim import lars as lars
 from torchinit._src.optim import rmsprop as rmsprop
 from torchinit._src.optim import sgd as sgd
+from torchinit._src.optim import adadelta as adadelta
+from torchinit._src.optim import adamax as adamax
+from torchinit._src.optim import asgd as asgd
+from torchinit._src.optim import nadam as nadam
+from torchinit._src.optim import radam as radam
+from torchinit._src.optim import rprop as rprop
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -52,6 +58,12 @@ __all__ = [
     "lars",
     "rmsprop",
     "sgd",
+    "adadelta",
+    "adamax",
+    "asgd",
+    "nadam",
+    "radam",
+    "rprop",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",

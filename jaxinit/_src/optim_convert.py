@@ -1,8 +1,9 @@
 r"""A torch optimizer as an optax transformation, and optimizer state both ways.
 
 * :func:`from_torch` ``(optimizer, scheduler=None)``: the :mod:`jaxinit.optim`
-  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW
-  (or a :mod:`torchinit.optim` optimizer): every param group with its
+  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW /
+  NAdam / RAdam / Adamax / Adadelta / Rprop / ASGD (or a :mod:`torchinit.optim`
+  optimizer): every param group with its
   hyperparameters (``optax.multi_transform`` over groups when there are several),
   the scheduler as a closed-form schedule (:func:`jaxinit.optim.schedules_from_torch`;
   OneCycleLR's momentum / beta1 cycle via ``optax.inject_hyperparams``).
@@ -141,7 +142,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
-      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam or AdamW, or a
+      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
+        Adadelta, Rprop or ASGD (see ``_initcore.optim_convert.FACTORY_BY_CLASS``), or a
         :mod:`torchinit.optim` optimizer (its schedules and optax-convention
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
@@ -235,6 +237,10 @@ _KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState",
           "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
           "WrappedScheduleState", "ReduceLROnPlateauState"}
 _TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
+_NEW = {"ScaleByTorchNadamState", "ScaleByTorchRadamState", "ScaleByTorchAdamaxState", "ScaleByTorchAdadeltaState",
+        "ScaleByTorchRpropState", "ScaleByTorchAsgdState"}
+_KNOWN |= _NEW
+_TORCH_STEP_OWNERS |= _NEW
 
 
 def _is_masked(x) -> bool:
@@ -253,7 +259,7 @@ def _walk(node, visit):
             arrays = [x for x in jax.tree.leaves(node) if np.ndim(x) > 0]
             if arrays:
                 raise InitError(f"optimizer state conversion: {name} holds per-parameter arrays that have no torch "
-                                "counterpart (only jaxinit.optim's sgd/adagrad/rmsprop/adam/adamw states convert).")
+                                "counterpart (only the states of jaxinit.optim's torch optimizers convert).")
             return node
         new = visit(node)
         if new is not None:
@@ -305,7 +311,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     paths, leaves, _ = _leaves(params)
     torch_shapes = []
     for i in range(n):
-        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
         torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
     problems = []
     if layout == "flax":
@@ -314,12 +320,19 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
         flax = {}
         shape_of = {}
         for i in range(n):
-            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
             if arrays:
                 shape_of[i] = arrays[0]
         for f in _core.PER_PARAM_FIELDS:
             have = [i for i in range(n) if f in tstate.get(i, {})]
             if not have:
+                continue
+            if f in _core.SCALAR_FIELDS:  # one 0-d value per parameter, equal when all stepped together
+                values = {tstate[i][f].tobytes() for i in have}
+                if len(values) != 1 or len(have) != n:
+                    problems.append(f"  torch's {f} differs between parameters; layout='flax' needs one value")
+                    continue
+                flax[f] = [tstate[have[0]][f]] * len(leaves)
                 continue
             if len(have) != n and len(shape_of) != n:
                 problems.append(f"  torch parameters {sorted(set(range(n)) - set(shape_of))} have no state; "
@@ -456,6 +469,11 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         converted: dict[int, dict] = {i: {} for i in range(len(names))}
         for f in fields:
             arrays = [per[k].get(f) for k in order]
+            if f in _core.SCALAR_FIELDS:  # 0-d per parameter: nothing to convert, keep torch's order
+                for nm in names:
+                    if arrays[0] is not None:
+                        converted[index[nm]][f] = np.array(arrays[0], copy=True)
+                continue
             present = None
             if any(a is None for a in arrays):  # e.g. max_exp_avg_sq in the amsgrad group only
                 marks = jax.tree_util.tree_unflatten(treedef, [np.full(shapes[k], float(a is not None), dtype=tmpl_dt)

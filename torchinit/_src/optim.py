@@ -4,7 +4,7 @@ r"""The torch mirror of :mod:`jaxinit.optim`: same factories, ``params`` first.
 ``torch.optim.Optimizer``:
 
 * torch's own class (``torch.optim.SGD``, ``Adagrad``, ``RMSprop``, ``Adam``,
-  ``AdamW``) with ``foreach=True`` (torch's multi-tensor path) when the
+  ``AdamW``, ``NAdam``, ``RAdam``, ``Adamax``, ``Adadelta``, ``Rprop``, ``ASGD``) with ``foreach=True`` (torch's multi-tensor path) when the
   configuration is plain torch;
 * a subclass of ``torch.optim.Optimizer`` from this module when an
   optax-convention option is set (``eps_in_sqrt``, ``initial_scale``,
@@ -317,7 +317,7 @@ def _build(cls, params, lr, scheds, **kw):
     return _attach_schedules(cls(params, lr=lr, **kw), scheds)
 
 
-def sgd(params: Iterable, lr: Any, momentum: Any = 0, dampening: Any = 0, weight_decay: Any = 0,
+def sgd(params: Iterable, lr: Any = 1e-3, momentum: Any = 0, dampening: Any = 0, weight_decay: Any = 0,
         nesterov: bool = False, maximize: bool = False) -> torch.optim.Optimizer:
     """``torch.optim.SGD(params, lr, ..., foreach=True)``; ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.sgd`."""
     _core.check("sgd", lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -400,3 +400,89 @@ def lars(params: Iterable, lr: Any, momentum: Any = 0.9, weight_decay: Any = 0.0
     return _build(LARS, params, lr, scheds, momentum=momentum, weight_decay=weight_decay,
                   trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov, decay_in_norm=decay_in_norm,
                   weight_decay_mask=weight_decay_mask, trust_ratio_mask=trust_ratio_mask)
+
+
+# ----------------------------------------------------------------- the rest of torch.optim (torch's classes)
+def _check_scalar_dtype(who: str, scalar_dtype: str) -> None:
+    """torch picks the dtype of its 0-d state tensors itself (``torch.get_default_dtype()``): refuse another."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    have = str(_get_scalar_dtype()).replace("torch.", "")
+    if scalar_dtype != have:
+        raise _core.InitError(
+            f"{who}: scalar_dtype={scalar_dtype!r}, but torch keeps this optimizer's 0-d state tensors in "
+            f"torch.get_default_dtype() = {have}; call torch.set_default_dtype(torch.{scalar_dtype}) first, "
+            f"or pass scalar_dtype={have!r}.")
+
+
+def nadam(params: Iterable, lr: Any = 2e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
+          momentum_decay: Any = 4e-3, decoupled_weight_decay: bool = False, maximize: bool = False,
+          scalar_dtype: str = "float32", differentiable: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.NAdam`` (foreach; single-tensor with ``differentiable=True``); ``lr`` may be a schedule.
+    Mirror of :func:`jaxinit.optim.nadam`."""
+    _core.check("nadam", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, scalar_dtype=scalar_dtype,
+                differentiable=differentiable)
+    _check_scalar_dtype("nadam", scalar_dtype)
+    params, lr, scheds = _split_schedules(params, lr)
+    return _build(torch.optim.NAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                  momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                  differentiable=differentiable, foreach=not differentiable)
+
+
+def radam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
+          decoupled_weight_decay: bool = False, maximize: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.RAdam`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.radam`."""
+    _core.check("radam", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    params, lr, scheds = _split_schedules(params, lr)
+    return _build(torch.optim.RAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                  decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=True)
+
+
+def adamax(params: Iterable, lr: Any = 2e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
+           maximize: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.Adamax`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.adamax`."""
+    _core.check("adamax", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    params, lr, scheds = _split_schedules(params, lr)
+    return _build(torch.optim.Adamax, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                  maximize=maximize, foreach=True)
+
+
+def adadelta(params: Iterable, lr: Any = 1.0, rho: Any = 0.9, eps: Any = 1e-6, weight_decay: Any = 0,
+             maximize: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.Adadelta`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.adadelta`."""
+    _core.check("adadelta", lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+    params, lr, scheds = _split_schedules(params, lr)
+    return _build(torch.optim.Adadelta, params, lr, scheds, rho=rho, eps=eps, weight_decay=weight_decay,
+                  maximize=maximize, foreach=True)
+
+
+def rprop(params: Iterable, lr: Any = 1e-2, etas: tuple = (0.5, 1.2), step_sizes: tuple = (1e-6, 50),
+          maximize: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.Rprop`` (foreach). ``lr`` is the initial step size only: a number (torch ignores later
+    lr changes, so a schedule is refused). Mirror of :func:`jaxinit.optim.rprop`."""
+    _core.check("rprop", lr=lr, etas=etas, step_sizes=step_sizes, maximize=maximize)
+    if callable(lr) or (isinstance(params, (list, tuple)) and any(isinstance(g, dict) and callable(g.get("lr"))
+                                                                  for g in params)):
+        raise _core.InitError(
+            "rprop: lr must be a number (torch's Rprop reads lr once, to fill step_size on the first step, and "
+            "ignores it afterwards, so a schedule would have no effect in torch); pass lr=<initial step size>.")
+    return torch.optim.Rprop(params, lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), maximize=maximize,
+                             foreach=True)
+
+
+def asgd(params: Iterable, lr: Any = 1e-2, lambd: Any = 1e-4, alpha: Any = 0.75, t0: Any = 1e6,
+         weight_decay: Any = 0, maximize: bool = False, scalar_dtype: str = "float32") -> torch.optim.Optimizer:
+    """``torch.optim.ASGD`` (single-tensor: ``foreach=False``); ``lr`` may be a schedule. Mirror of
+    :func:`jaxinit.optim.asgd`.
+
+    torch's two ASGD implementations differ: the multi-tensor one (``foreach=True``, torch's default on
+    GPU) computes ``eta`` from the float32 ``step`` tensor in float32 arithmetic (torch/optim/asgd.py
+    ``_multi_tensor_asgd``), ~1e-7 relative away from the single-tensor one, whose formulas these are.
+    """
+    _core.check("asgd", lr=lr, weight_decay=weight_decay, maximize=maximize, scalar_dtype=scalar_dtype)
+    _check_scalar_dtype("asgd", scalar_dtype)
+    params, lr, scheds = _split_schedules(params, lr)
+    return _build(torch.optim.ASGD, params, lr, scheds, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                  maximize=maximize, foreach=False)

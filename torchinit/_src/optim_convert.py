@@ -92,7 +92,12 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
                 dt = old["step"].dtype if isinstance(old.get("step"), torch.Tensor) else sdtype
                 out[k] = torch.tensor(v, dtype=dt)
                 continue
-            t = torch.from_numpy(np.ascontiguousarray(v))
+            t = torch.from_numpy(np.ascontiguousarray(v) if np.ndim(v) else np.array(v))  # (ascontiguousarray: 1-d)
+            if k in _core.SCALAR_FIELDS:  # a 0-d tensor in torch's default dtype (mu_product, eta, mu)
+                if t.shape != ():
+                    problems.append(f"  {k} of parameter #{i} has shape {list(t.shape)}; torch keeps a 0-d tensor")
+                out[k] = t
+                continue
             if tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
                 problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
                                 f"{p.dtype}{list(p.shape)}")
@@ -110,6 +115,13 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
             if "schedule_step" in g:
                 g["schedule_step"] = int(step)
     optimizer.load_state_dict(sd)
+    # load_state_dict casts every state tensor but 'step' to the parameter's dtype; torch's own run keeps
+    # mu_product / eta / mu in its default dtype (float32), and its arithmetic depends on it: restore it
+    for i, entry in new_state.items():
+        st = optimizer.state[params[i]]
+        for k in _core.SCALAR_FIELDS:
+            if k in entry and k in st:
+                st[k] = entry[k].to(device=st[k].device).clone()
     return optimizer
 
 
@@ -157,6 +169,11 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
             hp["lr"] = lrs[i]
         groups.append({"params": list(g["params"]), **hp})
     top = {"lr": groups[0]["lr"]}
+    for g in groups:  # scalar_dtype is a factory argument, not a param-group option
+        if "scalar_dtype" in g:
+            top["scalar_dtype"] = g.pop("scalar_dtype")
+        if g.get("differentiable"):  # torch's single-tensor path for the whole optimizer (no foreach)
+            top["differentiable"] = True
     if "initial_accumulator_value" in groups[0]:  # torch's Adagrad reads it from the constructor only
         top["initial_accumulator_value"] = groups[0]["initial_accumulator_value"]
     new = factory(groups, **top)
