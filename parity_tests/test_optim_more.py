@@ -27,7 +27,7 @@ import jaxinit.optim as jo
 import torchinit.optim as to
 from _initcore import InitError
 from parity_tests._figures import record_figure
-from parity_tests.test_optim import DT, F32_TOL, F64_TOL, NAMES, _problem, jax_run, rel_diff, torch_run
+from parity_tests.test_optim import DT, F32_TOL, F64_TOL, _problem, jax_run, rel_diff, torch_run
 
 CLASSES = {"nadam": torch.optim.NAdam, "radam": torch.optim.RAdam, "adamax": torch.optim.Adamax,
            "adadelta": torch.optim.Adadelta, "rprop": torch.optim.Rprop, "asgd": torch.optim.ASGD}
