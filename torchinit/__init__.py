@@ -10,7 +10,7 @@ from _initcore import FLAX_LAYOUT as FLAX_LAYOUT
 from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
 from _initcore import InitError as InitError
 from _initcore import calculate_gain as calculate_gain
-from _initcore import compute_fans as compute_fans
+from torchinit._src.initializers import compute_fans as compute_fans
 from torchinit._src.batchnorm import BatchNorm as BatchNorm
 from torchinit._src.initializers import Initializer as Initializer
 from torchinit._src.initializers import constant as constant
