@@ -55,7 +55,9 @@ def test_inplace_signature_mirrors_torch(name):
         assert ours[:len(theirs)] == theirs
 
 
-@pytest.mark.parametrize("pkg,forbidden", [("jaxinit", "torch"), ("torchinit", "jax")])
+# jaxinit loads flax (BatchNorm, reinit, nnx helpers) and optax (optim) only when they are used
+@pytest.mark.parametrize("pkg,forbidden", [("jaxinit", "torch"), ("jaxinit", "flax"), ("jaxinit", "optax"),
+                                           ("torchinit", "jax")])
 def test_imports_without_the_other_framework(pkg, forbidden):
     code = f"import sys, {pkg}; bad = [m for m in sys.modules if m == '{forbidden}' or m.startswith('{forbidden}.')]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)

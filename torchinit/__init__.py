@@ -1,7 +1,8 @@
 """torchinit: the PyTorch mirror of :mod:`jaxinit`: same names, arguments and meanings.
 
-Factories ``name(...)`` return ``init(key, shape, dtype=torch.float32, device=None)`` in the
-Flax kernel layout by default, exactly like jaxinit; in-place drop-ins ``name_(tensor, ...,
+Factories ``name(...)`` return ``init(key, shape, dtype=torch.float32, device=None)`` reading
+``shape`` in torch's layout (out, in, *k) by default (a JAX key gives jaxinit's draw for the Flax
+twin, permuted back; docs/initializers.md); in-place drop-ins ``name_(tensor, ...,
 generator=None)`` work on PyTorch-layout tensors and match ``torch.nn.init`` bitwise under the
 same seed. This package never imports jax.
 """

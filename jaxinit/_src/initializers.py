@@ -77,7 +77,6 @@ def _sample_dtype(dtype):
 # every eager call); under an outer ``jax.jit`` they inline. Checks and
 # warnings stay outside, in Python.
 _sampler = functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-_ICDF_MAX_Z = spec.ICDF_MAX_Z  # one inverse-CDF draw for bounds within +-3 std (see spec)
 _factory = factory("jaxinit")
 
 
@@ -115,7 +114,7 @@ def _trunc_normal_core(key, shape, dtype, mean, std, a, b, method, log_peak):
     lo, hi = jnp.asarray(a, sd), jnp.asarray(b, sd)
     m, s = jnp.asarray(mean, sd), jnp.asarray(std, sd)
 
-    if method == "normal" and -_ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= _ICDF_MAX_Z:
+    if method == "normal" and -spec.ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= spec.ICDF_MAX_Z:
         z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, sd)
         return jnp.clip(z * s + m, lo, hi).astype(dtype)
     if method == "normal":

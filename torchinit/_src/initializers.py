@@ -59,7 +59,6 @@ def _any_tensor(tensor, who: str) -> Tensor:
     return tensor
 
 
-_single_axis = single_axis
 _factory = factory("torchinit")
 
 
@@ -307,7 +306,7 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     spec.check_singular_values(singular_values, "svd_")
     shape = tuple(tensor.shape)
     spec.check_orthogonal(shape, "svd_")
-    oax = _single_axis(out_axis, "out_axis", len(shape), "svd_")
+    oax = single_axis(out_axis, "out_axis", len(shape), "svd_")
     if key is not None:
         return _keyed_inplace(tensor, key, generator, "svd_", svd(singular_values, out_axis=out_axis), conv_transpose)
     if tensor.numel() == 0 or tensor.is_meta:
@@ -342,7 +341,7 @@ def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | No
     _float_tensor(tensor, "orthogonal_")
     spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
     if key is not None:
-        _single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
+        single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
         return _keyed_inplace(tensor, key, generator, "orthogonal_", orthogonal(gain, out_axis=out_axis), conv_transpose)
     return svd_(tensor, gain, generator, out_axis=out_axis)
 
@@ -359,7 +358,7 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
     _float_tensor(tensor, "sparse_")
     shape = tuple(tensor.shape)
     spec.check_sparse(shape, sparsity, std, "sparse_")
-    oax = _single_axis(out_axis, "out_axis", 2, "sparse_")
+    oax = single_axis(out_axis, "out_axis", 2, "sparse_")
     if key is not None:
         return _keyed_inplace(tensor, key, generator, "sparse_", sparse(sparsity, std, out_axis=out_axis))
     if tensor.is_meta:

@@ -25,7 +25,6 @@ from _initcore.fans import single_axis
 from torchinit._src import random as rnd
 
 Tensor = torch.Tensor
-_ICDF_MAX_Z = spec.ICDF_MAX_Z  # the same branch as jaxinit's _trunc_normal_core
 
 
 def _sd(dtype: torch.dtype) -> torch.dtype:
@@ -58,7 +57,7 @@ def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, d
     lo, hi = _c(a, sd, device), _c(b, sd, device)
     m, s = _c(mean, sd, device), _c(std, sd, device)
     za, zb = (a - mean) / std, (b - mean) / std
-    if method == "normal" and -_ICDF_MAX_Z <= za and zb <= _ICDF_MAX_Z:
+    if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
         z = rnd.truncated_normal(k, za, zb, shape, sd, device=device)
         return torch.clamp(rnd._fma(z, s, m), lo, hi).to(dtype)
     if method == "normal":

@@ -46,7 +46,7 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
 
         - a torchinit :class:`Initializer` (``torchinit.xavier_uniform()``).
           Those with layout arguments are applied with
-          ``init.with_layout(**TORCH_LAYOUT)``: torch weights are (out, in, *k)
+          ``init.with_layout(**TORCH_LAYOUT)`` (torchinit's default): torch weights are (out, in, *k)
           (ConvTranspose: (in, out, *k), whose positional fans PyTorch itself
           uses), so a rule gives the same fans as in :func:`jaxinit.reinit`
           on the Flax twin of the model. Any layout set on the initializer is
