@@ -148,6 +148,9 @@ def test_negative_gain_rejected_by_torch_too():
         torch.nn.init.xavier_uniform_(torch.empty(3, 4), gain=-1)
     with pytest.raises(RuntimeError):
         torch.nn.init.xavier_normal_(torch.empty(3, 4), gain=-1)
+    for fn in (torchinit.xavier_uniform_, torchinit.xavier_normal_):
+        with pytest.raises(torchinit.InitError, match="`gain` must be >= 0"):
+            fn(torch.empty(3, 4), gain=-1)
 
 
 # torch 2.13's deprecated un-suffixed aliases (torch/nn/init.py: `xavier_uniform = _make_deprecate(xavier_uniform_)` ...)

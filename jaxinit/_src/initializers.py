@@ -469,6 +469,7 @@ def _vs_preset(name):
     return _factory(preset)
 
 
+# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform")
 glorot_normal = _vs_preset("glorot_normal")
 lecun_uniform = _vs_preset("lecun_uniform")

@@ -225,6 +225,7 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                     in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
+    spec.check_gain(gain, "xavier_uniform_")
     _float_tensor(tensor, "xavier_uniform_")
     if key is not None:
         return _keyed_inplace(tensor, key, generator, "xavier_uniform_",
@@ -238,6 +239,7 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
                    in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
     ``torch.nn.init.xavier_normal_``."""
+    spec.check_gain(gain, "xavier_normal_")
     _float_tensor(tensor, "xavier_normal_")
     if key is not None:
         return _keyed_inplace(tensor, key, generator, "xavier_normal_",
@@ -719,6 +721,7 @@ def _vs_preset(name, inplace):
     return _factory(preset)
 
 
+# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform", glorot_uniform_)
 glorot_normal = _vs_preset("glorot_normal", glorot_normal_)
 lecun_uniform = _vs_preset("lecun_uniform", lecun_uniform_)
