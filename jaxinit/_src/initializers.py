@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
