@@ -12,7 +12,6 @@ from _initcore.fans import (
     FLAX_CONV_TRANSPOSE_LAYOUT,
     FLAX_LAYOUT,
     TORCH_LAYOUT,
-    Layout,
     compute_fans,
     normalize_layout,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "FLAX_LAYOUT",
     "TORCH_LAYOUT",
     "InitError",
-    "Layout",
     "calculate_gain",
     "compute_fans",
     "normalize_layout",

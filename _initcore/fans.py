@@ -27,19 +27,11 @@ above reproduces that number.)
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence, Union
+from typing import Sequence, Union
 
 from _initcore.errors import InitError
 
 Axes = Union[int, Sequence[int]]
-
-
-class Layout(NamedTuple):
-    """Which kernel axes hold the inputs, the outputs and independent batches."""
-
-    in_axis: Axes = -2
-    out_axis: Axes = -1
-    batch_axis: Axes = ()
 
 
 FLAX_LAYOUT = {"in_axis": -2, "out_axis": -1, "batch_axis": ()}
@@ -47,7 +39,8 @@ TORCH_LAYOUT = {"in_axis": 1, "out_axis": 0, "batch_axis": ()}
 FLAX_CONV_TRANSPOSE_LAYOUT = {"in_axis": -1, "out_axis": -2, "batch_axis": ()}
 
 
-def _as_axes(value, name: str, ndim: int, who: str) -> tuple[int, ...]:
+def _as_axes(value, name: str, ndim: int | None, who: str) -> tuple[int, ...]:
+    """``value`` as a tuple of axes in ``0..ndim-1`` (``ndim=None``: types only, as given)."""
     if isinstance(value, bool):
         raise InitError(f"{who}: `{name}` must be an int or a tuple of ints, got {value!r}")
     if isinstance(value, int):
@@ -63,6 +56,9 @@ def _as_axes(value, name: str, ndim: int, who: str) -> tuple[int, ...]:
     for ax in items:
         if isinstance(ax, bool) or not isinstance(ax, int):
             raise InitError(f"{who}: `{name}` must hold ints, got {value!r}")
+        if ndim is None:
+            out.append(ax)
+            continue
         if not -ndim <= ax < ndim:
             raise InitError(
                 f"{who}: `{name}`={value!r} is out of range for a {ndim}-D shape; "
@@ -71,6 +67,27 @@ def _as_axes(value, name: str, ndim: int, who: str) -> tuple[int, ...]:
             )
         out.append(ax % ndim)
     return tuple(out)
+
+
+def check_layout(in_axis: Axes, out_axis: Axes, batch_axis: Axes, who: str) -> None:
+    """Factory-time check of layout arguments: ints or tuples of ints, ``in_axis``
+    and ``out_axis`` non-empty (ranges are checked against each shape)."""
+    ins = _as_axes(in_axis, "in_axis", None, who)
+    outs = _as_axes(out_axis, "out_axis", None, who)
+    _as_axes(batch_axis, "batch_axis", None, who)
+    if not ins or not outs:
+        raise InitError(f"{who}: in_axis and out_axis must each name at least one axis")
+
+
+def single_axis(value, name: str, ndim: int | None, who: str) -> int:
+    """One int axis in ``0..ndim-1`` (``ndim=None``: the type only, value as given)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
+    if ndim is None:
+        return value
+    if not -ndim <= value < ndim:
+        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D shape")
+    return value % ndim
 
 
 def normalize_layout(ndim: int, in_axis: Axes, out_axis: Axes, batch_axis: Axes, who: str):

@@ -22,6 +22,32 @@ VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 # Standard deviation of N(0, 1) truncated to [-2, 2]; JAX's variance_scaling
 # divides by it so that 'truncated_normal' keeps the requested variance.
 TRUNC_STD_2 = 0.87962566103423978
+# Truncated normals whose bounds lie within this many std of the mean use one
+# inverse-CDF draw (float32 erf_inv is accurate there; jax#10951 is about far
+# tails): rejection would redraw the whole array ~log(n)/log(1/q) times. Both
+# packages read it here, so jaxinit and torchinit take the same branch.
+ICDF_MAX_Z = 3.0
+
+# JAX's one-line presets of ``variance_scaling`` (jax/_src/nn/initializers.py:
+# ``glorot_uniform = partial(variance_scaling, 1.0, "fan_avg", "uniform")`` ...):
+# name -> ((scale, mode, distribution), how it relates to torch.nn.init).
+VS_PRESETS = {
+    "glorot_uniform": ((1.0, "fan_avg", "uniform"),
+                       "JAX's glorot_uniform: same distribution as PyTorch's xavier_uniform_ (gain 1)."),
+    "glorot_normal": ((1.0, "fan_avg", "truncated_normal"),
+                      "JAX's glorot_normal: TRUNCATED normal (+-2 std, variance kept); PyTorch's "
+                      "xavier_normal_ is a plain normal."),
+    "lecun_uniform": ((1.0, "fan_in", "uniform"),
+                      "JAX's lecun_uniform: U(+-sqrt(3/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='linear')."),
+    "lecun_normal": ((1.0, "fan_in", "truncated_normal"),
+                     "JAX's lecun_normal (Flax's default kernel init): TRUNCATED normal, var 1/fan_in; "
+                     "PyTorch's kaiming_normal_(nonlinearity='linear') is the plain-normal version."),
+    "he_uniform": ((2.0, "fan_in", "uniform"),
+                   "JAX's he_uniform: U(+-sqrt(6/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='relu')."),
+    "he_normal": ((2.0, "fan_in", "truncated_normal"),
+                  "JAX's he_normal: TRUNCATED normal, var 2/fan_in; PyTorch's "
+                  "kaiming_normal_(nonlinearity='relu') is a plain normal."),
+}
 
 
 def _real(value, name: str, who: str) -> float:
@@ -30,6 +56,23 @@ def _real(value, name: str, who: str) -> float:
     if not math.isfinite(value):
         raise InitError(f"{who}: `{name}` must be finite, got {value!r}")
     return value
+
+
+def check_gain(gain, who: str) -> float:
+    """xavier's ``gain``: finite and >= 0 (torch's uniform_/normal_ reject the
+    reversed bounds / negative std a negative gain produces)."""
+    _real(gain, "gain", who)
+    if gain < 0:
+        raise InitError(
+            f"{who}: `gain` must be >= 0, got {gain} (torch.nn.init rejects it too: the bound or std "
+            "would be negative). Fix: pass abs(gain), e.g. calculate_gain('relu')."
+        )
+    return gain
+
+
+def check_orthogonal_gain(gain, who: str) -> float:
+    """orthogonal's ``gain``: any finite real (a negative one flips the sign, as torch)."""
+    return _real(gain, "gain", who)
 
 
 def check_shape(shape, who: str) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ Four groups, each a table of (initializer x kernel) cases:
   op-by-op dispatch, no fusion).
 - ``torch-inplace``: ``torchinit.name_(t)`` vs ``torch.nn.init.name_(t)`` on the
   same preallocated torch-layout tensor (global RNG).
-- ``torch-factory``: ``torchinit.name(...)(seed, flax_shape, dtype, device)`` vs
+- ``torch-factory``: ``torchinit.name(...)(seed, torch_shape, dtype, device)`` vs
   ``torch.empty(torch_shape)`` + ``torch.nn.init.name_(t, generator=g)`` with a
   freshly seeded generator (the same work a factory call does).
 
@@ -236,7 +236,7 @@ def bench_torch(args, kern, groups, device) -> list[Result]:
         if args.filter and args.filter not in case:
             continue
         for kname in _cases_for(case, kern):
-            tshape, fshape = kern[kname]["torch"], kern[kname]["flax"]
+            tshape = kern[kname]["torch"]
             if "torch-inplace" in groups:
                 t = torch.empty(tshape, dtype=dtype, device=device)
                 r = run_case("torch-inplace", case, kname, tshape, lambda i: ours_(t), lambda i: up_(t), sync, args)
@@ -249,8 +249,8 @@ def bench_torch(args, kern, groups, device) -> list[Result]:
                     g = torch.Generator(device=device).manual_seed(i)
                     return up_(torch.empty(tshape, dtype=dtype, device=device), generator=g)
 
-                r = run_case("torch-factory", case, kname, fshape,
-                             lambda i: init(i, fshape, dtype, device), upstream, sync, args)
+                r = run_case("torch-factory", case, kname, tshape,  # torchinit reads torch's layout
+                             lambda i: init(i, tshape, dtype, device), upstream, sync, args)
                 out.append(_show(r))
     return out
 

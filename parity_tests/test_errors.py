@@ -8,6 +8,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 import torch
 
@@ -92,6 +93,13 @@ def test_rejected_like_torch(pkg, case):
     ("variance_scaling", {"scale": -1.0, "mode": "fan_in", "distribution": "normal"}, "`scale` must be >= 0"),
     ("kaiming_uniform", {"mode": 3}, "`mode` must be one of"),
     ("truncated_normal", {"stddev": 1.0, "lower": 2.0, "upper": -2.0}, "a < b"),
+    ("xavier_uniform", {"gain": -1}, "`gain` must be >= 0"),
+    ("xavier_normal", {"gain": float("inf")}, "`gain` must be finite"),
+    ("xavier_uniform", {"gain": "1"}, "`gain` must be a real number"),
+    ("orthogonal", {"gain": float("nan")}, "`gain` must be finite"),
+    ("kaiming_normal", {"a": "0.1"}, "not a valid number"),
+    ("kaiming_uniform", {"nonlinearity": "gelu"}, "Unsupported nonlinearity gelu"),
+    ("he_uniform", {"batch_axis": [0.5]}, "`batch_axis` must hold ints"),
 ])
 def test_bad_factory_arguments(pkg, factory, kwargs, pattern):
     """Rejected when the factory is built: no silent clamping (torch's sparse_ accepts 1.5)."""
@@ -103,19 +111,86 @@ def test_bad_factory_arguments(pkg, factory, kwargs, pattern):
 @pytest.mark.parametrize("kwargs,shape,pattern", [
     ({"in_axis": 5}, (3, 4), "`in_axis`=5 is out of range"),
     ({"in_axis": 0, "out_axis": 0}, (3, 4), "both as in_axis and as out_axis"),
-    ({"batch_axis": "x"}, (3, 4, 5), "`batch_axis` must hold ints"),
-    ({"out_axis": 1.5}, (3, 4), "`out_axis` must be an int"),
 ])
-def test_bad_layout(pkg, kwargs, shape, pattern):
+def test_bad_layout_for_the_shape(pkg, kwargs, shape, pattern):
+    """Axes valid in general but not for this shape: rejected when the shape is known."""
     init = pkg.kaiming_uniform(**kwargs)
     with pytest.raises(pkg.InitError, match=pattern):
         init(KEY if pkg is jaxinit else 0, shape)
 
 
 @pytest.mark.parametrize("pkg", [jaxinit, torchinit], ids=["jaxinit", "torchinit"])
+@pytest.mark.parametrize("factory,kwargs,pattern", [
+    ("kaiming_uniform", {"batch_axis": "x"}, "`batch_axis` must hold ints"),
+    ("kaiming_normal", {"out_axis": 1.5}, "`out_axis` must be an int"),
+    ("xavier_uniform", {"in_axis": ()}, "must each name at least one axis"),
+    ("glorot_normal", {"in_axis": None}, "`in_axis` must be an int"),
+    ("variance_scaling", {"scale": 1.0, "mode": "fan_in", "distribution": "normal", "in_axis": "0"}, "`in_axis`"),
+    ("orthogonal", {"out_axis": (0,)}, "`out_axis` must be a single int axis"),
+    ("svd", {"out_axis": 0.0}, "`out_axis` must be a single int axis"),
+    ("sparse", {"sparsity": 0.5, "out_axis": 2}, "`out_axis`=2 is out of range"),
+    ("dirac", {"in_axis": "1"}, "`in_axis`"),
+])
+def test_bad_layout_rejected_when_built(pkg, factory, kwargs, pattern):
+    with pytest.raises(pkg.InitError, match=pattern):
+        getattr(pkg, factory)(**kwargs)
+
+
+@pytest.mark.parametrize("pkg", [jaxinit, torchinit], ids=["jaxinit", "torchinit"])
 def test_svd_spectrum_length_checked_per_shape(pkg):
     with pytest.raises(pkg.InitError, match=r"min\(rows, cols\) = 3 entries"):
         pkg.svd([1.0, 2.0])(KEY if pkg is jaxinit else 0, (5, 3))
+
+
+def test_negative_gain_rejected_by_torch_too():
+    """xavier with gain < 0: torch fails on the reversed bound / negative std; ours names `gain` at build time."""
+    with pytest.raises(RuntimeError):
+        torch.nn.init.xavier_uniform_(torch.empty(3, 4), gain=-1)
+    with pytest.raises(RuntimeError):
+        torch.nn.init.xavier_normal_(torch.empty(3, 4), gain=-1)
+    for fn in (torchinit.xavier_uniform_, torchinit.xavier_normal_):
+        with pytest.raises(torchinit.InitError, match="`gain` must be >= 0"):
+            fn(torch.empty(3, 4), gain=-1)
+
+
+# torch 2.13's deprecated un-suffixed aliases (torch/nn/init.py: `xavier_uniform = _make_deprecate(xavier_uniform_)` ...)
+TORCH_DEPRECATED = [name for name in dir(torch.nn.init) if not name.startswith("_") and not name.endswith("_")
+                    and hasattr(torch.nn.init, name + "_") and callable(getattr(torch.nn.init, name))]
+
+
+def test_torch_has_eleven_deprecated_aliases():
+    assert sorted(TORCH_DEPRECATED) == sorted(["uniform", "normal", "constant", "eye", "dirac", "xavier_uniform",
+                                               "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal",
+                                               "sparse"])
+
+
+@pytest.mark.parametrize("name", TORCH_DEPRECATED)
+def test_deprecated_alias_on_a_tensor_says_did_you_mean(name):
+    """torch.nn.init.NAME(w) fills w (deprecated); torchinit.NAME(w) must not silently build an
+    initializer and leave w unchanged: it names the in-place form."""
+    w = torch.zeros(6, 4, 3, 3)
+    with pytest.raises(torchinit.InitError, match=rf"Did you mean `torchinit\.{name}_\(tensor\)`\?"):
+        getattr(torchinit, name)(w)
+    with pytest.raises(torchinit.InitError, match=rf"`torchinit\.{name}_\(tensor\)`"):
+        getattr(torchinit, name)(0.5, w) if name not in ("eye",) else getattr(torchinit, name)(w, 0.5)
+    assert not w.any()  # untouched
+    x = jnp.zeros((6, 4, 3, 3))
+    with pytest.raises(jaxinit.InitError, match=rf"jaxinit\.{name}\(\)\(key, x\.shape, x\.dtype\)"):
+        getattr(jaxinit, name)(x)
+
+
+@pytest.mark.parametrize("pkg", [jaxinit, torchinit], ids=["jaxinit", "torchinit"])
+def test_array_where_a_number_belongs_names_the_argument(pkg):
+    arr = torch.ones(3) if pkg is torchinit else jnp.ones(3)
+    with pytest.raises(pkg.InitError, match="for `gain`"):
+        pkg.xavier_normal(gain=arr)
+    with pytest.raises(pkg.InitError, match="for `std`"):
+        pkg.trunc_normal(0.0, arr)
+    with pytest.raises(pkg.InitError, match="for `singular_values`"):
+        pkg.svd(arr.reshape(1, 3))
+    # a 1-D spectrum is an accepted svd argument, and numpy scalars are numbers
+    assert pkg.svd(arr).args["singular_values"] is arr
+    assert pkg.normal(np.float32(0.5)).args["mean"] == 0.5
 
 
 def test_torch_key_and_dtype_errors():

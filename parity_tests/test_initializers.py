@@ -201,7 +201,8 @@ JAX_CASES = {
 def test_matches_jax_nn_initializers(cid, layer, dtype_name, impl):
     """The JAX/Flax names equal jax.nn.initializers in distribution. The
     reference is drawn in float32 and cast, because JAX sampling directly in
-    16-bit gives ~128 distinct values (REFERENCE.md section 1)."""
+    16-bit gives ~128 distinct values (jax/_src/random.py `_uniform` keeps only the dtype's
+    mantissa bits: 7 for bfloat16)."""
     ours_fn, ref_fn = JAX_CASES[cid]
     _, fshape, layout = layer_layouts()[layer]
     pkg = jaxinit if impl == "jaxinit" else torchinit
@@ -286,3 +287,45 @@ def test_usable_under_jit_and_in_flax():
     assert params["kernel"].shape == (16, 8) and not params["bias"].any()
     lin = nnx.Linear(16, 8, kernel_init=jaxinit.kaiming_normal(nonlinearity="relu"), rngs=nnx.Rngs(0))
     assert lin.kernel[...].shape == (16, 8)
+
+
+# --------------------------------------------------------------------------- jit and pickle
+def _all_factories(pkg):
+    """One configured initializer per public factory (the required arguments filled in)."""
+    from jaxinit._src.initializers import _FACTORIES as names
+
+    required = {"constant": (0.5,), "sparse": (0.3,), "variance_scaling": (2.0, "fan_in", "normal")}
+    return [getattr(pkg, name)(*required.get(name, ())) for name in sorted(names)]
+
+
+def test_every_jaxinit_initializer_jittable_with_static_shape():
+    """``jax.jit(init, static_argnums=1)`` works for every jaxinit initializer, as for
+    jax.nn.initializers functions: each one traces and lowers (no XLA compile: that is the
+    slow part and proves nothing more); orthogonal, the reported case, also runs and gives
+    the eager values (test_usable_under_jit_and_in_flax compares six more)."""
+    key = jax.random.key(0)
+    for init in _all_factories(jaxinit):
+        shape = (3, 3, 2, 4) if init.name == "dirac" else (4, 5)
+        lowered = jax.jit(init, static_argnums=1).lower(key, shape)
+        assert "stablehlo" in lowered.as_text() or "func" in lowered.as_text(), repr(init)
+    init = jaxinit.orthogonal()
+    np.testing.assert_allclose(np.asarray(jax.jit(init, static_argnums=1)(key, (4, 5))),
+                               np.asarray(init(key, (4, 5))), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_every_initializer_pickles(impl):
+    """Pickling keeps the factory and its arguments; the copy draws the same values."""
+    import pickle
+
+    pkg = jaxinit if impl == "jaxinit" else torchinit
+    for init in _all_factories(pkg):
+        copy = pickle.loads(pickle.dumps(init))
+        assert copy == init and repr(copy) == repr(init) and type(copy) is type(init)
+        shape = (3, 3, 2, 4) if init.name == "dirac" else (4, 5)
+        if impl == "jaxinit" and init.name in ("orthogonal", "lecun_normal"):  # compiles are slow: two suffice
+            assert np.array_equal(np.asarray(copy(jax.random.key(1), shape)), np.asarray(init(jax.random.key(1), shape)))
+        elif impl == "torchinit":
+            assert torch.equal(copy(1, shape), init(1, shape))
+    for factory in (pkg.xavier_uniform, pkg.glorot_normal, pkg.svd):  # the factories themselves too
+        assert pickle.loads(pickle.dumps(factory)) is factory

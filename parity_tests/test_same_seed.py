@@ -80,32 +80,61 @@ _FACTORY_PARAMS = [
 ]
 
 
+def _to_torch_layout(flax_shape):
+    """Flax (*k, in, out) -> torch (out, in, *k); and the axes taking torch's result back to Flax."""
+    nd = len(flax_shape)
+    perm = [nd - 1, nd - 2] + list(range(nd - 2))  # torch axis i is flax axis perm[i]
+    back = sorted(range(nd), key=lambda i: perm[i])
+    return tuple(flax_shape[a] for a in perm), back
+
+
+def _assert_same_draw(name, kw, dt, got, want, form):
+    assert got.shape == want.shape, form
+    if name == "svd" and dt == "float32":  # the only svd case: 16-bit dtypes do not run svd
+        diff = np.abs(got - want).max()
+        record_figure("same seed svd f32", "max_abs", diff, form)
+        assert diff <= SVD_ABS, form
+    elif dt == "float64" and name not in ("uniform", "xavier_uniform", "kaiming_uniform", "glorot_uniform",
+                                            "lecun_uniform", "he_uniform", "constant", "zeros", "eye") \
+            and not (name == "variance_scaling" and kw["distribution"] == "uniform"):
+        rel = np.abs(got - want).max() / max(np.abs(want).max(), 1e-300)
+        record_figure("same seed float64 normals", "max_rel", rel, name)
+        assert rel <= F64_REL, (name, form)
+    else:
+        assert np.array_equal(got, want), (name, dt, form)
+
+
 @pytest.mark.parametrize("name,kw,dt,tdt,jdt", _FACTORY_PARAMS)
 def test_factory_keyed_equals_jaxinit(name, kw, dt, tdt, jdt):
-    shape = (6, 9) if name in ("sparse", "eye", "svd") else (3, 3, 4, 6)
-    if name == "svd":
-        shape = (5, 9)
+    """Every key form x every factory: torchinit's default (torch) layout on the torch
+    shape is jaxinit's draw on the Flax twin, transposed; with the Flax layout given
+    explicitly, it is jaxinit's draw on the same shape."""
+    shape = (5, 9) if name == "svd" else (6, 9) if name in ("sparse", "eye") else (3, 3, 4, 6)
+    tshape, back = _to_torch_layout(shape)
     variants = _key_variants()
-    k = variants[0]
+    tinit = getattr(torchinit, name)(**kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        want = _np(getattr(jaxinit, name)(**kw)(k, shape, jdt))
-        # typed jax key, torchinit key or raw uint32[2] (rotating over the cases): the same draw
-        for key in (variants[len(name) % 3],):
-            got = _np(getattr(torchinit, name)(**kw)(key, shape, tdt))
-            assert got.shape == want.shape
-            if name == "svd" and dt != "float64":
-                diff = np.abs(got - want).max()
-                record_figure("same seed svd f32", "max_abs", diff, dt)
-                assert diff <= SVD_ABS * (1 if dt == "float32" else 4e3)
-            elif dt == "float64" and name not in ("uniform", "xavier_uniform", "kaiming_uniform", "glorot_uniform",
-                                                    "lecun_uniform", "he_uniform", "constant", "zeros", "eye") \
-                    and not (name == "variance_scaling" and kw["distribution"] == "uniform"):
-                rel = np.abs(got - want).max() / max(np.abs(want).max(), 1e-300)
-                record_figure("same seed float64 normals", "max_rel", rel, name)
-                assert rel <= F64_REL, name
-            else:
-                assert np.array_equal(got, want), (name, dt)
+        want = _np(getattr(jaxinit, name)(**kw)(variants[0], shape, jdt))
+        # typed jax key, torchinit key, raw uint32[2]: each gives the same draw
+        for form, key in zip(("jax.random.key", "torchinit.random key", "uint32[2]"), variants):
+            got = _np(tinit(key, tshape, tdt)).transpose(back)
+            _assert_same_draw(name, kw, dt, got, want, form)
+        if any(a in tinit.args for a in ("in_axis", "out_axis")):
+            got = _np(tinit.with_layout(**jaxinit.FLAX_LAYOUT)(variants[0], shape, tdt))
+            _assert_same_draw(name, kw, dt, got, want, "explicit FLAX_LAYOUT")
+
+
+def test_factory_default_layout_is_torch():
+    """torchinit factories read (out, in): kaiming_uniform(a=sqrt(5)) on (256, 512) has
+    torch's bound 1/sqrt(512), with a seed (bitwise the in-place path) and with a JAX key."""
+    init = torchinit.kaiming_uniform(a=math.sqrt(5))
+    ref = torch.nn.init.kaiming_uniform_(torch.empty(256, 512), a=math.sqrt(5),
+                                         generator=torch.Generator().manual_seed(3))
+    assert torch.equal(init(3, (256, 512)), ref)
+    keyed = init(tr.key(3), (256, 512))
+    assert 0.9 / math.sqrt(512) < keyed.abs().max() <= 1 / math.sqrt(512)
+    assert torchinit.compute_fans((256, 512)) == torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(256, 512))
 
 
 def test_int_seed_stays_a_torch_seed():

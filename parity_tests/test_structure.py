@@ -41,10 +41,15 @@ def test_dirac_matches_torch_in_flax_layout(impl, tshape, groups):
     """Centre k//2 (JAX's delta_orthogonal uses (k-1)//2), per-group identity."""
     ref = torch.nn.init.dirac_(torch.empty(tshape), groups).numpy()
     fshape = _torch_to_flax_conv(ref).shape
-    ours = ours_sample(impl, PKG[impl].dirac(groups), fshape, "float32")
+    P = PKG[impl]
+    ours = ours_sample(impl, P.dirac(groups, **P.FLAX_LAYOUT), fshape, "float32")
     np.testing.assert_array_equal(ours, _torch_to_flax_conv(ref))
-    ours_t = ours_sample(impl, PKG[impl].dirac(groups, **PKG[impl].TORCH_LAYOUT), tshape, "float32")
+    ours_t = ours_sample(impl, P.dirac(groups, **P.TORCH_LAYOUT), tshape, "float32")
     np.testing.assert_array_equal(ours_t, ref)
+    # each package's default layout is its framework's: jaxinit Flax, torchinit torch
+    default_shape = fshape if impl == "jaxinit" else tshape
+    np.testing.assert_array_equal(ours_sample(impl, P.dirac(groups), default_shape, "float32"),
+                                  ours if impl == "jaxinit" else ref)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -69,7 +74,7 @@ def test_sparse_zero_pattern_matches_torch(impl, sparsity):
     weight, i.e. along the out axis of the Flax (in, out) kernel; the non-zeros are N(0, std^2)."""
     rows, cols, std = 200, 300, 0.05
     ref = torch.nn.init.sparse_(torch.empty(rows, cols), sparsity, std).numpy()
-    ours = ours_sample(impl, PKG[impl].sparse(sparsity, std), (cols, rows), "float32").T
+    ours = ours_sample(impl, PKG[impl].sparse(sparsity, std, out_axis=-1), (cols, rows), "float32").T
     np.testing.assert_array_equal((ours == 0).sum(axis=0), (ref == 0).sum(axis=0))
     assert np.all((ours == 0).sum(axis=0) == math.ceil(sparsity * rows))
     nz = ours[ours != 0]
@@ -121,7 +126,7 @@ def test_svd_spectrum(impl, fshape, dtype_name):
     cols = math.prod(fshape) // rows
     k = min(rows, cols)
     spectrum = np.linspace(3.0, 0.5, k)
-    ours = ours_sample(impl, PKG[impl].svd(spectrum.tolist()), fshape, dtype_name)
+    ours = ours_sample(impl, PKG[impl].svd(spectrum.tolist(), out_axis=-1), fshape, dtype_name)
     s = np.linalg.svd(np.moveaxis(ours, -1, 0).reshape(rows, cols), compute_uv=False)
     tol = {"float32": 1e-5, "float64": 1e-12, "bfloat16": 2e-2}[dtype_name]
     err = np.abs(s - spectrum).max() / spectrum.max()
@@ -129,14 +134,39 @@ def test_svd_spectrum(impl, fshape, dtype_name):
     assert err <= tol
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("fshape", [(40, 30), (3, 3, 8, 16)])
-def test_svd_scalar_is_orthogonal_same_draw(impl, fshape):
-    """svd(g) is orthogonal(g): the same draw, bit for bit."""
-    P = PKG[impl]
-    a = ours_sample(impl, P.svd(1.7), fshape, "float32")
-    b = ours_sample(impl, P.orthogonal(1.7), fshape, "float32")
-    np.testing.assert_array_equal(a, b)
+def _orthogonal_reference(gauss: np.ndarray, gain: float) -> np.ndarray:
+    """torch/nn/init.py ``orthogonal_`` in numpy on a (max, min) Gaussian matrix: reduced QR,
+    Q times sign(diag R) (Mezzadri 2007), times gain. Independent of our code."""
+    q, r = np.linalg.qr(gauss)
+    return q * np.sign(np.diag(r)) * gain
+
+
+@pytest.mark.parametrize("fshape", [(40, 30), (30, 40), (3, 3, 8, 16)])
+def test_svd_scalar_and_orthogonal_match_independent_references(fshape):
+    """svd(g) and orthogonal(g) (which shares svd's code) against references that do not
+    call our code: torchinit with a torch seed is bitwise torch.nn.init.orthogonal_ under
+    the same generator; jaxinit is ``_orthogonal_reference`` (numpy) on the Gaussian
+    (max, min) matrix it draws from the key, float64 to 1e-12 (LAPACK QR in numpy vs
+    XLA's: a few ulp)."""
+    gain = 1.7
+    rows = fshape[-1]
+    cols = math.prod(fshape) // rows
+    tshape = (rows,) + tuple(np.moveaxis(np.empty(fshape), -1, 0).shape[1:])  # out axis first, rest in order
+    ref = torch.nn.init.orthogonal_(torch.empty(tshape, dtype=torch.float64), gain,
+                                    generator=torch.Generator().manual_seed(5))
+    for init in (torchinit.svd(gain), torchinit.orthogonal(gain)):
+        assert torch.equal(init(torch.Generator().manual_seed(5), tshape, torch.float64), ref)
+    key = jax.random.key(5)
+    big, small = max(rows, cols), min(rows, cols)
+    gauss = np.asarray(jax.random.normal(key, (big, small), jnp.float64))
+    mat = _orthogonal_reference(gauss, gain)
+    mat = mat.T if rows < cols else mat
+    want = np.moveaxis(mat.reshape(tshape), 0, -1)
+    for init in (jaxinit.svd(gain), jaxinit.orthogonal(gain)):
+        got = np.asarray(init(key, fshape, jnp.float64))
+        diff = np.abs(got - want).max()
+        record_figure("svd", "max_abs_vs_numpy_orthogonal", diff, str(fshape))
+        assert diff <= 1e-12
 
 
 def test_svd_spectrum_singular_vectors_are_haar():

@@ -1,7 +1,8 @@
 """torchinit: the PyTorch mirror of :mod:`jaxinit`: same names, arguments and meanings.
 
-Factories ``name(...)`` return ``init(key, shape, dtype=torch.float32, device=None)`` in the
-Flax kernel layout by default, exactly like jaxinit; in-place drop-ins ``name_(tensor, ...,
+Factories ``name(...)`` return ``init(key, shape, dtype=torch.float32, device=None)`` reading
+``shape`` in torch's layout (out, in, *k) by default (a JAX key gives jaxinit's draw for the Flax
+twin, permuted back; docs/initializers.md); in-place drop-ins ``name_(tensor, ...,
 generator=None)`` work on PyTorch-layout tensors and match ``torch.nn.init`` bitwise under the
 same seed. This package never imports jax.
 """
@@ -10,7 +11,7 @@ from _initcore import FLAX_LAYOUT as FLAX_LAYOUT
 from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
 from _initcore import InitError as InitError
 from _initcore import calculate_gain as calculate_gain
-from _initcore import compute_fans as compute_fans
+from torchinit._src.initializers import compute_fans as compute_fans
 from torchinit._src.batchnorm import BatchNorm as BatchNorm
 from torchinit._src.initializers import Initializer as Initializer
 from torchinit._src.initializers import constant as constant

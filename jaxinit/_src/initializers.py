@@ -29,7 +29,8 @@ import numpy as np
 
 from _initcore import spec
 from _initcore.errors import InitError
-from _initcore.initializer import InitializerBase
+from _initcore.fans import check_layout, single_axis
+from _initcore.initializer import InitializerBase, factory
 from _initcore.gain import calculate_gain
 
 Array = jax.Array
@@ -76,11 +77,7 @@ def _sample_dtype(dtype):
 # every eager call); under an outer ``jax.jit`` they inline. Checks and
 # warnings stay outside, in Python.
 _sampler = functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-
-# Truncated normals whose bounds lie within this many std of the mean use one
-# inverse-CDF draw (float32 erf_inv is accurate there; jax#10951 is about far
-# tails): rejection would redraw the whole array ~log(n)/log(1/q) times.
-_ICDF_MAX_Z = 3.0
+_factory = factory("jaxinit")
 
 
 @_sampler
@@ -117,7 +114,7 @@ def _trunc_normal_core(key, shape, dtype, mean, std, a, b, method, log_peak):
     lo, hi = jnp.asarray(a, sd), jnp.asarray(b, sd)
     m, s = jnp.asarray(mean, sd), jnp.asarray(std, sd)
 
-    if method == "normal" and -_ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= _ICDF_MAX_Z:
+    if method == "normal" and -spec.ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= spec.ICDF_MAX_Z:
         z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, sd)
         return jnp.clip(z * s + m, lo, hi).astype(dtype)
     if method == "normal":
@@ -190,19 +187,14 @@ def _svd_matrix(key, shape, dtype, singular_values, out_axis: int, who: str):
     return jnp.moveaxis(q.reshape((rows,) + rest), 0, oax).astype(dtype)
 
 
-def _single_axis(value, name, ndim, who) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
-    if not -ndim <= value < ndim:
-        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D shape")
-    return value % ndim
-
-
 # --------------------------------------------------------------------------- factories
-def _layout(in_axis, out_axis, batch_axis):
+def _layout(in_axis, out_axis, batch_axis, who):
+    """The layout arguments, checked when the factory is built."""
+    check_layout(in_axis, out_axis, batch_axis, who)
     return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
 
 
+@_factory
 def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     """U[a, b), as ``torch.nn.init.uniform_``.
 
@@ -218,6 +210,7 @@ def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     return Initializer("uniform", {"a": a, "b": b}, fn)
 
 
+@_factory
 def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     """N(mean, std^2), as ``torch.nn.init.normal_`` (JAX's ``normal`` has stddev 1e-2 by default)."""
     spec.check_normal(mean, std)
@@ -228,6 +221,7 @@ def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     return Initializer("normal", {"mean": mean, "std": std}, fn)
 
 
+@_factory
 def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
     """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b], as ``torch.nn.init.trunc_normal_``.
 
@@ -243,22 +237,26 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
     return Initializer("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, fn)
 
 
+@_factory
 def constant(val) -> Initializer:
     """Fill with ``val`` (any dtype, integers included), as ``torch.nn.init.constant_``."""
     spec.check_constant(val)
     return Initializer("constant", {"val": val}, lambda key, shape, dtype: jnp.full(shape, val, dtype))
 
 
+@_factory
 def zeros() -> Initializer:
     """Fill with 0, as ``torch.nn.init.zeros_``."""
     return Initializer("zeros", {}, lambda key, shape, dtype: jnp.zeros(shape, dtype))
 
 
+@_factory
 def ones() -> Initializer:
     """Fill with 1, as ``torch.nn.init.ones_``."""
     return Initializer("ones", {}, lambda key, shape, dtype: jnp.ones(shape, dtype))
 
 
+@_factory
 def eye() -> Initializer:
     """The 2-D identity (rectangular allowed), as ``torch.nn.init.eye_``.
 
@@ -273,6 +271,7 @@ def eye() -> Initializer:
     return Initializer("eye", {}, fn)
 
 
+@_factory
 def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """Identity-preserving conv kernel, as ``torch.nn.init.dirac_``: a 1 at the
     spatial centre ``k // 2`` (JAX's ``delta_orthogonal`` uses ``(k-1)//2``)
@@ -281,7 +280,7 @@ def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initial
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
     spec.check_no_batch_axis(batch_axis, "dirac")
-    layout = {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": ()}
+    layout = _layout(in_axis, out_axis, (), "dirac")
 
     def fn(key, shape, dtype):
         index = spec.dirac_plan(shape, groups, layout)
@@ -295,7 +294,7 @@ def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initial
 
 def _fan_family(name, args, params_fn, kind):
     """Build a fan-based initializer drawing U(-p, p) or N(0, p^2)."""
-    layout = _layout(args["in_axis"], args["out_axis"], args["batch_axis"])
+    layout = _layout(args["in_axis"], args["out_axis"], args["batch_axis"], name)
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, name)
@@ -310,20 +309,25 @@ def _fan_family(name, args, params_fn, kind):
     return Initializer(name, args, fn)
 
 
+@_factory
 def xavier_uniform(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), as ``torch.nn.init.xavier_uniform_``.
     Equal in distribution to ``jax.nn.initializers.glorot_uniform`` when gain=1."""
-    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis)}
+    spec.check_gain(gain, "xavier_uniform")
+    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis, "xavier_uniform")}
     return _fan_family("xavier_uniform", args, lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform"), "uniform")
 
 
+@_factory
 def xavier_normal(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)): a PLAIN normal, as
     ``torch.nn.init.xavier_normal_``. ``glorot_normal`` in JAX is truncated."""
-    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis)}
+    spec.check_gain(gain, "xavier_normal")
+    args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis, "xavier_normal")}
     return _fan_family("xavier_normal", args, lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal"), "normal")
 
 
+@_factory
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                     in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """U(-b, b), b = gain * sqrt(3 / fan_mode), as ``torch.nn.init.kaiming_uniform_``.
@@ -333,22 +337,26 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "l
     """
     spec.check_mode(mode, "kaiming_uniform")
     calculate_gain(nonlinearity, a)
-    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity, **_layout(in_axis, out_axis, batch_axis)}
+    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity,
+            **_layout(in_axis, out_axis, batch_axis, "kaiming_uniform")}
     return _fan_family("kaiming_uniform", args,
                        lambda s, l: spec.kaiming_uniform_bound(s, a, mode, nonlinearity, l, "kaiming_uniform"), "uniform")
 
 
+@_factory
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                    in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """N(0, std^2), std = gain / sqrt(fan_mode): a PLAIN normal, as
     ``torch.nn.init.kaiming_normal_``. ``he_normal`` in JAX is truncated."""
     spec.check_mode(mode, "kaiming_normal")
     calculate_gain(nonlinearity, a)
-    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity, **_layout(in_axis, out_axis, batch_axis)}
+    args = {"a": a, "mode": mode, "nonlinearity": nonlinearity,
+            **_layout(in_axis, out_axis, batch_axis, "kaiming_normal")}
     return _fan_family("kaiming_normal", args,
                        lambda s, l: spec.kaiming_std(s, a, mode, nonlinearity, l, "kaiming_normal"), "normal")
 
 
+@factory("jaxinit", min_ndim=2)
 def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
     """A random matrix with the singular values you set (Saxe et al. 2014).
 
@@ -362,16 +370,18 @@ def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
     float64) and cast.
     """
     spec.check_singular_values(singular_values)
+    single_axis(out_axis, "out_axis", None, "svd")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "svd")
         spec.check_orthogonal(shape, "svd")
-        oax = _single_axis(out_axis, "out_axis", len(shape), "svd")
+        oax = single_axis(out_axis, "out_axis", len(shape), "svd")
         return _svd_matrix(key, shape, dtype, singular_values, oax, "svd")
 
     return Initializer("svd", {"singular_values": singular_values, "out_axis": out_axis}, fn)
 
 
+@_factory
 def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
     """A (semi-)orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
 
@@ -379,23 +389,24 @@ def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
     float32 and cast for 16-bit dtypes (PyTorch's fails there on CPU). JAX's
     ``orthogonal(scale, column_axis=-1)`` gives the same distribution.
     """
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)):
-        raise InitError(f"orthogonal: `gain` must be a real number, got {gain!r}")
+    spec.check_orthogonal_gain(gain, "orthogonal")
     inner = svd(float(gain), out_axis=out_axis)
     return Initializer("orthogonal", {"gain": gain, "out_axis": out_axis}, inner._impl)
 
 
+@_factory
 def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
     """N(0, std^2) with ``ceil(sparsity * rows)`` zeros in every column, as
     ``torch.nn.init.sparse_`` (Martens 2010). PyTorch's rows are the outputs:
     with the Flax (in, out) layout each input's outgoing weights get the zeros.
     """
     spec.check_sparse((1, 1), sparsity, std)
+    single_axis(out_axis, "out_axis", 2, "sparse")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "sparse")
         spec.check_sparse(shape, sparsity, std)
-        oax = _single_axis(out_axis, "out_axis", 2, "sparse")
+        oax = single_axis(out_axis, "out_axis", 2, "sparse")
         rows, cols = shape[oax], shape[1 - oax]
         num_zeros = spec.check_sparse((rows, cols), sparsity, std)
         k_val, k_zero = jax.random.split(key)
@@ -409,6 +420,7 @@ def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
 
 
 # --------------------------------------------------------------------------- JAX/Flax names
+@_factory
 def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out_axis=-1,
                      batch_axis=()) -> Initializer:
     """JAX's ``variance_scaling``: var = scale / n, n = fan_in, fan_out, fan_avg or fan_geo_avg.
@@ -422,7 +434,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
     'fan_avg', 'normal'): PyTorch's normals are NOT truncated.
     """
     spec.check_vs(scale, mode, distribution)
-    layout = _layout(in_axis, out_axis, batch_axis)
+    layout = _layout(in_axis, out_axis, batch_axis, "variance_scaling")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "variance_scaling")
@@ -443,31 +455,29 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
     return Initializer("variance_scaling", args, fn)
 
 
-def _vs_preset(name, scale, mode, distribution, doc):
-    def factory(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
+def _vs_preset(name):
+    """JAX's one-line preset ``partial(variance_scaling, scale, mode, distribution)``
+    (the table is ``_initcore.spec.VS_PRESETS``), named after the preset."""
+    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+
+    def preset(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
         inner = variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
-        return Initializer(name, _layout(in_axis, out_axis, batch_axis), inner._impl)
+        return Initializer(name, _layout(in_axis, out_axis, batch_axis, name), inner._impl)
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = doc
-    return factory
-
-
-glorot_uniform = _vs_preset("glorot_uniform", 1.0, "fan_avg", "uniform",
-    "JAX's glorot_uniform: same distribution as PyTorch's xavier_uniform_ (gain 1).")
-glorot_normal = _vs_preset("glorot_normal", 1.0, "fan_avg", "truncated_normal",
-    "JAX's glorot_normal: TRUNCATED normal (+-2 std, variance kept); PyTorch's xavier_normal_ is a plain normal.")
-lecun_uniform = _vs_preset("lecun_uniform", 1.0, "fan_in", "uniform",
-    "JAX's lecun_uniform: U(+-sqrt(3/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='linear').")
-lecun_normal = _vs_preset("lecun_normal", 1.0, "fan_in", "truncated_normal",
-    "JAX's lecun_normal (Flax's default kernel init): TRUNCATED normal, var 1/fan_in; "
-    "PyTorch's kaiming_normal_(nonlinearity='linear') is the plain-normal version.")
-he_uniform = _vs_preset("he_uniform", 2.0, "fan_in", "uniform",
-    "JAX's he_uniform: U(+-sqrt(6/fan_in)) = PyTorch's kaiming_uniform_(nonlinearity='relu').")
-he_normal = _vs_preset("he_normal", 2.0, "fan_in", "truncated_normal",
-    "JAX's he_normal: TRUNCATED normal, var 2/fan_in; PyTorch's kaiming_normal_(nonlinearity='relu') is a plain normal.")
+    preset.__name__ = preset.__qualname__ = name
+    preset.__doc__ = doc
+    return _factory(preset)
 
 
+# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
+glorot_uniform = _vs_preset("glorot_uniform")
+glorot_normal = _vs_preset("glorot_normal")
+lecun_uniform = _vs_preset("lecun_uniform")
+lecun_normal = _vs_preset("lecun_normal")
+he_uniform = _vs_preset("he_uniform")
+he_normal = _vs_preset("he_normal")
+
+@_factory
 def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
     """JAX's ``truncated_normal``: N(0, stddev^2) cut at ``lower``/``upper`` IN STD
     UNITS (PyTorch's :func:`trunc_normal` takes absolute bounds). No variance

@@ -2,19 +2,17 @@
 
 Mirror of :mod:`torchinit._src.reinit`: same function, same argument names and
 meanings. Rule parsing, matching and the ``strict`` report live once in
-``_initcore.rules``.
+``_initcore.rules``. Flax is imported when :func:`reinit` is first called,
+so ``import jaxinit`` does not load it.
 """
 from __future__ import annotations
 
 import inspect
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
-from flax.core.meta import AxisMetadata
 
 from _initcore.errors import InitError
 from _initcore.rules import Rule, check_strict, first_match, parse_rules, path_crc
@@ -82,6 +80,9 @@ def reinit(target: Any, rules, key, *, strict: bool = False):
                                (nnx.Conv, jaxinit.kaiming_normal(mode="fan_out", nonlinearity="relu")),
                                (nnx.Linear, jaxinit.normal(0, 0.01))], jax.random.key(0))
     """
+    import flax.linen as nn
+    from flax import nnx
+
     key = _check_key(key)
     parsed = parse_rules(
         rules, who=WHO, module_bases=(nn.Module, nnx.Module),
@@ -176,6 +177,8 @@ def _key_name(k) -> str:
 
 # --------------------------------------------------------------------------- NNX
 def _reinit_nnx(model, rules, key, strict):
+    from flax import nnx
+
     modules, params = {}, []
     for path, node in nnx.iter_graph(model):
         if isinstance(node, nnx.Module):
@@ -194,6 +197,8 @@ def _reinit_nnx(model, rules, key, strict):
 
 # --------------------------------------------------------------------------- Linen
 def _is_box(x) -> bool:
+    from flax.core.meta import AxisMetadata
+
     return isinstance(x, AxisMetadata)
 
 
@@ -207,6 +212,8 @@ def _unbox(x):
 
 
 def _reinit_pytree(tree, rules, key, strict):
+    import flax.linen as nn
+
     if isinstance(tree, nn.Module):
         raise InitError(f"{WHO}: `target` is a Linen module; pass its params pytree "
                         "(variables['params']), or use an nnx.Module.")

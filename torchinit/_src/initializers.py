@@ -8,9 +8,15 @@ Two forms of every initializer:
   gives; the extras (``svd_``, the JAX/Flax names) follow the same style.
 - Factories ``name(...)`` with the same names, arguments and meanings as
   jaxinit, returning ``init(key, shape, dtype=torch.float32, device=None)``;
-  ``key`` is an int seed or a ``torch.Generator``. Like jaxinit they default
-  to the FLAX kernel layout (in_axis=-2, out_axis=-1) and sample 16-bit
-  dtypes in float32 before casting.
+  ``key`` is an int seed or a ``torch.Generator`` (then ``init(g, shape)`` is
+  ``name_(torch.empty(shape), ..., generator=g)``) or a JAX-style key (then the
+  values are jaxinit's draw for the Flax twin of ``shape``, permuted back).
+  16-bit dtypes are sampled in float32 before casting.
+
+The layout rule, in one sentence: torchinit reads every shape in torch's
+layout, (out, in, *k), unless you pass ``in_axis``/``out_axis``, and a JAX key
+gives jaxinit's draw for the Flax twin (*k, in, out) of that shape permuted
+back, exactly as the in-place ``name_(tensor, key=k)``.
 
 This package never imports jax.
 """
@@ -25,7 +31,9 @@ import torch
 
 from _initcore import spec
 from _initcore.errors import InitError
-from _initcore.initializer import InitializerBase
+from _initcore.fans import check_layout, single_axis
+from _initcore.fans import compute_fans as _compute_fans
+from _initcore.initializer import InitializerBase, factory
 from _initcore.gain import calculate_gain
 from torchinit._src import keyed as _keyed
 from torchinit._src import random as _rnd
@@ -51,27 +59,20 @@ def _any_tensor(tensor, who: str) -> Tensor:
     return tensor
 
 
-def _single_axis(value, name: str, ndim: int, who: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
-    if not -ndim <= value < ndim:
-        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D tensor")
-    return value % ndim
+_factory = factory("torchinit")
 
 
-def _layout(in_axis, out_axis, batch_axis):
+def _layout(in_axis, out_axis, batch_axis, who=None):
+    if who is not None:
+        check_layout(in_axis, out_axis, batch_axis, who)
     return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
 
 
-def _keyed_inplace(tensor, key, generator, who, make, in_axis=1, out_axis=0, batch_axis=(), conv_transpose=False):
+def _keyed_inplace(tensor, key, generator, who, init, conv_transpose=False):
     """Fill a torch-layout ``tensor`` with jaxinit's draw for its Flax twin, from a JAX key.
 
-    The values are drawn by ``make(**flax_layout)(key, flax_shape)`` in the Flax
-    kernel layout of the parameter and permuted back: (*k, in, out) from the
-    tensor's ``in_axis``/``out_axis`` (Linear (out, in) -> Dense (in, out);
-    Conv (out, in, *k) -> (*k, in, out)); with ``conv_transpose=True`` a
-    ConvTranspose weight (in, out, *k) -> Flax ConvTranspose (*k, in, out) drawn
-    with ``FLAX_CONV_TRANSPOSE_LAYOUT``. Tensors under 2-D are drawn as they are.
+    ``init`` is the torchinit factory's initializer carrying the tensor's layout
+    arguments; see :meth:`Initializer._draw_keyed` for the permutation.
     """
     if generator is not None:
         raise InitError(f"{who}: pass either `key` (a JAX-style key) or `generator` (a torch.Generator), not both")
@@ -80,32 +81,24 @@ def _keyed_inplace(tensor, key, generator, who, make, in_axis=1, out_axis=0, bat
             f"{who}: `key` must be a JAX-style key (torchinit.random.key(0), a jax.random.key, or a uint32[2] "
             f"array/tensor), got {type(key).__name__}; for a torch seed use generator=torch.Generator().manual_seed(s)."
         )
-    shape = tuple(tensor.shape)
-    nd = len(shape)
-    if nd < 2:
-        init, perm, flax_shape = make(in_axis=-2, out_axis=-1, batch_axis=()), list(range(nd)), shape
-    else:
-        ia = _single_axis(in_axis, "in_axis", nd, who)
-        oa = _single_axis(out_axis, "out_axis", nd, who)
-        if ia == oa:
-            raise InitError(f"{who}: `in_axis` and `out_axis` must differ, got {in_axis} and {out_axis}")
-        spatial = [a for a in range(nd) if a not in (ia, oa)]
-        perm = spatial + ([oa, ia] if conv_transpose else [ia, oa])
-        batch = (batch_axis,) if isinstance(batch_axis, int) else tuple(batch_axis)
-        try:
-            fb = tuple(spatial.index(b % nd) for b in batch)
-        except ValueError:
-            raise InitError(f"{who}: `batch_axis` {batch_axis} must not be the in or out axis") from None
-        lay = {"in_axis": -1, "out_axis": -2} if conv_transpose else {"in_axis": -2, "out_axis": -1}
-        init = make(batch_axis=fb, **lay)
-        flax_shape = tuple(shape[a] for a in perm)
     if tensor.is_meta:
+        init._twin(tuple(tensor.shape), conv_transpose, who)  # the layout checks only
         return tensor
-    values = init(key, flax_shape, dtype=tensor.dtype, device=tensor.device)
-    inverse = sorted(range(nd), key=lambda i: perm[i])
+    values = init._draw_keyed(_rnd.as_key(key), tuple(tensor.shape), tensor.dtype, tensor.device, conv_transpose, who)
     with torch.no_grad():
-        tensor.copy_(values.permute(inverse) if nd else values)
+        tensor.copy_(values)
     return tensor
+
+
+def compute_fans(shape: Sequence[int], in_axis=1, out_axis=0, batch_axis=(), *, who: str = "initializer"):
+    """``(fan_in, fan_out)`` of ``shape``, read in torch's layout (out, in, *k) by default:
+    ``torch.nn.init._calculate_fan_in_and_fan_out``'s numbers. Other layouts by
+    arguments, as :func:`jaxinit.compute_fans` (whose default is the Flax kernel layout).
+
+    >>> compute_fans((256, 512))
+    (512, 256)
+    """
+    return _compute_fans(shape, in_axis, out_axis, batch_axis, who=who)
 
 
 # --------------------------------------------------------------------------- in-place
@@ -116,7 +109,7 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Ge
     spec.check_uniform(a, b, "uniform_")
     _float_tensor(tensor, "uniform_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "uniform_", lambda **_: uniform(a, b), conv_transpose=conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "uniform_", uniform(a, b), conv_transpose)
     with torch.no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
@@ -127,7 +120,7 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torc
     spec.check_normal(mean, std, "normal_")
     _float_tensor(tensor, "normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "normal_", lambda **_: normal(mean, std), conv_transpose=conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "normal_", normal(mean, std), conv_transpose)
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
@@ -178,8 +171,8 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
     spec.check_trunc_normal(mean, std, a, b, "trunc_normal_")
     _float_tensor(tensor, "trunc_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "trunc_normal_", lambda **_: trunc_normal(mean, std, a, b),
-                              conv_transpose=conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "trunc_normal_", trunc_normal(mean, std, a, b),
+                              conv_transpose)
     return _trunc_normal_impl(tensor, mean, std, a, b, generator)
 
 
@@ -232,10 +225,11 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                     in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
+    spec.check_gain(gain, "xavier_uniform_")
     _float_tensor(tensor, "xavier_uniform_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "xavier_uniform_", lambda **l: xavier_uniform(gain, **l),
-                              in_axis, out_axis, batch_axis, conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "xavier_uniform_",
+                              xavier_uniform(gain, **_layout(in_axis, out_axis, batch_axis)), conv_transpose)
     bound = spec.xavier_uniform_bound(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_uniform_")
     with torch.no_grad():
         return tensor.uniform_(-bound, bound, generator=generator)
@@ -245,10 +239,11 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
                    in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
     ``torch.nn.init.xavier_normal_``."""
+    spec.check_gain(gain, "xavier_normal_")
     _float_tensor(tensor, "xavier_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "xavier_normal_", lambda **l: xavier_normal(gain, **l),
-                              in_axis, out_axis, batch_axis, conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "xavier_normal_",
+                              xavier_normal(gain, **_layout(in_axis, out_axis, batch_axis)), conv_transpose)
     std = spec.xavier_std(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_normal_")
     with torch.no_grad():
         return tensor.normal_(0.0, std, generator=generator)
@@ -260,8 +255,7 @@ def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who, key=No
     _float_tensor(tensor, who)
     if key is not None and 0 not in tensor.shape:
         factory = kaiming_uniform if kind == "uniform" else kaiming_normal
-        return _keyed_inplace(tensor, key, generator, who, lambda **l: factory(a, mode, nonlinearity, **l),
-                              layout["in_axis"], layout["out_axis"], layout["batch_axis"], conv_transpose)
+        return _keyed_inplace(tensor, key, generator, who, factory(a, mode, nonlinearity, **layout), conv_transpose)
     if 0 in tensor.shape:
         warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
         return tensor
@@ -314,11 +308,9 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     spec.check_singular_values(singular_values, "svd_")
     shape = tuple(tensor.shape)
     spec.check_orthogonal(shape, "svd_")
-    oax = _single_axis(out_axis, "out_axis", len(shape), "svd_")
+    oax = single_axis(out_axis, "out_axis", len(shape), "svd_")
     if key is not None:
-        in_ax = 1 if oax == 0 else 0
-        return _keyed_inplace(tensor, key, generator, "svd_",
-                              lambda **l: svd(singular_values, out_axis=l["out_axis"]), in_ax, oax, (), conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "svd_", svd(singular_values, out_axis=out_axis), conv_transpose)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
     rows, cols = spec.matrix_dims(shape, oax)
@@ -351,10 +343,8 @@ def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | No
     _float_tensor(tensor, "orthogonal_")
     spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
     if key is not None:
-        oax = _single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
-        return _keyed_inplace(tensor, key, generator, "orthogonal_",
-                              lambda **l: orthogonal(gain, out_axis=l["out_axis"]), 1 if oax == 0 else 0, oax, (),
-                              conv_transpose)
+        single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
+        return _keyed_inplace(tensor, key, generator, "orthogonal_", orthogonal(gain, out_axis=out_axis), conv_transpose)
     return svd_(tensor, gain, generator, out_axis=out_axis)
 
 
@@ -370,10 +360,9 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
     _float_tensor(tensor, "sparse_")
     shape = tuple(tensor.shape)
     spec.check_sparse(shape, sparsity, std, "sparse_")
-    oax = _single_axis(out_axis, "out_axis", 2, "sparse_")
+    oax = single_axis(out_axis, "out_axis", 2, "sparse_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "sparse_",
-                              lambda **l: sparse(sparsity, std, out_axis=l["out_axis"]), 1 - oax, oax)
+        return _keyed_inplace(tensor, key, generator, "sparse_", sparse(sparsity, std, out_axis=out_axis))
     if tensor.is_meta:
         return tensor
     view = tensor if oax == 0 else tensor.t()
@@ -397,8 +386,7 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
     if key is not None:
         spec.check_vs(scale, mode, distribution, "variance_scaling_")
         return _keyed_inplace(tensor, key, generator, "variance_scaling_",
-                              lambda **l: variance_scaling(scale, mode, distribution, **l),
-                              in_axis, out_axis, batch_axis, conv_transpose)
+                              variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis), conv_transpose)
     variance = spec.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
                                               _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
     with torch.no_grad():
@@ -411,28 +399,31 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
     return _trunc_normal_impl(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
 
 
-def _vs_preset_(name, scale, mode, distribution, doc):
+def _vs_preset_(name):
+    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_initcore.spec.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+
     def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
                 key=None, conv_transpose: bool = False) -> Tensor:
         if key is not None:
             _float_tensor(tensor, name + "_")
-            return _keyed_inplace(tensor, key, generator, name + "_", lambda **l: _FACTORIES[name](**l),
-                                  in_axis, out_axis, batch_axis, conv_transpose)
+            return _keyed_inplace(tensor, key, generator, name + "_",
+                                  _FACTORIES[name](in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis),
+                                  conv_transpose)
         return variance_scaling_(tensor, scale, mode, distribution, generator,
                                  in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
 
     inplace.__name__ = inplace.__qualname__ = name + "_"
-    inplace.__doc__ = doc
+    inplace.__doc__ = doc.replace("JAX's " + name, "JAX's " + name + " in place", 1)
     return inplace
 
 
-glorot_uniform_ = _vs_preset_("glorot_uniform", 1.0, "fan_avg", "uniform", "JAX's glorot_uniform in place (= xavier_uniform_ in distribution).")
-glorot_normal_ = _vs_preset_("glorot_normal", 1.0, "fan_avg", "truncated_normal", "JAX's glorot_normal in place: TRUNCATED, unlike xavier_normal_.")
-lecun_uniform_ = _vs_preset_("lecun_uniform", 1.0, "fan_in", "uniform", "JAX's lecun_uniform in place.")
-lecun_normal_ = _vs_preset_("lecun_normal", 1.0, "fan_in", "truncated_normal", "JAX's lecun_normal (Flax's default kernel init) in place: TRUNCATED.")
-he_uniform_ = _vs_preset_("he_uniform", 2.0, "fan_in", "uniform", "JAX's he_uniform in place (= kaiming_uniform_(nonlinearity='relu') in distribution).")
-he_normal_ = _vs_preset_("he_normal", 2.0, "fan_in", "truncated_normal", "JAX's he_normal in place: TRUNCATED, unlike kaiming_normal_.")
-
+glorot_uniform_ = _vs_preset_("glorot_uniform")
+glorot_normal_ = _vs_preset_("glorot_normal")
+lecun_uniform_ = _vs_preset_("lecun_uniform")
+lecun_normal_ = _vs_preset_("lecun_normal")
+he_uniform_ = _vs_preset_("he_uniform")
+he_normal_ = _vs_preset_("he_normal")
 
 def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0,
                       generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
@@ -440,8 +431,8 @@ def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0,
     spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
     _float_tensor(tensor, "truncated_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "truncated_normal_",
-                              lambda **_: truncated_normal(stddev, lower, upper), conv_transpose=conv_transpose)
+        return _keyed_inplace(tensor, key, generator, "truncated_normal_", truncated_normal(stddev, lower, upper),
+                              conv_transpose)
     return _trunc_normal_impl(tensor, 0.0, stddev, lower * stddev, upper * stddev, generator)
 
 
@@ -449,28 +440,95 @@ def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0,
 class Initializer(InitializerBase):
     """A configured initializer: ``init(key, shape, dtype=torch.float32, device=None)``.
 
-    ``key`` is an int seed (a fresh ``torch.Generator`` seeded with it on
-    ``device``), a ``torch.Generator``, or a JAX-style key
-    (``torchinit.random.key(0)``, a ``jax.random.key``, a uint32[2] array or
-    tensor): then the result is jaxinit's draw from that key, bit for bit (see
-    ``torchinit._src.keyed`` and the README contract). An int is always a
-    torch seed. 16-bit dtypes are sampled in float32 and cast, as in jaxinit.
+    ``shape`` is read in torch's layout (out, in, *k) unless the factory was
+    given other ``in_axis``/``out_axis``. ``key`` is:
+
+    - an int seed (a fresh ``torch.Generator`` seeded with it on ``device``) or
+      a ``torch.Generator``: the result is the in-place ``name_`` on
+      ``torch.empty(shape)`` with that generator (bitwise ``torch.nn.init``
+      for torch's own initializers). An int is always a torch seed;
+    - a JAX-style key (``torchinit.random.key(0)``, a ``jax.random.key``, a
+      uint32[2] array or tensor): the result is jaxinit's draw, bit for bit,
+      for the Flax twin (*k, in, out) of ``shape``, permuted back (see
+      :meth:`_draw_keyed`); deterministic initializers ignore the key.
+
+    16-bit dtypes are sampled in float32 and cast, as in jaxinit.
     """
 
-    __slots__ = ()
+    __slots__ = ("_keyed",)
     _package = "torchinit"
+
+    def __init__(self, name: str, args: Mapping[str, Any], impl: Callable[..., Any],
+                 keyed: Callable[..., Tensor] | None):
+        super().__init__(name, args, impl)
+        self._keyed = keyed
 
     def __call__(self, key, shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
         shape = spec.check_shape(shape, self.name)
         if not isinstance(dtype, torch.dtype):
             raise InitError(f"{self.name}: `dtype` must be a torch.dtype, got {dtype!r}")
-        if self.name not in _DETERMINISTIC_NAMES and _rnd.is_key(key):
-            # A JAX key: jaxinit's draw, bit for bit (see torchinit._src.keyed).
-            return _keyed.keyed_init(self.name, self.args, _rnd.as_key(key), shape, dtype, device)
+        if self._keyed is not None and _rnd.is_key(key):
+            # A JAX key: jaxinit's draw for the Flax twin, bit for bit (see torchinit._src.keyed).
+            return self._draw_keyed(_rnd.as_key(key), shape, dtype, device)
         generator = _generator(key, device, self.name)
         work = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else dtype
         tensor = torch.empty(shape, dtype=work, device=device)
         return self._impl(tensor, generator).to(dtype)
+
+    def _twin(self, shape, conv_transpose: bool, who: str):
+        """``(perm, layout)``: the Flax twin's shape is ``shape[perm]`` and its layout arguments ``layout``.
+
+        The twin puts the other axes first, in order, then (in, out): torch Linear
+        (out, in) -> Dense (in, out); Conv (out, in, *k) -> (*k, in, out). With
+        ``conv_transpose`` a torch ConvTranspose weight (in, out, *k) -> Flax
+        ConvTranspose (*k, in, out), drawn with ``FLAX_CONV_TRANSPOSE_LAYOUT``.
+        Initializers without ``in_axis`` take in = 1 (out_axis 0) or the axis before
+        ``out_axis``; without layout arguments, torch's (1, 0). Under 2-D: as is.
+        """
+        nd = len(shape)
+        if nd < 2:
+            return list(range(nd)), {"in_axis": -2, "out_axis": -1, "batch_axis": ()}
+        args = self.args
+        if "in_axis" in args:
+            in_axis, out_axis, batch_axis = args["in_axis"], args["out_axis"], args.get("batch_axis", ())
+        elif "out_axis" in args:
+            out_axis, batch_axis = args["out_axis"], ()
+            oax = single_axis(out_axis, "out_axis", nd, who)
+            in_axis = 1 if oax == 0 else oax - 1
+        else:
+            in_axis, out_axis, batch_axis = 1, 0, ()
+        ia = single_axis(in_axis, "in_axis", nd, who)
+        oa = single_axis(out_axis, "out_axis", nd, who)
+        if ia == oa:
+            raise InitError(f"{who}: `in_axis` and `out_axis` must differ, got {in_axis} and {out_axis}")
+        spatial = [a for a in range(nd) if a not in (ia, oa)]
+        perm = spatial + ([oa, ia] if conv_transpose else [ia, oa])
+        batch = (batch_axis,) if isinstance(batch_axis, int) else tuple(batch_axis)
+        try:
+            fb = tuple(spatial.index(b % nd) for b in batch)
+        except ValueError:
+            raise InitError(f"{who}: `batch_axis` {batch_axis} must not be the in or out axis") from None
+        if conv_transpose:
+            return perm, {"in_axis": -1, "out_axis": -2, "batch_axis": fb}
+        return perm, {"in_axis": -2, "out_axis": -1, "batch_axis": fb}
+
+    def _draw_keyed(self, key, shape, dtype, device, conv_transpose: bool = False, who: str | None = None) -> Tensor:
+        """jaxinit's draw from the JAX key ``key`` for the Flax twin of ``shape``, permuted back.
+
+        ``jaxinit.NAME(...)(key, shape[perm])`` with the twin's layout (see
+        :meth:`_twin`), then permuted to ``shape``: the same values the in-place
+        ``NAME_(tensor, key=key)`` writes. With the Flax layout given explicitly
+        (``in_axis=-2, out_axis=-1``) the permutation is the identity.
+        """
+        who = who or self.name
+        if self._keyed is None:
+            raise InitError(f"{who}: is deterministic; it draws nothing from a key")
+        perm, layout = self._twin(shape, conv_transpose, who)
+        values = self._keyed(key, tuple(shape[a] for a in perm), dtype, device, layout)
+        if perm == sorted(perm):
+            return values
+        inverse = sorted(range(len(perm)), key=lambda i: perm[i])
+        return values.permute(inverse).contiguous()
 
 
 def _generator(key, device, who: str) -> torch.Generator:
@@ -488,135 +546,182 @@ def _generator(key, device, who: str) -> torch.Generator:
 
 
 _DETERMINISTIC = (constant_, zeros_, ones_, eye_, dirac_)
-_DETERMINISTIC_NAMES = ("constant", "zeros", "ones", "eye", "dirac")
 
 
-def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], **fixed) -> Initializer:
-    """Factory plumbing: bind ``fixed`` (the factory's arguments) to an in-place function."""
+def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], *,
+          keyed: Callable[..., Tensor] | None, **fixed) -> Initializer:
+    """Factory plumbing: bind ``fixed`` (the factory's arguments) to an in-place function.
+
+    ``keyed`` is the factory's JAX-key sampler (``torchinit._src.keyed``); every
+    factory states it, ``None`` only for the deterministic ones.
+    """
     if inplace in _DETERMINISTIC:
-        return Initializer(name, args, lambda t, g: inplace(t, **fixed))
-    return Initializer(name, args, lambda t, g: inplace(t, generator=g, **fixed))
+        if keyed is not None:
+            raise AssertionError(f"{name}: a deterministic initializer has no keyed sampler")
+        return Initializer(name, args, lambda t, g: inplace(t, **fixed), None)
+    if keyed is None:
+        raise AssertionError(f"{name}: a random initializer needs its keyed sampler")
+    return Initializer(name, args, lambda t, g: inplace(t, generator=g, **fixed), keyed)
 
 
+@_factory
 def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     """U[a, b) (see :func:`jaxinit.uniform`)."""
     spec.check_uniform(a, b)
-    return _make("uniform", {"a": a, "b": b}, uniform_, a=a, b=b)
+    return _make("uniform", {"a": a, "b": b}, uniform_, a=a, b=b, keyed=_keyed.uniform_sampler(a, b, "uniform"))
 
 
+@_factory
 def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     """N(mean, std^2) (see :func:`jaxinit.normal`)."""
     spec.check_normal(mean, std)
-    return _make("normal", {"mean": mean, "std": std}, normal_, mean=mean, std=std)
+    return _make("normal", {"mean": mean, "std": std}, normal_, mean=mean, std=std,
+                 keyed=_keyed.normal_sampler(mean, std, "normal"))
 
 
+@_factory
 def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
     """N(mean, std^2) truncated to the absolute bounds [a, b] (see :func:`jaxinit.trunc_normal`)."""
     spec.check_trunc_normal(mean, std, a, b)
-    return _make("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, trunc_normal_, mean=mean, std=std, a=a, b=b)
+    return _make("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, trunc_normal_, mean=mean, std=std, a=a,
+                 b=b, keyed=_keyed.trunc_normal_sampler(mean, std, a, b, "trunc_normal"))
 
 
+@_factory
 def constant(val) -> Initializer:
     """Fill with ``val`` (see :func:`jaxinit.constant`)."""
     spec.check_constant(val)
-    return _make("constant", {"val": val}, constant_, val=val)
+    return _make("constant", {"val": val}, constant_, val=val, keyed=None)
 
 
+@_factory
 def zeros() -> Initializer:
     """Fill with 0."""
-    return _make("zeros", {}, zeros_)
+    return _make("zeros", {}, zeros_, keyed=None)
 
 
+@_factory
 def ones() -> Initializer:
     """Fill with 1."""
-    return _make("ones", {}, ones_)
+    return _make("ones", {}, ones_, keyed=None)
 
 
+@_factory
 def eye() -> Initializer:
-    """The 2-D identity."""
-    return _make("eye", {}, eye_)
+    """The 2-D identity of the (out, in) shape, as ``torch.nn.init.eye_`` (jaxinit's
+    ``eye`` of the Flax (in, out) kernel is its transpose)."""
+    return _make("eye", {}, eye_, keyed=None)
 
 
-def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """Identity conv kernel, Flax conv layout (*k, in/groups, out) by default (see :func:`jaxinit.dirac`)."""
+@_factory
+def dirac(groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """Identity conv kernel, torch layout (out, in/groups, *k) by default (see :func:`jaxinit.dirac`)."""
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
     spec.check_no_batch_axis(batch_axis, "dirac")
+    _layout(in_axis, out_axis, (), "dirac")
     return _make("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, dirac_,
-                 groups=groups, in_axis=in_axis, out_axis=out_axis)
+                 groups=groups, in_axis=in_axis, out_axis=out_axis, keyed=None)
 
 
-def xavier_uniform(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """See :func:`jaxinit.xavier_uniform` (Flax layout by default)."""
-    lay = _layout(in_axis, out_axis, batch_axis)
-    return _make("xavier_uniform", {"gain": gain, **lay}, xavier_uniform_, gain=gain, **lay)
+@_factory
+def xavier_uniform(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.xavier_uniform` (torch layout by default)."""
+    spec.check_gain(gain, "xavier_uniform")
+    lay = _layout(in_axis, out_axis, batch_axis, "xavier_uniform")
+    return _make("xavier_uniform", {"gain": gain, **lay}, xavier_uniform_, gain=gain, **lay,
+                 keyed=_keyed.fan_sampler("xavier_uniform", "uniform",
+                                          lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform")))
 
 
-def xavier_normal(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """See :func:`jaxinit.xavier_normal` (Flax layout by default)."""
-    lay = _layout(in_axis, out_axis, batch_axis)
-    return _make("xavier_normal", {"gain": gain, **lay}, xavier_normal_, gain=gain, **lay)
+@_factory
+def xavier_normal(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.xavier_normal` (torch layout by default)."""
+    spec.check_gain(gain, "xavier_normal")
+    lay = _layout(in_axis, out_axis, batch_axis, "xavier_normal")
+    return _make("xavier_normal", {"gain": gain, **lay}, xavier_normal_, gain=gain, **lay,
+                 keyed=_keyed.fan_sampler("xavier_normal", "normal",
+                                          lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal")))
 
 
+@_factory
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
-                    in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """See :func:`jaxinit.kaiming_uniform` (Flax layout by default)."""
+                    in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.kaiming_uniform` (torch layout by default)."""
     spec.check_mode(mode, "kaiming_uniform")
     calculate_gain(nonlinearity, a)
-    lay = _layout(in_axis, out_axis, batch_axis)
+    lay = _layout(in_axis, out_axis, batch_axis, "kaiming_uniform")
     return _make("kaiming_uniform", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_uniform_,
-                 a=a, mode=mode, nonlinearity=nonlinearity, **lay)
+                 a=a, mode=mode, nonlinearity=nonlinearity, **lay,
+                 keyed=_keyed.fan_sampler("kaiming_uniform", "uniform", lambda s, l: spec.kaiming_uniform_bound(
+                     s, a, mode, nonlinearity, l, "kaiming_uniform")))
 
 
+@_factory
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
-                   in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """See :func:`jaxinit.kaiming_normal` (Flax layout by default)."""
+                   in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.kaiming_normal` (torch layout by default)."""
     spec.check_mode(mode, "kaiming_normal")
     calculate_gain(nonlinearity, a)
-    lay = _layout(in_axis, out_axis, batch_axis)
+    lay = _layout(in_axis, out_axis, batch_axis, "kaiming_normal")
     return _make("kaiming_normal", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_normal_,
-                 a=a, mode=mode, nonlinearity=nonlinearity, **lay)
+                 a=a, mode=mode, nonlinearity=nonlinearity, **lay,
+                 keyed=_keyed.fan_sampler("kaiming_normal", "normal", lambda s, l: spec.kaiming_std(
+                     s, a, mode, nonlinearity, l, "kaiming_normal")))
 
 
-def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
-    """See :func:`jaxinit.svd` (out axis last by default, as Flax)."""
+@factory("torchinit", min_ndim=2)
+def svd(singular_values=1.0, *, out_axis=0) -> Initializer:
+    """See :func:`jaxinit.svd` (torch layout: out axis first by default)."""
     spec.check_singular_values(singular_values)
+    single_axis(out_axis, "out_axis", None, "svd")
     return _make("svd", {"singular_values": singular_values, "out_axis": out_axis}, svd_,
-                 singular_values=singular_values, out_axis=out_axis)
+                 singular_values=singular_values, out_axis=out_axis,
+                 keyed=_keyed.svd_sampler(singular_values, "svd"))
 
 
-def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
-    """See :func:`jaxinit.orthogonal` (out axis last by default, as Flax)."""
-    if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
-        raise InitError(f"orthogonal: `gain` must be a real number, got {gain!r}")
-    return _make("orthogonal", {"gain": gain, "out_axis": out_axis}, orthogonal_, gain=gain, out_axis=out_axis)
+@_factory
+def orthogonal(gain: float = 1.0, *, out_axis=0) -> Initializer:
+    """See :func:`jaxinit.orthogonal` (torch layout: out axis first by default)."""
+    spec.check_orthogonal_gain(gain, "orthogonal")
+    single_axis(out_axis, "out_axis", None, "orthogonal")
+    return _make("orthogonal", {"gain": gain, "out_axis": out_axis}, orthogonal_, gain=gain, out_axis=out_axis,
+                 keyed=_keyed.svd_sampler(float(gain), "orthogonal"))
 
 
-def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
-    """See :func:`jaxinit.sparse` (out axis last by default, as Flax)."""
+@_factory
+def sparse(sparsity: float, std: float = 0.01, *, out_axis=0) -> Initializer:
+    """See :func:`jaxinit.sparse` (torch layout (out, in) by default)."""
     spec.check_sparse((1, 1), sparsity, std)
+    single_axis(out_axis, "out_axis", 2, "sparse")
     return _make("sparse", {"sparsity": sparsity, "std": std, "out_axis": out_axis}, sparse_,
-                 sparsity=sparsity, std=std, out_axis=out_axis)
+                 sparsity=sparsity, std=std, out_axis=out_axis, keyed=_keyed.sparse_sampler(sparsity, std, "sparse"))
 
 
-def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-    """See :func:`jaxinit.variance_scaling` (Flax layout by default)."""
+@_factory
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+    """See :func:`jaxinit.variance_scaling` (torch layout by default)."""
     spec.check_vs(scale, mode, distribution)
-    lay = _layout(in_axis, out_axis, batch_axis)
+    lay = _layout(in_axis, out_axis, batch_axis, "variance_scaling")
     return _make("variance_scaling", {"scale": scale, "mode": mode, "distribution": distribution, **lay},
-                 variance_scaling_, scale=scale, mode=mode, distribution=distribution, **lay)
+                 variance_scaling_, scale=scale, mode=mode, distribution=distribution, **lay,
+                 keyed=_keyed.variance_scaling_sampler(scale, mode, distribution))
 
 
 def _vs_preset(name, inplace):
-    def factory(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
-        lay = _layout(in_axis, out_axis, batch_axis)
-        return _make(name, lay, inplace, **lay)
+    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_initcore.spec.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
 
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"See :func:`jaxinit.{name}` (Flax layout by default). " + (inplace.__doc__ or "")
-    return factory
+    def preset(*, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
+        lay = _layout(in_axis, out_axis, batch_axis, name)
+        return _make(name, lay, inplace, **lay, keyed=_keyed.variance_scaling_sampler(scale, mode, distribution))
+
+    preset.__name__ = preset.__qualname__ = name
+    preset.__doc__ = f"See :func:`jaxinit.{name}` (torch layout by default). " + doc
+    return _factory(preset)
 
 
+# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform", glorot_uniform_)
 glorot_normal = _vs_preset("glorot_normal", glorot_normal_)
 lecun_uniform = _vs_preset("lecun_uniform", lecun_uniform_)
@@ -625,11 +730,13 @@ he_uniform = _vs_preset("he_uniform", he_uniform_)
 he_normal = _vs_preset("he_normal", he_normal_)
 
 
+@_factory
 def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
     """See :func:`jaxinit.truncated_normal` (bounds in std units)."""
     spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
     return _make("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, truncated_normal_,
-                 stddev=stddev, lower=lower, upper=upper)
+                 stddev=stddev, lower=lower, upper=upper,
+                 keyed=_keyed.trunc_normal_sampler(0.0, stddev, lower * stddev, upper * stddev, "truncated_normal"))
 
 
 _FACTORIES = {

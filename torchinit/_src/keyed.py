@@ -1,8 +1,12 @@
 """torchinit factories drawing from a JAX key: jaxinit's algorithm, op for op, in torch.
 
 Each jaxinit factory consumes its key in a fixed way (``jaxinit/_src/initializers.py``);
-this module repeats it with :mod:`torchinit._src.random` so that
-``torchinit.NAME(...)(k, shape) == jaxinit.NAME(...)(k, shape)`` for a JAX key ``k``.
+this module repeats it with :mod:`torchinit._src.random`. Every random torchinit
+factory is given its keyed sampler where it is defined (``torchinit/_src/initializers.py``,
+built from the ``*_sampler`` functions below): a sampler is
+``sampler(k, flax_shape, dtype, device, layout)`` and returns
+``jaxinit.NAME(...)(k, flax_shape, dtype)`` for the Flax twin of the torch shape, with
+``layout`` the twin's layout arguments.
 XLA's CPU backend fuses ``x * s + m`` into one multiply-add and rewrites division by a
 constant into multiplication by its reciprocal; both are reproduced here where
 jaxinit's jitted samplers contain them. 16-bit dtypes are sampled in float32 and cast.
@@ -17,10 +21,10 @@ import torch
 
 from _initcore import spec
 from _initcore.errors import InitError
+from _initcore.fans import single_axis
 from torchinit._src import random as rnd
 
 Tensor = torch.Tensor
-_ICDF_MAX_Z = 3.0  # jaxinit._src.initializers._ICDF_MAX_Z
 
 
 def _sd(dtype: torch.dtype) -> torch.dtype:
@@ -53,7 +57,7 @@ def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, d
     lo, hi = _c(a, sd, device), _c(b, sd, device)
     m, s = _c(mean, sd, device), _c(std, sd, device)
     za, zb = (a - mean) / std, (b - mean) / std
-    if method == "normal" and -_ICDF_MAX_Z <= za and zb <= _ICDF_MAX_Z:
+    if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
         z = rnd.truncated_normal(k, za, zb, shape, sd, device=device)
         return torch.clamp(rnd._fma(z, s, m), lo, hi).to(dtype)
     if method == "normal":
@@ -158,15 +162,7 @@ def variance_scaling(k, shape, dtype, variance: float, distribution: str, device
     return trunc_normal(k, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p, device, stacklevel=5)
 
 
-def _single_axis(value, name, ndim, who) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InitError(f"{who}: `{name}` must be a single int axis, got {value!r}")
-    if not -ndim <= value < ndim:
-        raise InitError(f"{who}: `{name}`={value} is out of range for a {ndim}-D shape")
-    return value % ndim
-
-
-def _float(dtype, who):
+def float_dtype(dtype, who):
     if not dtype.is_floating_point:
         raise InitError(
             f"{who}: random initializers need a floating dtype, got {dtype}; "
@@ -175,52 +171,62 @@ def _float(dtype, who):
     return dtype
 
 
-def keyed_init(name: str, args: dict, k, shape, dtype, device) -> Tensor:
-    """Draw ``jaxinit.<name>(**args)(k, shape, dtype)`` in torch."""
-    lay = {key: args[key] for key in ("in_axis", "out_axis", "batch_axis") if key in args}
-    if name in ("uniform",):
-        return uniform(k, shape, _float(dtype, name), args["a"], args["b"], device)
-    if name == "normal":
-        return normal(k, shape, _float(dtype, name), args["mean"], args["std"], device)
-    if name == "trunc_normal":
-        return trunc_normal(k, shape, _float(dtype, name), args["mean"], args["std"], args["a"], args["b"], device)
-    if name == "truncated_normal":
-        sd_ = args["stddev"]
-        return trunc_normal(k, shape, _float(dtype, name), 0.0, sd_, args["lower"] * sd_, args["upper"] * sd_, device)
-    if name in ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"):
-        _float(dtype, name)
-        if name.startswith("kaiming") and 0 in shape:
+# --------------------------------------------------------------------------- samplers per factory
+def uniform_sampler(a: float, b: float, who: str):
+    def sample(k, shape, dtype, device, layout):
+        return uniform(k, shape, float_dtype(dtype, who), a, b, device)
+    return sample
+
+
+def normal_sampler(mean: float, std: float, who: str):
+    def sample(k, shape, dtype, device, layout):
+        return normal(k, shape, float_dtype(dtype, who), mean, std, device)
+    return sample
+
+
+def trunc_normal_sampler(mean: float, std: float, a: float, b: float, who: str):
+    def sample(k, shape, dtype, device, layout):
+        return trunc_normal(k, shape, float_dtype(dtype, who), mean, std, a, b, device)
+    return sample
+
+
+def fan_sampler(who: str, kind: str, param):
+    """jaxinit's ``_fan_family``: U(-p, p) or N(0, p^2), p = ``param(shape, layout)``;
+    kaiming warns and returns zeros for a zero-element shape, as torch."""
+    def sample(k, shape, dtype, device, layout):
+        float_dtype(dtype, who)
+        if who.startswith("kaiming") and 0 in shape:
             warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=4)
             return torch.zeros(shape, dtype=dtype, device=device)
-        if name == "xavier_uniform":
-            p = spec.xavier_uniform_bound(shape, args["gain"], lay, name)
-        elif name == "xavier_normal":
-            p = spec.xavier_std(shape, args["gain"], lay, name)
-        elif name == "kaiming_uniform":
-            p = spec.kaiming_uniform_bound(shape, args["a"], args["mode"], args["nonlinearity"], lay, name)
-        else:
-            p = spec.kaiming_std(shape, args["a"], args["mode"], args["nonlinearity"], lay, name)
-        if name.endswith("uniform"):
+        p = param(shape, layout)
+        if kind == "uniform":
             return uniform(k, shape, dtype, -p, p, device)
         return normal(k, shape, dtype, 0.0, p, device)
-    if name in ("orthogonal", "svd"):
-        _float(dtype, name)
-        spec.check_orthogonal(shape, name)
-        oax = _single_axis(args["out_axis"], "out_axis", len(shape), name)
-        values = float(args["gain"]) if name == "orthogonal" else args["singular_values"]
-        return svd_matrix(k, shape, dtype, values, oax, device, name)
-    if name == "sparse":
-        _float(dtype, name)
-        spec.check_sparse(shape, args["sparsity"], args["std"])
-        oax = _single_axis(args["out_axis"], "out_axis", 2, name)
-        return sparse(k, shape, dtype, args["sparsity"], args["std"], oax, device)
-    vs = {"variance_scaling": None, "glorot_uniform": (1.0, "fan_avg", "uniform"),
-          "glorot_normal": (1.0, "fan_avg", "truncated_normal"), "lecun_uniform": (1.0, "fan_in", "uniform"),
-          "lecun_normal": (1.0, "fan_in", "truncated_normal"), "he_uniform": (2.0, "fan_in", "uniform"),
-          "he_normal": (2.0, "fan_in", "truncated_normal")}
-    if name in vs:
-        _float(dtype, "variance_scaling")
-        scale, mode, dist = vs[name] or (args["scale"], args["mode"], args["distribution"])
-        variance = spec.variance_scaling_variance(shape, scale, mode, dist, lay, "variance_scaling")
-        return variance_scaling(k, shape, dtype, variance, dist, device)
-    raise InitError(f"{name}: no keyed sampler (it is deterministic; the key is ignored)")  # pragma: no cover
+    return sample
+
+
+def svd_sampler(singular_values, who: str):
+    """jaxinit's ``svd``/``orthogonal`` (a number: every singular value equal)."""
+    def sample(k, shape, dtype, device, layout):
+        float_dtype(dtype, who)
+        spec.check_orthogonal(shape, who)
+        oax = single_axis(layout["out_axis"], "out_axis", len(shape), who)
+        return svd_matrix(k, shape, dtype, singular_values, oax, device, who)
+    return sample
+
+
+def sparse_sampler(sparsity: float, std: float, who: str):
+    def sample(k, shape, dtype, device, layout):
+        float_dtype(dtype, who)
+        spec.check_sparse(shape, sparsity, std)
+        oax = single_axis(layout["out_axis"], "out_axis", 2, who)
+        return sparse(k, shape, dtype, sparsity, std, oax, device)
+    return sample
+
+
+def variance_scaling_sampler(scale: float, mode: str, distribution: str):
+    def sample(k, shape, dtype, device, layout):
+        float_dtype(dtype, "variance_scaling")
+        variance = spec.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
+        return variance_scaling(k, shape, dtype, variance, distribution, device)
+    return sample

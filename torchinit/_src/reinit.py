@@ -46,7 +46,7 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
 
         - a torchinit :class:`Initializer` (``torchinit.xavier_uniform()``).
           Those with layout arguments are applied with
-          ``init.with_layout(**TORCH_LAYOUT)``: torch weights are (out, in, *k)
+          ``init.with_layout(**TORCH_LAYOUT)`` (torchinit's default): torch weights are (out, in, *k)
           (ConvTranspose: (in, out, *k), whose positional fans PyTorch itself
           uses), so a rule gives the same fans as in :func:`jaxinit.reinit`
           on the Flax twin of the model. Any layout set on the initializer is
@@ -236,10 +236,13 @@ def _as_keyed_initializer(init, label: str):
     if isinstance(init, Initializer):
         has_layout = any(k in init.args for k in _LAYOUT_KEYS)
 
+        torch_init = init.with_layout(**TORCH_LAYOUT) if has_layout else init
+
         def apply(p, kc):
             work = p.detach().clone()
-            make = (lambda **l: init.with_layout(**l)) if has_layout else (lambda **l: init)
-            return _keyed_inplace(work, kc[0], None, init.name, make, conv_transpose=kc[1])
+            if torch_init._keyed is None:  # deterministic: the key is not used
+                return torch_init._impl(work, None)
+            return _keyed_inplace(work, kc[0], None, init.name, torch_init, conv_transpose=kc[1])
         return apply
     _as_initializer(init, label)  # same checks and error messages
     try:
