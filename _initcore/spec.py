@@ -24,7 +24,7 @@ VS_DISTRIBUTIONS = ("truncated_normal", "normal", "uniform")
 TRUNC_STD_2 = 0.87962566103423978
 
 
-def _real(value, name: str, who: str) -> float:
+def _real(value, name: str, who: str) -> numbers.Real:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InitError(f"{who}: `{name}` must be a real number, got {value!r}")
     if not math.isfinite(value):
