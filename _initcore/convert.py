@@ -192,7 +192,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                              f"(a {g.kind} layer needs it)")
             continue
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if index is None else _template_probe(template, index, fpath))
+                       None if template is None or index is None else _template_probe(template, index, fpath))
         try:
             conv = spec.to_flax(g, t, problems, opts)
         except (ValueError, IndexError) as err:  # np.split / reshape of a wrongly shaped source array

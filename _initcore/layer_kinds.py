@@ -11,6 +11,7 @@ Arrays are numpy arrays. ``to_flax`` returns ``{(collection, relpath): array}``;
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -65,7 +66,7 @@ class LayerKind:
         """Whether a Flax module with sub-module names ``kids`` and leaves ``{name: ndim}`` is this kind."""
         return False
 
-    def torch_guess(self, leaves: dict, shapes: dict) -> bool:
+    def torch_guess(self, leaves: Mapping[str, str], shapes: Mapping[str, tuple]) -> bool:
         """Whether state-dict leaves ``{leaf: full key}`` (shapes by full key) are this kind by default."""
         return False
 
@@ -155,6 +156,14 @@ def _rnn_bias_out(out: dict, b: np.ndarray, g, problems, opts: Options) -> None:
 class _KernelKind(LayerKind):
     torch_leaves = ("weight", "bias")
     required = ("weight",)
+
+    def kernel_to_weight(self, g, w, opts: Options):
+        """Flax ``kernel`` -> torch ``weight`` (each subclass's layout)."""
+        raise NotImplementedError
+
+    def weight_to_kernel(self, g, w, opts: Options):
+        """Torch ``weight`` -> Flax ``kernel`` (each subclass's layout)."""
+        raise NotImplementedError
 
     def to_torch(self, g, f, problems, opts):
         out = {}
@@ -389,7 +398,7 @@ class LSTM(_RNNKind):
         return out
 
     def to_torch(self, g, f, problems, opts):
-        out = {}
+        out: dict[str, Any] = {}
         fi = "if_" if ((P, ("if_", "kernel")) in f) else "if"
         names_i, names_h = ("ii", fi, "ig", "io"), ("hi", "hf", "hg", "ho")
         wi = [_pop(f, n, "kernel") for n in names_i]
@@ -442,7 +451,7 @@ class GRU(_RNNKind):
         return out
 
     def to_torch(self, g, f, problems, opts):
-        out = {}
+        out: dict[str, Any] = {}
         if (P, ("dense_i", "kernel")) in f:
             wi, bi, wh = _pop(f, "dense_i", "kernel"), _pop(f, "dense_i", "bias"), _pop(f, "dense_h", "kernel")
             if wi is None or wh is None:
@@ -487,7 +496,7 @@ class MultiHeadAttention(LayerKind):
         return "in_proj_weight" in leaves or "q_proj_weight" in leaves
 
     def to_flax(self, g, t, problems, opts):
-        out = {}
+        out: dict[tuple, Any] = {}
         for leaf in ("bias_k", "bias_v"):
             if leaf in t:
                 problems.add("unsupported layers", f"{g.id}: MultiheadAttention(add_bias_kv=True) ({leaf}) "
@@ -518,7 +527,7 @@ class MultiHeadAttention(LayerKind):
         return out
 
     def to_torch(self, g, f, problems, opts):
-        out = {}
+        out: dict[str, Any] = {}
         ws = [_pop(f, n, "kernel") for n in ("query", "key", "value")]
         bs = [_pop(f, n, "bias") for n in ("query", "key", "value")]
         wo, bo = _pop(f, "out", "kernel"), _pop(f, "out", "bias")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -191,6 +191,10 @@ def groups_from_flax_names(flat: Mapping, kinds: Mapping | None = None) -> list[
 
 
 # --------------------------------------------------------------------------- naming rule
+@overload
+def flax_index(flat: Mapping) -> set: ...
+@overload
+def flax_index(flat: None) -> None: ...
 def flax_index(flat: Mapping | None) -> set | None:
     """Every module path prefix present in a flat Flax tree (any collection)."""
     if flat is None:
@@ -226,7 +230,8 @@ def resolve_prefixes(groups: list[Group], index: set | None, mapping: Mapping | 
             out[gid] = tuple(g.opts["flax_path"])
             continue
         segs = gid.split(".") if gid else []
-        base, start = (), 0
+        base: tuple[str, ...] = ()
+        start = 0
         for k in sorted(mapping, key=len, reverse=True):
             if gid == k or gid.startswith(k + ".") or k == "":
                 base = tuple(p for p in str(mapping[k]).split("/") if p)
@@ -237,7 +242,7 @@ def resolve_prefixes(groups: list[Group], index: set | None, mapping: Mapping | 
             out.setdefault(".".join(segs[:start]), path)
         for i in range(start, len(segs)):
             seg, parent = segs[i], ".".join(segs[:i])
-            cands = [(seg,)]
+            cands: list[tuple[str, ...]] = [(seg,)]
             if seg.isdigit():
                 cands += [(f"layers_{seg}",), ("layers", seg)]
             sib = siblings.get(parent, [])
@@ -288,12 +293,12 @@ def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
         return None, groups_from_flax_names(flat, kinds), {}, {}, None
     if hasattr(template, "state_dict") and hasattr(template, "named_modules"):
         sd = template.state_dict()
-        tspec = {k: _arr.tensor_spec(v) for k, v in sd.items()}
+        tspec: dict[str, Any] = {k: _arr.tensor_spec(v) for k, v in sd.items()}
         devices = {k: v.device for k, v in sd.items()}
         groups, containers = groups_from_module(template, sd.keys(), kinds)
         return tspec, groups, containers, devices, sys.modules["torch"]
     if isinstance(template, Mapping):
-        tspec: dict[str, Any] = {}
+        tspec = {}
         devices, torch = {}, None
         for k, v in template.items():
             if _arr.is_torch_tensor(v):

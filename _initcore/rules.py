@@ -22,7 +22,7 @@ SELECTOR_KINDS = "a regex string (or compiled re.Pattern), a module class (or tu
 class Rule(NamedTuple):
     """One parsed ``(selector, initializer)`` pair."""
 
-    index: int
+    position: int  # in the rules list (a field named `index` would shadow tuple.index)
     kind: str  # "regex" | "class" | "predicate"
     selector: Any  # re.Pattern | tuple[type, ...] | callable
     initializer: Any  # the package's applier, or None (leave unchanged)
@@ -140,13 +140,15 @@ def check_strict(rules: Sequence[Rule], paths_values_owners, applied: dict[int, 
     """``strict=True``: raise for the first rule that re-initialized nothing,
     saying whether it selects nothing or is shadowed by earlier rules."""
     for rule in rules:
-        if applied.get(rule.index, 0):
+        if applied.get(rule.position, 0):
             continue
-        shadowed_by = sorted({
-            first_match(rules, p, v, o).label
-            for p, v, o in paths_values_owners
-            if matches(rule, p, v, o)
-        })
+        shadowed = set()
+        for p, v, o in paths_values_owners:
+            if matches(rule, p, v, o):
+                first = first_match(rules, p, v, o)
+                assert first is not None  # `rule` itself matches
+                shadowed.add(first.label)
+        shadowed_by = sorted(shadowed)
         if shadowed_by:
             raise InitError(
                 f"{who}: strict=True and {rule.label} applies to no parameter: every parameter it "

@@ -50,7 +50,7 @@ VS_PRESETS = {
 }
 
 
-def _real(value, name: str, who: str) -> float:
+def _real(value, name: str, who: str) -> numbers.Real:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InitError(f"{who}: `{name}` must be a real number, got {value!r}")
     if not math.isfinite(value):

@@ -116,18 +116,18 @@ def suggest(groups: list[Group], containers, flat_spec: Mapping, mapping=None,
         if shapes is None:
             sug.unmatched_torch += [g.id for g in ts]
             continue
-        for sig in dict.fromkeys(tsig):
-            ti = [i for i, s in enumerate(tsig) if s == sig]
-            fi = [i for i, s in enumerate(fsig) if s == sig]
-            fpaths = [tuple(fs[i].opts["flax_path"]) for i in fi]
-            if sig is not None and len(ti) == len(fi) and (len(ti) == 1 or not sorted_keys or _auto_ordered(fpaths)):
-                sug.update({ts[i].id: "/".join(fs[j].opts["flax_path"]) for i, j in zip(ti, fi)})
-            elif sig is not None and ti and fi:
-                sug.ambiguous.append(f"{len(ti)} torch {fam} layer(s) ({', '.join(ts[i].id for i in ti)}) and "
-                                     f"{len(fi)} Flax one(s) ({', '.join('/'.join(fs[i].opts['flax_path']) for i in fi)}) "
-                                     f"share the shapes {list(sig)}")
+        for tsg in dict.fromkeys(tsig):
+            t_ix = [i for i, s in enumerate(tsig) if s == tsg]
+            f_ix = [i for i, s in enumerate(fsig) if s == tsg]
+            same_paths = [tuple(fs[i].opts["flax_path"]) for i in f_ix]
+            if tsg is not None and len(t_ix) == len(f_ix) and (len(t_ix) == 1 or not sorted_keys or _auto_ordered(same_paths)):
+                sug.update({ts[i].id: "/".join(fs[j].opts["flax_path"]) for i, j in zip(t_ix, f_ix)})
+            elif tsg is not None and t_ix and f_ix:
+                sug.ambiguous.append(f"{len(t_ix)} torch {fam} layer(s) ({', '.join(ts[i].id for i in t_ix)}) and "
+                                     f"{len(f_ix)} Flax one(s) ({', '.join('/'.join(fs[i].opts['flax_path']) for i in f_ix)}) "
+                                     f"share the shapes {list(tsg)}")
             else:
-                sug.unmatched_torch += [ts[i].id for i in ti]
+                sug.unmatched_torch += [ts[i].id for i in t_ix]
     if sug.ambiguous and _looks_sorted(flat_spec):
         sug.ambiguous.append("the template's keys are in sorted order (jax.eval_shape and jit sort them), so the "
                              "order the Flax layers were created in is lost: pass flax_module= and flax_inputs= "

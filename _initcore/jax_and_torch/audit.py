@@ -162,7 +162,7 @@ def _torch_modules(tm, xs):
 def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
     """{path tuple: module}, [paths in call order], {path: input shape}, {(coll, path): spec}."""
     if isinstance(model, nnx.Module):
-        mods = {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
+        mods: dict[tuple, Any] = {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
         from _initcore.jax_and_torch.twin import _nnx_vars
 
         stats, params = _nnx_vars(model, nnx)
@@ -172,7 +172,9 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
                         "`inputs` (torch layout; `flax_inputs` when Flax's layout differs).")
     import flax.linen as nn
 
-    mods, order, shapes = {}, [], {}
+    mods = {}
+    order: list[tuple] = []
+    shapes: dict[tuple, tuple] = {}
 
     def icpt(next_fun, args, kwargs, ctx):
         if ctx.method_name == "__call__":

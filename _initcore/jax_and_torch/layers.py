@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,11 @@ class LayerReport:
                 "dtype": self.dtype, "budget_rtol": self.rtol, "mode": self.mode}
 
     def __str__(self) -> str:
-        head = ("#", "torch", "flax", "shape", "max|diff|", "max|torch|", "rel", "budget", "")
-        lines = []
+        head: tuple[str, ...] = ("#", "torch", "flax", "shape", "max|diff|", "max|torch|", "rel", "budget", "")
+        lines: list[tuple[str, ...]] = []
         for i, r in enumerate(self.rows):
             flag = {True: "", False: "<-- DIVERGES" if r is self.first_divergence else "x", None: "n/a"}[r["ok"]]
-            cells = (str(i), r["torch"] or "(model)", r["flax"] or "(model)", "x".join(map(str, r["shape"])),
+            cells: tuple[str, ...] = (str(i), r["torch"] or "(model)", r["flax"] or "(model)", "x".join(map(str, r["shape"])),
                      f"{r['diff']:.2e}", f"{r['scale']:.2e}", f"{r['rel']:.1e}", f"{r['budget']:.1e}", flag)
             if "grad_diff" in r:
                 cells = cells[:-1] + (f"grad {r['grad_diff']:.1e}{'' if r['grad_ok'] is not False else ' x'}",
@@ -161,7 +162,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
     groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
     pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls])
     channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
-    fby = {}
+    fby: dict[str, tuple] = {}
     for path, outs, grads in fcalls:
         fby.setdefault("/".join(path), (outs, grads))
     dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
@@ -215,7 +216,9 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
     tm = copy.deepcopy(torch_module)
     tm.train(train)
-    calls, perts, handles = [], [], []
+    calls: list[tuple[str, dict, int | None]] = []
+    perts: list[Any] = []
+    handles = []
 
     def hook_for(name):
         def hook(module, args, out):
@@ -236,7 +239,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
         for h in handles:
             h.remove()
     out = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(y)}
-    grads = []
+    grads: Sequence[Any] = []
     if gradients and perts:
         rng = np.random.default_rng(seed)
         loss = sum((v * _arr.numpy_to_tensor(rng.standard_normal(tuple(v.shape)).astype(_arr.tensor_spec(v).dtype),
@@ -266,7 +269,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         model.train() if train else model.eval()
 
     def run(perts):
-        calls = []
+        calls: list[tuple[tuple, Any]] = []
 
         def record(path, out):
             if perts is not None and isinstance(out, jax.Array) and len(calls) < len(perts) \
@@ -278,7 +281,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         if is_nnx:
             with _nnx_intercept(model, record):
                 y = flax_call(model, None, *xf, train=train) if flax_call else model(*xf)
-            upd = {}
+            upd: dict = {}
         else:
             import flax.linen as nn
 
@@ -313,7 +316,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
     out = []
     for (path, o), g in zip(calls, grads):
         outs = {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
-        gd = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
+        gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
         from _initcore.jax_and_torch.twin import _nnx_vars
@@ -342,7 +345,7 @@ class _nnx_intercept:
         originals = {t: t.__call__ for t in self.types}
         for t, orig in originals.items():
             self.saved[t] = t.__dict__.get("__call__")
-            t.__call__ = self._wrap(t, orig)
+            setattr(t, "__call__", self._wrap(t, orig))  # the class attribute, restored in __exit__
         return self
 
     def _wrap(self, t, orig):
@@ -361,7 +364,7 @@ class _nnx_intercept:
             if orig is None:
                 del t.__call__
             else:
-                t.__call__ = orig
+                setattr(t, "__call__", orig)
         return False
 
 

@@ -108,7 +108,9 @@ def _torch_source(source, kinds, who):
 
 
 def _check_x64(flat: Mapping, who: str) -> None:
-    if jax.config.jax_enable_x64:
+    # jax's Config defines its flags as dynamic attributes (`_HAS_DYNAMIC_ATTRIBUTES`, a pytype
+    # hint) that its type annotations do not declare; `config.read` refuses context-manager flags.
+    if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         return
     wide = [_core._fname(k) for k, v in flat.items() if np.dtype(v.dtype).itemsize == 8 and
             np.dtype(v.dtype).kind in "fc"]
@@ -166,7 +168,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
     who = "jaxinit.from_torch_state_dict"
     arrays, groups, containers = _torch_source(source, kinds, who)
     nnx_target = template is not None and _is_nnx(template)
-    handles = None
+    handles: dict = {}  # {key: nnx variable}, for an NNX target
     if nnx_target:
         tflat, handles = _nnx_flat(template)
         transpose_kernel = _nnx_transpose_kernel(template, transpose_kernel, who)

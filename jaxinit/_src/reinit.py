@@ -228,7 +228,7 @@ def _reinit_pytree(tree, rules, key, strict):
             "after their class: r'Dense_\\d+/kernel$', r'Conv_\\d+/'), a predicate (path, value) -> bool, "
             "or an nnx.Module target."
         )
-    entries = []
+    entries: list[tuple[str, Any, None, int]] = []
     for (path, leaf), names in zip(flat, paths):
         value = _unbox(leaf)
         if not (hasattr(value, "shape") and hasattr(value, "dtype")):
@@ -251,7 +251,7 @@ def _plan(entries, rules, key, strict):
         rule = first_match(rules, path, value, owner)
         if rule is None:
             continue
-        applied[rule.index] = applied.get(rule.index, 0) + 1
+        applied[rule.position] = applied.get(rule.position, 0) + 1
         if rule.initializer is not None:
             chosen.append((rule, path, value, handle))
     if strict:

@@ -91,6 +91,9 @@ _CONV_DOC = """``torch.nn.{name}`` with ``flax.linen.Conv``'s default initializa
 
 
 class _FlaxConv:
+    weight: torch.Tensor  # set by the torch.nn.Conv*d it is mixed into
+    bias: torch.Tensor | None
+
     def reset_parameters(self) -> None:
         _flax_dense_(self.weight, self.bias)
 
@@ -126,6 +129,9 @@ _CONV_T_DOC = """``torch.nn.{name}`` with ``flax.linen.ConvTranspose``'s default
 
 
 class _FlaxConvTranspose:
+    weight: torch.Tensor  # set by the torch.nn.ConvTranspose*d it is mixed into
+    bias: torch.Tensor | None
+
     def reset_parameters(self) -> None:
         _flax_dense_(self.weight, self.bias, in_axis=0, out_axis=1)
 

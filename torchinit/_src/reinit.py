@@ -114,13 +114,13 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
         rule = first_match(parsed, path, param, owner)
         if rule is None:
             continue
-        applied[rule.index] = applied.get(rule.index, 0) + 1
+        applied[rule.position] = applied.get(rule.position, 0) + 1
         if rule.initializer is not None:
             chosen.append((rule, path, param))
     if strict:
         check_strict(parsed, entries, applied, WHO)
     with torch.no_grad():
-        if jax_key is None:
+        if seed is not None:  # exactly when jax_key is None
             updates = [(param, _new_value(rule, path, param, derive_seed(seed, path))) for rule, path, param in chosen]
         else:
             updates = [(param, _new_value(rule, path, param, None, _param_key(jax_key, target, path, param)))
