@@ -28,16 +28,20 @@ import inspect
 import numbers
 from typing import Any, Mapping, Sequence
 
+from _initcore import optim_more as _more
 from _initcore.errors import InitError
 
 # torch state keys holding one array per parameter == the jaxinit.optim state field names
 PER_PARAM_FIELDS = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+PER_PARAM_FIELDS += _more.PER_PARAM_FIELDS  # Adafactor's row_var / col_var / variance (_initcore/optim_more.py)
+NOT_PARAM_SHAPED = _more.NOT_PARAM_SHAPED
 
 # torch.optim / torchinit class name -> jaxinit.optim factory name
 FACTORY_BY_CLASS = {
     "SGD": "sgd", "Adagrad": "adagrad", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adamw",
     "OptaxAdagrad": "adagrad", "OptaxRMSprop": "rmsprop", "OptaxAdam": "adam",
 }
+FACTORY_BY_CLASS.update(_more.FACTORY_BY_CLASS)  # Adafactor, Muon, LBFGS, SparseAdam
 # group keys that only select torch's implementation: same numbers either way
 IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentiable", "capturable", "initial_lr",
                        "schedule_step", "decoupled_weight_decay", "max_lr", "min_lr", "max_momentum",

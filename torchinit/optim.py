@@ -9,6 +9,11 @@ from torchinit._src.optim import adamw as adamw
 from torchinit._src.optim import lars as lars
 from torchinit._src.optim import rmsprop as rmsprop
 from torchinit._src.optim import sgd as sgd
+# torch 2.13's Adafactor, Muon, LBFGS and SparseAdam (torch's own classes)
+from torchinit._src.adafactor import adafactor as adafactor
+from torchinit._src.lbfgs import lbfgs as lbfgs
+from torchinit._src.muon import muon as muon
+from torchinit._src.sparse_adam import sparse_adam as sparse_adam
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedules import cosine_annealing_lr as cosine_annealing_lr
@@ -33,6 +38,10 @@ __all__ = [
     "lars",
     "rmsprop",
     "sgd",
+    "adafactor",
+    "lbfgs",
+    "muon",
+    "sparse_adam",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",

@@ -38,6 +38,7 @@ import optax
 from _initcore import optim_convert as _core
 from _initcore.errors import InitError
 from jaxinit._src import optim as _optim
+from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
 
 
@@ -174,7 +175,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind)
+    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
+        return _more.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     lrs, moms = _group_lr_schedules(optimizer, scheduler, who)
     txs = []
@@ -225,6 +228,8 @@ _KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState",
           "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
           "WrappedScheduleState"}
 _TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
+_KNOWN |= _more.KNOWN_STATES
+_TORCH_STEP_OWNERS |= _more.STEP_OWNERS
 
 
 def _is_masked(x) -> bool:
@@ -281,6 +286,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     """
     who = "jaxinit.optim.import_state"
     _check_layout(layout, who)
+    if _more.is_lbfgs(tx):
+        return _more.import_lbfgs(state, params, tx)
     if hasattr(state, "state_dict") and hasattr(state, "param_groups"):
         state = state.state_dict()
     if not isinstance(state, dict) or "state" not in state:
@@ -295,7 +302,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     paths, leaves, _ = _leaves(params)
     torch_shapes = []
     for i in range(n):
-        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step"]
+        arrays = [v for k, v in tstate.get(i, {}).items() if k not in _core.NOT_PARAM_SHAPED]
         torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
     problems = []
     if layout == "flax":
@@ -394,6 +401,8 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     """
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
+    if _more.is_lbfgs(opt_state):
+        return _more.export_lbfgs(opt_state, params)
     paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     names = list(param_names) if param_names is not None else None

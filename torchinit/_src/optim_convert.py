@@ -25,6 +25,7 @@ import torch
 from _initcore import optim_convert as _core
 from _initcore.errors import InitError
 from torchinit._src import optim as _optim
+from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from torchinit._src.schedules import schedules_from_torch
 
 
@@ -50,6 +51,8 @@ def export_state(optimizer: torch.optim.Optimizer) -> dict:
     (indices) and ``param_names`` when torch has them.
     """
     who = "torchinit.optim.export_state"
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return _more.export_lbfgs_state(optimizer)
     sd = optimizer.state_dict()
     state = _core.neutral_state(sd, _to_numpy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
@@ -74,6 +77,8 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
     if not isinstance(state, dict) or "state" not in state:
         raise InitError(f"{who}: state must be jaxinit.optim.export_state's / torchinit.optim.export_state's dict "
                         f"or a torch state_dict(), got {type(state).__name__}.")
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return _more.import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     src = _core.neutral_state(state, _to_numpy)
     problems = []
@@ -87,6 +92,9 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
         old = optimizer.state.get(p, {})
         out = {}
         for k, v in entry.items():
+            if k == "step" and isinstance(optimizer, torch.optim.SparseAdam):
+                out[k] = int(v)  # torch's SparseAdam keeps a Python int (a tensor step would compute in float32)
+                continue
             if k == "step":
                 dt = old["step"].dtype if isinstance(old.get("step"), torch.Tensor) else sdtype
                 out[k] = torch.tensor(v, dtype=dt)
@@ -124,7 +132,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
     """
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind)
+    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
     n = len(optimizer.param_groups)
     lrs = [None] * n
     step = None
