@@ -168,3 +168,33 @@ FACTORY_BY_CLASS = {"Adafactor": "adafactor", "Muon": "muon", "LBFGS": "lbfgs", 
 PER_PARAM_FIELDS = ("row_var", "col_var", "variance")
 # torch state keys whose arrays do not have the parameter's shape (never used to read a parameter's shape)
 NOT_PARAM_SHAPED = ("step", "row_var", "col_var")
+
+
+def state_shape(key: str, param_shape: tuple) -> tuple:
+    """The shape torch gives state ``key`` of a parameter: Adafactor's factors drop a dimension to 1."""
+    shape = tuple(param_shape)
+    if key == "row_var":
+        return shape[:-1] + (1,)
+    if key == "col_var":
+        return shape[:-2] + (1, shape[-1])
+    return shape
+
+
+def refuse_tensor_lr(optimizer, kind: str, who: str) -> None:
+    """from_torch refuses a tensor lr for Adafactor / Muon / SparseAdam: torch then computes in its dtype.
+
+    ``torch.optim.optimizer._to_scalar`` keeps a 0-d tensor lr a tensor, so torch computes
+    Adafactor's ``alpha`` and ``1 - lr * weight_decay``, Muon's adjusted lr and decay factor and
+    SparseAdam's ``step_size = lr * sqrt(bc2) / bc1`` in the tensor's dtype (float32 for
+    ``torch.tensor(1e-3)``), which a Python-float lr does not reproduce (~1e-7 relative per step).
+    """
+    if kind not in ("adafactor", "muon", "sparse_adam"):
+        return
+    for i, g in enumerate(optimizer.param_groups):
+        lr = g.get("lr")
+        if hasattr(lr, "dtype") and hasattr(lr, "shape") and not isinstance(lr, (int, float)):
+            raise InitError(
+                f"{who}: param group {i} has a tensor lr ({lr!r}); torch's {type(optimizer).__name__} keeps it a "
+                "tensor (torch.optim.optimizer._to_scalar) and computes its step size in the tensor's dtype "
+                f"({lr.dtype}), which the converted optimizer (Python-float lr) would not reproduce (~1e-7 relative "
+                "per step). Build the torch optimizer with lr=float(lr) (or set group['lr'] = float(lr)) to convert.")

@@ -24,13 +24,17 @@ KNOWN_STATES = {"ScaleByTorchAdafactorState", "ScaleByTorchSparseAdamState", "Mu
 STEP_OWNERS = {"ScaleByTorchAdafactorState", "ScaleByTorchSparseAdamState"}
 
 
-def lbfgs_from_torch(optimizer, scheduler, who: str) -> LBFGS:
-    """:func:`jaxinit.optim.lbfgs` with the torch LBFGS's hyperparameters (one group, no scheduler)."""
-    if scheduler is not None:
-        raise InitError(f"{who}: a scheduler on torch's LBFGS is not converted (jaxinit.optim.lbfgs takes a constant "
-                        "lr per step call); drop the scheduler and rebuild lbfgs(lr=...) when the lr changes.")
+def lbfgs_from_torch(optimizer, scheduler, who: str):
+    """Refuse torch's LBFGS in ``from_torch`` (not an optax transformation), naming the exact replacement."""
     hp = _core.group_hyperparams("lbfgs", optimizer.param_groups[0], lbfgs, who, 0)
-    return lbfgs(**hp)
+    call = ", ".join(f"{k}={v!r}" for k, v in hp.items())
+    raise InitError(
+        f"{who}: LBFGS is not supported; supported are optimizers whose step is one gradient update: torch's "
+        "LBFGS.step(closure) re-evaluates the loss up to max_eval times, which an optax GradientTransformation "
+        f"cannot. Use tx = jaxinit.optim.lbfgs({call}), state = jaxinit.optim.import_state(optimizer, params, tx), "
+        "then params, state, loss = tx.step(params, state, jax.value_and_grad(loss_fn)) (jittable)"
+        + ("; the scheduler is not converted (lbfgs takes a constant lr per step call)." if scheduler is not None
+           else "."))
 
 
 def is_lbfgs(x: Any) -> bool:

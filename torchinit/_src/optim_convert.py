@@ -99,8 +99,8 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
                 dt = old["step"].dtype if isinstance(old.get("step"), torch.Tensor) else sdtype
                 out[k] = torch.tensor(v, dtype=dt)
                 continue
-            t = torch.from_numpy(np.ascontiguousarray(v))
-            if tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
+            t = torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v)))  # ascontiguousarray makes 0-d 1-d
+            if tuple(t.shape) != _more.state_shape(k, p.shape) or t.dtype != p.dtype:
                 problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
                                 f"{p.dtype}{list(p.shape)}")
                 continue
@@ -133,6 +133,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    _core._more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     lrs = [None] * n
     step = None
