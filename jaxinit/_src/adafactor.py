@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from _initcore import optim as _core
 from _initcore import optim_more as _more
 from jaxinit._src.optim import ScalarOrSchedule, _inc
 
@@ -120,7 +121,9 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
                 est = v
             u = jax.lax.rsqrt(jnp.maximum(est, jnp.asarray(e1 * e1, dt))) * g
             denom = jnp.maximum(1.0, jnp.linalg.norm(u.ravel()) / (np.sqrt(numel) * d)).astype(dt)
-            out = -(alpha / denom) * u - (jnp.asarray(lr_t, dt) * weight_decay) * p
+            out = -(alpha / denom) * u
+            if not _core.is_static_zero(weight_decay):  # torch: p.mul_(1 - lr * weight_decay) first
+                out = out - (jnp.asarray(lr_t, dt) * weight_decay) * p
             return out, r, c, v
 
         leaves_g, treedef = jax.tree_util.tree_flatten(updates)
