@@ -144,8 +144,15 @@ def _stack(grads, masks, t0, t1):
     return g, m
 
 
-@pytest.mark.parametrize("name,desc,kwargs", [c for c in CONFIGS if c[0] != "LBFGS"],
-                         ids=[f"{c[0]}-{c[1]}" for c in CONFIGS if c[0] != "LBFGS"])
+# configurations that only change a number (the same compiled structure as another one): run by the
+# exhaustive sweep (pytest -m exhaustive), the default run keeps every structural variant
+_SAMPLED_OUT = {("Muon", "non-default lr"), ("Muon", "non-default weight_decay"), ("Muon", "non-default momentum"),
+                ("SparseAdam", "non-default lr")}
+
+
+@pytest.mark.parametrize("name,desc,kwargs", [
+    pytest.param(*c, id=f"{c[0]}-{c[1]}", marks=[pytest.mark.exhaustive] if c[:2] in _SAMPLED_OUT else [])
+    for c in CONFIGS if c[0] != "LBFGS"])
 def test_optim_db_float64(name, desc, kwargs):
     if isinstance(kwargs.get("lr"), torch.Tensor):  # torch computes the step size in float32 then
         opt = DB[name].optim_cls([torch.zeros(SHAPES[name][0], dtype=torch.float64)], **kwargs)
@@ -283,12 +290,18 @@ LBFGS_FAST = ("default", "strong_wolfe")
 
 @pytest.mark.parametrize("desc,kwargs", [(d, k) for n, d, k in CONFIGS if n == "LBFGS"],
                          ids=[d for n, d, k in CONFIGS if n == "LBFGS"])
-def test_lbfgs_optim_db(desc, kwargs):
+def test_lbfgs_from_torch_refuses(desc, kwargs):
+    """from_torch returns optax transformations: torch's LBFGS is refused, naming jaxinit.optim.lbfgs."""
     ps = [torch.zeros(3, dtype=torch.float64, requires_grad=True)]
     with pytest.raises(InitError, match="LBFGS is not supported.*jaxinit.optim.lbfgs"):
         jo.from_torch(torch.optim.LBFGS(ps, **kwargs))
-    if desc not in LBFGS_FAST:
-        pytest.skip("compiles one more LBFGS step (~3 s); the fast subset covers both line-search modes")
+
+
+@pytest.mark.parametrize("desc,kwargs", [
+    pytest.param(d, k, id=d, marks=[] if d in LBFGS_FAST else [pytest.mark.exhaustive])
+    for n, d, k in CONFIGS if n == "LBFGS"])
+def test_lbfgs_optim_db(desc, kwargs):
+    """Each LBFGS configuration compiles its own step (~3 s): the default run covers both line-search modes."""
     kwargs = dict(kwargs, max_iter=4, history_size=3)  # short steps and a full history: 100 steps do work
     worst, tp, topt, tx, step, (mid_x, mid_state) = _lbfgs_pair(kwargs, STEPS)
     # resume at 50 from torch's state
