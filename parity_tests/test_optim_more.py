@@ -520,3 +520,31 @@ def test_errors():
         tx.update(p, tx.init(p), p)
     with pytest.raises(InitError, match="not a prefix"):
         tx.update(p, tx.init(p), p, row_mask={"e": jnp.ones(2, bool)})
+
+
+@pytest.mark.parametrize("name", ["Adafactor", "SparseAdam", "Muon"])
+def test_scheduler_from_torch(name):
+    """from_torch(optimizer, CosineAnnealingLR): the schedule drives lr (Adafactor: also rho_t and the decay)."""
+    w0, grads, masks = _inputs(name, seed=11, steps=30)
+    ps = [torch.tensor(w.copy(), requires_grad=True) for w in w0]
+    kwargs = {"Adafactor": dict(lr=0.02, weight_decay=0.1), "SparseAdam": dict(lr=0.01), "Muon": dict(lr=0.01)}[name]
+    opt = DB[name].optim_cls(ps, **kwargs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=12)
+    tx = jo.from_torch(opt, sched)
+    # torchinit's twin takes over the optimizer's own parameters: build it on a copy
+    tps = [torch.tensor(w.copy(), requires_grad=True) for w in w0]
+    opt2 = DB[name].optim_cls(tps, **kwargs)
+    twin = to.from_torch(opt2, torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=12))
+    for t in range(30):
+        for i, (p, q) in enumerate(zip(ps, tps)):
+            p.grad = _torch_grad(grads[t][i], None if masks is None else masks[t][i])
+            q.grad = p.grad.clone()
+        opt.step()
+        sched.step()
+        twin.step()
+    p0 = [jnp.asarray(w) for w in w0]
+    run = _scan((tx,), masks is not None)
+    (p, _), = run(((p0, tx.init(p0)),), _stack(grads, masks, 0, 30))
+    err = max(_rel(p, ps), _rel([q.detach().numpy() for q in tps], ps))
+    record_figure("optim_more", "rel_f64_sched", err, name)
+    assert err <= (_muon_tol(0.01) if name == "Muon" else TOL), err
