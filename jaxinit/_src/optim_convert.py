@@ -176,7 +176,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
-    _core._more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
         return _more.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups

@@ -13,6 +13,7 @@ import jax
 
 from _initcore import optim_convert as _core
 from _initcore.errors import InitError
+from _initcore.optim_more import refuse_tensor_lr  # noqa: F401  (used by optim_convert)
 from jaxinit._src.adafactor import adafactor
 from jaxinit._src.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_state_from_torch, lbfgs_state_to_torch
 from jaxinit._src.muon import muon

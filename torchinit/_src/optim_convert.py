@@ -133,7 +133,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None) -> to
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
     factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
-    _core._more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     lrs = [None] * n
     step = None
