@@ -28,6 +28,7 @@ import inspect
 import numbers
 from typing import Mapping, Sequence
 
+from _initcore import optim_more as _more
 from _initcore.errors import InitError
 
 # torch state keys holding one array per parameter == the jaxinit.optim state field names
@@ -36,6 +37,8 @@ PER_PARAM_FIELDS += ("exp_inf", "acc_delta", "prev", "step_size", "ax", "mu_prod
 # of those, the 0-d tensors torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu), in torch's
 # default dtype; torch's load_state_dict casts them to the parameter dtype, which changes its arithmetic
 SCALAR_FIELDS = ("mu_product", "eta", "mu")
+PER_PARAM_FIELDS += _more.PER_PARAM_FIELDS  # Adafactor's row_var / col_var / variance (_initcore/optim_more.py)
+NOT_PARAM_SHAPED = _more.NOT_PARAM_SHAPED
 
 # torch.optim / torchinit class name -> jaxinit.optim factory name
 FACTORY_BY_CLASS = {
@@ -43,6 +46,7 @@ FACTORY_BY_CLASS = {
     "OptaxAdagrad": "adagrad", "OptaxRMSprop": "rmsprop", "OptaxAdam": "adam",
     "NAdam": "nadam", "RAdam": "radam", "Adamax": "adamax", "Adadelta": "adadelta", "Rprop": "rprop", "ASGD": "asgd",
 }
+FACTORY_BY_CLASS.update(_more.FACTORY_BY_CLASS)  # Adafactor, Muon, LBFGS, SparseAdam
 # group keys that only select torch's implementation: same numbers either way
 IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentiable", "capturable", "initial_lr",
                        "schedule_step", "decoupled_weight_decay", "max_lr", "min_lr", "max_momentum",

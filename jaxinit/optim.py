@@ -42,6 +42,20 @@ from jaxinit._src.optim import scale_by_torch_asgd as scale_by_torch_asgd
 from jaxinit._src.optim import scale_by_torch_nadam as scale_by_torch_nadam
 from jaxinit._src.optim import scale_by_torch_radam as scale_by_torch_radam
 from jaxinit._src.optim import scale_by_torch_rprop as scale_by_torch_rprop
+# torch 2.13's Adafactor, Muon, LBFGS (own jittable step API) and SparseAdam (explicit row mask)
+from jaxinit._src.adafactor import ScaleByTorchAdafactorState as ScaleByTorchAdafactorState
+from jaxinit._src.adafactor import adafactor as adafactor
+from jaxinit._src.adafactor import scale_by_torch_adafactor as scale_by_torch_adafactor
+from jaxinit._src.lbfgs import LBFGS as LBFGS
+from jaxinit._src.lbfgs import LBFGSState as LBFGSState
+from jaxinit._src.lbfgs import lbfgs as lbfgs
+from jaxinit._src.muon import MuonState as MuonState
+from jaxinit._src.muon import ScaleByTorchMuonState as ScaleByTorchMuonState
+from jaxinit._src.muon import muon as muon
+from jaxinit._src.muon import scale_by_torch_muon as scale_by_torch_muon
+from jaxinit._src.muon import zeropower_via_newtonschulz as zeropower_via_newtonschulz
+from jaxinit._src.sparse_adam import ScaleByTorchSparseAdamState as ScaleByTorchSparseAdamState
+from jaxinit._src.sparse_adam import sparse_adam as sparse_adam
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
 from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -112,6 +126,15 @@ TRANSFORMS = (
     "scale_by_torch_nadam",
     "scale_by_torch_radam",
     "scale_by_torch_rprop",
+    "LBFGS",
+    "LBFGSState",
+    "MuonState",
+    "ScaleByTorchAdafactorState",
+    "ScaleByTorchMuonState",
+    "ScaleByTorchSparseAdamState",
+    "scale_by_torch_adafactor",
+    "scale_by_torch_muon",
+    "zeropower_via_newtonschulz",
 )
 
 __all__ = [
@@ -156,6 +179,19 @@ __all__ = [
     "scale_by_torch_nadam",
     "scale_by_torch_radam",
     "scale_by_torch_rprop",
+    "LBFGS",
+    "LBFGSState",
+    "MuonState",
+    "ScaleByTorchAdafactorState",
+    "ScaleByTorchMuonState",
+    "ScaleByTorchSparseAdamState",
+    "adafactor",
+    "lbfgs",
+    "muon",
+    "scale_by_torch_adafactor",
+    "scale_by_torch_muon",
+    "sparse_adam",
+    "zeropower_via_newtonschulz",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",

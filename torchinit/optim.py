@@ -15,6 +15,11 @@ from torchinit._src.optim import asgd as asgd
 from torchinit._src.optim import nadam as nadam
 from torchinit._src.optim import radam as radam
 from torchinit._src.optim import rprop as rprop
+# torch 2.13's Adafactor, Muon, LBFGS and SparseAdam (torch's own classes)
+from torchinit._src.adafactor import adafactor as adafactor
+from torchinit._src.lbfgs import lbfgs as lbfgs
+from torchinit._src.muon import muon as muon
+from torchinit._src.sparse_adam import sparse_adam as sparse_adam
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -64,6 +69,10 @@ __all__ = [
     "nadam",
     "radam",
     "rprop",
+    "adafactor",
+    "lbfgs",
+    "muon",
+    "sparse_adam",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",

@@ -40,6 +40,7 @@ from _initcore import optim_convert as _core
 from _initcore import schedules as _sched_core
 from _initcore.errors import InitError
 from jaxinit._src import optim as _optim
+from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
 
 
@@ -177,7 +178,10 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind)
+    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
+        return _more.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
     lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
@@ -241,6 +245,8 @@ _NEW = {"ScaleByTorchNadamState", "ScaleByTorchRadamState", "ScaleByTorchAdamaxS
         "ScaleByTorchRpropState", "ScaleByTorchAsgdState"}
 _KNOWN |= _NEW
 _TORCH_STEP_OWNERS |= _NEW
+_KNOWN |= _more.KNOWN_STATES
+_TORCH_STEP_OWNERS |= _more.STEP_OWNERS
 
 
 def _is_masked(x) -> bool:
@@ -297,6 +303,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     """
     who = "jaxinit.optim.import_state"
     _check_layout(layout, who)
+    if _more.is_lbfgs(tx):
+        return _more.import_lbfgs(state, params, tx)
     if hasattr(state, "state_dict") and hasattr(state, "param_groups"):
         state = state.state_dict()
     if not isinstance(state, dict) or "state" not in state:
@@ -311,7 +319,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     paths, leaves, _ = _leaves(params)
     torch_shapes = []
     for i in range(n):
-        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
+        arrays = [v for k, v in tstate.get(i, {}).items()
+                  if k not in _core.NOT_PARAM_SHAPED and k not in _core.SCALAR_FIELDS]
         torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
     problems = []
     if layout == "flax":
@@ -417,6 +426,8 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     """
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
+    if _more.is_lbfgs(opt_state):
+        return _more.export_lbfgs(opt_state, params)
     paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     names = list(param_names) if param_names is not None else None

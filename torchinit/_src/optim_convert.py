@@ -26,6 +26,7 @@ from _initcore import optim_convert as _core
 from _initcore import schedules as _sched_core
 from _initcore.errors import InitError
 from torchinit._src import optim as _optim
+from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from torchinit._src.schedules import schedules_from_torch
 
 
@@ -51,6 +52,8 @@ def export_state(optimizer: torch.optim.Optimizer) -> dict:
     (indices) and ``param_names`` when torch has them.
     """
     who = "torchinit.optim.export_state"
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return _more.export_lbfgs_state(optimizer)
     sd = optimizer.state_dict()
     state = _core.neutral_state(sd, _to_numpy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
@@ -75,6 +78,8 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
     if not isinstance(state, dict) or "state" not in state:
         raise InitError(f"{who}: state must be jaxinit.optim.export_state's / torchinit.optim.export_state's dict "
                         f"or a torch state_dict(), got {type(state).__name__}.")
+    if isinstance(optimizer, torch.optim.LBFGS):
+        return _more.import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     src = _core.neutral_state(state, _to_numpy)
     problems = []
@@ -88,17 +93,20 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
         old = optimizer.state.get(p, {})
         out = {}
         for k, v in entry.items():
+            if k == "step" and isinstance(optimizer, torch.optim.SparseAdam):
+                out[k] = int(v)  # torch's SparseAdam keeps a Python int (a tensor step would compute in float32)
+                continue
             if k == "step":
                 dt = old["step"].dtype if isinstance(old.get("step"), torch.Tensor) else sdtype
                 out[k] = torch.tensor(v, dtype=dt)
                 continue
-            t = torch.from_numpy(np.ascontiguousarray(v) if np.ndim(v) else np.array(v))  # (ascontiguousarray: 1-d)
+            t = torch.from_numpy(np.ascontiguousarray(v).reshape(np.shape(v)))  # ascontiguousarray makes 0-d 1-d
             if k in _core.SCALAR_FIELDS:  # a 0-d tensor in torch's default dtype (mu_product, eta, mu)
                 if t.shape != ():
                     problems.append(f"  {k} of parameter #{i} has shape {list(t.shape)}; torch keeps a 0-d tensor")
                 out[k] = t
                 continue
-            if tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype:
+            if tuple(t.shape) != _more.state_shape(k, p.shape) or t.dtype != p.dtype:
                 problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
                                 f"{p.dtype}{list(p.shape)}")
                 continue
@@ -142,7 +150,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     """
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind)
+    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
