@@ -97,9 +97,12 @@ def _unread_key_message(full: str, group: Group | None) -> str:
 
 # --------------------------------------------------------------------------- template checks
 def check_against_template(produced: Mapping, template: Mapping, problems: Problems, name, *,
-                           dtype_policy) -> dict:
+                           dtype_policy, x64_stats: frozenset = frozenset()) -> dict:
     """Missing / unexpected / shape / dtype problems of ``produced`` vs ``template``
-    ({key: array-like with shape and dtype}); returns the (possibly cast) arrays."""
+    ({key: array-like with shape and dtype}); returns the (possibly cast) arrays.
+    ``x64_stats``: BatchNorm running statistics where the float32 / float64 mix is
+    Flax's own (:func:`flax_x64_stats`): without a dtype policy they are kept in
+    (torch -> Flax) or widened to (Flax -> torch) float64, never a mismatch."""
     out = {}
     for key in template:
         if key not in produced:
@@ -112,6 +115,9 @@ def check_against_template(produced: Mapping, template: Mapping, problems: Probl
         rshape, rdtype = tuple(ref.shape), np.dtype(ref.dtype)
         if tuple(arr.shape) != rshape:
             problems.add("shape mismatches (source -> target)", f"{name(key)}: {tuple(arr.shape)} vs target {rshape}")
+            continue
+        if dtype_policy is None and key in x64_stats:
+            out[key] = arr.astype(np.float64)  # lossless: float64 kept, or float32 widened
             continue
         out[key] = cast(arr, rdtype, key, name, problems, dtype_policy)
     return out
@@ -132,6 +138,28 @@ def cast(arr: np.ndarray, target: np.dtype | None, key, name, problems: Problems
     if is_float(arr.dtype):
         return arr.astype(dtype_policy)
     return arr
+
+
+def flax_x64_stats(stats: Mapping, params: Mapping) -> frozenset:
+    """The BatchNorm running statistics whose float32 / float64 mix is Flax's own.
+
+    ``flax.linen.BatchNorm`` creates ``batch_stats`` mean / var in float32 whatever
+    ``param_dtype`` (flax/linen/normalization.py, ``BatchNorm.__call__``: ``ra_mean =
+    self.variable('batch_stats', 'mean', ..., jnp.float32 if self.force_float32_reductions
+    else self.param_dtype)``, ``force_float32_reductions=True`` by default), and under x64
+    they become float64 at the first update with float64 inputs (``momentum *
+    ra_mean.value + (1 - momentum) * mean`` promotes). A float64 model's Flax side thus
+    holds float32 statistics until its first step and float64 ones after it: both are
+    Flax's. ``stats``: {key: (Flax layer path, Flax dtype, torch dtype)}; ``params``:
+    {Flax layer path: [that layer's Flax parameters]}. A statistic qualifies when its Flax
+    dtype is float32, its torch dtype float64 and the layer's parameters float64 (or it
+    has none); converting it then gives float64, which is lossless and what Flax holds
+    after one step (rounding a float64 torch model's statistics to float32 would move
+    eval outputs by ~1e-7 relative, far over a float64 twin's budget)."""
+    return frozenset(
+        key for key, (layer, fdt, tdt) in stats.items()
+        if np.dtype(fdt) == np.float32 and np.dtype(tdt) == np.float64
+        and all(np.dtype(p.dtype) == np.float64 for p in params.get(layer, ())))
 
 
 def check_options(who: str, batchnorm: str) -> None:
@@ -168,6 +196,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     paths = resolve_paths(groups, index, mapping, containers)
     produced: dict = {}
     origin: dict = {}
+    bn_stats: dict = {}  # Flax key of a BatchNorm running statistic -> its Flax layer path
     used: set[str] = set()
     group_of = {full: g for g in groups for full in g.keys.values()}
     for g in groups:
@@ -204,16 +233,29 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                 problems.add("name collisions", f"{_fname(key)} from both {origin[key]} and {g.id}")
             produced[key] = arr
             origin[key] = g.id
+            if g.kind == "batchnorm" and coll == "batch_stats" and rel[-1:] in (("mean",), ("var",)):
+                bn_stats[key] = fpath
     for full in arrays:
         if full not in used:
             problems.add("unexpected keys (in the source, no converter)", _unread_key_message(full, group_of.get(full)))
     if template is not None:
-        produced = check_against_template(produced, template, problems, _fname, dtype_policy=dtype)
+        x64 = flax_x64_stats({k: (p, template[k].dtype, produced[k].dtype) for k, p in bn_stats.items()
+                              if k in template}, _layer_params(template, set(bn_stats.values())))
+        produced = check_against_template(produced, template, problems, _fname, dtype_policy=dtype, x64_stats=x64)
     else:
         produced = {k: cast(v, None, k, _fname, problems, dtype) for k, v in produced.items()}
     _add_suggestion(problems, groups, containers, template, mapping, {k: np.shape(v) for k, v in arrays.items()})
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
+
+
+def _layer_params(flat: Mapping, layers: set) -> dict:
+    """{Flax layer path: [its ``params`` arrays]} for the given layer paths."""
+    out: dict = {}
+    for (coll, path), v in flat.items():
+        if coll == "params" and path[:-1] in layers:
+            out.setdefault(path[:-1], []).append(v)
+    return out
 
 
 def _template_probe(template: Mapping, index: set, fpath: tuple):
@@ -241,6 +283,7 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
     paths = resolve_paths(groups, index, mapping, containers)
     remaining = dict(flat)
     produced: dict = {}
+    bn_stats: dict = {}  # torch key of a BatchNorm running statistic -> (Flax layer path, Flax array)
     for g in groups:
         if g.kind == "unknown":
             continue
@@ -260,17 +303,25 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
                 remaining.pop((key[0], fpath + key[1]))
         for leaf, arr in conv.items():
             produced[g.keys.get(leaf, _join(g.id, leaf))] = arr
+            if g.kind == "batchnorm" and leaf in ("running_mean", "running_var"):
+                bn_stats[g.keys.get(leaf, _join(g.id, leaf))] = (fpath, np.asarray(arr))
     for key in remaining:
         problems.add("unexpected keys (in the source, no converter)",
                      f"{_fname(key)}: not part of a recognised layer (or not read by its layer kind); "
                      "pass mapping= / kinds=")
+    layer_params = _layer_params(flat, {p for p, _ in bn_stats.values()})
     if template is not None:
-        produced = check_against_template(produced, template, problems, str, dtype_policy=dtype)
+        x64 = flax_x64_stats({k: (p, a.dtype, template[k].dtype) for k, (p, a) in bn_stats.items() if k in template},
+                             layer_params)
+        produced = check_against_template(produced, template, problems, str, dtype_policy=dtype, x64_stats=x64)
         _add_suggestion(problems, groups, containers, {k: Spec(tuple(np.shape(v)), np.asarray(v).dtype)
                                                         for k, v in flat.items()}, mapping,
                         {k: tuple(s.shape) for k, s in template.items()})
-    else:
-        produced = {k: cast(v, None, k, str, problems, dtype) for k, v in produced.items()}
+    else:  # no torch template: a float64 layer's float32 Flax statistics come out float64, like its parameters
+        x64 = flax_x64_stats({k: (p, a.dtype, np.float64) for k, (p, a) in bn_stats.items() if layer_params.get(p)},
+                             layer_params)
+        produced = {k: cast(v.astype(np.float64) if dtype is None and k in x64 else v, None, k, str, problems, dtype)
+                    for k, v in produced.items()}
     problems.raise_if_any(_FIX_TO_TORCH)
     return produced
 

@@ -494,3 +494,72 @@ def test_suggest_mapping_lists_ambiguities():
                                   "c": {"bias": np.zeros(2), "kernel": np.zeros((4, 2))}}}
     sug = torchinit.suggest_mapping(tm, sorted_template)
     assert sug == {"2": "c"} and "share the shapes" in sug.ambiguous[0] and "sorted order" in sug.ambiguous[-1]
+
+
+# --------------------------------------------------------------------------- Flax's float32 batch_stats under x64
+class LinenDenseBN(nn.Module):
+    """Unmodified ``flax.linen.BatchNorm`` with torch's eps and momentum: its running
+    statistics are created float32 whatever ``param_dtype`` (float64 after one update)."""
+    param_dtype: jnp.dtype = jnp.float64
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Dense(4, param_dtype=self.param_dtype)(x)
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            param_dtype=self.param_dtype)(x)
+
+
+def test_flax_float32_batch_stats_in_a_float64_model():
+    """Flax's own float32 statistics in a float64 model convert both ways without dtype=, kept
+    (torch -> Flax) or widened (Flax -> torch) to float64; the twin checks pass on them; audit
+    names the trap; a float32 model still refuses float64 weights."""
+    x = RNG.standard_normal((6, 3))
+    torch.manual_seed(0)
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
+    with torch.no_grad():
+        tm[1].running_mean.uniform_(-0.5, 0.5), tm[1].running_var.uniform_(0.5, 2.0)
+    mapping = {"0": "Dense_0", "1": "BatchNorm_0"}
+    lm = LinenDenseBN()
+    template = lm.init(jax.random.key(0), jnp.asarray(x))
+    assert template["batch_stats"]["BatchNorm_0"]["mean"].dtype == jnp.float32  # what Flax does
+    assert template["params"]["BatchNorm_0"]["scale"].dtype == jnp.float64
+    # torch -> Flax: float64 statistics kept bit for bit (rounding them to float32 would move eval by ~1e-7)
+    v = jaxinit.from_torch_state_dict(tm, template, mapping=mapping, batchnorm="flax")
+    for leaf, buf in (("mean", "running_mean"), ("var", "running_var")):
+        got = v["batch_stats"]["BatchNorm_0"][leaf]
+        assert got.dtype == jnp.float64 and np.array_equal(np.asarray(got), getattr(tm[1], buf).numpy())
+    r = jaxinit.twin_check(tm, lm, x, variables=v, mapping=mapping, batchnorm="flax", modes=("eval",))["eval"]
+    assert r["ok"] and r["dtype"] == "float64", r
+    assert jaxinit.compare_layers(tm, lm, x, variables=v, mapping=mapping).first_divergence is None
+    # train mode: the outputs agree and the biased running variance of Flax's convention is caught there
+    cl = jaxinit.compare_layers(tm, lm, x, variables=v, mapping=mapping, mode="train")
+    assert cl.first_divergence is not None and cl.first_divergence["torch"] == "1", str(cl)
+    # rounding stays available on request
+    assert jaxinit.from_torch_state_dict(tm, template, mapping=mapping, batchnorm="flax",
+                                         dtype="template")["batch_stats"]["BatchNorm_0"]["var"].dtype == jnp.float32
+    # Flax -> torch: Flax's own float32 statistics (non-trivial values) widen exactly into the float64 model
+    stats = {k: jnp.asarray(RNG.uniform(0.5, 2.0, 4), jnp.float32) for k in ("mean", "var")}
+    fv = {"params": template["params"], "batch_stats": {"BatchNorm_0": stats}}
+    for tmpl in (tm, None):
+        back = jaxinit.to_torch_state_dict(fv, tmpl, mapping=mapping, batchnorm="flax")
+        var = next(t for k, t in back.items() if k.endswith("running_var"))  # '1.' (template) or Flax's name
+        var = var.numpy() if isinstance(var, torch.Tensor) else var  # numpy arrays without a torch template
+        assert var.dtype == np.float64 and np.array_equal(var, np.asarray(stats["var"], np.float64)), tmpl
+        if tmpl is not None:
+            tm.load_state_dict(back)
+    # same values, but Flax normalizes with its float32 statistics in float32: eval carries float32
+    # rounding (measured 4.6e-8 relative), over the float64 budget (1e-9): reported, at that layer
+    r = jaxinit.twin_check(tm, lm, x, variables=fv, mapping=mapping, batchnorm="flax", modes=("eval",))["eval"]
+    assert not r["ok"] and 1e-9 < r["outputs"]["output"]["rel"] < 1e-6, r
+    cl = jaxinit.compare_layers(tm, lm, x, variables=fv, mapping=mapping)
+    assert cl.first_divergence is not None and cl.first_divergence["torch"] == "1", str(cl)
+    # audit names the float32 statistics (Flax's fresh variables), not the converted float64 ones
+    def f32(rep):
+        return [f.torch for f in rep.findings if "running statistics are float32" in f.problem]
+    assert f32(jaxinit.audit(tm, lm, x, variables=fv, mapping=mapping)) == ["1"]
+    assert f32(jaxinit.audit(tm, lm, x, variables=v, mapping=mapping)) == []
+    # a float32 model's template still refuses float64 weights: parameters AND statistics listed
+    t32 = LinenDenseBN(param_dtype=jnp.float32).init(jax.random.key(0), jnp.asarray(x, jnp.float32))
+    with pytest.raises(jaxinit.ConversionError, match=r"(?s)dtype mismatches.*params/BatchNorm_0/scale: float64 vs "
+                                                      r"target float32.*batch_stats/BatchNorm_0/var: float64"):
+        jaxinit.from_torch_state_dict(tm, t32, mapping=mapping, batchnorm="flax")

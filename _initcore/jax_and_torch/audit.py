@@ -339,8 +339,10 @@ def _check_batchnorm(tp, fp, tm, fm, tin, fvars):
     if stats and params and np.dtype(stats[0].dtype) == np.float32 and np.dtype(params[0].dtype) == np.float64:
         out.append(Finding("batchnorm", tp, fp, "running statistics are float32 while the parameters are float64 "
                            "(Flax creates batch_stats in float32 whatever param_dtype; they become float64 at the "
-                           "first update under x64)", "compare running statistics in float64 only after one training "
-                           "step, or convert with dtype='template' from a float64 torch model"))
+                           "first update under x64; until then Flax normalizes with them in float32, so eval outputs carry "
+                           "float32 rounding)", "nothing to change for a port: from_torch_state_dict keeps a float64 "
+                           "torch model's statistics float64 (what Flax holds after one step) and "
+                           "to_torch_state_dict widens them; compare Flax's own fresh statistics in float32"))
     return out
 
 

@@ -153,8 +153,10 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
       transpose_kernel: the Flax ConvTranspose's ``transpose_kernel`` (NNX
         templates say it per layer).
       dtype: None keeps every dtype (a template dtype that differs is an
-        error); ``'template'`` casts to the template's; a dtype casts all
-        floating arrays.
+        error, except a float64 layer's float32 running statistics, which
+        Flax creates whatever ``param_dtype`` and promotes at the first
+        update: they are filled in float64); ``'template'`` casts to the
+        template's; a dtype casts all floating arrays.
 
     Returns:
       ``{'params': ..., 'batch_stats': ...}`` of ``jax.Array`` (or the updated
