@@ -85,10 +85,11 @@ def check_muon(who: str, lr: Any, weight_decay: Any, momentum: Any, nesterov: An
         raise InitError(f"{who}: ns_steps must be a Python int (the number of Newton-Schulz iterations is the "
                         f"structure of the computation), got {ns_steps!r}; with optax.inject_hyperparams pass "
                         "static_args=('ns_steps',).")
-    if ns_steps >= 100:
+    steps = int(ns_steps)  # numbers.Integral -> int: typeshed gives Integral no comparison with int
+    if steps >= 100:
         raise InitError(f"{who}: Number of steps must be less than 100 for computational efficiency "
                         f"(ns_steps={ns_steps}); pass ns_steps < 100 (default 5).")
-    if ns_steps < 0:
+    if steps < 0:
         raise InitError(f"{who}: ns_steps must be >= 0, got {ns_steps}.")
     if not isinstance(ns_coefficients, (tuple, list)) or len(ns_coefficients) != 3:
         raise InitError(f"{who}: Coefficients must be a tuple of exactly 3 values, got {ns_coefficients!r}; "

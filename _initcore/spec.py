@@ -70,7 +70,7 @@ def check_gain(gain, who: str) -> float:
     return gain
 
 
-def check_orthogonal_gain(gain, who: str) -> float:
+def check_orthogonal_gain(gain, who: str) -> numbers.Real:
     """orthogonal's ``gain``: any finite real (a negative one flips the sign, as torch)."""
     return _real(gain, "gain", who)
 

@@ -54,6 +54,11 @@ def _lerp(start, end, weight):
     return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
 
 
+def flatten_up_to(treedef: Any, tree: Any) -> list:
+    """``treedef.flatten_up_to(tree)``: ``tree``'s subtrees at the leaves of ``treedef`` (a prefix of it)."""
+    return treedef.flatten_up_to(tree)  # PyTreeDef.flatten_up_to is missing from jax's stubs; treedef typed Any
+
+
 class ScaleByTorchAdafactorState(NamedTuple):
     """torch's ``step``, ``row_var`` / ``col_var`` (parameters with ndim >= 2) and ``variance`` (others).
 
@@ -62,7 +67,7 @@ class ScaleByTorchAdafactorState(NamedTuple):
     with the params' structure. ``row_var`` has shape ``(..., m, 1)``, ``col_var``
     ``(..., 1, n)`` for a parameter of shape ``(..., m, n)``, as torch's.
     """
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's state field name (optax.ScaleByAdamState.count), which mypy flags as shadowing tuple.count
     row_var: Any
     col_var: Any
     variance: Any
@@ -127,10 +132,10 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
             return out, r, c, v
 
         leaves_g, treedef = jax.tree_util.tree_flatten(updates)
-        leaves_p = treedef.flatten_up_to(params)
-        leaves_r = treedef.flatten_up_to(state.row_var)
-        leaves_c = treedef.flatten_up_to(state.col_var)
-        leaves_v = treedef.flatten_up_to(state.variance)
+        leaves_p = flatten_up_to(treedef, params)
+        leaves_r = flatten_up_to(treedef, state.row_var)
+        leaves_c = flatten_up_to(treedef, state.col_var)
+        leaves_v = flatten_up_to(treedef, state.variance)
         res = [one(*a) for a in zip(leaves_g, leaves_p, leaves_r, leaves_c, leaves_v)]
         unflat = lambda i: jax.tree_util.tree_unflatten(treedef, [x[i] for x in res])  # noqa: E731
         return unflat(0), ScaleByTorchAdafactorState(count, unflat(1), unflat(2), unflat(3))

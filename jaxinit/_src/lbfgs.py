@@ -329,7 +329,7 @@ def lbfgs_state_to_torch(state: LBFGSState) -> dict:
     n_iter, func_evals = int(s.n_iter), int(s.func_evals)
     if func_evals == 0:
         return {}
-    out = {"func_evals": func_evals, "n_iter": n_iter}
+    out: dict[str, Any] = {"func_evals": func_evals, "n_iter": n_iter}
     if n_iter == 0:
         return out
     k = int(s.num_old)

@@ -32,7 +32,7 @@ Use this transform for torch's numbers.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +87,7 @@ def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, mo
     """torch's Muon step (lr, decoupled decay and the sign included): the update ``p_t - p_{t-1}``."""
     _more.check_muon("scale_by_torch_muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps,
                      ns_steps, adjust_lr_fn)
-    sched = lr if callable(lr) else (lambda count: lr)
+    sched: Callable[[Any], Any] = lr if callable(lr) else (lambda count: lr)
     # torch's Muon has no step count; a schedule needs one: kept by the ScaleByScheduleState of muon()
 
     def check(tree, what):
@@ -125,7 +125,7 @@ def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, mo
 
 class MuonState(NamedTuple):
     """State of :func:`muon`: the lr schedule's counter and torch's ``momentum_buffer``."""
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's state field name (optax.ScaleByAdamState.count), which mypy flags as shadowing tuple.count
     momentum_buffer: optax.Updates
 
 

@@ -38,12 +38,13 @@ import optax
 
 from _initcore import optim_more as _more
 from _initcore.errors import InitError
+from jaxinit._src.adafactor import flatten_up_to
 from jaxinit._src.optim import ScalarOrSchedule, _inc
 
 
 class ScaleByTorchSparseAdamState(NamedTuple):
     """torch's ``step``, ``exp_avg`` and ``exp_avg_sq`` (full parameter shape)."""
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # optax's state field name (optax.ScaleByAdamState.count), which mypy flags as shadowing tuple.count
     exp_avg: optax.Updates
     exp_avg_sq: optax.Updates
 
@@ -98,14 +99,16 @@ def sparse_adam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: A
         count = _inc(state.count)
         lr_t = sched(state.count)
         leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_masked)
-        masks = treedef.flatten_up_to(row_mask)
-        ms = treedef.flatten_up_to(state.exp_avg)
-        vs = treedef.flatten_up_to(state.exp_avg_sq)
+        masks = flatten_up_to(treedef, row_mask)
+        ms = flatten_up_to(treedef, state.exp_avg)
+        vs = flatten_up_to(treedef, state.exp_avg_sq)
         paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(updates, is_leaf=_masked)[0]]
         outs, new_m, new_v = [], [], []
         for path, g, mask, m, v in zip(paths, leaves, masks, ms, vs):
             if _masked(g):
-                outs.append(g), new_m.append(m), new_v.append(v)
+                outs.append(g)
+                new_m.append(m)
+                new_v.append(v)
                 continue
             dt = g.dtype
             if maximize:

@@ -17,11 +17,12 @@ def muon(params: Iterable, lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: An
     Mirror of :func:`jaxinit.optim.muon` (the formula is in ``jaxinit/_src/muon.py``).
     """
     _more.check_muon("muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
-    params, lr, scheds = _split_schedules(params, lr)
-    flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+    groups: list
+    groups, lr, scheds = _split_schedules(params, lr)
+    flat = [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
     for i, p in enumerate(flat):
         if p.ndim != 2:
             raise _more.muon_shape_error("torchinit.optim.muon", f"parameter #{i}", tuple(p.shape))
-    return _build(torch.optim.Muon, params, lr, scheds, weight_decay=weight_decay, momentum=momentum,
+    return _build(torch.optim.Muon, groups, lr, scheds, weight_decay=weight_decay, momentum=momentum,
                   nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
                   adjust_lr_fn=adjust_lr_fn)
