@@ -18,13 +18,14 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false   # jax and torch share the accelerat
 export TORCHINIT_COMPILE=0                   # the measured torchinit path is the default (eager) one
 export PYTHONUNBUFFERED=1
 limit="${DEVICE_CHECK_TIMEOUT:-540}"         # seconds: 9 minutes, inside a 10-minute device call
-python - <<'PY' | tee "$out/log.txt"
+PY="${PYTHON:-python}"                        # the interpreter that has torch and jax
+"$PY" - <<'PY' | tee "$out/log.txt"
 import torch, jax
 print(f"torch {torch.__version__} cuda={torch.cuda.is_available()}"
       + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""))
 print(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
 PY
-timeout --signal=INT --kill-after=20 "$limit" python -m parity_tests.device_report --out "$out" "$@" 2>&1 \
+timeout --signal=INT --kill-after=20 "$limit" "$PY" -m parity_tests.device_report --out "$out" "$@" 2>&1 \
   | tee -a "$out/log.txt"
 status=${PIPESTATUS[0]}
 echo "device_check: exit status $status; report in $out/report.md" | tee -a "$out/log.txt"
