@@ -48,7 +48,6 @@ def main(argv=None):
     import torch
 
     import torchinit.random as tr
-    from torchinit._src import random as tsrc
 
     n, dev = (args.n,), args.device
     key = jax.random.key(0)
@@ -62,7 +61,7 @@ def main(argv=None):
         ("normal", tr.normal, jax.jit(lambda k: jax.random.normal(k, n, jnp.float32)),
          lambda: torch.randn(n, device=dev)),
     ):
-        tsrc.set_compile(False)
+        tr.set_compile(False)
         eager = _time(lambda: tfn(tkey, n, device=dev), args.warmup, args.repeats)
         jax_ms = _time(lambda: jfn(key).block_until_ready(), args.warmup, args.repeats)
         torch_ms = _time(ref, args.warmup, args.repeats)
@@ -70,14 +69,14 @@ def main(argv=None):
         same = bool(np.array_equal(got, np.asarray(jfn(key))))
         rows.append((name, "eager", eager, jax_ms, torch_ms, same))
         if args.compile:
-            tsrc.set_compile(True)
+            tr.set_compile(True)
             t0 = time.perf_counter()
             first = tfn(tkey, n, device=dev)
             compile_s = time.perf_counter() - t0
             comp = _time(lambda: tfn(tkey, n, device=dev), args.warmup, args.repeats)
             same_c = bool(np.array_equal(first.cpu().numpy(), got))
             rows.append((name, f"compiled (first call {compile_s:.0f} s)", comp, jax_ms, torch_ms, same_c))
-            tsrc.set_compile(False)
+            tr.set_compile(False)
     print(f"{'sampler':8s} {'torchinit path':28s} {'ms':>9s} {'jax ms':>9s} {'torch ms':>9s} "
           f"{'/jax':>7s} {'/torch':>7s}  bitwise")
     for name, path, ms, jms, tms, same in rows:

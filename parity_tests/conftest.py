@@ -1,11 +1,18 @@
 """Suite-wide settings for the parity tests.
 
 - Output parity needs full-precision matmuls: JAX matmul precision "highest"
-  and torch TF32 off (REFERENCE.md section 5, flax#3128).
+  and torch TF32 off (flax#3128; torch docs, "TensorFloat-32 (TF32) on Ampere (and later) devices").
 - float64 is switched on in JAX (``jax_enable_x64``) so float64 claims are
   tested in float64; every test passes explicit dtypes.
 - The suite runs on whatever device jax and torch see (CPU, GPU, TPU):
   ``TORCH_DEVICE`` is CUDA when present.
+- XLA's compiled programs are kept in a persistent compilation cache
+  (``jax_compilation_cache_dir``, default ``.jax_cache/`` at the repository root;
+  ``JAXINIT_JAX_CACHE=`` (empty) switches it off, another path moves it). The pytest-xdist
+  workers share it, so a program one worker compiled is loaded, not recompiled, by the
+  other, and a second run of the suite skips XLA compilation. It changes no result: the
+  cache key covers the program, the jax/jaxlib versions, the backend and the XLA flags.
+- Under pytest-xdist each worker's torch uses cpu_count / workers intra-op threads.
 - Eight CPU devices are faked (``--xla_force_host_platform_device_count=8``,
   as optax and flax do in their own tests) so cross-device code (BatchNorm's
   ``axis_name``, sharded training steps) is tested on any machine. The default
@@ -22,9 +29,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+_JAX_CACHE = os.environ.get("JAXINIT_JAX_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
+if _JAX_CACHE:
+    jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the suite compiles many small programs
+    # a size limit turns on jax's file lock (filelock, a torch dependency): two workers never
+    # read an entry the other is still writing; least recently used entries go beyond 2 GiB
+    jax.config.update("jax_compilation_cache_max_size", 2 << 30)
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+# Under pytest-xdist, N workers share the cores: each torch gets its share of the intra-op threads
+# (N workers x all-core OpenMP pools oversubscribe the CPU and spin against each other).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 from parity_tests._figures import TORCH_DEVICE  # noqa: E402
 

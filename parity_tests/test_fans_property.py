@@ -14,7 +14,7 @@ from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT, TORCH_LAYOUT, com
 dims = st.integers(min_value=1, max_value=7)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(out_ch=dims, in_ch=dims, kernel=st.lists(dims, min_size=0, max_size=3))
 def test_flax_layout_gives_torch_fans(out_ch, in_ch, kernel):
     """Conv/Linear: torch (out, in, *k) and Flax (*k, in, out) give the same fans."""
@@ -51,7 +51,7 @@ def shape_and_axes(draw):
     return shape, in_axis, tuple(outs), tuple(batch)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(shape_and_axes())
 def test_matches_jax_compute_fans(case):
     shape, in_axis, out_axis, batch_axis = case

@@ -26,13 +26,16 @@ code generation, checked against jax bit for bit):
 - ``normal``: ``sqrt(2) * erf_inv(u)``, ``u`` uniform on ``(nextafter(-1, 0), 1)``.
   In float32 ``erf_inv`` is XLA's (Giles' polynomial after ``-log1p(-u*u)``, with
   XLA's own ``log1p`` and ``log``) with every multiply-add fused as XLA's CPU
-  backend fuses it (emulated exactly: a float64 multiply-add rounded once).
+  backend fuses it (emulated exactly: a float64 multiply-add rounded once); the
+  ports live in :mod:`torchinit._src.xla_math`.
   16-bit dtypes compute ``erf_inv`` in float32, as XLA does. float64 uses
   ``torch.erfinv`` (XLA's float64 polynomial is not ported): within a few ulp.
 - ``truncated_normal``: ``erf`` of the bounds (XLA's float32 rational
   approximation), a uniform between them, ``erf_inv``, clipped to the open interval.
 
 Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded.
+:func:`set_compile` (public as ``torchinit.random.set_compile``) runs the hash and
+``erf_inv`` through ``torch.compile``, opt-in.
 """
 from __future__ import annotations
 
@@ -46,6 +49,9 @@ import numpy as np
 import torch
 
 from _initcore.errors import InitError
+from torchinit._src import xla_math
+from torchinit._src.xla_math import fma as _fma
+from torchinit._src.xla_math import log_f32 as _xla_log_f32  # noqa: F401  (torchinit._src.keyed reads it here)
 
 Tensor = torch.Tensor
 
@@ -173,82 +179,74 @@ def _words(k) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- threefry core
-def _rotl(x: Tensor, r: int) -> Tensor:
-    # int32 tensors hold uint32 bits; >> is arithmetic, so mask the low r bits.
-    return torch.bitwise_or(torch.bitwise_left_shift(x, r), torch.bitwise_right_shift(x, 32 - r) & ((1 << r) - 1))
+def _threefry(k0, k1, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    """threefry2x32 on int32 tensors holding uint32 bits (adds wrap), the one implementation.
 
-
-def _threefry_eager(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    """threefry2x32 on int32 tensors (uint32 bits, wrapping adds)."""
-    ks = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
-    x0 = x0 + _i32(ks[0])  # fresh tensors: the rounds below work in place on them
-    x1 = x1 + _i32(ks[1])
-    tmp = torch.empty_like(x1)  # one scratch buffer for the rotations (no per-op allocation)
+    The key words ``k0``, ``k1`` are ints (already as int32, see :func:`_i32`) or 0-d int32
+    tensors (what the ``torch.compile``d hash receives, so a new key does not recompile).
+    The rounds work in place on fresh copies of ``x0``/``x1`` with one scratch buffer.
+    """
+    k2 = k0 ^ k1 ^ _i32(0x1BD11BDA)
+    ks = (k0, k1, k2)
+    x0 = x0 + k0  # fresh tensors: the rounds below work in place on them
+    x1 = x1 + k1
+    tmp = torch.empty_like(x1)
     for i in range(5):
         for r in _ROT[i % 2]:
             x0.add_(x1)
             # x1 = rotl(x1, r) ^ x0; >> on int32 is arithmetic, so mask the low r bits
             torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
             x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(x0)
-        x0.add_(_i32(ks[(i + 1) % 3]))
-        x1.add_(_i32(ks[(i + 2) % 3] + i + 1))
-    return x0, x1
-
-
-def _threefry_tensor_key(kt: Tensor, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    """Same, with the key as an int32 tensor (for torch.compile: no recompile per key)."""
-    k0, k1 = kt[0], kt[1]
-    k2 = k0 ^ k1 ^ _i32(0x1BD11BDA)
-    ks = (k0, k1, k2)
-    x0 = x0 + k0
-    x1 = x1 + k1
-    for i in range(5):
-        for r in _ROT[i % 2]:
-            x0 = x0 + x1
-            x1 = _rotl(x1, r) ^ x0
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + (i + 1)
+        x0.add_(ks[(i + 1) % 3])
+        x1.add_(ks[(i + 2) % 3]).add_(i + 1)
     return x0, x1
 
 
 _COMPILED: dict = {}
 _USE_COMPILE = os.environ.get("TORCHINIT_COMPILE", "0") == "1"
+_COMPILE_MIN = 4096  # smaller draws stay eager (a compiled call's overhead is larger than its gain)
 
 
 def set_compile(enabled: bool) -> None:
-    """Use ``torch.compile`` for the threefry hash and the float32 erf_inv (opt-in: off
-    by default; ``TORCHINIT_COMPILE=1`` or ``torchinit._src.random.set_compile(True)``).
+    """Run the threefry hash and the float32 ``erf_inv`` through ``torch.compile`` (opt-in).
 
-    Compiled code takes the key as a tensor, so new keys do not recompile. If
-    compilation fails the eager path is used. Not part of the tested contract:
-    ``benchmarks/bench_random.py`` checks compiled == eager bitwise on its run.
+    Off by default; ``TORCHINIT_COMPILE=1`` in the environment switches it on at import.
+    Compiled code takes the key as a tensor, so new keys do not recompile; the first call
+    compiles (seconds) and needs what ``torch.compile`` needs (a C++ compiler on CPU, triton
+    on CUDA). If compilation fails, the draw raises an ``InitError`` naming the cause:
+    switch it off with ``set_compile(False)``. The bits are the eager ones
+    (``benchmarks/bench_random.py`` and ``parity_tests/test_random.py`` check it).
+
+    jaxinit has no counterpart: ``jax.random`` is always compiled by XLA.
+
+    >>> import torchinit.random as tr
+    >>> tr.set_compile(False)
     """
+    if not isinstance(enabled, bool):
+        raise InitError(f"set_compile: `enabled` must be True or False, got {enabled!r}")
     global _USE_COMPILE
-    _USE_COMPILE = bool(enabled)
+    _USE_COMPILE = enabled
 
 
-def _compiled(name, fn):
-    """``torch.compile(fn)`` once (None when compilation is unavailable: eager is used)."""
+def _run_compiled(name: str, fn, *args):
+    """``torch.compile(fn)(*args)``, compiled once per ``name``; a failure is an InitError, not a fallback."""
     c = _COMPILED.get(name)
     if c is None:
-        try:
-            c = torch.compile(fn, dynamic=True)
-        except Exception:  # noqa: BLE001 - fall back to eager, same bits
-            c = False
-        _COMPILED[name] = c
-    return c or None
+        c = _COMPILED[name] = torch.compile(fn, dynamic=True)
+    try:
+        return c(*args)
+    except Exception as err:  # noqa: BLE001 - re-raised with the fix; torch.compile raises many types
+        raise InitError(
+            f"torchinit.random: torch.compile of {name} failed ({type(err).__name__}: {err}); "
+            "draw eagerly (same bits) with torchinit.random.set_compile(False) or unset TORCHINIT_COMPILE."
+        ) from err
 
 
 def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    if _USE_COMPILE and x0.numel() >= 4096:
-        fn = _compiled("threefry", _threefry_tensor_key)
-        if fn is not None:
-            try:
-                kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
-                return fn(kt, x0, x1)
-            except Exception:  # noqa: BLE001
-                _COMPILED["threefry"] = False
-    return _threefry_eager(k0, k1, x0, x1)
+    if _USE_COMPILE and x0.numel() >= _COMPILE_MIN:
+        kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
+        return _run_compiled("threefry", _threefry, kt[0], kt[1], x0, x1)
+    return _threefry(_i32(k0), _i32(k1), x0, x1)
 
 
 def _counter_bits(k0: int, k1: int, start: int, n: int, device) -> tuple[Tensor, Tensor]:
@@ -288,7 +286,8 @@ def fold_in(k, data: int) -> Tensor:
     if not 0 <= data <= _M32:
         raise InitError(f"fold_in: `data`={data} is outside [0, 2**32); reduce it with data % 2**32")
     k0, k1 = _words(k)
-    y0, y1 = _threefry_eager(k0, k1, torch.zeros(1, dtype=torch.int32), torch.tensor([_i32(data)], dtype=torch.int32))
+    y0, y1 = _threefry(_i32(k0), _i32(k1), torch.zeros(1, dtype=torch.int32),
+                       torch.tensor([_i32(data)], dtype=torch.int32))
     return _make_key(int(y0) & _M32, int(y1) & _M32)
 
 
@@ -380,151 +379,24 @@ def uniform(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, mi
     return _fill(out, lambda s, m: _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, out.device), lo, hi))
 
 
-# --------------------------------------------------------------------------- XLA CPU float32 math
-def _bits_f32(v: int) -> float:
-    return float(np.array([v], dtype=np.uint32).view(np.float32)[0])
-
-
-def _fma(a: Tensor, b, c) -> Tensor:
-    """Fused multiply-add ``a * b + c`` with one rounding, as XLA's CPU code contracts it.
-
-    float32: the float64 product of two floats is exact, so a float64 add rounded
-    once to float32 is the fused result. float64: Dekker's exact product and
-    Knuth's two-sum (error-free transformations) give the fused result.
-    """
-    if a.dtype == torch.float64:
-        return _fma64(a, b, c)
-    a64 = a.double()
-    b64 = b.double() if isinstance(b, torch.Tensor) else b
-    c64 = c.double() if isinstance(c, torch.Tensor) else c
-    return (a64 * b64 + c64).to(a.dtype)
-
-
-def _split(x):
-    t = x * 134217729.0  # 2**27 + 1
-    hi = t - (t - x)
-    return hi, x - hi
-
-
-def _fma64(a: Tensor, b, c) -> Tensor:
-    b = b if isinstance(b, torch.Tensor) else torch.tensor(b, dtype=torch.float64, device=a.device)
-    c = c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=a.device)
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    s = p + c
-    bb = s - p
-    t = (p - (s - bb)) + (c - bb)
-    return s + (t + e)
-
-
-_LOG_P = [_bits_f32(b) for b in (0x3D9021BB, 0xBDEBD1B8, 0x3DEF251A, 0xBDFE5D4F, 0x3E11E9BF,
-                                 0xBE2AAE50, 0x3E4CCEAC, 0xBE7FFFFC, 0x3EAAAAAA)]
-_LOG_Q1, _LOG_Q2 = _bits_f32(0xB95E8083), _bits_f32(0x3F318000)
-_SQRTHF = _bits_f32(0x3F3504F3)
-_MIN_NORM = _bits_f32(0x00800000)
-
-
-def _xla_log_f32(v: Tensor) -> Tensor:
-    """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled)."""
-    v = torch.clamp_min(v, _MIN_NORM)
-    b = v.view(torch.int32)
-    e = ((b >> 23) - 127).float() + 1.0
-    m = ((b & -2139095041) | 0x3F000000).view(torch.float32)  # frexp mantissa in [0.5, 1)
-    small = m < _SQRTHF
-    x = (m - 1.0) + torch.where(small, m, 0.0)
-    e = e - small.float()
-    x2 = x * x
-    x3 = x2 * x
-    p = _LOG_P
-    y = _fma(x, p[0], p[1])
-    y1 = _fma(x, p[3], p[4])
-    y2 = _fma(x, p[6], p[7])
-    y = _fma(y, x, p[2])
-    y1 = _fma(y1, x, p[5])
-    y2 = _fma(y2, x, p[8])
-    y = _fma(y, x3, y1)
-    y = _fma(y, x3, y2)
-    y = _fma(y, x3, e * _LOG_Q1)
-    xm = _fma(x2, -0.5, x)
-    return _fma(e, _LOG_Q2, xm + y)
-
-
-_L1P_NUM = [float(np.float32(c)) for c in (
-    4.5270000862445199635215E-5, 4.9854102823193375972212E-1, 6.5787325942061044846969E0,
-    2.9911919328553073277375E1, 6.0949667980987787057556E1, 5.7112963590585538103336E1,
-    2.0039553499201281259648E1)]
-_L1P_DEN = [float(np.float32(c)) for c in (
-    1., 1.5062909083469192043167E1, 8.3047565967967209469434E1, 2.2176239823732856465394E2,
-    3.0909872225312059774938E2, 2.1642788614495947685003E2, 6.0118660497603843919306E1)]
-_EI_LT = [float(np.float32(c)) for c in (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
-                                         0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)]
-_EI_GT = [float(np.float32(c)) for c in (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844,
-                                         0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)]
-
-
-def _xla_erfinv_f32(u: Tensor) -> Tensor:
-    """XLA CPU's float32 erf_inv, bit for bit: w = -log1p(-u*u), Giles' two polynomials."""
-    x = u * -u
-    xs = x * x
-    num = torch.full_like(x, _L1P_NUM[0])
-    den = torch.full_like(x, _L1P_DEN[0])
-    for c in _L1P_NUM[1:]:
-        num = _fma(num, x, c)
-    for c in _L1P_DEN[1:]:
-        den = _fma(den, x, c)
-    r = (x * xs) * (num / den)
-    small = x + _fma(xs, -0.5, r)
-    l1p = torch.where(x.abs() < 0.41421356237309504880, small, _xla_log_f32(x + 1.0))
-    lt = l1p > -5.0
-    w = torch.where(lt, -2.5 - l1p, torch.sqrt((-l1p).double()).float() - 3.0)  # correctly rounded sqrt
-    p = torch.where(lt, _EI_LT[0], _EI_GT[0])
-    for a, b in zip(_EI_LT[1:], _EI_GT[1:]):
-        p = _fma(p, w, torch.where(lt, a, b))
-    p = torch.where(u.abs() == 1, math.inf, p)
-    return u * p
-
-
-_ERF_NUM = [_bits_f32(b) for b in (0x39702D51, 0x3B5F5DA2, 0x3D50B6EB, 0x3E3DA740, 0x3F906EBA)]
-_ERF_DEN = [_bits_f32(b) for b in (0xB3FD3906, 0x37C588DF, 0x3A856D28, 0x3C6687D4, 0x3DE34C21, 0x3EFEB44A, 0x3F800000)]
-_ERF_CLAMP = _bits_f32(0x407547CB)
-
-
-def _xla_erf_f32(x: Tensor) -> Tensor:
-    """XLA CPU's float32 erf (rational approximation in x**2, FMAs as compiled)."""
-    x2 = x * x
-    p = _fma(x2, _ERF_NUM[0], _ERF_NUM[1])
-    for c in _ERF_NUM[2:]:
-        p = _fma(x2, p, c)
-    num = x * p
-    q = _fma(x2, _ERF_DEN[0], _ERF_DEN[1])
-    for c in _ERF_DEN[2:]:
-        q = _fma(x2, q, c)
-    return torch.where(x.abs() >= _ERF_CLAMP, torch.sign(x) + (x == 0).float(), num / q)
-
-
+# --------------------------------------------------------------------------- erf_inv / erf per dtype
 def _erfinv(u: Tensor) -> Tensor:
+    """XLA's float32 erf_inv (16-bit dtypes through float32, as XLA does); float64: torch.erfinv."""
     if u.dtype == torch.float64:
         return torch.erfinv(u)
     if u.dtype == torch.float32:
-        if _USE_COMPILE and u.numel() >= 4096:
-            fn = _compiled("erfinv", _xla_erfinv_f32)
-            if fn is not None:
-                try:
-                    return fn(u)
-                except Exception:  # noqa: BLE001
-                    _COMPILED["erfinv"] = False
-        return _xla_erfinv_f32(u)
-    return _xla_erfinv_f32(u.float()).to(u.dtype)
+        if _USE_COMPILE and u.numel() >= _COMPILE_MIN:
+            return _run_compiled("erfinv", xla_math.erfinv_f32, u)
+        return xla_math.erfinv_f32(u)
+    return xla_math.erfinv_f32(u.float()).to(u.dtype)
 
 
 def _erf(x: Tensor) -> Tensor:
     if x.dtype == torch.float64:
         return torch.erf(x)
     if x.dtype == torch.float32:
-        return _xla_erf_f32(x)
-    return _xla_erf_f32(x.float()).to(x.dtype)
+        return xla_math.erf_f32(x)
+    return xla_math.erf_f32(x.float()).to(x.dtype)
 
 
 _SQRT2 = math.sqrt(2.0)
