@@ -538,7 +538,7 @@ def _speed_optim(cfg, rows):
                                   f"({jax.default_backend()})",
                      "ours": f"{statistics.median(o):.2f} ms", "upstream": f"{statistics.median(u):.2f} ms",
                      "ratio": statistics.median(o) / statistics.median(u)})
-    del grads
+    grads.clear()  # free the JAX gradients before the torch ones (the runners above are done)
     gen = torch.Generator().manual_seed(0)
     tgrads = [torch.randn(m, generator=gen).to(TORCH_DEV) for m in sizes]
     T = torch.optim
