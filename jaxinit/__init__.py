@@ -5,12 +5,12 @@ usable as ``flax.linen.Dense(kernel_init=...)`` or ``flax.nnx.Linear(kernel_init
 and under ``jax.jit``. The mirror package :mod:`torchinit` has the same names,
 arguments and meanings for PyTorch. This package never imports torch.
 """
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT as FLAX_CONV_TRANSPOSE_LAYOUT
-from _initcore import FLAX_LAYOUT as FLAX_LAYOUT
-from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
-from _initcore import InitError as InitError
-from _initcore import calculate_gain as calculate_gain
-from _initcore import compute_fans as compute_fans
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT as FLAX_CONV_TRANSPOSE_LAYOUT
+from _jaxinit import FLAX_LAYOUT as FLAX_LAYOUT
+from _jaxinit import TORCH_LAYOUT as TORCH_LAYOUT
+from _jaxinit import InitError as InitError
+from _jaxinit import calculate_gain as calculate_gain
+from _jaxinit import compute_fans as compute_fans
 from jaxinit._src.initializers import Initializer as Initializer
 from jaxinit._src.initializers import constant as constant
 from jaxinit._src.initializers import dirac as dirac
@@ -36,7 +36,7 @@ from jaxinit._src.initializers import xavier_normal as xavier_normal
 from jaxinit._src.initializers import xavier_uniform as xavier_uniform
 from jaxinit._src.initializers import zeros as zeros
 from jaxinit._src.reinit import reinit as reinit
-from _initcore.convert import ConversionError as ConversionError
+from _jaxinit.convert import ConversionError as ConversionError
 from jaxinit._src.convert import from_torch_state_dict as from_torch_state_dict
 from jaxinit._src.convert import load_checkpoint as load_checkpoint
 from jaxinit._src.convert import save_checkpoint as save_checkpoint

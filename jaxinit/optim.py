@@ -56,7 +56,7 @@ from jaxinit._src.muon import scale_by_torch_muon as scale_by_torch_muon
 from jaxinit._src.muon import zeropower_via_newtonschulz as zeropower_via_newtonschulz
 from jaxinit._src.sparse_adam import ScaleByTorchSparseAdamState as ScaleByTorchSparseAdamState
 from jaxinit._src.sparse_adam import sparse_adam as sparse_adam
-# learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
+# learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
 from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
 from jaxinit._src.schedule_factories import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
 
 
 def _flax_kernel_shape(module, in_shape):

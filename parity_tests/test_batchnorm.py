@@ -38,8 +38,8 @@ import jaxinit.linen
 import jaxinit.nnx
 import torchinit
 import torchinit.nn
-from _initcore import InitError
-from _initcore.batchnorm import CONVENTIONS
+from _jaxinit import InitError
+from _jaxinit.batchnorm import CONVENTIONS
 from parity_tests._figures import TORCH_DEVICE, record_figure
 
 STEPS = 50

@@ -19,7 +19,7 @@ import torch
 import jaxinit
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 
 SHAPES = [(3, 4), (4,), (2, 3, 5)]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax._src.nn.initializers import _compute_fans as jax_compute_fans
 
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT, TORCH_LAYOUT, compute_fans
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT, TORCH_LAYOUT, compute_fans
 
 dims = st.integers(min_value=1, max_value=7)
 

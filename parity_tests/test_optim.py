@@ -27,7 +27,7 @@ import optax
 import pytest
 import torch
 
-import _initcore
+import _jaxinit
 import jaxinit.optim as jo
 import torchinit.optim as to
 from parity_tests._figures import TORCH_DEVICE, record_figure
@@ -549,9 +549,9 @@ def test_same_refusals_as_torch(name, kw, msg):
     p = [torch.zeros(2, requires_grad=True)]
     with pytest.raises(ValueError, match=msg):
         TORCH_CLS[name](p, **kw)
-    with pytest.raises(_initcore.InitError, match=msg) as e1:
+    with pytest.raises(_jaxinit.InitError, match=msg) as e1:
         getattr(jo, name)(**kw)
-    with pytest.raises(_initcore.InitError, match=msg) as e2:
+    with pytest.raises(_jaxinit.InitError, match=msg) as e2:
         getattr(to, name)(p, **kw)
     text = str(e1.value)
     assert text.startswith(f"{name}: ") and ("pass" in text or "e.g." in text)  # names the fix
@@ -567,9 +567,9 @@ def test_same_refusals_as_torch(name, kw, msg):
     (lambda m: m.adam(1e-3, betas=(0.9,)), "betas must be a pair"),
 ])
 def test_option_errors_both_packages(call, msg):
-    with pytest.raises(_initcore.InitError, match=msg):
+    with pytest.raises(_jaxinit.InitError, match=msg):
         call(jo)
-    with pytest.raises(_initcore.InitError, match=msg):
+    with pytest.raises(_jaxinit.InitError, match=msg):
         call(_TorchBound())
 
 
@@ -582,14 +582,14 @@ class _TorchBound:
 
 
 def test_ema_errors():
-    with pytest.raises(_initcore.InitError, match="Invalid decay value"):
+    with pytest.raises(_jaxinit.InitError, match="Invalid decay value"):
         jo.ema(1.0)
-    with pytest.raises(_initcore.InitError, match="debias must be True or False"):
+    with pytest.raises(_jaxinit.InitError, match="debias must be True or False"):
         jo.ema(0.9, debias=1)
 
 
 def test_traced_hyperparameters_are_not_checked_but_concrete_injected_ones_are():
-    with pytest.raises(_initcore.InitError, match="Invalid learning rate"):
+    with pytest.raises(_jaxinit.InitError, match="Invalid learning rate"):
         optax.inject_hyperparams(jo.sgd)(lr=-0.1).init({"w": jnp.zeros(2)})
     tx = optax.inject_hyperparams(jo.sgd)(lr=0.1, momentum=0.9)
     st = tx.init({"w": jnp.zeros(2)})

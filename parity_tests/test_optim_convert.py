@@ -20,7 +20,7 @@ from torch.optim import lr_scheduler as L
 
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 
 STEPS = 500

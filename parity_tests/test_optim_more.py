@@ -25,7 +25,7 @@ from torch.optim import lr_scheduler as L
 
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 from parity_tests.test_optim import DT, F32_TOL, F64_TOL, _problem, jax_run, rel_diff, torch_run
 

@@ -31,7 +31,7 @@ import torch
 
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 
 TOL = 1e-12

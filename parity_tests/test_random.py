@@ -16,7 +16,7 @@ from jax import lax
 
 import jaxinit.random as jr
 import torchinit.random as tr
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 from parity_tests._figures import record_figure
 from torchinit._src import random as tsrc
 

@@ -23,7 +23,7 @@ import torch
 import jaxinit
 import torchinit
 import torchinit.random as tr
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 from parity_tests._figures import record_figure
 
 DTYPES = [("float32", torch.float32, jnp.float32), ("float64", torch.float64, jnp.float64),

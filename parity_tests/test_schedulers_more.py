@@ -23,7 +23,7 @@ from torch.optim import lr_scheduler as L
 
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 
 N = 1000
@@ -491,7 +491,7 @@ def test_reduce_lr_on_plateau_direct_and_errors():
 def test_every_spec_has_the_same_factory_in_both_packages():
     import inspect
 
-    from _initcore.schedules import SPECS
+    from _jaxinit.schedules import SPECS
 
     for name in SPECS:
         js, ts = inspect.signature(getattr(jo, name)), inspect.signature(getattr(to, name))

@@ -30,7 +30,7 @@ from torch.optim import lr_scheduler as L
 
 import jaxinit.optim as jo
 import torchinit.optim as to
-from _initcore import InitError
+from _jaxinit import InitError
 from parity_tests._figures import record_figure
 
 N = 1000
@@ -378,11 +378,11 @@ def test_factories_are_generated_from_the_specs():
     docstrings are literals (seen by ast, i.e. by IDEs and help() without importing)."""
     import ast
 
-    from _initcore import schedules as core
-    from _initcore import schedules_codegen as gen
+    from _jaxinit import schedules as core
+    from _jaxinit import schedules_codegen as gen
 
     for pkg, path in gen.TARGETS.items():
-        assert path.read_text() == gen.render(pkg), f"{path} is stale: run python -m _initcore.schedules_codegen"
+        assert path.read_text() == gen.render(pkg), f"{path} is stale: run python -m _jaxinit.schedules_codegen"
         tree = ast.parse(path.read_text())
         docs = {f.name: ast.get_docstring(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
         assert set(docs) == set(core.SPECS)
@@ -390,11 +390,11 @@ def test_factories_are_generated_from_the_specs():
     assert gen.main(["--check"]) == 0
 
 
-@pytest.mark.parametrize("version", __import__("_initcore.torch_schedulers").torch_schedulers.SUPPORTED_TORCH)
+@pytest.mark.parametrize("version", __import__("_jaxinit.torch_schedulers").torch_schedulers.SUPPORTED_TORCH)
 def test_private_reads_of_this_torch(version):
-    """The only reads of torch's private scheduler attributes (_initcore/torch_schedulers.py), checked
+    """The only reads of torch's private scheduler attributes (_jaxinit/torch_schedulers.py), checked
     against what the installed torch does; one case per supported torch version (the others skip)."""
-    from _initcore import torch_schedulers as ts
+    from _jaxinit import torch_schedulers as ts
 
     installed = ".".join(torch.__version__.split(".")[:2])
     assert installed in ts.SUPPORTED_TORCH, f"torch {installed} is not in SUPPORTED_TORCH: check the readers"
@@ -418,5 +418,5 @@ def test_private_reads_of_this_torch(version):
     assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, scale_fn=fn)) is fn
     assert ts.cyclic_scale_fn(L.CyclicLR(o, 0.01, 0.1, mode="triangular2")) is None
     assert ts.swalr_anneal(torch.optim.swa_utils.SWALR(o, 0.05, anneal_strategy="linear")) == "linear"
-    with pytest.raises(InitError, match="has no '_no_such' .*_initcore/torch_schedulers.py"):
+    with pytest.raises(InitError, match="has no '_no_such' .*_jaxinit/torch_schedulers.py"):
         ts._private(oc, "_no_such")

@@ -6,11 +6,11 @@ twin, permuted back; docs/initializers.md); in-place drop-ins ``name_(tensor, ..
 generator=None)`` work on PyTorch-layout tensors and match ``torch.nn.init`` bitwise under the
 same seed. This package never imports jax.
 """
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT as FLAX_CONV_TRANSPOSE_LAYOUT
-from _initcore import FLAX_LAYOUT as FLAX_LAYOUT
-from _initcore import TORCH_LAYOUT as TORCH_LAYOUT
-from _initcore import InitError as InitError
-from _initcore import calculate_gain as calculate_gain
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT as FLAX_CONV_TRANSPOSE_LAYOUT
+from _jaxinit import FLAX_LAYOUT as FLAX_LAYOUT
+from _jaxinit import TORCH_LAYOUT as TORCH_LAYOUT
+from _jaxinit import InitError as InitError
+from _jaxinit import calculate_gain as calculate_gain
 from torchinit._src.initializers import compute_fans as compute_fans
 from torchinit._src.batchnorm import BatchNorm as BatchNorm
 from torchinit._src.initializers import Initializer as Initializer
@@ -61,7 +61,7 @@ from torchinit._src.initializers import xavier_uniform_ as xavier_uniform_
 from torchinit._src.initializers import zeros as zeros
 from torchinit._src.initializers import zeros_ as zeros_
 from torchinit._src.reinit import reinit as reinit
-from _initcore.convert import ConversionError as ConversionError
+from _jaxinit.convert import ConversionError as ConversionError
 from torchinit._src.convert import from_torch_state_dict as from_torch_state_dict
 from torchinit._src.convert import load_checkpoint as load_checkpoint
 from torchinit._src.convert import save_checkpoint as save_checkpoint

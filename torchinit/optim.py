@@ -20,7 +20,7 @@ from torchinit._src.adafactor import adafactor as adafactor
 from torchinit._src.lbfgs import lbfgs as lbfgs
 from torchinit._src.muon import muon as muon
 from torchinit._src.sparse_adam import sparse_adam as sparse_adam
-# learning-rate schedules (torch.optim.lr_scheduler's, written once in _initcore.schedules)
+# learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
 from torchinit._src.schedule_factories import cosine_annealing_warm_restarts as cosine_annealing_warm_restarts

@@ -41,8 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from _initcore import optim as _core
-from _initcore import optim_more as _more
+from _jaxinit import optim as _core
+from _jaxinit import optim_more as _more
 from jaxinit._src.optim import ScalarOrSchedule, _inc
 
 

@@ -6,7 +6,7 @@ variance of a batch, across devices when ``axis_name`` is given),
 :func:`batchnorm_forward` chains them; ``BatchNorm`` (Linen) and
 ``NnxBatchNorm`` (NNX) only hold the variables. The parametrization of the three
 conventions (PyTorch, Flax, textbook) and the argument checks live in
-:mod:`_initcore.batchnorm`; its docstring has the exact formulas.
+:mod:`_jaxinit.batchnorm`; its docstring has the exact formulas.
 
 Where PyTorch (``torch/nn/modules/batchnorm.py``, ``torch.nn.functional.batch_norm``) and
 Flax (``flax/linen/normalization.py``, ``flax/nnx/nn/normalization.py``) differ, the
@@ -31,7 +31,7 @@ Variables (the names the converters build on): ``params``: ``scale``, ``bias``
 ``num_batches_tracked``). Statistics are computed in at least float32
 (bfloat16/float16 inputs) and stored in ``promote_types(param_dtype, float32)``
 (PyTorch's rules) or as Flax stores them (``momentum_style='decay'``, see
-:mod:`_initcore.batchnorm`).
+:mod:`_jaxinit.batchnorm`).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from flax.nnx.nn.dtypes import promote_dtype as _nnx_promote_dtype
 from flax import nnx as _nnx
 from jax import lax
 
-from _initcore import batchnorm as _core
+from _jaxinit import batchnorm as _core
 
 Array = jax.Array
 
@@ -73,7 +73,7 @@ def stats_dtype(param_dtype, momentum_style: str = "torch") -> Any:
 def check_input(x, axis: int, expected_channels, training: bool, *, momentum_style: str = "torch",
                 n_devices: int = 1, check_batch: bool = True, source: str = "num_features") -> int:
     """Shape/dtype checks shared by Linen and NNX (PyTorch's or Flax's rules, see
-    :mod:`_initcore.batchnorm`); returns the non-negative channel axis."""
+    :mod:`_jaxinit.batchnorm`); returns the non-negative channel axis."""
     flax = _core.flax_rules(momentum_style)
     if not flax and not jnp.issubdtype(x.dtype, jnp.floating):
         _core.check_float_dtype(_canonical_dtype_name(x.dtype), False)
@@ -126,7 +126,7 @@ def batch_statistics(
 
     Computed in ``promote_types(dtype or x.dtype, float32)`` (float32 for integer inputs,
     complex stays complex). ``variance``: 'shifted' (one pass over ``x - k``, ``k`` the mean
-    of the first :data:`_initcore.batchnorm.SHIFT_SAMPLES` values per channel; two-pass
+    of the first :data:`_jaxinit.batchnorm.SHIFT_SAMPLES` values per channel; two-pass
     accuracy), 'two_pass' (``E[|x - E[x]|**2]``) or 'fast' (``max(0, E[|x|**2] - |E[x]|**2)``,
     Flax's default). With ``axis_name`` the statistics cover every device of the named axis
     (or of its ``axis_index_groups`` group): without ``mask`` each device holds the same
@@ -220,7 +220,7 @@ def update_running(
     cast: bool = True,
 ) -> tuple[Array, Array, Array]:
     """New ``(running_mean, running_var, num_batches_tracked)``: the update of
-    :func:`_initcore.batchnorm.update_running` (``momentum=None``: ``take = 1 /
+    :func:`_jaxinit.batchnorm.update_running` (``momentum=None``: ``take = 1 /
     num_batches_tracked`` after the increment), without gradient. ``cast``: results keep the
     dtypes of the running statistics (PyTorch's rules, NNX); False leaves the dtype of the
     update (``flax.linen.BatchNorm``: float32 statistics become float64 with float64 inputs).
@@ -384,7 +384,7 @@ class LinenBatchNorm(_linen.Module):
     Evaluation (``use_running_average=True``) normalizes with the running
     statistics: ``y = (x - mean) * rsqrt(var + eps) * scale + bias``. Flax's and
     the textbook conventions: :meth:`from_convention` (see
-    :mod:`_initcore.batchnorm` for the table).
+    :mod:`_jaxinit.batchnorm` for the table).
 
     ``init`` does NOT update the running statistics: it returns the state of a
     freshly constructed ``torch.nn.BatchNorm`` (mean 0, var 1,
@@ -396,7 +396,7 @@ class LinenBatchNorm(_linen.Module):
     (``momentum=0.1`` weight of the new batch, ``eps``, ``affine``), unbiased
     running variance, the 'shifted' variance (two-pass accuracy in one pass),
     ``num_batches_tracked``, PyTorch's input rules (Flax's with
-    ``momentum_style='decay'``, see :mod:`_initcore.batchnorm`).
+    ``momentum_style='decay'``, see :mod:`_jaxinit.batchnorm`).
 
     Example::
 

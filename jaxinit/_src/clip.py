@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _initcore import clip as _core
+from _jaxinit import clip as _core
 
 
 class ClipGradNormState(NamedTuple):

@@ -2,12 +2,12 @@ r"""PyTorch weights in Flax and Flax weights in PyTorch: "pretrained initializat
 
 Mirror of :mod:`torchinit._src.convert` (same functions, arguments and meanings).
 The naming rule, the layout transposes and the strictness live once in
-``_initcore.convert``; this module only turns arrays into ``jax.Array`` s and
+``_jaxinit.convert``; this module only turns arrays into ``jax.Array`` s and
 walks NNX modules. torch is never imported here: torch tensors are read by duck
 typing (a tensor's own module), and torch tensors are returned only when the
 ``template`` is a torch module or state dict (torch is then already imported).
 
-Layouts (``_initcore.convert.LAYOUTS``)::
+Layouts (``_jaxinit.convert.LAYOUTS``)::
 
     torch Linear weight (out, in)            <-> Dense kernel (in, out)
     torch Conv weight (out, in/groups, *k)   <-> Conv kernel (*k, in/groups, out)
@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _initcore import checkpoint as _ckpt
-from _initcore import convert as _core
-from _initcore.errors import InitError
+from _jaxinit import checkpoint as _ckpt
+from _jaxinit import convert as _core
+from _jaxinit.errors import InitError
 
 
 def _unbox(tree):
@@ -142,7 +142,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
         the k-th sibling of that class) that the template holds.
       kinds: ``{'torch.prefix': kind}`` or ``(kind, options)`` where names
         are ambiguous (a state dict's >=3-D weight is a ``conv`` unless
-        ``'conv_transpose'``). Kinds: ``_initcore.convert.KINDS``.
+        ``'conv_transpose'``). Kinds: ``_jaxinit.convert.KINDS``.
       batchnorm: ``'torch'`` (:class:`jaxinit.BatchNorm`: batch_stats mean,
         var, num_batches_tracked) or ``'flax'`` (``flax.linen.BatchNorm``:
         num_batches_tracked is dropped, on request). Values are copied
@@ -160,7 +160,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
 
     Returns:
       ``{'params': ..., 'batch_stats': ...}`` of ``jax.Array`` (or the updated
-      ``nnx.Module``). Raises :class:`~_initcore.convert.ConversionError`
+      ``nnx.Module``). Raises :class:`~_jaxinit.convert.ConversionError`
       (an :class:`InitError`) listing EVERY missing / unexpected key, shape,
       dtype and value problem at once.
 

@@ -4,7 +4,7 @@ Every public factory returns an :class:`Initializer`: a callable
 ``init(key, shape, dtype=jnp.float32) -> jax.Array`` usable as
 ``flax.linen.Dense(kernel_init=...)``, ``flax.nnx.Linear(kernel_init=...)`` and
 under ``jax.jit``. Fan-based factories take ``in_axis``/``out_axis``/``batch_axis``
-(default: the Flax kernel layout, see ``_initcore.fans``) so that the same fans
+(default: the Flax kernel layout, see ``_jaxinit.fans``) so that the same fans
 as PyTorch come out for every layer type.
 
 Numerics shared by all factories:
@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _initcore import spec
-from _initcore.errors import InitError
-from _initcore.fans import check_layout, single_axis
-from _initcore.initializer import InitializerBase, factory
-from _initcore.gain import calculate_gain
+from _jaxinit import spec
+from _jaxinit.errors import InitError
+from _jaxinit.fans import check_layout, single_axis
+from _jaxinit.initializer import InitializerBase, factory
+from _jaxinit.gain import calculate_gain
 
 Array = jax.Array
 
@@ -457,7 +457,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
 
 def _vs_preset(name):
     """JAX's one-line preset ``partial(variance_scaling, scale, mode, distribution)``
-    (the table is ``_initcore.spec.VS_PRESETS``), named after the preset."""
+    (the table is ``_jaxinit.spec.VS_PRESETS``), named after the preset."""
     (scale, mode, distribution), doc = spec.VS_PRESETS[name]
 
     def preset(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:

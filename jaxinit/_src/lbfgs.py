@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from _initcore import optim_more as _more
+from _jaxinit import optim_more as _more
 
 
 class LBFGSState(NamedTuple):

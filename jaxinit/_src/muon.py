@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _initcore import optim_more as _more
+from _jaxinit import optim_more as _more
 from jaxinit._src.adafactor import _lerp  # torch.lerp's two-sided formula
 from jaxinit._src.optim import ScalarOrSchedule
 

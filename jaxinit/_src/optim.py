@@ -22,7 +22,7 @@ updates already applied, i.e. the lr torch's scheduler has set after ``count``
 Injected / traced hyperparameters
 ---------------------------------
 Structure is decided only from Python numbers given at construction
-(``_initcore.optim.is_static_zero``): ``momentum=0`` (a Python number) means no
+(``_jaxinit.optim.is_static_zero``): ``momentum=0`` (a Python number) means no
 momentum buffer and ``weight_decay=0`` no decay term, exactly like torch's
 ``if momentum != 0``. A hyperparameter that arrives as an array (as
 ``optax.inject_hyperparams`` passes every numeric argument, ``momentum=0``
@@ -99,7 +99,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _initcore import optim as _core
+from _jaxinit import optim as _core
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], Any]]
 

@@ -17,7 +17,7 @@ r"""A torch optimizer as an optax transformation, and optimizer state both ways.
 
 Matching params to torch's parameter list: by name for a Mapping keyed by torch
 parameter names, else by position (``jax.tree.leaves`` order); see
-``_initcore/optim_convert.py``. Shapes must be torch's (convert Flax-layout params
+``_jaxinit/optim_convert.py``. Shapes must be torch's (convert Flax-layout params
 with :func:`jaxinit.to_torch_state_dict` / :func:`jaxinit.from_torch_state_dict`).
 
 torch is never imported: the optimizer, scheduler and tensors are read duck-typed.
@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from _initcore import optim_convert as _core
-from _initcore import schedules as _sched_core
-from _initcore.errors import InitError
+from _jaxinit import optim_convert as _core
+from _jaxinit import schedules as _sched_core
+from _jaxinit.errors import InitError
 from jaxinit._src import optim as _optim
 from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
@@ -144,7 +144,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 
     Args:
       optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
-        Adadelta, Rprop or ASGD (see ``_initcore.optim_convert.FACTORY_BY_CLASS``), or a
+        Adadelta, Rprop or ASGD (see ``_jaxinit.optim_convert.FACTORY_BY_CLASS``), or a
         :mod:`torchinit.optim` optimizer (its schedules and optax-convention
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.

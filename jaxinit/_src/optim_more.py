@@ -1,7 +1,7 @@
 """Conversion hooks of Adafactor, Muon, LBFGS and SparseAdam for ``jaxinit/_src/optim_convert.py``.
 
 The generic code handles Adafactor / Muon / SparseAdam states through their field
-names (``_initcore.optim_more.PER_PARAM_FIELDS``); LBFGS is not an optax
+names (``_jaxinit.optim_more.PER_PARAM_FIELDS``); LBFGS is not an optax
 transformation and has a global state (torch keeps it under the first parameter),
 so :func:`from_torch`, :func:`import_state` and :func:`export_state` hand it here.
 """
@@ -11,9 +11,9 @@ from typing import Any
 
 import jax
 
-from _initcore import optim_convert as _core
-from _initcore.errors import InitError
-from _initcore.optim_more import refuse_tensor_lr  # noqa: F401  (used by optim_convert)
+from _jaxinit import optim_convert as _core
+from _jaxinit.errors import InitError
+from _jaxinit.optim_more import refuse_tensor_lr  # noqa: F401  (used by optim_convert)
 from jaxinit._src.adafactor import adafactor
 from jaxinit._src.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_state_from_torch, lbfgs_state_to_torch
 from jaxinit._src.muon import muon

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _initcore import schedules as _core
-from _initcore.errors import InitError
+from _jaxinit import schedules as _core
+from _jaxinit.errors import InitError
 
 
 class ReduceLROnPlateauState(NamedTuple):

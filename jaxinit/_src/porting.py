@@ -1,6 +1,6 @@
 """Porting a model: ``suggest_mapping``, and ``twin_check``, ``compare_layers``, ``audit``.
 
-The last three are the one implementation in ``_initcore.jax_and_torch`` (both frameworks
+The last three are the one implementation in ``_jaxinit.jax_and_torch`` (both frameworks
 at call time), shared with :mod:`torchinit`; importing this module imports no torch.
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from _initcore import suggest as _suggest
-from _initcore.arrays import Spec, flatten_flax
-from _initcore.jax_and_torch import audit as audit  # noqa: F401
-from _initcore.jax_and_torch import compare_layers as compare_layers  # noqa: F401
-from _initcore.jax_and_torch import twin_check as twin_check  # noqa: F401
-from _initcore.jax_and_torch.audit import flax_call_order
+from _jaxinit import suggest as _suggest
+from _jaxinit.arrays import Spec, flatten_flax
+from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
+from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
+from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
+from _jaxinit.jax_and_torch.audit import flax_call_order
 from jaxinit._src.convert import _is_nnx, _nnx_flat, _torch_source, _unbox
 
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 _M32 = 0xFFFFFFFF
 

@@ -2,7 +2,7 @@
 
 Mirror of :mod:`torchinit._src.reinit`: same function, same argument names and
 meanings. Rule parsing, matching and the ``strict`` report live once in
-``_initcore.rules``. Flax is imported when :func:`reinit` is first called,
+``_jaxinit.rules``. Flax is imported when :func:`reinit` is first called,
 so ``import jaxinit`` does not load it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _initcore.errors import InitError
-from _initcore.rules import Rule, check_strict, first_match, parse_rules, path_crc
+from _jaxinit.errors import InitError
+from _jaxinit.rules import Rule, check_strict, first_match, parse_rules, path_crc
 from jaxinit._src.initializers import Initializer
 
 WHO = "reinit"
@@ -61,7 +61,7 @@ def reinit(target: Any, rules, key, *, strict: bool = False):
         (``zlib.crc32`` of the UTF-8 path string): independent of dict order
         and of the other parameters. :func:`torchinit.reinit` given the same
         JAX key derives the same per-parameter keys from the torch names
-        (``"fc1.weight"`` -> ``"fc1/kernel"``, ``_initcore.rules.flax_path``) and
+        (``"fc1.weight"`` -> ``"fc1/kernel"``, ``_jaxinit.rules.flax_path``) and
         draws the same numbers, so a torch model equals its Flax twin (pass
         ``variables["params"]`` so paths start at the layer names).
       strict: if True, raise :class:`InitError` naming any rule that

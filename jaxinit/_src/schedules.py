@@ -8,7 +8,7 @@ convention), equal to the lr torch's scheduler has set after ``count``
 the :mod:`jaxinit.optim` optimizers, as ``learning_rate`` of any optax
 optimizer, or with ``optax.inject_hyperparams``.
 
-The formulas are written once in ``_initcore.schedules``; :mod:`torchinit.optim`
+The formulas are written once in ``_jaxinit.schedules``; :mod:`torchinit.optim`
 runs the same formulas with Python's ``math``. Precision follows JAX: float64
 with ``jax_enable_x64``, float32 otherwise.
 """
@@ -17,11 +17,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from _initcore import schedules as _core
+from _jaxinit import schedules as _core
 
 
 class _JaxOps:
-    """The ``_initcore.schedules`` namespace for ``jax.numpy`` (traceable)."""
+    """The ``_jaxinit.schedules`` namespace for ``jax.numpy`` (traceable)."""
 
     @staticmethod
     def step(t, who):

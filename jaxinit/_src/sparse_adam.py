@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _initcore import optim_more as _more
-from _initcore.errors import InitError
+from _jaxinit import optim_more as _more
+from _jaxinit.errors import InitError
 from jaxinit._src.adafactor import flatten_up_to
 from jaxinit._src.optim import ScalarOrSchedule, _inc
 

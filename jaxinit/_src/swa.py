@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 
 def _torch_lerp(start, end, weight):

@@ -46,9 +46,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from _initcore import FLAX_LAYOUT
-from _initcore.errors import InitError
-from _initcore.fans import compute_fans
+from _jaxinit import FLAX_LAYOUT
+from _jaxinit.errors import InitError
+from _jaxinit.fans import compute_fans
 from jaxinit._src.initializers import kaiming_uniform, uniform
 
 Array = jax.Array

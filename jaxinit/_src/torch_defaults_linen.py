@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from flax import linen as _linen
 from flax.core import meta as _meta
 
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
-from _initcore.errors import InitError
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
+from _jaxinit.errors import InitError
 from jaxinit._src.initializers import normal, zeros
 from jaxinit._src.torch_defaults import (TORCH_BIAS, TORCH_KERNEL, TORCH_LINEAR_KERNEL, TORCH_MHA_IN, TORCH_RNN,
                                          InitFn, LayerContext, check_padding_idx, creating_parameters,

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 from flax import nnx as _nnx
 
-from _initcore import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
+from _jaxinit import FLAX_CONV_TRANSPOSE_LAYOUT, FLAX_LAYOUT
 from jaxinit._src.initializers import normal, zeros
 from jaxinit._src.torch_defaults import (TORCH_BIAS, TORCH_KERNEL, TORCH_LINEAR_KERNEL, TORCH_MHA_IN, TORCH_RNN,
                                          InitFn, LayerContext, check_padding_idx, creating_parameters,

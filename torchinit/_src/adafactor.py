@@ -5,7 +5,7 @@ from typing import Any, Iterable
 
 import torch
 
-from _initcore import optim_more as _more
+from _jaxinit import optim_more as _more
 from torchinit._src.optim import _build, _split_schedules
 
 

@@ -1,7 +1,7 @@
 """``torchinit.BatchNorm``: one torch module for PyTorch's, Flax's and the textbook BatchNorm.
 
 The mirror of ``jaxinit.BatchNorm`` (Linen) / ``jaxinit.nnx.BatchNorm``: the same
-constructor arguments with the same meanings (:mod:`_initcore.batchnorm` holds the
+constructor arguments with the same meanings (:mod:`_jaxinit.batchnorm` holds the
 parametrization, the running update, the checks and the error texts), any channel
 ``axis`` (1 by default, as ``torch.nn.BatchNorm2d``; -1 for a channels-last tensor
 laid out like a Flax model's), so a Flax model's BatchNorm can be reproduced in torch.
@@ -16,7 +16,7 @@ Two ways through ``forward``:
   update included; 'shifted' and 'two_pass' both mean torch's own accurate variance here.
 * Every other case: the batch statistics of the chosen ``variance``
   (:func:`batch_statistics`, no gradient), the running update of
-  :func:`_initcore.batchnorm.update_running`, then the normalization
+  :func:`_jaxinit.batchnorm.update_running`, then the normalization
   ``(x - mean) * rsqrt(var + eps) * weight + bias``: torch's kernels forward and
   backward (:class:`_NormalizeWithBatchStats`) for real float32/float64 inputs
   without ``mask``, otherwise the explicit formula with autograd (masks,
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from _initcore import batchnorm as _core
+from _jaxinit import batchnorm as _core
 
 
 def _abs_sq(x: Tensor) -> Tensor:
@@ -115,7 +115,7 @@ class BatchNorm(_NormBase):
     for integer inputs); statistics in at least float32. ``BatchNorm.from_convention('flax',
     C, axis=-1)`` reproduces ``flax.linen.BatchNorm()`` on channels-last tensors. Input rules:
     PyTorch's with ``momentum_style='torch'``, Flax's with ``'decay'`` (any rank >= 1, integer
-    and complex inputs, one value per channel, ``eps=0``; see :mod:`_initcore.batchnorm`).
+    and complex inputs, one value per channel, ``eps=0``; see :mod:`_jaxinit.batchnorm`).
     An empty batch in training leaves the running statistics unchanged and counts the call.
 
     Differs from ``jaxinit.BatchNorm`` only where the frameworks do: ``axis``
@@ -249,7 +249,7 @@ class BatchNorm(_NormBase):
     @torch.no_grad()
     def _update(self, mean: Optional[Tensor], var: Optional[Tensor], count) -> None:
         """Count the training call and update the running statistics with
-        :func:`_initcore.batchnorm.update_running` (``mean=None``: an empty batch, count only).
+        :func:`_jaxinit.batchnorm.update_running` (``mean=None``: an empty batch, count only).
         Complex statistics (Flax's rules) keep their real part, as ``flax.nnx.BatchNorm``."""
         if not (self.training and self.track_running_stats):
             return

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import torch
 
-from _initcore import clip as _core
+from _jaxinit import clip as _core
 
 
 def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float, norm_type: float = 2.0,

@@ -4,8 +4,8 @@ r"""Flax weights in PyTorch and PyTorch weights as Flax variables: the mirror of
 jax is never imported: Flax variables are nested dicts ``{'params': {...},
 'batch_stats': {...}}`` of numpy arrays or any array-likes (``np.asarray`` is
 applied; bfloat16 comes as ml_dtypes.bfloat16). The naming rule, the layout
-transposes and the strictness live once in ``_initcore.convert``; see
-``_initcore.convert.LAYOUTS`` and the :mod:`jaxinit._src.convert` docstring for
+transposes and the strictness live once in ``_jaxinit.convert``; see
+``_jaxinit.convert.LAYOUTS`` and the :mod:`jaxinit._src.convert` docstring for
 the BatchNorm variance note (values are copied unchanged; ``batchnorm='torch'``
 keeps ``num_batches_tracked``, ``'flax'`` has none).
 """
@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from _initcore import checkpoint as _ckpt
-from _initcore import convert as _core
-from _initcore.errors import InitError
+from _jaxinit import checkpoint as _ckpt
+from _jaxinit import convert as _core
+from _jaxinit.errors import InitError
 
 
 def _torch_source(source, kinds, who):

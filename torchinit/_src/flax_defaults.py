@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 from torchinit._src.initializers import (
     lecun_normal_,
     orthogonal_,

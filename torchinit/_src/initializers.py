@@ -29,12 +29,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from _initcore import spec
-from _initcore.errors import InitError
-from _initcore.fans import check_layout, single_axis
-from _initcore.fans import compute_fans as _compute_fans
-from _initcore.initializer import InitializerBase, factory
-from _initcore.gain import calculate_gain
+from _jaxinit import spec
+from _jaxinit.errors import InitError
+from _jaxinit.fans import check_layout, single_axis
+from _jaxinit.fans import compute_fans as _compute_fans
+from _jaxinit.initializer import InitializerBase, factory
+from _jaxinit.gain import calculate_gain
 from torchinit._src import keyed as _keyed
 from torchinit._src import random as _rnd
 
@@ -400,7 +400,7 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
 
 
 def _vs_preset_(name):
-    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_initcore.spec.VS_PRESETS``)."""
+    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_jaxinit.spec.VS_PRESETS``)."""
     (scale, mode, distribution), doc = spec.VS_PRESETS[name]
 
     def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
@@ -709,7 +709,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=1, out_
 
 
 def _vs_preset(name, inplace):
-    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_initcore.spec.VS_PRESETS``)."""
+    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_jaxinit.spec.VS_PRESETS``)."""
     (scale, mode, distribution), doc = spec.VS_PRESETS[name]
 
     def preset(*, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:

@@ -19,9 +19,9 @@ import warnings
 import numpy as np
 import torch
 
-from _initcore import spec
-from _initcore.errors import InitError
-from _initcore.fans import single_axis
+from _jaxinit import spec
+from _jaxinit.errors import InitError
+from _jaxinit.fans import single_axis
 from torchinit._src import random as rnd
 
 Tensor = torch.Tensor

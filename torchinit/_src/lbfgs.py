@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from _initcore import optim_more as _more
+from _jaxinit import optim_more as _more
 
 
 def lbfgs(params: Iterable, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,

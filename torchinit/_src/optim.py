@@ -17,7 +17,7 @@ r"""The torch mirror of :mod:`jaxinit.optim`: same factories, ``params`` first.
 ``"lr"``): a step pre-hook sets ``group["lr"] = schedule(k)`` before the k-th
 ``step()`` (k from 0, kept in ``group["schedule_step"]``, so it survives
 ``state_dict``/``load_state_dict``), exactly as optax evaluates a schedule at
-the update count. The hyperparameter checks are torch's (``_initcore.optim``).
+the update count. The hyperparameter checks are torch's (``_jaxinit.optim``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from _initcore import optim as _core
+from _jaxinit import optim as _core
 
 
 # ----------------------------------------------------------------- schedules

@@ -13,7 +13,7 @@ r"""The torch side of optimizer conversion: the mirror of :mod:`jaxinit._src.opt
   transformation uses (torch's schedulers recurse; see the schedules' docs), so a
   run can hop between the frameworks with the very same lr values.
 
-Matching and the neutral format are documented in ``_initcore/optim_convert.py``.
+Matching and the neutral format are documented in ``_jaxinit/optim_convert.py``.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from _initcore import optim_convert as _core
-from _initcore import schedules as _sched_core
-from _initcore.errors import InitError
+from _jaxinit import optim_convert as _core
+from _jaxinit import schedules as _sched_core
+from _jaxinit.errors import InitError
 from torchinit._src import optim as _optim
 from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from torchinit._src.schedules import schedules_from_torch

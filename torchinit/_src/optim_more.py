@@ -1,7 +1,7 @@
 """Conversion hooks of Adafactor, Muon, LBFGS and SparseAdam for ``torchinit/_src/optim_convert.py``."""
 from __future__ import annotations
 
-from _initcore.optim_more import refuse_tensor_lr, state_shape
+from _jaxinit.optim_more import refuse_tensor_lr, state_shape
 from torchinit._src.adafactor import adafactor
 from torchinit._src.lbfgs import export_lbfgs_state, import_lbfgs_state, lbfgs
 from torchinit._src.muon import muon

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from _initcore import schedules as _core
-from _initcore.errors import InitError
+from _jaxinit import schedules as _core
+from _jaxinit.errors import InitError
 
 
 def reduce_lr_on_plateau(optimizer: torch.optim.Optimizer, mode: str = "min", factor: float = 0.1,

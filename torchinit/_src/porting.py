@@ -1,6 +1,6 @@
 """Porting a model: ``suggest_mapping``, and ``twin_check``, ``compare_layers``, ``audit``
 (mirror of :mod:`jaxinit._src.porting`; the last three are the one implementation in
-``_initcore.jax_and_torch``, which imports jax and flax only when called)."""
+``_jaxinit.jax_and_torch``, which imports jax and flax only when called)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from _initcore import suggest as _suggest
-from _initcore.jax_and_torch import audit as audit  # noqa: F401
-from _initcore.jax_and_torch import compare_layers as compare_layers  # noqa: F401
-from _initcore.jax_and_torch import twin_check as twin_check  # noqa: F401
-from _initcore.jax_and_torch.audit import flax_call_order
+from _jaxinit import suggest as _suggest
+from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
+from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
+from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
+from _jaxinit.jax_and_torch.audit import flax_call_order
 from torchinit._src.convert import _template_spec, _torch_source
 
 

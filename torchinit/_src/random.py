@@ -48,7 +48,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 from torchinit._src import xla_math
 from torchinit._src.xla_math import fma as _fma
 from torchinit._src.xla_math import log_f32 as _xla_log_f32  # noqa: F401  (torchinit._src.keyed reads it here)

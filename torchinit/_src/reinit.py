@@ -1,7 +1,7 @@
 """Model-level re-initialization for torch modules: the mirror of :mod:`jaxinit._src.reinit`.
 
 Same function, same argument names and meanings as :func:`jaxinit.reinit`;
-rule parsing, matching and the ``strict`` report live once in ``_initcore.rules``.
+rule parsing, matching and the ``strict`` report live once in ``_jaxinit.rules``.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numbers
 
 import torch
 
-from _initcore.errors import InitError
-from _initcore.fans import TORCH_LAYOUT
-from _initcore.rules import Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc
+from _jaxinit.errors import InitError
+from _jaxinit.fans import TORCH_LAYOUT
+from _jaxinit.rules import Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc
 from torchinit._src import random as _rnd
 from torchinit._src.initializers import Initializer, _keyed_inplace
 
@@ -65,7 +65,7 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
         Unmatched parameters are left unchanged.
       key: a JAX-style key (``torchinit.random.key(0)``, a ``jax.random.key``,
         a uint32[2] array): the parameter at torch name ``path`` gets
-        ``fold_in(key, crc32(flax_path(path)))`` (``_initcore.rules.flax_path``:
+        ``fold_in(key, crc32(flax_path(path)))`` (``_jaxinit.rules.flax_path``:
         ``"fc1.weight"`` -> ``"fc1/kernel"``), exactly the key
         :func:`jaxinit.reinit` gives the Flax twin's parameter, and torchinit
         Initializers and ``key=``-aware in-place functions draw in the Flax
@@ -76,7 +76,7 @@ def reinit(target: torch.nn.Module, rules, key, *, strict: bool = False) -> torc
         same result, as a JAX key does). The parameter at ``path`` gets a
         fresh generator on its device seeded with
         ``splitmix64(splitmix64(seed) ^ crc32(path)) >> 1`` (``zlib.crc32`` of
-        the UTF-8 path; see ``_initcore.rules.derive_seed``): independent of
+        the UTF-8 path; see ``_jaxinit.rules.derive_seed``): independent of
         registration order and of the other parameters. :func:`jaxinit.reinit`
         uses ``fold_in(key, crc32(path))``: pass a JAX-style key (above) to
         draw its numbers; an int seed keeps this torch-only derivation.

@@ -1,7 +1,7 @@
 """Learning-rate schedules equal to ``torch.optim.lr_scheduler``'s, as Python callables.
 
 The mirror of :mod:`jaxinit.optim`'s schedules: the same names, arguments and
-values (the formulas are written once in ``_initcore.schedules`` and run here
+values (the formulas are written once in ``_jaxinit.schedules`` and run here
 with Python's ``math``). Each factory returns a :class:`Schedule`, a callable
 ``step -> lr`` (Python float; ``step`` = optimizer steps already taken) that the
 :mod:`torchinit.optim` optimizers accept as ``lr``, and whose
@@ -10,7 +10,7 @@ with Python's ``math``). Each factory returns a :class:`Schedule`, a callable
 """
 from __future__ import annotations
 
-from _initcore import schedules as _core
+from _jaxinit import schedules as _core
 
 
 class Schedule(_core.ScheduleBase):

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import swa_utils as _swa
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 
 def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from _initcore.arrays import bfloat16
-from _initcore.errors import InitError
+from _jaxinit.arrays import bfloat16
+from _jaxinit.errors import InitError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")

@@ -3,7 +3,7 @@
 - *Groups*: which torch keys form one layer and of which kind, found from a torch
   module's types (duck-typed: no torch import), from state-dict key names and shapes,
   or from Flax names. Every kind-specific fact comes from the registry in
-  :mod:`_initcore.layer_kinds`.
+  :mod:`_jaxinit.layer_kinds`.
 - The naming rule: torch ``a.b.0`` <-> Flax ``a/b/<x>`` where, when a template is
   given, ``<x>`` is the first of ``0``, ``layers_0`` (Linen ``Sequential``),
   ``layers/0`` (NNX ``Sequential``), ``<FlaxClass>_<k>`` (Linen auto names: the k-th
@@ -18,9 +18,9 @@ from typing import Any, NamedTuple, overload
 
 import numpy as np
 
-from _initcore import arrays as _arr
-from _initcore.errors import InitError
-from _initcore.layer_kinds import KINDS, REGISTRY
+from _jaxinit import arrays as _arr
+from _jaxinit.errors import InitError
+from _jaxinit.layer_kinds import KINDS, REGISTRY
 
 # torch class name -> kind, from the registry (torch.nn classes, and torchinit's own BatchNorm).
 _TORCH_CLASS_KIND = {cls: kind.name for kind in REGISTRY.values() for cls in kind.torch_classes}

@@ -9,11 +9,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from _initcore import arrays as _arr
-from _initcore import naming as _naming
-from _initcore.convert import torch_to_flax
-from _initcore.errors import InitError
-from _initcore.jax_and_torch import _common as C
+from _jaxinit import arrays as _arr
+from _jaxinit import naming as _naming
+from _jaxinit.convert import torch_to_flax
+from _jaxinit.errors import InitError
+from _jaxinit.jax_and_torch import _common as C
 
 MODES = ("eval", "train")
 

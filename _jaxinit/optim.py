@@ -21,7 +21,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 
 def concrete(x: Any) -> float | None:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 FlaxKey = tuple  # (collection, path tuple)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 NONFINITE_MESSAGE = (
     "The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from _initcore import arrays as _arr
-from _initcore import naming as _naming
-from _initcore.convert import torch_to_flax
-from _initcore.errors import InitError
-from _initcore.jax_and_torch import _common as C
-from _initcore.jax_and_torch.twin import MODES, _cotangents, _normalize_call
+from _jaxinit import arrays as _arr
+from _jaxinit import naming as _naming
+from _jaxinit.convert import torch_to_flax
+from _jaxinit.errors import InitError
+from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch.twin import MODES, _cotangents, _normalize_call
 
 
 class LayerReport:
@@ -319,7 +319,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
-        from _initcore.jax_and_torch.twin import _nnx_vars
+        from _jaxinit.jax_and_torch.twin import _nnx_vars
 
         stats, params = _nnx_vars(model, nnx)
         fvars = {**params, **stats}

@@ -12,9 +12,9 @@ import math
 import numbers
 from typing import Sequence
 
-from _initcore.errors import InitError
-from _initcore.fans import compute_fans
-from _initcore.gain import calculate_gain
+from _jaxinit.errors import InitError
+from _jaxinit.fans import compute_fans
+from _jaxinit.gain import calculate_gain
 
 FAN_MODES = ("fan_in", "fan_out")
 VS_MODES = ("fan_in", "fan_out", "fan_avg", "fan_geo_avg")
@@ -243,7 +243,7 @@ def dirac_plan(shape, groups, layout: dict, who: str = "dirac"):
     spatial centre ``k // 2`` of every spatial axis (JAX's delta_orthogonal
     uses ``(k - 1) // 2``; we follow PyTorch).
     """
-    from _initcore.fans import normalize_layout
+    from _jaxinit.fans import normalize_layout
 
     if len(shape) not in (3, 4, 5):
         raise InitError(

@@ -3,12 +3,12 @@
 Framework-free (numpy only; ``ml_dtypes`` arrays for bfloat16). It holds, once, what
 ``jaxinit`` and ``torchinit`` must agree on, in three parts:
 
-- :mod:`_initcore.naming`: the *groups* (which torch keys form one layer and of which
+- :mod:`_jaxinit.naming`: the *groups* (which torch keys form one layer and of which
   kind) and the naming rule torch ``a.b.0`` <-> Flax ``a/b/<x>`` (``mapping``
   overrides any prefix);
-- :mod:`_initcore.layer_kinds`: one converter per layer kind in a registry, with the
+- :mod:`_jaxinit.layer_kinds`: one converter per layer kind in a registry, with the
   layout transposes (:data:`LAYOUTS` documents them);
-- :mod:`_initcore.arrays`: numpy <-> torch tensors and nested Flax variables;
+- :mod:`_jaxinit.arrays`: numpy <-> torch tensors and nested Flax variables;
 
 and here, the two directions and their strictness: every problem (missing /
 unexpected keys, shape and dtype mismatches, values that cannot be represented) is
@@ -23,16 +23,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from _initcore import suggest as _suggest
-from _initcore.arrays import (FlaxKey, Spec, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
+from _jaxinit import suggest as _suggest
+from _jaxinit.arrays import (FlaxKey, Spec, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
                               numpy_to_tensor, tensor_spec, tensor_to_numpy, to_numpy, torch_dtype_name,
                               unflatten_flax)
-from _initcore.arrays import fname as _fname
-from _initcore.errors import InitError
-from _initcore.layer_kinds import KINDS, LAYOUTS, REGISTRY, Options  # noqa: F401
-from _initcore.naming import (Group, flax_index, groups_from_flax_names, groups_from_module,  # noqa: F401
+from _jaxinit.arrays import fname as _fname
+from _jaxinit.errors import InitError
+from _jaxinit.layer_kinds import KINDS, LAYOUTS, REGISTRY, Options  # noqa: F401
+from _jaxinit.naming import (Group, flax_index, groups_from_flax_names, groups_from_module,  # noqa: F401
                               groups_from_torch_names, refine_kind, resolve_paths, torch_target)
-from _initcore.naming import join as _join
+from _jaxinit.naming import join as _join
 
 
 class ConversionError(InitError):

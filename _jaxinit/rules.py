@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Sequence
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 _MASK64 = (1 << 64) - 1
 SELECTOR_KINDS = "a regex string (or compiled re.Pattern), a module class (or tuple of classes), or a predicate (path, value) -> bool"

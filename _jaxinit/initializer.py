@@ -18,7 +18,7 @@ import inspect
 import numbers
 from typing import Any, Callable, ClassVar, Mapping
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
 

@@ -1,6 +1,6 @@
 """Every read of a ``torch.optim.lr_scheduler`` object that is not public API, in one place.
 
-The schedule specs (``_initcore/schedules.py``) read schedulers duck-typed (torch is
+The schedule specs (``_jaxinit/schedules.py``) read schedulers duck-typed (torch is
 never imported). Most of what they need is public (``base_lrs``, ``last_epoch``,
 ``step_size``, ``gamma``, ``lr_lambdas``, ...); what is not is read here only, so a torch
 release that renames a private attribute breaks one function, named in the error.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 # torch versions whose private attributes these readers were checked on (major.minor)
 SUPPORTED_TORCH = ("2.12", "2.13")
@@ -34,7 +34,7 @@ def _private(scheduler, attr: str):
     except AttributeError:
         raise InitError(
             f"schedules_from_torch: this torch's {type(scheduler).__name__} has no {attr!r} (a private "
-            f"attribute read by _initcore/torch_schedulers.py, checked on torch {', '.join(SUPPORTED_TORCH)}). "
+            f"attribute read by _jaxinit/torch_schedulers.py, checked on torch {', '.join(SUPPORTED_TORCH)}). "
             "Fix: use a supported torch version, or build the schedule with the factory of the same "
             "name instead of converting the scheduler.") from None
 

@@ -28,8 +28,8 @@ import inspect
 import numbers
 from typing import Mapping, Sequence
 
-from _initcore import optim_more as _more
-from _initcore.errors import InitError
+from _jaxinit import optim_more as _more
+from _jaxinit.errors import InitError
 
 # torch state keys holding one array per parameter == the jaxinit.optim state field names
 PER_PARAM_FIELDS = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -37,7 +37,7 @@ PER_PARAM_FIELDS += ("exp_inf", "acc_delta", "prev", "step_size", "ax", "mu_prod
 # of those, the 0-d tensors torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu), in torch's
 # default dtype; torch's load_state_dict casts them to the parameter dtype, which changes its arithmetic
 SCALAR_FIELDS = ("mu_product", "eta", "mu")
-PER_PARAM_FIELDS += _more.PER_PARAM_FIELDS  # Adafactor's row_var / col_var / variance (_initcore/optim_more.py)
+PER_PARAM_FIELDS += _more.PER_PARAM_FIELDS  # Adafactor's row_var / col_var / variance (_jaxinit/optim_more.py)
 NOT_PARAM_SHAPED = _more.NOT_PARAM_SHAPED
 
 # torch.optim / torchinit class name -> jaxinit.optim factory name

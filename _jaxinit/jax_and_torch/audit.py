@@ -10,12 +10,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from _initcore import arrays as _arr
-from _initcore import naming as _naming
-from _initcore.errors import InitError
-from _initcore.jax_and_torch import _common as C
-from _initcore.jax_and_torch.layers import _pair
-from _initcore.jax_and_torch.twin import _normalize_call
+from _jaxinit import arrays as _arr
+from _jaxinit import naming as _naming
+from _jaxinit.errors import InitError
+from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch.layers import _pair
+from _jaxinit.jax_and_torch.twin import _normalize_call
 
 
 class Finding(NamedTuple):
@@ -163,7 +163,7 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
     """{path tuple: module}, [paths in call order], {path: input shape}, {(coll, path): spec}."""
     if isinstance(model, nnx.Module):
         mods: dict[tuple, Any] = {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
-        from _initcore.jax_and_torch.twin import _nnx_vars
+        from _jaxinit.jax_and_torch.twin import _nnx_vars
 
         stats, params = _nnx_vars(model, nnx)
         return mods, list(mods), {}, {**params, **stats}

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from _initcore import arrays as _arr
-from _initcore.errors import InitError
+from _jaxinit import arrays as _arr
+from _jaxinit.errors import InitError
 
 # Rounding budget of a twin comparison, relative to the reference's scale (max |torch|
 # over the compared category): a difference above rtol * scale is a divergence. Stated

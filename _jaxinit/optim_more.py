@@ -4,7 +4,7 @@ Framework-free, shared by ``jaxinit/_src/{adafactor,muon,lbfgs,sparse_adam}.py``
 their ``torchinit`` mirrors. The refusals are torch's own (torch/optim/_adafactor.py,
 _muon.py, lbfgs.py, sparse_adam.py ``__init__``), torch's wording first, then what is
 accepted and the fix. Only concrete values are checked (a schedule or a traced
-value is not); see :func:`_initcore.optim.concrete`.
+value is not); see :func:`_jaxinit.optim.concrete`.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import math
 import numbers
 from typing import Any
 
-from _initcore.errors import InitError
-from _initcore.optim import concrete
+from _jaxinit.errors import InitError
+from _jaxinit.optim import concrete
 
 # torch/optim/_muon.py: DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, DEFAULT_NS_STEPS
 MUON_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -162,7 +162,7 @@ def check_sparse_adam(who: str, lr: Any, betas: Any, eps: Any, maximize: Any) ->
     _bool(who, "maximize", maximize)
 
 
-# ------------------------------------------------------------------ conversion (read by _initcore/optim_convert.py)
+# ------------------------------------------------------------------ conversion (read by _jaxinit/optim_convert.py)
 # torch class name -> jaxinit.optim / torchinit.optim factory name
 FACTORY_BY_CLASS = {"Adafactor": "adafactor", "Muon": "muon", "LBFGS": "lbfgs", "SparseAdam": "sparse_adam"}
 # torch per-parameter state keys (== state field names): Adafactor's factored / plain second moments

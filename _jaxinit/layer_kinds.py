@@ -3,8 +3,8 @@
 A kind is a class: its torch classes, its Flax class (for Linen auto names), the torch
 leaves it reads, how Flax names reveal it, its layout transposes (``layout``) and the two
 directions ``to_flax`` / ``to_torch``. Adding a layer kind is one class here, decorated
-with :func:`register`; the discovery (:mod:`_initcore.naming`) and the two conversion
-directions (:mod:`_initcore.convert`) never name a kind.
+with :func:`register`; the discovery (:mod:`_jaxinit.naming`) and the two conversion
+directions (:mod:`_jaxinit.convert`) never name a kind.
 
 Arrays are numpy arrays. ``to_flax`` returns ``{(collection, relpath): array}``;
 ``to_torch`` pops the Flax leaves it reads from ``f`` and returns ``{torch leaf: array}``.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 _LINEAR_FNS = (
     "linear",

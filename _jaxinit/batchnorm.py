@@ -87,7 +87,7 @@ import math
 import numbers
 from typing import Any
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 MOMENTUM_STYLES = ("torch", "decay")
 VARIANCES = ("shifted", "two_pass", "fast")

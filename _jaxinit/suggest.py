@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from _initcore.layer_kinds import REGISTRY, Options
-from _initcore.naming import Group, flax_index, groups_from_flax_names, resolve_paths
+from _jaxinit.layer_kinds import REGISTRY, Options
+from _jaxinit.naming import Group, flax_index, groups_from_flax_names, resolve_paths
 
 _FAMILY = {"conv_transpose": "conv", "groupnorm": "layernorm", "embed": "dense"}
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Sequence, Union
 
-from _initcore.errors import InitError
+from _jaxinit.errors import InitError
 
 Axes = Union[int, Sequence[int]]
 

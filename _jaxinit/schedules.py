@@ -6,13 +6,13 @@ factory's signature), its formula of the number of optimizer steps already taken
 after every ``optimizer.step()``), its docstring, and how to read it from / build it as
 a torch scheduler. The factories of both packages (``jaxinit/_src/schedule_factories.py``,
 ``torchinit/_src/schedule_factories.py``) are generated from the specs by
-``python -m _initcore.schedules_codegen`` (literal docstrings, visible to IDEs and
+``python -m _jaxinit.schedules_codegen`` (literal docstrings, visible to IDEs and
 ``help()``; a test checks they are up to date).
 
 The formulas are written against a tiny array namespace (:class:`PyOps` here,
 ``_JaxOps`` in ``jaxinit/_src/schedules.py``): ``jaxinit`` runs them with ``jax.numpy``
 (jittable optax schedules), ``torchinit`` with Python's ``math`` (a callable
-``step -> float``). Reading torch objects goes through ``_initcore/torch_schedulers.py``
+``step -> float``). Reading torch objects goes through ``_jaxinit/torch_schedulers.py``
 (the only place that touches torch's private attributes).
 
 Closed forms vs torch's recursive forms
@@ -42,8 +42,8 @@ import operator
 import weakref
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from _initcore import torch_schedulers as _torch
-from _initcore.errors import InitError
+from _jaxinit import torch_schedulers as _torch
+from _jaxinit.errors import InitError
 
 # ------------------------------------------------------------------ namespaces
 
