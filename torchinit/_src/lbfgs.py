@@ -28,6 +28,28 @@ def _np(v):
     return v
 
 
+def _torch_t(v, lr, n_iter: int, dt, dev):
+    """``state["t"]`` with the type torch's ``LBFGS.step`` gives it (torch/optim/lbfgs.py).
+
+    torch sets ``t = min(1.0, 1.0 / flat_grad.abs().sum()) * lr`` on the very first iteration
+    (``n_iter == 1``) and ``t = lr`` after, with ``lr = _to_scalar(group["lr"])``: a tensor lr stays a
+    0-d tensor. So with a tensor lr, ``t`` is ``lr`` itself (lr's dtype, e.g. float32 under float64
+    params) after the first iteration, or ``1.0 * lr`` (lr's dtype) when ``1 / sum|g| >= 1``, and the
+    0-d product ``(1 / sum|g|) * lr`` (``promote_types(param dtype, lr dtype)``) otherwise; the value
+    is the same number in every case (float32 lr widens exactly), only the stored dtype follows
+    torch. A value equal to lr on the first iteration is taken as the ``1.0 * lr`` branch (the other
+    branch gives lr only when ``1 / sum|g|`` rounds the product back to lr: the same number, a dtype label
+    apart). With a Python-number lr the value is kept as a tensor in the params' dtype (the same value).
+    """
+    value = np.asarray(v)
+    if isinstance(lr, torch.Tensor):
+        lr0 = lr.detach().reshape(())
+        if n_iter > 1 or float(value) == float(lr0):
+            return torch.as_tensor(value).to(dtype=lr0.dtype, device=lr0.device).clone()
+        return torch.as_tensor(value).to(dtype=torch.promote_types(dt, lr0.dtype), device=dev).clone()
+    return torch.as_tensor(value).to(dtype=dt, device=dev).clone()
+
+
 def export_lbfgs_state(optimizer: torch.optim.LBFGS) -> dict:
     """The neutral dict ``{"state": {0: {...}}, "param_groups": [...], "step": None}`` of an LBFGS."""
     params = optimizer.param_groups[0]["params"]
@@ -55,6 +77,8 @@ def import_lbfgs_state(state: dict, optimizer: torch.optim.LBFGS) -> torch.optim
             out[k] = float(v)
         elif k in ("old_dirs", "old_stps", "ro", "al"):
             out[k] = [None if x is None else tens(x) for x in v]
+        elif k == "t":
+            out[k] = _torch_t(v, optimizer.param_groups[0]["lr"], int(entry.get("n_iter", 0)), dt, dev)
         else:
             out[k] = tens(v)
     for k in ("d", "prev_flat_grad"):
