@@ -335,44 +335,153 @@ def _audit(tm, lm, x):
     return jaxinit.audit(tm, lm, x, flax_inputs=np.moveaxis(x, 1, -1) if x.ndim > 2 else x)
 
 
-@pytest.mark.parametrize("case", ["dilation", "groups", "bias", "groupnorm", "dropout", "ceil_mode",
-                                  "initializers", "batchnorm_momentum", "batchnorm_float32_stats"])
+@pytest.mark.parametrize("case", [
+    "conv_same", "dilation", "groups", "bias", "conv_bias", "layernorm_eps", "groupnorm_eps", "groupnorm",
+    "dropout", "ceil_mode", "initializers", "batchnorm_momentum", "batchnorm_unbiased", "batchnorm_eps",
+    "batchnorm_float32_stats", "embedding_padding_idx"])
 def test_audit_traps(case):
-    x3 = RNG.standard_normal((2, 4, 8, 8))
+    """Each trap of issue 11 §4 on a twin that differs from torch only there: audit names it
+    at the right layer, with the fix."""
+    x3, x2 = RNG.standard_normal((2, 4, 8, 8)), RNG.standard_normal((2, 4))
     C = torch.nn
-    if case in ("dilation", "groups"):
+    if case == "conv_same":  # 'SAME' with stride 2 on an even size pads (0, 1); torch's padding=1 pads (1, 1)
+        tm = C.Sequential(C.Conv2d(4, 4, 3, stride=2, padding=1))
+        lm = nn.Sequential([nn.Conv(4, (3, 3), strides=2, padding="SAME")])
+        want = ("conv padding", "0", "asymmetric", "padding=((1, 1), (1, 1))")
+    elif case in ("dilation", "groups"):
         tm = C.Sequential(C.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2 if case == "groups" else 1))
         lm = nn.Sequential([nn.Conv(4, (3, 3), padding=2, kernel_dilation=1 if case == "dilation" else 2,
                                     feature_group_count=1)])
-        want = ("conv settings", "0", "dilation" if case == "dilation" else "groups")
+        want = ("conv settings", "0", "dilation", "kernel_dilation=(2, 2)") if case == "dilation" else \
+            ("conv settings", "0", "groups", "feature_group_count=2")
     elif case == "bias":
-        tm, lm, x3 = C.Sequential(C.Linear(4, 3, bias=False)), nn.Sequential([nn.Dense(3)]), RNG.standard_normal((2, 4))
-        want = ("bias", "0", "use_bias")
+        tm, lm, x3 = C.Sequential(C.Linear(4, 3, bias=False)), nn.Sequential([nn.Dense(3)]), x2
+        want = ("bias", "0", "use_bias", "use_bias=False")
+    elif case == "conv_bias":
+        tm, lm = C.Sequential(C.Conv2d(4, 4, 1, bias=False)), nn.Sequential([nn.Conv(4, (1, 1))])
+        want = ("bias", "0", "use_bias", "use_bias=False")
+    elif case == "layernorm_eps":  # Flax's default epsilon 1e-6, torch's 1e-5
+        tm, lm, x3 = C.Sequential(C.Linear(4, 4), C.LayerNorm(4)), nn.Sequential([nn.Dense(4), nn.LayerNorm()]), x2
+        want = ("norm eps", "1", "1e-06", "LayerNorm(epsilon=1e-05)")
+    elif case == "groupnorm_eps":
+        tm, lm = C.Sequential(C.GroupNorm(2, 4)), nn.Sequential([nn.GroupNorm(num_groups=2)])
+        want = ("norm eps", "0", "1e-06", "GroupNorm(epsilon=1e-05)")
     elif case == "groupnorm":
-        tm, lm = C.Sequential(C.GroupNorm(2, 4)), nn.Sequential([nn.GroupNorm(num_groups=4)])
-        want = ("norm groups", "0", "groups")
+        tm, lm = C.Sequential(C.GroupNorm(2, 4)), nn.Sequential([nn.GroupNorm(num_groups=4, epsilon=1e-5)])
+        want = ("norm groups", "0", "groups", "num_groups=2")
     elif case == "dropout":
         tm = C.Sequential(C.Linear(4, 4), C.Dropout(0.1))
-        lm, x3 = nn.Sequential([nn.Dense(4), nn.Dropout(0.2, deterministic=True)]), RNG.standard_normal((2, 4))
-        want = ("dropout", "1", "rate")
+        lm, x3 = nn.Sequential([nn.Dense(4), nn.Dropout(0.2, deterministic=True)]), x2
+        want = ("dropout", "1", "rate", "Dropout(rate=0.1)")
     elif case == "ceil_mode":
         tm, lm = C.Sequential(C.Conv2d(4, 4, 1), C.MaxPool2d(2, ceil_mode=True)), nn.Sequential([nn.Conv(4, (1, 1))])
-        want = ("pooling", "1", "ceil_mode")
+        want = ("pooling", "1", "ceil_mode", "high pads increased")
     elif case == "initializers":
-        tm, lm, x3 = C.Sequential(C.Linear(4, 3)), nn.Sequential([nn.Dense(3)]), RNG.standard_normal((2, 4))
-        want = ("initializers", "0", "lecun_normal")
-    elif case == "batchnorm_momentum":
+        tm, lm, x3 = C.Sequential(C.Linear(4, 3)), nn.Sequential([nn.Dense(3)]), x2
+        want = ("initializers", "0", "lecun_normal", "jaxinit.linen")
+    elif case in ("batchnorm_momentum", "batchnorm_unbiased", "batchnorm_eps"):
         tm = C.Sequential(C.Conv2d(4, 4, 1), C.BatchNorm2d(4))
-        lm = nn.Sequential([nn.Conv(4, (1, 1)), nn.BatchNorm(use_running_average=True, momentum=0.1)])
-        want = ("batchnorm", "1", "momentum")
+        bn = {"batchnorm_momentum": dict(momentum=0.1),  # torch's number in Flax's (opposite) convention
+              "batchnorm_unbiased": dict(momentum=0.9),  # momentum right; running variance still biased
+              "batchnorm_eps": dict(momentum=0.9, epsilon=1e-3)}[case]
+        lm = nn.Sequential([nn.Conv(4, (1, 1)), nn.BatchNorm(use_running_average=True, **bn)])
+        want = {"batchnorm_momentum": ("batchnorm", "1", "momentum", "1 - torch momentum"),
+                "batchnorm_unbiased": ("batchnorm", "1", "UNBIASED", "unbiased_running_var=True"),
+                "batchnorm_eps": ("batchnorm", "1", "eps: torch 1e-05, Flax 0.001", "= 1e-05")}[case]
+    elif case == "embedding_padding_idx":  # torch's pad row gets no gradient; Flax's Embed trains it
+        tm, lm = C.Sequential(C.Embedding(10, 4, padding_idx=0)), nn.Sequential([nn.Embed(10, 4)])
+        x3 = np.array([[1, 2, 0], [3, 0, 0]])
+        want = ("embedding padding_idx", "0", "padding_idx=0", ".at[0].set(0)")
     else:  # a freshly initialized float64 Flax model: Flax creates batch_stats in float32
         tm = C.Sequential(C.Conv2d(4, 4, 1), C.BatchNorm2d(4))
         lm = nn.Sequential([nn.Conv(4, (1, 1), param_dtype=jnp.float64),
-                            nn.BatchNorm(use_running_average=True, param_dtype=jnp.float64)])
-        want = ("batchnorm", "1", "float32")
+                            nn.BatchNorm(use_running_average=True, momentum=0.9, param_dtype=jnp.float64)])
+        want = ("batchnorm", "1", "float32", "from_torch_state_dict")
     rep = _audit(tm, lm, x3)
     hits = [f for f in rep.findings if f.category == want[0] and want[2] in f.problem]
-    assert hits and hits[0].torch == want[1], str(rep)
+    assert len(hits) == 1 and hits[0].torch == want[1] and want[3] in hits[0].fix, str(rep)
+    assert all(f.torch == want[1] for f in rep.findings if f.category != "initializers"), str(rep)
+
+
+def test_audit_trap_twins_without_the_trap_are_clean():
+    """The controls: the same layers with the fix applied give no finding but the (fresh
+    models') initializers one, so each trap test above fails when its trap is absent."""
+    C = torch.nn
+    tm = C.Sequential(C.Conv2d(4, 4, 3, stride=2, padding=1, dilation=1, groups=2, bias=False), C.GroupNorm(2, 4),
+                      C.BatchNorm2d(4), C.Dropout(0.1))
+    lm = nn.Sequential([nn.Conv(4, (3, 3), strides=2, padding=((1, 1), (1, 1)), feature_group_count=2,
+                                use_bias=False), nn.GroupNorm(num_groups=2, epsilon=1e-5),
+                        jaxinit.BatchNorm(use_running_average=True),
+                        nn.Dropout(0.1, deterministic=True)])
+    rep = _audit(tm, lm, RNG.standard_normal((2, 4, 8, 8)))
+    assert rep.categories() <= {"initializers"}, str(rep)
+    tm, lm = C.Sequential(C.Linear(4, 4), C.LayerNorm(4)), nn.Sequential([nn.Dense(4), nn.LayerNorm(epsilon=1e-5)])
+    assert _audit(tm, lm, RNG.standard_normal((2, 4))).categories() <= {"initializers"}
+
+
+def test_audit_activation_note():
+    """Activations are functions in Flax: audit says so (no finding) and points to compare_layers."""
+    tm = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2))
+    lm = nn.Sequential([nn.Dense(4), nn.gelu, nn.Dense(2)])
+    rep = _audit(tm, lm, RNG.standard_normal((2, 4)))
+    note = next(n for n in rep.notes if "activation" in n)
+    assert "not modules" in note and "1 (GELU, approximate='none')" in note and "compare_layers" in note, note
+
+
+class _TorchPoolNet(torch.nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = torch.nn.Conv2d(4, 4, 1), pool, torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv2(self.pool(self.conv1(x))).mean((2, 3))
+
+
+class _LinenPoolNet(nn.Module):
+    pool: object
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (1, 1), param_dtype=jnp.float64, name="conv1")(x)
+        return nn.Conv(4, (1, 1), param_dtype=jnp.float64, name="conv2")(self.pool(x)).mean((1, 2))
+
+
+@pytest.mark.parametrize("case", ["count_include_pad", "count_include_pad_false", "pool_padding"])
+def test_pooling_traps(case):
+    """Pooling is a function in Flax, so audit cannot see the Flax side: its note states the Flax
+    call that matches torch, and compare_layers names the layer after the wrong pool as the first
+    divergence, with the torch pool in its hint. The control (the note's call) agrees."""
+    C = torch.nn
+    pad = ((1, 1), (1, 1))
+    pool, right, wrong, fixed = {
+        # torch's default count_include_pad=True divides border windows by 9; False by the valid count
+        "count_include_pad": (C.AvgPool2d(3, 1, padding=1), f"nn.avg_pool(x, (3, 3), strides=(1, 1), padding={pad})",
+                              lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad, count_include_pad=False),
+                              lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad)),
+        "count_include_pad_false": (C.AvgPool2d(3, 1, padding=1, count_include_pad=False),
+                                    f"padding={pad}, count_include_pad=False)",
+                                    lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad),
+                                    lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad, count_include_pad=False)),
+        # 'SAME' with stride 2 on 8 pads (0, 1); torch's padding=1 pads (1, 1)
+        "pool_padding": (C.MaxPool2d(3, 2, padding=1), f"nn.max_pool(x, (3, 3), strides=(2, 2), padding={pad})",
+                         lambda x: nn.max_pool(x, (3, 3), (2, 2), "SAME"),
+                         lambda x: nn.max_pool(x, (3, 3), (2, 2), pad)),
+    }[case]
+    x = RNG.standard_normal((2, 4, 8, 8))
+    xf = np.moveaxis(x, 1, -1)
+    torch.manual_seed(0)
+    tm = _TorchPoolNet(pool).double()
+    rep = jaxinit.audit(tm, _LinenPoolNet(wrong), x, flax_inputs=xf)
+    assert any(right in n for n in rep.notes), str(rep)
+    for f, diverges in ((wrong, True), (fixed, False)):
+        lm = _LinenPoolNet(f)
+        v = jaxinit.from_torch_state_dict(tm, lm.init(jax.random.key(0), xf))
+        cl = jaxinit.compare_layers(tm, lm, x, variables=v, flax_inputs=xf)
+        if not diverges:
+            assert cl.first_divergence is None, str(cl)
+            continue
+        assert cl.first_divergence["torch"] == "conv2", str(cl)
+        assert f"pool ({type(pool).__name__}" in cl.first_divergence["hint"], str(cl)
 
 
 # --------------------------------------------------------------------------- Hugging Face Bert
