@@ -434,7 +434,7 @@ class _TorchPoolNet(torch.nn.Module):
         self.conv1, self.pool, self.conv2 = torch.nn.Conv2d(4, 4, 1), pool, torch.nn.Conv2d(4, 4, 1)
 
     def forward(self, x):
-        return self.conv2(self.pool(self.conv1(x))).mean((2, 3))
+        return self.conv2(self.pool(self.conv1(x)))  # 4-D: NCHW here, NHWC in Flax
 
 
 class _LinenPoolNet(nn.Module):
@@ -443,7 +443,7 @@ class _LinenPoolNet(nn.Module):
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(4, (1, 1), param_dtype=jnp.float64, name="conv1")(x)
-        return nn.Conv(4, (1, 1), param_dtype=jnp.float64, name="conv2")(self.pool(x)).mean((1, 2))
+        return nn.Conv(4, (1, 1), param_dtype=jnp.float64, name="conv2")(self.pool(x))
 
 
 @pytest.mark.parametrize("case", ["count_include_pad", "count_include_pad_false", "pool_padding"])
@@ -476,9 +476,9 @@ def test_pooling_traps(case):
     for f, diverges in ((wrong, True), (fixed, False)):
         lm = _LinenPoolNet(f)
         v = jaxinit.from_torch_state_dict(tm, lm.init(jax.random.key(0), xf))
-        cl = jaxinit.compare_layers(tm, lm, x, variables=v, flax_inputs=xf)
-        if not diverges:
-            assert cl.first_divergence is None, str(cl)
+        cl = jaxinit.compare_layers(tm, lm, x, variables=v, flax_inputs=xf, gradients=True)
+        if not diverges:  # gradients too: the NCHW output's cotangent is moved to Flax's NHWC
+            assert cl.first_divergence is None and all(r["grad_ok"] for r in cl.rows), str(cl)
             continue
         assert cl.first_divergence["torch"] == "conv2", str(cl)
         assert f"pool ({type(pool).__name__}" in cl.first_divergence["hint"], str(cl)
@@ -672,3 +672,18 @@ def test_flax_float32_batch_stats_in_a_float64_model():
     with pytest.raises(jaxinit.ConversionError, match=r"(?s)dtype mismatches.*params/BatchNorm_0/scale: float64 vs "
                                                       r"target float32.*batch_stats/BatchNorm_0/var: float64"):
         jaxinit.from_torch_state_dict(tm, t32, mapping=mapping, batchnorm="flax")
+
+
+def test_compare_layers_output_layout_error():
+    """A model output whose Flax shape is neither torch's nor its channels-last form is an error
+    that says how to fix it (not a broadcasting TypeError from inside the loss)."""
+    class Reshaped(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(6, param_dtype=jnp.float64, name="0")(x).reshape(2, 2, 3)
+
+    torch.manual_seed(0)
+    tm, x = torch.nn.Sequential(torch.nn.Linear(4, 6)).double(), RNG.standard_normal((2, 4))
+    v = jaxinit.from_torch_state_dict(tm, Reshaped().init(jax.random.key(0), x))
+    with pytest.raises(jaxinit.InitError, match=r"shape \(2, 2, 3\) in Flax and \(2, 6\) in torch.*flax_call="):
+        jaxinit.compare_layers(tm, Reshaped(), x, variables=v)

@@ -157,11 +157,11 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
     with C.exact_precision():
         tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients)
+        groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
+        channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
         fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
-                                      flax_call)
-    groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
+                                      flax_call, channels_last)
     pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls])
-    channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
     fby: dict[str, tuple] = {}
     for path, outs, grads in fcalls:
         fby.setdefault("/".join(path), (outs, grads))
@@ -254,7 +254,24 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     return tm, rows, out, state
 
 
-def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call):
+def _cot_in_flax_layout(key, c, out, channels_last):
+    """The model output's cotangent (drawn in torch's layout) in the Flax output's layout: with
+    ``channels_last`` (layout='auto', a convolutional model) a torch output (N, C, ...) of >= 3
+    dims is (N, ..., C) in Flax, as ``_row`` assumes, so the loss ``sum(output * c)`` is the same
+    function on both sides (also when the two layouts have equal shapes, e.g. 2x4x4x4)."""
+    import jax.numpy as jnp
+
+    if channels_last and c.ndim >= 3 and jnp.moveaxis(c, 1, -1).shape == out.shape:
+        return jnp.moveaxis(c, 1, -1)
+    if c.shape == out.shape:
+        return c
+    raise InitError(f"compare_layers: the model output {key or '(output)'!r} has shape {tuple(out.shape)} in Flax and "
+                    f"{tuple(c.shape)} in torch (neither equal nor channels-last vs channels-first): pass "
+                    "flax_call= (a hook whose Flax output has torch's layout).")
+
+
+def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call,
+                  channels_last=False):
     """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
     the Flax variables after the pass ({(collection, path): array})."""
     import jax
@@ -301,7 +318,8 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
                 else:
                     y, upd = model.apply(full, *xf, **kw), {}
         leaves = dict(C.tree_leaves(y))
-        loss = sum((jnp.sum(leaves[k] * c) for k, c in cot.items() if k in leaves), jnp.zeros(()))
+        loss = sum((jnp.sum(leaves[k] * _cot_in_flax_layout(k, c, leaves[k], channels_last)) for k, c in cot.items() if k in leaves),
+                   jnp.zeros(()))
         return loss, (calls, upd)
 
     _, (calls, upd) = run(None)
