@@ -38,16 +38,11 @@ import optax
 
 from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
+from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
 from jaxinit._src import optim as _optim
 from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
-
-
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, read without importing torch
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _path_str(path) -> str:
@@ -311,7 +306,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
         raise InitError(f"{who}: state must be a torch optimizer, its state_dict() or "
                         f"torchinit.optim.export_state's dict, got {type(state).__name__}.")
     groups = state.get("param_groups", [])
-    tstate = _core.neutral_state(state, _to_numpy)
+    tstate = _core.neutral_state(state, to_numpy)
     the_step = _core.common_step(tstate, step if step is not None else state.get("step"), groups, who)
     n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
     if param_names is None and groups and all("param_names" in g for g in groups):
@@ -440,7 +435,7 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         if not hasattr(template, "items"):
             raise InitError(f"{who}: layout='flax' needs template= the torch optimizer (built from "
                             "named_parameters()) or {torch_name: tensor} such as dict(model.named_parameters()).")
-        tmpl = {k: _to_numpy(v) for k, v in template.items()}
+        tmpl = {k: to_numpy(v) for k, v in template.items()}
         names = names if names is not None else list(tmpl)
         order = list(range(len(leaves)))  # leaf positions; torch indices come from the names
     else:
