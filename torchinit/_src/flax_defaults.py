@@ -90,6 +90,8 @@ class _FlaxConv:
         _flax_dense_(self.weight, self.bias)
 
 
+# One public class per torch class (Conv1d/2d/3d, ConvTranspose1d/2d/3d) by design, as torch.nn has;
+# their shared init is _FlaxConv.
 @public("torchinit.nn", "Conv1d")
 class FlaxConv1d(_FlaxConv, nn.Conv1d):
     __doc__ = _CONV_DOC.format(name="Conv1d")
