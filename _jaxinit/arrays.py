@@ -67,11 +67,11 @@ def numpy_to_tensor(a: np.ndarray, torch, device=None):
     return t if device is None else t.to(device)
 
 
-def to_numpy(x) -> np.ndarray:
-    """numpy view of a torch tensor, jax array or array-like."""
-    if is_torch_tensor(x):
-        return tensor_to_numpy(x)
-    return np.asarray(x)
+def to_numpy(x, copy: bool = False) -> np.ndarray:
+    """numpy view of a torch tensor, jax array or array-like (``copy=True``: a new array that
+    never aliases ``x``'s memory)."""
+    a = tensor_to_numpy(x) if is_torch_tensor(x) else np.asarray(x)
+    return np.array(a, copy=True) if copy else a
 
 
 def fname(key: FlaxKey) -> str:

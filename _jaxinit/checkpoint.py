@@ -150,6 +150,17 @@ def nest_if_flax(flat: dict) -> dict:
     return tree
 
 
+def torch_load(torch, path, who: str):
+    """``torch.load(path)`` of a tensors-only file on CPU (``weights_only=True``: arbitrary pickles are
+    never loaded); any failure but a missing file becomes :func:`torch_load_error`'s InitError."""
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise torch_load_error(path, err, who) from err
+
+
 def torch_load_error(path, err: Exception, who: str) -> InitError:
     return InitError(f"{who}: {os.fspath(path)!r} cannot be read by torch.load(weights_only=True): "
                      f"{type(err).__name__}: {err}. It is malformed, truncated, or holds objects other than "

@@ -38,6 +38,8 @@ def _bool(who: str, name: str, value: Any) -> None:
         raise InitError(f"{who}: {name} must be True or False, got {value!r}.")
 
 
+# Each check_* below repeats the shape of torch's own constructor checks, one per optimizer, with
+# torch's message for each argument (by design: the messages differ per optimizer and argument).
 def check_adafactor(who: str, lr: Any, beta2_decay: Any, eps: Any, d: Any, weight_decay: Any,
                     maximize: Any) -> None:
     """torch.optim.Adafactor's constructor checks."""

@@ -163,6 +163,19 @@ def check_strict(rules: Sequence[Rule], paths_values_owners, applied: dict[int, 
         )
 
 
+_CLASS_HINT = (" (a class selector selects every parameter of the module, bias included: put "
+               "(r\"bias$\", zeros()) before it)")
+
+
+def rule_failed(rule: Rule, path: str, shape, dtype, err: Exception, who: str) -> InitError:
+    """The error raised when ``rule``'s initializer fails on parameter ``path`` (both packages)."""
+    return InitError(
+        f"{who}: {rule.label} failed on parameter {path!r} (shape {shape}, dtype {dtype}): "
+        f"{str(err).rstrip('.')}. Fix: narrow the selector so it skips this parameter, or put a rule for "
+        "it earlier" + _CLASS_HINT * (rule.kind == "class") + "."
+    )
+
+
 def path_crc(path: str) -> int:
     """``zlib.crc32`` of the UTF-8 path: the per-parameter number mixed into the key."""
     return zlib.crc32(path.encode("utf-8"))

@@ -167,6 +167,8 @@ class Spec:
     to_torch: Callable[..., Any] | None = None
 
 
+# One Spec per schedule below, the same shape by design (the lr and momentum variants of OneCycleLR
+# and CyclicLR are separate public schedules with their own docs).
 SPECS: dict[str, Spec] = {}
 
 
@@ -1197,6 +1199,8 @@ class ScheduleBase:
         t = self._ops.step(count, f"{self._package}.{self.name}")
         return SPECS[self.name].formula(self._ops, t, **self.params)
 
+    # The same repr as _jaxinit.initializer.Initializer's (a call that rebuilds the object); equality
+    # differs (params, not args), so the three methods are not shared.
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
         return f"{self._package}.{self.name}({inner})"

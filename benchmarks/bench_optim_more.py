@@ -18,24 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _pair(ours, upstream, warmup, repeats):
-    t_o, t_u = [], []
-    for i in range(warmup + repeats):
-        order = ((ours, t_o), (upstream, t_u)) if i % 2 == 0 else ((upstream, t_u), (ours, t_o))
-        for fn, sink in order:
-            t0 = time.perf_counter()
-            fn()
-            if i >= warmup:
-                sink.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(t_o), statistics.median(t_u)
+from bench_optim import _time_pair as _pair  # noqa: E402 (the same alternating timer as bench_optim)
 
 
 def _report(name, upstream_name, t_o, t_u, target):

@@ -21,16 +21,12 @@ import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from bench_convert import _time as _runs  # noqa: E402 (the same warmup-then-repeats timer)
+
 
 def _time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out) * 1e3
+    """Median milliseconds of ``repeats`` calls after ``warmup`` calls."""
+    return statistics.median(_runs(fn, repeats, warmup)) * 1e3
 
 
 def main(argv=None):

@@ -151,6 +151,8 @@ def plot(curves: dict, out: str) -> None:
     plt.close(fig)
 
 
+# Each example is a standalone script with its own command line, so the argparse/plot boilerplate
+# repeats across examples by design (a user copies one file).
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=300)

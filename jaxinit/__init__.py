@@ -57,6 +57,7 @@ def __getattr__(name):
         return LinenBatchNorm
     raise AttributeError(f"module 'jaxinit' has no attribute {name!r}")
 
+# Mirrors torchinit's __all__ name for name by design (parity_tests/test_api.py checks the two surfaces match).
 __all__ = [
     "BatchNorm",
     "FLAX_CONV_TRANSPOSE_LAYOUT",

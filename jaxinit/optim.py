@@ -137,6 +137,8 @@ TRANSFORMS = (
     "zeropower_via_newtonschulz",
 )
 
+# Mirrors torchinit.optim's __all__ by design, plus TRANSFORMS (parity_tests/test_api.py checks the surfaces match).
+# TRANSFORMS' names repeat here: __all__ stays a literal list, which type checkers and IDEs read.
 __all__ = [
     "TRANSFORMS",
     "AveragedModel",

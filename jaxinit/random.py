@@ -24,6 +24,7 @@ from jaxinit._src.random import split as split
 from jaxinit._src.random import truncated_normal as truncated_normal
 from jaxinit._src.random import uniform as uniform
 
+# Mirrors torchinit.random's __all__ name for name by design (parity_tests/test_api.py checks the two surfaces match).
 __all__ = [
     "as_key",
     "bernoulli",

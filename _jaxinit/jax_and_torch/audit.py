@@ -6,6 +6,7 @@ imported inside the functions.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -130,6 +131,15 @@ def flax_call_order(flax_module, flax_inputs, variables=None, train_kwarg="train
         flax_call = C.hf_call
     fxs = None if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
     return _flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)[1]
+
+
+def template_call_order(flax_module, flax_inputs, template):
+    """The Flax modules' run order when the model is given (None without it); ``template`` is
+    used as the variables when it holds ``params`` (needs jax at call time)."""
+    if flax_module is None:
+        return None
+    variables = template if isinstance(template, Mapping) and "params" in template else None
+    return flax_call_order(flax_module, flax_inputs, variables)
 
 
 def _torch_modules(tm, xs):

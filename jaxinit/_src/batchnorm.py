@@ -46,6 +46,7 @@ from flax import nnx as _nnx
 from jax import lax
 
 from _jaxinit import batchnorm as _core
+from _jaxinit.public import public
 
 Array = jax.Array
 
@@ -361,16 +362,7 @@ _INIT_DOC = """
 """
 
 
-def _public(module: str, name: str):
-    def rename(cls):
-        cls.__name__ = cls.__qualname__ = name
-        cls.__module__ = module
-        return cls
-
-    return rename
-
-
-@_public("jaxinit", "BatchNorm")
+@public("jaxinit", "BatchNorm")
 class LinenBatchNorm(_linen.Module):
     """BatchNorm for Flax Linen with PyTorch's semantics (``torch.nn.BatchNorm{1,2,3}d``).
 
@@ -503,7 +495,7 @@ class LinenBatchNorm(_linen.Module):
 LinenBatchNorm.__doc__ += _INIT_DOC
 
 
-@_public("jaxinit.nnx", "BatchNorm")
+@public("jaxinit.nnx", "BatchNorm")
 class NnxBatchNorm(_nnx.Module):
     """BatchNorm for Flax NNX with PyTorch's semantics (``torch.nn.BatchNorm{1,2,3}d``).
 

@@ -257,12 +257,7 @@ def _torch_load(path, who):
     except ImportError as err:
         raise InitError(f"{who}: {os.fspath(path)!r} is a torch file; reading it needs torch. Save it as "
                         ".safetensors instead, or pip install torch.") from err
-    try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise _ckpt.torch_load_error(path, err, who) from err
+    obj = _ckpt.torch_load(torch, path, who)
     return _check_tensor_dict(obj, path, who)
 
 

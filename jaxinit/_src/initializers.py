@@ -491,6 +491,7 @@ def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2
     return Initializer("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, fn)
 
 
+# The same names as torchinit's _FACTORIES by design: each package maps them to its own factories.
 _FACTORIES = {
     f.__name__: f
     for f in (uniform, normal, trunc_normal, constant, zeros, ones, eye, dirac, xavier_uniform,

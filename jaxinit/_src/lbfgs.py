@@ -40,6 +40,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from _jaxinit import optim_more as _more
+from _jaxinit.arrays import to_numpy
 
 
 class LBFGSState(NamedTuple):
@@ -361,17 +362,15 @@ def lbfgs_state_to_torch(state: LBFGSState) -> dict:
 
 def lbfgs_state_from_torch(entry: dict, params, history_size: int) -> LBFGSState:
     """The :class:`LBFGSState` for ``params`` holding torch's LBFGS state ``entry`` (NumPy / tensors read as arrays)."""
-    from jaxinit._src.optim_convert import _to_numpy
-
     flat, _ = ravel_pytree(params)
     n, dt = flat.shape[0], flat.dtype
     fresh = lbfgs(history_size=history_size).init(params)
     if not entry:
         return fresh
-    # np.array copies: _to_numpy views a CPU tensor's memory and jnp.asarray may keep that view (zero-copy on
+    # copy=True: to_numpy views a CPU tensor's memory and jnp.asarray may keep that view (zero-copy on
     # CPU), while torch's step updates prev_flat_grad in place (prev_flat_grad.copy_(flat_grad)); without the
     # copy a state imported from a live optimizer changed under JAX's feet at torch's next step.
-    arr = lambda v: np.array(_to_numpy(v) if not isinstance(v, (int, float)) else v, copy=True)  # noqa: E731
+    arr = lambda v: to_numpy(v, copy=True)  # noqa: E731
     problems = []
     for key in ("d", "prev_flat_grad"):
         if key in entry and arr(entry[key]).shape != (n,):

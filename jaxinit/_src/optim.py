@@ -565,6 +565,8 @@ def _adam_like(who, maximize, weight_decay, decoupled, core, lr) -> optax.Gradie
     )
 
 
+# One NamedTuple state per transform, optax's pattern (by design): the field names are torch's
+# state keys, which the state converters read.
 class ScaleByTorchNadamState(NamedTuple):
     """State of :func:`scale_by_torch_nadam`: torch's ``step``, ``mu_product`` (one 0-d array per
     parameter, in ``scalar_dtype``), ``exp_avg``, ``exp_avg_sq``."""

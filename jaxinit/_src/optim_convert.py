@@ -38,16 +38,11 @@ import optax
 
 from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
+from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
 from jaxinit._src import optim as _optim
 from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
-
-
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, read without importing torch
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _path_str(path) -> str:
@@ -305,65 +300,109 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     _check_layout(layout, who)
     if _more.is_lbfgs(tx):
         return _more.import_lbfgs(state, params, tx)
+    tstate, groups, the_step = _read_torch_state(state, step, who)
+    n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
+    if param_names is None and groups and all("param_names" in g for g in groups):
+        param_names = [nm for g in groups for nm in g["param_names"]]
+    paths, leaves, _ = _leaves(params)
+    problems: list[str] = []
+    if layout == "flax":
+        order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
+        flax = _flax_buffers(tstate, n, _need_names(param_names, who), params, len(leaves), problems)
+
+        def source(f, k):
+            return flax[f][k] if f in flax else None
+    else:
+        # parameters without state (never stepped) have no torch shape here: not checked
+        order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], _state_shapes(tstate, n), param_names,
+                            isinstance(params, dict), who)
+
+        def source(f, k):
+            return tstate.get(order[k], {}).get(f)
+
+    new_state = _walk(tx.init(params), _filler(the_step, order, source, paths, problems))
+    if problems:
+        raise InitError(f"{who}: the torch state does not fit these params:\n" + "\n".join(problems)
+                        + "\nFix: pass params with the torch parameters' shapes and dtypes, in torch order or "
+                          "keyed by torch names.")
+    return new_state
+
+
+def _read_torch_state(state, step: int | None, who: str):
+    """Step 1 of :func:`import_state`: torch's state as ``({i: {key: ndarray or float}}, param_groups,
+    common step)`` from a torch optimizer, its ``state_dict()`` or ``export_state``'s dict."""
     if hasattr(state, "state_dict") and hasattr(state, "param_groups"):
         state = state.state_dict()
     if not isinstance(state, dict) or "state" not in state:
         raise InitError(f"{who}: state must be a torch optimizer, its state_dict() or "
                         f"torchinit.optim.export_state's dict, got {type(state).__name__}.")
     groups = state.get("param_groups", [])
-    tstate = _core.neutral_state(state, _to_numpy)
+    tstate = _core.neutral_state(state, to_numpy)
     the_step = _core.common_step(tstate, step if step is not None else state.get("step"), groups, who)
-    n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
-    if param_names is None and groups and all("param_names" in g for g in groups):
-        param_names = [nm for g in groups for nm in g["param_names"]]
-    paths, leaves, _ = _leaves(params)
-    torch_shapes = []
+    return tstate, groups, the_step
+
+
+def _state_shapes(tstate: dict, n: int) -> list:
+    """The shape of each of the ``n`` torch parameters read from its per-parameter buffers (None: no state)."""
+    shapes = []
     for i in range(n):
         arrays = [v for k, v in tstate.get(i, {}).items()
                   if k not in _core.NOT_PARAM_SHAPED and k not in _core.SCALAR_FIELDS]
-        torch_shapes.append(tuple(arrays[0].shape) if arrays else None)
-    problems = []
-    if layout == "flax":
-        names = _need_names(param_names, who)
-        order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
-        flax = {}
-        shape_of = {}
-        for i in range(n):
-            arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
-            if arrays:
-                shape_of[i] = arrays[0]
-        for f in _core.PER_PARAM_FIELDS:
-            have = [i for i in range(n) if f in tstate.get(i, {})]
-            if not have:
-                continue
-            if f in _core.SCALAR_FIELDS:  # one 0-d value per parameter, equal when all stepped together
-                values = {tstate[i][f].tobytes() for i in have}
-                if len(values) != 1 or len(have) != n:
-                    problems.append(f"  torch's {f} differs between parameters; layout='flax' needs one value")
-                    continue
-                flax[f] = [tstate[have[0]][f]] * len(leaves)
-                continue
-            if len(have) != n and len(shape_of) != n:
-                problems.append(f"  torch parameters {sorted(set(range(n)) - set(shape_of))} have no state; "
-                                "layout='flax' needs every parameter's state (or none)")
-                continue
-            vals = _flax_like({names[i]: tstate[i][f] if f in tstate[i] else np.zeros_like(shape_of[i])
-                               for i in range(n)}, params)
-            if len(have) != n:  # e.g. max_exp_avg_sq in the amsgrad group only: which leaves have it
-                marks = _flax_like({names[i]: np.full(shape_of[i].shape, float(i in have)) for i in range(n)},
-                                   params, cast=True)
-                vals = [v if np.asarray(m).flat[0] else None for v, m in zip(vals, marks)]
-            flax[f] = vals
+        shapes.append(tuple(arrays[0].shape) if arrays else None)
+    return shapes
 
-        def source(f, k):
-            return flax[f][k] if f in flax else None
-    else:
-        # parameters without state (never stepped) have no torch shape here: not checked
-        order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, param_names,
-                            isinstance(params, dict), who)
 
-        def source(f, k):
-            return tstate.get(order[k], {}).get(f)
+def _flax_buffers(tstate: dict, n: int, names, params, n_leaves: int, problems: list) -> dict:
+    """``layout='flax'``: ``{field: [buffer or None per params leaf]}``, each torch buffer converted like
+    its weight; what does not convert is appended to ``problems``."""
+    flax: dict = {}
+    shape_of = {}
+    for i in range(n):
+        arrays = [v for k, v in tstate.get(i, {}).items() if k != "step" and k not in _core.SCALAR_FIELDS]
+        if arrays:
+            shape_of[i] = arrays[0]
+    for f in _core.PER_PARAM_FIELDS:
+        have = [i for i in range(n) if f in tstate.get(i, {})]
+        if not have:
+            continue
+        if f in _core.SCALAR_FIELDS:  # one 0-d value per parameter, equal when all stepped together
+            values = {tstate[i][f].tobytes() for i in have}
+            if len(values) != 1 or len(have) != n:
+                problems.append(f"  torch's {f} differs between parameters; layout='flax' needs one value")
+                continue
+            flax[f] = [tstate[have[0]][f]] * n_leaves
+            continue
+        if len(have) != n and len(shape_of) != n:
+            problems.append(f"  torch parameters {sorted(set(range(n)) - set(shape_of))} have no state; "
+                            "layout='flax' needs every parameter's state (or none)")
+            continue
+        vals = _flax_like({names[i]: tstate[i][f] if f in tstate[i] else np.zeros_like(shape_of[i])
+                           for i in range(n)}, params)
+        if len(have) != n:  # e.g. max_exp_avg_sq in the amsgrad group only: which leaves have it
+            marks = _flax_like({names[i]: np.full(shape_of[i].shape, float(i in have)) for i in range(n)},
+                               params, cast=True)
+            vals = [v if np.asarray(m).flat[0] else None for v, m in zip(vals, marks)]
+        flax[f] = vals
+    return flax
+
+
+def _filler(the_step: int, order, source, paths, problems: list):
+    """The ``visit`` of :func:`_walk` that builds each transform's state: every ``count`` set to
+    ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied); every
+    mismatch is appended to ``problems``."""
+
+    def fill_field(f, leaf, k):
+        i = order[k]
+        src = source(f, k)
+        if src is None:
+            if the_step > 0 and f != "momentum_buffer":
+                problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after {the_step} steps")
+            return leaf
+        if src.shape != leaf.shape or src.dtype != leaf.dtype:
+            problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
+                            f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
+            return leaf
+        return jnp.array(src, copy=True)
 
     def visit(nt):
         fields = nt._fields
@@ -376,36 +415,13 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
                 repl[f] = jnp.asarray(the_step, dtype=jnp.asarray(v).dtype)
             elif f in _core.PER_PARAM_FIELDS and v is not None:
                 flat, treedef = _field_leaves(v)
-                out = []
-                for k, leaf in enumerate(flat):
-                    if _is_masked(leaf):
-                        out.append(leaf)
-                        continue
-                    i = order[k]
-                    src = source(f, k)
-                    if src is None:
-                        if the_step > 0 and f != "momentum_buffer":
-                            problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after "
-                                            f"{the_step} steps")
-                        out.append(leaf)
-                        continue
-                    if src.shape != leaf.shape or src.dtype != leaf.dtype:
-                        problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
-                                        f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
-                        out.append(leaf)
-                        continue
-                    out.append(jnp.array(src, copy=True))
+                out = [leaf if _is_masked(leaf) else fill_field(f, leaf, k) for k, leaf in enumerate(flat)]
                 repl[f] = jax.tree_util.tree_unflatten(treedef, out)
             else:  # inner_state(s), inject_hyperparams' hyperparams_states (their own counts), ...
                 repl[f] = _walk(v, visit)
         return type(nt)(**repl)
 
-    new_state = _walk(tx.init(params), visit)
-    if problems:
-        raise InitError(f"{who}: the torch state does not fit these params:\n" + "\n".join(problems)
-                        + "\nFix: pass params with the torch parameters' shapes and dtypes, in torch order or "
-                          "keyed by torch names.")
-    return new_state
+    return visit
 
 
 def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | None = None,
@@ -440,7 +456,7 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         if not hasattr(template, "items"):
             raise InitError(f"{who}: layout='flax' needs template= the torch optimizer (built from "
                             "named_parameters()) or {torch_name: tensor} such as dict(model.named_parameters()).")
-        tmpl = {k: _to_numpy(v) for k, v in template.items()}
+        tmpl = {k: to_numpy(v) for k, v in template.items()}
         names = names if names is not None else list(tmpl)
         order = list(range(len(leaves)))  # leaf positions; torch indices come from the names
     else:

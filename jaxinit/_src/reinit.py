@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from _jaxinit.errors import InitError
-from _jaxinit.rules import Rule, check_strict, first_match, parse_rules, path_crc
+from _jaxinit.rules import Rule, check_strict, first_match, parse_rules, path_crc, rule_failed
 from jaxinit._src.initializers import Initializer
 
 WHO = "reinit"
@@ -147,19 +147,11 @@ def _check_class_family(rules: list[Rule], base: type, family: str, what: str):
 
 
 # --------------------------------------------------------------------------- sampling
-_CLASS_HINT = (" (a class selector selects every parameter of the module, bias included: put "
-               "(r\"bias$\", zeros()) before it)")
-
-
 def _new_value(rule: Rule, key, path: str, shape: tuple[int, ...], dtype):
     try:
         new = rule.initializer(jax.random.fold_in(key, np.uint32(path_crc(path))), shape, dtype)
     except Exception as err:
-        raise InitError(
-            f"{WHO}: {rule.label} failed on parameter {path!r} (shape {shape}, dtype {jnp.dtype(dtype)}): "
-            f"{str(err).rstrip('.')}. Fix: narrow the selector so it skips this parameter, or put a rule for "
-            "it earlier" + _CLASS_HINT * (rule.kind == "class") + "."
-        ) from err
+        raise rule_failed(rule, path, shape, jnp.dtype(dtype), err, WHO) from err
     if tuple(np.shape(new)) != shape:
         raise InitError(
             f"{WHO}: {rule.label} returned shape {tuple(np.shape(new))} for parameter {path!r} of shape "

@@ -138,6 +138,8 @@ class LayerNorm(_nnx.LayerNorm):
         super().__init__(num_features, epsilon=epsilon, use_fast_variance=use_fast_variance, **kwargs)
 
 
+# The NNX cells below share one shape by design: each keeps its flax.nnx base's signature with torch's
+# initializers as defaults; the layout text differs per cell.
 _CELL_DOC = """``flax.nnx.{name}`` with ``torch.nn.{name}``'s default initialization.
 
     Every kernel and bias ~ U(-1/sqrt(H), 1/sqrt(H)), H = ``hidden_features``.

@@ -142,6 +142,7 @@ class BatchNorm(_NormBase):
         >>> flax_bn = torchinit.BatchNorm.from_convention("flax", 3, axis=-1)
     """
 
+    # torch.nn.BatchNorm*d's signature, as jaxinit's NNX BatchNorm has it (the mirror, by design).
     def __init__(
         self,
         num_features: int,

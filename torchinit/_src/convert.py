@@ -120,12 +120,7 @@ def load_checkpoint(path: str | os.PathLike):
         if nested is not tensors:
             return _ckpt.nest_if_flax({k: _core.tensor_to_numpy(v) for k, v in tensors.items()})
         return tensors
-    try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise _ckpt.torch_load_error(path, err, who) from err
+    obj = _ckpt.torch_load(torch, path, who)
     flat = _ckpt.flatten_for_file(obj, who) if isinstance(obj, Mapping) else None
     if flat is None or not all(isinstance(v, torch.Tensor) for v in flat.values()):
         raise InitError(f"{who}: {os.fspath(path)!r} does not hold a dict of tensors "

@@ -37,21 +37,13 @@ import torch
 from torch import nn
 
 from _jaxinit.errors import InitError
+from _jaxinit.public import public
 from torchinit._src.initializers import (
     lecun_normal_,
     orthogonal_,
     variance_scaling_,
     zeros_,
 )
-
-
-def _public(name: str):
-    def rename(cls):
-        cls.__name__ = cls.__qualname__ = name
-        cls.__module__ = "torchinit.nn"
-        return cls
-
-    return rename
 
 
 def _flax_dense_(weight: torch.Tensor, bias: torch.Tensor | None, *, in_axis: int = 1, out_axis: int = 0) -> None:
@@ -61,7 +53,7 @@ def _flax_dense_(weight: torch.Tensor, bias: torch.Tensor | None, *, in_axis: in
         zeros_(bias)
 
 
-@_public("Linear")
+@public("torchinit.nn", "Linear")
 class FlaxLinear(nn.Linear):
     """``torch.nn.Linear`` with ``flax.linen.Dense``'s default initialization.
 
@@ -98,17 +90,19 @@ class _FlaxConv:
         _flax_dense_(self.weight, self.bias)
 
 
-@_public("Conv1d")
+# One public class per torch class (Conv1d/2d/3d, ConvTranspose1d/2d/3d) by design, as torch.nn has;
+# their shared init is _FlaxConv.
+@public("torchinit.nn", "Conv1d")
 class FlaxConv1d(_FlaxConv, nn.Conv1d):
     __doc__ = _CONV_DOC.format(name="Conv1d")
 
 
-@_public("Conv2d")
+@public("torchinit.nn", "Conv2d")
 class FlaxConv2d(_FlaxConv, nn.Conv2d):
     __doc__ = _CONV_DOC.format(name="Conv2d")
 
 
-@_public("Conv3d")
+@public("torchinit.nn", "Conv3d")
 class FlaxConv3d(_FlaxConv, nn.Conv3d):
     __doc__ = _CONV_DOC.format(name="Conv3d")
 
@@ -136,22 +130,22 @@ class _FlaxConvTranspose:
         _flax_dense_(self.weight, self.bias, in_axis=0, out_axis=1)
 
 
-@_public("ConvTranspose1d")
+@public("torchinit.nn", "ConvTranspose1d")
 class FlaxConvTranspose1d(_FlaxConvTranspose, nn.ConvTranspose1d):
     __doc__ = _CONV_T_DOC.format(name="ConvTranspose1d")
 
 
-@_public("ConvTranspose2d")
+@public("torchinit.nn", "ConvTranspose2d")
 class FlaxConvTranspose2d(_FlaxConvTranspose, nn.ConvTranspose2d):
     __doc__ = _CONV_T_DOC.format(name="ConvTranspose2d")
 
 
-@_public("ConvTranspose3d")
+@public("torchinit.nn", "ConvTranspose3d")
 class FlaxConvTranspose3d(_FlaxConvTranspose, nn.ConvTranspose3d):
     __doc__ = _CONV_T_DOC.format(name="ConvTranspose3d")
 
 
-@_public("Embedding")
+@public("torchinit.nn", "Embedding")
 class FlaxEmbedding(nn.Embedding):
     """``torch.nn.Embedding`` with ``flax.linen.Embed``'s default initialization.
 
@@ -170,7 +164,7 @@ class FlaxEmbedding(nn.Embedding):
         self._fill_padding_idx_with_zero()
 
 
-@_public("LayerNorm")
+@public("torchinit.nn", "LayerNorm")
 class FlaxLayerNorm(nn.LayerNorm):
     """``torch.nn.LayerNorm`` with ``flax.linen.LayerNorm``'s defaults.
 
@@ -206,7 +200,7 @@ def _flax_cell_(cell: nn.RNNCellBase, gates: int, per_gate: bool) -> None:
         zeros_(cell.bias_hh)
 
 
-@_public("LSTMCell")
+@public("torchinit.nn", "LSTMCell")
 class FlaxLSTMCell(nn.LSTMCell):
     """``torch.nn.LSTMCell`` with ``flax.linen.LSTMCell`` / ``flax.nnx.LSTMCell``'s defaults.
 
@@ -226,7 +220,7 @@ class FlaxLSTMCell(nn.LSTMCell):
 _GRU_VARIANTS = ("linen", "nnx")
 
 
-@_public("GRUCell")
+@public("torchinit.nn", "GRUCell")
 class FlaxGRUCell(nn.GRUCell):
     """``torch.nn.GRUCell`` with Flax's GRUCell defaults.
 
@@ -261,7 +255,7 @@ class FlaxGRUCell(nn.GRUCell):
         _flax_cell_(self, 3, per_gate=self.flax_variant == "linen")
 
 
-@_public("MultiheadAttention")
+@public("torchinit.nn", "MultiheadAttention")
 class FlaxMultiheadAttention(nn.MultiheadAttention):
     """``torch.nn.MultiheadAttention`` with Flax's attention defaults.
 

@@ -624,6 +624,8 @@ def dirac(groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializ
                  groups=groups, in_axis=in_axis, out_axis=out_axis, keyed=None)
 
 
+# The presets below share one shape (check, layout, _make with a keyed sampler) by design: each is a
+# named public factory with its own signature and docstring, as torch.nn.init's are; the maths is in _jaxinit.spec.
 @_factory
 def xavier_uniform(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.xavier_uniform` (torch layout by default)."""

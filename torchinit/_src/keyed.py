@@ -113,6 +113,8 @@ def _haar(k, n_rows: int, n_cols: int, sd, device) -> Tensor:
     return q * torch.sign(torch.diagonal(r))
 
 
+# The torch port of jaxinit's _svd_matrix, step for step, so both draw the same matrix from one key;
+# the shared checks and sizes live in _jaxinit.spec (duplication by design: one per framework).
 def svd_matrix(k, shape, dtype, singular_values, out_axis: int, device, who: str) -> Tensor:
     spec.check_orthogonal(shape, who)
     if math.prod(shape) == 0:

@@ -24,16 +24,15 @@ import torch
 
 from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
+from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
 from torchinit._src import optim as _optim
 from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from torchinit._src.schedules import schedules_from_torch
 
 
-def _to_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy().copy()
-    return np.array(x, copy=True)
+def _copy(x) -> np.ndarray:
+    return to_numpy(x, copy=True)  # a copy: the exported state never aliases the optimizer's tensors
 
 
 def _scalar_dtype():
@@ -55,7 +54,7 @@ def export_state(optimizer: torch.optim.Optimizer) -> dict:
     if isinstance(optimizer, torch.optim.LBFGS):
         return _more.export_lbfgs_state(optimizer)
     sd = optimizer.state_dict()
-    state = _core.neutral_state(sd, _to_numpy)
+    state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
     try:
         step = _core.common_step(state, None, sd["param_groups"], who)
@@ -81,7 +80,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
     if isinstance(optimizer, torch.optim.LBFGS):
         return _more.import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    src = _core.neutral_state(state, _to_numpy)
+    src = _core.neutral_state(state, _copy)
     problems = []
     new_state = {}
     sdtype = _scalar_dtype()

@@ -12,7 +12,7 @@ from _jaxinit import suggest as _suggest
 from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
 from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
 from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
-from _jaxinit.jax_and_torch.audit import flax_call_order
+from _jaxinit.jax_and_torch.audit import template_call_order as _order
 from torchinit._src.convert import _template_spec, _torch_source
 
 
@@ -32,11 +32,3 @@ def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str,
                            {k: np.shape(v) for k, v in arrays.items()}, _order(flax_module, flax_inputs, flax_template))
     sug.update(dict(mapping or {}))
     return sug
-
-
-def _order(flax_module, flax_inputs, template):
-    """The Flax modules' run order when the model is given (needs jax at call time)."""
-    if flax_module is None:
-        return None
-    variables = template if isinstance(template, Mapping) and "params" in template else None
-    return flax_call_order(flax_module, flax_inputs, variables)

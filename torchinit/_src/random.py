@@ -71,6 +71,7 @@ def _make_key(k0: int, k1: int, device=None) -> Tensor:
     return torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=device).view(torch.uint32)
 
 
+# The seed checks repeat jaxinit.random.key's with torch-side hints in the messages (the mirror).
 def key(seed: int) -> Tensor:
     """A threefry key from an integer seed, as ``jax.random.key(seed)`` (32-bit seeding).
 

@@ -12,7 +12,8 @@ import torch
 
 from _jaxinit.errors import InitError
 from _jaxinit.fans import TORCH_LAYOUT
-from _jaxinit.rules import Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc
+from _jaxinit.rules import (Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc,
+                            rule_failed)
 from torchinit._src import random as _rnd
 from torchinit._src.initializers import Initializer, _keyed_inplace
 
@@ -215,10 +216,6 @@ class _seeded_default_generator:
         return False
 
 
-_CLASS_HINT = (" (a class selector selects every parameter of the module, bias included: put "
-               "(r\"bias$\", zeros()) before it)")
-
-
 def _owner(target, path):
     return target.get_submodule(path.rpartition(".")[0])
 
@@ -275,11 +272,7 @@ def _new_value(rule: Rule, path: str, param, seed, keyed=None):
     try:
         new = rule.initializer(param, gen)
     except Exception as err:
-        raise InitError(
-            f"{WHO}: {rule.label} failed on parameter {path!r} (shape {tuple(param.shape)}, dtype {param.dtype}): "
-            f"{str(err).rstrip('.')}. Fix: narrow the selector so it skips this parameter, or put a rule for "
-            "it earlier" + _CLASS_HINT * (rule.kind == "class") + "."
-        ) from err
+        raise rule_failed(rule, path, tuple(param.shape), param.dtype, err, WHO) from err
     if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(param.shape):
         got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
         raise InitError(

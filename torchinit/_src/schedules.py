@@ -26,6 +26,8 @@ class Schedule(_core.ScheduleBase):
     _package = "torchinit.optim"
 
 
+# Same docstring as jaxinit.optim.schedules_from_torch's by design (the mirror); the reading is in
+# _jaxinit.schedules.read_torch_scheduler, here and there.
 def schedules_from_torch(scheduler, which: str = "lr", *, lr_lambda=None) -> list[Schedule]:
     """One :class:`Schedule` per param group, equal to a ``torch.optim.lr_scheduler`` object.
 
