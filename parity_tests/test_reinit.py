@@ -77,17 +77,8 @@ NNX_PAIRS = [("conv", "0"), ("up", "2"), ("head", "6")]
 MLP_PAIRS = [("Dense_0", "0"), ("Dense_1", "2"), ("Dense_2", "4")]
 
 
-_VARIABLES = {}
-
-
 def linen_variables(module=LinenCNN(), x=X):
-    """``module.init`` (upstream Flax, only the starting point of the tests): one jax.jit compile
-    instead of one per eager op, done once per module and input shape; each call gets a fresh
-    tree (new dicts, the same immutable arrays), so tests cannot see each other's edits."""
-    k = (repr(module), x.shape, str(x.dtype))
-    if k not in _VARIABLES:
-        _VARIABLES[k] = jax.jit(module.init)(jax.random.key(0), x)
-    return jax.tree.map(lambda a: a, _VARIABLES[k])
+    return module.init(jax.random.key(0), x)
 
 
 def _np(x) -> np.ndarray:
