@@ -29,12 +29,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
 def child(framework: str, examples: int, epochs: int, batch_size: int) -> dict:
     import numpy as np
 
-    import _common
     import lenet_bn
 
-    d = _common.load_digits_28()
+    d = lenet_bn.load_digits_28()
     reps = -(-examples // len(d.x_train))
-    data = _common.Dataset(d.name + f" tiled to {examples}", np.tile(d.x_train, (reps, 1, 1, 1))[:examples],
+    data = lenet_bn.Dataset(d.name + f" tiled to {examples}", np.tile(d.x_train, (reps, 1, 1, 1))[:examples],
                            np.tile(d.y_train, reps)[:examples], d.x_test, d.y_test)
     r = lenet_bn.run(framework, epochs, batch_size, dataset=data, progress=False, verbose=False)
     eps = [e["ex_per_s"] for e in r["history"][framework]["epochs"]]
