@@ -254,6 +254,10 @@ def section_initializers(cfg) -> dict:
     cases = _init_cases()[:2] if cfg.quick else _init_cases()
     for name, kw in cases:
         shape = {"sparse": (6, 9), "eye": (6, 9), "svd": (5, 9)}.get(name, (3, 3, 4, 6))
+        # torchinit reads shapes in torch's layout (out, in, *k): its draw on the torch shape is
+        # jaxinit's draw on the Flax twin (*k, in, out), transposed (test_same_seed.py)
+        perm = [len(shape) - 1, len(shape) - 2, *range(len(shape) - 2)]
+        tshape, back = tuple(shape[a] for a in perm), sorted(range(len(shape)), key=lambda i: perm[i])
         for dname, (tdt, jdt) in FLOATS.items():
             if cfg.quick and dname != "float32":
                 continue
@@ -265,12 +269,12 @@ def section_initializers(cfg) -> dict:
                     if dev not in TORCH_DEVICES:
                         row[f"torchinit {dev}"] = {"skipped": "no CUDA"}
                         continue
-                    got = getattr(torchinit, name)(**kw)(tk, shape, tdt, device=dev)
+                    got = getattr(torchinit, name)(**kw)(tk, tshape, tdt, device=dev).permute(back)
                     row[f"torchinit {dev}"] = compare(got, want, True)
             rows.append(row)
     return {"columns": ["factory", "args", "dtype", "torchinit cpu", "torchinit cuda"], "rows": rows, "cell": _cell,
             "notes": [f"jaxinit.NAME(**args)(key, shape, dtype) on jax's default backend ({jax.default_backend()}) "
-                      "vs torchinit.NAME(**args)(same key, shape, dtype, device=...). Expected (parity suite, CPU): "
+                      "vs torchinit.NAME(**args)(same key, torch-layout shape, dtype, device=...), transposed back. Expected (parity suite, CPU): "
                       "bitwise except float64 normal-based draws (torch.erfinv, ~1e-14 relative) and svd in "
                       "float32/16-bit (matmul order)."]}
 

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_both_mode_per_step_losses_agree(digits):
     # 3 epochs x 17 steps of 64 = 51 steps; the textbook's lr 1.0.
     r = lenet_bn.run("both", epochs=3, batch_size=64, steps=17, dataset=digits, progress=False, verbose=False)
     s = r["summary"]
-    assert s["steps"] == 51 and r["jax"].n_devices == min(8, len(__import__("jax").devices()))
+    assert s["steps"] == 51 and r["jax"].n_devices == min(8, len(jax.devices()))
     record_figure("examples lenet_bn", "max_dloss50", s["max_dloss_first50"], "both, batch 64, 8 CPU devices")
     assert s["max_dloss_first50"] <= LOSS_TOL, s
     assert s["first_step_over"] is None  # the example's own divergence verdict agrees
@@ -213,10 +214,17 @@ def test_progress_bars_only_on_a_terminal():
 
 def _user_env():
     """The environment a user has: no faked devices (one CPU device compiles faster), one
-    OpenMP thread (the suite's workers share the cores)."""
+    OpenMP thread (the suite's workers share the cores), and the suite's persistent XLA
+    compilation cache (conftest.py; jax reads its config from JAX_* variables): a repeated run
+    loads the compiled programs instead of compiling them again (most of this test's time),
+    and the cache key covers program, versions and flags, so it changes no result."""
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                      if not f.startswith("--xla_force_host_platform_device_count"))
-    return {**os.environ, "XLA_FLAGS": flags, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "XLA_FLAGS": flags, "OMP_NUM_THREADS": "1"}
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return env
 
 
 def test_cli_main_job_smoke(tmp_path):

@@ -1,9 +1,10 @@
 """Optimizers: jaxinit.optim (optax) == torch.optim step for step; torchinit.optim mirrors it.
 
-Parity runs: 500 steps of each (optimizer x options) on a small MLP, with gradients
-computed by each framework from identical weights and data, and in the same run with
-identical injected gradients. The difference measure is the norm-wise relative
-difference max|a - b| / max|b| per parameter array (worst over arrays).
+Parity runs: 500 steps (float32: 200 in the default run, 500 with ``-m exhaustive``) of
+each (optimizer x options) on a small MLP, with gradients computed by each framework from
+identical weights and data, and in the same run with identical injected gradients. The
+difference measure is the norm-wise relative difference max|a - b| / max|b| per parameter
+array (worst over arrays).
 
 Tolerances:
 - float64: 1e-12 (the claim: same formulas; measured 1e-15 .. 1e-13).
@@ -151,11 +152,20 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+# float32 runs F32_STEPS steps by default (the float64 runs, where exactness is the claim, all
+# STEPS): F32_TOL is the bound for STEPS steps, so the shorter run is held to a stricter relative
+# bound; the full-length float32 run stays behind the `exhaustive` marker (docs/suite.md).
+F32_STEPS = 200
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32",
+                                   pytest.param("float32-full", marks=pytest.mark.exhaustive)])
 @pytest.mark.parametrize("cid,name,tcls,kw,gamma", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_matches_torch_optim(cid, name, tcls, kw, gamma, dtype):
+    steps = F32_STEPS if dtype == "float32" else STEPS
+    dtype = dtype.removesuffix("-full")
     npd, tdt = DT[dtype]
-    p0, x, y, grads = _problem(npd)
+    p0, x, y, grads = _problem(npd, steps=steps)
     lr = kw["lr"]
     # == torch ExponentialLR(gamma) (optax.exponential_decay evaluates in float32: 1e-6 off in float64)
     jlr = (lambda count: lr * gamma ** count) if gamma else lr
