@@ -520,7 +520,7 @@ def test_lars_paper_update_by_hand():
 
 
 def test_adagrad_eps_outside_sqrt_trap():
-    """REFERENCE.md trap: torch's Adagrad is g/(sqrt(s)+eps) from s0 = 0; optax.adagrad differs, ours does not."""
+    """The Adagrad trap (torch/optim/adagrad.py vs optax/_src/alias.py adagrad; optax#532): torch's Adagrad is g/(sqrt(s)+eps) from s0 = 0; optax.adagrad differs, ours does not."""
     p0, x, y, grads = _problem(np.float64, steps=50)
     jm, _, _, _ = jax_run(jo.adagrad(0.05), p0, x, y, grads)
     om, _, _, _ = jax_run(optax.adagrad(0.05), p0, x, y, grads)

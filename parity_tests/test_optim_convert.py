@@ -2,8 +2,8 @@
 
 All runs are float64 with identical injected gradients. Tolerance: 1e-12 of the largest parameter
 magnitude per tensor (``max|ours - torch| / max|torch|``) after 500 steps: float64 rounding of
-500 updates whose float operations differ in order between optax and torch (REFERENCE.md section 3
-measured 1e-13..1e-17 after 100 steps), plus the closed-form vs recursive lr of the schedulers
+500 updates whose float operations differ in order between optax and torch (test_optim.py
+measures 1e-13..1e-17 after 100 steps), plus the closed-form vs recursive lr of the schedulers
 (<= 3e-13 of the lr, parity_tests/test_schedules.py). State round trips are BITWISE.
 """
 from __future__ import annotations

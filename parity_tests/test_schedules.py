@@ -159,7 +159,7 @@ def test_one_cycle_training_with_momentum_cycling(opt):
     """A 300-step run: torch SGD/Adam + OneCycleLR(cycle_momentum) vs optax with our lr and momentum/b1
     schedules injected (optax.inject_hyperparams), identical injected gradients, float64.
     Tolerance 1e-12 relative: float64 rounding of 300 updates (optax vs torch differ only in the order
-    of a few float operations per step, REFERENCE.md section 3)."""
+    of a few float operations per step: torch/optim/adam.py vs optax/_src/transform.py scale_by_adam)."""
     steps, size, max_lr = 300, 16, 0.05
     grads = _grads(steps, size)
     w0 = np.linspace(-1, 1, size)

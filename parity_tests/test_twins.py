@@ -4,7 +4,8 @@ name with the default naming rule (explicit names, Linen auto names ``Conv_0``, 
 20 plain SGD steps leave identical parameters and running statistics.
 
 BatchNorm twins use jaxinit.BatchNorm / jaxinit.nnx.BatchNorm: flax.linen.BatchNorm
-keeps biased running variances and would drift from torch's (REFERENCE.md section 2).
+keeps biased running variances and would drift from torch's (torch/nn/modules/batchnorm.py vs
+flax/linen/normalization.py; pytorch#77427).
 
 Tolerances (max abs differences, measured values recorded under family twin/<model>):
 - float64: 1e-10. The two frameworks only sum in different orders (1e-16 relative per
