@@ -65,7 +65,10 @@ def _load_optim_db():
             sys.modules["expecttest"] = stub
     from torch.testing._internal import common_optimizers as co
 
-    setattr(torch.backends, "__allow_nonbracketed_mutation_flag", True)
+    # torch.backends in sys.modules is not the namespace its functions read (flags_frozen.__globals__ is
+    # the module torch/backends/__init__.py ran in): set the flag there, and check it took.
+    torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    assert not torch.backends.flags_frozen()
     return co.optim_db, co._get_optim_inputs_including_global_cliquey_kwargs
 
 

@@ -61,7 +61,10 @@ def _optim_db():
             sys.modules["expecttest"] = stub
     from torch.testing._internal import common_optimizers as co
 
-    setattr(torch.backends, "__allow_nonbracketed_mutation_flag", True)
+    # torch.backends in sys.modules is not the namespace its functions read (flags_frozen.__globals__ is
+    # the module torch/backends/__init__.py ran in): set the flag there, and check it took.
+    torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    assert not torch.backends.flags_frozen()
     return {info.optim_cls.__name__: info for info in co.optim_db}
 
 
