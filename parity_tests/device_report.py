@@ -133,6 +133,7 @@ def _sync(dev) -> None:
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
+    # The loop of benchmarks/bench_convert._time, returning the median in ms as the report tables need.
     for _ in range(warmup):
         fn()
     ts = []

@@ -96,6 +96,7 @@ LAYER_MIRROR = {
     "Conv3d": ("Conv", "Conv"),
     "ConvTranspose1d": ("ConvTranspose", "ConvTranspose"),
     "ConvTranspose2d": ("ConvTranspose", "ConvTranspose"),
+    # A table of mirrored names: the repetition is the data.
     "ConvTranspose3d": ("ConvTranspose", "ConvTranspose"),
     "Embedding": ("Embed", "Embed"),
     "LayerNorm": ("LayerNorm", "LayerNorm"),

@@ -54,6 +54,7 @@ RUNNING_VAR_RTOL = 5e-3
 LOGIT_TOL = 2e-2
 
 
+# Same one-thread fixture as test_batchnorm_devices.py: each module pins torch's threads for its own subprocess-free runs.
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
     # CI runs pytest -n 2 on 2 cores: two torch threads per worker oversubscribe the

@@ -182,6 +182,7 @@ def _ps():
     return [torch.nn.Parameter(torch.tensor(w)) for w in W0]
 
 
+# The loop of test_optim_convert.torch_steps over this module's GRADS (a module global there too): kept local so each file's problem stays self-contained.
 def _torch_steps(o, s, ps, start, stop):
     for t in range(start, stop):
         for p, g in zip(ps, GRADS):

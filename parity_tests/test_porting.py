@@ -552,6 +552,7 @@ def test_bert_round_trip_float64(bert):
 
 # --------------------------------------------------------------------------- reports and errors
 def test_report_formats_and_plot(tmp_path):
+    # Same twin-building shape as the GELU test above: each trap test builds its own small torch/Flax pair that differs in one place.
     x = RNG.standard_normal((6, 8))
     torch.manual_seed(0)
     tm = TorchMixer().double()
