@@ -258,54 +258,61 @@ def _jax_half(runs):
 
 @pytest.fixture(scope="module")
 def results():
-    """Every optim_db configuration run once; per class a list of (run, measured dict).
+    """``results(name)``: every optim_db configuration of one optimizer class run once, a list of
+    (run, measured dict). Computed on first use per class, so an xdist worker runs only the classes
+    whose tests it was given (a module-wide precomputation ran all 15 classes in every worker).
 
     torch runs single-threaded here: its fused CPU kernels parallelise even 12-element tensors, which
     on a loaded machine costs seconds per configuration (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _results()
-    finally:
-        torch.set_num_threads(threads)
+    cache: dict[str, list] = {}
+
+    def get(name: str) -> list:
+        if name not in cache:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                cache[name] = _results(name)
+            finally:
+                torch.set_num_threads(threads)
+        return cache[name]
+
+    return get
 
 
-def _results():
-    out = {}
-    for name, items in BY_CLASS.items():
-        runs = [_Run(info, oi) for info, oi in items]
-        ok = [r for r in runs if r.refusal is None and not r.info.step_requires_closure]
-        measured = {id(r): {} for r in runs}
-        if ok:
-            half = _jax_half(ok)
-            carry = []
-            for r in ok:
-                p0 = [jnp.asarray(w) for w in r.w0]
-                carry.append(tuple((p0, tx.init(p0)) for tx in (r.tx, r.factory_tx or r.tx, r.tx)))
-            gs1 = [[jnp.asarray(g[:HALF]) for g in r.grads] for r in ok]
-            gs2 = [[jnp.asarray(g[HALF:]) for g in r.grads] for r in ok]
-            carry = list(half(tuple(carry), gs1))
-            for k, r in enumerate(ok):
-                pm = [jnp.asarray(x) for x in r.mid_params]
-                sm = jo.import_state(r.mid_state, pm, r.tx, step=HALF)
-                m = measured[id(r)]
-                # the state round trip torch -> JAX -> torch, bitwise
-                back = jo.export_state(sm, pm)
-                m["roundtrip"] = _bitwise_equal(core_convert.neutral_state(r.mid_state, _np), back["state"])
-                # the way back: JAX state at step 50 -> torch, then torch continues
-                pj, sj = carry[k][0]
-                m["jax_mid"] = ([np.asarray(x) for x in pj], jo.export_state(sj, pj))
-                carry[k] = (carry[k][0], carry[k][1], (pm, sm))
-            carry = half(tuple(carry), gs2)
-            for k, r in enumerate(ok):
-                m = measured[id(r)]
-                tp = r.torch_ps
-                m["from_torch"] = _rel(carry[k][0][0], tp)
-                m["factory"] = _rel(carry[k][1][0], tp) if r.factory_tx is not None else None
-                m["resume_torch_to_jax"] = _rel(carry[k][2][0], tp)
-                m["resume_jax_to_torch"] = _resume_in_torch(r, *m.pop("jax_mid"))
-        out[name] = [(r, measured[id(r)]) for r in runs]
-    return out
+def _results(name: str) -> list:
+    items = BY_CLASS[name]
+    runs = [_Run(info, oi) for info, oi in items]
+    ok = [r for r in runs if r.refusal is None and not r.info.step_requires_closure]
+    measured = {id(r): {} for r in runs}
+    if ok:
+        half = _jax_half(ok)
+        carry = []
+        for r in ok:
+            p0 = [jnp.asarray(w) for w in r.w0]
+            carry.append(tuple((p0, tx.init(p0)) for tx in (r.tx, r.factory_tx or r.tx, r.tx)))
+        gs1 = [[jnp.asarray(g[:HALF]) for g in r.grads] for r in ok]
+        gs2 = [[jnp.asarray(g[HALF:]) for g in r.grads] for r in ok]
+        carry = list(half(tuple(carry), gs1))
+        for k, r in enumerate(ok):
+            pm = [jnp.asarray(x) for x in r.mid_params]
+            sm = jo.import_state(r.mid_state, pm, r.tx, step=HALF)
+            m = measured[id(r)]
+            # the state round trip torch -> JAX -> torch, bitwise
+            back = jo.export_state(sm, pm)
+            m["roundtrip"] = _bitwise_equal(core_convert.neutral_state(r.mid_state, _np), back["state"])
+            # the way back: JAX state at step 50 -> torch, then torch continues
+            pj, sj = carry[k][0]
+            m["jax_mid"] = ([np.asarray(x) for x in pj], jo.export_state(sj, pj))
+            carry[k] = (carry[k][0], carry[k][1], (pm, sm))
+        carry = half(tuple(carry), gs2)
+        for k, r in enumerate(ok):
+            m = measured[id(r)]
+            tp = r.torch_ps
+            m["from_torch"] = _rel(carry[k][0][0], tp)
+            m["factory"] = _rel(carry[k][1][0], tp) if r.factory_tx is not None else None
+            m["resume_torch_to_jax"] = _rel(carry[k][2][0], tp)
+            m["resume_jax_to_torch"] = _resume_in_torch(r, *m.pop("jax_mid"))
+    return [(r, measured[id(r)]) for r in runs]
 
 
 def _np(x):
@@ -337,7 +344,7 @@ def _resume_in_torch(r, params_mid, exported) -> float:
 @pytest.mark.parametrize("name", sorted(BY_CLASS))
 def test_optim_db_configuration_equal_or_refused(name, results):
     failures = []
-    for r, m in results[name]:
+    for r, m in results(name):
         cid = f"{name}[{r.oi.desc}]"
         key = _refusal_key(name, r.oi.desc)
         if r.refusal is not None:

@@ -71,26 +71,47 @@ def _sample_dtype(dtype):
 
 
 # --------------------------------------------------------------------------- samplers
-# Samplers are jitted with shape, dtype and distribution parameters static
-# (Python floats from ``spec``): an eager ``init(key, shape)`` runs one cached
-# executable (a bare ``lax.while_loop`` would be re-traced and re-compiled on
+# Samplers are jitted with shape and dtype static and the distribution
+# parameters traced (Python floats, converted to the sample dtype inside, as a
+# static constant would be): an eager ``init(key, shape)`` runs one cached
+# executable per (shape, dtype, distribution), shared by every initializer and
+# every gain or fan that draws from it, so a model's layers do not compile one
+# program each (a bare ``lax.while_loop`` would be re-traced and re-compiled on
 # every eager call); under an outer ``jax.jit`` they inline. Checks and
 # warnings stay outside, in Python.
-_sampler = functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+_sampler = functools.partial(jax.jit, static_argnums=(1, 2))
 _factory = factory("jaxinit")
 
 
+def _num(v):
+    """A Python int argument as the float it stands for (a traced weak int would overflow past int64)."""
+    return float(v) if isinstance(v, int) else v
+
+
+def _in(dtype, x):
+    """A sample drawn in ``_sample_dtype(dtype)``, returned in ``dtype`` (16-bit floats: a float32
+    draw rounded once, as torch does; the cast is outside the jitted samplers, so float16,
+    bfloat16 and float32 share one compiled program)."""
+    return x if x.dtype == jnp.dtype(dtype) else x.astype(dtype)
+
+
 @_sampler
+def _uniform_core(key, shape, sd, low: float, high: float):
+    return jax.random.uniform(key, shape, sd, low, high)
+
+
 def _uniform(key, shape, dtype, low: float, high: float):
-    sd = _sample_dtype(dtype)
-    return jax.random.uniform(key, shape, sd, low, high).astype(dtype)
+    return _in(dtype, _uniform_core(key, tuple(shape), _sample_dtype(dtype), _num(low), _num(high)))
 
 
 @_sampler
-def _normal(key, shape, dtype, mean: float, std: float):
-    sd = _sample_dtype(dtype)
+def _normal_core(key, shape, sd, mean: float, std: float):
     x = jax.random.normal(key, shape, sd)
-    return (x * jnp.asarray(std, sd) + jnp.asarray(mean, sd)).astype(dtype)
+    return x * jnp.asarray(std, sd) + jnp.asarray(mean, sd)
+
+
+def _normal(key, shape, dtype, mean: float, std: float):
+    return _in(dtype, _normal_core(key, tuple(shape), _sample_dtype(dtype), _num(mean), _num(std)))
 
 
 def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float):
@@ -98,25 +119,32 @@ def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float
     method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
     if warn:
         warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=4)
-    return _trunc_normal_core(key, tuple(shape), jnp.dtype(dtype), mean, std, a, b, method, log_peak)
+    za, zb = (a - mean) / std, (b - mean) / std  # in Python double, as torch computes them
+    if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
+        method = "icdf"
+    sd = _sample_dtype(dtype)
+    nums = (_num(v) for v in (mean, std, a, b, za, zb, log_peak))
+    return _in(dtype, _trunc_normal_core(key, tuple(shape), sd, method, *nums))
 
 
-@functools.partial(jax.jit, static_argnums=tuple(range(1, 9)))
-def _trunc_normal_core(key, shape, dtype, mean, std, a, b, method, log_peak):
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _trunc_normal_core(key, shape, sd, method, mean, std, a, b, za, zb, log_peak):
     """PyTorch 2.13's ``trunc_normal_`` algorithm with ``lax.while_loop``.
 
     If [a, b] holds more than 30% of N(mean, std) mass, draw N(mean, std) and
     redraw entries outside [a, b]; otherwise propose U[a, b) and accept with
     probability pdf(x) / pdf(mode). Both are exact rejection samplers: every
-    value lies in [a, b] and there are no erfinv outliers.
+    value lies in [a, b] and there are no erfinv outliers. ``method`` (static):
+    'icdf' (the normal case with both bounds within +-ICDF_MAX_Z std: one
+    inverse-CDF draw, ``za``/``zb`` the bounds in std units), 'normal' or
+    'uniform'; the numbers are traced, so one program serves every std and bound.
     """
-    sd = _sample_dtype(dtype)
     lo, hi = jnp.asarray(a, sd), jnp.asarray(b, sd)
     m, s = jnp.asarray(mean, sd), jnp.asarray(std, sd)
 
-    if method == "normal" and -spec.ICDF_MAX_Z <= (a - mean) / std and (b - mean) / std <= spec.ICDF_MAX_Z:
-        z = jax.random.truncated_normal(key, (a - mean) / std, (b - mean) / std, shape, sd)
-        return jnp.clip(z * s + m, lo, hi).astype(dtype)
+    if method == "icdf":
+        z = jax.random.truncated_normal(key, za, zb, shape, sd)
+        return jnp.clip(z * s + m, lo, hi)
     if method == "normal":
         def draw(k):
             return jax.random.normal(k, shape, sd) * s + m
@@ -152,7 +180,7 @@ def _trunc_normal_core(key, shape, dtype, mean, std, a, b, method, log_peak):
             return jnp.where(pending, c, x), jnp.where(pending, rej, pending), k
 
         x, _, _ = jax.lax.while_loop(lambda st: jnp.any(st[1]), body, (x0, pending0, key))
-    return x.astype(dtype)
+    return x
 
 
 def _haar(key, n_rows: int, n_cols: int, sd):
