@@ -91,6 +91,43 @@ def jax_run(tx, p0, x, y, grads, hook=None, sign=1.0):
     return pm, pi, sm, si
 
 
+def jax_run_many(runs, p0, x, y, grads):
+    """``jax_run`` for several ``(tx, sign)`` at once: one jitted scan advances every optimizer's two
+    trajectories, so a parametrized family compiles one program instead of one per case (XLA's
+    compile time, not the run, is most of these tests' time on a CPU). Each optimizer's arithmetic
+    is its own: the scan body applies the same ``tx.update`` calls as ``jax_run``, side by side.
+    Returns a list of ``(pm, pi, sm, si)`` in the order of ``runs``."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    gs = {k: jnp.asarray(v) for k, v in grads.items()}
+
+    def body(carry, g):
+        new = []
+        for (tx, sign), (pm, sm, pi, si) in zip(runs, carry):
+            u, sm = tx.update(jax.grad(lambda p, sign=sign: sign * _jloss(p, x, y))(pm), sm, pm)
+            pm = optax.apply_updates(pm, u)
+            u, si = tx.update(g, si, pi)
+            new.append((pm, sm, optax.apply_updates(pi, u), si))
+        return tuple(new), None
+
+    p = {k: jnp.asarray(v) for k, v in p0.items()}
+    carry = tuple((p, tx.init(p), p, tx.init(p)) for tx, _ in runs)
+    out = jax.jit(lambda c, g: jax.lax.scan(body, c, g)[0])(carry, gs)
+    return [(pm, pi, sm, si) for pm, sm, pi, si in out]
+
+
+class Batched:
+    """Per-process cache of ``jax_run_many`` results for one parametrized family: the first test of
+    the family that runs computes every case of its group (e.g. one dtype), the others read theirs."""
+
+    def __init__(self, cases, make):
+        self.cases, self.make, self.done = cases, make, {}
+
+    def __call__(self, group, index):
+        if group not in self.done:
+            self.done[group] = self.make(group, self.cases)
+        return self.done[group][index]
+
+
 def torch_run(make_opt, p0, x, y, grads, tdtype, make_sched=None, hook=None, sign=1.0):
     """Same two runs with a torch optimizer factory ``make_opt(list_of_params)``."""
     dev = TORCH_DEVICE
@@ -158,20 +195,33 @@ CONFIGS = [
 F32_STEPS = 200
 
 
+def _jlr(kw, gamma):
+    # == torch ExponentialLR(gamma) (optax.exponential_decay evaluates in float32: 1e-6 off in float64)
+    lr = kw["lr"]
+    return (lambda count: lr * gamma ** count) if gamma else lr
+
+
+def _torch_family(dtype, cases):
+    steps = F32_STEPS if dtype == "float32" else STEPS
+    npd, _ = DT[dtype.removesuffix("-full")]
+    runs = [(getattr(jo, name)(**{**kw, "lr": _jlr(kw, gamma)}), -1.0 if kw.get("maximize") else 1.0)
+            for _, name, _, kw, gamma in cases]
+    return jax_run_many(runs, *_problem(npd, steps=steps))
+
+
+_TORCH_FAMILY = Batched(CONFIGS, _torch_family)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32",
                                    pytest.param("float32-full", marks=pytest.mark.exhaustive)])
 @pytest.mark.parametrize("cid,name,tcls,kw,gamma", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_matches_torch_optim(cid, name, tcls, kw, gamma, dtype):
     steps = F32_STEPS if dtype == "float32" else STEPS
+    jm, ji, sm, _ = _TORCH_FAMILY(dtype, [c[0] for c in CONFIGS].index(cid))
     dtype = dtype.removesuffix("-full")
     npd, tdt = DT[dtype]
     p0, x, y, grads = _problem(npd, steps=steps)
-    lr = kw["lr"]
-    # == torch ExponentialLR(gamma) (optax.exponential_decay evaluates in float32: 1e-6 off in float64)
-    jlr = (lambda count: lr * gamma ** count) if gamma else lr
-    tx = getattr(jo, name)(**{**kw, "lr": jlr})
     sign = -1.0 if kw.get("maximize") else 1.0
-    jm, ji, sm, _ = jax_run(tx, p0, x, y, grads, sign=sign)
     sched = (lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma)) if gamma else None
     tm, ti, om, _ = torch_run(lambda ps: tcls(ps, **kw), p0, x, y, grads, tdt, sched, sign=sign)
     d = max(rel_diff(jm, tm), rel_diff(ji, ti))
@@ -310,12 +360,16 @@ OPTAX_EQUIV = [
 ]
 
 
+_OPTAX_FAMILY = Batched(OPTAX_EQUIV, lambda _, cases: jax_run_many(
+    [(make(), 1.0) for _, ours, theirs in cases for make in (ours, theirs)], *_problem(np.float64, steps=200)))
+
+
 @pytest.mark.parametrize("cid,ours,theirs", OPTAX_EQUIV, ids=[c[0] for c in OPTAX_EQUIV])
 def test_optax_convention_options_equal_optax(cid, ours, theirs):
     """The optax-convention options reproduce the real optax optimizers (float64, 200 steps)."""
-    p0, x, y, grads = _problem(np.float64, steps=200)
-    am, ai, _, _ = jax_run(ours(), p0, x, y, grads)
-    bm, bi, _, _ = jax_run(theirs(), p0, x, y, grads)
+    i = [c[0] for c in OPTAX_EQUIV].index(cid)
+    am, ai, _, _ = _OPTAX_FAMILY("float64", 2 * i)
+    bm, bi, _, _ = _OPTAX_FAMILY("float64", 2 * i + 1)
     to_t = lambda t: {k: torch.from_numpy(np.array(v)) for k, v in t.items()}  # noqa: E731
     d = max(rel_diff(am, to_t(bm)), rel_diff(ai, to_t(bi)))
     record_figure("optim/optax_conventions", "rel_diff_f64", d, cid)
@@ -340,17 +394,32 @@ MIRROR = [
 ]
 
 
+def _mirror_lr(kw, sched):
+    lr = kw["lr"]
+    return (lambda k: lr * 0.99 ** k) if sched else lr  # a plain step -> lr callable, used by both
+
+
+def _mirror_family(group, cases):
+    sched, dtype = group
+    runs = [(getattr(jo, name)(**{**kw, "lr": _mirror_lr(kw, sched)}), -1.0 if kw.get("maximize") else 1.0)
+            for name, kw in cases]
+    return jax_run_many(runs, *_problem(DT[dtype][0], steps=200))
+
+
+_MIRROR_FAMILY = Batched(MIRROR, _mirror_family)
+
+
 @pytest.mark.parametrize("sched,dtype", [(False, "float64"), (False, "float32"), (True, "float64")],
                          ids=["const-f64", "const-f32", "schedule-f64"])
-@pytest.mark.parametrize("name,kw", MIRROR, ids=[f"{n}{i}" for i, (n, _) in enumerate(MIRROR)])
-def test_torchinit_mirror_equals_jaxinit(name, kw, sched, dtype):
+@pytest.mark.parametrize("i", range(len(MIRROR)), ids=[f"{n}{i}" for i, (n, _) in enumerate(MIRROR)])
+def test_torchinit_mirror_equals_jaxinit(i, sched, dtype):
     """Same factory, same arguments (lr as a schedule too) -> the same numbers in both frameworks."""
+    name, kw = MIRROR[i]
     npd, tdt = DT[dtype]
     p0, x, y, grads = _problem(npd, steps=200)
-    lr = kw["lr"]
-    schedule = (lambda k: lr * 0.99 ** k) if sched else lr  # a plain step -> lr callable, used by both
+    schedule = _mirror_lr(kw, sched)
     sign = -1.0 if kw.get("maximize") else 1.0
-    jm, ji, _, _ = jax_run(getattr(jo, name)(**{**kw, "lr": schedule}), p0, x, y, grads, sign=sign)
+    jm, ji, _, _ = _MIRROR_FAMILY((sched, dtype), i)
     tm, ti, opt, _ = torch_run(lambda ps: getattr(to, name)(ps, **{**kw, "lr": schedule}), p0, x, y, grads, tdt,
                                sign=sign)
     assert isinstance(opt, torch.optim.Optimizer)
