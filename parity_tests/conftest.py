@@ -10,7 +10,7 @@
   (``jax_compilation_cache_dir``, default ``.jax_cache/`` at the repository root;
   ``JAXINIT_JAX_CACHE=`` (empty) switches it off, another path moves it). The pytest-xdist
   workers share it, so a program one worker compiled is loaded, not recompiled, by the
-  other, and a second run of the suite skips XLA compilation. It changes no result: the
+  other, and a second run of the suite skips most XLA compilation. It changes no result: the
   cache key covers the program, the jax/jaxlib versions, the backend and the XLA flags.
 - Under pytest-xdist each worker's torch uses cpu_count / workers intra-op threads.
 - Eight CPU devices are faked (``--xla_force_host_platform_device_count=8``,
@@ -32,10 +32,15 @@ jax.config.update("jax_enable_x64", True)
 _JAX_CACHE = os.environ.get("JAXINIT_JAX_CACHE", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
 if _JAX_CACHE:
     jax.config.update("jax_compilation_cache_dir", _JAX_CACHE)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the suite compiles many small programs
-    # a size limit turns on jax's file lock (filelock, a torch dependency): two workers never
-    # read an entry the other is still writing; least recently used entries go beyond 2 GiB
-    jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+    # Programs that took at least 0.1 s to compile (optimizer scans, training steps, random samplers):
+    # writing each of the thousands of 10-ms eager-op programs costs more than compiling it again.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+    # No size limit: with one, jax's LRUCache re-lists the whole directory and reads every atime file
+    # on each write (jax/_src/lru_cache.py ``_evict_if_needed``), quadratic in the entries: +40% on a
+    # cold run of test_batchnorm.py. Without it there is no file lock either; an entry read while the
+    # other worker is still writing it is truncated, fails zstd/zlib decompression, and jax warns and
+    # compiles instead (jax/_src/compiler.py ``_cache_read``).
+    jax.config.update("jax_compilation_cache_max_size", -1)
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
