@@ -439,9 +439,11 @@ def section_twins(cfg) -> dict:
 def _speed_lenet(cfg, rows):
     import bench_lenet
 
-    examples, epochs = (512, 2) if cfg.quick else (61440, 3)
-    sizes = {"jax": (256,) if cfg.quick else (128, 256, 512, 1024, 2048, 4096),
-             "torch": (256,) if cfg.quick else (256, 1024, 4096)}
+    # quick: one step of 64 per epoch, the compiled shape (batch 64, one step per call) of the test
+    # suite's own LeNet run (test_examples.py), so a suite run compiles it once
+    examples, epochs = (64, 2) if cfg.quick else (61440, 3)
+    sizes = {"jax": (64,) if cfg.quick else (128, 256, 512, 1024, 2048, 4096),
+             "torch": (64,) if cfg.quick else (256, 1024, 4096)}
     best = {}
     res = {}
     for fw, batch_sizes in sizes.items():
