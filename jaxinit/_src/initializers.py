@@ -207,25 +207,32 @@ def _svd_matrix(key, shape, dtype, singular_values, out_axis: int, who: str):
     spec.check_orthogonal(shape, who)
     if math.prod(shape) == 0:
         return jnp.zeros(shape, dtype)
-    oax = out_axis
-    rows, cols = spec.matrix_dims(shape, oax)
+    rows, cols = spec.matrix_dims(shape, out_axis)
     values = spec.svd_values(singular_values, rows, cols, who)
     sd = _sample_dtype(dtype)
+    # the values converted on the host, as a constant would be; traced, so one program per shape
+    return _in(dtype, _svd_core(key, tuple(shape), sd, out_axis, np.asarray(values, sd)))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _svd_core(key, shape, sd, oax: int, values):
+    """One compiled program per (shape, dtype, out axis): QR, signs, the spectrum's two matmuls
+    and the reshape (eager, each of them compiled on its own for every new shape)."""
+    rows, cols = spec.matrix_dims(shape, oax)
     transposed = rows < cols
     big, small = (cols, rows) if transposed else (rows, cols)
-    if isinstance(values, float):
-        q = _haar(key, big, small, sd) * jnp.asarray(values, sd)
+    if values.ndim == 0:
+        q = _haar(key, big, small, sd) * values
     else:
         k_u, k_v = jax.random.split(key)
         u = _haar(k_u, big, small, sd)
         v = _haar(k_v, small, small, sd)
         hi = jax.lax.Precision.HIGHEST
-        s = jnp.asarray(values, sd)
-        q = jnp.matmul(jnp.matmul(u, v, precision=hi) * s, v.T, precision=hi)
+        q = jnp.matmul(jnp.matmul(u, v, precision=hi) * values, v.T, precision=hi)
     if transposed:
         q = q.T
     rest = tuple(d for i, d in enumerate(shape) if i != oax)
-    return jnp.moveaxis(q.reshape((rows,) + rest), 0, oax).astype(dtype)
+    return jnp.moveaxis(q.reshape((rows,) + rest), 0, oax)
 
 
 # --------------------------------------------------------------------------- factories
