@@ -9,6 +9,10 @@ Four groups, each a table of (initializer x kernel) cases:
 - ``jax-eager``: the same initializers called directly, ``init(key, shape,
   dtype)``: the path users hit outside ``jit`` (Python in ``Initializer.__call__``,
   op-by-op dispatch, no fusion).
+- ``jax-first-call``: an eager call on a shape not seen before, compilation
+  included (what a model's first ``init`` costs, one conv kernel per layer): every
+  call, warmup included, draws a (3, 3, c, c + 1) kernel with a c of its own, so
+  each side compiles every time.
 - ``torch-inplace``: ``torchinit.name_(t)`` vs ``torch.nn.init.name_(t)`` on the
   same preallocated torch-layout tensor (global RNG).
 - ``torch-factory``: ``torchinit.name(...)(seed, torch_shape, dtype, device)`` vs
@@ -41,7 +45,7 @@ from typing import Any, Callable, NamedTuple
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-GROUPS = ("jax-jit", "jax-eager", "torch-inplace", "torch-factory")
+GROUPS = ("jax-jit", "jax-eager", "jax-first-call", "torch-inplace", "torch-factory")
 
 
 class Result(NamedTuple):
@@ -162,7 +166,7 @@ def bench_jax(args, kern, groups) -> list[Result]:
         x.block_until_ready()
 
     out = []
-    for case, ours_f, up_f in jax_pairs():
+    for ci, (case, ours_f, up_f) in enumerate(jax_pairs()):
         if args.filter and args.filter not in case:
             continue
         for kname in _cases_for(case, kern):
@@ -179,6 +183,16 @@ def bench_jax(args, kern, groups) -> list[Result]:
                 r = run_case("jax-eager", case, kname, shape, lambda i: ours(keys[i], shape, dtype),
                              lambda i: up(keys[i], shape, dtype), sync, args)
                 out.append(_show(r))
+        if "jax-first-call" in groups:
+            # a fresh shape per call, per side and per case (ours: c = 8 + 2j, upstream: c = 9 + 2j), so
+            # no call finds a program compiled before (this process has no persistent compilation cache);
+            # sharing one compiled sampler between initializers of the same shape is not counted
+            ours, up = ours_f(), up_f()
+            first = {"ours": lambda i: ours(keys[i], (3, 3, 8 + 2 * (i + ci * n), 9 + 2 * (i + ci * n)), dtype),
+                     "up": lambda i: up(keys[i], (3, 3, 9 + 2 * (i + ci * n), 10 + 2 * (i + ci * n)), dtype)}
+            r = run_case("jax-first-call", case, "conv3x3xc", (3, 3, "c", "c+1"), first["ours"], first["up"],
+                         sync, args)
+            out.append(_show(r))
     return out
 
 

@@ -99,10 +99,21 @@ def _check_semi_orthogonal(m: np.ndarray, gain: float, tol: float):
 ORTHO_TOL = {"float32": 1e-5, "float64": 1e-13, "bfloat16": 3e-2, "float16": 4e-3}
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("layer", ["linear", "conv2d", "conv3d", "conv_transpose2d"])
-@pytest.mark.parametrize("gain", [1.0, 2.5])
+def _ortho_cases():
+    """Every layer x dtype x package with gain 1; gain 2.5 (a scalar factor on the same matrix) in
+    float32 in the default run, in every dtype with ``-m exhaustive``."""
+    out = []
+    for gain in (1.0, 2.5):
+        for layer in ("linear", "conv2d", "conv3d", "conv_transpose2d"):
+            for dtype_name in DTYPES:
+                for impl in IMPLS:
+                    sampled = gain == 1.0 or dtype_name == "float32"
+                    out.append(pytest.param(impl, dtype_name, layer, gain, id=f"{gain}-{layer}-{dtype_name}-{impl}",
+                                            marks=() if sampled else pytest.mark.exhaustive))
+    return out
+
+
+@pytest.mark.parametrize("impl,dtype_name,layer,gain", _ortho_cases())
 def test_orthogonal(impl, dtype_name, layer, gain):
     """Semi-orthogonal in PyTorch's view (rows = out axis, cols = the rest), to
     float-precision tolerances; entries distributed as torch.nn.init.orthogonal_'s
@@ -122,9 +133,16 @@ def test_orthogonal(impl, dtype_name, layer, gain):
     assert p >= P_MIN
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("fshape", [(64, 32), (32, 64), (3, 3, 16, 8), (3, 3, 4, 64)])
-@pytest.mark.parametrize("dtype_name", ["float32", "float64", "bfloat16"])
+def _svd_cases():
+    """Every shape in float64 (the 1e-12 claim); float32 and bfloat16 on one tall and one wide
+    shape in the default run, on all four with ``-m exhaustive``."""
+    shapes = [(64, 32), (32, 64), (3, 3, 16, 8), (3, 3, 4, 64)]
+    return [pytest.param(impl, fshape, dt, id=f"{dt}-{'x'.join(map(str, fshape))}-{impl}",
+                         marks=() if dt == "float64" or fshape in ((64, 32), (3, 3, 4, 64)) else pytest.mark.exhaustive)
+            for dt in ("float32", "float64", "bfloat16") for fshape in shapes for impl in IMPLS]
+
+
+@pytest.mark.parametrize("impl,fshape,dtype_name", _svd_cases())
 def test_svd_spectrum(impl, fshape, dtype_name):
     rows = fshape[-1]
     cols = math.prod(fshape) // rows
