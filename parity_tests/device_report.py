@@ -439,8 +439,9 @@ def section_twins(cfg) -> dict:
 def _speed_lenet(cfg, rows):
     import bench_lenet
 
-    # quick: one step of 64 per epoch, the compiled shape (batch 64, one step per call) of the test
-    # suite's own LeNet run (test_examples.py), so a suite run compiles it once
+    # quick: one step of 64 per epoch, the program shape (batch 64, one step per call, lr 1.0) of
+    # test_examples.py's both-mode run, so within a suite run the persistent compilation cache can
+    # serve one of the two from the other (a smaller, faster smoke run either way)
     examples, epochs = (64, 2) if cfg.quick else (61440, 3)
     sizes = {"jax": (64,) if cfg.quick else (128, 256, 512, 1024, 2048, 4096),
              "torch": (64,) if cfg.quick else (256, 1024, 4096)}
