@@ -144,7 +144,8 @@ def _split_outputs(ys, dxs, dps, stats_seq, eval_y):
 def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks=None):
     """The same loop for a Linen module (``jaxinit.BatchNorm`` or ``flax.linen.BatchNorm``)."""
     xs, gs, x_eval = (jnp.asarray(a, jdtype) for a in (xs, gs, x_eval))
-    variables = module.init(jax.random.key(0), xs[0], use_running_average=False)
+    # init jitted: one program, where an eager init compiles each of its ~30 operations on its own
+    variables = jax.jit(functools.partial(module.init, use_running_average=False))(jax.random.key(0), xs[0])
     params = dict(variables.get("params", {}))
     if "scale" in params:
         params["scale"] = jnp.asarray(weight, params["scale"].dtype)
@@ -176,7 +177,7 @@ def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks
 
     stats, out0 = first(params, stats, (xs[0], gs[0], None if masks is None else masks[0]))
     outs, y_eval = loop(params, stats, xs[1:], gs[1:], x_eval, None if masks is None else masks[1:])
-    ys, dxs, dps, seq = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), out0, outs)
+    ys, dxs, dps, seq = jax.tree.map(lambda a, b: np.concatenate([np.asarray(a)[None], np.asarray(b)]), out0, outs)
     return _split_outputs(ys, dxs, dps, seq, y_eval)
 
 

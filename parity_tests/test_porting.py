@@ -12,6 +12,7 @@ deliberately wrong twin differs by >= 1e-7 relative at the wrong layer (LayerNor
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 
 import jax
@@ -485,7 +486,9 @@ def test_pooling_traps(case):
 
 
 # --------------------------------------------------------------------------- Hugging Face Bert
-transformers = pytest.importorskip("transformers")
+# transformers is imported by the Bert fixture (half a second of collection saved where no Bert test runs)
+needs_transformers = pytest.mark.skipif(importlib.util.find_spec("transformers") is None,
+                                        reason="transformers is not installed")
 BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
             max_position_embeddings=16, pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 IDS = np.array([[1, 2, 3, 4, 0], [5, 6, 7, 0, 0]])
@@ -494,6 +497,7 @@ MASK = (IDS != 0).astype(np.int64)
 
 def _flax_bert(tm, **config):
     """A FlaxBertModel and tm's weights as its float64 variables (no Flax init: shapes from eval_shape)."""
+    import transformers
     cfg = transformers.BertConfig(**{**BERT, **config})
     fm = transformers.FlaxBertModel(cfg, dtype=jnp.float64, _do_init=False)
     shapes = jax.eval_shape(lambda key: fm.init_weights(key, IDS.shape), jax.random.key(0))
@@ -506,6 +510,7 @@ def _flax_bert(tm, **config):
 
 @pytest.fixture(scope="module")
 def bert():
+    import transformers
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     tm = transformers.BertModel(transformers.BertConfig(**BERT)).double()
@@ -515,6 +520,7 @@ def bert():
     return tm, _flax_bert(tm)
 
 
+@needs_transformers
 def test_bert_twin_check_model_output(bert):
     """ModelOutput fields compared one by one; the only gradient difference is the pad row of
     the word embeddings (torch's padding_idx), which audit names."""
@@ -531,6 +537,7 @@ def test_bert_twin_check_model_output(bert):
     assert any("GELUActivation" in n for n in rep.notes)
 
 
+@needs_transformers
 def test_bert_compare_layers(bert):
     tm, (fm, v) = bert
     rep = jaxinit.compare_layers(tm, fm, (IDS, MASK), variables=v)
@@ -544,6 +551,7 @@ def test_bert_compare_layers(bert):
     assert "intermediate_act_fn (GELUActivation())" in rep.first_divergence["hint"]
 
 
+@needs_transformers
 def test_bert_round_trip_float64(bert):
     tm, (fm, v) = bert
     back = jaxinit.to_torch_state_dict(v, tm)
