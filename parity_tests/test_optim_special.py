@@ -347,45 +347,110 @@ def test_lbfgs_optim_db(desc, kwargs):
 
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": 0.01}, {"lr": 0.01, "line_search_fn": "strong_wolfe"}],
-                         ids=["fixed", "strong_wolfe"])
-def test_lbfgs_bitwise_given_torch_reductions(kwargs, monkeypatch):
+def _f_np_as(dtype, cos=0.3):
+    """The shared objective, its loss and gradient rounded to ``dtype`` (the same values in both frameworks)."""
+    def f(x):
+        v, g = _f_np(x, cos)
+        return np.asarray(v, dtype)[()], g.astype(dtype)
+    return f
+
+
+@pytest.mark.parametrize("kwargs,dtype", [({"lr": 0.01}, np.float64),
+                                          ({"lr": 0.01, "line_search_fn": "strong_wolfe"}, np.float64),
+                                          ({"lr": 0.01}, np.float32), ({}, np.float32)],
+                         ids=["fixed", "strong_wolfe", "fixed-float32", "fixed-lr1-float32"])
+def test_lbfgs_bitwise_given_torch_reductions(kwargs, dtype, monkeypatch):
     """With torch's own dot / sum substituted (run by torch through jax.pure_callback), jaxinit's LBFGS is
     torch's bit for bit: every other operation rounds as torch's does (no compiler-fused multiply-add where
     torch rounds the product: cubic interpolation, Armijo test, zoom eps, the two-loop's al - be; FMAs
-    where ATen's add_(alpha=) does them). What remains in test_lbfgs_optim_db is summation order alone."""
+    where ATen's add_(alpha=) does them). What remains in test_lbfgs_optim_db is summation order alone.
+    float32: fixed steps only (the strong-Wolfe search is refused there, test_lbfgs_float32_line_search_refused)."""
     import types
 
     import jaxinit._src.lbfgs as lb
 
     def on_torch(fn):
         def call(*xs, **_):
-            f = lambda *a: np.float64(fn(*(torch.tensor(np.asarray(v)) for v in a)).item())  # noqa: E731
-            return jax.pure_callback(f, jax.ShapeDtypeStruct((), jnp.float64), *xs)
+            dt = xs[0].dtype
+            f = lambda *a: np.asarray(fn(*(torch.tensor(np.asarray(v)) for v in a)).item(), dt)[()]  # noqa: E731
+            return jax.pure_callback(f, jax.ShapeDtypeStruct((), dt), *xs)
         return call
 
     fake = types.SimpleNamespace(**{k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("__")})
     fake.dot, fake.sum = on_torch(torch.dot), on_torch(torch.sum)
     monkeypatch.setattr(lb, "jnp", fake)
     kwargs = dict(kwargs, max_iter=4, history_size=3)
-    tp = torch.tensor(_X0.copy(), requires_grad=True)
+    objective = _f_np_as(dtype)
+    x0 = _X0.astype(dtype)
+    tp = torch.tensor(x0.copy(), requires_grad=True)
     opt = torch.optim.LBFGS([tp], **kwargs)
 
     def closure():
-        f, g = _f_np(tp.detach().numpy())
+        f, g = objective(tp.detach().numpy())
         tp.grad = torch.tensor(g)
         return torch.tensor(f)
 
+    def jvg(p):
+        return jax.pure_callback(objective, (jax.ShapeDtypeStruct((), dtype), jax.ShapeDtypeStruct((10,), dtype)),
+                                 p[0])
+
     tx = jo.lbfgs(**kwargs)
-    p, s = [jnp.asarray(_X0)], tx.init([jnp.asarray(_X0)])
-    step = jax.jit(lambda p, s: tx.step(p, s, _jvg))
+    p, s = [jnp.asarray(x0)], tx.init([jnp.asarray(x0)])
+    step = jax.jit(lambda p, s: tx.step(p, s, jvg))
     for _ in range(40):
         lt = float(opt.step(closure))
         p, s, lj = step(p, s)
-        assert float(lj) == lt
+        assert p[0].dtype == dtype and float(lj) == lt
         np.testing.assert_array_equal(np.asarray(p[0]), tp.detach().numpy())
     st = opt.state[tp]
     assert (int(s.func_evals), int(s.n_iter)) == (st["func_evals"], st["n_iter"])
+
+
+def test_lbfgs_float32_fixed_steps():
+    """float32, fixed steps, XLA's own dot/sum: 100 steps of 4 iterations against torch. Only summation order
+    differs (the test above is bitwise with torch's reductions), so the float64 bound in units of the
+    dtype's epsilon holds: TOL / eps64 = 4504 ulp, i.e. 5.4e-4 relative in float32 (measured 1e-5)."""
+    bound = TOL / np.finfo(np.float64).eps * np.finfo(np.float32).eps
+    for lr in (0.01, 1.0):
+        kwargs = dict(lr=lr, max_iter=4, history_size=3)
+        objective = _f_np_as(np.float32)
+        x0 = _X0.astype(np.float32)
+        tp = torch.tensor(x0.copy(), requires_grad=True)
+        opt = torch.optim.LBFGS([tp], **kwargs)
+
+        def closure():
+            f, g = objective(tp.detach().numpy())
+            tp.grad = torch.tensor(g)
+            return torch.tensor(f)
+
+        tx = jo.lbfgs(**kwargs)
+        p, s = [jnp.asarray(x0)], tx.init([jnp.asarray(x0)])
+        step = jax.jit(lambda p, s: tx.step(p, s, lambda q: jax.pure_callback(
+            objective, (jax.ShapeDtypeStruct((), np.float32), jax.ShapeDtypeStruct((10,), np.float32)), q[0])))
+        worst = 0.0
+        for _ in range(STEPS):
+            opt.step(closure)
+            p, s, _ = step(p, s)
+            worst = max(worst, _rel(p, [tp]))
+        st = opt.state[tp]
+        assert p[0].dtype == np.float32
+        assert (int(s.func_evals), int(s.n_iter)) == (st["func_evals"], st["n_iter"])
+        record_figure("optim_more", "rel_f32_lbfgs", worst, f"fixed lr={lr}")
+        assert worst <= bound, (lr, worst, bound)
+
+
+def test_lbfgs_float32_line_search_refused():
+    """The strong-Wolfe search with float32 parameters is refused at init and at step, saying why and what
+    to do: torch mixes Python-float (float64) losses with float32 tensors there (torch/optim/lbfgs.py)."""
+    tx = jo.lbfgs(line_search_fn="strong_wolfe")
+    p = [jnp.asarray(_X0, jnp.float32)]
+    msg = r"needs float64 parameters, got float32.*Python float.*jax_enable_x64.*line_search_fn=None"
+    with pytest.raises(InitError, match=msg):
+        tx.init(p)
+    s = tx.init([jnp.asarray(_X0)])
+    with pytest.raises(InitError, match=msg):
+        tx.step(p, s, lambda q: (jnp.sum(q[0] ** 2), [2 * q[0]]))
+    jo.lbfgs().init(p)  # fixed steps: float32 accepted
 
 
 def test_lbfgs_rounded_is_identity():
