@@ -17,6 +17,7 @@ asserts a speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
@@ -47,15 +48,17 @@ def bench_jax(args):
     def stepper(tx, extra=None):
         kw = {} if extra is None else {"row_mask": extra}
 
-        @jax.jit
-        def step(p, s):
-            u, s = tx.update(grads, s, p, **kw)
+        # as bench_optim.py: params and state donated, gradients an argument (not constants of the program)
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(p, s, g):
+            u, s = tx.update(g, s, p, **kw)
             return optax.apply_updates(p, u), s
 
-        box = [list(params), tx.init(params)]
+        own = [jnp.array(p, copy=True) for p in params]  # donated: each optimizer its own copy
+        box = [own, tx.init(own)]
 
         def run():
-            box[0], box[1] = step(box[0], box[1])
+            box[0], box[1] = step(box[0], box[1], grads)
             jax.block_until_ready(box[0])
         return run
 
