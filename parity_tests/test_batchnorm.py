@@ -144,7 +144,7 @@ def _split_outputs(ys, dxs, dps, stats_seq, eval_y):
 def run_linen(module: fnn.Module, xs, gs, x_eval, weight, bias, jdtype, *, masks=None):
     """The same loop for a Linen module (``jaxinit.BatchNorm`` or ``flax.linen.BatchNorm``)."""
     xs, gs, x_eval = (jnp.asarray(a, jdtype) for a in (xs, gs, x_eval))
-    # init jitted: one program, where an eager init compiles each of its ~30 operations on its own
+    # init jitted: one program, where an eager init compiles each of its operations on its own
     variables = jax.jit(functools.partial(module.init, use_running_average=False))(jax.random.key(0), xs[0])
     params = dict(variables.get("params", {}))
     if "scale" in params:
