@@ -439,6 +439,24 @@ def test_lbfgs_float32_fixed_steps():
         assert worst <= bound, (lr, worst, bound)
 
 
+def test_lbfgs_loss_change_test_is_torchs_on_python_floats():
+    """torch stops when abs(loss - prev_loss) < tolerance_change with both losses Python floats (float64)
+    even for float32 parameters; a float32 subtraction rounds, and near the threshold decides otherwise.
+    Pairs of float32 losses whose exact difference straddles tolerance_change, against Python's floats."""
+    from jaxinit._src.lbfgs import _loss_change_below
+
+    rng = np.random.default_rng(5)
+    tol = 1e-9
+    a = rng.uniform(-3e-9, 3e-9, 20000).astype(np.float32)
+    b = (a.astype(np.float64) - tol * rng.choice([-1, 1], a.size) * (1 + rng.uniform(-1e-6, 1e-6, a.size)))
+    b = b.astype(np.float32)
+    want = np.array([abs(float(x) - float(y)) < tol for x, y in zip(a, b)])
+    got = np.asarray(jax.jit(lambda x, y: _loss_change_below(x, y, tol))(jnp.asarray(a), jnp.asarray(b)))
+    f32 = np.abs(a - b) < np.float32(tol)
+    assert (f32 != want).sum() > 100  # the float32 subtraction does decide differently here
+    np.testing.assert_array_equal(got, want)
+
+
 def test_lbfgs_float32_line_search_refused():
     """The strong-Wolfe search with float32 parameters is refused at init and at step, saying why and what
     to do: torch mixes Python-float (float64) losses with float32 tensors there (torch/optim/lbfgs.py)."""

@@ -208,6 +208,15 @@ def _strong_wolfe(obj, x, t, d, f, g, gtd, c1, c2, tolerance_change, max_ls):
     return s["b_f"][low], s["b_g"][low], s["b_t"][low], s["evals"]
 
 
+def _loss_change_below(loss, prev_loss, tolerance_change):
+    """torch's ``abs(loss - prev_loss) < tolerance_change``: on Python floats (float64) in torch, as
+    ``loss = float(closure())`` (torch/optim/lbfgs.py); so in float64 here whenever jax has it (x64).
+    Without x64 a float32 subtraction, exact when the losses are within a factor 2 (Sterbenz)."""
+    if loss.dtype != jnp.float64 and jax.config.jax_enable_x64:
+        loss, prev_loss = loss.astype(jnp.float64), prev_loss.astype(jnp.float64)
+    return jnp.abs(loss - prev_loss) < tolerance_change
+
+
 def _check_line_search_dtype(line_search_fn, dt) -> None:
     """The strong-Wolfe search is torch's only for float64 parameters (refused otherwise, with the reason)."""
     if line_search_fn is not None and jnp.dtype(dt) != jnp.float64:
@@ -347,7 +356,7 @@ def lbfgs(lr: Any = 1, max_iter: int = 20, max_eval: int | None = None, toleranc
                 evals = c["evals"] + ls_evals
                 stop = ((c["local"] == max_iter) | (evals >= max_eval) | opt
                         | (jnp.max(jnp.abs(d * t)) <= tolerance_change)
-                        | (jnp.abs(loss - c["prev_loss"]) < tolerance_change))
+                        | _loss_change_below(loss, c["prev_loss"], tolerance_change))
                 return dict(c, x=x, t=t, loss=loss, g=g, opt=opt, evals=evals,
                             func_evals=c["func_evals"] + ls_evals, stop=stop)
 
