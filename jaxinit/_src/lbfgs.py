@@ -212,7 +212,7 @@ def _loss_change_below(loss, prev_loss, tolerance_change):
     """torch's ``abs(loss - prev_loss) < tolerance_change``: on Python floats (float64) in torch, as
     ``loss = float(closure())`` (torch/optim/lbfgs.py); so in float64 here whenever jax has it (x64).
     Without x64 a float32 subtraction, exact when the losses are within a factor 2 (Sterbenz)."""
-    if loss.dtype != jnp.float64 and jax.config.jax_enable_x64:
+    if loss.dtype != jnp.float64 and jax.config.read("jax_enable_x64"):
         loss, prev_loss = loss.astype(jnp.float64), prev_loss.astype(jnp.float64)
     return jnp.abs(loss - prev_loss) < tolerance_change
 
