@@ -355,6 +355,28 @@ def _f_np_as(dtype, cos=0.3):
     return f
 
 
+def _lbfgs_in(dtype, kwargs):
+    """torch's LBFGS and jaxinit's jitted step from the same start, on the shared objective in ``dtype``:
+    ``(torch param, torch optimizer, closure, jaxinit step, params, state)``."""
+    objective = _f_np_as(dtype)
+    x0 = _X0.astype(dtype)
+    tp = torch.tensor(x0.copy(), requires_grad=True)
+    opt = torch.optim.LBFGS([tp], **kwargs)
+
+    def closure():
+        f, g = objective(tp.detach().numpy())
+        tp.grad = torch.tensor(g)
+        return torch.tensor(f)
+
+    def jvg(p):
+        return jax.pure_callback(objective, (jax.ShapeDtypeStruct((), dtype), jax.ShapeDtypeStruct((10,), dtype)),
+                                 p[0])
+
+    tx = jo.lbfgs(**kwargs)
+    p = [jnp.asarray(x0)]
+    return tp, opt, closure, jax.jit(lambda p, s: tx.step(p, s, jvg)), p, tx.init(p)
+
+
 @pytest.mark.parametrize("kwargs,dtype", [({"lr": 0.01}, np.float64),
                                           ({"lr": 0.01, "line_search_fn": "strong_wolfe"}, np.float64),
                                           ({"lr": 0.01}, np.float32), ({}, np.float32)],
@@ -379,24 +401,7 @@ def test_lbfgs_bitwise_given_torch_reductions(kwargs, dtype, monkeypatch):
     fake = types.SimpleNamespace(**{k: getattr(jnp, k) for k in dir(jnp) if not k.startswith("__")})
     fake.dot, fake.sum = on_torch(torch.dot), on_torch(torch.sum)
     monkeypatch.setattr(lb, "jnp", fake)
-    kwargs = dict(kwargs, max_iter=4, history_size=3)
-    objective = _f_np_as(dtype)
-    x0 = _X0.astype(dtype)
-    tp = torch.tensor(x0.copy(), requires_grad=True)
-    opt = torch.optim.LBFGS([tp], **kwargs)
-
-    def closure():
-        f, g = objective(tp.detach().numpy())
-        tp.grad = torch.tensor(g)
-        return torch.tensor(f)
-
-    def jvg(p):
-        return jax.pure_callback(objective, (jax.ShapeDtypeStruct((), dtype), jax.ShapeDtypeStruct((10,), dtype)),
-                                 p[0])
-
-    tx = jo.lbfgs(**kwargs)
-    p, s = [jnp.asarray(x0)], tx.init([jnp.asarray(x0)])
-    step = jax.jit(lambda p, s: tx.step(p, s, jvg))
+    tp, opt, closure, step, p, s = _lbfgs_in(dtype, dict(kwargs, max_iter=4, history_size=3))
     for _ in range(40):
         lt = float(opt.step(closure))
         p, s, lj = step(p, s)
@@ -412,21 +417,7 @@ def test_lbfgs_float32_fixed_steps():
     dtype's epsilon holds: TOL / eps64 = 4504 ulp, i.e. 5.4e-4 relative in float32 (measured 1e-5)."""
     bound = TOL / np.finfo(np.float64).eps * np.finfo(np.float32).eps
     for lr in (0.01, 1.0):
-        kwargs = dict(lr=lr, max_iter=4, history_size=3)
-        objective = _f_np_as(np.float32)
-        x0 = _X0.astype(np.float32)
-        tp = torch.tensor(x0.copy(), requires_grad=True)
-        opt = torch.optim.LBFGS([tp], **kwargs)
-
-        def closure():
-            f, g = objective(tp.detach().numpy())
-            tp.grad = torch.tensor(g)
-            return torch.tensor(f)
-
-        tx = jo.lbfgs(**kwargs)
-        p, s = [jnp.asarray(x0)], tx.init([jnp.asarray(x0)])
-        step = jax.jit(lambda p, s: tx.step(p, s, lambda q: jax.pure_callback(
-            objective, (jax.ShapeDtypeStruct((), np.float32), jax.ShapeDtypeStruct((10,), np.float32)), q[0])))
+        tp, opt, closure, step, p, s = _lbfgs_in(np.float32, dict(lr=lr, max_iter=4, history_size=3))
         worst = 0.0
         for _ in range(STEPS):
             opt.step(closure)
