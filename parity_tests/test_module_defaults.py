@@ -131,7 +131,7 @@ def _conv_case(dim: int, cin: int, cout: int, k: int, groups: int):
     # Flax (*k, in/groups, out) <-> torch (out, in/groups, *k)
     perm = tuple(range(2, 2 + dim)) + (1, 0)
     assert lp["kernel"].shape == n.kernel.shape == tuple(m.weight.permute(perm).shape)
-    # Same shape as the Linear case above on purpose: one parallel table of (torch, Linen, NNX) bounds per layer kind.
+    # the bias bound is the weight's fan_in bound, as for Linear (torch's _ConvNd.reset_parameters)
     assert lp["bias"].shape == n.bias.shape == m.bias.shape
     b = _linear_bound(m.weight)
     return {

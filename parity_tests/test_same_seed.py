@@ -207,7 +207,7 @@ class FlaxLeNet(nn.Module):
         x = nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding="VALID", name="conv1")(x)), (2, 2), (2, 2))
         x = nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID", name="conv2")(x)), (2, 2), (2, 2))
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # flatten in torch's (C, H, W) order
-        # Same model shape as the MLP above on purpose: the Flax twin of the torch model below, layer for layer.
+        # the head's names are torch LeNet's (below): the converter needs no name mapping
         x = nn.relu(nn.Dense(120, name="fc1")(x))
         x = nn.relu(nn.Dense(84, name="fc2")(x))
         return nn.Dense(10, name="fc3")(x)
