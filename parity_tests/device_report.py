@@ -133,15 +133,10 @@ def _sync(dev) -> None:
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
-    # The loop of benchmarks/bench_convert._time, returning the median in ms as the report tables need.
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(ts)
+    """Median of ``repeats`` timed calls after ``warmup`` untimed ones, in ms (benchmarks/bench_convert's loop)."""
+    from bench_convert import _time
+
+    return statistics.median(_time(fn, repeats, warmup)) * 1e3
 
 
 # --------------------------------------------------------------------------- 1. environment
