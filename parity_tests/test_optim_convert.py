@@ -63,13 +63,19 @@ CASES = {
 }
 
 
-def torch_steps(o, s, ps, start, stop):
+def torch_steps_with(grads, o, s, ps, start, stop):
+    """torch's loop from step ``start`` to ``stop``: step t's gradients assigned, then the optimizer's
+    step and the scheduler's (if any). Also test_optim_more.py's, over its own gradients."""
     for t in range(start, stop):
-        for p, g in zip(ps, GRADS):
+        for p, g in zip(ps, grads):
             p.grad = torch.tensor(g[t])
         o.step()
         if s is not None:
             s.step()
+
+
+def torch_steps(o, s, ps, start, stop):
+    torch_steps_with(GRADS, o, s, ps, start, stop)
 
 
 def jax_steps(tx, params, st, start, stop):

@@ -27,6 +27,7 @@ import jaxinit.optim as jo
 import torchinit.optim as to
 from _jaxinit import InitError
 from parity_tests._figures import record_figure
+from parity_tests.test_optim_convert import torch_steps_with
 from parity_tests.test_optim import DT, F32_TOL, F64_TOL, _problem, jax_run, rel_diff, torch_run
 
 CLASSES = {"nadam": torch.optim.NAdam, "radam": torch.optim.RAdam, "adamax": torch.optim.Adamax,
@@ -182,14 +183,8 @@ def _ps():
     return [torch.nn.Parameter(torch.tensor(w)) for w in W0]
 
 
-# The loop of test_optim_convert.torch_steps over this module's GRADS (a module global there too): kept local so each file's problem stays self-contained.
 def _torch_steps(o, s, ps, start, stop):
-    for t in range(start, stop):
-        for p, g in zip(ps, GRADS):
-            p.grad = torch.tensor(g[t])
-        o.step()
-        if s is not None:
-            s.step()
+    torch_steps_with(GRADS, o, s, ps, start, stop)
 
 
 def _jax_steps(tx, params, st, start, stop):
