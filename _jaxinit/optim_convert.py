@@ -10,20 +10,31 @@ i.e. ``torch.optim.Optimizer.state_dict()["state"]`` with NumPy arrays (``i`` is
 flat parameter index: group 0's parameters first), plus the common step count (torch's
 SGD keeps none; the schedule needs it).
 
-Matching a params pytree to torch's parameter list (documented in the README):
+Matching a params pytree to torch's parameter list (docs/converting.md, "Optimizer state"):
+never by a guess. In this order:
 
-* a Mapping whose flattened paths, joined by ``.``, are exactly torch's parameter names
-  (``{"fc.weight": w, "fc.bias": b}`` or ``{"fc": {"weight": w, "bias": b}}``) is
-  matched by name; names come from the optimizer (built from ``model.named_parameters()``,
-  torch >= 2.6 keeps them as ``param_names``) or the ``param_names`` argument;
-* anything else is matched by position: ``jax.tree.leaves(params)[k]`` is torch
-  parameter ``k`` (e.g. a list of arrays in ``model.parameters()`` order). Beware:
-  ``jax.tree.leaves`` sorts dict keys, so a dict keyed otherwise is not in torch order.
+* by name: a Mapping whose flattened paths, joined by ``.``, are exactly torch's parameter
+  names (``{"fc.weight": w, "fc.bias": b}`` or ``{"fc": {"weight": w, "bias": b}}``); names
+  come from the optimizer (built from ``model.named_parameters()``: torch >= 2.6 keeps them as
+  ``param_names``) or the ``param_names`` argument: a list of names in the optimizer's order,
+  or the model / ``model.named_parameters()`` / ``dict(model.named_parameters())``, whose
+  Parameter objects are found in the optimizer's groups by identity (``is``);
+* by identity: with ``param_names=model`` (or its named parameters) a list is read in that
+  source's order (``model.parameters()`` order), each leaf mapped to the optimizer parameter
+  that IS that Parameter object;
+* by position: ``jax.tree.leaves(params)[k]`` is the optimizer's parameter ``k`` (group 0's
+  first). Accepted only where a different order could not silently go through: a list is
+  refused when two parameters of different param groups have the same shape (a list in
+  ``model.parameters()`` order is not the optimizer's order when the groups are not in model
+  order, and the shape check cannot tell); a dict not keyed by torch names (``jax.tree.leaves``
+  sorts its keys) is refused when two parameters have the same shape (for hyperparameters:
+  in different groups). The error names the two parameters and the fix.
 
 Shapes must be equal (torch layout); every mismatch is listed in one error.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import numbers
 from typing import Mapping, Sequence
@@ -170,44 +181,187 @@ def scalar_dtype(optimizer) -> str:
     return str(torch.get_default_dtype()).replace("torch.", "") if torch is not None else "float32"
 
 
-def torch_param_names(optimizer, param_names: Sequence[str] | None, who: str) -> list[str] | None:
-    n = sum(len(g["params"]) for g in optimizer.param_groups)
-    if param_names is not None:
-        names = list(param_names)
-        if len(names) != n:
-            raise InitError(f"{who}: param_names has {len(names)} names but the optimizer has {n} parameters; "
-                            "pass one name per parameter in the optimizer's order.")
-        return names
-    names = []
-    for g in optimizer.param_groups:
-        if "param_names" not in g:
-            return None
-        names.extend(g["param_names"])
-    return names
+@dataclasses.dataclass
+class TorchParams:
+    """What is known of a torch optimizer's parameters, in its flat order (group 0's first).
+
+    ``shapes[i]`` (None: unknown, e.g. a parameter without state in a state_dict), ``groups[i]``
+    (its param group), ``names`` (torch names, or None), ``source_order``: the optimizer index of
+    each parameter of ``param_names=<model or named parameters>`` in that source's order (None:
+    names not given by identity; an entry is None for a source parameter the optimizer lacks).
+    """
+
+    shapes: list
+    groups: list
+    names: list | None = None
+    source_order: list | None = None
+    source_names: list | None = None
 
 
-def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], torch_shapes: Sequence[tuple],
-          torch_names: Sequence[str] | None, is_mapping: bool, who: str) -> list[int]:
-    """torch flat index of every leaf (see the module docstring); raises listing every problem."""
-    problems = []
-    if is_mapping and torch_names is not None and set(leaf_paths) == set(torch_names) \
-            and len(leaf_paths) == len(torch_names):
-        index = {n: i for i, n in enumerate(torch_names)}
+def named_items(source, who: str) -> list | None:
+    """``[(name, tensor), ...]`` when ``source`` is a model, ``named_parameters()`` or a name -> tensor
+    Mapping; None when it is a sequence of names (or None)."""
+    if source is None or isinstance(source, str):
+        return None
+    if callable(getattr(source, "named_parameters", None)):
+        return list(source.named_parameters())
+    if isinstance(source, Mapping):
+        items = list(source.items())
+    else:
+        items = list(source)
+    if all(isinstance(x, str) for x in items):
+        return None
+    if not all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and hasattr(x[1], "shape")
+               for x in items):
+        raise InitError(f"{who}: param_names must be torch's parameter names in the optimizer's order, the "
+                        "model, model.named_parameters() or dict(model.named_parameters()); got a "
+                        f"{type(source).__name__} of {sorted({type(x).__name__ for x in items})}.")
+    return items
+
+
+def param_names_arg(param_names, who: str):
+    """``param_names`` as given, a generator (``model.named_parameters()``) read once into a list."""
+    if param_names is None or isinstance(param_names, str) or callable(getattr(param_names, "named_parameters", None)):
+        if isinstance(param_names, str):
+            raise InitError(f"{who}: param_names must be a list of names (or the model / its "
+                            f"named_parameters()), got the string {param_names!r}.")
+        return param_names
+    if isinstance(param_names, Mapping):
+        return param_names
+    return list(param_names)
+
+
+def describe_param(i: int, tp: TorchParams) -> str:
+    name = f" {tp.names[i]!r}" if tp.names is not None else ""
+    shape = "" if tp.shapes[i] is None else f", shape {tuple(tp.shapes[i])}"
+    return f"#{i}{name} (param group {tp.groups[i]}{shape})"
+
+
+def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Sequence[int],
+                 names_in_state: Sequence[str] | None, param_names, who: str) -> TorchParams:
+    """:class:`TorchParams` from the optimizer's flat parameter list (None: only a state_dict), its
+    shapes and groups, the names it carries and the ``param_names`` argument (see the module doc)."""
+    tp = TorchParams(list(shapes), list(groups), list(names_in_state) if names_in_state is not None else None)
+    n = len(tp.shapes)
+    param_names = param_names_arg(param_names, who)
+    items = named_items(param_names, who)
+    if items is None:
+        if param_names is not None:
+            names = list(param_names)
+            if len(names) != n:
+                raise InitError(f"{who}: param_names has {len(names)} names but the optimizer has {n} parameters; "
+                                "pass one name per parameter in the optimizer's order (or pass the model, whose "
+                                "parameters are found in the optimizer by identity).")
+            if tp.names is not None and tp.names != names:
+                raise InitError(f"{who}: param_names disagrees with the names the optimizer keeps (it was built "
+                                "from named_parameters()); drop param_names.")
+            tp.names = names
+        return tp
+    if optimizer_params is None:
+        raise InitError(f"{who}: param_names=<model or named parameters> finds the optimizer's parameters by "
+                        "identity, which needs the torch optimizer itself, not its state_dict() (that holds indices "
+                        "only). Fix: pass the optimizer, or param_names=[names in the optimizer's order].")
+    by_id: dict[int, str] = {}
+    for name, t in items:
+        by_id.setdefault(id(t), name)  # a shared (tied) Parameter: its first name, as named_parameters() does
+    names, missing = [], []
+    for i, p in enumerate(optimizer_params):
+        nm = by_id.get(id(p))
+        if nm is None:
+            missing.append(f"#{i} (param group {tp.groups[i]}, shape {tuple(p.shape)})")
+        names.append(nm)
+    if missing:
+        raise InitError(f"{who}: {len(missing)} of the optimizer's {n} parameters are not among param_names' "
+                        f"Parameters (matched by identity, `is`): {', '.join(missing[:8])}. Fix: pass the model "
+                        "the optimizer was built on (or its named_parameters()); a state_dict() holds copies, "
+                        "not the Parameter objects.")
+    if tp.names is not None and tp.names != names:
+        raise InitError(f"{who}: the optimizer's own param_names {tp.names[:4]}... differ from the model's names "
+                        f"{names[:4]}... for the same Parameters; drop param_names= or fix the names.")
+    index = {id(p): i for i, p in enumerate(optimizer_params)}
+    seen, order, src_names = set(), [], []
+    for name, t in items:
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        order.append(index.get(id(t)))
+        src_names.append(name)
+    tp.names, tp.source_order, tp.source_names = names, order, src_names
+    return tp
+
+
+def _clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
+    """Two torch parameters a positional match cannot tell apart: the same shape (an unknown shape,
+    a parameter without state, matches any known one), in different groups if ``across_groups``."""
+    first: dict = {}
+    known = [i for i, s in enumerate(tp.shapes) if s is not None]
+    unknown = [i for i, s in enumerate(tp.shapes) if s is None]
+    for i in known:
+        key = tuple(tp.shapes[i])
+        for j in first.get(key, []):
+            if not across_groups or tp.groups[j] != tp.groups[i]:
+                return j, i
+        first.setdefault(key, []).append(i)
+    for i in unknown:
+        for j in known:
+            if not across_groups or tp.groups[j] != tp.groups[i]:
+                return min(i, j), max(i, j)
+    return None
+
+
+def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchParams, is_mapping: bool,
+          who: str, what: str = "optimizer state") -> list[int]:
+    """torch flat index of every leaf (see the module docstring); raises listing every problem.
+
+    ``what``: what a wrong match would give the wrong parameter, ``'hyperparameters'`` (only the
+    param group matters) or ``'optimizer state'`` (the parameter itself matters).
+    """
+    torch_names, torch_shapes, n = tp.names, tp.shapes, len(tp.shapes)
+    by_name = is_mapping and torch_names is not None and len(set(torch_names)) == n
+    if by_name and set(leaf_paths) == set(torch_names) and len(leaf_paths) == n:
+        index = {nm: i for i, nm in enumerate(torch_names)}
         order = [index[p] for p in leaf_paths]
         how = "by name"
-    else:
-        if len(leaf_paths) != len(torch_shapes):
-            hint = ""
-            if is_mapping and torch_names is not None:
-                missing = sorted(set(torch_names) - set(leaf_paths))[:8]
-                extra = sorted(set(leaf_paths) - set(torch_names))[:8]
-                hint = f" By name: torch names missing from params {missing}, params not in torch {extra}."
+    elif not is_mapping and tp.source_order is not None:
+        if len(leaf_paths) != len(tp.source_order) or None in tp.source_order:
+            extra = [nm for nm, i in zip(tp.source_names or [], tp.source_order) if i is None][:8]
             raise InitError(
-                f"{who}: params has {len(leaf_paths)} leaves but the torch optimizer has {len(torch_shapes)} "
-                f"parameters.{hint} Fix: pass the params of the same model, as a list in "
-                "model.parameters() order or a dict keyed by torch parameter names.")
-        order = list(range(len(leaf_paths)))
-        how = "by position (jax.tree.leaves order = torch order)"
+                f"{who}: params is a list read in param_names' order (the model's parameters, "
+                f"{len(tp.source_order)} of them) but has {len(leaf_paths)} leaves"
+                + (f"; the optimizer does not hold {extra}" if extra else "")
+                + ". Fix: pass params as a dict keyed by the torch names of the optimizer's parameters.")
+        order = list(tp.source_order)
+        how = "by identity (params in param_names' order)"
+    else:
+        hint = ""
+        if is_mapping and torch_names is not None:
+            missing = sorted(set(torch_names) - set(leaf_paths))[:8]
+            extra = sorted(set(leaf_paths) - set(torch_names))[:8]
+            hint = f" By name: torch names missing from params {missing}, params not in torch {extra}."
+        if len(leaf_paths) != n:
+            raise InitError(
+                f"{who}: params has {len(leaf_paths)} leaves but the torch optimizer has {n} "
+                f"parameters.{hint} Fix: pass the params of the same model, as a dict keyed by torch parameter "
+                "names, or as a list in model.parameters() order with param_names=model.")
+        clash = _clash(tp, across_groups=not (is_mapping and what != "hyperparameters"))
+        if clash is not None:
+            i, j = clash
+            if is_mapping:
+                why = ("a dict not keyed by the optimizer's torch names is matched by position in jax.tree.leaves "
+                       "order (sorted keys), which is not torch's order in general")
+            else:
+                why = ("a list is matched by position to the optimizer's order (group 0's parameters first), "
+                       "which is not model.parameters() order when the param groups are not in model order")
+            raise InitError(
+                f"{who}: cannot tell which params leaf is which torch parameter: {why}, and torch parameters "
+                f"{describe_param(i, tp)} and {describe_param(j, tp)} have the same shape, so a swap would "
+                f"silently give each the other's {what}.{hint} Fix: pass param_names=model (or "
+                "model.named_parameters()) to find the optimizer's Parameters by identity, with params as a list "
+                "in model.parameters() order or a dict keyed by torch names; or build the optimizer from "
+                "model.named_parameters() and pass params as a dict keyed by those names.")
+        order = list(range(n))
+        how = "by position (jax.tree.leaves order = the optimizer's order)"
+    problems = []
     for k, i in enumerate(order):
         if torch_shapes[i] is not None and tuple(leaf_shapes[k]) != tuple(torch_shapes[i]):
             tname = torch_names[i] if torch_names is not None else f"#{i}"
@@ -218,8 +372,32 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], torch_shapes:
             f"{who}: params do not match the torch optimizer's parameters (matched {how}):\n"
             + "\n".join(problems)
             + "\nFix: pass params in torch's layout (torch (out, in) vs Flax (in, out): convert Flax params "
-              "with jaxinit.to_torch_state_dict first), in model.parameters() order or keyed by torch names.")
+              "with jaxinit.to_torch_state_dict first), as a dict keyed by torch names, or as a list in "
+              "model.parameters() order with param_names=model (matched by identity).")
     return order
+
+
+def groups_of(param_groups: Sequence[Mapping]) -> list[int]:
+    """The param group of each parameter in flat order, from torch groups or state_dict groups."""
+    return [g for g, group in enumerate(param_groups) for _ in group["params"]]
+
+
+def state_groups(param_groups: Sequence[Mapping], n: int) -> list[int]:
+    """The param group of each of a state_dict's ``n`` parameter indices (all 0 without groups)."""
+    out = [0] * n
+    for g, group in enumerate(param_groups):
+        for k, i in enumerate(group["params"]):
+            idx = i if isinstance(i, numbers.Integral) else k
+            if 0 <= idx < n:
+                out[idx] = g
+    return out
+
+
+def names_of(param_groups: Sequence[Mapping]) -> list[str] | None:
+    """The torch names the groups carry (``param_names``, torch >= 2.6), or None."""
+    if not param_groups or not all("param_names" in g for g in param_groups):
+        return None
+    return [nm for g in param_groups for nm in g["param_names"]]
 
 
 def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str) -> int:

@@ -370,3 +370,179 @@ def test_flax_layout_needs_names():
         jo.from_torch(o, layout="flax").init({"a": {"kernel": jnp.zeros((4, 3))}})
     with pytest.raises(InitError, match="layout must be 'torch'"):
         jo.from_torch(o, layout="nhwc")
+
+
+# ------------------------------------------------------------------ matching params to param groups (no guessing)
+#
+# The trap: two bias-free 16x16 layers in two param groups, head group first. A list of params in
+# model.parameters() order is not the optimizer's order, and the shapes cannot tell; matched by position,
+# the groups' lrs (1e-3 <-> 1e-5) and the Adam moments swap (1e-3 parameter error after one step). Each
+# pattern either converts correctly (continuing in JAX == continuing in torch, 1e-12, float64) or is
+# refused with an error that names the two parameters and the fix.
+
+_SAME_SHAPE = "have the same shape, so a swap would silently give each the other's"
+_G = np.random.default_rng(7).standard_normal((6, 3, 16, 16))  # step t, layer k
+
+
+def _layers(n=2, tied=False):
+    """``nn.Sequential`` of bias-free 16x16 Linear layers (float64); ``tied``: layer 1 shares layer 0's weight."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(*[torch.nn.Linear(16, 16, bias=False, dtype=torch.float64) for _ in range(n)])
+    if tied:
+        m[1].weight = m[0].weight
+    return m
+
+
+def _head_first(m, named=False):
+    """Adam over two groups, the head (last layer, lr 1e-3) first, the body (layer 0, lr 1e-5) second."""
+    def group(k):
+        return list(m[k].named_parameters(prefix=str(k))) if named else list(m[k].parameters())
+
+    return torch.optim.Adam([{"params": group(len(m) - 1), "lr": 1e-3}, {"params": group(0), "lr": 1e-5}])
+
+
+def _torch_grads(m, t):
+    for k, layer in enumerate(m):
+        if layer.weight.grad is None or k == 0 or layer.weight is not m[0].weight:
+            layer.weight.grad = torch.tensor(_G[t, k])
+
+
+def _continue_both(m, o, s, tx, st, params, key_of, start=2, stop=5):
+    """Steps ``start..stop`` in torch (``m``, ``o``, ``s``) and in JAX (``tx`` from ``st``, ``params``);
+    ``key_of[name]`` is the params key (a list index or a dict key) of the torch parameter ``name``.
+    Returns the largest relative difference."""
+    named = dict(m.named_parameters())
+    for t in range(start, stop):
+        _torch_grads(m, t)
+        o.step()
+        if s is not None:
+            s.step()
+        grads = jax.tree.map(lambda x: x, params)
+        for name in named:
+            grads[key_of[name]] = jnp.asarray(_G[t, int(name.split(".")[0])])
+        u, st = tx.update(grads, st, params)
+        params = optax.apply_updates(params, u)
+    return max(float(np.max(np.abs(np.asarray(params[key_of[n]]) - p.detach().numpy()))
+                     / np.max(np.abs(p.detach().numpy()))) for n, p in named.items())
+
+
+def _torch_run(m, o, s, steps=2):
+    for t in range(steps):
+        _torch_grads(m, t)
+        o.step()
+        if s is not None:
+            s.step()
+
+
+def test_plain_params_two_groups_refused_or_matched_by_identity():
+    """Plain parameters in two dict groups, head first (the issue's case), with a StepLR: a list is refused
+    (by from_torch's labels and by import_state); param_names=model matches by identity, and the run
+    continues equal to torch's."""
+    m = _layers()
+    o = _head_first(m)
+    s = L.StepLR(o, 2, 0.5)
+    _torch_run(m, o, s)
+    params = [jnp.asarray(p.detach().numpy()) for p in m.parameters()]
+    tx = jo.from_torch(o, s)
+    with pytest.raises(InitError, match=r"torch parameters #0 \(param group 0, shape \(16, 16\)\) and #1 "
+                                        r"\(param group 1, shape \(16, 16\)\) " + _SAME_SHAPE + r" hyperparameters"):
+        tx.init(params)
+    with pytest.raises(InitError, match=_SAME_SHAPE + r" optimizer state\. Fix: pass param_names=model"):
+        jo.import_state(o, params, jo.adam(1e-3))
+    tx = jo.from_torch(o, s, param_names=m)
+    st = jo.import_state(o, params, tx, param_names=m)
+    err = _continue_both(m, o, s, tx, st, params, {"0.weight": 0, "1.weight": 1})
+    assert err <= TOL, err
+    # the same, identity through named_parameters() (a generator) and a dict keyed by torch names
+    m, o = _layers(), None
+    o = _head_first(m)
+    s = L.StepLR(o, 2, 0.5)
+    _torch_run(m, o, s)
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in m.named_parameters()}
+    tx = jo.from_torch(o, s, param_names=m.named_parameters())
+    st = jo.import_state(o, params, tx, param_names=dict(m.named_parameters()))
+    err = _continue_both(m, o, s, tx, st, params, {"0.weight": "0.weight", "1.weight": "1.weight"})
+    record_figure("optim_convert", "matching", err, "head-first groups, identity")
+    assert err <= TOL, err
+
+
+def test_plain_params_one_group_list_is_the_optimizer_order():
+    """One group over model.parameters(): a list in that order is the optimizer's order (accepted,
+    correct); a dict not keyed by torch names is refused (jax.tree.leaves sorts its keys)."""
+    m = _layers()
+    o = torch.optim.Adam(m.parameters(), lr=1e-3)
+    _torch_run(m, o, None)
+    params = [jnp.asarray(p.detach().numpy()) for p in m.parameters()]
+    tx = jo.from_torch(o)
+    st = jo.import_state(o, params, tx)
+    assert _continue_both(m, o, None, tx, st, params, {"0.weight": 0, "1.weight": 1}) <= TOL
+    with pytest.raises(InitError, match=r"a dict not keyed by the optimizer's torch names .* " + _SAME_SHAPE):
+        jo.import_state(o, {"b": params[0], "a": params[1]}, tx)
+
+
+def test_named_params_groups():
+    """Groups built from named_parameters() (torch keeps param_names), head first: a dict keyed by the
+    names is matched by name; a list is refused (same shapes in different groups)."""
+    m = _layers()
+    o = _head_first(m, named=True)
+    s = L.StepLR(o, 2, 0.5)
+    _torch_run(m, o, s)
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in m.named_parameters()}
+    tx = jo.from_torch(o, s)
+    st = jo.import_state(o, params, tx)
+    assert _continue_both(m, o, s, tx, st, params, {n: n for n in params}) <= TOL
+    with pytest.raises(InitError, match=r"#0 '1.weight' \(param group 0, shape \(16, 16\)\) and #1 '0.weight' "
+                                        r"\(param group 1, shape \(16, 16\)\) " + _SAME_SHAPE):
+        jo.import_state(o, list(params.values()), tx)
+
+
+def test_dict_groups_state_round_trip_by_name():
+    """Head-first dict groups, JAX -> torch: export_state with template=optimizer and param_names=model
+    carries the names and groups, and torchinit.import_state loads each buffer into its own parameter
+    (bitwise, checked against torch's state); an export without names into two same-shape groups is
+    refused, and param_names= naming another model's Parameters is refused."""
+    m = _layers()
+    o = _head_first(m)
+    _torch_run(m, o, None)
+    params = [jnp.asarray(p.detach().numpy()) for p in m.parameters()]
+    tx = jo.from_torch(o, param_names=m)
+    st = jo.import_state(o, params, tx, param_names=m)
+    exported = jo.export_state(st, params, template=o, param_names=m)
+    assert exported["param_groups"] == [{"params": [0], "param_names": ["1.weight"]},
+                                        {"params": [1], "param_names": ["0.weight"]}]
+    m2 = _layers()
+    o2 = _head_first(m2)
+    to.import_state(exported, o2, param_names=m2)
+    _state_equal(o.state_dict()["state"], o2.state_dict()["state"])
+    with pytest.raises(InitError, match=r"no torch names, and this optimizer's parameters #0 .* and #1 .* have "
+                                        r"the same shape in different groups"):
+        to.import_state(jo.export_state(st, params), _head_first(_layers()))
+    with pytest.raises(InitError, match=r"2 of the optimizer's 2 parameters are not among param_names' Parameters "
+                                        r"\(matched by identity"):
+        jo.from_torch(o, param_names=_layers())
+    with pytest.raises(InitError, match=r"pass the optimizer as template= too"):
+        jo.export_state(st, params, param_names=m)
+    # torch -> torch through the neutral dict with names: the target's groups in the other order
+    m3 = _layers()
+    o3 = torch.optim.Adam([{"params": [m3[0].weight], "lr": 1e-5}, {"params": [m3[1].weight], "lr": 1e-3}])
+    to.import_state(to.export_state(o, param_names=m), o3, param_names=m3)
+    for a, b in ((m[0].weight, m3[0].weight), (m[1].weight, m3[1].weight)):
+        assert torch.equal(o.state[a]["exp_avg"], o3.state[b]["exp_avg"])
+
+
+def test_shared_params():
+    """A tied weight (layer 1 is layer 0's Parameter) held once by the optimizer: named_parameters() and
+    the identity match see it once, under its first name; a dict with both names (a state_dict's keys) is
+    refused, naming the extra one."""
+    m = _layers(3, tied=True)
+    o = torch.optim.Adam([{"params": [m[2].weight], "lr": 1e-3}, {"params": [m[0].weight], "lr": 1e-5}])
+    _torch_run(m, o, None)
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in m.named_parameters()}
+    assert sorted(params) == ["0.weight", "2.weight"]
+    tx = jo.from_torch(o, param_names=m.named_parameters(remove_duplicate=False))
+    st = jo.import_state(o, params, tx, param_names=m)
+    assert _continue_both(m, o, None, tx, st, params, {n: n for n in params}) <= TOL
+    both = {n: jnp.asarray(t.numpy()) for n, t in m.state_dict().items()}
+    with pytest.raises(InitError, match=r"params has 3 leaves but the torch optimizer has 2 parameters\. By name: "
+                                        r"torch names missing from params \[\], params not in torch \['1.weight'\]"):
+        jo.from_torch(o, param_names=m).init(both)

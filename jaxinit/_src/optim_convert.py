@@ -29,7 +29,7 @@ torch is never imported: the optimizer, scheduler and tensors are read duck-type
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,14 +62,16 @@ def _leaves(tree):
     return [_path_str(p) for p, _ in flat], [x for _, x in flat], treedef
 
 
-def _torch_shapes(optimizer) -> list[tuple]:
-    return [tuple(p.shape) for g in optimizer.param_groups for p in g["params"]]
+def _optimizer_params(optimizer, param_names, who) -> _core.TorchParams:
+    """What ``optimizer`` (a torch optimizer, duck-typed) says of its parameters, names included."""
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return _core.torch_params(flat, [tuple(p.shape) for p in flat], _core.groups_of(optimizer.param_groups),
+                              _core.names_of(optimizer.param_groups), param_names, who)
 
 
-def _match(params, torch_shapes, torch_names, who) -> tuple[list[int], Any]:
+def _match(params, tp: _core.TorchParams, who, what) -> tuple[list[int], Any]:
     paths, leaves, treedef = _leaves(params)
-    order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], torch_shapes, torch_names,
-                        isinstance(params, dict), who)
+    order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], tp, isinstance(params, Mapping), who, what)
     return order, treedef
 
 
@@ -197,9 +199,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
         else:
             hp["momentum"] = moms[i]
             txs.append(optax.inject_hyperparams(factory, static_args=static)(**hp))
-    torch_shapes = _torch_shapes(optimizer)
-    names = _core.torch_param_names(optimizer, param_names, who)
-    group_of = [i for i, g in enumerate(groups) for _ in g["params"]]
+    tp = _optimizer_params(optimizer, param_names, who)
+    torch_shapes, names, group_of = tp.shapes, tp.names, tp.groups
 
     def labels(tree):
         if layout == "flax":
@@ -209,7 +210,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
                 marks = _flax_like(named, spec, cast=True)
             treedef = jax.tree.structure(tree)
             return jax.tree_util.tree_unflatten(treedef, [str(int(np.asarray(m).flat[0])) for m in marks])
-        order, treedef = _match(tree, torch_shapes, names, who)
+        order, treedef = _match(tree, tp, who, "hyperparameters (lr, schedule, ...)")
         return jax.tree_util.tree_unflatten(treedef, [str(group_of[i]) for i in order])
 
     if len(txs) == 1:
@@ -300,22 +301,26 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     _check_layout(layout, who)
     if _more.is_lbfgs(tx):
         return _more.import_lbfgs(state, params, tx)
+    optimizer = state if hasattr(state, "state_dict") and hasattr(state, "param_groups") else None
     tstate, groups, the_step = _read_torch_state(state, step, who)
-    n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
-    if param_names is None and groups and all("param_names" in g for g in groups):
-        param_names = [nm for g in groups for nm in g["param_names"]]
+    if optimizer is not None:  # the Parameters themselves: shapes of all, names by identity possible
+        tp = _optimizer_params(optimizer, param_names, who)
+    else:
+        n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
+        tp = _core.torch_params(None, _state_shapes(tstate, n), _core.state_groups(groups, n),
+                                _core.names_of(groups), param_names, who)
+    n = len(tp.shapes)
     paths, leaves, _ = _leaves(params)
     problems: list[str] = []
     if layout == "flax":
         order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
-        flax = _flax_buffers(tstate, n, _need_names(param_names, who), params, len(leaves), problems)
+        flax = _flax_buffers(tstate, n, _need_names(tp.names, who), params, len(leaves), problems)
 
         def source(f, k):
             return flax[f][k] if f in flax else None
     else:
         # parameters without state (never stepped) have no torch shape here: not checked
-        order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], _state_shapes(tstate, n), param_names,
-                            isinstance(params, dict), who)
+        order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], tp, isinstance(params, Mapping), who)
 
         def source(f, k):
             return tstate.get(order[k], {}).get(f)
@@ -323,8 +328,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     new_state = _walk(tx.init(params), _filler(the_step, order, source, paths, problems))
     if problems:
         raise InitError(f"{who}: the torch state does not fit these params:\n" + "\n".join(problems)
-                        + "\nFix: pass params with the torch parameters' shapes and dtypes, in torch order or "
-                          "keyed by torch names.")
+                        + "\nFix: pass params with the torch parameters' shapes and dtypes, keyed by torch names "
+                          "or as a list in model.parameters() order with param_names=model.")
     return new_state
 
 
@@ -446,13 +451,23 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         return _more.export_lbfgs(opt_state, params)
     paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
-    names = list(param_names) if param_names is not None else None
+    param_names = _core.param_names_arg(param_names, who)
+    is_optimizer = hasattr(template, "param_groups")
+    if not is_optimizer and _core.named_items(param_names, who) is not None:
+        raise InitError(f"{who}: param_names=<model or named parameters> finds the torch optimizer's Parameters by "
+                        "identity: pass the optimizer as template= too (or param_names=[names in its order]).")
+    names = list(param_names) if param_names is not None and not is_optimizer else None
+    groups_out = None
+    if is_optimizer:  # the torch optimizer: its names and groups, in its order
+        tp = _optimizer_params(template, param_names, who)
+        names = tp.names
+        groups_out = [{"params": [i for i, g in enumerate(tp.groups) if g == k]} for k in range(max(tp.groups) + 1)]
+        if names is not None:
+            for grp in groups_out:
+                grp["param_names"] = [names[i] for i in grp["params"]]
     if layout == "flax":
-        if hasattr(template, "param_groups"):  # the torch optimizer: its names, in its order
-            tparams = [p for g in template.param_groups for p in g["params"]]
-            tnames = _need_names(_core.torch_param_names(template, names, who), who)
-            template = dict(zip(tnames, tparams))
-            names = tnames
+        if is_optimizer:
+            template = dict(zip(_need_names(names, who), [p for g in template.param_groups for p in g["params"]]))
         if not hasattr(template, "items"):
             raise InitError(f"{who}: layout='flax' needs template= the torch optimizer (built from "
                             "named_parameters()) or {torch_name: tensor} such as dict(model.named_parameters()).")
@@ -460,9 +475,14 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         names = names if names is not None else list(tmpl)
         order = list(range(len(leaves)))  # leaf positions; torch indices come from the names
     else:
-        torch_shapes = shapes if names is None or set(paths) != set(names) else \
-            [shapes[paths.index(n)] for n in names]
-        order = _core.match(paths, shapes, torch_shapes, names, isinstance(params, dict), who)
+        if template is not None and not is_optimizer:
+            raise InitError(f"{who}: with layout='torch', template must be the torch optimizer (its names, groups "
+                            f"and order), got {type(template).__name__}.")
+        if not is_optimizer:
+            torch_shapes = shapes if names is None or set(paths) != set(names) else \
+                [shapes[paths.index(n)] for n in names]
+            tp = _core.torch_params(None, torch_shapes, [0] * len(torch_shapes), None, names, who)
+        order = _core.match(paths, shapes, tp, isinstance(params, Mapping), who)
     per: dict[int, dict] = {i: {} for i in order}
     counts, owners = set(), set()
 
@@ -524,4 +544,6 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
         if owners:
             entry = {"step": float(step), **entry}
         out[i] = entry
-    return {"state": out, "param_groups": [{"params": sorted(per)}], "step": step}
+    if groups_out is None:
+        groups_out = [{"params": sorted(per), **({"param_names": list(names)} if names is not None else {})}]
+    return {"state": out, "param_groups": groups_out, "step": step}

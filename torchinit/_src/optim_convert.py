@@ -43,12 +43,21 @@ def _scalar_dtype():
     return get() if get is not None else torch.float32
 
 
-def export_state(optimizer: torch.optim.Optimizer) -> dict:
+def _optimizer_params(optimizer, param_names, who) -> _core.TorchParams:
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return _core.torch_params(flat, [tuple(p.shape) for p in flat], _core.groups_of(optimizer.param_groups),
+                              _core.names_of(optimizer.param_groups), param_names, who)
+
+
+def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -> dict:
     """``optimizer``'s state as ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}``.
 
     ``step`` is the common step count (torch's SGD keeps none: then the torchinit
     schedule counter ``schedule_step`` if any, else None). Groups keep ``params``
-    (indices) and ``param_names`` when torch has them.
+    (indices) and ``param_names`` when torch has them or ``param_names`` gives them: a list of
+    names in the optimizer's order, or the model / ``model.named_parameters()`` (the optimizer's
+    Parameters found there by identity), so that :func:`jaxinit.optim.import_state` matches a
+    params dict by name.
     """
     who = "torchinit.optim.export_state"
     if isinstance(optimizer, torch.optim.LBFGS):
@@ -56,6 +65,12 @@ def export_state(optimizer: torch.optim.Optimizer) -> dict:
     sd = optimizer.state_dict()
     state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
+    if param_names is not None:
+        names = _optimizer_params(optimizer, param_names, who).names
+        flat = [i for g in groups for i in g["params"]]
+        by_index = dict(zip(flat, names or []))
+        for g in groups:
+            g["param_names"] = [by_index[i] for i in g["params"]]
     try:
         step = _core.common_step(state, None, sd["param_groups"], who)
     except InitError:
@@ -65,13 +80,49 @@ def export_state(optimizer: torch.optim.Optimizer) -> dict:
     return {"state": state, "param_groups": groups, "step": step}
 
 
-def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+def _target_index(state: dict, optimizer, param_names, who) -> dict[int, int]:
+    """The optimizer's flat index for each parameter index of ``state``: by name when both sides
+    have torch names, else by position where that cannot silently swap two parameters."""
+    groups = state.get("param_groups") or []
+    src_names = _core.names_of(groups)
+    src_index = [i for g in groups for i in g["params"]]
+    tp = _optimizer_params(optimizer, param_names, who)
+    n = len(tp.shapes)
+    if src_names is not None and tp.names is not None:
+        where = {nm: i for i, nm in enumerate(tp.names)}
+        missing = sorted(set(src_names) - set(where))[:8]
+        extra = sorted(set(where) - set(src_names))[:8]
+        if missing or extra or len(src_names) != n:
+            raise InitError(f"{who}: the state's torch names do not match the optimizer's: names in the state "
+                            f"only {missing}, in the optimizer only {extra}. Fix: load it into an optimizer over "
+                            "the same model's parameters.")
+        return {int(i): where[nm] for i, nm in zip(src_index, src_names)}
+    same_groups = groups and [len(g["params"]) for g in groups] == [len(g["params"]) for g in optimizer.param_groups]
+    if not same_groups:  # e.g. jaxinit.optim.export_state's one group: no structure to check the order by
+        clash = _core._clash(tp, across_groups=True)
+        if clash is not None:
+            i, j = clash
+            raise InitError(
+                f"{who}: the state has {'no param groups' if not groups else f'{len(groups)} param group(s)'} and "
+                f"no torch names, and this optimizer's parameters {_core.describe_param(i, tp)} and "
+                f"{_core.describe_param(j, tp)} have the same shape in different groups, so loading by position "
+                "could silently swap their state. Fix: export with names (jaxinit.optim.export_state(..., "
+                "template=torch_optimizer) or a params dict keyed by torch names with param_names=), and pass "
+                "param_names=model here if the optimizer was not built from named_parameters().")
+    return {}  # by position: state index i is the optimizer's parameter i
+
+
+def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: Any = None) -> torch.optim.Optimizer:
     """Load a neutral state dict (or another optimizer's ``state_dict()``) into ``optimizer``.
 
     The optimizer keeps its own param groups and hyperparameters; only the per-parameter
     state is replaced (and a torchinit schedule's ``schedule_step`` set to the state's
-    ``step``). Every shape / dtype / index problem is listed in one error. Returns
-    ``optimizer``.
+    ``step``). Parameters are matched by torch name when the state and the optimizer both
+    have names (``param_names``: names in the optimizer's order, or the model /
+    ``model.named_parameters()``, found by identity); else by position, as torch's own
+    ``load_state_dict`` does, where the state's param groups have the optimizer's sizes or no two
+    parameters of different groups have the same shape (otherwise refused: a swap would go
+    unnoticed). Every shape / dtype / index problem is listed in one error. Returns ``optimizer``.
     """
     who = "torchinit.optim.import_state"
     if not isinstance(state, dict) or "state" not in state:
@@ -81,10 +132,12 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer) -> torch.optim.Op
         return _more.import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     src = _core.neutral_state(state, _copy)
+    target = _target_index(state, optimizer, param_names, who)
     problems = []
     new_state = {}
     sdtype = _scalar_dtype()
-    for i, entry in src.items():
+    for j, entry in src.items():
+        i = target.get(j, j)
         if not 0 <= i < len(params):
             problems.append(f"  state for parameter #{i}, but the optimizer has {len(params)} parameters")
             continue
