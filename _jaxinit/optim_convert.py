@@ -19,9 +19,9 @@ never by a guess. In this order:
   ``param_names``) or the ``param_names`` argument: a list of names in the optimizer's order,
   or the model / ``model.named_parameters()`` / ``dict(model.named_parameters())``, whose
   Parameter objects are found in the optimizer's groups by identity (``is``);
-* by identity: with ``param_names=model`` (or its named parameters) a list is read in that
-  source's order (``model.parameters()`` order), each leaf mapped to the optimizer parameter
-  that IS that Parameter object;
+* by identity: with ``param_names=model`` (or its named parameters, or a list of the torch
+  Parameters themselves) a list is read in that source's order (``model.parameters()`` order),
+  each leaf mapped to the optimizer parameter that IS that Parameter object;
 * by position: ``jax.tree.leaves(params)[k]`` is the optimizer's parameter ``k`` (group 0's
   first). Accepted only where a different order could not silently go through: a list is
   refused when two parameters of different param groups have the same shape (a list in
@@ -211,10 +211,13 @@ def named_items(source, who: str) -> list | None:
         items = list(source)
     if all(isinstance(x, str) for x in items):
         return None
+    if all(hasattr(x, "shape") and not isinstance(x, tuple) for x in items):  # the Parameters, in params' order
+        return [(None, x) for x in items]
     if not all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and hasattr(x[1], "shape")
                for x in items):
         raise InitError(f"{who}: param_names must be torch's parameter names in the optimizer's order, the "
-                        "model, model.named_parameters() or dict(model.named_parameters()); got a "
+                        "model, model.named_parameters(), dict(model.named_parameters()) or the torch Parameters "
+                        "in params' order; got a "
                         f"{type(source).__name__} of {sorted({type(x).__name__ for x in items})}.")
     return items
 
@@ -264,10 +267,11 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
     by_id: dict[int, str] = {}
     for name, t in items:
         by_id.setdefault(id(t), name)  # a shared (tied) Parameter: its first name, as named_parameters() does
-    names, missing = [], []
+    names: list = []
+    missing: list = []
     for i, p in enumerate(optimizer_params):
-        nm = by_id.get(id(p))
-        if nm is None:
+        nm = by_id.get(id(p), missing)
+        if nm is missing:
             missing.append(f"#{i} (param group {tp.groups[i]}, shape {tuple(p.shape)})")
         names.append(nm)
     if missing:
@@ -275,7 +279,9 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
                         f"Parameters (matched by identity, `is`): {', '.join(missing[:8])}. Fix: pass the model "
                         "the optimizer was built on (or its named_parameters()); a state_dict() holds copies, "
                         "not the Parameter objects.")
-    if tp.names is not None and tp.names != names:
+    if all(nm is None for nm in names):  # Parameters without names: identity gives the order only
+        names = tp.names
+    elif tp.names is not None and tp.names != names:
         raise InitError(f"{who}: the optimizer's own param_names {tp.names[:4]}... differ from the model's names "
                         f"{names[:4]}... for the same Parameters; drop param_names= or fix the names.")
     index = {id(p): i for i, p in enumerate(optimizer_params)}
@@ -286,7 +292,8 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
         seen.add(id(t))
         order.append(index.get(id(t)))
         src_names.append(name)
-    tp.names, tp.source_order, tp.source_names = names, order, src_names
+    tp.names, tp.source_order = names, order
+    tp.source_names = None if all(nm is None for nm in src_names) else src_names
     return tp
 
 

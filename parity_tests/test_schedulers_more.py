@@ -412,7 +412,7 @@ def test_reduce_lr_on_plateau_equals_torch(kw):
     s = L.ReduceLROnPlateau(o, **kw)
     ps = [p for g in o.param_groups for p in g["params"]]
     w0 = [jnp.asarray(p.detach().numpy()) for p in ps]
-    tx = jo.from_torch(o, s)
+    tx = jo.from_torch(o, s, param_names=ps)  # two groups of (2,) parameters: the list's order by identity
     step = jax.jit(lambda g, st, w, v: tx.update(g, st, w, value=v))
     plain = jax.jit(lambda g, st, w: tx.update(g, st, w))
     st, w = tx.init(w0), w0
@@ -445,7 +445,7 @@ def test_reduce_lr_on_plateau_state_both_ways():
     s = L.ReduceLROnPlateau(o, **kw)
     for m in metric[:30]:
         s.step(m)
-    tx = jo.from_torch(o, s)
+    tx = jo.from_torch(o, s, param_names=[p for g in o.param_groups for p in g["params"]])  # the list's order
     w = [jnp.zeros(2), jnp.zeros(2)]
     st = jo.import_plateau_state(s, tx.init(w))
     for m in metric[30:]:
