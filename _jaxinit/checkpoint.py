@@ -111,8 +111,12 @@ def _read_metadata(data: bytes) -> dict:
 def write_safetensors(path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None, who: str) -> None:
     st = _safetensors()
     for k, v in arrays.items():
-        if not isinstance(v, np.ndarray):
-            raise InitError(f"{who}: {k!r} is a {type(v).__name__}, not an array")
+        if not isinstance(v, np.ndarray) or (v.dtype.kind not in "fiubc" and v.dtype.name != "bfloat16"):
+            what = type(v).__name__ if not isinstance(v, np.ndarray) else f"array of {v.dtype}"
+            raise InitError(f"{who}: {k!r} is a {what}, not a numeric array; a checkpoint file holds tensors "
+                            "(a state_dict or Flax variables). An optimizer state (state_dict() or export_state's "
+                            "dict) is written whole by save_checkpoint; numbers, strings and the rest of a training "
+                            "state by save_training_state (docs/training_state.md).")
     meta = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
     st.numpy.save_file({k: np.array(v, order="C", copy=True) for k, v in arrays.items()}, os.fspath(path), metadata=meta)
 

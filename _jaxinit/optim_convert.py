@@ -66,6 +66,10 @@ IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentia
 
 def optimizer_kind(optimizer, who: str) -> str:
     """The jaxinit.optim factory name equal to a torch optimizer (duck-typed)."""
+    if type(optimizer).__name__ == "StoredOptimizer":  # _jaxinit.training_state: the file names no class
+        raise InitError(f"{who}: the optimizer state was read from files that do not record torch's optimizer "
+                        "class (written by JAX, or a training loop's own torch.save); pass optimizer_class='AdamW' "
+                        "(torch's class name) to load_training_state.")
     names = [c.__name__ for c in type(optimizer).__mro__]
     for n in names:
         if n in FACTORY_BY_CLASS:

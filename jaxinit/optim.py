@@ -95,6 +95,9 @@ from jaxinit._src.plateau import ReduceLROnPlateauState as ReduceLROnPlateauStat
 from jaxinit._src.optim_convert import export_state as export_state
 from jaxinit._src.optim_convert import from_torch as from_torch
 from jaxinit._src.optim_convert import import_state as import_state
+from jaxinit._src.training_state import TrainingState as TrainingState
+from jaxinit._src.training_state import load_training_state as load_training_state
+from jaxinit._src.training_state import save_training_state as save_training_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
@@ -225,4 +228,7 @@ __all__ = [
     "export_state",
     "from_torch",
     "import_state",
+    "TrainingState",
+    "load_training_state",
+    "save_training_state",
 ]

@@ -55,6 +55,9 @@ from torchinit._src.plateau import reduce_lr_on_plateau as reduce_lr_on_plateau
 from torchinit._src.optim_convert import export_state as export_state
 from torchinit._src.optim_convert import from_torch as from_torch
 from torchinit._src.optim_convert import import_state as import_state
+from torchinit._src.training_state import TrainingState as TrainingState
+from torchinit._src.training_state import load_training_state as load_training_state
+from torchinit._src.training_state import save_training_state as save_training_state
 
 __all__ = [
     "adagrad",
@@ -104,4 +107,7 @@ __all__ = [
     "export_state",
     "from_torch",
     "import_state",
+    "TrainingState",
+    "load_training_state",
+    "save_training_state",
 ]

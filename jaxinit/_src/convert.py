@@ -37,6 +37,7 @@ import numpy as np
 
 from _jaxinit import checkpoint as _ckpt
 from _jaxinit import convert as _core
+from _jaxinit import training_state as _ts
 from _jaxinit.errors import InitError
 
 
@@ -245,20 +246,45 @@ def load_checkpoint(path: str | os.PathLike):
     """
     who = "jaxinit.load_checkpoint"
     if _ckpt.file_format(path, who) == "safetensors":
-        arrays, _ = _ckpt.read_safetensors(path, who)
+        arrays, metadata = _ckpt.read_safetensors(path, who)
+        if _ts.optimizer_file_body(metadata) is not None:  # an optimizer state (save_checkpoint wrote it whole)
+            return _ts.read_optimizer_file(path, who)["state"]
     else:
-        arrays = {k: _core.to_numpy(v) for k, v in _torch_load(path, who).items()}
+        obj = _torch_load(path, who, optimizer_ok=True)
+        if _ts.is_optimizer_state(obj):
+            return _numpy_tree(obj)
+        arrays = {k: _core.to_numpy(v) for k, v in obj.items()}
     return _ckpt.nest_if_flax(arrays)
 
 
-def _torch_load(path, who):
+def _torch_load(path, who, optimizer_ok: bool = False):
     try:
         import torch
     except ImportError as err:
         raise InitError(f"{who}: {os.fspath(path)!r} is a torch file; reading it needs torch. Save it as "
                         ".safetensors instead, or pip install torch.") from err
     obj = _ckpt.torch_load(torch, path, who)
+    if optimizer_ok and _ts.is_optimizer_state(obj):  # torch.save(optimizer.state_dict()), weights_only=True
+        return obj
     return _check_tensor_dict(obj, path, who)
+
+
+def _numpy_tree(obj):
+    if isinstance(obj, Mapping):
+        return {k: _numpy_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_numpy_tree(v) for v in obj)
+    return _core.to_numpy(obj) if _core.is_torch_tensor(obj) else obj
+
+
+def _to_tensors(obj, torch):
+    if isinstance(obj, Mapping):
+        return {k: _to_tensors(v, torch) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_tensors(v, torch) for v in obj)
+    if isinstance(obj, np.ndarray) or (hasattr(obj, "shape") and hasattr(obj, "dtype") and not _core.is_torch_tensor(obj)):
+        return _core.numpy_to_tensor(np.asarray(obj), torch)
+    return obj
 
 
 def _check_tensor_dict(obj, path, who) -> dict:
@@ -278,6 +304,14 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping, *, metadata: Mappin
     """
     who = "jaxinit.save_checkpoint"
     fmt = _ckpt.file_format(path, who)
+    if _ts.is_optimizer_state(state):  # export_state's dict / a state_dict(): arrays + JSON (training_state.md)
+        if fmt == "safetensors":
+            _ts.write_optimizer_file(path, state, _core.to_numpy, who)
+            return
+        import torch
+
+        torch.save(_to_tensors(state, torch), os.fspath(path))
+        return
     flat = {k: _core.to_numpy(v) for k, v in _ckpt.flatten_for_file(state, who).items()}
     if fmt == "safetensors":
         _ckpt.write_safetensors(path, flat, metadata, who)

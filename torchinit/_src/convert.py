@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from _jaxinit import checkpoint as _ckpt
+from _jaxinit import training_state as _ts
 from _jaxinit import convert as _core
 from _jaxinit.errors import InitError
 
@@ -113,14 +114,20 @@ def load_checkpoint(path: str | os.PathLike):
         if not os.path.exists(name):
             raise FileNotFoundError(f"{who}: no such file: {name!r}")
         try:
-            tensors = safetensors.torch.load_file(name)
+            with safetensors.safe_open(name, framework="pt") as fh:
+                body = _ts.optimizer_file_body(fh.metadata() or {})
+            tensors = safetensors.torch.load_file(name) if body is None else None
         except Exception as err:  # SafetensorError, or a header the library rejects
             raise _ckpt._bad_file(name, os.path.getsize(name), err, who) from err
+        if tensors is None:  # an optimizer state (save_checkpoint wrote it whole): tensors, torch's layout
+            return _to_tensors(_ts.read_optimizer_file(name, who)["state"])
         nested = _ckpt.nest_if_flax(tensors)
         if nested is not tensors:
             return _ckpt.nest_if_flax({k: _core.tensor_to_numpy(v) for k, v in tensors.items()})
         return tensors
     obj = _ckpt.torch_load(torch, path, who)
+    if _ts.is_optimizer_state(obj):  # torch.save(optimizer.state_dict())
+        return obj
     flat = _ckpt.flatten_for_file(obj, who) if isinstance(obj, Mapping) else None
     if flat is None or not all(isinstance(v, torch.Tensor) for v in flat.values()):
         raise InitError(f"{who}: {os.fspath(path)!r} does not hold a dict of tensors "
@@ -131,12 +138,29 @@ def load_checkpoint(path: str | os.PathLike):
     return flat
 
 
+def _to_tensors(obj):
+    """numpy arrays -> tensors through dicts, lists and tuples (what torch.load(weights_only=True) reads)."""
+    if isinstance(obj, Mapping):
+        return {k: _to_tensors(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_tensors(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return _core.numpy_to_tensor(obj, torch)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping, *, metadata: Mapping[str, str] | None = None) -> None:
     """Write a torch state dict or Flax variables to ``.safetensors`` (or ``.pt``): mirror of
     :func:`jaxinit.save_checkpoint` (Flax variables are stored with ``/``-joined keys;
     dtypes kept, bfloat16 included)."""
     who = "torchinit.save_checkpoint"
     fmt = _ckpt.file_format(path, who)
+    if _ts.is_optimizer_state(state):  # state_dict() / export_state's dict: arrays + JSON (training_state.md)
+        if fmt == "safetensors":
+            _ts.write_optimizer_file(path, state, _core.to_numpy, who)
+        else:
+            torch.save(_to_tensors(state), os.fspath(path))
+        return
     flat = _ckpt.flatten_for_file(state, who)
     if fmt == "safetensors":
         _ckpt.write_safetensors(path, {k: np.array(_core.to_numpy(v), order="C", copy=True) for k, v in flat.items()},

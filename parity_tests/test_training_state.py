@@ -1,0 +1,262 @@
+"""A whole training state as files (docs/training_state.md), both directions.
+
+A torch run (AdamW, two param groups, SequentialLR warm-up + cosine, GradScaler state, RNG) saved
+after 10 steps, resumed in JAX from the files for 10 steps, equals 20 torch steps; and the reverse.
+float64, injected gradients; tolerance 1e-12 of each tensor's largest magnitude: the JAX schedule is
+torch's closed form where torch recurses (<= 3e-13 of the lr, test_schedules.py) and the update's
+float operations are ordered differently (test_optim_convert.py). The files themselves round-trip
+bitwise (every optimizer this project converts).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from torch.optim import lr_scheduler as L
+
+import jaxinit
+import jaxinit.optim as jo
+import torchinit
+import torchinit.optim as to
+from _jaxinit import InitError
+from parity_tests._figures import record_figure
+
+TOL = 1e-12
+STEPS = 20
+GRADS = {n: np.random.default_rng(k).standard_normal((STEPS,) + s)
+         for k, (n, s) in enumerate({"0.weight": (8, 4), "0.bias": (8,), "2.weight": (3, 8), "2.bias": (3,)}.items())}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+
+
+def _torch_run(named_groups=True, step_lr=False):
+    """model, AdamW (weights decayed, biases not; groups from named_parameters() or plain), SequentialLR
+    warm-up + cosine (``step_lr``: StepLR)."""
+    m = _model()
+    named = list(m.named_parameters())
+
+    def pick(cond):
+        return [(n, p) for n, p in named if cond(n)] if named_groups else [p for n, p in named if cond(n)]
+
+    o = torch.optim.AdamW([{"params": pick(lambda n: n.endswith("weight")), "weight_decay": 0.1},
+                           {"params": pick(lambda n: n.endswith("bias")), "weight_decay": 0.0}], lr=0.01)
+    if step_lr:
+        return m, o, L.StepLR(o, 3, 0.5)
+    s = L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=4), L.CosineAnnealingLR(o, T_max=30)], milestones=[4])
+    return m, o, s
+
+
+def _torch_steps(m, o, s, start, stop):
+    for t in range(start, stop):
+        for n, p in m.named_parameters():
+            p.grad = torch.tensor(GRADS[n][t])
+        o.step()
+        s.step()
+
+
+def _jax_steps(tx, params, st, start, stop):
+    for t in range(start, stop):
+        u, st = tx.update({n: jnp.asarray(GRADS[n][t]) for n in params}, st, params)
+        params = optax.apply_updates(params, u)
+    return params, st
+
+
+def _rel_err(params, m) -> float:
+    return max(float(np.max(np.abs(np.asarray(params[n]) - p.detach().numpy())) / np.max(np.abs(p.detach().numpy())))
+               for n, p in m.named_parameters())
+
+
+@pytest.mark.parametrize("form", ["directory", "save_training_state .pt", "training loop's own torch.save"])
+def test_torch_run_resumes_in_jax_from_files(tmp_path, form):
+    m, o, s = _torch_run(named_groups=form != "directory")  # the directory form names plain groups by identity
+    _torch_steps(m, o, s, 0, 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    torch.manual_seed(3)
+    if form == "training loop's own torch.save":
+        path = tmp_path / "run.pt"
+        torch.save({"model": m.state_dict(), "optimizer": o.state_dict(), "scheduler": s.state_dict(),
+                    "scaler": scaler.state_dict(), "step": 10}, path)
+        with pytest.raises(InitError, match="pass scheduler_class="):
+            jo.load_training_state(path)
+        # a SequentialLR's children classes are not in torch's state_dict: refused, not guessed
+        with pytest.raises(InitError, match="does not record its children's classes"):
+            jo.load_training_state(path, optimizer_class="AdamW", scheduler_class="SequentialLR")
+        m, o, s = _torch_run(named_groups=True, step_lr=True)
+        _torch_steps(m, o, s, 0, 10)
+        torch.save({"model": m.state_dict(), "optimizer": o.state_dict(), "scheduler": s.state_dict(),
+                    "scaler": scaler.state_dict(), "step": 10}, path)
+        with pytest.raises(InitError, match="do not record torch's optimizer class .* pass optimizer_class="):
+            jo.from_torch(jo.load_training_state(path, scheduler_class="StepLR").optimizer)
+        ts = jo.load_training_state(path, optimizer_class="AdamW", scheduler_class="StepLR")
+        ref_m, ref_o, ref_s = _torch_run(named_groups=True, step_lr=True)
+    else:
+        path = tmp_path / ("ckpt" if form == "directory" else "ckpt.pt")
+        to.save_training_state(path, model=m, optimizer=o, scheduler=s, grad_scaler=scaler, rng=True,
+                               counters={"epoch": 2})
+        ts = jo.load_training_state(path)
+        assert ts.counters == {"epoch": 2}
+        np.testing.assert_array_equal(ts.rng["torch"], torch.get_rng_state().numpy())
+        ref_m, ref_o, ref_s = _torch_run(named_groups=True)
+    assert ts.step == 10
+    assert ts.grad_scaler == {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7,
+                              "_growth_tracker": 0}
+    tx = jo.from_torch(ts.optimizer, ts.scheduler)
+    params = {n: jnp.asarray(v) for n, v in ts.model.items()}
+    st = jo.import_state(ts.optimizer, params, tx)
+    params, _ = _jax_steps(tx, params, st, 10, STEPS)
+    _torch_steps(ref_m, ref_o, ref_s, 0, STEPS)
+    err = _rel_err(params, ref_m)
+    record_figure("training_state", "torch->files->jax", err, form)
+    assert err <= TOL, err
+
+
+def test_jax_run_resumes_in_torch_from_files(tmp_path):
+    """10 JAX steps (the transformation equal to the torch optimizer + scheduler) saved; torch loads
+    model, optimizer, the scheduler (replayed 10 steps) and the scaler; 10 torch steps == 20 JAX steps."""
+    m0, o0, s0 = _torch_run()
+    tx = jo.from_torch(o0, s0)
+    p0 = {n: jnp.asarray(p.detach().numpy()) for n, p in m0.named_parameters()}
+    full, _ = _jax_steps(tx, p0, tx.init(p0), 0, STEPS)
+    half, st = _jax_steps(tx, p0, tx.init(p0), 0, 10)
+    key = jax.random.key(42)
+    scaler = {"scale": 512.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 100,
+              "_growth_tracker": 3}
+    jo.save_training_state(tmp_path / "ckpt", params=half, opt_state=st, grad_scaler=scaler, rng={"dropout": key},
+                           counters={"epoch": 1})
+    body = json.loads((tmp_path / "ckpt" / "training_state.json").read_text())
+    assert body["step"] == 10 and body["written_by"] == "jaxinit"
+    back = jo.load_training_state(tmp_path / "ckpt")
+    assert jnp.array_equal(jax.random.key_data(back.rng["dropout"]), jax.random.key_data(key))
+    m, o, s = _torch_run()
+    gs = torch.amp.GradScaler("cpu")
+    ts = to.load_training_state(tmp_path / "ckpt", model=m, optimizer=o, scheduler=s, grad_scaler=gs)
+    assert ts.step == 10 and s.last_epoch == 10 and gs.state_dict()["_growth_tracker"] == 3
+    _torch_steps(m, o, s, 10, STEPS)
+    err = _rel_err(full, m)
+    record_figure("training_state", "jax->files->torch", err, "adamw+sequential")
+    assert err <= TOL, err
+
+
+def test_torch_to_torch_from_files_is_bitwise(tmp_path):
+    """torch -> files -> torch: the optimizer state, scheduler state and lrs are torch's own (bitwise),
+    and 10 more steps equal an uninterrupted run exactly."""
+    m, o, s = _torch_run(named_groups=False)
+    _torch_steps(m, o, s, 0, 10)
+    to.save_training_state(tmp_path / "ckpt", model=m, optimizer=o, scheduler=s)
+    m2, o2, s2 = _torch_run(named_groups=False)
+    to.load_training_state(tmp_path / "ckpt", model=m2, optimizer=o2, scheduler=s2)
+    assert [g["lr"] for g in o2.param_groups] == [g["lr"] for g in o.param_groups]
+    _torch_steps(m, o, s, 10, 15)
+    _torch_steps(m2, o2, s2, 10, 15)
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+
+
+def _state_equal(a, b):
+    if isinstance(a, dict):
+        assert set(a) == set(b), (set(a) ^ set(b))
+        for k in a:
+            _state_equal(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _state_equal(x, y)
+    elif isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    else:
+        assert a == b or (a != a and b != b), (a, b)
+
+
+def _stepped(name):
+    """A torch optimizer of class ``name`` over small float64 parameters, stepped 3 times."""
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64)), torch.nn.Parameter(torch.randn(3, 2,
+                                                                                                     dtype=torch.float64))]
+    kw = {"Muon": dict(lr=0.02), "SparseAdam": dict(lr=0.01), "LBFGS": dict(lr=0.5, history_size=3)}.get(name, {})
+    o = getattr(torch.optim, name)(ps, **kw)
+    for t in range(3):
+        def closure():
+            o.zero_grad()
+            loss = sum(((p - t) ** 2).sum() for p in ps)
+            loss.backward()
+            return loss
+
+        if name == "LBFGS":
+            o.step(closure)
+            continue
+        for p in ps:
+            g = torch.cos(p.detach() + t)
+            p.grad = g.to_sparse() if name == "SparseAdam" else g
+        o.step()
+    return o
+
+
+_TORCH_CLASSES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Adadelta", "Rprop",
+                  "ASGD", "Adafactor", "Muon", "LBFGS", "SparseAdam"]
+
+
+def test_optimizer_files_every_optimizer(tmp_path):
+    """Every optimizer this project converts: export_state -> save_checkpoint (.safetensors, .pt) ->
+    load_checkpoint is the same dict, bitwise (no raw SafetensorError); torch.save(optimizer.state_dict())
+    reads with weights_only=True; save_training_state -> load_training_state into a fresh optimizer
+    gives torch's state_dict bitwise."""
+    for name in _TORCH_CLASSES:
+        o = _stepped(name)
+        exported = to.export_state(o)
+        for suffix in (".safetensors", ".pt"):
+            f = tmp_path / f"{name}{suffix}"
+            jaxinit.save_checkpoint(f, exported)
+            _state_equal(jaxinit.load_checkpoint(f), exported)
+        torch.save(o.state_dict(), tmp_path / f"{name}_torch.pt")
+        theirs = jaxinit.load_checkpoint(tmp_path / f"{name}_torch.pt")
+        _state_equal(theirs, jax.tree.map(lambda x: x.numpy() if isinstance(x, torch.Tensor) else x, o.state_dict()))
+        torchinit.save_checkpoint(tmp_path / f"{name}_ti.safetensors", o.state_dict())
+        back = torchinit.load_checkpoint(tmp_path / f"{name}_ti.safetensors")
+        _state_equal(jax.tree.map(lambda x: x.numpy() if isinstance(x, torch.Tensor) else x, back),
+                     jax.tree.map(lambda x: x.numpy() if isinstance(x, torch.Tensor) else x, o.state_dict()))
+        to.save_training_state(tmp_path / name, optimizer=o)
+        o2 = _stepped(name)
+        for st in o2.state.values():  # another state, overwritten by the load
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and k != "step":
+                    v.add_(1.0)
+        to.load_training_state(tmp_path / name, optimizer=o2)
+        _state_equal(jax.tree.map(lambda x: x.numpy() if isinstance(x, torch.Tensor) else x, o2.state_dict()),
+                     jax.tree.map(lambda x: x.numpy() if isinstance(x, torch.Tensor) else x, o.state_dict()))
+
+
+def test_training_state_errors(tmp_path):
+    with pytest.raises(InitError, match=r"'flag' is a array of <U3, not a numeric array; .* save_training_state"):
+        jaxinit.save_checkpoint(tmp_path / "x.safetensors", {"w": np.zeros(2), "flag": "yes"})
+    m, o, s = _torch_run()
+    _torch_steps(m, o, s, 0, 2)
+    to.save_training_state(tmp_path / "ckpt", model=m, optimizer=o, scheduler=s)
+    os.remove(tmp_path / "ckpt" / "optimizer.safetensors")
+    with pytest.raises(InitError, match="lists optimizer.safetensors, which is missing"):
+        jo.load_training_state(tmp_path / "ckpt")
+    body = json.loads((tmp_path / "ckpt" / "training_state.json").read_text())
+    body["version"] = 99
+    (tmp_path / "ckpt" / "training_state.json").write_text(json.dumps(body))
+    with pytest.raises(InitError, match="format version 99; this jaxinit reads versions <= 1"):
+        jo.load_training_state(tmp_path / "ckpt")
+    to.save_training_state(tmp_path / "ckpt", model=m, optimizer=o, scheduler=s)
+    m2, o2, _ = _torch_run()
+    with pytest.raises(InitError, match=r"the file's scheduler is .*SequentialLR.*, this one is .*StepLR"):
+        to.load_training_state(tmp_path / "ckpt", optimizer=o2, scheduler=L.StepLR(o2, 3))
+    with pytest.raises(InitError, match="grad_scaler is missing"):
+        jo.save_training_state(tmp_path / "j", grad_scaler={"scale": 1.0})
+    with pytest.raises(InitError, match=r"counters\['epoch'\] is a list"):
+        to.save_training_state(tmp_path / "t", counters={"epoch": [1]})
+    bad = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    with pytest.raises(InitError, match=r"do not fit the model"):
+        to.load_training_state(tmp_path / "ckpt", model=bad)
