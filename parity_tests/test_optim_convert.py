@@ -454,7 +454,7 @@ def test_plain_params_two_groups_refused_or_matched_by_identity():
     err = _continue_both(m, o, s, tx, st, params, {"0.weight": 0, "1.weight": 1})
     assert err <= TOL, err
     # the same, identity through named_parameters() (a generator) and a dict keyed by torch names
-    m, o = _layers(), None
+    m = _layers()
     o = _head_first(m)
     s = L.StepLR(o, 2, 0.5)
     _torch_run(m, o, s)
