@@ -231,7 +231,10 @@ def test_shape_mismatch_lists_every_leaf():
     tx = jo.from_torch(o, s)
     bad = [jnp.zeros((4, 3)), jnp.zeros((4,)), jnp.zeros((3, 2, 2))]
     with pytest.raises(InitError, match=r"(?s)params leaf '0' shape \(4, 3\) != torch parameter #0 shape \(3, 4\)"
-                                        r".*params leaf '2' shape \(3, 2, 2\) != torch parameter #2"):
+                                        r".*params leaf '2' shape \(3, 2, 2\) != torch parameter #2"
+                                        # the fix names the matching that cannot swap (not "model.parameters() order")
+                                        r".*as a dict keyed by torch names, or as a list in model.parameters\(\) "
+                                        r"order with param_names=model \(matched by identity\)"):
         tx.init(bad)
     with pytest.raises(InitError, match="params has 2 leaves but the torch optimizer has 3 parameters"):
         tx.init(bad[:2])

@@ -15,9 +15,12 @@ r"""A torch optimizer as an optax transformation, and optimizer state both ways.
   ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}`` that
   :func:`torchinit.optim.import_state` loads into a torch optimizer.
 
-Matching params to torch's parameter list: by name for a Mapping keyed by torch
-parameter names, else by position (``jax.tree.leaves`` order); see
-``_jaxinit/optim_convert.py``. Shapes must be torch's (convert Flax-layout params
+Matching params to torch's parameter list, never by a guess (``_jaxinit/optim_convert.py``,
+docs/training_state.md): by name for a Mapping keyed by torch parameter names; by identity
+with ``param_names=model`` (the optimizer's Parameter objects found in the model; a list is
+then in ``model.parameters()`` order); by position (``jax.tree.leaves`` order = the
+optimizer's order) only where no two parameters a reordering could swap have the same shape,
+else an error names the two parameters and the fix. Shapes must be torch's (convert Flax-layout params
 with :func:`jaxinit.to_torch_state_dict` / :func:`jaxinit.from_torch_state_dict`).
 
 torch is never imported: the optimizer, scheduler and tensors are read duck-typed.
@@ -151,9 +154,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
         ``optax.inject_hyperparams``). It must be stepped once per optimizer step.
         A ``ReduceLROnPlateau`` gives :func:`reduce_lr_on_plateau` around the groups
         (lrs injected; load its counters with :func:`import_plateau_state`).
-      param_names: torch's parameter names in optimizer order, for matching a
-        params dict by name when the optimizer was not built from
-        ``named_parameters()``.
+      param_names: how to tell which params leaf is which torch parameter when the
+        optimizer was not built from ``named_parameters()``: torch's names in the
+        optimizer's order (params: a dict keyed by them), or the model /
+        ``model.named_parameters()`` / the torch Parameters in params' order, whose
+        Parameter objects are found in the optimizer's groups by identity (params: a
+        list in that order, or a dict keyed by the model's names).
       layout: ``'torch'`` (params have torch's shapes) or ``'flax'`` (Flax params:
         torch names are mapped to Flax paths with the rule and layouts of
         :func:`jaxinit.from_torch_state_dict`; needs torch names).
@@ -167,7 +173,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
       An ``optax.GradientTransformation``. One group: the group's transformation
       (with a check of the params at ``init``); several: ``optax.multi_transform``
       with labels ``"0"``, ``"1"``, ... found by matching the params to torch's
-      parameters (by name for a dict keyed by torch names, else by position).
+      parameters (by name, by identity, or by position where shapes leave no doubt; a
+      list whose same-shaped parameters sit in different groups is refused at ``init``).
 
     Note: the lr is the closed form (``scheduler.step(epoch)``'s) where torch
     recurses; see :mod:`jaxinit.optim` schedules for the (float64-rounding) difference.
@@ -282,14 +289,18 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
       state: a torch optimizer, its ``state_dict()``, or the neutral dict of
         :func:`torchinit.optim.export_state` (NumPy arrays).
       params: the params pytree ``tx`` will update, matched to torch's parameters
-        by name (a dict keyed by torch names) or by position; shapes and dtypes must
-        equal the torch state's (every mismatch is listed in one error).
+        by name (a dict keyed by torch names), by identity (``param_names=model``) or by
+        position where no two same-shaped parameters could be swapped (see the module
+        docstring); shapes and dtypes must equal the torch state's (every mismatch is
+        listed in one error).
       tx: a :mod:`jaxinit.optim` transformation (:func:`from_torch`, ``sgd``, ...,
         possibly inside ``optax.multi_transform`` / ``optax.inject_hyperparams``).
       step: the number of optimizer steps taken, needed only for torch's SGD,
         which keeps no step count (e.g. ``scheduler.last_epoch``).
       param_names: torch's parameter names in optimizer order (for a dict keyed by
-        names when the state does not carry ``param_names``).
+        names when the state does not carry ``param_names``), or, with the torch
+        optimizer as ``state``, the model / its named parameters / the Parameters in
+        params' order (matched by identity, as in :func:`from_torch`).
       layout: ``'flax'`` for Flax params: each buffer is converted like its weight
         (transposes, flips, reshapes of :func:`jaxinit.from_torch_state_dict`).
 
@@ -434,9 +445,12 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     r"""A :mod:`jaxinit.optim` state in torch's ``state_dict`` layout (NumPy arrays).
 
     Returns ``{"state": {i: {"step": float, "exp_avg": ndarray, ...}}, "param_groups":
-    [{"params": [0, ..., n-1]}], "step": n_steps}`` where ``i`` is the torch index of
-    each params leaf (its position, or its name's index in ``param_names`` for a dict
-    keyed by torch names). Keys follow torch: ``step`` only for Adagrad/RMSprop/Adam
+    [{"params": [0, ..., n-1], "param_names": [...]}], "step": n_steps}`` where ``i`` is the
+    torch index of each params leaf (its position, or its name's index in ``param_names``
+    for a dict keyed by torch names; ``param_names`` in the groups when names are known).
+    ``template=`` the torch optimizer (``layout='torch'`` too): its param groups, names and
+    order (with ``param_names=model`` for an optimizer of plain parameters), so that
+    :func:`torchinit.optim.import_state` loads each buffer by name. Keys follow torch: ``step`` only for Adagrad/RMSprop/Adam
     (torch's SGD keeps none), nothing before the first step. Load it with
     :func:`torchinit.optim.import_state`.
 
