@@ -44,9 +44,9 @@ def is_lbfgs(x: Any) -> bool:
 
 def import_lbfgs(state: Any, params: Any, tx: LBFGS) -> LBFGSState:
     """``import_state`` for LBFGS: ``state`` is a torch LBFGS, its ``state_dict()`` or the neutral dict."""
-    if hasattr(state, "param_groups") and hasattr(state, "state"):
-        entry = dict(state.state.get(state.param_groups[0]["params"][0], {}))
-    elif isinstance(state, dict) and "state" in state:
+    if hasattr(state, "param_groups") and hasattr(state, "state_dict"):
+        state = state.state_dict()  # a torch LBFGS or a stored one (training-state files): state under index 0
+    if isinstance(state, dict) and "state" in state:
         st = state["state"]
         entry = dict(st.get(0, st.get("0", {}))) if st else {}
     else:
