@@ -380,7 +380,9 @@ def write_dir(path, *, weights, optimizer, optimizer_extra, scheduler, grad_scal
                         "files (or pass a path ending in .pt for one torch.save file).")
     os.makedirs(d, exist_ok=True)
     p = paths(d)
-    for f in (p["model"], p["optimizer"], p["rng"]):  # no file of an earlier save may pass for this one's
+    # the JSON goes first and comes last: an interrupted save leaves no JSON (a clear error when read),
+    # never an earlier save's JSON beside this one's files
+    for f in (p["json"], p["model"], p["optimizer"], p["rng"]):
         if os.path.exists(f):
             os.remove(f)
     if weights is not None:

@@ -146,6 +146,32 @@ def test_jax_run_resumes_in_torch_from_files(tmp_path):
     assert err <= TOL, err
 
 
+def test_torch_jax_torch_chain_through_files(tmp_path):
+    """torch 6 steps -> files -> JAX 6 steps -> files (the optimizer and scheduler records carried) ->
+    JAX again, and torch again (its scheduler replayed from step 0), 6 more steps each == 18 torch steps."""
+    m, o, s = _torch_run(named_groups=False)
+    _torch_steps(m, o, s, 0, 6)
+    to.save_training_state(tmp_path / "a", model=m, optimizer=o, scheduler=s)
+    ts = jo.load_training_state(tmp_path / "a")
+    tx = jo.from_torch(ts.optimizer, ts.scheduler)
+    params = {n: jnp.asarray(v) for n, v in ts.model.items()}
+    params, st = _jax_steps(tx, params, jo.import_state(ts.optimizer, params, tx), 6, 12)
+    jo.save_training_state(tmp_path / "b", params=params, opt_state=st, optimizer=ts.optimizer, scheduler=ts.scheduler)
+    ts2 = jo.load_training_state(tmp_path / "b")
+    assert ts2.step == 12 and type(ts2.optimizer).__name__ == "AdamW"
+    tx2 = jo.from_torch(ts2.optimizer, ts2.scheduler)
+    p2 = {n: jnp.asarray(v) for n, v in ts2.model.items()}
+    p2, _ = _jax_steps(tx2, p2, jo.import_state(ts2.optimizer, p2, tx2), 12, 18)
+    m3, o3, s3 = _torch_run(named_groups=False)
+    to.load_training_state(tmp_path / "b", model=m3, optimizer=o3, scheduler=s3)
+    _torch_steps(m3, o3, s3, 12, 18)
+    ref_m, ref_o, ref_s = _torch_run(named_groups=False)
+    _torch_steps(ref_m, ref_o, ref_s, 0, 18)
+    err_jax, err_torch = _rel_err(p2, ref_m), _rel_err({n: p.detach().numpy() for n, p in m3.named_parameters()}, ref_m)
+    record_figure("training_state", "torch->jax->jax/torch", max(err_jax, err_torch), "adamw+sequential")
+    assert err_jax <= TOL and err_torch <= TOL, (err_jax, err_torch)
+
+
 def test_torch_to_torch_from_files_is_bitwise(tmp_path):
     """torch -> files -> torch: the optimizer state, scheduler state and lrs are torch's own (bitwise),
     and 10 more steps equal an uninterrupted run exactly."""

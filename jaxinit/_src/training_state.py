@@ -57,7 +57,7 @@ def _key_data(name, key, who):
 def save_training_state(path: str | os.PathLike, *, params: Mapping | None = None, opt_state: Any = None,
                         scheduler: Any = None, grad_scaler: Mapping | None = None, rng: Mapping | None = None,
                         step: int | None = None, counters: Mapping | None = None,
-                        param_names: Sequence[str] | None = None) -> None:
+                        param_names: Sequence[str] | None = None, optimizer: Any = None) -> None:
     """Write a JAX training state in the layout of docs/training_state.md (a directory).
 
     Args:
@@ -74,6 +74,12 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
       rng: ``{name: JAX key}`` (typed keys keep their impl).
       step: optimizer steps taken (default: the optax state's count).
       counters: ``{name: number or str}``.
+      param_names: the torch names of ``params``' leaves in the optimizer's order (default: ``params``'
+        keys).
+      optimizer: the ``optimizer`` of a :class:`TrainingState` read earlier: its class, param groups and
+        hyperparameters are written with the new state, so the files resume in JAX again
+        (``from_torch(ts.optimizer, ts.scheduler)``); without it only ``import_state`` and torchinit
+        (with the user's own torch optimizer) read the optimizer state.
     """
     who = "jaxinit.optim.save_training_state"
     from jaxinit._src.optim_convert import export_state
@@ -88,13 +94,25 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
         from _jaxinit import checkpoint as _ckpt
 
         weights = _ckpt.flatten_for_file(params, who)
-    sd = None
+    sd = extra = None
     if opt_state is not None:
         if params is None or not all(not isinstance(v, Mapping) for v in params.values()):
             raise InitError(f"{who}: opt_state is written with torch's names: pass params as a flat dict keyed by "
                             "torch names in torch's layout (jaxinit.to_torch_state_dict converts Flax variables).")
         names = list(param_names) if param_names is not None else list(params)
-        sd = export_state(opt_state, dict(params), param_names=names)
+        if optimizer is not None:
+            if not isinstance(optimizer, _ts.StoredOptimizer):
+                raise InitError(f"{who}: optimizer must be the optimizer of a TrainingState read by "
+                                f"load_training_state, got {type(optimizer).__name__}.")
+            sd = export_state(opt_state, dict(params), template=optimizer)  # its groups, names and order
+            for group, stored in zip(sd["param_groups"], optimizer.state_dict()["param_groups"]):
+                group.update({k: v for k, v in stored.items() if k not in ("params", "param_names")})
+            cls = type(optimizer).__name__
+            extra = {"class": None if cls == "StoredOptimizer" else cls, "defaults": dict(optimizer.defaults),
+                     "shapes": [list(p.shape) for g in optimizer.param_groups for p in g["params"]],
+                     "dtypes": [str(p.dtype) for g in optimizer.param_groups for p in g["params"]]}
+        else:
+            sd = export_state(opt_state, dict(params), param_names=names)
         if step is None:
             step = sd["step"]
     sched = None
@@ -111,7 +129,7 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
     if _ts.is_torch_file(path):
         raise InitError(f"{who}: jaxinit writes the directory layout (safetensors + JSON), not .pt; pass a "
                         "directory path (torchinit.optim.load_training_state reads it).")
-    _ts.write_dir(path, weights=weights, optimizer=sd, optimizer_extra=None, scheduler=sched, grad_scaler=scaler,
+    _ts.write_dir(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched, grad_scaler=scaler,
                   rng=rngs, rng_meta=meta, step=step, counters=counters, written_by="jaxinit", who=who,
                   to_numpy=to_numpy)
 

@@ -147,7 +147,9 @@ def _load_weights(model, weights: dict, who):
 def _load_scheduler(scheduler, stored, step, written_by_torch: bool, optimizer, who):
     """torch's state (class checked) then ``scheduler.step()`` replayed up to ``step``; a state written
     by JAX (no torch state): the fresh ``scheduler`` is stepped ``step`` times, torch's own recursion."""
-    state = stored.get("state") if stored else None
+    # a torch state in a file written by JAX is the one JAX read at an earlier step, with lrs that the
+    # file no longer holds: replay the fresh scheduler from step 0 instead (torch's own recursion)
+    state = stored.get("state") if stored and written_by_torch else None
     classes = stored.get("classes") if stored else None
     ours = _ts.scheduler_classes(scheduler, _torch_sched.children)
     if classes is not None and classes != ours:
@@ -162,7 +164,7 @@ def _load_scheduler(scheduler, stored, step, written_by_torch: bool, optimizer, 
                     if k in g and k in sg:
                         _set_group_value(g, k, sg[k])
     elif _torch_sched.steps_taken(scheduler) != 0:
-        raise InitError(f"{who}: the file holds no torch scheduler state (written by JAX), so the scheduler is "
+        raise InitError(f"{who}: the file holds no current torch scheduler state (written by JAX), so the scheduler is "
                         f"replayed from its start, but this one has stepped {_torch_sched.steps_taken(scheduler)} "
                         "times; pass a freshly built scheduler.")
     if step is None:
