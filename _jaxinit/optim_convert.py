@@ -10,7 +10,7 @@ i.e. ``torch.optim.Optimizer.state_dict()["state"]`` with NumPy arrays (``i`` is
 flat parameter index: group 0's parameters first), plus the common step count (torch's
 SGD keeps none; the schedule needs it).
 
-Matching a params pytree to torch's parameter list (docs/converting.md, "Optimizer state"):
+Matching a params pytree to torch's parameter list (docs/training_state.md, "Matching parameters"):
 never by a guess. In this order:
 
 * by name: a Mapping whose flattened paths, joined by ``.``, are exactly torch's parameter
