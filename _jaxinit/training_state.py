@@ -352,6 +352,70 @@ def stored_scheduler(classes: Mapping, state: Mapping, optimizer, who: str) -> S
     return obj
 
 
+def schedules_json(schedules, who: str) -> list | None:
+    """A torchinit optimizer's per-group schedules (``_torchinit_schedules``) as JSON: ``{"name",
+    "params"}`` per scheduled group (None: a constant lr); ``{"unsupported": why}`` for one whose
+    parameters are not data (a LambdaLR's function), which JAX then refuses instead of a constant lr."""
+    if not schedules:
+        return None
+    out: list = []
+    for s in schedules:
+        if s is None:
+            out.append(None)
+            continue
+        if isinstance(s, UnstoredSchedule):
+            out.append({"unsupported": s.why})
+            continue
+        arrays: dict = {}
+        try:
+            params = encode(dict(s.params), arrays, "params", who, np.asarray)
+            args = encode(dict(s.args), arrays, "args", who, np.asarray)
+        except InitError as err:
+            out.append({"unsupported": f"{s!r} cannot be stored ({err})"})
+            continue
+        if arrays:
+            out.append({"unsupported": f"{s!r} holds arrays, which the JSON does not store"})
+            continue
+        out.append({"name": s.name, "args": args, "params": params})
+    return out
+
+
+class StoredSchedule:
+    """A torchinit schedule read from files: ``name``, ``args``, ``params`` (what
+    ``jaxinit.optim.from_torch`` reads of a torchinit optimizer's schedules). Named ``Schedule``."""
+
+    def __init__(self, name: str, args: Mapping, params: Mapping):
+        self.name, self.args, self.params = name, dict(args), dict(params)
+
+    def __repr__(self):
+        return f"stored {self.name} schedule"
+
+
+class UnstoredSchedule:
+    """A schedule that could not be stored; ``from_torch`` refuses it (its repr says why)."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __repr__(self):
+        return f"<a torchinit schedule that the files do not hold: {self.why}>"
+
+
+def stored_schedules(entries: list | None, who: str) -> list | None:
+    if not entries:
+        return None
+    cls = type("Schedule", (StoredSchedule,), {"__module__": __name__})
+    out: list = []
+    for e in entries:
+        if e is None:
+            out.append(None)
+        elif "unsupported" in e:
+            out.append(UnstoredSchedule(e["unsupported"]))
+        else:
+            out.append(cls(e["name"], decode(e.get("args", {}), {}, who), decode(e["params"], {}, who)))
+    return out
+
+
 def optimizer_class_name(optimizer, factory_by_class: Mapping) -> str:
     """The first class in ``optimizer``'s MRO that the converters know (torch's or torchinit's)."""
     for c in type(optimizer).__mro__:
@@ -454,7 +518,7 @@ def _from_torch_dict(obj, name: str, who: str) -> dict:
     if opt is not None:
         body = {"format": OPTIMIZER_FORMAT, "version": VERSION, "state": opt, "class": obj.get("optimizer_class"),
                 "defaults": obj.get("optimizer_defaults"), "shapes": obj.get("param_shapes"),
-                "dtypes": obj.get("param_dtypes")}
+                "dtypes": obj.get("param_dtypes"), "schedules": obj.get("optimizer_schedules")}
     sched = obj.get("scheduler")
     scheduler = None
     if sched is not None:
@@ -482,6 +546,9 @@ def build(raw: Mapping, who: str, to_numpy, optimizer_class: str | None = None,
         if ts.step is not None:
             sd["step"] = ts.step
         ts.optimizer = stored_optimizer(cls, sd, body.get("defaults"), who, body.get("shapes"), body.get("dtypes"))
+        scheds = stored_schedules(body.get("schedules"), who)
+        if scheds is not None:
+            ts.optimizer._torchinit_schedules = scheds
     sched = raw.get("scheduler")
     if sched is not None:
         classes = sched.get("classes") or ({"class": scheduler_class} if scheduler_class else None)

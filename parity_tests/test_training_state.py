@@ -60,7 +60,8 @@ def _torch_steps(m, o, s, start, stop):
         for n, p in m.named_parameters():
             p.grad = torch.tensor(GRADS[n][t])
         o.step()
-        s.step()
+        if s is not None:
+            s.step()
 
 
 def _jax_steps(tx, params, st, start, stop):
@@ -170,6 +171,30 @@ def test_torch_jax_torch_chain_through_files(tmp_path):
     err_jax, err_torch = _rel_err(p2, ref_m), _rel_err({n: p.detach().numpy() for n, p in m3.named_parameters()}, ref_m)
     record_figure("training_state", "torch->jax->jax/torch", max(err_jax, err_torch), "adamw+sequential")
     assert err_jax <= TOL and err_torch <= TOL, (err_jax, err_torch)
+
+
+def test_torchinit_schedules_through_files(tmp_path):
+    """A torchinit optimizer whose lr is a torchinit schedule (no torch scheduler): the schedules are
+    stored with the optimizer, and JAX from the files continues like torch (1e-12); a schedule whose
+    parameters are a Python function is refused by from_torch, not replaced by a constant lr."""
+    m = _model()
+    named = dict(m.named_parameters())
+    o = to.adam([{"params": [named["0.weight"], named["2.weight"]], "lr": to.exponential_lr(0.01, 0.9)},
+                 {"params": [named["0.bias"], named["2.bias"]]}], lr=to.step_lr(0.02, 3, 0.5), weight_decay=0.01)
+    _torch_steps(m, o, None, 0, 5)
+    to.save_training_state(tmp_path / "a", model=m, optimizer=o)
+    ts = jo.load_training_state(tmp_path / "a")
+    tx = jo.from_torch(ts.optimizer)
+    params = {n: jnp.asarray(v) for n, v in ts.model.items()}
+    params, _ = _jax_steps(tx, params, jo.import_state(ts.optimizer, params, tx), 5, 10)
+    _torch_steps(m, o, None, 5, 10)
+    err = _rel_err(params, m)
+    record_figure("training_state", "torchinit schedule", err, "adam, exponential_lr + step_lr")
+    assert err <= TOL, err
+    o2 = to.adam(m.parameters(), lr=to.lambda_lr(0.01, lambda t: 0.9 ** t))
+    to.save_training_state(tmp_path / "b", model=m, optimizer=o2)
+    with pytest.raises(InitError, match=r"a Python callable lr \(<a torchinit schedule that the files do not hold"):
+        jo.from_torch(jo.load_training_state(tmp_path / "b").optimizer)
 
 
 def test_torch_to_torch_from_files_is_bitwise(tmp_path):

@@ -110,7 +110,8 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
             cls = type(optimizer).__name__
             extra = {"class": None if cls == "StoredOptimizer" else cls, "defaults": dict(optimizer.defaults),
                      "shapes": [list(p.shape) for g in optimizer.param_groups for p in g["params"]],
-                     "dtypes": [str(p.dtype) for g in optimizer.param_groups for p in g["params"]]}
+                     "dtypes": [str(p.dtype) for g in optimizer.param_groups for p in g["params"]],
+                     "schedules": _ts.schedules_json(getattr(optimizer, "_torchinit_schedules", None), who)}
         else:
             sd = export_state(opt_state, dict(params), param_names=names)
         if step is None:

@@ -76,7 +76,8 @@ def _optimizer_dict(optimizer, model, who):
     defaults = {k: v for k, v in optimizer.defaults.items()
                 if v is None or isinstance(v, (bool, int, float, str, tuple))}
     extra = {"class": _ts.optimizer_class_name(optimizer, _core.FACTORY_BY_CLASS), "defaults": defaults,
-             "shapes": [list(p.shape) for p in params], "dtypes": [str(p.dtype).replace("torch.", "") for p in params]}
+             "shapes": [list(p.shape) for p in params], "dtypes": [str(p.dtype).replace("torch.", "") for p in params],
+             "schedules": _ts.schedules_json(getattr(optimizer, "_torchinit_schedules", None), who)}
     return sd, extra
 
 
@@ -121,6 +122,7 @@ def save_training_state(path: str | os.PathLike, *, model: Any = None, optimizer
                     "optimizer_defaults": None if extra is None else extra["defaults"],
                     "param_shapes": None if extra is None else extra["shapes"],
                     "param_dtypes": None if extra is None else extra["dtypes"],
+                    "optimizer_schedules": None if extra is None else extra["schedules"],
                     "scheduler": None if sched is None else sched["state"],
                     "scheduler_classes": None if sched is None else sched["classes"],
                     "grad_scaler": scaler, "rng": rngs, "step": step, "counters": counters}, os.fspath(path))
