@@ -671,7 +671,12 @@ def _lambdas(which):
             fn = theirs
         else:
             fn = given[i] if isinstance(given, (list, tuple)) else given
-            _same_function(fn, theirs, i, max(int(s.last_epoch), 0))
+            if theirs is not None:  # None: read from training-state files, which hold no function to check
+                _same_function(fn, theirs, i, max(int(s.last_epoch), 0))
+        if fn is None:
+            raise InitError(
+                f"jaxinit.optim.schedules_from_torch: this {_torch.kind(s)} was read from files, which hold no "
+                "Python function (torch's state_dict() stores None for it); pass lr_lambda=<the function>.")
         return dict(lr=_base_lr(s, i), lr_lambda=fn), None
     return read
 

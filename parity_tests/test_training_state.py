@@ -38,9 +38,9 @@ def _model():
     return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4)).double()
 
 
-def _torch_run(named_groups=True, step_lr=False):
+def _torch_run(named_groups=True, step_lr=False, lambda_lr=None):
     """model, AdamW (weights decayed, biases not; groups from named_parameters() or plain), SequentialLR
-    warm-up + cosine (``step_lr``: StepLR)."""
+    warm-up + cosine (``step_lr``: StepLR; ``lambda_lr``: LambdaLR of that function)."""
     m = _model()
     named = list(m.named_parameters())
 
@@ -51,6 +51,8 @@ def _torch_run(named_groups=True, step_lr=False):
                            {"params": pick(lambda n: n.endswith("bias")), "weight_decay": 0.0}], lr=0.01)
     if step_lr:
         return m, o, L.StepLR(o, 3, 0.5)
+    if lambda_lr is not None:
+        return m, o, L.LambdaLR(o, lambda_lr)
     s = L.SequentialLR(o, [L.LinearLR(o, 0.1, total_iters=4), L.CosineAnnealingLR(o, T_max=30)], milestones=[4])
     return m, o, s
 
@@ -195,6 +197,23 @@ def test_torchinit_schedules_through_files(tmp_path):
     to.save_training_state(tmp_path / "b", model=m, optimizer=o2)
     with pytest.raises(InitError, match=r"a Python callable lr \(<a torchinit schedule that the files do not hold"):
         jo.from_torch(jo.load_training_state(tmp_path / "b").optimizer)
+
+
+def test_lambda_lr_from_files_takes_the_function(tmp_path):
+    """torch's LambdaLR.state_dict() stores None for a plain function: from the files, from_torch asks for
+    lr_lambda= (not checkable against torch's, which the files do not hold) and then continues like torch."""
+    m, o, s = _torch_run(lambda_lr=lambda t: 0.9 ** t)
+    _torch_steps(m, o, s, 0, 5)
+    to.save_training_state(tmp_path / "a", model=m, optimizer=o, scheduler=s)
+    ts = jo.load_training_state(tmp_path / "a")
+    with pytest.raises(InitError, match="LambdaLR holds a Python function"):
+        jo.from_torch(ts.optimizer, ts.scheduler)
+    tx = jo.from_torch(ts.optimizer, ts.scheduler, lr_lambda=lambda t: 0.9 ** t)
+    params = {n: jnp.asarray(v) for n, v in ts.model.items()}
+    params, _ = _jax_steps(tx, params, jo.import_state(ts.optimizer, params, tx), 5, 10)
+    _torch_steps(m, o, s, 5, 10)
+    err = _rel_err(params, m)
+    assert err <= TOL, err
 
 
 def test_torch_to_torch_from_files_is_bitwise(tmp_path):
