@@ -303,19 +303,24 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
 
 def _clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
     """Two torch parameters a positional match cannot tell apart: the same shape (an unknown shape,
-    a parameter without state, matches any known one), in different groups if ``across_groups``."""
-    first: dict = {}
-    known = [i for i, s in enumerate(tp.shapes) if s is not None]
-    unknown = [i for i, s in enumerate(tp.shapes) if s is None]
-    for i in known:
-        key = tuple(tp.shapes[i])
-        for j in first.get(key, []):
-            if not across_groups or tp.groups[j] != tp.groups[i]:
+    a parameter without state, matches any known one), in different groups if ``across_groups``.
+    Linear in the number of parameters (one first index per shape and group)."""
+    seen: dict = {}  # shape -> {group: first index}
+    known_first: dict = {}  # group -> first index with a known shape
+    for i, shape in enumerate(tp.shapes):
+        if shape is None:
+            continue
+        by_group = seen.setdefault(tuple(shape), {})
+        for g, j in by_group.items():
+            if not across_groups or g != tp.groups[i]:
                 return j, i
-        first.setdefault(key, []).append(i)
-    for i in unknown:
-        for j in known:
-            if not across_groups or tp.groups[j] != tp.groups[i]:
+        by_group.setdefault(tp.groups[i], i)
+        known_first.setdefault(tp.groups[i], i)
+    for i, shape in enumerate(tp.shapes):
+        if shape is not None:
+            continue
+        for g, j in known_first.items():
+            if not across_groups or g != tp.groups[i]:
                 return min(i, j), max(i, j)
     return None
 
