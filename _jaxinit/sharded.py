@@ -286,7 +286,7 @@ class SafetensorsWriter:
     def write(self, key: str, block: np.ndarray, row0: int = 0) -> None:
         """Write ``block``: the whole tensor ``key``, or its rows ``row0 : row0 + len(block)``."""
         full, start, nbytes, row = self.where[key]
-        data = np.ascontiguousarray(block)
+        data = np.asarray(block, order="C")
         fd = self._fds.get(full)
         if fd is None:
             fd = self._fds[full] = os.open(full, os.O_WRONLY)
@@ -359,7 +359,7 @@ class View(NamedTuple):
         rest = [j for j in range(block.ndim) if j not in mapped]
         out = np.transpose(block, mapped + rest).reshape(out_block_shape)
         flips = tuple(k for k, f in enumerate(self.flips) if f)
-        return np.ascontiguousarray(np.flip(out, axis=flips) if flips else out)
+        return np.asarray(np.flip(out, axis=flips) if flips else out, order="C")
 
     def identity(self, src_shape: tuple) -> bool:
         return (all(not f for f in self.flips) and all(s == 0 for s in self.start)
@@ -648,3 +648,39 @@ def write_flax_safetensors(reader, plan: Plan, dst, who: str, bar=None) -> dict:
     """A Flax-named ``.safetensors`` (``params/fc/kernel``) from a torch reader and its plan."""
     writer = SafetensorsWriter(dst, [(_core._fname(k), s, d) for k, (s, d) in plan.outputs.items()], who=who)
     return write_plan(reader, plan, writer, _core._fname, bar)
+
+
+def parse_size(max_shard_size, who: str) -> int:
+    """Bytes from an int or a size string like ``'5GB'`` / ``'500MB'`` / ``'2GiB'`` (as ``save_pretrained``)."""
+    if isinstance(max_shard_size, int) and not isinstance(max_shard_size, bool) and max_shard_size > 0:
+        return max_shard_size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    text = str(max_shard_size).strip().upper()
+    for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
+        if text.endswith(u):
+            try:
+                value = int(float(text[: -len(u)]) * f)
+            except ValueError:
+                break
+            if value > 0:
+                return value
+    raise InitError(f"{who}: `max_shard_size` must be a positive number of bytes or a size like '5GB' / '500MB', "
+                    f"got {max_shard_size!r}.")
+
+
+def check_common(to, format, sharding, dst, who: str) -> None:
+    """The argument checks both packages' ``convert_checkpoint`` share."""
+    if to not in ("flax", "torch"):
+        raise InitError(f"{who}: `to` must be 'flax' (torch checkpoint -> Flax) or 'torch' (Flax checkpoint -> "
+                        f"torch), got {to!r}.")
+    if format not in (None, "safetensors", "dcp"):
+        raise InitError(f"{who}: `format` (of a torch output) must be None (from dst: a .safetensors file, else a "
+                        f"Hugging Face sharded directory), 'safetensors' or 'dcp', got {format!r}.")
+    if format is not None and to != "torch":
+        raise InitError(f"{who}: `format` chooses the torch output's format; with to='flax' leave it None.")
+    if sharding is not None and who.startswith("torchinit"):
+        raise InitError(f"{who}: `sharding` is a JAX sharding; torchinit writes files without one (pass None, or "
+                        "use jaxinit.convert_checkpoint).")
+    if os.path.exists(os.fspath(dst)):
+        raise FileExistsError(f"{who}: {os.fspath(dst)!r} exists; remove it or choose another destination "
+                              "(a conversion never overwrites).")

@@ -345,31 +345,10 @@ def _orbax_view_to_writer(reader: OrbaxReader, view, key, shape: tuple, src_shap
     del arr
 
 
-def _max_bytes(max_shard_size, who: str) -> int:
-    if isinstance(max_shard_size, int):
-        return max_shard_size
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-    text = str(max_shard_size).strip().upper()
-    for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
-        if text.endswith(u):
-            try:
-                return int(float(text[: -len(u)]) * f)
-            except ValueError:
-                break
-    raise InitError(f"{who}: `max_shard_size` must be bytes (int) or a size like '5GB' / '500MB', "
-                    f"got {max_shard_size!r}.")
-
-
-def _check_to(to, who):
-    if to not in ("flax", "torch"):
-        raise InitError(f"{who}: `to` must be 'flax' (torch checkpoint -> Orbax / Flax) or 'torch' (Orbax / Flax "
-                        f"checkpoint -> torch safetensors), got {to!r}.")
-
-
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,
                        mapping: Mapping[str, str] | None = None, kinds: Mapping[str, Any] | None = None,
                        sharding: Any = None, batchnorm: str = "torch", merge_rnn_biases: bool = False,
-                       max_shard_size: int | str = "5GB", progress: bool = False) -> dict:
+                       format: str | None = None, max_shard_size: int | str = "5GB", progress: bool = False) -> dict:
     r"""Convert a checkpoint on disk between PyTorch and Flax, one tensor at a time.
 
     ``to='flax'``: ``src`` is a torch checkpoint: a ``.safetensors`` file or a Hugging Face
@@ -400,6 +379,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
       sharding: the arrays' sharding in JAX: None, ``'fsdp'`` (each tensor's largest axis the
         device count divides, across all devices), ``'replicated'``, a
         ``jax.sharding.Sharding``, or a callable ``(name, shape) -> Sharding``.
+      format: the torch output's format: None (from ``dst``), ``'safetensors'``; ``'dcp'`` (torch's
+        DCP) needs torch: :func:`torchinit.convert_checkpoint` or ``python -m jaxinit.convert``.
       max_shard_size: bytes per file of a sharded torch output (``'5GB'``, as ``save_pretrained``).
       progress: a tqdm progress bar over tensors.
 
@@ -410,11 +391,11 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
     >>> summary = jaxinit.convert_checkpoint("model.safetensors", "ckpt_orbax", to="flax", sharding="fsdp")  # doctest: +SKIP
     """
     who = "jaxinit.convert_checkpoint"
-    _check_to(to, who)
+    _sh.check_common(to, format, sharding, dst, who)
+    if format == "dcp":
+        raise InitError(f"{who}: format='dcp' writes with torch's DCP, which jaxinit does not import: use "
+                        "torchinit.convert_checkpoint, or `python -m jaxinit.convert ... --format dcp`.")
     dst = os.fspath(dst)
-    if os.path.exists(dst):
-        raise FileExistsError(f"{who}: {dst!r} exists; remove it or choose another destination "
-                              "(a conversion never overwrites).")
     if to == "flax":
         reader = torch_reader(src, who)
         if dst.endswith(".safetensors"):
@@ -431,7 +412,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
             raise
         return summary
     reader = flax_leaf_reader(src, who)
-    limit = _max_bytes(max_shard_size, who)
+    limit = _sh.parse_size(max_shard_size, who)
     return stream_flax_to_torch(reader, lambda entries: _sh.SafetensorsWriter(dst, entries, max_shard_bytes=limit,
                                                                                who=who),
                                 template=template, mapping=mapping, kinds=kinds, batchnorm=batchnorm,

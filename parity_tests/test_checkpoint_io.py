@@ -1,0 +1,253 @@
+"""Checkpoints at scale (jaxinit.convert_checkpoint / load_torch_checkpoint and the torchinit mirror):
+Hugging Face sharded safetensors (written by huggingface_hub.save_torch_state_dict, the library
+transformers uses) -> Orbax sharded across 4 devices -> torch again, bitwise, against the in-memory
+route (from_torch_state_dict / to_torch_state_dict); arrays created directly in a given
+NamedSharding; bad files refused by name with nothing written. The 2-4 GB case with its peak-memory
+bound runs under the ``bigcheckpoint`` marker (docs/suite.md)."""
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import jaxinit
+import torchinit
+from _jaxinit.sharded import SafetensorsReader
+
+KINDS = {"up": "conv_transpose", "emb": "embed", "att": ("mha", {"num_heads": 2})}
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 8)
+        self.conv = torch.nn.Conv2d(4, 8, 3)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.ln = torch.nn.LayerNorm(8)
+        self.emb = torch.nn.Embedding(10, 8)
+        self.att = torch.nn.MultiheadAttention(8, 2)
+        self.gru = torch.nn.GRU(8, 4)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    m = _Net().double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p))
+        m.bn.running_mean.normal_()
+        m.bn.num_batches_tracked.fill_(7)
+    return m
+
+
+@pytest.fixture(scope="module")
+def hf_dir(net, tmp_path_factory):
+    import huggingface_hub
+
+    d = tmp_path_factory.mktemp("ckpt") / "hf"
+    d.mkdir()
+    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+    huggingface_hub.save_torch_state_dict(sd, str(d), max_shard_size=2000)
+    assert (d / "model.safetensors.index.json").exists() and len(list(d.glob("*.safetensors"))) > 2
+    return d
+
+
+def _mesh4(name, shape):
+    """Four of the suite's eight fake devices; each tensor split along its largest axis 4 divides."""
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("d",))
+    spec = [None] * len(shape)
+    for a in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[a] % 4 == 0:
+            spec[a] = "d"
+            break
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
+def _flat(tree):
+    return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_torch_to_orbax_and_back_bitwise_on_4_devices(net, hf_dir, tmp_path):
+    from orbax.checkpoint import v1
+
+    ref = _flat(jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True))
+    summary = jaxinit.convert_checkpoint(hf_dir, tmp_path / "orbax", to="flax", kinds=KINDS, merge_rnn_biases=True,
+                                         sharding=_mesh4)
+    # every source tensor is accounted for: weight.T and the ConvTranspose flip read as slices
+    assert {n for n, _ in summary["transposed"]} == {"fc.weight", "conv.weight", "up.weight"}
+    assert ("ln.weight", "params/ln/scale") in summary["renamed"] and ("fc.bias", "params/fc/bias") in summary["kept"]
+    assert not summary["dropped"]
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=_mesh4("", a.shape)),
+                            jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True))
+    got = _flat(v1.load(tmp_path / "orbax", abstract))
+    assert ref.keys() == got.keys()
+    assert all(_same(ref[k], got[k]) for k in ref), [k for k in ref if not _same(ref[k], got[k])]
+    kernel = got["['params']['fc']['kernel']"]
+    assert len(kernel.sharding.device_set) == 4 and kernel.addressable_shards[0].data.shape == (3, 8)
+    # back to torch: a Hugging Face sharded directory equal to the in-memory route
+    jaxinit.convert_checkpoint(tmp_path / "orbax", tmp_path / "back", to="torch", template=net, max_shard_size=3000)
+    index = json.loads((tmp_path / "back" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    back = torchinit.load_checkpoint  # noqa: F841  (the files are read by safetensors itself below)
+    import safetensors.torch
+
+    tensors = {}
+    for f in set(index["weight_map"].values()):
+        tensors.update(safetensors.torch.load_file(tmp_path / "back" / f))
+    expect = jaxinit.to_torch_state_dict(jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS,
+                                                                       merge_rnn_biases=True), net)
+    assert tensors.keys() == expect.keys()
+    assert all(torch.equal(tensors[k], expect[k]) and tensors[k].dtype == expect[k].dtype for k in expect)
+    # every tensor that is not a merged GRU bias comes back as it was
+    sd = net.state_dict()
+    assert [k for k in sd if not torch.equal(tensors[k], sd[k])] == ["gru.bias_ih_l0", "gru.bias_hh_l0"]
+
+
+def test_load_torch_checkpoint_into_template_shardings(net, hf_dir):
+    """Arrays are created directly in the template leaves' NamedShardings (sliced reads)."""
+    variables = jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=_mesh4("", a.shape)),
+                            variables)
+    got = jaxinit.load_torch_checkpoint(hf_dir, abstract, kinds=KINDS, merge_rnn_biases=True)
+    ref, flat = _flat(variables), _flat(got)
+    assert all(_same(ref[k], flat[k]) for k in ref)
+    assert all(flat[k].sharding == _mesh4("", flat[k].shape) for k in flat)
+    # the torch mirror returns the same Flax variables as numpy arrays
+    mirror = _flat(torchinit.load_torch_checkpoint(hf_dir, kinds=KINDS, merge_rnn_biases=True))
+    assert mirror.keys() == ref.keys() and all(_same(ref[k], mirror[k]) for k in ref)
+
+
+def _corrupt(case: str, src, tmp_path):
+    """A copy of the sharded checkpoint ``src`` broken one way; returns its path."""
+    import shutil
+
+    d = tmp_path / case
+    shutil.copytree(src, d)
+    index_path = d / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    files = sorted(set(index["weight_map"].values()))
+    if case == "truncated":
+        f = d / files[0]
+        f.write_bytes(f.read_bytes()[:-5])
+    elif case == "wrong index":
+        a, b = sorted(index["weight_map"])[:2]
+        fa, fb = index["weight_map"][a], index["weight_map"][b]
+        if fa == fb:
+            fb = next(f for f in files if f != fa)
+        index["weight_map"][a] = fb
+        index_path.write_text(json.dumps(index))
+    elif case == "wrong total_size":
+        index["metadata"]["total_size"] += 8
+        index_path.write_text(json.dumps(index))
+    elif case == "missing shard":
+        (d / files[-1]).unlink()
+    elif case == "dtype mismatch":  # a header that says F32 over float64 bytes
+        f = d / files[0]
+        raw = f.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        key = next(k for k in header if k != "__metadata__")
+        header[key]["dtype"] = "F32"
+        text = json.dumps(header).encode()
+        text += b" " * (n - len(text))
+        f.write_bytes(raw[:8] + text + raw[8 + n:])
+    return d
+
+
+@pytest.mark.parametrize("case,message", [
+    ("truncated", "is truncated"), ("wrong index", "wrong index"), ("wrong total_size", "wrong index"),
+    ("missing shard", "missing shard"), ("dtype mismatch", "dtype mismatch")])
+@pytest.mark.parametrize("pkg", ["jaxinit", "torchinit"])
+def test_bad_files_are_named_and_nothing_is_written(case, message, pkg, hf_dir, tmp_path):
+    bad = _corrupt(case, hf_dir, tmp_path)
+    dst = tmp_path / ("out" if pkg == "jaxinit" else "out.safetensors")
+    convert = jaxinit.convert_checkpoint if pkg == "jaxinit" else torchinit.convert_checkpoint
+    with pytest.raises(jaxinit.CheckpointFileError, match=message):
+        convert(bad, dst, to="flax", kinds=KINDS, merge_rnn_biases=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [case]  # no dst, no temporary sibling
+
+
+def test_template_dtype_mismatch_is_refused_before_writing(net, hf_dir, tmp_path):
+    template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32),
+                            jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True))
+    with pytest.raises(jaxinit.ConversionError, match="dtype mismatches"):
+        jaxinit.convert_checkpoint(hf_dir, tmp_path / "o", to="flax", template=template, kinds=KINDS,
+                                   merge_rnn_biases=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failure_while_writing_leaves_nothing(net, hf_dir, tmp_path):
+    """A value problem found only when the real tensors are read (both GRU biases nonzero without
+    merge_rnn_biases) fails the conversion after Orbax has written: the output is removed."""
+    with pytest.raises(jaxinit.ConversionError, match="merge_rnn_biases"):
+        jaxinit.convert_checkpoint(hf_dir, tmp_path / "o", to="flax", kinds=KINDS)
+    assert not list(tmp_path.iterdir())
+
+
+def test_torchinit_flax_safetensors_round_trip(net, hf_dir, tmp_path):
+    """torchinit (no jax): the Flax side is a Flax-named .safetensors, equal to save_checkpoint's."""
+    summary = torchinit.convert_checkpoint(hf_dir, tmp_path / "flax.safetensors", to="flax", kinds=KINDS,
+                                           merge_rnn_biases=True)
+    assert summary["transposed"]
+    ref = _flat(torchinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True))
+    got = _flat(torchinit.load_checkpoint(tmp_path / "flax.safetensors"))
+    assert ref.keys() == got.keys() and all(_same(ref[k], got[k]) for k in ref)
+    torchinit.convert_checkpoint(tmp_path / "flax.safetensors", tmp_path / "back.safetensors", to="torch",
+                                 template=net)
+    back = torchinit.load_checkpoint(tmp_path / "back.safetensors")
+    expect = torchinit.to_torch_state_dict(torchinit.load_checkpoint(tmp_path / "flax.safetensors"), net)
+    assert all(torch.equal(back[k], expect[k]) for k in expect)
+
+
+def test_dcp_round_trip(net, tmp_path):
+    """torch.distributed.checkpoint directories, read and written by torch's own DCP."""
+    import torch.distributed.checkpoint as dcp
+
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    dcp.save(sd, checkpoint_id=str(tmp_path / "dcp"))
+    torchinit.convert_checkpoint(tmp_path / "dcp", tmp_path / "flax.safetensors", to="flax", kinds=KINDS,
+                                 merge_rnn_biases=True)
+    torchinit.convert_checkpoint(tmp_path / "flax.safetensors", tmp_path / "dcp_back", to="torch", template=net,
+                                 format="dcp")
+    back = {k: torch.empty_like(v) for k, v in sd.items()}
+    dcp.load(back, checkpoint_id=str(tmp_path / "dcp_back"))
+    expect = torchinit.to_torch_state_dict(torchinit.load_checkpoint(tmp_path / "flax.safetensors"), net)
+    assert all(torch.equal(back[k], expect[k]) for k in expect)
+
+
+def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
+    from _jaxinit.jax_and_torch.convert_cli import main
+
+    (tmp_path / "kinds.json").write_text(json.dumps({"kinds": KINDS, "merge_rnn_biases": True}))
+    main([str(hf_dir), str(tmp_path / "o"), "--to", "flax", "--options", str(tmp_path / "kinds.json"),
+          "--sharding", "fsdp", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "transposed 3" in out and "dropped 0" in out
+    assert SafetensorsReader  # the reader is the one the CLI uses for safetensors sources
+
+
+@pytest.mark.bigcheckpoint
+def test_big_checkpoint_round_trip_and_peak_memory(tmp_path):
+    """2.5 GB of float32 (largest tensor 256 MiB) torch -> Orbax (4 devices) -> torch, each in a
+    fresh process: bitwise round trip; peak resident memory above the warmed-up baseline at most
+    1.5x the largest tensor in both directions (measured figures: docs/checkpoints.md)."""
+    from benchmarks.bench_checkpoint import generate, measure, same_tensors
+
+    src, orbax, back = tmp_path / "torch", tmp_path / "orbax", tmp_path / "back"
+    generate(str(src), int(2.5e9), 256 * 2**20)
+    to_flax = measure("to_flax", str(src), str(orbax))
+    to_torch = measure("to_torch", str(orbax), str(back))
+    print(json.dumps([to_flax, to_torch]))
+    assert same_tensors(str(src), str(back))
+    for r in (to_flax, to_torch):
+        assert r["peak_above_baseline"] <= 1.5 * r["largest"], r
