@@ -48,6 +48,7 @@ from _jaxinit.layer_kinds import REGISTRY, Options
 from _jaxinit.naming import flax_index, refine_kind, resolve_paths
 
 INDEX_NAME = "model.safetensors.index.json"
+PIECE_BYTES = 16 * 2**20  # a sliced read touches at most this many bytes of whole source rows at once
 SINGLE_NAME = "model.safetensors"
 # Kinds whose converters use only shapes (never values): their outputs may be planned from probes.
 VALUE_FREE_KINDS = frozenset({"dense", "conv", "conv_transpose", "embed", "layernorm", "groupnorm", "batchnorm",
@@ -290,7 +291,7 @@ class SafetensorsWriter:
         fd = self._fds.get(full)
         if fd is None:
             fd = self._fds[full] = os.open(full, os.O_WRONLY)
-        view = memoryview(data.reshape(-1).view(np.uint8)) if data.size else memoryview(b"")
+        view = memoryview(data.reshape(-1).view(np.uint8).data) if data.size else memoryview(b"")
         pos = start + row0 * row
         if pos + len(view) > start + nbytes:
             raise InitError(f"{self.who}: internal error: block of {key!r} past its end")
@@ -365,11 +366,46 @@ class View(NamedTuple):
         return (all(not f for f in self.flips) and all(s == 0 for s in self.start)
                 and [j for j in self.axes if j is not None] == [j for j, n in enumerate(src_shape) if n > 1])
 
-    def read(self, source, out_index: tuple, out_shape: tuple, src_shape: tuple) -> np.ndarray:
-        """``out[out_index]`` read from ``source`` (``source.read(key, index)``) as a contiguous array."""
-        block = source.read(self.key, self.source_index(out_index, out_shape, src_shape))
+    def read(self, source, out_index: tuple, out_shape: tuple, src_shape: tuple, dtype=None,
+             piece_bytes: int = PIECE_BYTES) -> np.ndarray:
+        """``out[out_index]`` read from ``source`` (``source.read(key, index)``) as a contiguous array.
+
+        The source block is read in pieces along its outermost non-trivial axis, each piece
+        spanning at most ``piece_bytes`` of whole source rows (what a memory-mapped read touches),
+        and each piece is placed straight into the output block: memory is the output block
+        plus one piece, whatever the transpose."""
+        src_index = self.source_index(out_index, out_shape, src_shape)
         shape = tuple(len(range(*sl.indices(n))) for sl, n in zip(out_index, out_shape))
-        return self.arrange(block, shape)
+        extents = [sl.stop - sl.start for sl in src_index]
+        js = next((j for j, e in enumerate(extents) if e > 1), None)
+        item = np.dtype(dtype).itemsize if dtype is not None else 1
+        row = item * int(math.prod(src_shape[js + 1:])) if js is not None else 0
+        if js is None or dtype is None or extents[js] * row <= piece_bytes:
+            return self.arrange(source.read(self.key, src_index), shape)
+        k = self.axes.index(js)
+        flipped = self.flips[k]
+        out = np.empty(shape, np.dtype(dtype))
+        S, E = src_index[js].start, src_index[js].stop
+        step = max(1, piece_bytes // max(row, 1))
+        for a in range(S, E, step):
+            b = min(a + step, E)
+            piece = list(src_index)
+            piece[js] = slice(a, b)
+            lo, hi = (E - b, E - a) if flipped else (a - S, b - S)
+            sub = [slice(None)] * len(shape)
+            sub[k] = slice(lo, hi)
+            pshape = list(shape)
+            pshape[k] = hi - lo
+            out[tuple(sub)] = self._placed(source.read(self.key, tuple(piece)), tuple(pshape))
+        return out
+
+    def _placed(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
+        """:meth:`arrange` without the final copy (a view, for assignment)."""
+        mapped = [j for j in self.axes if j is not None]
+        rest = [j for j in range(block.ndim) if j not in mapped]
+        out = np.transpose(block, mapped + rest).reshape(out_block_shape)
+        flips = tuple(k for k, f in enumerate(self.flips) if f)
+        return np.flip(out, axis=flips) if flips else out
 
 
 def probe(shape: tuple, dtype) -> np.ndarray:
@@ -606,16 +642,18 @@ class FlaxNamedReader:
 
 
 def write_view_blocks(writer, out_name: str, view: View, reader, shape: tuple, src_shape: tuple,
-                      blocks: int = 4) -> None:
-    """Write one viewed output in ``blocks`` runs of leading-axis rows (memory: a quarter of it)."""
+                      blocks: int = 8) -> None:
+    """Write one viewed output in ``blocks`` runs of leading-axis rows (memory: an eighth of it)."""
     if not shape or shape[0] < blocks:
-        writer.write(out_name, view.read(reader, tuple(slice(None) for _ in shape), shape, src_shape))
+        writer.write(out_name, view.read(reader, tuple(slice(None) for _ in shape), shape, src_shape,
+                                         reader.infos[view.key].dtype))
         return
     step = -(-shape[0] // blocks)
     rest = tuple(slice(None) for _ in shape[1:])
     for lo in range(0, shape[0], step):
         hi = min(lo + step, shape[0])
-        writer.write(out_name, view.read(reader, (slice(lo, hi),) + rest, shape, src_shape), lo)
+        writer.write(out_name, view.read(reader, (slice(lo, hi),) + rest, shape, src_shape,
+                                         reader.infos[view.key].dtype), lo)
 
 
 def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) -> dict:

@@ -92,7 +92,7 @@ def sharding_for(sharding, name: str, shape: tuple, template_leaf=None, who: str
 # --------------------------------------------------------------------------- Orbax
 class OrbaxReader:
     """An Orbax checkpoint of Flax variables: ``infos`` ``{(collection, path): TensorInfo}`` from
-    ``orbax.checkpoint.v1.metadata``; :meth:`load` restores chosen leaves into chosen shardings."""
+    ``orbax.checkpoint.v1.metadata``; :meth:`read` reads one leaf or one block of it."""
 
     def __init__(self, path, who: str):
         name = os.fspath(path)
@@ -118,35 +118,44 @@ class OrbaxReader:
                     self.infos[(path[0], path[1:] + (str(k),))] = _sh.TensorInfo(tuple(v.shape), np.dtype(v.dtype), name)
 
         walk(meta, ())
-        self._template: dict = {}
+        self._tree_dir: str | None = None
+        self._zarr = "zarr3"
 
-    def load(self, shardings: Mapping) -> dict:
-        """``{key: jax.Array}`` of the leaves in ``shardings`` ``{key: Sharding}``, each restored
-        straight into its sharding (only those leaves are read)."""
-        v1 = _ocp()
-        tree: dict = {}
-        for (coll, path), sh in shardings.items():
-            node = tree.setdefault(coll, {})
-            for p in path[:-1]:
-                node = node.setdefault(p, {})
-            info = self.infos[(coll, path)]
-            node[path[-1]] = jax.ShapeDtypeStruct(info.shape, info.dtype, sharding=sh)
-        ctx = v1.Context(pytree_options=v1.options.PyTreeOptions(loading=v1.options.PyTreeOptions.Loading(
-            partial_load=True)))
+    def read(self, key, index: tuple | None = None) -> np.ndarray:
+        """Leaf ``key`` (or its block ``index``) as numpy, read with TensorStore, the engine under
+        Orbax: ``ts.open`` of the leaf's zarr array in the checkpoint's OCDBT store, then only the
+        chunks that hold ``index`` are read and decoded."""
+        store = self._store(key)
         try:
-            with ctx:
-                out = v1.load(self.path, tree)
+            return np.asarray((store if index is None else store[index]).read().result())
         except Exception as err:
-            raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: Orbax cannot restore "
-                                          f"{[_core._fname(k) for k in shardings][:3]} ({type(err).__name__}: {err}); "
-                                          "the checkpoint is incomplete or damaged.") from err
-        res = {}
-        for coll, path in shardings:
-            node = out[coll]
-            for p in path:
-                node = node[p]
-            res[(coll, path)] = node
-        return res
+            raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot read "
+                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          "incomplete or damaged.") from err
+
+    def _store(self, key):
+        import tensorstore as ts
+
+        if self._tree_dir is None:
+            import json
+
+            for name in sorted(os.listdir(self.path)):
+                meta = os.path.join(self.path, name, "_METADATA")
+                if os.path.exists(meta):
+                    with open(meta) as fh:
+                        self._zarr = "zarr3" if json.load(fh).get("use_zarr3", True) else "zarr"
+                    self._tree_dir = os.path.join(self.path, name)
+                    break
+            else:
+                raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: no PyTree item (_METADATA) in it.")
+        coll, path = key
+        kv = {"driver": "ocdbt", "base": "file://" + os.path.abspath(self._tree_dir), "path": ".".join((coll,) + path)}
+        try:
+            return ts.open({"driver": self._zarr, "kvstore": kv}, open=True).result()
+        except Exception as err:
+            raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot open "
+                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          "incomplete or damaged.") from err
 
 
 class OrbaxWriter:
@@ -248,8 +257,8 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
         sh = sharding_for(sharding, _core._fname(key), shape, tflat.get(key), who)
         src_shape = reader.infos[view.key].shape
 
-        def cb(index, view=view, shape=shape, src_shape=src_shape):
-            return view.read(reader, tuple(index), shape, src_shape)
+        def cb(index, view=view, shape=shape, src_shape=src_shape, dtype=reader.infos[view.key].dtype):
+            return view.read(reader, tuple(index), shape, src_shape, dtype)
 
         sink(key, jax.make_array_from_callback(shape, sh, cb))
         if bar is not None:
@@ -280,69 +289,12 @@ def flax_leaf_reader(src, who: str):
 def stream_flax_to_torch(reader, writer_factory: Callable, *, template=None, mapping=None, kinds=None,
                          batchnorm="torch", transpose_kernel=False, progress=False, who: str) -> dict:
     """Convert every leaf of ``reader`` (:class:`OrbaxReader` or a Flax-named safetensors reader)
-    into a torch writer made by ``writer_factory([(name, shape, dtype)])``, one tensor (for Orbax:
-    one leading-axis block per device) at a time."""
+    into a torch writer made by ``writer_factory([(name, shape, dtype)])``, one block of output
+    rows at a time (each read as the matching slice of the leaf)."""
     plan = _sh.plan_flax_to_torch(reader.infos, template=template, mapping=mapping, kinds=kinds,
                                   batchnorm=batchnorm, transpose_kernel=transpose_kernel, who=who)
     writer = writer_factory([(k, s, d) for k, (s, d) in plan.outputs.items()])
-    bar = _progress(len(plan.outputs), progress, "tensors")
-    if not isinstance(reader, OrbaxReader):
-        return _sh.write_plan(reader, plan, writer, str, bar)
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    try:
-        for key, view in plan.views.items():
-            shape, _ = plan.outputs[key]
-            _orbax_view_to_writer(reader, view, key, shape, reader.infos[view.key].shape, writer)
-            if bar is not None:
-                bar.update(1)
-        for g, sources, keys in plan.groups:
-            arrays = {k: np.asarray(v) for k, v in reader.load({k: one for k in sources}).items()}
-            for key, arr in plan.rebuild(g, arrays).items():
-                writer.write(key, arr)
-                if bar is not None:
-                    bar.update(1)
-            del arrays
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    return plan.summary
-
-
-def _orbax_view_to_writer(reader: OrbaxReader, view, key, shape: tuple, src_shape: tuple, writer) -> None:
-    """Restore the source leaf split along the source axis that becomes the output's leading
-    axis (over the largest device count that divides it), and write each device's block of
-    output rows as soon as it is arranged: memory is the leaf plus one block."""
-    j0 = view.axes[0] if shape else None
-    spec: list = [None] * len(src_shape)
-    n = 1
-    if j0 is not None:
-        n = max(d for d in range(1, jax.device_count() + 1) if src_shape[j0] % d == 0)
-        spec[j0] = "devices"
-    sh = jax.sharding.NamedSharding(_devices_mesh(n), jax.sharding.PartitionSpec(*spec))
-    arr = reader.load({view.key: sh})[view.key]
-    full = tuple(slice(None) for _ in shape)
-    if j0 is None:
-        writer.write(key, view.arrange(np.asarray(arr)[view.source_index(full, shape, src_shape)],
-                                       shape))
-        return
-    for shard in sorted(arr.addressable_shards, key=lambda s: s.index[j0].start or 0):
-        a, b, _ = shard.index[j0].indices(src_shape[j0])
-        s = view.start[j0]
-        rows = (s - b + 1, s - a + 1) if view.flips[0] else (a - s, b - s)
-        lo, hi = max(rows[0], 0), min(rows[1], shape[0])
-        if lo >= hi:
-            continue
-        out_index = (slice(lo, hi),) + full[1:]
-        src_index = view.source_index(out_index, shape, src_shape)
-        local = tuple(slice(si.start - (sh_i.start or 0), si.stop - (sh_i.start or 0)) if jj == j0 else si
-                      for jj, (si, sh_i) in enumerate(zip(src_index, shard.index)))
-        block = np.asarray(shard.data)[local]
-        writer.write(key, view.arrange(block, (hi - lo,) + tuple(shape[1:])), lo)
-    del arr
+    return _sh.write_plan(reader, plan, writer, str, _progress(len(plan.outputs), progress, "tensors"))
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,

@@ -104,7 +104,8 @@ class DCPWriter:
             if key in plan.views:
                 view = plan.views[key]
                 shape, _ = plan.outputs[key]
-                arr = view.read(reader, tuple(slice(None) for _ in shape), shape, reader.infos[view.key].shape)
+                arr = view.read(reader, tuple(slice(None) for _ in shape), shape, reader.infos[view.key].shape,
+                                reader.infos[view.key].dtype)
             else:
                 if key not in cache:
                     cache.clear()
@@ -231,7 +232,8 @@ def load_torch_checkpoint(path: str | os.PathLike, template: Any = None, *, mapp
     out: dict = {}
     for key, view in plan.views.items():
         shape, _ = plan.outputs[key]
-        out[key] = view.read(reader, tuple(slice(None) for _ in shape), shape, reader.infos[view.key].shape)
+        out[key] = view.read(reader, tuple(slice(None) for _ in shape), shape, reader.infos[view.key].shape,
+                             reader.infos[view.key].dtype)
     for g, sources, _ in plan.groups:
         out.update(plan.rebuild(g, {k: reader.read(k) for k in sources}))
     return _core.unflatten_flax(out)
