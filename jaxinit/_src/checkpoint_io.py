@@ -89,6 +89,25 @@ def sharding_for(sharding, name: str, shape: tuple, template_leaf=None, who: str
                     f"(name, shape) -> Sharding, got {type(sharding).__name__}.")
 
 
+def make_array(shape: tuple, sharding, cb: Callable) -> jax.Array:
+    """``jax.make_array_from_callback(shape, sharding, cb)``, one device at a time: each shard is
+    read, put on its device and its host copy dropped before the next is read
+    (``make_array_from_callback`` first collects every shard's host array, then transfers them
+    all, which holds the tensor twice). Devices that hold the same block share one read."""
+    arrays: list = []
+    last_key, host = None, None
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        index = tuple(slice(None) for _ in shape) if index is None else tuple(index)
+        key = tuple((s.start, s.stop, s.step) for s in index)
+        if host is None or key != last_key:
+            host = None  # the previous block is dropped before the next one is read
+            host, last_key = cb(index), key
+        arr = jax.device_put(host, device)
+        arr.block_until_ready()
+        arrays.append(arr)
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+
 # --------------------------------------------------------------------------- Orbax
 class OrbaxReader:
     """An Orbax checkpoint of Flax variables: ``infos`` ``{(collection, path): TensorInfo}`` from
@@ -260,7 +279,7 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
         def cb(index, view=view, shape=shape, src_shape=src_shape, dtype=reader.infos[view.key].dtype):
             return view.read(reader, tuple(index), shape, src_shape, dtype)
 
-        sink(key, jax.make_array_from_callback(shape, sh, cb))
+        sink(key, make_array(shape, sh, cb))
         if bar is not None:
             bar.update(1)
     for g, sources, keys in plan.groups:
