@@ -259,6 +259,7 @@ class SafetensorsWriter:
         else:
             names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         self.where: dict[str, tuple[str, int, int, int]] = {}  # key -> (file, data start, nbytes, row bytes)
+        self.shapes = {key: tuple(shape) for key, shape, _ in entries}
         self.written: dict[str, int] = {}
         meta = {str(k): str(v) for k, v in (metadata or {}).items()}
         for fname, shard in zip(names, shards):
@@ -299,6 +300,36 @@ class SafetensorsWriter:
         while done < len(view):
             done += os.pwrite(fd, view[done:], pos + done)
         self.written[key] += len(view)
+
+    def write_block(self, key: str, block: np.ndarray, index: tuple) -> None:
+        """Write ``block`` at ``tensor[index]`` (``index``: one slice per axis): one positioned write
+        per contiguous run of the C-order tensor."""
+        full, start, nbytes, _ = self.where[key]
+        shape = self.shapes[key]
+        data = np.asarray(block, order="C")
+        bounds = [sl.indices(n)[:2] for sl, n in zip(index, shape)]
+        # the runs: axes from `k` on are contiguous in the file (axis k partial, the later ones whole)
+        k = len(shape) - 1
+        while k > 0 and bounds[k] == (0, shape[k]):
+            k -= 1
+        if not shape:
+            return self.write(key, data)
+        item = data.dtype.itemsize
+        strides = [item * int(math.prod(shape[j + 1:])) for j in range(len(shape))]
+        run = (bounds[k][1] - bounds[k][0]) * strides[k]
+        fd = self._fds.get(full)
+        if fd is None:
+            fd = self._fds[full] = os.open(full, os.O_WRONLY)
+        flat = data.reshape(-1).view(np.uint8)
+        outer = [range(lo, hi) for lo, hi in bounds[:k]]
+        pos0 = start + bounds[k][0] * strides[k]
+        for n, idx in enumerate(np.ndindex(*[len(r) for r in outer]) if outer else [()]):
+            pos = pos0 + sum((outer[j][i]) * strides[j] for j, i in enumerate(idx))
+            buf = memoryview(flat[n * run:(n + 1) * run].data)
+            done = 0
+            while done < run:
+                done += os.pwrite(fd, buf[done:], pos + done)
+        self.written[key] += data.nbytes
 
     def commit(self) -> list[str]:
         for fd in self._fds.values():
@@ -398,6 +429,22 @@ class View(NamedTuple):
             pshape[k] = hi - lo
             out[tuple(sub)] = self._placed(source.read(self.key, tuple(piece)), tuple(pshape))
         return out
+
+    def region(self, out_shape: tuple, src_shape: tuple) -> tuple:
+        """The source slices the whole output covers."""
+        return self.source_index(tuple(slice(None) for _ in out_shape), out_shape, src_shape)
+
+    def out_index(self, src_block: tuple, out_shape: tuple) -> tuple:
+        """The output slices that a source block (inside :meth:`region`) lands on."""
+        out = []
+        for k, n in enumerate(out_shape):
+            j = self.axes[k]
+            if j is None:
+                out.append(slice(0, n))
+                continue
+            a, b, s = src_block[j].start, src_block[j].stop, self.start[j]
+            out.append(slice(s - b + 1, s - a + 1) if self.flips[k] else slice(a - s, b - s))
+        return tuple(out)
 
     def _placed(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
         """:meth:`arrange` without the final copy (a view, for assignment)."""
@@ -641,19 +688,46 @@ class FlaxNamedReader:
         return self.reader.read(self._names[key], index)
 
 
-def write_view_blocks(writer, out_name: str, view: View, reader, shape: tuple, src_shape: tuple,
-                      blocks: int = 8) -> None:
-    """Write one viewed output in ``blocks`` runs of leading-axis rows (memory: an eighth of it)."""
-    if not shape or shape[0] < blocks:
+def source_blocks(region: tuple, src_shape: tuple, chunks: tuple | None, blocks: int = 8) -> list[tuple]:
+    """Blocks of a source ``region`` along one axis: the axis the storage is chunked along
+    (``chunks``: the chunk shape, e.g. an Orbax leaf's), each block whole chunks; else the
+    outermost axis (whole rows of a safetensors tensor), in about ``blocks`` pieces."""
+    extents = [sl.stop - sl.start for sl in region]
+    axis = None
+    if chunks is not None:
+        axis = next((j for j, (c, n) in enumerate(zip(chunks, src_shape)) if c < n and extents[j] > 1), None)
+    if axis is None:
+        axis = next((j for j, e in enumerate(extents) if e > 1), None)
+    if axis is None:
+        return [region]
+    step = -(-extents[axis] // blocks)
+    if chunks is not None and chunks[axis] < src_shape[axis]:
+        step = max(chunks[axis], step - step % chunks[axis])
+    lo, hi = region[axis].start, region[axis].stop
+    out = []
+    first = lo
+    while first < hi:  # block edges on multiples of `step` (chunk edges) in source coordinates
+        last = min(hi, (first // step + 1) * step)
+        block = list(region)
+        block[axis] = slice(first, last)
+        out.append(tuple(block))
+        first = last
+    return out
+
+
+def write_view_blocks(writer, out_name: str, view: View, reader, shape: tuple, src_shape: tuple) -> None:
+    """Write one viewed output block by block, each block a run of whole storage chunks (or rows)
+    of the source, read once, arranged and written where it lands in the output."""
+    if not shape or not hasattr(writer, "write_block"):
         writer.write(out_name, view.read(reader, tuple(slice(None) for _ in shape), shape, src_shape,
                                          reader.infos[view.key].dtype))
         return
-    step = -(-shape[0] // blocks)
-    rest = tuple(slice(None) for _ in shape[1:])
-    for lo in range(0, shape[0], step):
-        hi = min(lo + step, shape[0])
-        writer.write(out_name, view.read(reader, (slice(lo, hi),) + rest, shape, src_shape,
-                                         reader.infos[view.key].dtype), lo)
+    chunks = reader.chunks(view.key) if hasattr(reader, "chunks") else None
+    for block in source_blocks(view.region(shape, src_shape), src_shape, chunks):
+        index = view.out_index(block, shape)
+        data = view.arrange(reader.read(view.key, block), tuple(sl.stop - sl.start for sl in index))
+        writer.write_block(out_name, data, index)
+        del data
 
 
 def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) -> dict:

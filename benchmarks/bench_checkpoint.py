@@ -4,6 +4,8 @@ safetensors load+save of the same files, measured in the same run.
 A torch checkpoint of Linear layers (float32, ``layers.i.weight`` (out, in) + bias) is written as a
 Hugging Face sharded directory (1 GB files); then, each in a fresh process with 4 CPU devices:
 
+- ``read_sharded``: the reading half of ``to_flax``: each array built directly in its sharding
+  (``sharding='fsdp'``: split over the 4 devices) from sliced reads, then dropped;
 - ``to_flax``: ``jaxinit.convert_checkpoint(src, orbax_dir, to='flax', sharding='fsdp')``;
 - ``to_torch``: ``jaxinit.convert_checkpoint(orbax_dir, back_dir, to='torch')``;
 - ``plain``: every shard ``safetensors.numpy.load_file`` + ``save_file`` (no conversion): the
@@ -95,6 +97,11 @@ def child(mode: str, src: str, dst: str) -> dict:
     t = time.perf_counter()
     if mode == "to_flax":
         jaxinit.convert_checkpoint(src, dst, to="flax", sharding="fsdp")
+    elif mode == "read_sharded":  # the reading half of to_flax: every array built in its sharding, then dropped
+        from jaxinit._src.checkpoint_io import stream_torch_to_flax, torch_reader
+
+        stream_torch_to_flax(torch_reader(src, "bench"), lambda key, arr: arr.block_until_ready(), sharding="fsdp",
+                             who="bench")
     elif mode == "to_torch":
         jaxinit.convert_checkpoint(src, dst, to="torch")
     elif mode == "plain":
@@ -111,7 +118,7 @@ def child(mode: str, src: str, dst: str) -> dict:
         raise SystemExit(f"unknown mode {mode!r}")
     seconds = time.perf_counter() - t
     peak = _status("VmHWM")
-    reader = SafetensorsReader(src if mode != "to_torch" else dst, "bench")
+    reader = SafetensorsReader(dst if mode == "to_torch" else src, "bench")
     largest = max(i.nbytes for i in reader.infos.values())
     total = sum(i.nbytes for i in reader.infos.values())
     return {"mode": mode, "seconds": seconds, "bytes": total, "largest": largest, "baseline": base,
@@ -153,6 +160,7 @@ def main() -> None:
         generate(src, int(args.gb * 1e9), int(args.largest_mb * 2**20))
         rows = [measure("plain", src, plain)]
         shutil.rmtree(plain)
+        rows.append(measure("read_sharded", src, ""))
         rows.append(measure("to_flax", src, orbax))
         rows.append(measure("to_torch", orbax, back))
         ok = same_tensors(src, back)

@@ -152,6 +152,10 @@ class OrbaxReader:
                                           f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
                                           "incomplete or damaged.") from err
 
+    def chunks(self, key) -> tuple:
+        """The leaf's storage chunk shape (TensorStore's read chunk layout)."""
+        return tuple(int(c) for c in self._store(key).chunk_layout.read_chunk.shape)
+
     def _store(self, key):
         import tensorstore as ts
 
