@@ -8,15 +8,12 @@ Hugging Face sharded directory (1 GB files); then, each in a fresh process with 
   (``sharding='fsdp'``: split over the 4 devices) from sliced reads, then dropped;
 - ``to_flax``: ``jaxinit.convert_checkpoint(src, orbax_dir, to='flax', sharding='fsdp')``;
 - ``to_torch``: ``jaxinit.convert_checkpoint(orbax_dir, back_dir, to='torch')``;
-- ``orbax_save``: Orbax alone: ``orbax.checkpoint.v1.partial.save`` + ``finalize`` of one
-  already-built array of the largest tensor's shape (sharded the same way); its peak is the host
-  copy Orbax makes of every array it saves;
 - ``plain``: every shard ``safetensors.numpy.load_file`` + ``save_file`` (no conversion): the
   upstream floor for moving the same bytes.
 
 Peak memory is the process's ``VmHWM`` (``/proc/self/status``) after resetting it with
-``/proc/self/clear_refs`` once the libraries are imported and warmed up, minus ``VmRSS`` at that
-moment: the memory the conversion itself holds at its peak (file pages mapped by safetensors
+``/proc/self/clear_refs`` (and ``malloc_trim``) once the libraries are imported and warmed up, minus
+``VmRSS`` at that moment: the memory the conversion itself holds at its peak (file pages mapped by safetensors
 included). The round trip is checked bitwise tensor by tensor. Nothing is asserted: speed is
 reported, never tested (parity_tests/test_checkpoint_io.py asserts the memory bound).
 
@@ -75,6 +72,14 @@ def _status(field: str) -> int:
 
 
 def _reset_peak() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``: memory freed earlier and kept by
+    the allocator would otherwise be reused unseen), then reset VmHWM to the current RSS."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     with open("/proc/self/clear_refs", "w") as fh:  # '5': reset VmHWM to the current RSS (proc(5))
         fh.write("5")
 
@@ -95,24 +100,10 @@ def child(mode: str, src: str, dst: str) -> dict:
         jaxinit.convert_checkpoint(os.path.join(warm, "o"), os.path.join(warm, "b"), to="torch")
     finally:
         shutil.rmtree(warm)
-    held = None
-    if mode == "orbax_save":  # Orbax's own cost: saving one array that already exists (largest tensor's shape)
-        import numpy as np
-
-        from jaxinit._src.checkpoint_io import fsdp_sharding
-
-        info = max(SafetensorsReader(src, "bench").infos.values(), key=lambda i: i.nbytes)
-        held = jax.device_put(np.ones(info.shape, info.dtype), fsdp_sharding(info.shape))
-        held.block_until_ready()
     _reset_peak()
     base = _status("VmRSS")
     t = time.perf_counter()
-    if mode == "orbax_save":
-        from orbax.checkpoint import v1
-
-        v1.partial.save(dst, {"a": held})
-        v1.partial.finalize(dst)
-    elif mode == "to_flax":
+    if mode == "to_flax":
         jaxinit.convert_checkpoint(src, dst, to="flax", sharding="fsdp")
     elif mode == "read_sharded":  # the reading half of to_flax: every array built in its sharding, then dropped
         from jaxinit._src.checkpoint_io import stream_torch_to_flax, torch_reader
@@ -178,7 +169,6 @@ def main() -> None:
         rows = [measure("plain", src, plain)]
         shutil.rmtree(plain)
         rows.append(measure("read_sharded", src, ""))
-        rows.append(measure("orbax_save", src, os.path.join(root, "orbax_one")))
         rows.append(measure("to_flax", src, orbax))
         rows.append(measure("to_torch", orbax, back))
         ok = same_tensors(src, back)

