@@ -247,6 +247,17 @@ def test_dcp_round_trip(net, tmp_path):
     dcp.load(back, checkpoint_id=str(tmp_path / "dcp_back"))
     expect = torchinit.to_torch_state_dict(torchinit.load_checkpoint(tmp_path / "flax.safetensors"), net)
     assert all(torch.equal(back[k], expect[k]) for k in expect)
+    # the command line: torch's DCP reader feeding jaxinit's Orbax writer
+    from orbax.checkpoint import v1
+
+    from _jaxinit.jax_and_torch.convert_cli import main
+
+    (tmp_path / "options.json").write_text(json.dumps({"kinds": KINDS, "merge_rnn_biases": True}))
+    assert main([str(tmp_path / "dcp"), str(tmp_path / "orbax"), "--to", "flax", "--options",
+                 str(tmp_path / "options.json"), "--no-progress"]) == 0
+    ref = _flat(torchinit.load_checkpoint(tmp_path / "flax.safetensors"))
+    got = _flat(v1.load(tmp_path / "orbax"))
+    assert ref.keys() == got.keys() and all(_same(ref[k], got[k]) for k in ref)
 
 
 def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
@@ -256,8 +267,14 @@ def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
     main([str(hf_dir), str(tmp_path / "o"), "--to", "flax", "--options", str(tmp_path / "kinds.json"),
           "--sharding", "fsdp", "--no-progress"])
     out = capsys.readouterr().out
-    assert "transposed 3" in out and "dropped 0" in out
-    assert SafetensorsReader  # the reader is the one the CLI uses for safetensors sources
+    assert "transposed 3" in out and "dropped 0" in out and "wrote" in out
+    # errors: named, exit status 2, nothing written
+    (tmp_path / "bad.json").write_text(json.dumps({"kind": {}}))
+    assert main([str(hf_dir), str(tmp_path / "o2"), "--to", "flax", "--options", str(tmp_path / "bad.json")]) == 2
+    assert "unknown keys ['kind']" in capsys.readouterr().err
+    assert main([str(hf_dir), str(tmp_path / "o"), "--to", "flax"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
 
 
 @pytest.mark.bigcheckpoint
