@@ -113,6 +113,23 @@ def test_torch_to_orbax_and_back_bitwise_on_4_devices(net, hf_dir, tmp_path):
     assert [k for k in sd if not torch.equal(tensors[k], sd[k])] == ["gru.bias_ih_l0", "gru.bias_hh_l0"]
 
 
+def test_bfloat16_round_trip(tmp_path):
+    """bfloat16 (ml_dtypes on the numpy side) through Orbax and back, bitwise, with a flip."""
+    import huggingface_hub
+
+    torch.manual_seed(1)
+    sd = {"up.weight": torch.randn(8, 4, 3, 3).to(torch.bfloat16), "up.bias": torch.randn(4).to(torch.bfloat16),
+          "fc.weight": torch.randn(16, 8).to(torch.bfloat16)}
+    (tmp_path / "hf").mkdir()
+    huggingface_hub.save_torch_state_dict(sd, str(tmp_path / "hf"))
+    jaxinit.convert_checkpoint(tmp_path / "hf", tmp_path / "o", to="flax", kinds={"up": "conv_transpose"},
+                               sharding=_mesh4)
+    jaxinit.convert_checkpoint(tmp_path / "o", tmp_path / "back.safetensors", to="torch",
+                               kinds={"up": "conv_transpose"})
+    back = torchinit.load_checkpoint(tmp_path / "back.safetensors")
+    assert all(back[k].dtype == torch.bfloat16 and torch.equal(back[k], sd[k]) for k in sd)
+
+
 def test_load_torch_checkpoint_into_template_shardings(net, hf_dir):
     """Arrays are created directly in the template leaves' NamedShardings (sliced reads)."""
     variables = jaxinit.from_torch_state_dict(net.state_dict(), kinds=KINDS, merge_rnn_biases=True)
