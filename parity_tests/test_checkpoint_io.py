@@ -139,6 +139,21 @@ def test_load_torch_checkpoint_into_template_shardings(net, hf_dir):
     ref, flat = _flat(variables), _flat(got)
     assert all(_same(ref[k], flat[k]) for k in ref)
     assert all(flat[k].sharding == _mesh4("", flat[k].shape) for k in flat)
+    # each device's shard is read as its own slice: no read is larger than one shard of its tensor
+    from jaxinit._src.checkpoint_io import stream_torch_to_flax
+
+    class Counting(SafetensorsReader):
+        def read(self, key, index=None):
+            out = super().read(key, index)
+            reads.append((key, out.nbytes))
+            return out
+
+    reads: list = []
+    reader = Counting(hf_dir, "test")
+    kernel: dict = {}
+    stream_torch_to_flax(reader, kernel.__setitem__, sharding=_mesh4, kinds=KINDS, merge_rnn_biases=True, who="test")
+    fc = [n for k, n in reads if k == "fc.weight"]
+    assert len(fc) == 4 and sum(fc) == reader.infos["fc.weight"].nbytes  # (12, 8) kernel: four (3, 8) shards
     # the torch mirror returns the same Flax variables as numpy arrays
     mirror = _flat(torchinit.load_torch_checkpoint(hf_dir, kinds=KINDS, merge_rnn_biases=True))
     assert mirror.keys() == ref.keys() and all(_same(ref[k], mirror[k]) for k in ref)
