@@ -7,6 +7,7 @@ bound runs under the ``bigcheckpoint`` marker (docs/suite.md)."""
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -307,6 +308,42 @@ def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
     assert main([str(hf_dir), str(tmp_path / "o"), "--to", "flax"]) == 2
     assert "exists" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.bigcheckpoint
+def test_two_processes_each_read_their_own_slices(tmp_path):
+    """jax.distributed with 2 processes x 2 CPU devices: each process reads only the file slices of
+    its own devices' shards, Orbax writes one checkpoint collectively, and it holds the torch
+    tensors transposed, exactly."""
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    from jaxinit._src.checkpoint_io import OrbaxReader
+
+    weight = np.arange(32, dtype=np.float32).reshape(4, 8)
+    save_file({"fc.weight": weight, "fc.bias": np.arange(4, dtype=np.float32)}, tmp_path / "m.safetensors")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, os.path.join(root, "parity_tests", "_checkpoint_worker.py"), str(i), "2",
+                               str(port), str(tmp_path / "m.safetensors"), str(tmp_path / "orbax")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.split("RESULT ", 1)[1]))
+    assert all(r["devices"] == 4 for r in results)
+    # the (8, 4) kernel is split in four rows of 2 = torch weight columns: process 0 reads columns 0-3
+    cols = [sorted(tuple(r[1][1]) for r in res["reads"] if r[0] == "fc.weight") for res in results]
+    assert cols == [[(0, 2), (2, 4)], [(4, 6), (6, 8)]]
+    reader = OrbaxReader(tmp_path / "orbax", "test")
+    assert np.array_equal(reader.read(("params", ("fc", "kernel"))), weight.T)
 
 
 @pytest.mark.bigcheckpoint

@@ -183,10 +183,19 @@ class OrbaxReader:
                                           "incomplete or damaged.") from err
 
 
+def _sync(name: str) -> None:
+    """A barrier across processes (``jax.experimental.multihost_utils``), when there are several."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 class OrbaxWriter:
     """Writes Flax variables to a new Orbax checkpoint at ``dst`` in batches
     (``orbax.checkpoint.v1.partial.save``), finalized and renamed into place by :meth:`commit`;
-    :meth:`abort` removes everything written."""
+    :meth:`abort` removes everything written. With several processes (``jax.distributed``) every
+    process runs the same conversion and writes the shards of its own devices; process 0 renames."""
 
     def __init__(self, dst, who: str):
         self.dst = os.fspath(dst)
@@ -195,9 +204,13 @@ class OrbaxWriter:
                                   "(a conversion never overwrites).")
         parent = os.path.dirname(os.path.abspath(self.dst))
         os.makedirs(parent, exist_ok=True)
-        import uuid
-
-        self.tmp = os.path.join(parent, f"{os.path.basename(self.dst)}.tmp-{uuid.uuid4().hex[:8]}")
+        # one name on every process (Orbax saves collectively to one path); a leftover from a killed
+        # run is named, never reused
+        self.tmp = os.path.join(parent, f"{os.path.basename(self.dst)}.jaxinit-tmp")
+        if any(n.startswith(os.path.basename(self.tmp)) for n in os.listdir(parent)):
+            raise FileExistsError(f"{who}: {self.tmp!r} (or its Orbax partial save) exists: a conversion to "
+                                  f"{self.dst!r} is running or was killed; remove it and retry.")
+        _sync("jaxinit_convert_start")  # every process checked before any writes
         self.pending: dict = {}
         self.pending_bytes = 0
         self.any = False
@@ -226,7 +239,9 @@ class OrbaxWriter:
             _ocp().save_pytree(self.tmp, {})
         else:
             _ocp().partial.finalize(self.tmp)
-        os.replace(self.tmp, self.dst)
+        if jax.process_index() == 0:
+            os.replace(self.tmp, self.dst)
+        _sync("jaxinit_convert_commit")
 
     def abort(self) -> None:
         parent = os.path.dirname(self.tmp)
