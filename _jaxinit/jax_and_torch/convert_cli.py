@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from _jaxinit.errors import InitError
 from _jaxinit.sharded import summary_lines
@@ -77,13 +78,26 @@ def run(args: argparse.Namespace) -> dict:
         reader = DCPReader(args.src, "python -m jaxinit.convert")
         return jio.convert_checkpoint(reader, args.dst, sharding=sharding,  # type: ignore[arg-type]
                                       merge_rnn_biases=bool(opts.get("merge_rnn_biases", False)), **common)
-    if args.format == "dcp" or (args.to == "flax" and args.dst.endswith(".safetensors") and sharding is None):
+    if args.to == "torch" and args.format == "dcp":
+        # jaxinit's Orbax reader (or a Flax-named .safetensors) feeding torch's DCP writer
+        from _jaxinit import sharded
+        from torchinit._src.checkpoint_io import DCPWriter, _progress
+
+        who = "python -m jaxinit.convert"
+        sharded.check_common("torch", "dcp", None, args.dst, who)
+        if os.path.isdir(args.src):
+            from jaxinit._src.checkpoint_io import OrbaxReader
+
+            flax_reader: Any = OrbaxReader(args.src, who)
+        else:
+            flax_reader = sharded.FlaxNamedReader(sharded.SafetensorsReader(args.src, who), who)
+        plan = sharded.plan_flax_to_torch(flax_reader.infos, template=None, mapping=common["mapping"],
+                                          kinds=kinds or None, batchnorm=common["batchnorm"], who=who)
+        return DCPWriter(args.dst, who).run(flax_reader, plan, _progress(len(plan.outputs), bool(common["progress"])))
+    if args.to == "flax" and args.dst.endswith(".safetensors") and sharding is None:
         import torchinit
 
-        if args.format == "dcp" and not args.src.endswith(".safetensors"):
-            raise InitError("--format dcp: the source must be a Flax-named .safetensors here (convert an Orbax "
-                            "checkpoint to torch safetensors first, or to .safetensors with --to flax).")
-        return torchinit.convert_checkpoint(args.src, args.dst, format=args.format,
+        return torchinit.convert_checkpoint(args.src, args.dst,
                                             merge_rnn_biases=bool(opts.get("merge_rnn_biases", False)),
                                             max_shard_size=args.max_shard_size, **common)
     import jaxinit
