@@ -16,6 +16,7 @@ import torch
 
 import jaxinit
 import torchinit
+from _jaxinit.errors import InitError
 from _jaxinit.sharded import SafetensorsReader
 
 KINDS = {"up": "conv_transpose", "emb": "embed", "att": ("mha", {"num_heads": 2})}
@@ -264,6 +265,30 @@ def test_torchinit_flax_safetensors_round_trip(net, hf_dir, tmp_path):
     back = torchinit.load_checkpoint(tmp_path / "back.safetensors")
     expect = torchinit.to_torch_state_dict(torchinit.load_checkpoint(tmp_path / "flax.safetensors"), net)
     assert all(torch.equal(back[k], expect[k]) for k in expect)
+
+
+def test_torch_save_files_read_with_mmap(net, tmp_path):
+    """torch.save files, single and Hugging Face sharded (pytorch_model.bin.index.json, written by
+    huggingface_hub with safe_serialization=False), read with torch.load(mmap=True, weights_only=True)."""
+    import huggingface_hub
+
+    sd = {k: v.contiguous() for k, v in net.state_dict().items()}
+    torch.save(sd, tmp_path / "m.pt")
+    (tmp_path / "bin").mkdir()
+    huggingface_hub.save_torch_state_dict(sd, str(tmp_path / "bin"), max_shard_size=2000, safe_serialization=False)
+    assert (tmp_path / "bin" / "pytorch_model.bin.index.json").exists()
+    ref = _flat(torchinit.from_torch_state_dict(sd, kinds=KINDS, merge_rnn_biases=True))
+    for src, name in ((tmp_path / "m.pt", "a"), (tmp_path / "bin", "b")):
+        torchinit.convert_checkpoint(src, tmp_path / f"{name}.safetensors", to="flax", kinds=KINDS,
+                                     merge_rnn_biases=True)
+        got = _flat(torchinit.load_checkpoint(tmp_path / f"{name}.safetensors"))
+        assert ref.keys() == got.keys() and all(_same(ref[k], got[k]) for k in ref)
+    first = sorted((tmp_path / "bin").glob("*.bin"))[0]
+    first.unlink()
+    with pytest.raises(jaxinit.CheckpointFileError, match="missing shard"):
+        torchinit.convert_checkpoint(tmp_path / "bin", tmp_path / "c.safetensors", to="flax", kinds=KINDS)
+    with pytest.raises(InitError, match="needs torch"):
+        jaxinit.convert_checkpoint(tmp_path / "m.pt", tmp_path / "d", to="flax")
 
 
 def test_dcp_round_trip(net, tmp_path):

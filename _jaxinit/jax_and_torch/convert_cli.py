@@ -1,7 +1,8 @@
 """``python -m jaxinit.convert SRC DST --to flax|torch``: convert a checkpoint on disk, one tensor at a time.
 
 SRC / DST: a ``.safetensors`` file, a Hugging Face sharded directory (``model.safetensors.index.json``),
-a torch DCP directory, or an Orbax checkpoint directory (the Flax side; a ``.safetensors`` DST with
+a torch DCP directory, ``torch.save`` files as a source (``.pt``/``.bin`` or ``pytorch_model.bin.index.json``,
+read with ``torch.load(mmap=True, weights_only=True)``), or an Orbax checkpoint directory (the Flax side; a ``.safetensors`` DST with
 ``--to flax`` gets Flax names). Options:
 
 - ``--options FILE``: JSON ``{"mapping": {"torch.prefix": "flax/path"}, "kinds": {"prefix": kind or
@@ -54,8 +55,13 @@ def _load_json(path: str, what: str) -> dict:
     return out
 
 
-def _is_dcp(path: str) -> bool:
-    return os.path.isdir(path) and os.path.exists(os.path.join(path, ".metadata"))
+def _needs_torch(path: str) -> bool:
+    """A DCP directory or torch.save files: read by torch."""
+    if os.path.isdir(path):
+        return os.path.exists(os.path.join(path, ".metadata")) or (
+            os.path.exists(os.path.join(path, "pytorch_model.bin.index.json"))
+            and not os.path.exists(os.path.join(path, "model.safetensors.index.json")))
+    return path.endswith((".pt", ".pth", ".bin", ".bin.index.json"))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -70,13 +76,13 @@ def run(args: argparse.Namespace) -> dict:
     common = dict(to=args.to, mapping=opts.get("mapping"), kinds=kinds or None,
                   batchnorm=opts.get("batchnorm", "torch"), progress=not args.no_progress)
     sharding = None if args.sharding == "none" else args.sharding
-    if args.to == "flax" and _is_dcp(args.src):
-        # torch's DCP reader feeds jaxinit's Orbax writer
+    if args.to == "flax" and _needs_torch(args.src):
+        # torch's DCP reader (or torch.load(mmap=True)) feeds jaxinit's Orbax writer
         from jaxinit._src import checkpoint_io as jio
-        from torchinit._src.checkpoint_io import DCPReader
+        from torchinit._src.checkpoint_io import torch_reader
 
-        reader = DCPReader(args.src, "python -m jaxinit.convert")
-        return jio.convert_checkpoint(reader, args.dst, sharding=sharding,  # type: ignore[arg-type]
+        reader = torch_reader(args.src, "python -m jaxinit.convert")
+        return jio.convert_checkpoint(reader, args.dst, sharding=sharding,
                                       merge_rnn_biases=bool(opts.get("merge_rnn_biases", False)), **common)
     if args.to == "torch" and args.format == "dcp":
         # jaxinit's Orbax reader (or a Flax-named .safetensors) feeding torch's DCP writer

@@ -263,6 +263,9 @@ def torch_reader(src, who: str):
         raise InitError(f"{who}: {name!r} is a torch.distributed.checkpoint (DCP) directory; reading it needs torch: "
                         "use `python -m jaxinit.convert` (it uses torch's DCP reader) or "
                         "torchinit.convert_checkpoint(..., to='torch') into safetensors first.")
+    if name.endswith((".pt", ".pth", ".bin", ".bin.index.json")):
+        raise InitError(f"{who}: {name!r} is a torch.save file; reading it needs torch: use `python -m jaxinit.convert` "
+                        "(it reads it with torch.load(mmap=True, weights_only=True)) or torchinit.convert_checkpoint.")
     return _sh.SafetensorsReader(name, who)
 
 

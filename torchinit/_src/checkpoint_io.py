@@ -81,6 +81,64 @@ class DCPReader:
         return arr if index is None else arr[index]
 
 
+class TorchFileReader:
+    """``torch.save`` files (``.pt``/``.pth``/``.bin``), or a Hugging Face ``pytorch_model.bin.index.json``
+    with its shards, opened with ``torch.load(mmap=True, weights_only=True)``: tensors stay in the
+    memory-mapped file until a slice of one is read (arbitrary pickles are never loaded). The index
+    is checked as :class:`_jaxinit.sharded.SafetensorsReader` checks a safetensors index."""
+
+    def __init__(self, path, who: str):
+        import json
+
+        self.who, self.path = who, os.fspath(path)
+        self.infos: dict = {}
+        self._tensors: dict = {}
+        if self.path.endswith(".json"):
+            try:
+                with open(self.path) as fh:
+                    index = json.load(fh)
+                weight_map = dict(index["weight_map"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise _sh.CheckpointFileError(f"{who}: wrong index {self.path!r}: not a Hugging Face index "
+                                              f"({type(err).__name__}: {err}).") from err
+            folder = os.path.dirname(self.path)
+            files: dict = {}
+            for key, name in weight_map.items():
+                files.setdefault(str(name), []).append(str(key))
+            missing = [f for f in files if not os.path.exists(os.path.join(folder, f))]
+            if missing:
+                raise _sh.CheckpointFileError(f"{who}: missing shard(s) of {self.path!r}: {', '.join(missing)}. "
+                                              "Download every shard.")
+            for name, keys in files.items():
+                held = self._add(os.path.join(folder, name))
+                if set(held) != set(keys):
+                    raise _sh.CheckpointFileError(f"{who}: wrong index {self.path!r}: {name!r} holds "
+                                                  f"{sorted(set(held) ^ set(keys))[:4]} differently from its "
+                                                  "weight_map. Regenerate the index.")
+        else:
+            self._add(self.path)
+
+    def _add(self, name: str) -> list:
+        try:
+            obj = torch.load(name, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:
+            raise _sh.CheckpointFileError(f"{self.who}: {name!r} cannot be read by torch.load(weights_only=True, "
+                                          f"mmap=True): {type(err).__name__}: {err}. It is truncated, malformed, in "
+                                          "the legacy (non-zip) format, or holds objects other than tensors; "
+                                          "re-save it (preferably with safetensors).") from err
+        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise _sh.CheckpointFileError(f"{self.who}: {name!r} does not hold a flat dict of tensors; save a "
+                                          "state_dict.")
+        for k, t in obj.items():
+            self._tensors[k] = t
+            self.infos[k] = _sh.TensorInfo(tuple(t.shape), _core.tensor_to_numpy(t.new_empty(())).dtype, name)
+        return list(obj)
+
+    def read(self, key: str, index: tuple | None = None) -> np.ndarray:
+        t = self._tensors[key]
+        return np.array(_core.tensor_to_numpy(t if index is None else t[index]), copy=True)
+
+
 class DCPWriter:
     """Writes a plan's outputs as a new DCP directory, each tensor produced when DCP asks for it."""
 
@@ -140,9 +198,21 @@ class DCPWriter:
 
 
 def torch_reader(src, who: str):
+    """A reader of a torch checkpoint: DCP directory, ``.pt``/``.bin`` (or ``pytorch_model.bin.index.json``
+    or a directory holding it), else safetensors (a file or a Hugging Face sharded directory)."""
     if hasattr(src, "infos") and hasattr(src, "read"):
         return src
-    return DCPReader(src, who) if is_dcp(src) else _sh.SafetensorsReader(src, who)
+    name = os.fspath(src)
+    if is_dcp(name):
+        return DCPReader(name, who)
+    if os.path.isdir(name) and os.path.exists(os.path.join(name, "pytorch_model.bin.index.json")) and not (
+            os.path.exists(os.path.join(name, _sh.INDEX_NAME)) or os.path.exists(os.path.join(name, _sh.SINGLE_NAME))):
+        name = os.path.join(name, "pytorch_model.bin.index.json")
+    if name.endswith((".pt", ".pth", ".bin", ".bin.index.json")):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"{who}: no such file: {name!r}")
+        return TorchFileReader(name, who)
+    return _sh.SafetensorsReader(name, who)
 
 
 def _progress(total: int, enabled: bool):
@@ -180,8 +250,9 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
     r"""Convert a checkpoint on disk between PyTorch and Flax, one tensor at a time (mirror of
     :func:`jaxinit.convert_checkpoint`).
 
-    ``to='flax'``: ``src`` is a ``.safetensors`` file, a Hugging Face sharded directory or a torch
-    DCP directory; ``dst`` a Flax-named ``.safetensors`` file (``params/fc/kernel``; Orbax needs
+    ``to='flax'``: ``src`` is a ``.safetensors`` file, a Hugging Face sharded directory, a torch
+    DCP directory, or ``torch.save`` files (``.pt``/``.bin``, or ``pytorch_model.bin.index.json`` and
+    its shards; read with ``torch.load(mmap=True, weights_only=True)``); ``dst`` a Flax-named ``.safetensors`` file (``params/fc/kernel``; Orbax needs
     jax: use :func:`jaxinit.convert_checkpoint`). ``to='torch'``: ``src`` is a Flax-named
     ``.safetensors``; ``dst`` a ``.safetensors`` file, a Hugging Face sharded directory, or, with
     ``format='dcp'``, a DCP directory (``dcp.load`` reads it). ``sharding`` must be None here
