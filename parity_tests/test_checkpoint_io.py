@@ -328,7 +328,7 @@ def test_dcp_round_trip(net, tmp_path):
     assert all(torch.equal(again[k], back[k]) for k in again)
 
 
-def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
+def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys, monkeypatch):
     from _jaxinit.jax_and_torch.convert_cli import main
 
     (tmp_path / "kinds.json").write_text(json.dumps({"kinds": KINDS, "merge_rnn_biases": True}))
@@ -343,6 +343,10 @@ def test_cli_summary_and_mapping_file(net, hf_dir, tmp_path, capsys):
     assert main([str(hf_dir), str(tmp_path / "o"), "--to", "flax"]) == 2
     assert "exists" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+    # relative paths (Orbax itself wants absolute ones)
+    monkeypatch.chdir(tmp_path)
+    assert main(["o", "back", "--to", "torch", "--options", "kinds.json", "--no-progress"]) == 0
+    assert (tmp_path / "back" / "model.safetensors").exists()
 
 
 @pytest.mark.bigcheckpoint

@@ -123,12 +123,15 @@ class OrbaxReader:
             raise _sh.CheckpointFileError(f"{who}: {name!r} is not an Orbax checkpoint (no {ORBAX_MARKERS[0]}); "
                                           "pass the directory orbax.checkpoint.v1.save / jaxinit.convert_checkpoint "
                                           "wrote.")
-        self.path, self.who = name, who
+        self.path, self.who = os.path.abspath(name), who  # Orbax wants absolute paths
         try:
-            meta = _ocp().metadata(name).metadata
+            meta = _ocp().metadata(self.path).metadata
         except Exception as err:
             raise _sh.CheckpointFileError(f"{who}: {name!r}: Orbax cannot read its metadata ({type(err).__name__}: "
                                           f"{err}); the checkpoint is incomplete or damaged.") from err
+        if not isinstance(meta, Mapping):
+            raise _sh.CheckpointFileError(f"{who}: {name!r}: Orbax finds no PyTree in it; pass a checkpoint of Flax "
+                                          "variables.")
         self.infos: dict = {}
 
         def walk(node, path):
