@@ -24,7 +24,7 @@ Three parts, shared by ``jaxinit`` (Orbax) and ``torchinit`` (torch DCP):
   permutation / flip / sub-block of that source: :class:`View` records it, and any slice of
   the output is then read as the matching slice of the source. Outputs that are computed
   (LSTM/GRU biases merged, attention reshapes, casts) are rebuilt from the real tensors of
-  their one layer (:func:`group_outputs`). Kinds whose converters look at VALUES (LSTM/GRU:
+  their one layer (``Plan.rebuild``). Kinds whose converters look at VALUES (LSTM/GRU:
   a zero ``bias_hh`` is dropped, a nonzero one summed) are never planned from probes.
 """
 from __future__ import annotations
@@ -225,7 +225,7 @@ class SafetensorsWriter:
     ``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when the tensors exceed ``max_shard_bytes``; a tensor larger than that gets a file of its
     own, as ``save_pretrained`` does). Data arrives by :meth:`write` (whole tensors or blocks of
-    leading-axis rows, any order); :meth:`commit` checks that every byte was written, re-opens
+    leading-axis rows) or :meth:`write_block` (any block), in any order; :meth:`commit` checks that every byte was written, re-opens
     every file with ``safe_open`` and renames the temporary output into place; :meth:`abort`
     removes it."""
 

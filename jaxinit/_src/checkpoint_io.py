@@ -21,7 +21,6 @@ it writes, 0.72x from Orbax to torch files).
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -450,7 +449,3 @@ def load_torch_checkpoint(path: str | os.PathLike, template: Any = None, *, mapp
     stream_torch_to_flax(reader, out.__setitem__, template=template, sharding=sharding, mapping=mapping, kinds=kinds,
                          batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases, who=who)
     return _core.unflatten_flax(out)
-
-
-def nbytes_of(infos: Mapping) -> int:
-    return sum(int(math.prod(i.shape)) * i.dtype.itemsize for i in infos.values())
