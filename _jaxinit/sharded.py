@@ -225,9 +225,9 @@ class SafetensorsWriter:
     ``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when the tensors exceed ``max_shard_bytes``; a tensor larger than that gets a file of its
     own, as ``save_pretrained`` does). Data arrives by :meth:`write` (whole tensors or blocks of
-    leading-axis rows) or :meth:`write_block` (any block), in any order; :meth:`commit` checks that every byte was written, re-opens
-    every file with ``safe_open`` and renames the temporary output into place; :meth:`abort`
-    removes it."""
+    leading-axis rows) or :meth:`write_block` (any block), in any order; :meth:`commit` checks
+    that every byte was written, re-opens every file with ``safe_open`` and renames the temporary
+    output into place; :meth:`abort` removes it."""
 
     def __init__(self, dst, entries: list[tuple[str, tuple, Any]], *, max_shard_bytes: int = 5 * 2**30,
                  metadata: Mapping[str, str] | None = None, who: str = "convert_checkpoint"):
