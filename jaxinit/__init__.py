@@ -41,6 +41,9 @@ from jaxinit._src.convert import from_torch_state_dict as from_torch_state_dict
 from jaxinit._src.convert import load_checkpoint as load_checkpoint
 from jaxinit._src.convert import save_checkpoint as save_checkpoint
 from jaxinit._src.convert import to_torch_state_dict as to_torch_state_dict
+from _jaxinit.sharded import CheckpointFileError as CheckpointFileError
+from jaxinit._src.checkpoint_io import convert_checkpoint as convert_checkpoint
+from jaxinit._src.checkpoint_io import load_torch_checkpoint as load_torch_checkpoint
 from jaxinit._src.porting import audit as audit
 from jaxinit._src.porting import compare_layers as compare_layers
 from jaxinit._src.porting import suggest_mapping as suggest_mapping
@@ -91,7 +94,10 @@ __all__ = [
     "xavier_normal",
     "xavier_uniform",
     "zeros",
+    "CheckpointFileError",
     "ConversionError",
+    "convert_checkpoint",
+    "load_torch_checkpoint",
     "from_torch_state_dict",
     "load_checkpoint",
     "save_checkpoint",

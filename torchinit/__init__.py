@@ -66,6 +66,9 @@ from torchinit._src.convert import from_torch_state_dict as from_torch_state_dic
 from torchinit._src.convert import load_checkpoint as load_checkpoint
 from torchinit._src.convert import save_checkpoint as save_checkpoint
 from torchinit._src.convert import to_torch_state_dict as to_torch_state_dict
+from _jaxinit.sharded import CheckpointFileError as CheckpointFileError
+from torchinit._src.checkpoint_io import convert_checkpoint as convert_checkpoint
+from torchinit._src.checkpoint_io import load_torch_checkpoint as load_torch_checkpoint
 from torchinit._src.porting import audit as audit
 from torchinit._src.porting import compare_layers as compare_layers
 from torchinit._src.porting import suggest_mapping as suggest_mapping
@@ -157,7 +160,10 @@ __all__ = [
     "xavier_uniform_",
     "zeros",
     "zeros_",
+    "CheckpointFileError",
     "ConversionError",
+    "convert_checkpoint",
+    "load_torch_checkpoint",
     "from_torch_state_dict",
     "load_checkpoint",
     "save_checkpoint",
