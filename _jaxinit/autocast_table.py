@@ -8,8 +8,8 @@ policies are those of aten/src/ATen/autocast_mode.cpp (CPU: ``TORCH_LIBRARY_IMPL
 m)``; CUDA: the ``AT_FORALL_LOWER_PRECISION_FP`` / ``AT_FORALL_FP32`` / ``AT_FORALL_FP32_SET_OPT_DTYPE``
 / ``AT_FORALL_DIFFERENT_REDISPATCH_SIGNATURE`` / ``AT_FORALL_PROMOTE`` lists of
 aten/src/ATen/autocast_mode.h, and ``binary_cross_entropy`` banned). parity_tests/test_amp.py checks
-the names against the installed torch's dispatcher and runs every op of ``PROBED`` under torch's
-autocast (CPU tensors, and fake CUDA tensors) to check its policy; docs/amp.md's table is rendered
+the names against the installed torch's dispatcher and runs a sample of ops under torch's
+autocast (CPU tensors, and fake CUDA tensors) to check their policies; docs/amp.md's table is rendered
 from this dict by :func:`markdown_table`.
 
 Policies (``at::autocast::CastPolicy``):
@@ -250,10 +250,18 @@ TORCH_AUTOCAST_OPS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+# Composite ops with no autocast kernel on a device that reach one through their decomposition
+# (the dispatcher autocasts the inner call): their effective policy is the inner op's.
+COMPOSITES = {("einsum", "cpu"): "bmm", ("cross_entropy_loss", "cuda"): "log_softmax.int"}
+
+
 def policy(op: str, device_type: str) -> str | None:
     """torch's cast policy of ``op`` (an ATen name, overload optional: ``"softmax"`` finds
-    ``"softmax.int"``) under ``device_type`` autocast; ``None`` when torch's autocast leaves it alone."""
+    ``"softmax.int"``) under ``device_type`` autocast; ``None`` when torch's autocast leaves it alone.
+    A composite of :data:`COMPOSITES` gets its inner op's policy."""
     col = DEVICES.index(device_type)
+    if (op, device_type) in COMPOSITES:
+        return policy(COMPOSITES[(op, device_type)], device_type)
     if op in TORCH_AUTOCAST_OPS:
         return TORCH_AUTOCAST_OPS[op][col]
     found = {v[col] for k, v in TORCH_AUTOCAST_OPS.items() if k.split(".")[0] == op}
@@ -268,4 +276,7 @@ def markdown_table() -> str:
     rows = ["| ATen op | CPU (bfloat16 default) | CUDA (float16 default) |", "|---|---|---|"]
     for op, (cpu, cuda) in TORCH_AUTOCAST_OPS.items():
         rows.append(f"| `{op}` | {cpu or '-'} | {cuda or '-'} |")
+    for (op, dev), inner in COMPOSITES.items():
+        rows.append(f"| `{op}` ({dev}: no kernel, decomposes into `{inner}`) | "
+                    f"{policy(op, 'cpu') or '-'} | {policy(op, 'cuda') or '-'} |")
     return "\n".join(rows)

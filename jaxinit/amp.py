@@ -4,6 +4,11 @@ transformation (and, in this module, torch's autocast policy and precision setti
 Mirror: :mod:`torchinit.amp` (same names; the scaler there is torch's own ``torch.amp.GradScaler``).
 ``TRANSFORMS`` lists the optax building blocks and state types, which exist only here.
 """
+from jaxinit._src.amp import Autocast as Autocast
+from jaxinit._src.amp import autocast as autocast
+from jaxinit._src.amp import register_linen_rule as register_linen_rule
+from jaxinit._src.amp import low_precision_rule as low_precision_rule
+from jaxinit._src.amp import normalization_rule as normalization_rule
 from jaxinit._src.grad_scaler import GradScalerState as GradScalerState
 from jaxinit._src.grad_scaler import grad_scaler as grad_scaler
 from jaxinit._src.grad_scaler import grad_scaler_state_dict as grad_scaler_state_dict

@@ -175,26 +175,50 @@ class Autocast:
     def scaled_dot_product_attention(self, query, key, value, attn_mask=None, scale=None, is_causal=False):
         r"""torch's ``F.scaled_dot_product_attention`` under autocast (torch layout ``(..., L, E)``).
 
-        As torch's CPU flash-attention kernel for a low dtype: ``s = (q k^T)\cdot\text{scale}`` accumulated
-        in float32, ``e = \exp(s - \max s)`` rounded to the low dtype, ``o = (e\,v) / \sum e`` with a float32
-        accumulation and sum, one rounding at the end. ``attn_mask``: boolean (True attends) or
-        additive. Outside autocast: the float32 formula.
+        As torch's CPU flash-attention kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp) for a
+        low dtype: the keys in blocks of 512; per block ``s = (q k^T)\cdot\text{scale}`` accumulated in
+        float32, running max ``m``, ``e = \exp(s - m)`` rounded to the low dtype,
+        ``o \leftarrow o\,e^{m_{old}-m} + e\,v`` and ``l \leftarrow l\,e^{m_{old}-m} + \sum e`` in float32;
+        one rounding of ``o / l`` at the end. ``attn_mask``: boolean (True attends) or additive.
+        Outside autocast the same online formula in float32.
         """
         if self.enabled:
             query, key, value = self.cast("scaled_dot_product_attention", query, key, value)
+        low = value.dtype
+        f32 = jnp.float32
         d = query.shape[-1]
-        sc = (1.0 / np.sqrt(d)) if scale is None else scale
-        s = jnp.matmul(query, jnp.swapaxes(key, -1, -2), preferred_element_type=jnp.float32) * jnp.float32(sc)
+        sc = f32(1.0 / np.sqrt(d)) if scale is None else f32(scale)
+        lq, lk = query.shape[-2], key.shape[-2]
+        mask = None
         if is_causal:
-            lq, lk = s.shape[-2], s.shape[-1]
-            s = jnp.where(jnp.tril(jnp.ones((lq, lk), bool)), s, -jnp.inf)
+            mask = jnp.tril(jnp.ones((lq, lk), bool))
         if attn_mask is not None:
-            s = jnp.where(attn_mask, s, -jnp.inf) if attn_mask.dtype == jnp.bool_ else s + attn_mask.astype(s.dtype)
-        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))
-        denom = jnp.sum(e, axis=-1, keepdims=True)
-        low = value.dtype if self.enabled else jnp.float32
-        o = jnp.matmul(e.astype(low), value, preferred_element_type=jnp.float32) / denom
-        return o.astype(value.dtype)
+            add = jnp.where(attn_mask, 0.0, -jnp.inf).astype(f32) if attn_mask.dtype == jnp.bool_ else \
+                attn_mask.astype(f32)
+        else:
+            add = None
+        o = m = ssum = None
+        for start in range(0, lk, _FLASH_KV_SPLIT):
+            stop = min(start + _FLASH_KV_SPLIT, lk)
+            kb, vb = key[..., start:stop, :], value[..., start:stop, :]
+            s = jnp.matmul(query, jnp.swapaxes(kb, -1, -2), preferred_element_type=f32) * sc
+            if add is not None:
+                s = s + add[..., start:stop]
+            if mask is not None:
+                s = jnp.where(mask[:, start:stop], s, -jnp.inf)
+            bmax = jnp.max(s, axis=-1, keepdims=True)
+            new_m = bmax if m is None else jnp.maximum(m, bmax)
+            safe_m = jnp.where(jnp.isneginf(new_m), 0.0, new_m)
+            e = jnp.exp(s - safe_m)
+            esum = jnp.sum(e, axis=-1, keepdims=True)
+            ev = jnp.matmul(e.astype(low), vb, preferred_element_type=f32)
+            if o is None:
+                o, ssum = ev, esum
+            else:
+                corr = jnp.exp(m - safe_m)
+                o, ssum = o * corr + ev, ssum * corr + esum
+            m = new_m
+        return (o / ssum).astype(low)
 
     def softmax(self, x, axis: int = -1):
         """torch's ``softmax`` under autocast: float32 output on CUDA (``fp32_set_opt_dtype``); on CPU
@@ -264,6 +288,7 @@ class Autocast:
 
 
 _ACTIVE = threading.local()
+_FLASH_KV_SPLIT = 512  # torch's CPU flash attention: kvSplitSize
 
 # ---------------------------------------------------------------------------- Linen rules (a registry)
 
@@ -312,9 +337,9 @@ def low_precision_rule(op: str, hooks: tuple[str, ...]) -> LinenRule:
         if policy.policy(op) != _table.LOW:
             return next_fun(*args, **kwargs)
         variables = _variables(module, next_fun, args, kwargs)
-        updates = {"promote_dtype": policy.promote_dtype}
+        updates: dict[str, Any] = {"promote_dtype": policy.promote_dtype}
         for h in hooks:
-            updates[h] = getattr(policy, h)
+            updates[h] = jnp.float32 if h == "preferred_element_type" else getattr(policy, h)
         out = _apply_clone(module, updates, variables, args, kwargs)
         return jax.tree.map(lambda y: y.astype(policy.dtype) if _eligible(y) else y, out)
     return rule
@@ -369,8 +394,8 @@ def _load_default_rules() -> None:
     _DEFAULT_RULES_LOADED = True
     for cls, op in ((nn.Dense, "linear"), (nn.DenseGeneral, "linear")):
         _LINEN_RULES.setdefault(cls, low_precision_rule(op, ("dot_general",)))
-    for cls, op in ((nn.Conv, "conv2d"), (nn.ConvTranspose, "conv_transpose2d.input")):
-        _LINEN_RULES.setdefault(cls, low_precision_rule(op, ("conv_general_dilated",)))
+    _LINEN_RULES.setdefault(nn.Conv, low_precision_rule("conv2d", ("conv_general_dilated",)))
+    _LINEN_RULES.setdefault(nn.ConvTranspose, low_precision_rule("conv_transpose2d.input", ("preferred_element_type",)))
     _LINEN_RULES.setdefault(nn.MultiHeadDotProductAttention, _attention_rule)
     for cls, op in ((nn.LayerNorm, "layer_norm"), (nn.GroupNorm, "group_norm"), (nn.RMSNorm, "rms_norm"),
                     (nn.BatchNorm, "batch_norm"), (LinenBatchNorm, "batch_norm")):
