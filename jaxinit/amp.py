@@ -6,6 +6,7 @@ Mirror: :mod:`torchinit.amp` (same names; the scaler there is torch's own ``torc
 """
 from jaxinit._src.amp import Autocast as Autocast
 from jaxinit._src.amp import autocast as autocast
+from jaxinit._src.amp import active as active
 from jaxinit._src.amp import register_linen_rule as register_linen_rule
 from jaxinit._src.amp import low_precision_rule as low_precision_rule
 from jaxinit._src.amp import normalization_rule as normalization_rule

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 from typing import Any, Callable, Iterator
 
@@ -179,46 +180,20 @@ class Autocast:
         low dtype: the keys in blocks of 512; per block ``s = (q k^T)\cdot\text{scale}`` accumulated in
         float32, running max ``m``, ``e = \exp(s - m)`` rounded to the low dtype,
         ``o \leftarrow o\,e^{m_{old}-m} + e\,v`` and ``l \leftarrow l\,e^{m_{old}-m} + \sum e`` in float32;
-        one rounding of ``o / l`` at the end. ``attn_mask``: boolean (True attends) or additive.
-        Outside autocast the same online formula in float32.
+        one rounding of ``o / l`` at the end; the backward is torch's too (``_flash_attention_bwd``).
+        ``attn_mask``: boolean (True attends) or additive. Outside autocast the same formulas in float32.
         """
         if self.enabled:
             query, key, value = self.cast("scaled_dot_product_attention", query, key, value)
-        low = value.dtype
-        f32 = jnp.float32
         d = query.shape[-1]
-        sc = f32(1.0 / np.sqrt(d)) if scale is None else f32(scale)
+        sc = float(np.float32(1.0 / np.sqrt(d))) if scale is None else float(np.float32(scale))
         lq, lk = query.shape[-2], key.shape[-2]
-        mask = None
+        add = jnp.zeros((lq, lk), jnp.float32)
         if is_causal:
-            mask = jnp.tril(jnp.ones((lq, lk), bool))
+            add = jnp.where(jnp.tril(jnp.ones((lq, lk), bool)), add, -jnp.inf)
         if attn_mask is not None:
-            add = jnp.where(attn_mask, 0.0, -jnp.inf).astype(f32) if attn_mask.dtype == jnp.bool_ else \
-                attn_mask.astype(f32)
-        else:
-            add = None
-        o = m = ssum = None
-        for start in range(0, lk, _FLASH_KV_SPLIT):
-            stop = min(start + _FLASH_KV_SPLIT, lk)
-            kb, vb = key[..., start:stop, :], value[..., start:stop, :]
-            s = jnp.matmul(query, jnp.swapaxes(kb, -1, -2), preferred_element_type=f32) * sc
-            if add is not None:
-                s = s + add[..., start:stop]
-            if mask is not None:
-                s = jnp.where(mask[:, start:stop], s, -jnp.inf)
-            bmax = jnp.max(s, axis=-1, keepdims=True)
-            new_m = bmax if m is None else jnp.maximum(m, bmax)
-            safe_m = jnp.where(jnp.isneginf(new_m), 0.0, new_m)
-            e = jnp.exp(s - safe_m)
-            esum = jnp.sum(e, axis=-1, keepdims=True)
-            ev = jnp.matmul(e.astype(low), vb, preferred_element_type=f32)
-            if o is None:
-                o, ssum = ev, esum
-            else:
-                corr = jnp.exp(m - safe_m)
-                o, ssum = o * corr + ev, ssum * corr + esum
-            m = new_m
-        return (o / ssum).astype(low)
+            add = add + (jnp.where(attn_mask, 0.0, -jnp.inf) if attn_mask.dtype == jnp.bool_ else attn_mask)
+        return _flash_attention(query, key, value, add.astype(jnp.float32), sc)
 
     def softmax(self, x, axis: int = -1):
         """torch's ``softmax`` under autocast: float32 output on CUDA (``fp32_set_opt_dtype``); on CPU
@@ -230,6 +205,17 @@ class Autocast:
         """torch's ``log_softmax`` under autocast (as :meth:`softmax`)."""
         (x,) = self.cast("log_softmax", x)
         return jax.nn.log_softmax(x.astype(jnp.float32), axis=axis).astype(x.dtype)
+
+    def pointwise(self, fn: Callable) -> Callable:
+        """``fn`` (an elementwise function: gelu, silu, tanh, ...) as torch's elementwise kernels compute
+        it on a float16/bfloat16 tensor: in float32 (torch's ``opmath_type``), rounded once to the
+        input's dtype. JAX evaluates ``jax.nn.gelu`` on bf16 op by op, rounding after each: up to a few
+        bf16 ulps apart. Float32 inputs, or autocast disabled: ``fn`` itself."""
+        def wrapped(x, *args, **kwargs):
+            if not self.enabled or not _eligible(x) or x.dtype == jnp.float32:
+                return fn(x, *args, **kwargs)
+            return fn(x.astype(jnp.float32), *args, **kwargs).astype(x.dtype)
+        return wrapped
 
     # ------------------------------------------------------------------ Flax
 
@@ -246,9 +232,11 @@ class Autocast:
         cm = nn.intercept_methods(self._linen_interceptor) if self.enabled else contextlib.nullcontext()
         cm.__enter__()
         stack.append(cm)
+        _ACTIVE.__dict__.setdefault("policies", []).append(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        _ACTIVE.policies.pop()
         _ACTIVE.stack.pop().__exit__(*exc)
 
     def _linen_interceptor(self, next_fun, args, kwargs, context):
@@ -289,6 +277,61 @@ class Autocast:
 
 _ACTIVE = threading.local()
 _FLASH_KV_SPLIT = 512  # torch's CPU flash attention: kvSplitSize
+
+
+def _flash_forward(q, k, v, add, sc):
+    """torch's CPU flash-attention forward (online softmax over key blocks of 512); returns the
+    output (in ``v``'s dtype) and the float32 log-sum-exp torch saves for the backward."""
+    f32, low = jnp.float32, v.dtype
+    o = m = ssum = None
+    for start in range(0, k.shape[-2], _FLASH_KV_SPLIT):
+        stop = min(start + _FLASH_KV_SPLIT, k.shape[-2])
+        s = jnp.matmul(q, jnp.swapaxes(k[..., start:stop, :], -1, -2), preferred_element_type=f32) * f32(sc)
+        s = s + add[..., start:stop]
+        new_m = jnp.max(s, axis=-1, keepdims=True) if m is None else jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+        safe_m = jnp.where(jnp.isneginf(new_m), 0.0, new_m)
+        e = jnp.exp(s - safe_m)
+        esum = jnp.sum(e, axis=-1, keepdims=True)
+        ev = jnp.matmul(e.astype(low), v[..., start:stop, :], preferred_element_type=f32)
+        if o is None:
+            o, ssum = ev, esum
+        else:
+            corr = jnp.exp(m - safe_m)
+            o, ssum = o * corr + ev, ssum * corr + esum
+        m = new_m
+    return (o / ssum).astype(low), m + jnp.log(ssum)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash_attention(q, k, v, add, sc):
+    return _flash_forward(q, k, v, add, sc)[0]
+
+
+def _flash_attention_fwd(q, k, v, add, sc):
+    o, lse = _flash_forward(q, k, v, add, sc)
+    return o, (q, k, v, add, o, lse)
+
+
+def _flash_attention_bwd(sc, res, do):
+    """torch's CPU flash-attention backward: ``p = exp(s - lse)`` in float32, ``dv = p_low^T do``,
+    ``dp = do v^T``, ``delta = rowsum(do * o)``, ``ds = p (dp - delta)`` rounded to the low dtype,
+    ``dq = (ds k) * scale``, ``dk = (ds^T q) * scale``, float32 accumulation, one rounding each
+    (bitwise torch 2.13's bf16 gradients on CPU for one key block)."""
+    q, k, v, add, o, lse = res
+    f32, low = jnp.float32, v.dtype
+    s = jnp.matmul(q, jnp.swapaxes(k, -1, -2), preferred_element_type=f32) * f32(sc) + add
+    p = jnp.exp(s - jnp.where(jnp.isneginf(lse), 0.0, lse))
+    do = do.astype(low)
+    dv = jnp.matmul(jnp.swapaxes(p.astype(low), -1, -2), do, preferred_element_type=f32)
+    dp = jnp.matmul(do, jnp.swapaxes(v, -1, -2), preferred_element_type=f32)
+    delta = jnp.sum(do.astype(f32) * o.astype(f32), axis=-1, keepdims=True)
+    ds = (p * (dp - delta)).astype(low)
+    dq = jnp.matmul(ds, k, preferred_element_type=f32) * f32(sc)
+    dk = jnp.matmul(jnp.swapaxes(ds, -1, -2), q, preferred_element_type=f32) * f32(sc)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), jnp.zeros_like(add)
+
+
+_flash_attention.defvjp(_flash_attention_fwd, _flash_attention_bwd)
 
 # ---------------------------------------------------------------------------- Linen rules (a registry)
 
@@ -355,14 +398,24 @@ def normalization_rule(op: str) -> LinenRule:
             args = policy.cast(op, *args)
             return next_fun(*args, **kwargs)
         x = args[0] if args else next(iter(kwargs.values()))
-        out = next_fun(*args, **kwargs)
-        if _eligible(x) and x.dtype != jnp.float32:
-            return out.astype(x.dtype)
-        return out
+        if not (_eligible(x) and x.dtype != jnp.float32):
+            return next_fun(*args, **kwargs)
+        # one cast of the input to float32: its transpose rounds the input gradient ONCE (torch's
+        # backward kernel computes it in float32 and rounds once); letting the module read the bf16
+        # input in several places would round each path's gradient and add them in bf16
+        args = (x.astype(jnp.float32),) + tuple(args[1:]) if args else args
+        return next_fun(*args, **kwargs).astype(x.dtype)
     return rule
 
 
 def _attention_rule(policy: Autocast, module, next_fun, args, kwargs):
+    """``MultiHeadDotProductAttention`` as torch's ``nn.MultiheadAttention`` under autocast: for
+    self-attention (``inputs_k``/``inputs_v`` absent or the same array) the three projections are
+    ONE product over the stacked kernels, as torch's ``in_proj`` (so the input gradient is one
+    float32 accumulation over 3E outputs, rounded once); the attention is torch's
+    ``scaled_dot_product_attention``; the output projection a ``lower_precision_fp`` product.
+    Other calls (cross-attention, decode, normalize_qk, a mask) keep Flax's projections and swap in
+    the attention only."""
     if policy.policy("scaled_dot_product_attention") != _table.LOW:
         return next_fun(*args, **kwargs)
     deterministic = kwargs.get("deterministic", module.deterministic)
@@ -370,17 +423,42 @@ def _attention_rule(policy: Autocast, module, next_fun, args, kwargs):
         raise InitError("Autocast: attention dropout under autocast is not supported yet: run the "
                         "MultiHeadDotProductAttention with deterministic=True or dropout_rate=0.")
     variables = _variables(module, next_fun, args, kwargs)
+    inputs_q = args[0] if args else kwargs["inputs_q"]
+    rest = list(args[1:3]) + [kwargs.get("inputs_k"), kwargs.get("inputs_v")]
+    others = [a for a in rest if a is not None]
+    fused = (all(a is inputs_q for a in others) and kwargs.get("mask") is None and not module.decode
+             and not module.normalize_qk and module.use_bias and not kwargs.get("sow_weights", False)
+             and set(kwargs) <= {"inputs_k", "inputs_v", "deterministic", "mask", "sow_weights"})
+    if fused:
+        return _fused_self_attention(policy, variables["params"], inputs_q)
 
     def attention_fn(query, key, value, bias=None, mask=None, **_):
         # Flax layout [..., length, heads, depth] -> torch's [..., heads, length, depth] and back
         q, k, v = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))
-        m = None if mask is None else mask
+        m = mask
         if bias is not None:
             m = bias if m is None else jnp.where(m, bias, -jnp.inf)
         o = policy.scaled_dot_product_attention(q, k, v, attn_mask=m)
         return jnp.swapaxes(o, -3, -2)
 
     return _apply_clone(module, {"attention_fn": attention_fn}, variables, args, kwargs)
+
+
+def _fused_self_attention(policy: Autocast, params, x):
+    low, f32 = policy.dtype, jnp.float32
+    kernel = jnp.stack([params[n]["kernel"] for n in ("query", "key", "value")], axis=1)  # (E, 3, H, D)
+    bias = jnp.stack([params[n]["bias"] for n in ("query", "key", "value")], axis=0)  # (3, H, D)
+    e, _, h, d = kernel.shape
+    y = policy.dot_general(x, kernel.reshape(e, 3 * h * d), (((x.ndim - 1,), (0,)), ((), ())))
+    y = (y + bias.reshape(-1).astype(low).astype(f32)).astype(low)
+    q, k, v = (jnp.swapaxes(t, -3, -2) for t in jnp.split(y.reshape(y.shape[:-1] + (3, h, d)), 3, axis=-3))
+    q, k, v = (t.squeeze(-3) for t in (jnp.swapaxes(q, -3, -2), jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2)))
+    o = policy.scaled_dot_product_attention(jnp.swapaxes(q, -3, -2), jnp.swapaxes(k, -3, -2),
+                                            jnp.swapaxes(v, -3, -2))  # [..., H, L, D]
+    o = jnp.swapaxes(o, -3, -2)  # [..., L, H, D]
+    out_k, out_b = params["out"]["kernel"], params["out"]["bias"]
+    y = policy.dot_general(o, out_k, (((o.ndim - 2, o.ndim - 1), (0, 1)), ((), ())))
+    return (y + out_b.astype(low).astype(f32)).astype(low)
 
 
 def _load_default_rules() -> None:
@@ -438,7 +516,18 @@ def _nnx_hooks(policy: Autocast, node: Any) -> dict[str, Any]:
     return {"promote_dtype": promote, hook: product}
 
 
+def active() -> Autocast:
+    """The innermost :class:`Autocast` entered with ``with`` in this thread (a disabled one if none):
+    model code reads it to run functions under the caller's policy, e.g.
+    ``jaxinit.amp.active().pointwise(nn.gelu)(h)``."""
+    stack = getattr(_ACTIVE, "policies", [])
+    return stack[-1] if stack else _DISABLED
+
+
 def autocast(device_type: str = "cpu", dtype: Any = None, enabled: bool = True) -> Autocast:
     """``torch.autocast(device_type, dtype, enabled)``'s policy for Flax: an :class:`Autocast`
     (a context manager for Linen, :meth:`Autocast.nnx` for NNX)."""
     return Autocast(device_type, dtype, enabled)
+
+
+_DISABLED = Autocast(enabled=False)
