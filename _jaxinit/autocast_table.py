@@ -267,7 +267,7 @@ def policy(op: str, device_type: str) -> str | None:
     found = {v[col] for k, v in TORCH_AUTOCAST_OPS.items() if k.split(".")[0] == op}
     found.discard(None)
     if len(found) > 1:
-        raise KeyError(f"{op}: overloads with different policies {sorted(found)}; name the overload")
+        raise KeyError(f"{op}: overloads with different policies {sorted(str(f) for f in found)}; name the overload")
     return found.pop() if found else None
 
 

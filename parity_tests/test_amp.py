@@ -232,9 +232,11 @@ def test_grad_scaler_errors():
 
 
 def test_amp_mirror():
-    jax_names = set(ja.__all__) - set(ja.TRANSFORMS) - {"TRANSFORMS"}
+    jax_names = set(ja.__all__) - set(ja.JAX_ONLY) - {"JAX_ONLY"}
     assert jax_names == set(ta.__all__)
     for name in ta.__all__:
+        if inspect.isclass(getattr(ta, name)):
+            continue
         js, ts = inspect.signature(getattr(ja, name)), inspect.signature(getattr(ta, name))
         assert [(p.name, p.default) for p in js.parameters.values()] == \
                [(p.name, p.default) for p in ts.parameters.values()], name
@@ -553,3 +555,74 @@ def test_twins_bf16_autocast_20_steps(name):
     gap, diff = float(np.abs(tbf - t32).max()), float(np.abs(tbf - jbf).max())
     record_figure("amp", "twin bf16 loss diff / bf16-vs-f32 gap", diff / gap, name)
     assert diff <= gap / MIN_RATIO[name], (diff, gap)
+
+
+# ---------------------------------------------------------------- the precision contract
+
+def test_precision_contract_torch_to_jax_and_back():
+    """torch's defaults: matmuls float32, convolutions TF32; each torch setting maps to a level and the
+    torch side reads back the same contract after applying it."""
+    assert (ja.precision_contract().matmul, ja.precision_contract().conv) == ("float32", "tensorfloat32")
+    cases = [({"float32_matmul_precision": "high"}, ("tensorfloat32", "tensorfloat32")),
+             ({"allow_tf32": True, "cudnn_allow_tf32": False}, ("tensorfloat32", "float32")),
+             ({"float32_matmul_precision": "medium"}, ("bfloat16", "tensorfloat32")),
+             ({"float32_matmul_precision": "highest", "cudnn_allow_tf32": False}, ("float32", "float32"))]
+    for kw, levels in cases:
+        c = ja.precision_contract(**kw)
+        assert (c.matmul, c.conv) == levels
+        with ta.precision_contract(**{"cudnn_allow_tf32": True, **kw}):  # sets torch's flags (None = current) ...
+            back = ta.precision_contract()  # ... which read back the same
+            assert (back.matmul, back.conv) == levels
+            s = c.torch_settings()
+            assert torch.get_float32_matmul_precision() == s["float32_matmul_precision"]
+            assert torch.backends.cuda.matmul.allow_tf32 == s["allow_tf32"]
+            assert torch.backends.cudnn.allow_tf32 == s["cudnn_allow_tf32"]
+    assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.allow_tf32 is False  # restored
+
+
+def test_precision_contract_sets_jax_dot_and_conv_precision():
+    """Inside the contract, dots trace with the matmul precision and Linen convolutions with the conv one."""
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.Conv(2, (3,))(x).reshape(x.shape[0], -1))
+
+    x = jnp.ones((1, 5, 2), jnp.float32)
+    params = jax.eval_shape(Net().init, jax.random.key(0), x)
+    with ja.precision_contract(float32_matmul_precision="highest", cudnn_allow_tf32=True):
+        jaxpr = jax.make_jaxpr(Net().apply)(params, x)
+    prec = {e.primitive.name: e.params["precision"] for e in jaxpr.eqns if "precision" in e.params}
+    assert prec["dot_general"] == (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert prec["conv_general_dilated"] == (jax.lax.Precision.HIGH, jax.lax.Precision.HIGH)
+
+
+def test_precision_from_jax_per_backend():
+    assert ja.precision_from_jax("highest", "gpu").torch_settings() == {
+        "float32_matmul_precision": "highest", "allow_tf32": False, "cudnn_allow_tf32": False}
+    assert ja.precision_from_jax("default", "gpu").torch_settings()["float32_matmul_precision"] == "high"  # TF32
+    with jax.default_matmul_precision("float32"):  # precision=None reads JAX's setting
+        assert ja.precision_from_jax(backend="gpu").matmul == "float32"
+    assert ja.precision_from_jax("default", "tpu").matmul == "bfloat16"
+    assert ja.precision_from_jax("bfloat16", "cpu").matmul == "float32"  # XLA CPU computes float32 at any level
+    assert ta.precision_from_jax("high", "gpu").torch_settings() == ja.precision_from_jax("high", "gpu").torch_settings()
+    for bad, match in (({"backend": "npu"}, "backend must be one of"), ({"precision": "fp8", "backend": "gpu"},
+                                                                       "precision must be None")):
+        with pytest.raises(InitError, match=match):
+            ja.precision_from_jax(**bad)
+    with pytest.raises(InitError, match="contradicts"):
+        ja.precision_contract(allow_tf32=False, float32_matmul_precision="high")
+    with pytest.raises(InitError, match="float32_matmul_precision must be one of"):
+        ta.precision_contract(float32_matmul_precision="low")
+
+
+def test_autocast_errors_and_mirror():
+    for pkg in (ja, ta):
+        with pytest.raises(InitError, match="dtype 'float32' is not allowed by torch's cpu autocast"):
+            pkg.autocast("cpu", "float32")
+        with pytest.raises(InitError, match="device_type must be one of"):
+            pkg.autocast("tpu")
+    assert ja.autocast().dtype == jnp.bfloat16 and ja.autocast("cuda").dtype == jnp.float16
+    assert ta.autocast().fast_dtype == torch.bfloat16
+    assert ja.autocast_policy("linear", "cpu") == ta.autocast_policy("linear", "cpu") == "lower_precision_fp"
+    with pytest.raises(InitError, match="unsafe to autocast"):
+        ja.autocast("cuda").cast("binary_cross_entropy", jnp.ones(2))

@@ -283,22 +283,27 @@ def _flash_forward(q, k, v, add, sc):
     """torch's CPU flash-attention forward (online softmax over key blocks of 512); returns the
     output (in ``v``'s dtype) and the float32 log-sum-exp torch saves for the backward."""
     f32, low = jnp.float32, v.dtype
-    o = m = ssum = None
-    for start in range(0, k.shape[-2], _FLASH_KV_SPLIT):
+
+    def block(start):
         stop = min(start + _FLASH_KV_SPLIT, k.shape[-2])
         s = jnp.matmul(q, jnp.swapaxes(k[..., start:stop, :], -1, -2), preferred_element_type=f32) * f32(sc)
-        s = s + add[..., start:stop]
-        new_m = jnp.max(s, axis=-1, keepdims=True) if m is None else jnp.maximum(m, jnp.max(s, axis=-1, keepdims=True))
+        return s + add[..., start:stop], v[..., start:stop, :]
+
+    def step(s, vb, m_old):
+        new_m = jnp.max(s, axis=-1, keepdims=True)
+        if m_old is not None:
+            new_m = jnp.maximum(m_old, new_m)
         safe_m = jnp.where(jnp.isneginf(new_m), 0.0, new_m)
         e = jnp.exp(s - safe_m)
-        esum = jnp.sum(e, axis=-1, keepdims=True)
-        ev = jnp.matmul(e.astype(low), v[..., start:stop, :], preferred_element_type=f32)
-        if o is None:
-            o, ssum = ev, esum
-        else:
-            corr = jnp.exp(m - safe_m)
-            o, ssum = o * corr + ev, ssum * corr + esum
-        m = new_m
+        return new_m, safe_m, jnp.sum(e, axis=-1, keepdims=True), jnp.matmul(e.astype(low), vb, preferred_element_type=f32)
+
+    s0, v0 = block(0)
+    m, _, ssum, o = step(s0, v0, None)
+    for start in range(_FLASH_KV_SPLIT, k.shape[-2], _FLASH_KV_SPLIT):
+        sb, vb = block(start)
+        new_m, safe_m, esum, ev = step(sb, vb, m)
+        corr = jnp.exp(m - safe_m)
+        o, ssum, m = o * corr + ev, ssum * corr + esum, new_m
     return (o / ssum).astype(low), m + jnp.log(ssum)
 
 
@@ -470,6 +475,7 @@ def _load_default_rules() -> None:
     from jaxinit._src.batchnorm import LinenBatchNorm
 
     _DEFAULT_RULES_LOADED = True
+    cls: Any
     for cls, op in ((nn.Dense, "linear"), (nn.DenseGeneral, "linear")):
         _LINEN_RULES.setdefault(cls, low_precision_rule(op, ("dot_general",)))
     _LINEN_RULES.setdefault(nn.Conv, low_precision_rule("conv2d", ("conv_general_dilated",)))

@@ -61,12 +61,16 @@ class GradScalerState(NamedTuple):
     inner_state: Any
 
 
+def _x64() -> bool:
+    return jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64  # honours jax.enable_x64(...) blocks
+
+
 def _factor_dtype():
-    return jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
+    return jnp.float64 if _x64() else jnp.float32
 
 
 def _check_representable(who, cfg):
-    if jax.config.read("jax_enable_x64"):
+    if _x64():
         return
     for name in ("growth_factor", "backoff_factor"):
         value = cfg[name]

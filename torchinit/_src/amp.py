@@ -12,7 +12,29 @@ from typing import Any
 import torch
 
 from _jaxinit import amp as _core
+from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
+
+
+Autocast = torch.autocast
+
+
+def autocast(device_type: str = "cpu", dtype: Any = None, enabled: bool = True) -> torch.autocast:
+    """``torch.autocast(device_type, dtype, enabled)`` with the checks of ``jaxinit.amp.autocast``: a
+    dtype torch's autocast does not allow on that device is an error here (torch warns and disables
+    itself). ``dtype=None``: torch's default for the device (CPU bfloat16, CUDA float16)."""
+    if device_type not in _table.DEVICES:
+        raise InitError(f"Autocast: device_type must be one of {list(_table.DEVICES)} (the torch autocast "
+                        f"whose op lists to follow), got {device_type!r}.")
+    if not isinstance(enabled, bool):
+        raise InitError(f"Autocast: enabled must be True or False, got {enabled!r}.")
+    name = _table.DEFAULT_DTYPE[device_type] if dtype is None else str(dtype).removeprefix("torch.")
+    allowed = _table.SUPPORTED_DTYPES[device_type]
+    if name not in allowed:
+        raise InitError(f"Autocast: dtype {name!r} is not allowed by torch's {device_type} autocast "
+                        f"(torch {_table.TORCH_VERSION} accepts {list(allowed)} and otherwise disables itself "
+                        f"with a warning); pass dtype=torch.bfloat16 or torch.float16, or enabled=False.")
+    return torch.autocast(device_type, dtype=getattr(torch, name), enabled=enabled)
 
 
 def grad_scaler(inner: torch.optim.Optimizer, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0,
@@ -62,3 +84,49 @@ def load_grad_scaler_state_dict(state: torch.amp.GradScaler, state_dict: Any) ->
         return scaler
     scaler.load_state_dict(_core.check_state_dict(who, state_dict))
     return scaler
+
+
+# ---------------------------------------------------------------- the precision contract, torch side
+
+from _jaxinit import precision as _prec  # noqa: E402
+
+
+class PrecisionContract(_prec.PrecisionCore):
+    """``matmul`` and ``conv`` float32 precision levels; as a context manager it sets torch's flags
+    (``torch.set_float32_matmul_precision``, ``torch.backends.cudnn.allow_tf32``) and restores them.
+    Mirror of ``jaxinit.amp.PrecisionContract``."""
+
+    def __enter__(self) -> "PrecisionContract":
+        _SAVED.append((torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32))
+        s = self.torch_settings()
+        torch.set_float32_matmul_precision(s["float32_matmul_precision"])
+        torch.backends.cudnn.allow_tf32 = s["cudnn_allow_tf32"]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        prec, cudnn = _SAVED.pop()
+        torch.set_float32_matmul_precision(prec)
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+_SAVED: list = []
+
+
+def precision_contract(allow_tf32: bool | None = None, cudnn_allow_tf32: bool | None = None,
+                       float32_matmul_precision: str | None = None) -> PrecisionContract:
+    """The contract of a torch configuration; ``None`` arguments read torch's CURRENT flags
+    (``torch.get_float32_matmul_precision()``, ``torch.backends.cudnn.allow_tf32``)."""
+    if allow_tf32 is None and float32_matmul_precision is None:
+        float32_matmul_precision = torch.get_float32_matmul_precision()
+    if cudnn_allow_tf32 is None:
+        cudnn_allow_tf32 = torch.backends.cudnn.allow_tf32
+    return PrecisionContract(*_prec.from_torch("precision_contract", allow_tf32, cudnn_allow_tf32,
+                                               float32_matmul_precision))
+
+
+def precision_from_jax(precision: Any = None, backend: str | None = None) -> PrecisionContract:
+    """The contract of a JAX precision (a name; ``None``: JAX's default) on ``backend`` ('cpu', 'gpu',
+    'tpu'; ``None``: 'gpu' when CUDA is available, else 'cpu'). Mirror of ``jaxinit.amp.precision_from_jax``."""
+    if backend is None:
+        backend = "gpu" if torch.cuda.is_available() else "cpu"
+    return PrecisionContract(*_prec.from_jax("precision_from_jax", precision, backend))
