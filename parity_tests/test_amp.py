@@ -86,7 +86,7 @@ def test_grad_scaler_twin_forced_overflow():
                   float(np.max(np.abs(np.asarray(params["w"]) - w.detach().numpy()))), "adam+clip")
 
 
-@pytest.mark.parametrize("direction", ["torch->jax", "jax->torch"])
+@pytest.mark.parametrize("direction", ["torch->jax", pytest.param("jax->torch", marks=pytest.mark.exhaustive)])
 def test_grad_scaler_resume_across_frameworks(direction):
     """7 steps in one framework, scaler and Adam state exported, 7 more in the other == 14 in torch."""
     w, b, opt, scaler = _torch_setup()
@@ -131,7 +131,8 @@ def _by_position(dict_state):
                         is_leaf=lambda x: isinstance(x, dict))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+@pytest.mark.parametrize("dtype", ["bfloat16", pytest.param("float32", marks=pytest.mark.exhaustive),
+                                   pytest.param("float64", marks=pytest.mark.exhaustive)])
 def test_unscale_bitwise(dtype):
     """``unscale`` == torch._amp_foreach_non_finite_check_and_unscale_ with the inverse scale
     torch's unscale_ forms (scale 3.0: 1/3 is inexact), and found_inf on a single inf."""
@@ -148,11 +149,12 @@ def test_unscale_bitwise(dtype):
     assert float(jfound) == 1.0
 
 
-def test_reciprocal_in_float32_is_torchs_for_every_scale():
+@pytest.mark.parametrize("stride", [pytest.param(1, marks=pytest.mark.exhaustive), 97])
+def test_reciprocal_in_float32_is_torchs_for_every_scale(stride):
     """``float32(1) / s`` == ``float32(1 / float64(s))`` (torch's ``scale.double().reciprocal().float()``)
     for every float32 significand (2**23 values in [1, 2), so for every normal scale whose reciprocal is
-    normal): the float32 path needs no float64."""
-    s = (np.arange(2 ** 23, dtype=np.uint32) | np.uint32(127 << 23)).view(np.float32)
+    normal; the default run takes every 97th): the float32 path needs no float64."""
+    s = (np.arange(0, 2 ** 23, stride, dtype=np.uint32) | np.uint32(127 << 23)).view(np.float32)
     ours = np.asarray(jax.jit(lambda v: jnp.float32(1) / v)(jnp.asarray(s)))
     np.testing.assert_array_equal(ours, (1.0 / s.astype(np.float64)).astype(np.float32))
 
@@ -162,20 +164,20 @@ def test_update_scale_bitwise_against_torch_kernel():
     float32 number (1.1, 0.3: products formed in float64 as torch's kernel), growth capped at the
     float32 range, and the growth tracker around growth_interval."""
     rng = np.random.default_rng(3)
-    scales = np.concatenate([rng.uniform(1, 2 ** 20, 10), [3.0e38, 1.7e38]]).astype(np.float32)
+    scales = np.concatenate([rng.uniform(1, 2 ** 20, 6), [3.0e38, 1.7e38]]).astype(np.float32)
     for gf, bf, gi in ((1.1, 0.3, 3), (2.0, 0.5, 1)):
-        for tracker in (0, gi - 1):
-            for found in (0.0, 1.0):
-                ts = torch.tensor(scales)
-                ref = []
-                for s in scales:
-                    t_s, t_g = torch.tensor(s), torch.tensor(tracker, dtype=torch.int32)
-                    torch._amp_update_scale_(t_s, t_g, torch.tensor(found), gf, bf, gi)
-                    ref.append((t_s.item(), t_g.item()))
-                st = ja.grad_scaler(jo.sgd(0.1), 1.0, gf, bf, gi).init({})
-                new = jax.vmap(lambda s: ja.update_scale(
-                    st._replace(scale=s, growth_tracker=jnp.int32(tracker)), jnp.float32(found)))(jnp.asarray(ts))
-                assert list(zip(np.asarray(new.scale).tolist(), np.asarray(new.growth_tracker).tolist())) == ref
+        combos = [(s, t, f) for s in scales for t in (0, gi - 1) for f in (0.0, 1.0)]
+        ref = []
+        for s, t, f in combos:
+            t_s, t_g = torch.tensor(s), torch.tensor(t, dtype=torch.int32)
+            torch._amp_update_scale_(t_s, t_g, torch.tensor(f), gf, bf, gi)
+            ref.append((t_s.item(), t_g.item()))
+        st = ja.grad_scaler(jo.sgd(0.1), 1.0, gf, bf, gi).init({})
+        cs, ct, cf = (jnp.asarray(np.array(c)) for c in zip(*combos))
+        new = jax.vmap(lambda s, t, f: ja.update_scale(
+            st._replace(scale=s.astype(jnp.float32), growth_tracker=t.astype(jnp.int32)), f.astype(jnp.float32)))(
+            cs, ct, cf)
+        assert list(zip(np.asarray(new.scale).tolist(), np.asarray(new.growth_tracker).tolist())) == ref
 
 
 def test_grad_scaler_state_dict_round_trip_and_disabled():
@@ -513,7 +515,7 @@ OP_CASES = {
 }
 
 
-SAMPLED_OPS = ("linear", "conv2d", "multi_head_attention")  # the default run; -m exhaustive: every op x dtype
+SAMPLED_OPS = ("linear", "multi_head_attention")  # the default run; -m exhaustive: every op x dtype
 _OP_PARAMS = [pytest.param(op, low, id=f"{op}-{str(low)[6:]}",
                            marks=() if (op in SAMPLED_OPS and low == torch.bfloat16) else pytest.mark.exhaustive)
               for op in OP_CASES for low in (torch.bfloat16, torch.float16)]
@@ -546,8 +548,8 @@ from parity_tests import _amp_twins as twins  # noqa: E402
 MIN_RATIO = {"mlp": 10.0, "conv_bn": 4.0, "transformer_block": 0.5}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "mlp" else pytest.mark.exhaustive)
-                                  for n in twins.TWINS])
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("name", list(twins.TWINS))
 def test_twins_bf16_autocast_20_steps(name):
     t32 = twins.torch_losses(name)
     tbf = twins.torch_losses(name, autocast=torch.bfloat16)
@@ -557,72 +559,8 @@ def test_twins_bf16_autocast_20_steps(name):
     assert diff <= gap / MIN_RATIO[name], (diff, gap)
 
 
-# ---------------------------------------------------------------- the precision contract
-
-def test_precision_contract_torch_to_jax_and_back():
-    """torch's defaults: matmuls float32, convolutions TF32; each torch setting maps to a level and the
-    torch side reads back the same contract after applying it."""
-    assert (ja.precision_contract().matmul, ja.precision_contract().conv) == ("float32", "tensorfloat32")
-    cases = [({"float32_matmul_precision": "high"}, ("tensorfloat32", "tensorfloat32")),
-             ({"allow_tf32": True, "cudnn_allow_tf32": False}, ("tensorfloat32", "float32")),
-             ({"float32_matmul_precision": "medium"}, ("bfloat16", "tensorfloat32")),
-             ({"float32_matmul_precision": "highest", "cudnn_allow_tf32": False}, ("float32", "float32"))]
-    for kw, levels in cases:
-        c = ja.precision_contract(**kw)
-        assert (c.matmul, c.conv) == levels
-        with ta.precision_contract(**{"cudnn_allow_tf32": True, **kw}):  # sets torch's flags (None = current) ...
-            back = ta.precision_contract()  # ... which read back the same
-            assert (back.matmul, back.conv) == levels
-            s = c.torch_settings()
-            assert torch.get_float32_matmul_precision() == s["float32_matmul_precision"]
-            assert torch.backends.cuda.matmul.allow_tf32 == s["allow_tf32"]
-            assert torch.backends.cudnn.allow_tf32 == s["cudnn_allow_tf32"]
-    assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.allow_tf32 is False  # restored
-
-
-def test_precision_contract_sets_jax_dot_and_conv_precision():
-    """Inside the contract, dots trace with the matmul precision and Linen convolutions with the conv one."""
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            return nn.Dense(3)(nn.Conv(2, (3,))(x).reshape(x.shape[0], -1))
-
-    x = jnp.ones((1, 5, 2), jnp.float32)
-    params = jax.eval_shape(Net().init, jax.random.key(0), x)
-    with ja.precision_contract(float32_matmul_precision="highest", cudnn_allow_tf32=True):
-        jaxpr = jax.make_jaxpr(Net().apply)(params, x)
-    prec = {e.primitive.name: e.params["precision"] for e in jaxpr.eqns if "precision" in e.params}
-    assert prec["dot_general"] == (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
-    assert prec["conv_general_dilated"] == (jax.lax.Precision.HIGH, jax.lax.Precision.HIGH)
-
-
-def test_precision_from_jax_per_backend():
-    assert ja.precision_from_jax("highest", "gpu").torch_settings() == {
-        "float32_matmul_precision": "highest", "allow_tf32": False, "cudnn_allow_tf32": False}
-    assert ja.precision_from_jax("default", "gpu").torch_settings()["float32_matmul_precision"] == "high"  # TF32
-    with jax.default_matmul_precision("float32"):  # precision=None reads JAX's setting
-        assert ja.precision_from_jax(backend="gpu").matmul == "float32"
-    assert ja.precision_from_jax("default", "tpu").matmul == "bfloat16"
-    assert ja.precision_from_jax("bfloat16", "cpu").matmul == "float32"  # XLA CPU computes float32 at any level
-    assert ta.precision_from_jax("high", "gpu").torch_settings() == ja.precision_from_jax("high", "gpu").torch_settings()
-    for bad, match in (({"backend": "npu"}, "backend must be one of"), ({"precision": "fp8", "backend": "gpu"},
-                                                                       "precision must be None")):
-        with pytest.raises(InitError, match=match):
-            ja.precision_from_jax(**bad)
-    with pytest.raises(InitError, match="contradicts"):
-        ja.precision_contract(allow_tf32=False, float32_matmul_precision="high")
-    with pytest.raises(InitError, match="float32_matmul_precision must be one of"):
-        ta.precision_contract(float32_matmul_precision="low")
-
-
-def test_autocast_errors_and_mirror():
-    for pkg in (ja, ta):
-        with pytest.raises(InitError, match="dtype 'float32' is not allowed by torch's cpu autocast"):
-            pkg.autocast("cpu", "float32")
-        with pytest.raises(InitError, match="device_type must be one of"):
-            pkg.autocast("tpu")
-    assert ja.autocast().dtype == jnp.bfloat16 and ja.autocast("cuda").dtype == jnp.float16
-    assert ta.autocast().fast_dtype == torch.bfloat16
-    assert ja.autocast_policy("linear", "cpu") == ta.autocast_policy("linear", "cpu") == "lower_precision_fp"
-    with pytest.raises(InitError, match="unsafe to autocast"):
-        ja.autocast("cuda").cast("binary_cross_entropy", jnp.ones(2))
+def test_twin_mlp_bf16_autocast_sampled():
+    """The default run's sample of the twins: the MLP, 4 steps, 10x below the bf16-vs-float32 gap."""
+    t32, tbf = twins.torch_losses("mlp", steps=4), twins.torch_losses("mlp", steps=4, autocast=torch.bfloat16)
+    jbf = twins.jax_losses("mlp", steps=4, policy=ja.Autocast("cpu", jnp.bfloat16))
+    assert float(np.abs(tbf - jbf).max()) <= float(np.abs(tbf - t32).max()) / 10
