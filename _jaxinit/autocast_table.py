@@ -280,3 +280,23 @@ def markdown_table() -> str:
         rows.append(f"| `{op}` ({dev}: no kernel, decomposes into `{inner}`) | "
                     f"{policy(op, 'cpu') or '-'} | {policy(op, 'cuda') or '-'} |")
     return "\n".join(rows)
+
+
+BEGIN, END = "<!-- autocast-table:begin (python -m _jaxinit.autocast_table) -->", "<!-- autocast-table:end -->"
+
+
+def write_docs(path: str = "docs/amp.md") -> bool:
+    """Rewrite the table between :data:`BEGIN` and :data:`END` in ``path``; True when it changed."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{markdown_table()}\n{END}{tail}"
+    if new != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    print("docs/amp.md", "updated" if write_docs() else "unchanged")

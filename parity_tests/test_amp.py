@@ -564,3 +564,13 @@ def test_twin_mlp_bf16_autocast_sampled():
     t32, tbf = twins.torch_losses("mlp", steps=4), twins.torch_losses("mlp", steps=4, autocast=torch.bfloat16)
     jbf = twins.jax_losses("mlp", steps=4, policy=ja.Autocast("cpu", jnp.bfloat16))
     assert float(np.abs(tbf - jbf).max()) <= float(np.abs(tbf - t32).max()) / 10
+
+
+def test_docs_autocast_table_is_generated_from_the_source():
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "amp.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split(table.BEGIN, 1)[1].split(table.END, 1)[0].strip()
+    assert block == table.markdown_table(), "docs/amp.md is stale: run python -m _jaxinit.autocast_table"
