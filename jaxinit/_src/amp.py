@@ -456,11 +456,9 @@ def _fused_self_attention(policy: Autocast, params, x):
     e, _, h, d = kernel.shape
     y = policy.dot_general(x, kernel.reshape(e, 3 * h * d), (((x.ndim - 1,), (0,)), ((), ())))
     y = (y + bias.reshape(-1).astype(low).astype(f32)).astype(low)
-    q, k, v = (jnp.swapaxes(t, -3, -2) for t in jnp.split(y.reshape(y.shape[:-1] + (3, h, d)), 3, axis=-3))
-    q, k, v = (t.squeeze(-3) for t in (jnp.swapaxes(q, -3, -2), jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2)))
-    o = policy.scaled_dot_product_attention(jnp.swapaxes(q, -3, -2), jnp.swapaxes(k, -3, -2),
-                                            jnp.swapaxes(v, -3, -2))  # [..., H, L, D]
-    o = jnp.swapaxes(o, -3, -2)  # [..., L, H, D]
+    y = y.reshape(y.shape[:-1] + (3, h, d))  # [..., L, 3, H, D]
+    q, k, v = (jnp.swapaxes(y[..., i, :, :], -3, -2) for i in range(3))  # [..., H, L, D]
+    o = jnp.swapaxes(policy.scaled_dot_product_attention(q, k, v), -3, -2)  # [..., L, H, D]
     out_k, out_b = params["out"]["kernel"], params["out"]["bias"]
     y = policy.dot_general(o, out_k, (((o.ndim - 2, o.ndim - 1), (0, 1)), ((), ())))
     return (y + out_b.astype(low).astype(f32)).astype(low)
