@@ -56,13 +56,17 @@ def _torch_setup(clip=None, **cfg):
 
 
 def _jax_loop(tx, params, state, grads_seq):
-    def body(carry, g):
-        p, st = carry
-        u, st = tx.update(g, st, p)
-        return (optax.apply_updates(p, u), st), (st.scale, st.growth_tracker, st.found_inf)
-
-    stacked = {k: jnp.asarray(np.stack([g[k] for g in grads_seq])) for k in ("w", "b")}
-    return jax.jit(lambda c, g: jax.lax.scan(body, c, g))((params, state), stacked)
+    """The optax twin over torch's scaled gradients: one jitted update per step; returns the final
+    (params, state) and the per-step (scale, growth tracker, found_inf)."""
+    update = jax.jit(tx.update)
+    scales, trackers, found = [], [], []
+    for g in grads_seq:
+        u, state = update({k: jnp.asarray(v) for k, v in g.items()}, state, params)
+        params = optax.apply_updates(params, u)
+        scales.append(float(state.scale))
+        trackers.append(int(state.growth_tracker))
+        found.append(float(state.found_inf))
+    return (params, state), (np.array(scales), np.array(trackers), np.array(found))
 
 
 def test_grad_scaler_twin_forced_overflow():
@@ -515,7 +519,7 @@ OP_CASES = {
 }
 
 
-SAMPLED_OPS = ("linear", "multi_head_attention")  # the default run; -m exhaustive: every op x dtype
+SAMPLED_OPS = ("linear",)  # the default run; -m exhaustive: every op x dtype
 _OP_PARAMS = [pytest.param(op, low, id=f"{op}-{str(low)[6:]}",
                            marks=() if (op in SAMPLED_OPS and low == torch.bfloat16) else pytest.mark.exhaustive)
               for op in OP_CASES for low in (torch.bfloat16, torch.float16)]
