@@ -578,3 +578,21 @@ def test_docs_autocast_table_is_generated_from_the_source():
         text = f.read()
     block = text.split(table.BEGIN, 1)[1].split(table.END, 1)[0].strip()
     assert block == table.markdown_table(), "docs/amp.md is stale: run python -m _jaxinit.autocast_table"
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_lenet_bn_precision_report(precision):
+    """examples/lenet_bn.py --precision: both frameworks under autocast, torch in float32 for the gap;
+    fp16: the same scale sequence in both (figures in docs/examples.md)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+    import lenet_bn
+
+    r = lenet_bn.run("both", epochs=1, batch_size=64, steps=6, progress=False, verbose=False, precision=precision)
+    s = r["summary"]
+    assert s["max_dloss_low_precision"] >= 0 and s["torch_low_vs_float32_gap"] > 0
+    if precision == "fp16":
+        assert s["same_scale_sequence"] and s["skipped_jax"] == s["skipped_torch"]
