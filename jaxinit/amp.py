@@ -11,6 +11,7 @@ Mirror: :mod:`torchinit.amp` (same names; there the autocast and the scaler are 
 ``torch.autocast`` and ``torch.amp.GradScaler``). ``JAX_ONLY`` lists the names that exist only
 here (optax building blocks and states, the Linen rule registry).
 """
+from _jaxinit.autocast_table import budget as autocast_budget
 from _jaxinit.autocast_table import policy as autocast_policy
 from jaxinit._src.amp import Autocast as Autocast
 from jaxinit._src.amp import active as active
@@ -47,6 +48,7 @@ __all__ = [
     "PrecisionContract",
     "active",
     "autocast",
+    "autocast_budget",
     "autocast_policy",
     "grad_scaler",
     "grad_scaler_state_dict",

@@ -3,6 +3,7 @@
 The autocast and the scaler are torch's own (``torch.autocast``, ``torch.amp.GradScaler``); these
 functions build them with jaxinit's checks and convert their state and precision settings.
 """
+from _jaxinit.autocast_table import budget as autocast_budget
 from _jaxinit.autocast_table import policy as autocast_policy
 from torchinit._src.amp import Autocast as Autocast
 from torchinit._src.amp import PrecisionContract as PrecisionContract
@@ -18,6 +19,7 @@ __all__ = [
     "Autocast",
     "PrecisionContract",
     "autocast",
+    "autocast_budget",
     "autocast_policy",
     "grad_scaler",
     "grad_scaler_state_dict",
