@@ -82,6 +82,9 @@ class Autocast:
 
     Differs from ``flax.linen.Dense(dtype=jnp.bfloat16, param_dtype=jnp.float32)``: one rounding per
     op instead of two, float32 where torch forces it, and no change to the module definitions.
+
+    Enter the ``with`` block INSIDE the function given to ``jax.jit`` (the policy acts while JAX
+    traces; a ``jit`` cache entry traced outside the block is reused as it is).
     """
     device_type: str = "cpu"
     dtype: Any = None
