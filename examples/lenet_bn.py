@@ -48,9 +48,11 @@ import torch.nn.functional as F
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxinit
+import jaxinit.amp
 import jaxinit.linen as tl
 import jaxinit.optim
 import torchinit
+import torchinit.amp
 import torchinit.optim
 
 VARIANTS = ("bn_all", "bn_conv", "dropout")
@@ -150,6 +152,9 @@ class FlaxLeNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         xu = jaxinit.xavier_uniform()  # d2l's init_weights; biases keep torch's default U(+-1/sqrt(fan_in))
+        # under --precision bf16/fp16: sigmoid and pooling as torch's kernels, in float32 rounded once
+        sigmoid = jaxinit.amp.active().pointwise(nn.sigmoid)
+        pool = jaxinit.amp.active().pointwise(lambda v: nn.avg_pool(v, (2, 2), strides=(2, 2)))
 
         def norm(name, x):
             if self.variant == "bn_all" or (self.variant == "bn_conv" and name in ("bn1", "bn2")):
@@ -160,12 +165,12 @@ class FlaxLeNet(nn.Module):
             return nn.Dropout(self.dropout, deterministic=not train)(x) if self.variant == "dropout" else x
 
         x = tl.Conv(6, (5, 5), padding="VALID", kernel_init=xu, name="conv1")(x)
-        x = nn.avg_pool(nn.sigmoid(norm("bn1", x)), (2, 2), strides=(2, 2))
+        x = pool(sigmoid(norm("bn1", x)))
         x = tl.Conv(16, (5, 5), padding="VALID", kernel_init=xu, name="conv2")(x)
-        x = nn.avg_pool(nn.sigmoid(norm("bn2", x)), (2, 2), strides=(2, 2))
+        x = pool(sigmoid(norm("bn2", x)))
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch's (C, H, W) flatten order
-        x = drop(nn.sigmoid(norm("bn3", tl.Dense(120, kernel_init=xu, name="fc1")(x))))
-        x = drop(nn.sigmoid(norm("bn4", tl.Dense(84, kernel_init=xu, name="fc2")(x))))
+        x = drop(sigmoid(norm("bn3", tl.Dense(120, kernel_init=xu, name="fc1")(x))))
+        x = drop(sigmoid(norm("bn4", tl.Dense(84, kernel_init=xu, name="fc2")(x))))
         return tl.Dense(10, kernel_init=xu, name="fc3")(x)
 
 
@@ -224,35 +229,60 @@ def _init_state(model: FlaxLeNet, tx, image_shape: tuple, seed) -> dict:
             "seed": jnp.asarray(seed, jnp.int32)}
 
 
+# ---------------------------------------------------------------- mixed precision (--precision)
+
+PRECISIONS = {"float32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+
+def autocast_device() -> str:
+    """The torch autocast whose op lists both frameworks follow: the device torch trains on."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def jax_precision(precision: str):
+    """(``jaxinit.amp.Autocast`` of torch's autocast for ``precision``, loss scaling on/off): fp16 scales."""
+    dtype = PRECISIONS[precision]
+    return jaxinit.amp.Autocast(autocast_device(), dtype, enabled=dtype is not None), precision == "fp16"
+
+
 @functools.lru_cache(maxsize=8)
-def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple):
+def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple,
+                  precision: str = "float32"):
     """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting."""
     devices = jax.devices()
     n_dev = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
     mesh = Mesh(np.array(devices[:n_dev]), ("batch",))
     data, replicated = NamedSharding(mesh, PartitionSpec(None, "batch")), NamedSharding(mesh, PartitionSpec())
     tx = jaxinit.optim.sgd(lr, momentum=momentum)  # torch.optim.SGD's update rule
+    policy, scaled = jax_precision(precision)
+    if scaled:  # torch.amp.GradScaler's dynamic loss scaling, as an optax transformation
+        tx = jaxinit.amp.grad_scaler(tx)
 
     def step(state, batch):
         x, y = batch
         rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(state["seed"]), 1), state["step"])  # dropout
 
         def loss_fn(params):
-            logits, upd = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x, train=True,
-                                      mutable=["batch_stats"], rngs={"dropout": rng})
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, upd)
+            with policy:
+                logits, upd = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x, train=True,
+                                          mutable=["batch_stats"], rngs={"dropout": rng})
+            (logits,) = policy.cast("cross_entropy_loss", logits)  # torch's autocast: losses in float32
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return (jaxinit.amp.scale_loss(loss, state["opt_state"]) if scaled else loss), (loss, logits, upd)
 
-        (loss, (logits, upd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (_, (loss, logits, upd)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates), "batch_stats": upd.get("batch_stats", {}),
                "opt_state": opt_state, "step": state["step"] + 1, "seed": state["seed"]}
-        return new, (loss, jnp.sum(jnp.argmax(logits, -1) == y))
+        scale = opt_state.scale if scaled else jnp.ones((), jnp.float32)  # the scale after this step's update
+        return new, (loss, jnp.sum(jnp.argmax(logits, -1) == y), scale)
 
     def train_chunk(state, xs, ys):
         return jax.lax.scan(step, state, (xs, ys))
 
     def logits(state, x):
-        return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
+        with policy:
+            return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
 
     abstract = jax.eval_shape(functools.partial(_init_state, model, tx, image_shape), 0)
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
@@ -266,10 +296,11 @@ class JaxTrainer:
     """The Flax state and the compiled, sharded group of ``chunk`` training steps (one ``lax.scan``)."""
 
     def __init__(self, model: FlaxLeNet, lr: float, seed: int, batch_size: int, chunk: int, image_shape,
-                 momentum: float = 0.0):
+                 momentum: float = 0.0, precision: str = "float32"):
         t0 = time.perf_counter()
         self.mesh, self.tx, self.train_chunk, self.logits = _jax_programs(
-            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape))
+            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape), precision)
+        self.scales: list[float] = []  # the loss scale after each step (fp16; 1.0 otherwise)
         self.compile_seconds = time.perf_counter() - t0  # ~0 when an identical run compiled it already
         self.data_sharding = NamedSharding(self.mesh, PartitionSpec(None, "batch"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
@@ -281,8 +312,9 @@ class JaxTrainer:
         t0 = time.perf_counter()
         for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="chunk"):
             xs, ys = jax.device_put(x[g], self.data_sharding), jax.device_put(y[g], self.data_sharding)
-            self.state, (loss, corr) = self.train_chunk(self.state, xs, ys)
+            self.state, (loss, corr, scale) = self.train_chunk(self.state, xs, ys)
             losses.append(np.asarray(loss))
+            self.scales.extend(np.asarray(scale).tolist())
             correct += int(np.asarray(corr).sum())
         return np.concatenate(losses).astype(np.float64), correct, time.perf_counter() - t0
 
@@ -309,8 +341,11 @@ class JaxTrainer:
 # ---------------------------------------------------------------- PyTorch training
 
 class TorchTrainer:
-    def __init__(self, model: TorchLeNet, lr: float, init_from: dict | None = None, momentum: float = 0.0):
+    def __init__(self, model: TorchLeNet, lr: float, init_from: dict | None = None, momentum: float = 0.0,
+                 precision: str = "float32"):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = PRECISIONS[precision]
+        self.autocast = torchinit.amp.autocast(self.device.type, dtype, enabled=dtype is not None)
         if init_from is None:  # torch-only run: d2l's init_weights with torch's RNG
             for m in model.modules():
                 if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
@@ -320,6 +355,8 @@ class TorchTrainer:
         self.model = model.to(self.device)
         # torchinit.optim.sgd: the mirror of jaxinit.optim.sgd; plain settings give torch.optim.SGD(foreach=True)
         self.opt = torchinit.optim.sgd(self.model.parameters(), lr, momentum=momentum)
+        self.scaler = torchinit.amp.grad_scaler(self.opt, enabled=precision == "fp16")
+        self.scales: list[float] = []  # the loss scale after each step (fp16; 1.0 otherwise)
         self._data_key, self._data = None, None
 
     def _on_device(self, x: np.ndarray, y: np.ndarray):
@@ -338,10 +375,14 @@ class TorchTrainer:
         for i in progress(range(len(idx)), bar, desc="torch", unit="step"):
             xb, yb = X[index[i]], Y[index[i]]
             self.opt.zero_grad(set_to_none=True)
-            logits = self.model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss.backward()
-            self.opt.step()
+            with self.autocast:
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits, yb)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            if self.scaler.is_enabled():
+                self.scales.append(self.scaler.get_scale())
             losses.append(loss.detach())
             correct += (logits.argmax(1) == yb).sum()
         losses_np = torch.stack(losses).double().cpu().numpy()
@@ -353,7 +394,8 @@ class TorchTrainer:
         with torch.no_grad():
             for i in range(0, len(x), chunk):
                 xb = torch.from_numpy(np.ascontiguousarray(x[i:i + chunk].transpose(0, 3, 1, 2))).to(self.device)
-                correct += int((self.model(xb).argmax(1).cpu().numpy() == y[i:i + chunk]).sum())
+                with self.autocast:
+                    correct += int((self.model(xb).argmax(1).cpu().numpy() == y[i:i + chunk]).sum())
         return correct / len(x)
 
 
@@ -453,11 +495,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         data_dir: str | None = None, steps: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, out: str | None = None, seed: int = 0, variant: str = "bn_all",
         dropout: float = 0.5, momentum: float = 0.0, progress: bool = True, verbose: bool = True,
-        dataset: Dataset | None = None) -> dict:
+        dataset: Dataset | None = None, precision: str = "float32") -> dict:
     """Train and return ``{"history": {fw: {"step_loss": [...], "epochs": [rows]}}, "summary": {...},
     "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch."""
     if framework not in ("jax", "torch", "both"):
         raise ValueError(f"framework={framework!r}: use 'jax', 'torch' or 'both'")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)}")
     if framework == "both" and variant == "dropout":
         raise ValueError("variant='dropout' with framework='both': the two frameworks draw different dropout "
                          "masks, so the runs cannot be compared step by step; pick 'jax' or 'torch'")
@@ -468,18 +512,25 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     fws = ("jax", "torch") if framework == "both" else (framework,)
     config = {"framework": framework, "batch_size": batch_size, "lr": lr, "dataset": data.name, "steps": steps,
               "seed": seed, "variant": variant, "dropout": dropout, "momentum": momentum}
+    if precision != "float32":  # (a float32 run's checkpoints keep their config)
+        config["precision"] = precision
 
     jax_tr = torch_tr = None
     if "jax" in fws:
         jax_tr = JaxTrainer(jax_model(variant, dropout), lr, seed, batch_size, chunk, data.x_train.shape[1:],
-                            momentum)
+                            momentum, precision)
         say(f"jax {jax.__version__}: {jax_tr.n_devices} {jax.devices()[0].platform} device(s), batch sharded over "
             f"them; compiled {chunk} steps per call in {jax_tr.compile_seconds:.1f} s")
     if "torch" in fws:
         init = jax_tr.variables() if jax_tr is not None else None  # identical starting weights
         torch.manual_seed(seed)  # torch-only weights (default biases, Xavier kernels) and dropout masks
-        torch_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum)
+        torch_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum,
+                                precision=precision)
         say(f"torch {torch.__version__} on {torch_tr.device}" + ("; weights copied from the Flax init" if init else ""))
+    ref_tr = None  # --precision bf16/fp16 --framework both: torch in float32 too, for the precision gap
+    if framework == "both" and precision != "float32":
+        ref_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum)
+        say(f"autocast {precision} ({autocast_device()} op lists) in both; torch also in float32 for the gap")
     say(f"{data.name}: {len(data.x_train)} train / {len(data.x_test)} test images; {n_steps} steps of {batch_size} "
         f"per epoch, lr {lr}, {epochs} epochs, LeNet variant {variant}")
 
@@ -524,11 +575,17 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
                                           "train_acc": correct / idx.size, "test_acc": test_acc,
                                           "ex_per_s": idx.size / secs, "seconds": secs})
             history[fw]["step_loss"].extend(losses.tolist())
+        if ref_tr is not None:
+            history.setdefault("reference", {"step_loss": []})["step_loss"].extend(
+                ref_tr.train_epoch(data.x_train, data.y_train, idx, progress)[0].tolist())
         say(row_of(epoch - 1))
         if checkpoint_dir:
             save(checkpoint_dir, epoch, rng, history, config, jax_tr, torch_tr)
 
+    reference = history.pop("reference", None)
     summary = summarize(history, verbose=verbose)
+    if reference is not None:
+        summary.update(precision_report(history, reference["step_loss"], jax_tr, torch_tr, verbose))
     if out:
         plot(history, out, title=f"LeNet + BatchNorm ({variant}), {data.name}")
         say(f"plot: {out}")
@@ -560,6 +617,28 @@ def summarize(history: dict, verbose: bool = True) -> dict:
         else:
             print(f"The runs do not diverge: every per-step loss difference is below {DIVERGENCE:g} "
                   "(float32 rounding between XLA and torch kernels).")
+    return s
+
+
+def precision_report(history: dict, reference: list, jax_tr, torch_tr, verbose: bool = True) -> dict:
+    """--precision bf16/fp16: the frameworks' largest per-step loss difference next to torch's own
+    low-precision-vs-float32 gap in the same run; fp16: skipped steps and scale sequences."""
+    low = np.asarray(history["torch"]["step_loss"])
+    gap = float(np.abs(low - np.asarray(reference)).max())
+    diff = float(np.abs(np.asarray(history["jax"]["step_loss"]) - low).max())
+    s = {"max_dloss_low_precision": diff, "torch_low_vs_float32_gap": gap}
+    if torch_tr.scaler.is_enabled():
+        js, ts = np.asarray(jax_tr.scales), np.asarray(torch_tr.scales)
+        skipped = {fw: [i + 1 for i in range(len(sc)) if sc[i] < (sc[i - 1] if i else 2.0 ** 16)]
+                   for fw, sc in (("jax", js), ("torch", ts))}
+        s.update({"scales_jax": js.tolist(), "scales_torch": ts.tolist(), "skipped_jax": skipped["jax"],
+                  "skipped_torch": skipped["torch"], "same_scale_sequence": bool(np.array_equal(js, ts))})
+    if verbose:
+        print(f"mixed precision: largest per-step loss difference jax vs torch {diff:.2e}; torch's own "
+              f"low-precision-vs-float32 gap {gap:.2e} ({gap / max(diff, 1e-30):.1f}x the difference)")
+        if "scales_jax" in s:
+            print(f"fp16 loss scaling: skipped steps jax {s['skipped_jax']}, torch {s['skipped_torch']}; "
+                  f"same scale sequence: {s['same_scale_sequence']} (last scale jax {js[-1]:g}, torch {ts[-1]:g})")
     return s
 
 
@@ -628,12 +707,14 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
 def main(argv=None) -> int:
     p = parser()
     p.add_argument("--variant", choices=VARIANTS, default="bn_all")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="float32",
+                   help="torch.autocast / jaxinit.amp.Autocast in bf16 or fp16 (fp16 with loss scaling)")
     p.add_argument("--out", default="lenet_bn.png", help="PNG of the curves ('' for none)")
     a = p.parse_args(argv)
     if a.framework == "both":
         parity_precision()
     run(a.framework, a.epochs, a.batch_size, a.lr, a.data_dir, a.steps, a.checkpoint_dir, a.resume, a.out or None,
-        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress)
+        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress, precision=a.precision)
     return 0
 
 
