@@ -188,10 +188,17 @@ def _add_suggestion(problems: Problems, groups, containers, flax_spec, mapping, 
 # --------------------------------------------------------------------------- the two directions
 def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, template: Mapping | None,
                   mapping, containers=None, batchnorm="torch", merge_rnn_biases=False, transpose_kernel=False,
-                  dtype=None, who="from_torch_state_dict") -> dict:
-    """torch arrays (flat, torch names) -> {(collection, path): array}, strictly."""
+                  dtype=None, who="from_torch_state_dict", gradients=False, tied=None) -> dict:
+    """torch arrays (flat, torch names) -> {(collection, path): array}, strictly.
+
+    ``gradients``: the arrays are torch's parameter gradients (see ``Options.gradients``).
+    ``tied``: ``{torch key: torch key whose tensor it shares}`` (tied weights), added to the
+    ties found from the arrays' memory (:func:`tied_keys`). A layer made only of tied keys
+    whose Flax leaves the template does not hold is not converted: its tensor is its
+    partner's, which is (one Flax leaf, several torch keys)."""
     check_options(who, batchnorm)
     problems = Problems(who)
+    ties = {**tied_keys(arrays), **dict(tied or {})}
     index = flax_index(template)
     paths = resolve_paths(groups, index, mapping, containers)
     produced: dict = {}
@@ -203,6 +210,10 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
         fpath = paths[g.id]
         g = refine_kind(g, fpath, index)
         if g.kind == "unknown":
+            continue
+        own = [full for full in g.keys.values() if full in arrays]
+        if own and ties and all(full in ties for full in own) and index is not None and fpath not in index:
+            used.update(own)  # tied to a converted layer: the Flax model holds that one leaf
             continue
         spec = REGISTRY[g.kind]
         accept = spec.consumed()
@@ -221,7 +232,8 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                              f"(a {g.kind} layer needs it)")
             continue
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if template is None or index is None else _template_probe(template, index, fpath))
+                       None if template is None or index is None else _template_probe(template, index, fpath),
+                       gradients)
         try:
             conv = spec.to_flax(g, t, problems, opts)
         except (ValueError, IndexError) as err:  # np.split / reshape of a wrongly shaped source array
@@ -236,7 +248,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
             if g.kind == "batchnorm" and coll == "batch_stats" and rel[-1:] in (("mean",), ("var",)):
                 bn_stats[key] = fpath
     for full in arrays:
-        if full not in used:
+        if full not in used and not (full in ties and template is not None):
             problems.add("unexpected keys (in the source, no converter)", _unread_key_message(full, group_of.get(full)))
     if template is not None:
         x64 = flax_x64_stats({k: (p, template[k].dtype, produced[k].dtype) for k, p in bn_stats.items()
@@ -247,6 +259,25 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     _add_suggestion(problems, groups, containers, template, mapping, {k: np.shape(v) for k, v in arrays.items()})
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
+
+
+def tied_keys(arrays: Mapping[str, np.ndarray]) -> dict:
+    """``{key: first key}`` for arrays that are views of one memory block with the same shape,
+    strides and dtype: torch's tied weights (one ``nn.Parameter`` under several state-dict
+    keys, e.g. Hugging Face's ``lm_head.weight`` and ``shared.weight``) read through
+    ``Tensor.numpy()``, which shares the tensor's memory. Copies (bfloat16, GPU tensors,
+    checkpoints, which store a tied tensor once) are not ties."""
+    first: dict = {}
+    out = {}
+    for k, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.size == 0:
+            continue
+        ident = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+        if ident in first:
+            out[k] = first[ident]
+        else:
+            first[ident] = k
+    return out
 
 
 def _layer_params(flat: Mapping, layers: set) -> dict:

@@ -28,6 +28,7 @@ class Options(NamedTuple):
     torch_expects: Any = None  # set of torch leaves the torch template holds (None: no template)
     fpath: tuple = ()  # the Flax path of the layer being converted (for messages)
     has: Callable | None = None  # has(relpath[, shape_dim]) probe of the Flax template (None: no template)
+    gradients: bool = False  # the arrays are gradients (twin_check): a merged RNN bias takes ONE of torch's two
 
 
 class LayerKind:
@@ -125,10 +126,16 @@ def _affine_to_torch(f: dict) -> dict:
     return out
 
 
-def _merge_bias(a, b, name_a: str, name_b: str, merge: bool, problems):
-    """Flax keeps one bias where torch has two: exact when one is zero, else a sum (asked for)."""
+def _merge_bias(a, b, name_a: str, name_b: str, merge: bool, problems, gradients: bool = False):
+    """Flax keeps one bias where torch has two: exact when one is zero, else a sum (asked for).
+
+    Gradients (``gradients=True``): torch's ``bias_ih`` and ``bias_hh`` of one gate enter the
+    same pre-activation, so each has the gradient of Flax's single bias; it is ``bias_ih``'s
+    (their sum would be twice the value)."""
     if a is None and b is None:
         return None
+    if gradients:
+        return a if a is not None else b
     if b is None or not np.any(b):
         return a if a is not None else np.zeros(b.shape, b.dtype)
     if a is None or not np.any(a):
@@ -393,7 +400,8 @@ class LSTM(_RNNKind):
             out[(P, (names_i[j], "kernel"))] = wi[j].T
             out[(P, (names_h[j], "kernel"))] = wh[j].T
             b = _merge_bias(bi[j], bh[j], _name(g, "bias_ih") + f"[gate {'ifgo'[j]}]",
-                            _name(g, "bias_hh") + f"[gate {'ifgo'[j]}]", opts.merge_rnn_biases, problems)
+                            _name(g, "bias_hh") + f"[gate {'ifgo'[j]}]", opts.merge_rnn_biases, problems,
+                            opts.gradients)
             out[(P, (names_h[j], "bias"))] = b if b is not None else np.zeros(wh[j].shape[0], wh[j].dtype)
         return out
 
@@ -432,9 +440,9 @@ class GRU(_RNNKind):
         bi = np.split(t["bias_ih"], 3) if "bias_ih" in t else [zero] * 3
         bh = np.split(t["bias_hh"], 3) if "bias_hh" in t else [zero] * 3
         br, bz = (_merge_bias(bi[j], bh[j], _name(g, "bias_ih") + f"[gate {gate}]", _name(g, "bias_hh") + f"[gate {gate}]",
-                              opts.merge_rnn_biases, problems) for j, gate in ((0, "r"), (1, "z")))
+                              opts.merge_rnn_biases, problems, opts.gradients) for j, gate in ((0, "r"), (1, "z")))
         if opts.has is not None and opts.has(("dense_i",)):
-            if np.any(bh[2]):
+            if np.any(bh[2]) and not opts.gradients:  # (a gradient of b_hn is not a value of it)
                 problems.add("values Flax cannot hold exactly",
                              f"{_name(g, 'bias_hh')}[gate n] (b_hn) is nonzero, but flax.nnx.GRUCell has no bias "
                              "inside r * (W_hn h): use flax.linen.GRUCell (it has hn/bias), or a torch GRU "

@@ -108,7 +108,24 @@ def is_hf_flax(model) -> bool:
 
 
 def hf_call(model, variables, *inputs, train):
-    return model(*inputs, params=variables["params"], train=train)
+    """``model(*inputs, params=..., train=...)`` -> ``(output, updated collections)``. Models with
+    running statistics (ResNet, RegNet) take the whole variables and return ``(output,
+    {'batch_stats': ...})`` in train mode (``mutable=['batch_stats']`` inside)."""
+    if set(variables) - {"params"}:
+        out = model(*inputs, params=variables, train=train)
+        return out if train else (out, {})
+    return model(*inputs, params=variables["params"], train=train), {}
+
+
+hf_call.returns_updates = True  # type: ignore[attr-defined]
+
+
+def call_flax(flax_call, model, variables, xs, train):
+    """``(output, updates)`` of a ``flax_call`` hook: the hooks marked ``returns_updates``
+    (``hf_call``) return both, a user's hook the output only (updates ``{}``)."""
+    if getattr(flax_call, "returns_updates", False):
+        return flax_call(model, variables, *xs, train=train)
+    return flax_call(model, variables, *xs, train=train), {}
 
 
 def float_leaf(x) -> bool:

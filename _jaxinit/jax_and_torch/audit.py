@@ -199,7 +199,9 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
     kw = C.train_kwargs(model, train_kwarg, False)
     with nn.intercept_methods(icpt):
         if flax_call is not None:
-            jax.eval_shape(lambda *x: flax_call(model, variables, *x, train=False), *xf)
+            # the variables are an argument (not closed over): a template of ShapeDtypeStructs
+            # (jax.eval_shape output) is then traced like arrays
+            jax.eval_shape(lambda v, *x: C.call_flax(flax_call, model, v, x, False)[0], variables, *xf)
             fvars = variables
         elif variables is not None:
             jax.eval_shape(lambda v, *x: model.apply(v, *x, **kw), variables, *xf)

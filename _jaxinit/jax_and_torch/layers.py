@@ -161,10 +161,15 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
         fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
                                       flax_call, channels_last)
-    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls])
+    alternates: dict = {}
+    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
     for path, outs, grads in fcalls:
-        fby.setdefault("/".join(path), (outs, grads))
+        if outs or "/".join(path) not in fby:
+            fby["/".join(path)] = (outs, grads)
+    for tpath, alt in alternates.items():  # a cell run inside nn.RNN's scan: compare the RNN module
+        if pairs.get(tpath) in fby and not fby[pairs[tpath]][0] and alt in fby:
+            pairs[tpath] = alt
     dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     rtol = C.budget_rtol(dtype)
@@ -289,15 +294,19 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         calls: list[tuple[tuple, Any]] = []
 
         def record(path, out):
-            if perts is not None and isinstance(out, jax.Array) and len(calls) < len(perts) \
-                    and perts[len(calls)] is not None:
+            if perts is None:  # the plain pass: a call inside a transform (the cell of nn.RNN runs in a
+                # scan) gives tracers, not values: it is recorded without an output
+                traced = any(isinstance(v, jax.core.Tracer) for _, v in C.tree_leaves(out))
+                calls.append((path, None if traced else out))
+                return out
+            if isinstance(out, jax.Array) and len(calls) < len(perts) and perts[len(calls)] is not None:
                 out = out + perts[len(calls)]
             calls.append((path, out))
             return out
 
         if is_nnx:
             with _nnx_intercept(model, record):
-                y = flax_call(model, None, *xf, train=train) if flax_call else model(*xf)
+                y = C.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
             upd: dict = {}
         else:
             import flax.linen as nn
@@ -312,7 +321,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             with nn.intercept_methods(icpt):
                 kw = C.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = flax_call(model, full, *xf, train=train), {}
+                    y, upd = C.call_flax(flax_call, model, full, xf, train)
                 elif train and "batch_stats" in full:
                     y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
                 else:
@@ -323,7 +332,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         return loss, (calls, upd)
 
     _, (calls, upd) = run(None)
-    grads = [None] * len(calls)
+    grads: Any = [None] * len(calls)
     if gradients:
         zeros = [jnp.zeros_like(o) if isinstance(o, jax.Array) and jnp.issubdtype(o.dtype, jnp.floating) else None
                  for _, o in calls]
@@ -333,7 +342,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         grads = jax.grad(lambda p: run(p)[0])(zeros)
     out = []
     for (path, o), g in zip(calls, grads):
-        outs = {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
+        outs = {} if o is None else {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
@@ -387,13 +396,19 @@ class _nnx_intercept:
 
 
 # --------------------------------------------------------------------------- pairing
-def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
+def _pair(tm, groups, containers, fvars, mapping, fpaths, alternates: dict | None = None) -> dict:
     """torch module path -> Flax path string, by the converter's rule (groups), the
     deepest Flax module holding all of a container's layers, or the rule for
-    parameterless modules."""
+    parameterless modules. ``alternates`` receives, for recurrent layers, the Flax module
+    the rule for parameterless modules names (``nn.RNN`` holding a cell defined outside it)."""
     index = _naming.flax_index(fvars) | {p for p in fpaths}
     gids = {g.id for g in groups}
     extra = tuple(n for n, m in tm.named_modules() if n and n not in gids and next(m.children(), None) is None)
+    rnn = tuple(g.id for g in groups if g.kind in ("lstm", "gru") and g.id)
+    alt_groups = [g._replace(kind="unknown") for g in groups]  # no class-based auto names for the RNN module
+    alt = _naming.resolve_prefixes(alt_groups, index, mapping, containers, rnn) if rnn else {}
+    if alternates is not None:
+        alternates.update({gid: "/".join(alt[gid]) for gid in rnn if alt.get(gid) in index})
     every = _naming.resolve_prefixes(groups, index, mapping, containers, extra)
     pairs = {}
     by_group = {}
@@ -445,6 +460,9 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
     row = {"torch": tpath, "flax": fpath, "shape": (), "diff": 0.0, "scale": 0.0, "rel": 0.0,
            "budget": 0.0, "ok": None}
     common = [k for k in touts if k in fouts]
+    if not common and list(fouts) == ["output"] and "0" in touts:
+        # torch's recurrent layers return (sequence, state), Flax's nn.RNN the sequence
+        touts, fouts, common = {"0": touts["0"]}, {"0": fouts["output"]}, ["0"]
     if not common:
         if touts or fouts:
             row["note"] = (f"outputs not comparable: torch fields {sorted(touts)} vs Flax {sorted(fouts)}")
