@@ -93,3 +93,134 @@ def test_flax_call_train_mode_statistics_not_compared_and_said():
     assert r["output"] < 1e-13 and r["grad"] < 1e-13
     r = jaxinit.twin_check(tm, LinenBN(), x, variables=v, modes=("train",))["train"]
     assert r["ok"] and 0 <= r["batch_stats"] < 1e-13 and "batch_stats_note" not in r
+
+
+# --------------------------------------------------------------------------- layouts, parameter-free twins
+class TorchChannelMix(torch.nn.Module):
+    """Channel mixing on NCHW images with Linear + LayerNorm over the channels (no convolution)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm = torch.nn.Linear(3, 4), torch.nn.LayerNorm(4)
+
+    def forward(self, x):
+        return self.norm(self.fc(x.movedim(1, -1))).movedim(-1, 1)
+
+
+class LinenChannelMix(nn.Module):  # NHWC throughout
+    @nn.compact
+    def __call__(self, x):
+        return nn.LayerNorm(epsilon=1e-5, param_dtype=jnp.float64, name="norm")(
+            nn.Dense(4, param_dtype=jnp.float64, name="fc")(x))
+
+
+def test_compare_layers_layout_function_without_convolutions():
+    """layout= is honoured for a channels-last twin without convolutions (was refused, with advice
+    to pass flax_call=); the function gets each torch path, the model output's is ''."""
+    torch.manual_seed(0)
+    tm, fm = TorchChannelMix().double(), LinenChannelMix()
+    x = RNG.standard_normal((2, 3, 4, 5))
+    xf = x.transpose(0, 2, 3, 1)
+    v = jaxinit.from_torch_state_dict(tm, fm.init(jax.random.key(0), xf))
+    with pytest.raises(jaxinit.InitError, match=r"(?s)only for a model with convolutions.*pass layout=lambda"):
+        jaxinit.compare_layers(tm, fm, x, variables=v, flax_inputs=xf)
+    paths = []
+
+    def layout(torch_path, y):
+        paths.append(torch_path)
+        return jnp.moveaxis(y, -1, 1) if torch_path == "" else y  # the inner layers are channels-last in both
+
+    rep = jaxinit.compare_layers(tm, fm, x, variables=v, flax_inputs=xf, layout=layout, gradients=True)
+    assert rep.first_divergence is None and {"fc", "norm", ""} <= {r["torch"] for r in rep.rows}, str(rep)
+    assert all(r["ok"] and r["grad_ok"] for r in rep.rows) and "" in paths and "fc" in paths
+
+
+class LinenReLU(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(x)
+
+
+def test_twin_check_parameter_free_twin():
+    """A twin without parameters (was KeyError: 'params'): outputs compared, no gradients."""
+    x = RNG.standard_normal((4, 3))
+    for variables in ({}, LinenReLU().init(jax.random.key(0), x)):
+        r = torchinit.twin_check(torch.nn.ReLU(), LinenReLU(), x, variables=variables)
+        assert r["eval"]["ok"] and r["train"]["ok"] and r["eval"]["grads"] == {} and r["eval"]["output"] == 0.0
+
+
+# --------------------------------------------------------------------------- ignore= and tied=
+class TorchSinusoid(torch.nn.Module):
+    """A fixed sinusoid table kept as a (persistent) buffer, and an output layer tied to the embedding."""
+
+    def __init__(self, vocab=11, d=6, n=5):
+        super().__init__()
+        pos = np.arange(n)[:, None] / 10000 ** (np.arange(d)[None] / d)
+        self.register_buffer("pos", torch.from_numpy(np.where(np.arange(d) % 2, np.cos(pos), np.sin(pos))))
+        self.emb = torch.nn.Embedding(vocab, d)
+        self.mix = torch.nn.Linear(d, d)
+        self.out = torch.nn.Linear(d, vocab, bias=False)
+        self.out.weight = self.emb.weight  # tied
+
+    def forward(self, ids):
+        return self.out(torch.tanh(self.mix(self.emb(ids) + self.pos[: ids.shape[1]])))
+
+
+class LinenSinusoid(nn.Module):  # computes the table; one embedding used twice (Embed.attend)
+    vocab: int = 11
+    d: int = 6
+
+    @nn.compact
+    def __call__(self, ids):
+        n = ids.shape[1]
+        pos = jnp.arange(n)[:, None] / 10000 ** (jnp.arange(self.d)[None] / self.d)
+        pos = jnp.where(jnp.arange(self.d) % 2, jnp.cos(pos), jnp.sin(pos))
+        emb = nn.Embed(self.vocab, self.d, param_dtype=jnp.float64, name="emb")
+        h = jnp.tanh(nn.Dense(self.d, param_dtype=jnp.float64, name="mix")(emb(ids) + pos))
+        return emb.attend(h)
+
+
+def test_ignore_and_tied_keys():
+    """Keys without a Flax partner: a fixed table (ignore=) and a tied output layer (found from the
+    shared tensor; tied= for explicit ties). Both were a ConversionError; now reported, never silent."""
+    torch.manual_seed(0)
+    tm, fm = TorchSinusoid().double(), LinenSinusoid()
+    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    template = fm.init(jax.random.key(0), ids)
+    with pytest.raises(jaxinit.ConversionError, match=r"unexpected keys.*\n.*pos: not part of a recognised layer"):
+        jaxinit.from_torch_state_dict(tm, template)
+    sd = {k: v for k, v in tm.state_dict().items() if k != "pos"}
+    v = jaxinit.from_torch_state_dict(sd, template)  # out.weight is emb.weight: the one Flax leaf holds it
+    with pytest.raises(jaxinit.ConversionError, match=r"(?s)pos: not part of a recognised layer.*pass ignore="):
+        jaxinit.twin_check(tm, fm, ids, variables=v)
+    report = jaxinit.twin_check(tm, fm, ids, variables=v, ignore=["pos"])
+    for mode in ("eval", "train"):
+        r = report[mode]
+        assert r["ok"] and r["output"] < 1e-13 and r["grad"] < 1e-13, r
+        assert r["ignored"] == {"torch": ["pos"], "flax": []} and r["tied"] == {"out.weight": "emb.weight"}
+        # the embedding's gradient is the sum over its two uses in both frameworks
+        assert r["grads"]["params/emb/embedding"]["scale"] > 0.1
+    with pytest.raises(jaxinit.InitError, match=r"ignore='posx' matches no torch key and no Flax path"):
+        jaxinit.twin_check(tm, fm, ids, variables=v, ignore=["posx"])
+    with pytest.raises(jaxinit.InitError, match=r"'nope' is not a key"):
+        jaxinit.twin_check(tm, fm, ids, variables=v, ignore=["pos"], tied={"nope": "emb.weight"})
+    # regular expressions and Flax paths
+    r = jaxinit.twin_check(tm, fm, ids, variables=v, ignore=[r"p.s"], modes=("eval",))["eval"]
+    assert r["ignored"]["torch"] == ["pos"] and r["ok"]
+
+
+def test_suggest_mapping_eval_shape_template_of_a_hugging_face_model():
+    """The documented template (jax.eval_shape of init_weights) with flax_module= (was: float()
+    argument must be ... not 'ShapeDtypeStruct', from tracing the model with it)."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    cfg = transformers.BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=12, max_position_embeddings=8)
+    fm = transformers.FlaxBertModel(cfg, _do_init=False)
+    ids = np.array([[1, 2, 3]])
+    shapes = jax.eval_shape(lambda key: fm.init_weights(key, ids.shape), jax.random.key(0))
+    torch.manual_seed(0)
+    tm = transformers.BertModel(cfg)
+    for pkg in (jaxinit, torchinit):
+        sug = pkg.suggest_mapping(tm, {"params": shapes}, flax_module=fm, flax_inputs=ids)
+        assert dict(sug) == {} and sug.ambiguous == [] and sug.unmatched_torch == []  # the names already match

@@ -160,7 +160,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
         fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
-                                      flax_call, channels_last)
+                                      flax_call, channels_last, layout)
     alternates: dict = {}
     pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
@@ -259,6 +259,22 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     return tm, rows, out, state
 
 
+def _loss_term(key, c, out, channels_last, layout):
+    """``sum(output * c)`` with ``c`` drawn in torch's layout: a ``layout`` function brings the
+    Flax output to torch's layout first (it is applied to traced arrays, so it must use
+    ``jnp`` or array methods such as ``y.transpose(0, 3, 1, 2)``)."""
+    import jax.numpy as jnp
+
+    if callable(layout):
+        y = layout("", out)
+        if tuple(y.shape) != tuple(c.shape):
+            raise InitError(f"compare_layers: layout('', flax_output) gives shape {tuple(y.shape)} for the model "
+                            f"output {key or '(output)'!r}, torch's is {tuple(c.shape)}: the layout function must bring "
+                            "every Flax output into torch's layout.")
+        return jnp.sum(y * c)
+    return jnp.sum(out * _cot_in_flax_layout(key, c, out, channels_last))
+
+
 def _cot_in_flax_layout(key, c, out, channels_last):
     """The model output's cotangent (drawn in torch's layout) in the Flax output's layout: with
     ``channels_last`` (layout='auto', a convolutional model) a torch output (N, C, ...) of >= 3
@@ -271,12 +287,15 @@ def _cot_in_flax_layout(key, c, out, channels_last):
     if c.shape == out.shape:
         return c
     raise InitError(f"compare_layers: the model output {key or '(output)'!r} has shape {tuple(out.shape)} in Flax and "
-                    f"{tuple(c.shape)} in torch (neither equal nor channels-last vs channels-first): pass "
-                    "flax_call= (a hook whose Flax output has torch's layout).")
+                    f"{tuple(c.shape)} in torch (neither equal nor channels-last vs channels-first"
+                    + (", and layout='auto' assumes channels-last only for a model with convolutions" if
+                       c.ndim >= 3 and jnp.moveaxis(c, 1, -1).shape == out.shape else "")
+                    + "): pass layout=lambda torch_path, y: <y in torch's layout> (e.g. "
+                    "jnp.moveaxis(y, -1, 1) if y.ndim >= 3 else y), applied to every layer and the output.")
 
 
 def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call,
-                  channels_last=False):
+                  channels_last=False, layout="auto"):
     """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
     the Flax variables after the pass ({(collection, path): array})."""
     import jax
@@ -327,7 +346,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
                 else:
                     y, upd = model.apply(full, *xf, **kw), {}
         leaves = dict(C.tree_leaves(y))
-        loss = sum((jnp.sum(leaves[k] * _cot_in_flax_layout(k, c, leaves[k], channels_last)) for k, c in cot.items() if k in leaves),
+        loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
         return loss, (calls, upd)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
-from _jaxinit.convert import torch_to_flax
+from _jaxinit.convert import ConversionError, torch_to_flax
 from _jaxinit.errors import InitError
 from _jaxinit.jax_and_torch import _common as C
 
@@ -337,9 +337,14 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
                 if _arr.fname(k) not in drop_f}
     arrays = {k: v for k, v in t.grads.items() if k not in set(keep.torch_ignored)}
     groups, containers = _naming.groups_from_module(tm, arrays.keys(), run.kinds)
-    return torch_to_flax(arrays, groups, template=template, mapping=run.mapping, containers=containers,
-                         batchnorm=run.batchnorm, transpose_kernel=run.transpose_kernel, dtype="template",
-                         merge_rnn_biases=True, who="twin_check", gradients=True, tied=keep.tied)
+    try:
+        return torch_to_flax(arrays, groups, template=template, mapping=run.mapping, containers=containers,
+                             batchnorm=run.batchnorm, transpose_kernel=run.transpose_kernel, dtype="template",
+                             merge_rnn_biases=True, who="twin_check", gradients=True, tied=keep.tied)
+    except ConversionError as err:
+        raise ConversionError(f"{err}\nKeys with no partner on the other side (a fixed sinusoid table, a buffer the "
+                              "Flax model computes, a leaf filled by hand): pass ignore=[torch key or Flax path, ...]; "
+                              "tied weights (one Flax leaf, several torch keys): tied={torch key: partner key}.") from None
 
 
 def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
