@@ -31,7 +31,7 @@ from _jaxinit.arrays import fname as _fname
 from _jaxinit.errors import InitError
 from _jaxinit.layer_kinds import KINDS, LAYOUTS, REGISTRY, Options  # noqa: F401
 from _jaxinit.naming import (Group, flax_index, groups_from_flax_names, groups_from_module,  # noqa: F401
-                              groups_from_torch_names, refine_kind, resolve_paths, torch_target)
+                              groups_from_torch_names, refine_kind, resolve_paths, resolve_prefixes, torch_target)
 from _jaxinit.naming import join as _join
 
 
@@ -206,6 +206,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     bn_stats: dict = {}  # Flax key of a BatchNorm running statistic -> its Flax layer path
     used: set[str] = set()
     group_of = {full: g for g in groups for full in g.keys.values()}
+    shared = _settle_shared(groups, paths, arrays, template, index)
     for g in groups:
         fpath = paths[g.id]
         g = refine_kind(g, fpath, index)
@@ -233,7 +234,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
             continue
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
                        None if template is None or index is None else _template_probe(template, index, fpath),
-                       gradients)
+                       gradients, shared)
         try:
             conv = spec.to_flax(g, t, problems, opts)
         except (ValueError, IndexError) as err:  # np.split / reshape of a wrongly shaped source array
@@ -247,6 +248,10 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
             origin[key] = g.id
             if g.kind == "batchnorm" and coll == "batch_stats" and rel[-1:] in (("mean",), ("var",)):
                 bn_stats[key] = fpath
+    for full, key in _bare_parameters([k for k in arrays if k not in used], arrays, groups, template, index, mapping,
+                                      containers).items():
+        produced[key], origin[key] = arrays[full], full
+        used.add(full)
     for full in arrays:
         if full not in used and not (full in ties and template is not None):
             problems.add("unexpected keys (in the source, no converter)", _unread_key_message(full, group_of.get(full)))
@@ -259,6 +264,43 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     _add_suggestion(problems, groups, containers, template, mapping, {k: np.shape(v) for k, v in arrays.items()})
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
+
+
+def _settle_shared(groups, paths, arrays, template, index) -> dict:
+    """Facts a kind settles across the layers of one conversion: Hugging Face ``Conv1D``'s Flax
+    layout (kernel = weight.T or weight), from the layers whose template shape tells (not
+    square), for the square ones."""
+    if template is None or index is None:
+        return {}
+    votes = set()
+    kind = REGISTRY["conv1d"]
+    for g in groups:
+        if g.kind != "conv1d" or "weight" not in g.keys or g.keys["weight"] not in arrays:
+            continue
+        probe = _template_probe(template, index, paths[g.id])
+        tr = kind.transposed(g, arrays[g.keys["weight"]], Options(has=probe))  # type: ignore[attr-defined]
+        if tr is not None:
+            votes.add(tr)
+    return {"conv1d": votes.pop()} if len(votes) == 1 else {}
+
+
+def _bare_parameters(unread, arrays, groups, template, index, mapping, containers) -> dict:
+    """``{torch key: Flax key}`` for parameters held directly by a container module (ViT's
+    ``embeddings.cls_token``, CLIP's ``class_embedding``): the key's module path by the naming
+    rule plus the same leaf name, when the template holds it with the same shape."""
+    if template is None or index is None or not unread:
+        return {}
+    prefixes = tuple(dict.fromkeys(k.rpartition(".")[0] for k in unread if k.rpartition(".")[0]))
+    every = resolve_prefixes(groups, index, mapping, containers, prefixes)
+    out = {}
+    for full in unread:
+        prefix, _, leaf = full.rpartition(".")
+        path = every.get(prefix, ()) if prefix else ()
+        key = ("params", tuple(path) + (leaf,))
+        a = arrays[full]
+        if key in template and tuple(template[key].shape) == tuple(a.shape if hasattr(a, "shape") else np.shape(a)):
+            out[full] = key
+    return out
 
 
 def tied_keys(arrays: Mapping[str, np.ndarray]) -> dict:
@@ -336,6 +378,15 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
             produced[g.keys.get(leaf, _join(g.id, leaf))] = arr
             if g.kind == "batchnorm" and leaf in ("running_mean", "running_var"):
                 bn_stats[g.keys.get(leaf, _join(g.id, leaf))] = (fpath, np.asarray(arr))
+    if template is not None:
+        unproduced = [k for k in template if k not in produced]
+        for full, key in _bare_parameters(unproduced, {k: template[k] for k in unproduced}, groups,
+                                          {k: v for k, v in flat.items()}, index, mapping, containers).items():
+            if key in remaining:
+                produced[full] = np.asarray(remaining.pop(key))
+        for dep, src in getattr(template, "tied", {}).items():  # one Flax leaf, several torch keys
+            if dep not in produced and src in produced:
+                produced[dep] = produced[src]
     for key in remaining:
         problems.add("unexpected keys (in the source, no converter)",
                      f"{_fname(key)}: not part of a recognised layer (or not read by its layer kind); "

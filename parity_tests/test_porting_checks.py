@@ -224,3 +224,94 @@ def test_suggest_mapping_eval_shape_template_of_a_hugging_face_model():
     for pkg in (jaxinit, torchinit):
         sug = pkg.suggest_mapping(tm, {"params": shapes}, flax_module=fm, flax_inputs=ids)
         assert dict(sug) == {} and sug.ambiguous == [] and sug.unmatched_torch == []  # the names already match
+
+
+# --------------------------------------------------------------------------- audit traps
+class ScaledEmbedding(torch.nn.Embedding):  # as Bart's BartScaledWordEmbedding: a subclass of a known layer
+    def forward(self, ids):
+        return super().forward(ids) * 2.0
+
+
+class TorchAttention(torch.nn.Module):
+    def __init__(self, d=4):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        return self.o(torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+
+
+class LinenAttention(nn.Module):  # projects value, key, query: in the other order, independently
+    @nn.compact
+    def __call__(self, x):
+        dense = [nn.Dense(4, param_dtype=jnp.float64, name=n) for n in ("v", "k", "q", "o")]
+        v, k, q = (m(x) for m in dense[:3])
+        return dense[3](jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2), -1) @ v)
+
+
+def _trap(case):
+    """(torch model, Flax model, torch input, Flax input, convert kwargs or None, expected
+    (category, torch layer, text) or None for a correct twin)."""
+    C = torch.nn
+    img = RNG.standard_normal((2, 4, 5, 5))
+    flat = RNG.standard_normal((3, 4))
+    nhwc = img.transpose(0, 2, 3, 1)
+    ct = dict(kernel_size=3, stride=2, padding=1, output_padding=1)
+    if case in ("conv_transpose_kernel", "conv_transpose_ok"):  # kernel converted for the other convention
+        lm = nn.Sequential([nn.ConvTranspose(4, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                                             transpose_kernel=True, param_dtype=jnp.float64)])
+        return (C.Sequential(C.ConvTranspose2d(4, 4, **ct)), lm, img, nhwc,  # 4 -> 4: both layouts fit
+                dict(transpose_kernel=case == "conv_transpose_ok"),
+                ("conv_transpose kernel", "0", "transpose_kernel=True") if case == "conv_transpose_kernel" else None)
+    if case == "conv_transpose_same":  # 'SAME' pads the dilated input (2, 1), torch's p=1, op=1 is (1, 2)
+        lm = nn.Sequential([nn.ConvTranspose(3, (3, 3), strides=(2, 2), padding="SAME", param_dtype=jnp.float64)])
+        return C.Sequential(C.ConvTranspose2d(4, 3, **ct)), lm, img, nhwc, {}, ("conv padding", "0", "(1, 2)")
+    if case in ("instancenorm_eps", "instancenorm_ok"):
+        lm = nn.Sequential([nn.InstanceNorm(epsilon=1e-6 if case == "instancenorm_eps" else 1e-5,
+                                            param_dtype=jnp.float64)])
+        return (C.Sequential(C.InstanceNorm2d(4, affine=True)), lm, img, nhwc, {},
+                ("norm eps", "0", "eps: torch 1e-05, Flax 1e-06") if case == "instancenorm_eps" else None)
+    if case in ("layernorm_fast_variance", "layernorm_two_pass"):  # float32: E[x^2] - E[x]^2 cancels
+        lm = nn.Sequential([nn.LayerNorm(epsilon=1e-5, use_fast_variance=case == "layernorm_fast_variance")])
+        x = flat.astype(np.float32) + 300
+        return (C.Sequential(C.LayerNorm(4)).float(), lm, x, x, {},
+                ("norm variance", "0", "use_fast_variance=True") if case == "layernorm_fast_variance" else None)
+    if case in ("rmsnorm_eps", "rmsnorm_ok"):  # torch's eps=None is the dtype's machine epsilon
+        eps = 1e-6 if case == "rmsnorm_eps" else float(np.finfo(np.float64).eps)
+        lm = nn.Sequential([nn.RMSNorm(epsilon=eps, param_dtype=jnp.float64)])
+        return (C.Sequential(C.RMSNorm(4)), lm, flat, flat, {},
+                ("norm eps", "0", "machine epsilon") if case == "rmsnorm_eps" else None)
+    if case == "embedding_subclass":
+        ids = np.array([[1, 2, 1], [3, 1, 1]])
+        return (C.Sequential(ScaledEmbedding(6, 4, padding_idx=1)), nn.Sequential([nn.Embed(6, 4, param_dtype=jnp.float64)]), ids, ids, {},
+                ("embedding padding_idx", "0", "padding_idx=1"))
+    assert case == "independent_projections"
+    return TorchAttention(), LinenAttention(), flat, flat, {}, None
+
+
+@pytest.mark.parametrize("case", ["conv_transpose_kernel", "conv_transpose_ok", "conv_transpose_same",
+                                  "instancenorm_eps", "instancenorm_ok", "layernorm_fast_variance",
+                                  "layernorm_two_pass", "rmsnorm_eps", "rmsnorm_ok", "embedding_subclass",
+                                  "independent_projections"])
+def test_audit_traps_and_controls(case):
+    """Each planted trap is found at its layer (each was missed before: 0 findings); its control
+    (the same twin, fixed) has no finding but the fresh models' initializers."""
+    torch.manual_seed(0)
+    tm, lm, x, xf, conv, want = _trap(case)
+    tm = tm if case.startswith("layernorm") else tm.double()
+    v = jaxinit.from_torch_state_dict(tm, lm.init(jax.random.key(0), xf), **conv)
+    rep = jaxinit.audit(tm, lm, x, variables=v, flax_inputs=xf)
+    found = [f for f in rep.findings if f.category != "initializers"]
+    if want is None:
+        assert found == [], str(rep)
+    else:
+        assert len(found) == 1 and found[0].category == want[0] and found[0].torch == want[1] \
+            and want[2] in found[0].problem + found[0].fix, str(rep)
+    if case in ("conv_transpose_ok", "instancenorm_ok", "rmsnorm_ok", "independent_projections"):
+        r = jaxinit.twin_check(tm, lm, x, variables=v, flax_inputs=xf, modes=("eval",), **conv,
+                               output_transform=(lambda y: jnp.moveaxis(y, -1, 1)) if x.ndim == 4 else None)
+        assert r["eval"]["ok"] and r["eval"]["grad"] < 1e-12, r["eval"]  # the control twins are exact
+    if case == "conv_transpose_kernel":  # what the finding is about: the outputs differ
+        y = lm.apply(v, xf)
+        assert np.abs(np.moveaxis(np.asarray(y), -1, 1) - tm(torch.from_numpy(x)).detach().numpy()).max() > 0.1

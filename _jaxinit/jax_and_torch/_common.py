@@ -143,3 +143,23 @@ def train_kwargs(model, train_kwarg, train: bool) -> dict:
     except (TypeError, ValueError):
         return {train_kwarg: train}
     return {train_kwarg: train} if train_kwarg in params else {}
+
+
+def copy_module(module):
+    """``copy.deepcopy`` of a torch module. The old ``torch.nn.utils.weight_norm`` leaves its
+    computed ``weight`` (not a leaf tensor) on the module after a forward pass, which deepcopy
+    refuses (pytorch#103001); it is recomputed by the hook at every forward, so it is left out
+    of the copy and put back on the original."""
+    import copy
+
+    saved = []
+    for mod in module.modules():
+        for hook in mod._forward_pre_hooks.values():
+            name = getattr(hook, "name", None)
+            if type(hook).__name__ == "WeightNorm" and name in mod.__dict__:
+                saved.append((mod, name, mod.__dict__.pop(name)))
+    try:
+        return copy.deepcopy(module)
+    finally:
+        for mod, name, value in saved:
+            mod.__dict__[name] = value

@@ -9,7 +9,6 @@ flax and torch, imported inside the functions.
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -219,7 +218,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = copy.deepcopy(torch_module)
+    tm = C.copy_module(torch_module)
     tm.train(train)
     calls: list[tuple[str, dict, int | None]] = []
     perts: list[Any] = []

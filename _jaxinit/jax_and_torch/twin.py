@@ -4,7 +4,6 @@ Needs jax, flax and torch, imported inside the functions (see the package docstr
 """
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any, NamedTuple
 
@@ -240,12 +239,13 @@ def _torch_pass(torch_module, xs, train, run: Run):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = copy.deepcopy(torch_module)
+    tm = C.copy_module(torch_module)
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
-    y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
-    y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
+    with _weight_norm_grads(tm, torch) as normalized:
+        y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+        y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
     leaves = dict(C.tree_leaves(y))
     _check_leaves(leaves, torch)
     rng = np.random.default_rng(run.seed)
@@ -266,8 +266,49 @@ def _torch_pass(torch_module, xs, train, run: Run):
             grads[k] = _arr.to_numpy(g) if g is not None else np.zeros(tuple(v.shape), _arr.tensor_spec(v).dtype)
         else:
             grads[k] = _arr.to_numpy(v)  # buffers: the running statistics after the pass
+    for prefix, w in normalized.items():  # the gradient of each weight-normalized layer's weight itself
+        if w.grad is not None:
+            grads[f"{prefix}.weight" if prefix else "weight"] = _arr.to_numpy(w.grad)
     outs = {k: _arr.to_numpy(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in leaves.items()}
     return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm))
+
+
+class _weight_norm_grads:
+    """During the torch pass, keep the normalized ``weight`` of every weight-normalized layer
+    (``torch.nn.utils.parametrizations.weight_norm``: computed once under ``parametrize.cached()``;
+    the old ``weight_norm``: recomputed by its pre-hook) with ``retain_grad()``, so the gradient
+    of a Flax twin's plain kernel can be compared: ``{module prefix: weight tensor}``."""
+
+    def __init__(self, tm, torch):
+        self.tm, self.torch, self.weights, self.handles, self.cache = tm, torch, {}, [], None
+
+    def __enter__(self):
+        from torch.nn.utils import parametrize
+
+        for prefix, mod in self.tm.named_modules():
+            if parametrize.is_parametrized(mod, "weight"):
+                if self.cache is None:
+                    self.cache = parametrize.cached()
+                    self.cache.__enter__()
+                w = mod.weight  # computed now and cached for the forward pass
+                if w.requires_grad:
+                    w.retain_grad()
+                    self.weights[prefix] = w
+            elif any(type(h).__name__ == "WeightNorm" for h in mod._forward_pre_hooks.values()):
+                def keep(module, args, prefix=prefix):
+                    w = getattr(module, "weight", None)
+                    if w is not None and w.requires_grad:
+                        w.retain_grad()
+                        self.weights[prefix] = w
+                self.handles.append(mod.register_forward_pre_hook(keep))
+        return self.weights
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        if self.cache is not None:
+            self.cache.__exit__(*exc)
+        return False
 
 
 def _cotangents(outputs: dict, seed: int) -> dict:
