@@ -315,3 +315,56 @@ def test_audit_traps_and_controls(case):
     if case == "conv_transpose_kernel":  # what the finding is about: the outputs differ
         y = lm.apply(v, xf)
         assert np.abs(np.moveaxis(np.asarray(y), -1, 1) - tm(torch.from_numpy(x)).detach().numpy()).max() > 0.1
+
+
+# --------------------------------------------------------------------------- converter kinds
+class TorchKinds(torch.nn.Module):
+    """One layer of each kind that once needed hand-written leaves."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 4))
+        with pytest.warns(FutureWarning):  # the old API, still in use (deprecated in torch 2.1)
+            self.old = torch.nn.utils.weight_norm(torch.nn.Linear(4, 4))
+        self.act = torch.nn.PReLU()
+        self.norm = torch.nn.RMSNorm(4, eps=1e-6)
+        self.inorm = torch.nn.InstanceNorm1d(4, affine=True)
+        self.cls = torch.nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        y = self.norm(self.act(self.old(self.fc(x)))) + self.cls
+        return self.inorm(y.unsqueeze(0).transpose(1, 2)).transpose(1, 2)[0]
+
+
+class LinenKinds(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        f64 = dict(param_dtype=jnp.float64)
+        y = nn.Dense(4, **f64, name="old")(nn.Dense(4, **f64, name="fc")(x))
+        y = nn.RMSNorm(epsilon=1e-6, **f64, name="norm")(nn.PReLU(**f64, name="act")(y))
+        y = y + self.param("cls", nn.initializers.zeros, (4,), jnp.float64)
+        return nn.InstanceNorm(epsilon=1e-5, use_fast_variance=False, **f64, name="inorm")(y[None])[0]
+
+
+def test_converter_kinds_weight_norm_prelu_rmsnorm_instancenorm_bare_parameter():
+    """Zero hand-written lines: weight-norm parametrizations (new and old API) to a plain kernel
+    (their gradients compared through the normalized weight), PReLU, RMSNorm, InstanceNorm(affine),
+    a bare nn.Parameter by path; and back (g = ||w||, v = w: the same weight)."""
+    torch.manual_seed(0)
+    tm, fm = TorchKinds().double(), LinenKinds()
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-trivial norm / PReLU weights
+    x = RNG.standard_normal((5, 3))
+    v = jaxinit.from_torch_state_dict(tm, fm.init(jax.random.key(0), x))
+    report = jaxinit.twin_check(tm, fm, x, variables=v)
+    for r in report.values():
+        assert r["ok"] and r["output"] < 1e-13 and r["grad"] < 1e-13, r
+        assert {"params/fc/kernel", "params/old/kernel", "params/act/negative_slope", "params/norm/scale",
+                "params/inorm/scale", "params/cls"} <= set(r["grads"])
+    back = torchinit.to_torch_state_dict(jax.tree_util.tree_map(np.asarray, v), tm)
+    tm2 = TorchKinds().double()
+    tm2.load_state_dict(back)
+    with torch.no_grad():
+        assert torch.allclose(tm2(torch.from_numpy(x)), tm(torch.from_numpy(x)), rtol=0, atol=1e-14)
+    assert jaxinit.audit(tm, fm, x, variables=v).categories() <= {"initializers"}
