@@ -6,8 +6,9 @@
   :mod:`_jaxinit.layer_kinds`.
 - The naming rule: torch ``a.b.0`` <-> Flax ``a/b/<x>`` where, when a template is
   given, ``<x>`` is the first of ``0``, ``layers_0`` (Linen ``Sequential``),
-  ``layers/0`` (NNX ``Sequential``), ``<FlaxClass>_<k>`` (Linen auto names: the k-th
-  sibling of that class) present in the template; ``mapping`` overrides any prefix.
+  ``layers/0`` (NNX ``Sequential``), ``<parent>_0`` (a list named after its parent, as
+  Hugging Face's Flax ResNet's ``layer/layer_0``), ``<FlaxClass>_<k>`` (Linen auto names:
+  the k-th sibling of that class) present in the template; ``mapping`` overrides any prefix.
 """
 from __future__ import annotations
 
@@ -251,6 +252,8 @@ def resolve_prefixes(groups: list[Group], index: set | None, mapping: Mapping | 
             cands: list[tuple[str, ...]] = [(seg,)]
             if seg.isdigit():
                 cands += [(f"layers_{seg}",), ("layers", seg)]
+                if i:  # a list attribute named after its parent (Hugging Face's Flax ResNet: layer/layer_0)
+                    cands.append((f"{segs[i - 1]}_{seg}",))
             sib = siblings.get(parent, [])
             cls = next((c for s, c in sib if s == seg), None)
             if cls:

@@ -108,13 +108,21 @@ def is_hf_flax(model) -> bool:
 
 
 def hf_call(model, variables, *inputs, train):
-    """``model(*inputs, params=..., train=...)`` -> ``(output, updated collections)``. Models with
+    """``model(*inputs, params=..., train=...)`` (``deterministic=not train`` for the models that take
+    that, e.g. OPT) -> ``(output, updated collections)``. Models with
     running statistics (ResNet, RegNet) take the whole variables and return ``(output,
     {'batch_stats': ...})`` in train mode (``mutable=['batch_stats']`` inside)."""
+    import inspect
+
+    try:
+        names = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):
+        names = {"train": None}
+    mode = {"train": train} if "train" in names or "deterministic" not in names else {"deterministic": not train}
     if set(variables) - {"params"}:
-        out = model(*inputs, params=variables, train=train)
+        out = model(*inputs, params=variables, **mode)
         return out if train else (out, {})
-    return model(*inputs, params=variables["params"], train=train), {}
+    return model(*inputs, params=variables["params"], **mode), {}
 
 
 hf_call.returns_updates = True  # type: ignore[attr-defined]
