@@ -411,7 +411,7 @@ class LayerNorm(LayerKind):
 @register
 class InstanceNorm(LayerNorm):
     name, flax_class = "instancenorm", "InstanceNorm"
-    torch_classes = ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
+    torch_classes: tuple = ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
     extra_leaves = ("running_mean", "running_var", "num_batches_tracked")
     layout = "instancenorm    weight, bias (affine=True)               params scale, bias (use_scale/use_bias)"
 

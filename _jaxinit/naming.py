@@ -323,8 +323,9 @@ def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
         return None, groups_from_flax_names(flat, kinds), {}, {}, None
     if hasattr(template, "state_dict") and hasattr(template, "named_modules"):
         sd = template.state_dict()
-        tspec: dict[str, Any] = TorchSpec({k: _arr.tensor_spec(v) for k, v in sd.items()})
-        tspec.tied = _tensor_ties(sd)
+        spec = TorchSpec({k: _arr.tensor_spec(v) for k, v in sd.items()})
+        spec.tied = _tensor_ties(sd)
+        tspec: dict[str, Any] = spec
         devices = {k: v.device for k, v in sd.items()}
         groups, containers = groups_from_module(template, sd.keys(), kinds)
         return tspec, groups, containers, devices, sys.modules["torch"]

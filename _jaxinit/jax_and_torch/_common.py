@@ -114,6 +114,7 @@ def hf_call(model, variables, *inputs, train):
     {'batch_stats': ...})`` in train mode (``mutable=['batch_stats']`` inside)."""
     import inspect
 
+    names: Any
     try:
         names = inspect.signature(type(model).__call__).parameters
     except (TypeError, ValueError):

@@ -387,7 +387,8 @@ def _check_conv_transpose(tp, fp, tm, fm, tin, fvars):
     w = getattr(tm, "weight", None)
     kernel = fvars.get(("params", tuple(q for q in fp.split("/") if q) + ("kernel",)))
     if w is not None and kernel is not None and hasattr(kernel, "__array__") and not _is_spec(kernel):
-        kind, g = REGISTRY["conv_transpose"], Group(tp, "conv_transpose", {}, {})
+        kind: Any = REGISTRY["conv_transpose"]
+        g = Group(tp, "conv_transpose", {}, {})
         tw = _arr.to_numpy(w.detach())
         kern = np.asarray(kernel)
         as_is = kind.weight_to_kernel(g, tw, _Opts(bool(fm.transpose_kernel)))
