@@ -173,7 +173,8 @@ def build(name, seed=0):
     tm = getattr(transformers, t_cls)(cfg).double()
     with torch.no_grad():  # weights that float32 cannot hold, so float64 is really exercised
         for p in tm.parameters():
-            p.add_(1e-3 * torch.randn_like(p))
+            if p.requires_grad:  # (not the frozen sinusoid tables of RoFormer, Marian, Pegasus, Whisper)
+                p.add_(1e-3 * torch.randn_like(p))
     xs = inputs(cfg)
     fm = getattr(transformers, f_cls)(cfg, dtype=jnp.float64, _do_init=False)
     shapes = jax.eval_shape(lambda key: fm.init_weights(key, fm.input_shape), jax.random.key(0))

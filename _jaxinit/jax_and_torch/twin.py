@@ -28,6 +28,7 @@ class _Side(NamedTuple):
     no_grad: list  # torch parameters without a gradient (unused by the loss)
     state_seen: bool = True  # Flax: the pass returned its updated running statistics
     tied: dict = {}  # torch: {state-dict key: key whose tensor it shares}
+    buffers: tuple = ()  # torch: the state-dict keys that are buffers, not parameters
 
 
 class Run(NamedTuple):
@@ -115,7 +116,8 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       'outputs': {field: {'diff', 'scale', 'rel', 'budget', 'ok'}}, 'grad',
       'grad_scale', 'worst_grad' (its Flax path), 'grads': {path: {...}},
       'no_grad_in_torch': [torch names], 'ignored': {'torch': [...], 'flax': [...]},
-      'tied': {torch key: torch key}, 'batch_stats' (train only; None when not
+      'tied': {torch key: torch key}, 'buffer_in_torch': [Flax parameters whose torch
+      counterpart is a buffer: torch's gradient is 0, it never trains them], 'batch_stats' (train only; None when not
       compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``.
 
     >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
@@ -135,8 +137,9 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
             f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
             C.pair_leaves(t.outputs, f.outputs, "twin_check")
             keep = _Keep.of(t, f, run)
-            grads = _torch_grads_in_flax_layout(tm, t, f, run, keep)
+            grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
             report[mode] = _mode_report(t, f, grads, train, keep, run)
+            report[mode]["buffer_in_torch"] = frozen
     return report
 
 
@@ -270,7 +273,8 @@ def _torch_pass(torch_module, xs, train, run: Run):
         if w.grad is not None:
             grads[f"{prefix}.weight" if prefix else "weight"] = _arr.to_numpy(w.grad)
     outs = {k: _arr.to_numpy(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in leaves.items()}
-    return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm))
+    buffers = tuple(k for k in tm.state_dict() if k not in named)
+    return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm), buffers)
 
 
 class _weight_norm_grads:
@@ -378,14 +382,29 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
                 if _arr.fname(k) not in drop_f}
     arrays = {k: v for k, v in t.grads.items() if k not in set(keep.torch_ignored)}
     groups, containers = _naming.groups_from_module(tm, arrays.keys(), run.kinds)
-    try:
-        return torch_to_flax(arrays, groups, template=template, mapping=run.mapping, containers=containers,
+    if keep.torch_ignored:  # a layer whose every key is ignored is not converted
+        groups = [g for g in groups if any(k in arrays for k in g.keys.values())]
+    def convert(arrs):
+        return torch_to_flax(arrs, groups, template=template, mapping=run.mapping, containers=containers,
                              batchnorm=run.batchnorm, transpose_kernel=run.transpose_kernel, dtype="template",
                              merge_rnn_biases=True, who="twin_check", gradients=True, tied=keep.tied)
+
+    try:
+        conv = convert(arrays)
     except ConversionError as err:
         raise ConversionError(f"{err}\nKeys with no partner on the other side (a fixed sinusoid table, a buffer the "
                               "Flax model computes, a leaf filled by hand): pass ignore=[torch key or Flax path, ...]; "
                               "tied weights (one Flax leaf, several torch keys): tied={torch key: partner key}.") from None
+    frozen: list = []
+    buffers = [k for k in arrays if k in t.buffers and _arr.is_float(np.asarray(arrays[k]).dtype)]
+    if buffers:  # a torch buffer that is a Flax parameter (Marian's final_logits_bias): torch never trains it
+        marked = convert({k: np.full(np.shape(a), np.nan, np.asarray(a).dtype) if k in buffers else np.zeros_like(a)
+                          for k, a in arrays.items()})
+        for key, a in marked.items():
+            if key[0] == "params" and np.asarray(a).size and np.isnan(np.asarray(a, dtype=np.float64)).all():
+                conv[key] = np.zeros_like(conv[key])
+                frozen.append(_arr.fname(key))
+    return conv, frozen
 
 
 def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
