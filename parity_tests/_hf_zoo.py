@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-R = np.random.default_rng(0)
+
+
+def _rng():  # each model's inputs are the same whichever models ran before
+    return np.random.default_rng(0)
 IDS = np.array([[3, 4, 5, 6, 2], [7, 8, 9, 10, 2]])  # ends with eos (2), no pad: every row is a full sequence
 MASK = np.ones_like(IDS)
 DEC = np.array([[2, 5, 6], [2, 7, 8]])
@@ -36,25 +39,25 @@ def _seq2seq(cfg):
 
 
 def _image(cfg):
-    return (R.standard_normal((2, cfg.num_channels, cfg.image_size, cfg.image_size)),)
+    return (_rng().standard_normal((2, cfg.num_channels, cfg.image_size, cfg.image_size)),)
 
 
 def _image_resnet(cfg):
-    return (R.standard_normal((2, cfg.num_channels, 32, 32)),)
+    return (_rng().standard_normal((2, cfg.num_channels, 32, 32)),)
 
 
 def _audio(cfg):
-    return (R.standard_normal((2, 400)),)
+    return (_rng().standard_normal((2, 400)),)
 
 
 def _whisper(cfg):  # torch: (input_features, attention_mask, decoder_input_ids); Flax: (features, decoder ids)
-    feats = R.standard_normal((2, cfg.num_mel_bins, 2 * cfg.max_source_positions))
+    feats = _rng().standard_normal((2, cfg.num_mel_bins, 2 * cfg.max_source_positions))
     return (feats, np.ones(feats.shape[::2], np.int64), DEC), (feats, DEC)
 
 
 def _clip(cfg):
     v = cfg.vision_config
-    return (IDS, R.standard_normal((2, v.num_channels, v.image_size, v.image_size)))
+    return (IDS, _rng().standard_normal((2, v.num_channels, v.image_size, v.image_size)))
 
 
 _ENC = dict(vocab_size=32, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
