@@ -212,6 +212,21 @@ def test_ignore_and_tied_keys():
         jaxinit.twin_check(tm, fm, ids, variables=v, ignore=["pos"], tied={"nope": "emb.weight"})
 
 
+@pytest.mark.zoo
+def test_compare_layers_ignore_and_tied():
+    """compare_layers(mode='train') converts the state after the pass: the same ignore= / tied=."""
+    torch.manual_seed(0)
+    tm, fm = TorchSinusoid().double(), LinenSinusoid()
+    ids = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
+    v = jaxinit.from_torch_state_dict({k: t for k, t in tm.state_dict().items() if k != "pos"},
+                                      fm.init(jax.random.key(0), ids))
+    with pytest.raises(jaxinit.ConversionError, match="pos: not part of a recognised layer"):
+        jaxinit.compare_layers(tm, fm, ids, variables=v, mode="train")
+    rep = jaxinit.compare_layers(tm, fm, ids, variables=v, mode="train", ignore=["pos"])
+    assert rep.first_divergence is None and rep.ignored["torch"] == ["pos"], str(rep)
+    assert rep.tied == {"out.weight": "emb.weight"}
+
+
 # --------------------------------------------------------------------------- audit traps
 class ScaledEmbedding(torch.nn.Embedding):  # as Bart's BartScaledWordEmbedding: a subclass of a known layer
     def forward(self, ids):

@@ -97,15 +97,15 @@ def _check(name, modes=("eval", "train"), audit=True):
     for mode, r in report.items():
         rel_out = r["output"] / r["output_scale"]
         rel_grad = r["grad"] / r["grad_scale"]
+        frozen = FROZEN_IN_TORCH.get(name, [])
+        assert r["buffer_in_torch"] == frozen, r["buffer_in_torch"]
+        if frozen:  # the rest of the gradients are compared
+            rel_grad = max(g["diff"] for k, g in r["grads"].items() if k not in frozen) / r["grad_scale"]
         if mode == "train" and name in TRAIN_UPSTREAM:
             record_figure(f"zoo/{name}", "train_output_rel_f64", rel_out, mode)
             continue
         record_figure(f"zoo/{name}", "output_rel_f64", rel_out, mode)
         record_figure(f"zoo/{name}", "grad_rel_f64", rel_grad, mode)
-        frozen = FROZEN_IN_TORCH.get(name, [])
-        assert r["buffer_in_torch"] == frozen, r["buffer_in_torch"]
-        if frozen:  # the rest of the gradients are compared
-            rel_grad = max(g["diff"] for k, g in r["grads"].items() if k not in frozen) / r["grad_scale"]
         if name in UPSTREAM:
             assert rel_out < 1e-5 and rel_grad < 1e-5, (name, mode, rel_out, rel_grad, UPSTREAM[name])
         else:

@@ -38,6 +38,8 @@ class LayerReport:
     """
 
     def __init__(self, rows, unpaired_torch, unpaired_flax, dtype, rtol, mode):
+        self.ignored: dict = {"torch": [], "flax": []}
+        self.tied: dict = {}
         self.rows = rows
         self.unpaired_torch = unpaired_torch
         self.unpaired_flax = unpaired_flax
@@ -118,7 +120,7 @@ class LayerReport:
 def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                    flax_inputs: Any = None, mode: str = "eval", train_kwarg: str | None = "train",
                    flax_call: Any = None, mapping=None, kinds=None, layout: Any = "auto",
-                   gradients: bool = False, seed: int = 0) -> LayerReport:
+                   gradients: bool = False, seed: int = 0, ignore: Any = (), tied: Any = None) -> LayerReport:
     r"""Compare every layer's output of a torch module and its Flax twin; name the first divergence.
 
     Both models run once on the same inputs (as in :func:`twin_check`: Linen
@@ -141,6 +143,9 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         function ``(torch_path, flax_array) -> array in torch's layout``.
       gradients: also compare the gradient of the loss ``sum(output * c)``
         with respect to each layer's output.
+      ignore, tied: torch keys (or Flax paths, or regular expressions) without a
+        partner, and tied keys, as in :func:`twin_check` (train mode converts the
+        running statistics); listed in ``report.ignored`` / ``report.tied``.
 
     >>> report = jaxinit.compare_layers(torch_resnet, flax_resnet, x, variables=variables, flax_inputs=x_nhwc)  # doctest: +SKIP
     >>> print(report); report.first_divergence  # doctest: +SKIP
@@ -184,13 +189,31 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last)
             row.update(grad_diff=g["diff"], grad_scale=g["scale"], grad_ok=g["ok"])
         rows.append(row)
+    keep = _ignored(ignore, tied, tstate, fvars, tm)
     if train:
-        _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol)
+        _state_rows(rows, {k: v for k, v in tstate.items() if k not in keep.torch_ignored},
+                    [g for g in groups if any(k not in keep.torch_ignored for k in g.keys.values())] if
+                    keep.torch_ignored else groups, containers,
+                    {k: v for k, v in fvars.items() if _arr.fname(k) not in keep.flax_ignored}, mapping, rtol,
+                    keep.tied)
     unpaired_t = [p for p, _, _ in tcalls if p not in seen and p != ""]
     _hint_first_divergence(rows, tcalls, seen, dict(tm.named_modules()))
     paired_f = {r["flax"] for r in rows}
     unpaired_f = ["/".join(p) for p in dict.fromkeys(p for p, _, _ in fcalls) if "/".join(p) not in paired_f]
-    return LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+    report = LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+    report.ignored = {"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)}
+    report.tied = dict(keep.tied)
+    return report
+
+
+def _ignored(ignore, tied, tstate, fvars, tm):
+    """twin_check's ``ignore=`` / ``tied=`` resolution, on compare_layers' two sides."""
+    from _jaxinit.jax_and_torch.twin import Run, _Keep, _Side, _tied_keys
+
+    t = _Side({}, dict(tstate), {}, {}, [], True, _tied_keys(tm), ())
+    f = _Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
+              {k: v for k, v in fvars.items() if k[0] == "params"}, [], True, {}, ())
+    return _Keep.of(t, f, Run(ignore=ignore, tied=tied))
 
 
 def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
@@ -508,13 +531,13 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
     return row
 
 
-def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol) -> None:
+def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None) -> None:
     """Train mode: each layer's running statistics after the pass, torch converted to the
     Flax layout by the converter, compared per layer (a divergence there marks the row)."""
     template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
     conv = torch_to_flax(tstate, groups, template=template, mapping=mapping, containers=containers,
                          batchnorm="flax" if not any(k[1][-1] == "num_batches_tracked" for k in fvars) else "torch",
-                         dtype="template", merge_rnn_biases=True, who="compare_layers")
+                         dtype="template", merge_rnn_biases=True, who="compare_layers", tied=tied)
     by_row = {r["flax"]: r for r in rows}
     for key, v in fvars.items():
         coll, path = key

@@ -158,13 +158,13 @@ class _Keep(NamedTuple):
         tig, fig = [], []
         for p in pats:
             if not isinstance(p, str):
-                raise InitError(f"twin_check: `ignore` entries must be strings (torch keys, Flax paths "
+                raise InitError(f"`ignore` entries must be strings (torch keys, Flax paths "
                                 f"'params/...', or regular expressions), got {p!r}.")
             rx = re.compile(p)
             hit_t = [k for k in tkeys if k == p or rx.fullmatch(k)]
             hit_f = [k for k in fkeys if k == p or rx.fullmatch(k)]
             if not hit_t and not hit_f:
-                raise InitError(f"twin_check: ignore={p!r} matches no torch key and no Flax path (torch keys: "
+                raise InitError(f"ignore={p!r} matches no torch key and no Flax path (torch keys: "
                                 f"{', '.join(tkeys[:6])}{', ...' if len(tkeys) > 6 else ''}; Flax paths: "
                                 f"{', '.join(fkeys[:4])}{', ...' if len(fkeys) > 4 else ''}); fix or drop it.")
             tig += [k for k in hit_t if k not in tig]
@@ -173,7 +173,7 @@ class _Keep(NamedTuple):
         for dep, src in dict(run.tied or {}).items():
             for k in (dep, src):
                 if k not in t.grads:
-                    raise InitError(f"twin_check: tied={{{dep!r}: {src!r}}}: {k!r} is not a key of the torch "
+                    raise InitError(f"tied={{{dep!r}: {src!r}}}: {k!r} is not a key of the torch "
                                     "module's state_dict.")
             tied[dep] = src
         return cls(tig, fig, tied)
