@@ -374,7 +374,7 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
 
 
-def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -> dict:
+def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -> tuple[dict, list]:
     """torch's gradients (and buffers after the pass) converted to the Flax layout; ignored
     keys left out on both sides, tied keys whose Flax leaf is their partner's dropped."""
     drop_f = set(keep.flax_ignored)
