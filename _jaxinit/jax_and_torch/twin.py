@@ -129,6 +129,7 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     run = run._replace(flax_call=flax_call)
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
     with C.exact_precision():
         for mode in modes:
@@ -136,11 +137,24 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
             tm, t = _torch_pass(torch_module, xs, train, run)
             f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
             C.pair_leaves(t.outputs, f.outputs, "twin_check")
-            keep = _Keep.of(t, f, run)
             grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
             report[mode] = _mode_report(t, f, grads, train, keep, run)
             report[mode]["buffer_in_torch"] = frozen
     return report
+
+
+def _static_sides(torch_module, flax_module, variables) -> tuple[_Side, _Side]:
+    """The two sides' keys before any pass: torch's state dict (and its ties), Flax's variables."""
+    from flax import nnx
+
+    t = _Side({}, dict(torch_module.state_dict()), {}, {}, [], True, _tied_keys(torch_module))
+    if isinstance(flax_module, nnx.Module):
+        state, params = _nnx_vars(flax_module, nnx)
+    else:
+        flat = _arr.flatten_flax(variables, "twin_check")
+        state = {k: v for k, v in flat.items() if k[0] != "params"}
+        params = {k: v for k, v in flat.items() if k[0] == "params"}
+    return t, _Side({}, {}, state, params, [])
 
 
 class _Keep(NamedTuple):
