@@ -284,6 +284,20 @@ def _settle_shared(groups, paths, arrays, template, index) -> dict:
     return {"conv1d": votes.pop()} if len(votes) == 1 else {}
 
 
+def _settle_shared_to_torch(groups, paths, flat, template) -> dict:
+    """The Flax -> torch side of :func:`_settle_shared`: Conv1D's layout from the torch template's
+    weight shapes against the Flax kernels (non-square layers), for all Conv1D layers."""
+    if template is None:
+        return {}
+    votes = set()
+    for g in groups:
+        w = template.get(g.keys.get("weight", "")) if g.kind == "conv1d" else None
+        k = flat.get(("params", tuple(paths[g.id]) + ("kernel",))) if w is not None else None
+        if k is not None and tuple(w.shape)[0] != tuple(w.shape)[1]:
+            votes.add(tuple(np.shape(k)) == tuple(w.shape)[::-1])
+    return {"conv1d": votes.pop()} if len(votes) == 1 else {}
+
+
 def _bare_parameters(unread, arrays, groups, template, index, mapping, containers) -> dict:
     """``{torch key: Flax key}`` for parameters held directly by a container module (ViT's
     ``embeddings.cls_token``, CLIP's ``class_embedding``): the key's module path by the naming
@@ -357,6 +371,7 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
     remaining = dict(flat)
     produced: dict = {}
     bn_stats: dict = {}  # torch key of a BatchNorm running statistic -> (Flax layer path, Flax array)
+    shared = _settle_shared_to_torch(groups, paths, flat, template)
     for g in groups:
         if g.kind == "unknown":
             continue
@@ -365,7 +380,8 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
         n = len(fpath)
         f = {(c, p[n:]): remaining[(c, p)] for (c, p) in list(remaining) if p[:n] == fpath and len(p) > n}
         mine = dict(f)
-        opts = Options(batchnorm, False, transpose_kernel, set(g.keys) if template is not None else None, fpath)
+        opts = Options(batchnorm, False, transpose_kernel, set(g.keys) if template is not None else None, fpath,
+                       shared=shared)
         try:
             conv = REGISTRY[g.kind].to_torch(g, f, problems, opts)
         except (ValueError, IndexError) as err:  # reshape of a wrongly shaped source array

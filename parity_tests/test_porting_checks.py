@@ -373,3 +373,38 @@ def test_converter_kinds_weight_norm_prelu_rmsnorm_instancenorm_bare_parameter()
     with torch.no_grad():
         assert torch.allclose(tm2(torch.from_numpy(x)), tm(torch.from_numpy(x)), rtol=0, atol=1e-14)
     assert jaxinit.audit(tm, fm, x, variables=v).categories() <= {"initializers"}
+
+
+@pytest.mark.zoo
+def test_hf_conv1d_into_a_flax_dense_twin():
+    """Hugging Face Conv1D (weight (in, out)) into flax.linen.Dense (kernel (in, out)): the
+    non-square layer's template shape says "not transposed", and the square one follows it
+    (Hugging Face's own FlaxConv1D layout, (out, in), is covered by GPT-2 in test_zoo.py)."""
+    transformers = pytest.importorskip("transformers")
+    Conv1D = transformers.pytorch_utils.Conv1D
+
+    class TorchMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.c_proj = Conv1D(6, 4), Conv1D(6, 6)  # Conv1D(nf=out, nx=in)
+
+        def forward(self, x):
+            return self.c_proj(torch.tanh(self.c_fc(x)))
+
+    class LinenMLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            y = jnp.tanh(nn.Dense(6, param_dtype=jnp.float64, name="c_fc")(x))
+            return nn.Dense(6, param_dtype=jnp.float64, name="c_proj")(y)
+
+    torch.manual_seed(0)
+    tm, fm, x = TorchMLP().double(), LinenMLP(), RNG.standard_normal((3, 4))
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.normal_()
+    v = jaxinit.from_torch_state_dict(tm, fm.init(jax.random.key(0), x))
+    assert np.array_equal(np.asarray(v["params"]["c_proj"]["kernel"]), tm.c_proj.weight.detach().numpy())
+    r = jaxinit.twin_check(tm, fm, x, variables=v, modes=("eval",), jit=True)["eval"]
+    assert r["ok"] and r["output"] < 1e-13 and r["grad"] < 1e-13, r
+    back = jaxinit.to_torch_state_dict(v, tm)  # the torch template's shapes settle the layout back
+    assert all(torch.equal(back[k], t) for k, t in tm.state_dict().items())
