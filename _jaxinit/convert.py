@@ -292,9 +292,12 @@ def _settle_shared_to_torch(groups, paths, flat, template) -> dict:
     votes = set()
     for g in groups:
         w = template.get(g.keys.get("weight", "")) if g.kind == "conv1d" else None
-        k = flat.get(("params", tuple(paths[g.id]) + ("kernel",))) if w is not None else None
-        if k is not None and tuple(w.shape)[0] != tuple(w.shape)[1]:
-            votes.add(tuple(np.shape(k)) == tuple(w.shape)[::-1])
+        if w is None:
+            continue
+        shape = tuple(w.shape)
+        k = flat.get(("params", tuple(paths[g.id]) + ("kernel",)))
+        if k is not None and shape[0] != shape[1]:
+            votes.add(tuple(np.shape(k)) == shape[::-1])
     return {"conv1d": votes.pop()} if len(votes) == 1 else {}
 
 
