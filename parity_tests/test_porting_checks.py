@@ -2,7 +2,7 @@
 merged LSTM/GRU biases, train-mode statistics behind a ``flax_call`` hook, ``flax.linen.RNN``
 in ``compare_layers``, NHWC twins without convolutions, parameter-free twins, decoders that
 return a cache, ``ignore=`` / ``tied=``, and ``suggest_mapping`` on ``jax.eval_shape``
-templates. Each test failed before its fix. The default run takes a sample (about 6 s); the rest carry the
+templates. Each test failed before its fix. The default run takes a sample (about 7 s); the rest carry the
 ``zoo`` marker (``pytest -m zoo``, docs/suite.md).
 
 float64 throughout; tolerances: the twins only sum in different orders, so outputs and
@@ -198,7 +198,7 @@ def test_ignore_and_tied_keys():
     sd = {k: v for k, v in tm.state_dict().items() if k != "pos"}
     v = jaxinit.from_torch_state_dict(sd, template)  # out.weight is emb.weight: the one Flax leaf holds it
     with pytest.raises(jaxinit.ConversionError, match=r"(?s)pos: not part of a recognised layer.*pass ignore="):
-        jaxinit.twin_check(tm, fm, ids, variables=v)
+        jaxinit.twin_check(tm, fm, ids, variables=v, modes=("train",), jit=True)
     report = jaxinit.twin_check(tm, fm, ids, variables=v, ignore=["pos"], jit=True, modes=("train",))
     for mode in report:
         r = report[mode]

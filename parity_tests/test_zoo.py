@@ -4,8 +4,9 @@ tiny float64 config, converted by ``from_torch_state_dict`` with no hand-written
 options in ``OPTIONS``) and back bit for bit, twin-checked in eval and train mode (dropout off)
 and audited.
 
-The zoo carries the ``zoo`` marker (deselected by default, ``pytest -m zoo``: about 8 minutes on
-one core); the default run's Hugging Face sample is Bert in test_porting.py (a model costs 10 s).
+The zoo carries the ``zoo`` marker (deselected by default, ``pytest -m zoo``: 3 to 4 minutes on one
+core with a warm XLA cache); the default run's Hugging Face sample is Bert in test_porting.py (a
+cold model costs about 10 s).
 
 Verdicts: ``twin_check``'s own (float64 budget 1e-9 of the largest ``|torch|``) where both
 frameworks compute in float64. Where Hugging Face's own code computes part of the model in
