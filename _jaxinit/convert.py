@@ -31,7 +31,7 @@ from _jaxinit.arrays import fname as _fname
 from _jaxinit.errors import InitError
 from _jaxinit.layer_kinds import KINDS, LAYOUTS, REGISTRY, Options  # noqa: F401
 from _jaxinit.naming import (Group, flax_index, groups_from_flax_names, groups_from_module,  # noqa: F401
-                              groups_from_torch_names, refine_kind, resolve_paths, torch_target)
+                              groups_from_torch_names, refine_kind, resolve_paths, resolve_prefixes, torch_target)
 from _jaxinit.naming import join as _join
 
 
@@ -188,10 +188,17 @@ def _add_suggestion(problems: Problems, groups, containers, flax_spec, mapping, 
 # --------------------------------------------------------------------------- the two directions
 def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, template: Mapping | None,
                   mapping, containers=None, batchnorm="torch", merge_rnn_biases=False, transpose_kernel=False,
-                  dtype=None, who="from_torch_state_dict") -> dict:
-    """torch arrays (flat, torch names) -> {(collection, path): array}, strictly."""
+                  dtype=None, who="from_torch_state_dict", gradients=False, tied=None) -> dict:
+    """torch arrays (flat, torch names) -> {(collection, path): array}, strictly.
+
+    ``gradients``: the arrays are torch's parameter gradients (see ``Options.gradients``).
+    ``tied``: ``{torch key: torch key whose tensor it shares}`` (tied weights), added to the
+    ties found from the arrays' memory (:func:`tied_keys`). A layer made only of tied keys
+    whose Flax leaves the template does not hold is not converted: its tensor is its
+    partner's, which is (one Flax leaf, several torch keys)."""
     check_options(who, batchnorm)
     problems = Problems(who)
+    ties = {**tied_keys(arrays), **dict(tied or {})}
     index = flax_index(template)
     paths = resolve_paths(groups, index, mapping, containers)
     produced: dict = {}
@@ -199,10 +206,15 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     bn_stats: dict = {}  # Flax key of a BatchNorm running statistic -> its Flax layer path
     used: set[str] = set()
     group_of = {full: g for g in groups for full in g.keys.values()}
+    shared = _settle_shared(groups, paths, arrays, template, index)
     for g in groups:
         fpath = paths[g.id]
         g = refine_kind(g, fpath, index)
         if g.kind == "unknown":
+            continue
+        own = [full for full in g.keys.values() if full in arrays]
+        if own and ties and all(full in ties for full in own) and index is not None and fpath not in index:
+            used.update(own)  # tied to a converted layer: the Flax model holds that one leaf
             continue
         spec = REGISTRY[g.kind]
         accept = spec.consumed()
@@ -221,7 +233,8 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                              f"(a {g.kind} layer needs it)")
             continue
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if template is None or index is None else _template_probe(template, index, fpath))
+                       None if template is None or index is None else _template_probe(template, index, fpath),
+                       gradients, shared)
         try:
             conv = spec.to_flax(g, t, problems, opts)
         except (ValueError, IndexError) as err:  # np.split / reshape of a wrongly shaped source array
@@ -235,8 +248,12 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
             origin[key] = g.id
             if g.kind == "batchnorm" and coll == "batch_stats" and rel[-1:] in (("mean",), ("var",)):
                 bn_stats[key] = fpath
+    for full, key in _bare_parameters([k for k in arrays if k not in used], arrays, groups, template, index, mapping,
+                                      containers).items():
+        produced[key], origin[key] = arrays[full], full
+        used.add(full)
     for full in arrays:
-        if full not in used:
+        if full not in used and not (full in ties and template is not None):
             problems.add("unexpected keys (in the source, no converter)", _unread_key_message(full, group_of.get(full)))
     if template is not None:
         x64 = flax_x64_stats({k: (p, template[k].dtype, produced[k].dtype) for k, p in bn_stats.items()
@@ -247,6 +264,79 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     _add_suggestion(problems, groups, containers, template, mapping, {k: np.shape(v) for k, v in arrays.items()})
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
+
+
+def _settle_shared(groups, paths, arrays, template, index) -> dict:
+    """Facts a kind settles across the layers of one conversion: Hugging Face ``Conv1D``'s Flax
+    layout (kernel = weight.T or weight), from the layers whose template shape tells (not
+    square), for the square ones."""
+    if template is None or index is None:
+        return {}
+    votes = set()
+    kind = REGISTRY["conv1d"]
+    for g in groups:
+        if g.kind != "conv1d" or "weight" not in g.keys or g.keys["weight"] not in arrays:
+            continue
+        probe = _template_probe(template, index, paths[g.id])
+        tr = kind.transposed(g, arrays[g.keys["weight"]], Options(has=probe))  # type: ignore[attr-defined]
+        if tr is not None:
+            votes.add(tr)
+    return {"conv1d": votes.pop()} if len(votes) == 1 else {}
+
+
+def _settle_shared_to_torch(groups, paths, flat, template) -> dict:
+    """The Flax -> torch side of :func:`_settle_shared`: Conv1D's layout from the torch template's
+    weight shapes against the Flax kernels (non-square layers), for all Conv1D layers."""
+    if template is None:
+        return {}
+    votes = set()
+    for g in groups:
+        w = template.get(g.keys.get("weight", "")) if g.kind == "conv1d" else None
+        if w is None:
+            continue
+        shape = tuple(w.shape)
+        k = flat.get(("params", tuple(paths[g.id]) + ("kernel",)))
+        if k is not None and shape[0] != shape[1]:
+            votes.add(tuple(np.shape(k)) == shape[::-1])
+    return {"conv1d": votes.pop()} if len(votes) == 1 else {}
+
+
+def _bare_parameters(unread, arrays, groups, template, index, mapping, containers) -> dict:
+    """``{torch key: Flax key}`` for parameters held directly by a container module (ViT's
+    ``embeddings.cls_token``, CLIP's ``class_embedding``): the key's module path by the naming
+    rule plus the same leaf name, when the template holds it with the same shape."""
+    if template is None or index is None or not unread:
+        return {}
+    prefixes = tuple(dict.fromkeys(k.rpartition(".")[0] for k in unread if k.rpartition(".")[0]))
+    every = resolve_prefixes(groups, index, mapping, containers, prefixes)
+    out = {}
+    for full in unread:
+        prefix, _, leaf = full.rpartition(".")
+        path = every.get(prefix, ()) if prefix else ()
+        key = ("params", tuple(path) + (leaf,))
+        a = arrays[full]
+        if key in template and tuple(template[key].shape) == tuple(a.shape if hasattr(a, "shape") else np.shape(a)):
+            out[full] = key
+    return out
+
+
+def tied_keys(arrays: Mapping[str, np.ndarray]) -> dict:
+    """``{key: first key}`` for arrays that are views of one memory block with the same shape,
+    strides and dtype: torch's tied weights (one ``nn.Parameter`` under several state-dict
+    keys, e.g. Hugging Face's ``lm_head.weight`` and ``shared.weight``) read through
+    ``Tensor.numpy()``, which shares the tensor's memory. Copies (bfloat16, GPU tensors,
+    checkpoints, which store a tied tensor once) are not ties."""
+    first: dict = {}
+    out = {}
+    for k, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.size == 0:
+            continue
+        ident = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+        if ident in first:
+            out[k] = first[ident]
+        else:
+            first[ident] = k
+    return out
 
 
 def _layer_params(flat: Mapping, layers: set) -> dict:
@@ -284,6 +374,7 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
     remaining = dict(flat)
     produced: dict = {}
     bn_stats: dict = {}  # torch key of a BatchNorm running statistic -> (Flax layer path, Flax array)
+    shared = _settle_shared_to_torch(groups, paths, flat, template)
     for g in groups:
         if g.kind == "unknown":
             continue
@@ -292,7 +383,8 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
         n = len(fpath)
         f = {(c, p[n:]): remaining[(c, p)] for (c, p) in list(remaining) if p[:n] == fpath and len(p) > n}
         mine = dict(f)
-        opts = Options(batchnorm, False, transpose_kernel, set(g.keys) if template is not None else None, fpath)
+        opts = Options(batchnorm, False, transpose_kernel, set(g.keys) if template is not None else None, fpath,
+                       shared=shared)
         try:
             conv = REGISTRY[g.kind].to_torch(g, f, problems, opts)
         except (ValueError, IndexError) as err:  # reshape of a wrongly shaped source array
@@ -305,6 +397,15 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
             produced[g.keys.get(leaf, _join(g.id, leaf))] = arr
             if g.kind == "batchnorm" and leaf in ("running_mean", "running_var"):
                 bn_stats[g.keys.get(leaf, _join(g.id, leaf))] = (fpath, np.asarray(arr))
+    if template is not None:
+        unproduced = [k for k in template if k not in produced]
+        for full, key in _bare_parameters(unproduced, {k: template[k] for k in unproduced}, groups,
+                                          {k: v for k, v in flat.items()}, index, mapping, containers).items():
+            if key in remaining:
+                produced[full] = np.asarray(remaining.pop(key))
+        for dep, src in getattr(template, "tied", {}).items():  # one Flax leaf, several torch keys
+            if dep not in produced and src in produced:
+                produced[dep] = produced[src]
     for key in remaining:
         problems.add("unexpected keys (in the source, no converter)",
                      f"{_fname(key)}: not part of a recognised layer (or not read by its layer kind); "

@@ -28,6 +28,8 @@ class Options(NamedTuple):
     torch_expects: Any = None  # set of torch leaves the torch template holds (None: no template)
     fpath: tuple = ()  # the Flax path of the layer being converted (for messages)
     has: Callable | None = None  # has(relpath[, shape_dim]) probe of the Flax template (None: no template)
+    gradients: bool = False  # the arrays are gradients (twin_check): a merged RNN bias takes ONE of torch's two
+    shared: Any = None  # per-conversion facts the kinds settle across layers ({kind: value}, e.g. conv1d's layout)
 
 
 class LayerKind:
@@ -61,6 +63,10 @@ class LayerKind:
 
     def module_error(self, module) -> str | None:
         return None
+
+    def module_match(self, module) -> bool:
+        """Whether a torch module that no registered class names is this kind (duck-typed)."""
+        return False
 
     def flax_match(self, kids: set, leaves: dict) -> bool:
         """Whether a Flax module with sub-module names ``kids`` and leaves ``{name: ndim}`` is this kind."""
@@ -125,10 +131,16 @@ def _affine_to_torch(f: dict) -> dict:
     return out
 
 
-def _merge_bias(a, b, name_a: str, name_b: str, merge: bool, problems):
-    """Flax keeps one bias where torch has two: exact when one is zero, else a sum (asked for)."""
+def _merge_bias(a, b, name_a: str, name_b: str, merge: bool, problems, gradients: bool = False):
+    """Flax keeps one bias where torch has two: exact when one is zero, else a sum (asked for).
+
+    Gradients (``gradients=True``): torch's ``bias_ih`` and ``bias_hh`` of one gate enter the
+    same pre-activation, so each has the gradient of Flax's single bias; it is ``bias_ih``'s
+    (their sum would be twice the value)."""
     if a is None and b is None:
         return None
+    if gradients:
+        return a if a is not None else b
     if b is None or not np.any(b):
         return a if a is not None else np.zeros(b.shape, b.dtype)
     if a is None or not np.any(a):
@@ -153,9 +165,75 @@ def _rnn_bias_out(out: dict, b: np.ndarray, g, problems, opts: Options) -> None:
 
 
 # --------------------------------------------------------------------------- the kinds
+_WN = ("parametrizations.weight.original0", "parametrizations.weight.original1")  # torch.nn.utils.parametrize
+_WN_OLD = ("weight_g", "weight_v")  # torch.nn.utils.weight_norm (deprecated)
+
+
+def _direct_params(module) -> dict:
+    return dict(module.named_parameters(recurse=False)) if hasattr(module, "named_parameters") else {}
+
+
+def _weight_norm(t: dict):
+    """``(g, v)`` of a weight-normalized layer (either torch API), or None."""
+    for g, v in (_WN, _WN_OLD):
+        if g in t and v in t:
+            return t[g], t[v]
+    return None
+
+
+def _norm_except(v: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``||v||`` over the axes where ``g`` has size 1 (torch's ``_weight_norm``: every axis but
+    ``dim``), kept for broadcasting."""
+    axes = tuple(i for i in range(v.ndim) if g.ndim != v.ndim or g.shape[i] == 1)
+    return np.sqrt(np.sum(v.astype(np.float64) ** 2, axis=axes, keepdims=True)).astype(v.dtype)
+
+
 class _KernelKind(LayerKind):
+    """Layers with ``weight`` (and ``bias``); a weight-normalized one (``torch.nn.utils.
+    parametrizations.weight_norm``: ``parametrizations.weight.original0/1``, or the old
+    ``weight_norm``: ``weight_g``/``weight_v``) converts to Flax ``weight_g``/``weight_v``
+    unchanged (Hugging Face's Flax Wav2Vec2 keeps torch's layout) when the template has them,
+    else to the kernel of ``w = g * v / ||v||`` (its inverse: ``g = ||w||``, ``v = w``)."""
+
     torch_leaves = ("weight", "bias")
-    required = ("weight",)
+    extra_leaves = _WN + _WN_OLD
+    required = (("weight",) + _WN[1:] + _WN_OLD[1:],)
+
+    def weight_norm_to_flax(self, g, t, problems, opts: Options):
+        gv = _weight_norm(t)
+        if gv is None:
+            return None
+        wg, wv = gv
+        out = {}
+        if opts.has is not None and opts.has(("weight_g",)) and opts.has(("weight_v",)):
+            out = {(P, ("weight_g",)): wg, (P, ("weight_v",)): wv}
+        elif "weight" in t:
+            return None  # twin_check's gradient of the normalized weight itself: the plain path
+        elif opts.gradients:
+            problems.add("unsupported layers", f"{g.id}: torch's gradients of a weight-normalized layer are those of "
+                         "g and v, the Flax kernel's is of w = g * v / ||v||: they cannot be compared; pass "
+                         f"ignore=[{_name(g, _WN[0] if _WN[0] in t else 'weight_g')!r}, ...] (or hold weight_g/weight_v "
+                         "in Flax)")
+            return {}
+        else:
+            w = wg * (wv / _norm_except(wv, wg))
+            out = {(P, ("kernel",)): self.weight_to_kernel(g, w, opts)}
+        if "bias" in t:
+            out[(P, ("bias",))] = t["bias"]
+        return out
+
+    def weight_norm_to_torch(self, g, f, opts: Options, w):
+        """Flax ``weight_g``/``weight_v`` (or a plain kernel's weight ``w``) -> the torch names the
+        template expects."""
+        want = opts.torch_expects or set()
+        names = _WN if _WN[0] in want else _WN_OLD if _WN_OLD[0] in want else None
+        fg, fv = _pop(f, "weight_g"), _pop(f, "weight_v")
+        if fg is not None and fv is not None:
+            return dict(zip(names or _WN_OLD, (fg, fv)))
+        if names is None or w is None:
+            return None
+        return {names[0]: np.sqrt(np.sum(w.astype(np.float64) ** 2, axis=tuple(range(1, w.ndim)),
+                                         keepdims=True)).astype(w.dtype), names[1]: w}
 
     def kernel_to_weight(self, g, w, opts: Options):
         """Flax ``kernel`` -> torch ``weight`` (each subclass's layout)."""
@@ -168,13 +246,20 @@ class _KernelKind(LayerKind):
     def to_torch(self, g, f, problems, opts):
         out = {}
         w, b = _pop(f, "kernel"), _pop(f, "bias")
-        if w is not None:
-            out["weight"] = self.kernel_to_weight(g, w, opts)
+        weight = self.kernel_to_weight(g, w, opts) if w is not None else None
+        wn = self.weight_norm_to_torch(g, f, opts, weight)
+        if wn is not None:
+            out.update(wn)
+        elif weight is not None:
+            out["weight"] = weight
         if b is not None:
             out["bias"] = b
         return out
 
     def to_flax(self, g, t, problems, opts):
+        wn = self.weight_norm_to_flax(g, t, problems, opts)
+        if wn is not None:
+            return wn
         out = {(P, ("kernel",)): self.weight_to_kernel(g, t["weight"], opts)}
         if "bias" in t:
             out[(P, ("bias",))] = t["bias"]
@@ -309,11 +394,131 @@ class LayerNorm(LayerKind):
     def torch_guess(self, leaves, shapes):
         return "weight" in leaves and len(shapes[leaves["weight"]]) == 1 and "running_mean" not in leaves
 
+    def module_match(self, module):
+        """A hand-written layer norm (Hugging Face's ``Wav2Vec2``/``ConvNext``-style ``LayerNorm``
+        classes): a ``*Norm*`` module with exactly a 1-D ``weight`` and ``bias`` and no children."""
+        p = _direct_params(module)
+        return self.name == "layernorm" and "Norm" in type(module).__name__ and set(p) == {"weight", "bias"} \
+            and all(v.dim() == 1 for v in p.values()) and next(module.children(), None) is None
+
     def to_flax(self, g, t, problems, opts):
         return _affine_to_flax(t)
 
     def to_torch(self, g, f, problems, opts):
         return _affine_to_torch(f)
+
+
+@register
+class InstanceNorm(LayerNorm):
+    name, flax_class = "instancenorm", "InstanceNorm"
+    torch_classes: tuple = ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
+    extra_leaves = ("running_mean", "running_var", "num_batches_tracked")
+    layout = "instancenorm    weight, bias (affine=True)               params scale, bias (use_scale/use_bias)"
+
+    def module_error(self, module):
+        if getattr(module, "track_running_stats", False):
+            return ("InstanceNorm with track_running_stats=True normalizes with running statistics in eval; "
+                    "Flax's InstanceNorm has none")
+        return None
+
+    def flax_match(self, kids, leaves):
+        return False  # same leaves as LayerNorm: an InstanceNorm needs the module or kinds=
+
+    def torch_guess(self, leaves, shapes):
+        return False
+
+
+@register
+class RMSNorm(LayerKind):
+    """``torch.nn.RMSNorm`` and hand-written weight-only norms (Hugging Face's ``LlamaRMSNorm``,
+    ``MistralRMSNorm``, ``GemmaRMSNorm``, ``T5LayerNorm``): the weight is Flax's ``scale``
+    (``flax.linen.RMSNorm``) or ``weight`` (Hugging Face's Flax norms), whichever the
+    template holds (``scale`` without a template)."""
+
+    name, flax_class, torch_classes = "rmsnorm", "RMSNorm", ("RMSNorm",)
+    torch_leaves, required = ("weight",), ("weight",)
+    layout = "rmsnorm         weight                                   params scale (flax RMSNorm) or weight (HF Flax)"
+
+    def module_match(self, module):
+        p = _direct_params(module)
+        return "Norm" in type(module).__name__ and list(p) == ["weight"] and p["weight"].dim() == 1 \
+            and next(module.children(), None) is None
+
+    def flax_match(self, kids, leaves):
+        return set(leaves) == {"weight"} and leaves["weight"] == 1
+
+    def to_flax(self, g, t, problems, opts):
+        leaf = "weight" if opts.has is not None and opts.has(("weight",)) else "scale"
+        return {(P, (leaf,)): t["weight"]}
+
+    def to_torch(self, g, f, problems, opts):
+        w = _pop(f, "scale")
+        w = _pop(f, "weight") if w is None else w
+        return {} if w is None else {"weight": w}
+
+
+@register
+class PReLU(LayerKind):
+    name, flax_class, torch_classes = "prelu", "PReLU", ("PReLU",)
+    torch_leaves, required = ("weight",), ("weight",)
+    layout = "prelu           weight (1,)                              params negative_slope ()"
+
+    def flax_match(self, kids, leaves):
+        return set(leaves) == {"negative_slope"}
+
+    def to_flax(self, g, t, problems, opts):
+        w = t["weight"]
+        if w.size != 1:
+            problems.add("unsupported layers", f"{g.id}: PReLU(num_parameters={w.size}): Flax's PReLU has one "
+                         "negative_slope (only num_parameters=1 converts)")
+            return {}
+        return {(P, ("negative_slope",)): w.reshape(())}
+
+    def to_torch(self, g, f, problems, opts):
+        w = _pop(f, "negative_slope")
+        return {} if w is None else {"weight": np.asarray(w).reshape(1)}
+
+
+@register
+class HFConv1D(LayerKind):
+    """Hugging Face's ``Conv1D`` (GPT-2): a linear layer whose weight is stored (in, out).
+    Hugging Face's Flax twin (``FlaxConv1D``) stores the kernel (out, in) and a Flax ``Dense``
+    (in, out): the template's shape decides, and a square kernel follows the other Conv1D
+    layers of the same conversion (Hugging Face's layout when none decides)."""
+
+    name, flax_class = "conv1d", "Dense"
+    torch_classes = ("transformers.pytorch_utils.Conv1D",)
+    torch_leaves, required = ("weight", "bias"), ("weight",)
+    layout = ("conv1d          HF Conv1D weight (in, out), bias        HF FlaxConv1D kernel (out, in) = weight.T;\n"
+              "                                                         flax Dense kernel (in, out) = weight")
+
+    def transposed(self, g, w, opts) -> bool | None:
+        """True: Flax holds weight.T (HF); False: weight (Dense); None: the template cannot tell."""
+        if "transpose" in g.opts:
+            return bool(g.opts["transpose"])
+        n0 = opts.has(("kernel",), shape_dim=0) if opts.has is not None else None
+        if n0 is None or w.shape[0] == w.shape[1]:
+            return None
+        return n0 == w.shape[1]
+
+    def to_flax(self, g, t, problems, opts):
+        w = t["weight"]
+        tr = self.transposed(g, w, opts)
+        if tr is None:
+            tr = (opts.shared or {}).get(self.name, True)
+        out = {(P, ("kernel",)): w.T if tr else w}
+        if "bias" in t:
+            out[(P, ("bias",))] = t["bias"]
+        return out
+
+    def to_torch(self, g, f, problems, opts):
+        w, b = _pop(f, "kernel"), _pop(f, "bias")
+        out = {}
+        if w is not None:
+            out["weight"] = w.T if g.opts.get("transpose", (opts.shared or {}).get(self.name, True)) else w
+        if b is not None:
+            out["bias"] = b
+        return out
 
 
 @register
@@ -393,7 +598,8 @@ class LSTM(_RNNKind):
             out[(P, (names_i[j], "kernel"))] = wi[j].T
             out[(P, (names_h[j], "kernel"))] = wh[j].T
             b = _merge_bias(bi[j], bh[j], _name(g, "bias_ih") + f"[gate {'ifgo'[j]}]",
-                            _name(g, "bias_hh") + f"[gate {'ifgo'[j]}]", opts.merge_rnn_biases, problems)
+                            _name(g, "bias_hh") + f"[gate {'ifgo'[j]}]", opts.merge_rnn_biases, problems,
+                            opts.gradients)
             out[(P, (names_h[j], "bias"))] = b if b is not None else np.zeros(wh[j].shape[0], wh[j].dtype)
         return out
 
@@ -432,9 +638,9 @@ class GRU(_RNNKind):
         bi = np.split(t["bias_ih"], 3) if "bias_ih" in t else [zero] * 3
         bh = np.split(t["bias_hh"], 3) if "bias_hh" in t else [zero] * 3
         br, bz = (_merge_bias(bi[j], bh[j], _name(g, "bias_ih") + f"[gate {gate}]", _name(g, "bias_hh") + f"[gate {gate}]",
-                              opts.merge_rnn_biases, problems) for j, gate in ((0, "r"), (1, "z")))
+                              opts.merge_rnn_biases, problems, opts.gradients) for j, gate in ((0, "r"), (1, "z")))
         if opts.has is not None and opts.has(("dense_i",)):
-            if np.any(bh[2]):
+            if np.any(bh[2]) and not opts.gradients:  # (a gradient of b_hn is not a value of it)
                 problems.add("values Flax cannot hold exactly",
                              f"{_name(g, 'bias_hh')}[gate n] (b_hn) is nonzero, but flax.nnx.GRUCell has no bias "
                              "inside r * (W_hn h): use flax.linen.GRUCell (it has hn/bias), or a torch GRU "

@@ -6,8 +6,9 @@
   :mod:`_jaxinit.layer_kinds`.
 - The naming rule: torch ``a.b.0`` <-> Flax ``a/b/<x>`` where, when a template is
   given, ``<x>`` is the first of ``0``, ``layers_0`` (Linen ``Sequential``),
-  ``layers/0`` (NNX ``Sequential``), ``<FlaxClass>_<k>`` (Linen auto names: the k-th
-  sibling of that class) present in the template; ``mapping`` overrides any prefix.
+  ``layers/0`` (NNX ``Sequential``), ``<parent>_0`` (a list named after its parent, as
+  Hugging Face's Flax ResNet's ``layer/layer_0``), ``<FlaxClass>_<k>`` (Linen auto names:
+  the k-th sibling of that class) present in the template; ``mapping`` overrides any prefix.
 """
 from __future__ import annotations
 
@@ -43,11 +44,17 @@ def join(prefix: str, leaf: str) -> str:
 
 # --------------------------------------------------------------------------- kinds from torch
 def torch_kind(module) -> str | None:
-    """The kind of a torch module by the torch.nn (or torchinit) classes in its MRO (duck-typed)."""
+    """The kind of a torch module: by the torch.nn (or torchinit) classes in its MRO, by a
+    registered qualified class name (``transformers.pytorch_utils.Conv1D``), else by each
+    kind's ``module_match`` (hand-written layers such as Hugging Face's ``LlamaRMSNorm``).
+    Duck-typed: torch is not imported."""
     for cls in type(module).__mro__:
+        qual = f"{cls.__module__}.{cls.__name__}"
+        if qual in _TORCH_CLASS_KIND:
+            return _TORCH_CLASS_KIND[qual]
         if cls.__module__.startswith(("torch.nn", "torchinit")) and cls.__name__ in _TORCH_CLASS_KIND:
             return _TORCH_CLASS_KIND[cls.__name__]
-    return None
+    return next((k.name for k in REGISTRY.values() if k.module_match(module)), None)
 
 
 _RNN_LEAF = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(_l(\d+)(_reverse)?)?$")
@@ -245,6 +252,8 @@ def resolve_prefixes(groups: list[Group], index: set | None, mapping: Mapping | 
             cands: list[tuple[str, ...]] = [(seg,)]
             if seg.isdigit():
                 cands += [(f"layers_{seg}",), ("layers", seg)]
+                if i:  # a list attribute named after its parent (Hugging Face's Flax ResNet: layer/layer_0)
+                    cands.append((f"{segs[i - 1]}_{seg}",))
             sib = siblings.get(parent, [])
             cls = next((c for s, c in sib if s == seg), None)
             if cls:
@@ -280,6 +289,27 @@ def refine_kind(g: Group, path: tuple, index: set | None) -> Group:
 
 
 # --------------------------------------------------------------------------- torch targets
+class TorchSpec(dict):
+    """``{torch key: Spec}`` of a torch template, with ``tied``: ``{key: key whose tensor it shares}``."""
+
+    tied: dict = {}
+
+
+def _tensor_ties(sd: Mapping) -> dict:
+    """Tied entries of a state dict (torch tensors sharing memory, shape, strides and dtype)."""
+    first: dict = {}
+    out = {}
+    for k, v in sd.items():
+        if not _arr.is_torch_tensor(v) or not v.numel():
+            continue
+        ident = (v.data_ptr(), tuple(v.shape), tuple(v.stride()), str(v.dtype))
+        if ident in first:
+            out[k] = first[ident]
+        else:
+            first[ident] = k
+    return out
+
+
 def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
     """What ``to_torch_state_dict`` converts into, read from ``template`` (duck-typed).
 
@@ -293,7 +323,9 @@ def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
         return None, groups_from_flax_names(flat, kinds), {}, {}, None
     if hasattr(template, "state_dict") and hasattr(template, "named_modules"):
         sd = template.state_dict()
-        tspec: dict[str, Any] = {k: _arr.tensor_spec(v) for k, v in sd.items()}
+        spec = TorchSpec({k: _arr.tensor_spec(v) for k, v in sd.items()})
+        spec.tied = _tensor_ties(sd)
+        tspec: dict[str, Any] = spec
         devices = {k: v.device for k, v in sd.items()}
         groups, containers = groups_from_module(template, sd.keys(), kinds)
         return tspec, groups, containers, devices, sys.modules["torch"]

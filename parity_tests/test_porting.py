@@ -552,6 +552,33 @@ def test_bert_compare_layers(bert):
 
 
 @needs_transformers
+def test_bert_suggest_mapping_eval_shape_template(bert):
+    """The documented template (jax.eval_shape of init_weights) with flax_module= (was: float()
+    argument must be ... not 'ShapeDtypeStruct', from tracing the model with it)."""
+    tm, (fm, _) = bert
+    shapes = jax.eval_shape(lambda key: fm.init_weights(key, IDS.shape), jax.random.key(0))
+    for pkg in (jaxinit, torchinit):
+        sug = pkg.suggest_mapping(tm, {"params": shapes}, flax_module=fm, flax_inputs=(IDS, MASK))
+        assert dict(sug) == {} and sug.ambiguous == [] and sug.unmatched_torch == []  # the names already match
+
+
+@needs_transformers
+def test_decoder_with_cache_gets_a_clear_error(bert):
+    """A decoder left at use_cache=True returns its cache: a clear error (was torch's raw
+    "Can't call numpy() on Tensor that requires grad")."""
+    import transformers
+    _, (fm, v) = bert
+    tm = transformers.BertModel(transformers.BertConfig(**BERT, is_decoder=True, use_cache=True)).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # Hugging Face builds the causal mask in the default dtype
+    try:
+        with pytest.raises(jaxinit.InitError, match=r"'past_key_values' is a \w*Cache.*use_cache=False"):
+            jaxinit.twin_check(tm, fm, (IDS, MASK), variables=v, modes=("eval",))
+    finally:
+        torch.set_default_dtype(default)
+
+
+@needs_transformers
 def test_bert_round_trip_float64(bert):
     tm, (fm, v) = bert
     back = jaxinit.to_torch_state_dict(v, tm)
@@ -694,5 +721,5 @@ def test_compare_layers_output_layout_error():
     torch.manual_seed(0)
     tm, x = torch.nn.Sequential(torch.nn.Linear(4, 6)).double(), RNG.standard_normal((2, 4))
     v = jaxinit.from_torch_state_dict(tm, Reshaped().init(jax.random.key(0), x))
-    with pytest.raises(jaxinit.InitError, match=r"shape \(2, 2, 3\) in Flax and \(2, 6\) in torch.*flax_call="):
+    with pytest.raises(jaxinit.InitError, match=r"shape \(2, 2, 3\) in Flax and \(2, 6\) in torch.*layout=lambda"):
         jaxinit.compare_layers(tm, Reshaped(), x, variables=v)

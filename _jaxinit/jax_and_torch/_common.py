@@ -108,7 +108,33 @@ def is_hf_flax(model) -> bool:
 
 
 def hf_call(model, variables, *inputs, train):
-    return model(*inputs, params=variables["params"], train=train)
+    """``model(*inputs, params=..., train=...)`` (``deterministic=not train`` for the models that take
+    that, e.g. OPT) -> ``(output, updated collections)``. Models with
+    running statistics (ResNet, RegNet) take the whole variables and return ``(output,
+    {'batch_stats': ...})`` in train mode (``mutable=['batch_stats']`` inside)."""
+    import inspect
+
+    names: Any
+    try:
+        names = inspect.signature(type(model).__call__).parameters
+    except (TypeError, ValueError):
+        names = {"train": None}
+    mode = {"train": train} if "train" in names or "deterministic" not in names else {"deterministic": not train}
+    if set(variables) - {"params"}:
+        out = model(*inputs, params=variables, **mode)
+        return out if train else (out, {})
+    return model(*inputs, params=variables["params"], **mode), {}
+
+
+hf_call.returns_updates = True  # type: ignore[attr-defined]
+
+
+def call_flax(flax_call, model, variables, xs, train):
+    """``(output, updates)`` of a ``flax_call`` hook: the hooks marked ``returns_updates``
+    (``hf_call``) return both, a user's hook the output only (updates ``{}``)."""
+    if getattr(flax_call, "returns_updates", False):
+        return flax_call(model, variables, *xs, train=train)
+    return flax_call(model, variables, *xs, train=train), {}
 
 
 def float_leaf(x) -> bool:
@@ -126,3 +152,23 @@ def train_kwargs(model, train_kwarg, train: bool) -> dict:
     except (TypeError, ValueError):
         return {train_kwarg: train}
     return {train_kwarg: train} if train_kwarg in params else {}
+
+
+def copy_module(module):
+    """``copy.deepcopy`` of a torch module. The old ``torch.nn.utils.weight_norm`` leaves its
+    computed ``weight`` (not a leaf tensor) on the module after a forward pass, which deepcopy
+    refuses (pytorch#103001); it is recomputed by the hook at every forward, so it is left out
+    of the copy and put back on the original."""
+    import copy
+
+    saved = []
+    for mod in module.modules():
+        for hook in mod._forward_pre_hooks.values():
+            name = getattr(hook, "name", None)
+            if type(hook).__name__ == "WeightNorm" and name in mod.__dict__:
+                saved.append((mod, name, mod.__dict__.pop(name)))
+    try:
+        return copy.deepcopy(module)
+    finally:
+        for mod, name, value in saved:
+            mod.__dict__[name] = value

@@ -93,18 +93,35 @@ def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables:
         else (flax_module, None, flax_call)
     xs = None if inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    _TORCH_INPUT.clear()
+    _FLAX_INPUT.clear()
+    try:
+        return _audit(torch_module, flax_module, xs, fxs, variables, train_kwarg, flax_call, mapping, kinds,
+                      jax, jnp, nnx)
+    finally:
+        _TORCH_INPUT.clear()
+        _FLAX_INPUT.clear()
+
+
+def _audit(torch_module, flax_module, xs, fxs, variables, train_kwarg, flax_call, mapping, kinds, jax, jnp, nnx):
     tmods, torder, tin = _torch_modules(torch_module, xs)
     fmods, forder, fin, fvars = _flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)
     state_keys = torch_module.state_dict().keys()
     groups, containers = _naming.groups_from_module(torch_module, state_keys, kinds)
     pairs = _pair(torch_module, groups, containers, fvars, mapping, list(fmods))
     findings: list[Finding] = []
+    fast_notes: list[str] = []
     for tpath, fpath in pairs.items():
         tm, fm = tmods.get(tpath), fmods.get(tuple(p for p in fpath.split("/") if p))
         if tm is None or fm is None:
             continue
         for check in _CHECKS:
             findings.extend(check(tpath, fpath, tm, fm, tin.get(tpath), fvars))
+        fast = _fast_variance(tpath, fpath, tm, fm, fin.get(tuple(p for p in fpath.split("/") if p)))
+        if isinstance(fast, Finding):
+            findings.append(fast)
+        elif fast:
+            fast_notes.append(fast)
     inits = [f for f in findings if f.category == "initializers"]
     if inits:  # one finding for the model, not one per layer
         findings = [f for f in findings if f.category != "initializers"]
@@ -113,6 +130,11 @@ def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables:
                                           + (" ..." if len(inits) > 3 else "")))
     findings.extend(_order_findings(pairs, groups, torder, forder, fvars))
     notes = _notes(tmods, pairs, findings)
+    if fast_notes:
+        notes.append(f"Flax LayerNorm(use_fast_variance=True) at {', '.join(fast_notes[:4])}"
+                     f"{' ...' if len(fast_notes) > 4 else ''}: var = E[x^2] - E[x]^2 where torch computes "
+                     "E[(x - mean)^2]; harmless in float64 (these layers see float64), a difference in float32 "
+                     "(use_fast_variance=False)")
     pool_findings, pool_notes = _pooling(tmods, pairs)
     findings.extend(pool_findings)
     notes.extend(pool_notes)
@@ -142,6 +164,10 @@ def template_call_order(flax_module, flax_inputs, template):
     return flax_call_order(flax_module, flax_inputs, variables)
 
 
+_TORCH_INPUT: dict = {}  # during one audit: each torch module's first input (the object itself)
+_FLAX_INPUT: dict = {}  # the same for the Flax modules (tracers)
+
+
 def _torch_modules(tm, xs):
     """{path: module}, [paths in execution order], {path: input shape} (torch traced when xs)."""
     import torch
@@ -154,6 +180,7 @@ def _torch_modules(tm, xs):
             def pre(module, args, name=name):
                 if name not in shapes and args and isinstance(args[0], torch.Tensor):
                     shapes[name] = tuple(args[0].shape)
+                    _TORCH_INPUT[name] = args[0]  # kept alive until the audit ends: identity = same input
                 order.append(name)
             handles.append(mod.register_forward_pre_hook(pre))
         device = next((p.device for p in tm.parameters()), torch.device("cpu"))
@@ -192,14 +219,17 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
             mods.setdefault(path, ctx.module)
             order.append(path)
             if args and hasattr(args[0], "shape"):
-                shapes.setdefault(path, tuple(args[0].shape))
+                shapes.setdefault(path, (tuple(args[0].shape), np.dtype(args[0].dtype)))
+                _FLAX_INPUT.setdefault(path, args[0])
         return next_fun(*args, **kwargs)
 
     xf = [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in fxs]
     kw = C.train_kwargs(model, train_kwarg, False)
     with nn.intercept_methods(icpt):
         if flax_call is not None:
-            jax.eval_shape(lambda *x: flax_call(model, variables, *x, train=False), *xf)
+            # the variables are an argument (not closed over): a template of ShapeDtypeStructs
+            # (jax.eval_shape output) is then traced like arrays
+            jax.eval_shape(lambda v, *x: C.call_flax(flax_call, model, v, x, False)[0], variables, *xf)
             fvars = variables
         elif variables is not None:
             jax.eval_shape(lambda v, *x: model.apply(v, *x, **kw), variables, *xf)
@@ -213,6 +243,20 @@ def _flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
 # --------------------------------------------------------------------------- checks
 def _cls(m) -> str:
     return type(m).__name__
+
+
+def _torch_base(m, *names: str) -> str | None:
+    """The first class of ``m``'s MRO defined by torch (``torch.nn``), torchinit or Hugging Face
+    (``transformers``) whose name is one of ``names`` (or starts with a name given with a
+    trailing '*'): a subclass of a known layer (Bart's ``BartScaledWordEmbedding``) is that
+    layer, found by ``isinstance``, not by its own class name."""
+    for cls in type(m).__mro__:
+        if not cls.__module__.startswith(("torch.nn", "transformers", "torchinit")):
+            continue
+        for n in names:
+            if cls.__name__ == n or (n.endswith("*") and cls.__name__.startswith(n[:-1])):
+                return cls.__name__
+    return None
 
 
 def _tuple(v, n):
@@ -251,7 +295,8 @@ def _torch_pads(tm, k, d):
 
 
 def _check_conv(tp, fp, tm, fm, tin, fvars):
-    if not _cls(tm).startswith("Conv") or _cls(tm).startswith("ConvTranspose") or not hasattr(fm, "kernel_size"):
+    if not _torch_base(tm, "Conv1d", "Conv2d", "Conv3d") or not hasattr(fm, "kernel_size") \
+            or hasattr(fm, "transpose_kernel"):
         return []
     out = []
     n = len(tm.kernel_size)
@@ -287,7 +332,8 @@ def _check_conv(tp, fp, tm, fm, tin, fvars):
 
 
 def _check_bias(tp, fp, tm, fm):
-    if not hasattr(fm, "use_bias") or not hasattr(tm, "bias") or _cls(tm).startswith(("LayerNorm", "BatchNorm", "GroupNorm")):
+    if not hasattr(fm, "use_bias") or not hasattr(tm, "bias") or \
+            _torch_base(tm, "LayerNorm", "BatchNorm*", "GroupNorm", "InstanceNorm*", "RMSNorm", "_NormBase"):
         return []
     has_t = getattr(tm, "bias", None) is not None
     if has_t != bool(fm.use_bias):
@@ -297,19 +343,130 @@ def _check_bias(tp, fp, tm, fm):
 
 
 def _check_dense(tp, fp, tm, fm, tin, fvars):
-    return _check_bias(tp, fp, tm, fm) if _cls(tm) == "Linear" else []
+    return _check_bias(tp, fp, tm, fm) if _torch_base(tm, "Linear") else []
+
+
+def _check_conv_transpose(tp, fp, tm, fm, tin, fvars):
+    """torch ConvTranspose vs Flax ConvTranspose: the kernel convention the weights were converted
+    for (``transpose_kernel``) and the padding. Flax pads the stride-dilated input by explicit
+    ``(lo, hi)`` pairs (``lax.conv_transpose``); torch's ``padding=p, output_padding=op`` is
+    ``(d*(k-1) - p, d*(k-1) - p + op)`` there; Flax's ``'SAME'`` / ``'VALID'`` are
+    ``lax``'s ``_conv_transpose_padding`` of the dilated kernel size."""
+    if not _torch_base(tm, "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d") \
+            or not hasattr(fm, "transpose_kernel"):
+        return []
+    from _jaxinit.layer_kinds import REGISTRY
+    from _jaxinit.naming import Group
+
+    out = []
+    n = len(tm.kernel_size)
+    k, s = _tuple(fm.kernel_size, n), _tuple(fm.strides, n)
+    d = _tuple(getattr(fm, "kernel_dilation", None), n)
+    for what, tv, fv, fix in (("stride", tuple(tm.stride), s, f"strides={tuple(tm.stride)}"),
+                              ("dilation", tuple(tm.dilation), d, f"kernel_dilation={tuple(tm.dilation)}"),
+                              ("kernel size", tuple(tm.kernel_size), k, f"kernel_size={tuple(tm.kernel_size)}")):
+        if tv != fv:
+            out.append(Finding("conv settings", tp, fp, f"{what}: torch {tv}, Flax {fv}", f"Flax ConvTranspose({fix})"))
+    eff = [dd * (kk - 1) + 1 for kk, dd in zip(k, d)]
+    want = tuple((e - 1 - p, e - 1 - p + op) for e, p, op in zip(eff, tm.padding, tm.output_padding))
+    pad = fm.padding
+    if isinstance(pad, str) and pad.upper() in ("SAME", "VALID"):
+        from jax._src.lax.convolution import _conv_transpose_padding  # what lax.conv_transpose applies
+
+        got: Any = tuple(_conv_transpose_padding(e, ss, pad.upper()) for e, ss in zip(eff, s))
+    elif isinstance(pad, str):
+        got = pad.upper()
+    else:
+        got = tuple((p, p) if isinstance(p, int) else tuple(p) for p in ((pad,) * n if isinstance(pad, int) else pad))
+    if tm.padding_mode != "zeros" or got != want:
+        out.append(Finding("conv padding", tp, fp,
+                           f"torch ConvTranspose(padding={tuple(tm.padding)}, output_padding={tuple(tm.output_padding)}) "
+                           f"pads the dilated input by {list(want)}; Flax padding={pad!r} pads {got if isinstance(got, str) else list(got)}"
+                           " (Flax's explicit pads are those of the transposed convolution itself, not torch's)",
+                           f"Flax ConvTranspose(padding={want!r})"))
+    w = getattr(tm, "weight", None)
+    kernel = fvars.get(("params", tuple(q for q in fp.split("/") if q) + ("kernel",)))
+    if w is not None and kernel is not None and hasattr(kernel, "__array__") and not _is_spec(kernel):
+        kind: Any = REGISTRY["conv_transpose"]
+        g = Group(tp, "conv_transpose", {}, {})
+        tw = _arr.to_numpy(w.detach())
+        kern = np.asarray(kernel)
+        as_is = kind.weight_to_kernel(g, tw, _Opts(bool(fm.transpose_kernel)))
+        other = kind.weight_to_kernel(g, tw, _Opts(not fm.transpose_kernel))
+        if as_is.shape != kern.shape or not np.allclose(as_is, kern, rtol=1e-6, atol=0):
+            if other.shape == kern.shape and np.allclose(other, kern, rtol=1e-6, atol=0):
+                out.append(Finding("conv_transpose kernel", tp, fp,
+                                   f"the Flax ConvTranspose has transpose_kernel={bool(fm.transpose_kernel)} but its "
+                                   f"kernel was converted for transpose_kernel={not fm.transpose_kernel} "
+                                   "(lax flips and swaps the kernel itself when True): the outputs differ",
+                                   f"convert with from_torch_state_dict(..., transpose_kernel={bool(fm.transpose_kernel)})"))
+    return out
+
+
+def _fast_variance(tp, fp, tm, fm, fin):
+    """Flax LayerNorm's default ``use_fast_variance=True`` computes ``E[x^2] - E[x]^2``, which
+    cancels in float32 when ``|mean| >> std`` (torch: ``E[(x - mean)^2]``, two passes): a
+    finding when the layer computes in float32 or narrower, a note in float64."""
+    if not getattr(fm, "use_fast_variance", False) or not hasattr(fm, "use_scale") or hasattr(fm, "momentum") \
+            or not _torch_base(tm, "LayerNorm", "GroupNorm", "InstanceNorm*"):
+        return None
+    dtype = getattr(fm, "dtype", None) or (fin[1] if fin else None) or getattr(fm, "param_dtype", None)
+    if dtype is not None and np.dtype(dtype) == np.float64:
+        return fp
+    return Finding("norm variance", tp, fp, f"Flax {_cls(fm)}(use_fast_variance=True) (the default) computes the "
+                   "variance as E[x^2] - E[x]^2, which loses the digits of the variance when |mean| >> std in "
+                   f"float32 (torch's {_cls(tm)} computes E[(x - mean)^2])",
+                   f"Flax {_cls(fm)}(use_fast_variance=False)")
+
+
+def _is_spec(x) -> bool:
+    return type(x).__name__ == "ShapeDtypeStruct"
+
+
+class _Opts(NamedTuple):
+    transpose_kernel: bool
+
+
+def _torch_eps(tm):
+    """A torch norm's eps (``nn.RMSNorm(eps=None)`` uses the dtype's machine epsilon)."""
+    for name in ("eps", "variance_epsilon", "epsilon"):
+        if hasattr(tm, name):
+            v = getattr(tm, name)
+            if v is None:
+                w = getattr(tm, "weight", None)
+                import torch
+
+                return float(torch.finfo(w.dtype if w is not None else torch.get_default_dtype()).eps)
+            return float(v)
+    return None
+
+
+def _flax_eps(fm):
+    for name in ("epsilon", "eps", "variance_epsilon"):
+        v = getattr(fm, name, None)
+        if isinstance(v, (int, float)):
+            return float(v)
+    return None
 
 
 def _check_norm(tp, fp, tm, fm, tin, fvars):
-    cls = _cls(tm)
+    cls = _torch_base(tm, "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "RMSNorm")
+    if cls is None and "Norm" in _cls(tm) and "BatchNorm" not in _cls(tm) and _torch_eps(tm) is not None:
+        cls = _cls(tm)  # a hand-written norm (Hugging Face's LlamaRMSNorm, T5LayerNorm): eps by attribute
+    if cls is None:
+        return []
     out = []
-    if cls in ("LayerNorm", "GroupNorm") and hasattr(fm, "epsilon"):
-        if not np.isclose(tm.eps, fm.epsilon, rtol=1e-12, atol=0):
-            out.append(Finding("norm eps", tp, fp, f"{cls} eps: torch {tm.eps:g}, Flax {fm.epsilon:g} "
-                               "(Flax's default is 1e-6, torch's 1e-5)", f"Flax {cls}(epsilon={tm.eps:g})"))
-        if cls == "GroupNorm" and getattr(fm, "num_groups", tm.num_groups) != tm.num_groups:
-            out.append(Finding("norm groups", tp, fp, f"GroupNorm groups: torch {tm.num_groups}, Flax {fm.num_groups}",
-                               f"Flax GroupNorm(num_groups={tm.num_groups})"))
+    te, fe = _torch_eps(tm), _flax_eps(fm)
+    if te is not None and fe is not None and not np.isclose(te, fe, rtol=1e-12, atol=0):
+        default = {"LayerNorm": " (Flax's default is 1e-6, torch's 1e-5)", "GroupNorm": " (Flax's default is 1e-6, "
+                   "torch's 1e-5)", "RMSNorm": " (torch's eps=None is the dtype's machine epsilon, Flax's default 1e-6)"}
+        default.update({f"InstanceNorm{i}d": " (Flax's default is 1e-6, torch's 1e-5)" for i in (1, 2, 3)})
+        flax_name = _cls(fm)
+        out.append(Finding("norm eps", tp, fp, f"{cls} eps: torch {te:g}, Flax {fe:g}{default.get(cls, '')}",
+                           f"Flax {flax_name}(epsilon={te:g})"))
+    if cls == "GroupNorm" and getattr(fm, "num_groups", tm.num_groups) != tm.num_groups:
+        out.append(Finding("norm groups", tp, fp, f"GroupNorm groups: torch {tm.num_groups}, Flax {fm.num_groups}",
+                           f"Flax GroupNorm(num_groups={tm.num_groups})"))
     return out
 
 
@@ -324,7 +481,7 @@ def _bn_convention(fm) -> dict | None:
 
 
 def _check_batchnorm(tp, fp, tm, fm, tin, fvars):
-    if "BatchNorm" not in _cls(tm):
+    if not _torch_base(tm, "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "BatchNorm"):
         return []
     conv = _bn_convention(fm)
     if conv is None:
@@ -357,7 +514,7 @@ def _check_batchnorm(tp, fp, tm, fm, tin, fvars):
 
 
 def _check_embed(tp, fp, tm, fm, tin, fvars):
-    if _cls(tm) != "Embedding" or tm.padding_idx is None:
+    if not _torch_base(tm, "Embedding") or getattr(tm, "padding_idx", None) is None:
         return []
     return [Finding("embedding padding_idx", tp, fp,
                     f"torch Embedding(padding_idx={tm.padding_idx}) gives row {tm.padding_idx} no gradient (it never "
@@ -367,7 +524,7 @@ def _check_embed(tp, fp, tm, fm, tin, fvars):
 
 
 def _check_dropout(tp, fp, tm, fm, tin, fvars):
-    if not _cls(tm).startswith("Dropout") or not hasattr(fm, "rate"):
+    if not _torch_base(tm, "Dropout*") or not hasattr(fm, "rate"):
         return []
     if not np.isclose(tm.p, fm.rate):
         return [Finding("dropout", tp, fp, f"rate: torch p={tm.p}, Flax rate={fm.rate}", f"Flax Dropout(rate={tm.p})")]
@@ -377,7 +534,8 @@ def _check_dropout(tp, fp, tm, fm, tin, fvars):
 def _check_init(tp, fp, tm, fm, tin, fvars):
     import flax.linen.linear as L
 
-    if _cls(tm) not in ("Linear", "Conv1d", "Conv2d", "Conv3d") or getattr(fm, "kernel_init", None) is not L.default_kernel_init:
+    if not _torch_base(tm, "Linear", "Conv1d", "Conv2d", "Conv3d") or \
+            getattr(fm, "kernel_init", None) is not L.default_kernel_init:
         return []
     return [Finding("initializers", tp, fp, "Flax's default kernel_init (lecun_normal, zero bias) differs from torch's "
                     "(kaiming_uniform(a=sqrt(5)), uniform bias): two freshly initialized twins start from different "
@@ -385,7 +543,8 @@ def _check_init(tp, fp, tm, fm, tin, fvars):
                     "use jaxinit.linen / jaxinit.nnx layers (torch's defaults), or convert the torch weights")]
 
 
-_CHECKS = (_check_conv, _check_dense, _check_norm, _check_batchnorm, _check_embed, _check_dropout, _check_init)
+_CHECKS = (_check_conv, _check_conv_transpose, _check_dense, _check_norm, _check_batchnorm, _check_embed,
+           _check_dropout, _check_init)
 
 
 def _order_findings(pairs, groups, torder, forder, fvars):
@@ -413,10 +572,22 @@ def _order_findings(pairs, groups, torder, forder, fvars):
     return out
 
 
+def _independent(ta, tb, fa, fb) -> bool:
+    """Two layers that read the same input (the query, key and value projections of one
+    attention) may run in either order: same input object in torch or in Flax."""
+    def same(d, a, b):
+        return a in d and b in d and d[a] is d[b]
+
+    def fkey(p):
+        return tuple(q for q in p.split("/") if q)
+
+    return same(_TORCH_INPUT, ta, tb) or same(_FLAX_INPUT, fkey(fa), fkey(fb))
+
+
 def _inversions(layers, fidx):
     out = []
     for (_, ta, fa), (_, tb, fb) in zip(layers, layers[1:]):
-        if fidx[fa] > fidx[fb]:
+        if fidx[fa] > fidx[fb] and not _independent(ta, tb, fa, fb):
             out.append(Finding("order", ta, fa, f"torch runs {ta!r} before {tb!r}, but their Flax partners run in the "
                                f"opposite order ({fa!r} after {fb!r}), and they have the same shapes: unless they sit on "
                                "independent branches, the pairing (mapping=) swaps them",

@@ -9,7 +9,6 @@ flax and torch, imported inside the functions.
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +38,8 @@ class LayerReport:
     """
 
     def __init__(self, rows, unpaired_torch, unpaired_flax, dtype, rtol, mode):
+        self.ignored: dict = {"torch": [], "flax": []}
+        self.tied: dict = {}
         self.rows = rows
         self.unpaired_torch = unpaired_torch
         self.unpaired_flax = unpaired_flax
@@ -119,7 +120,7 @@ class LayerReport:
 def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                    flax_inputs: Any = None, mode: str = "eval", train_kwarg: str | None = "train",
                    flax_call: Any = None, mapping=None, kinds=None, layout: Any = "auto",
-                   gradients: bool = False, seed: int = 0) -> LayerReport:
+                   gradients: bool = False, seed: int = 0, ignore: Any = (), tied: Any = None) -> LayerReport:
     r"""Compare every layer's output of a torch module and its Flax twin; name the first divergence.
 
     Both models run once on the same inputs (as in :func:`twin_check`: Linen
@@ -142,6 +143,9 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         function ``(torch_path, flax_array) -> array in torch's layout``.
       gradients: also compare the gradient of the loss ``sum(output * c)``
         with respect to each layer's output.
+      ignore, tied: torch keys (or Flax paths, or regular expressions) without a
+        partner, and tied keys, as in :func:`twin_check` (train mode converts the
+        running statistics); listed in ``report.ignored`` / ``report.tied``.
 
     >>> report = jaxinit.compare_layers(torch_resnet, flax_resnet, x, variables=variables, flax_inputs=x_nhwc)  # doctest: +SKIP
     >>> print(report); report.first_divergence  # doctest: +SKIP
@@ -160,11 +164,16 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
         fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
-                                      flax_call, channels_last)
-    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls])
+                                      flax_call, channels_last, layout)
+    alternates: dict = {}
+    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
     for path, outs, grads in fcalls:
-        fby.setdefault("/".join(path), (outs, grads))
+        if outs or "/".join(path) not in fby:
+            fby["/".join(path)] = (outs, grads)
+    for tpath, alt in alternates.items():  # a cell run inside nn.RNN's scan: compare the RNN module
+        if pairs.get(tpath) in fby and not fby[pairs[tpath]][0] and alt in fby:
+            pairs[tpath] = alt
     dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     rtol = C.budget_rtol(dtype)
@@ -180,13 +189,31 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last)
             row.update(grad_diff=g["diff"], grad_scale=g["scale"], grad_ok=g["ok"])
         rows.append(row)
+    keep = _ignored(ignore, tied, tstate, fvars, tm)
     if train:
-        _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol)
+        _state_rows(rows, {k: v for k, v in tstate.items() if k not in keep.torch_ignored},
+                    [g for g in groups if any(k not in keep.torch_ignored for k in g.keys.values())] if
+                    keep.torch_ignored else groups, containers,
+                    {k: v for k, v in fvars.items() if _arr.fname(k) not in keep.flax_ignored}, mapping, rtol,
+                    keep.tied)
     unpaired_t = [p for p, _, _ in tcalls if p not in seen and p != ""]
     _hint_first_divergence(rows, tcalls, seen, dict(tm.named_modules()))
     paired_f = {r["flax"] for r in rows}
     unpaired_f = ["/".join(p) for p in dict.fromkeys(p for p, _, _ in fcalls) if "/".join(p) not in paired_f]
-    return LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+    report = LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+    report.ignored = {"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)}
+    report.tied = dict(keep.tied)
+    return report
+
+
+def _ignored(ignore, tied, tstate, fvars, tm):
+    """twin_check's ``ignore=`` / ``tied=`` resolution, on compare_layers' two sides."""
+    from _jaxinit.jax_and_torch.twin import Run, _Keep, _Side, _tied_keys
+
+    t = _Side({}, dict(tstate), {}, {}, [], True, _tied_keys(tm), ())
+    f = _Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
+              {k: v for k, v in fvars.items() if k[0] == "params"}, [], True, {}, ())
+    return _Keep.of(t, f, Run(ignore=ignore, tied=tied))
 
 
 def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
@@ -214,7 +241,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = copy.deepcopy(torch_module)
+    tm = C.copy_module(torch_module)
     tm.train(train)
     calls: list[tuple[str, dict, int | None]] = []
     perts: list[Any] = []
@@ -254,6 +281,22 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     return tm, rows, out, state
 
 
+def _loss_term(key, c, out, channels_last, layout):
+    """``sum(output * c)`` with ``c`` drawn in torch's layout: a ``layout`` function brings the
+    Flax output to torch's layout first (it is applied to traced arrays, so it must use
+    ``jnp`` or array methods such as ``y.transpose(0, 3, 1, 2)``)."""
+    import jax.numpy as jnp
+
+    if callable(layout):
+        y = layout("", out)
+        if tuple(y.shape) != tuple(c.shape):
+            raise InitError(f"compare_layers: layout('', flax_output) gives shape {tuple(y.shape)} for the model "
+                            f"output {key or '(output)'!r}, torch's is {tuple(c.shape)}: the layout function must bring "
+                            "every Flax output into torch's layout.")
+        return jnp.sum(y * c)
+    return jnp.sum(out * _cot_in_flax_layout(key, c, out, channels_last))
+
+
 def _cot_in_flax_layout(key, c, out, channels_last):
     """The model output's cotangent (drawn in torch's layout) in the Flax output's layout: with
     ``channels_last`` (layout='auto', a convolutional model) a torch output (N, C, ...) of >= 3
@@ -266,12 +309,15 @@ def _cot_in_flax_layout(key, c, out, channels_last):
     if c.shape == out.shape:
         return c
     raise InitError(f"compare_layers: the model output {key or '(output)'!r} has shape {tuple(out.shape)} in Flax and "
-                    f"{tuple(c.shape)} in torch (neither equal nor channels-last vs channels-first): pass "
-                    "flax_call= (a hook whose Flax output has torch's layout).")
+                    f"{tuple(c.shape)} in torch (neither equal nor channels-last vs channels-first"
+                    + (", and layout='auto' assumes channels-last only for a model with convolutions" if
+                       c.ndim >= 3 and jnp.moveaxis(c, 1, -1).shape == out.shape else "")
+                    + "): pass layout=lambda torch_path, y: <y in torch's layout> (e.g. "
+                    "jnp.moveaxis(y, -1, 1) if y.ndim >= 3 else y), applied to every layer and the output.")
 
 
 def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call,
-                  channels_last=False):
+                  channels_last=False, layout="auto"):
     """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
     the Flax variables after the pass ({(collection, path): array})."""
     import jax
@@ -289,15 +335,19 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         calls: list[tuple[tuple, Any]] = []
 
         def record(path, out):
-            if perts is not None and isinstance(out, jax.Array) and len(calls) < len(perts) \
-                    and perts[len(calls)] is not None:
+            if perts is None:  # the plain pass: a call inside a transform (the cell of nn.RNN runs in a
+                # scan) gives tracers, not values: it is recorded without an output
+                traced = any(isinstance(v, jax.core.Tracer) for _, v in C.tree_leaves(out))
+                calls.append((path, None if traced else out))
+                return out
+            if isinstance(out, jax.Array) and len(calls) < len(perts) and perts[len(calls)] is not None:
                 out = out + perts[len(calls)]
             calls.append((path, out))
             return out
 
         if is_nnx:
             with _nnx_intercept(model, record):
-                y = flax_call(model, None, *xf, train=train) if flax_call else model(*xf)
+                y = C.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
             upd: dict = {}
         else:
             import flax.linen as nn
@@ -312,18 +362,18 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             with nn.intercept_methods(icpt):
                 kw = C.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = flax_call(model, full, *xf, train=train), {}
+                    y, upd = C.call_flax(flax_call, model, full, xf, train)
                 elif train and "batch_stats" in full:
                     y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
                 else:
                     y, upd = model.apply(full, *xf, **kw), {}
         leaves = dict(C.tree_leaves(y))
-        loss = sum((jnp.sum(leaves[k] * _cot_in_flax_layout(k, c, leaves[k], channels_last)) for k, c in cot.items() if k in leaves),
+        loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
         return loss, (calls, upd)
 
     _, (calls, upd) = run(None)
-    grads = [None] * len(calls)
+    grads: Any = [None] * len(calls)
     if gradients:
         zeros = [jnp.zeros_like(o) if isinstance(o, jax.Array) and jnp.issubdtype(o.dtype, jnp.floating) else None
                  for _, o in calls]
@@ -333,7 +383,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         grads = jax.grad(lambda p: run(p)[0])(zeros)
     out = []
     for (path, o), g in zip(calls, grads):
-        outs = {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
+        outs = {} if o is None else {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
@@ -387,13 +437,19 @@ class _nnx_intercept:
 
 
 # --------------------------------------------------------------------------- pairing
-def _pair(tm, groups, containers, fvars, mapping, fpaths) -> dict:
+def _pair(tm, groups, containers, fvars, mapping, fpaths, alternates: dict | None = None) -> dict:
     """torch module path -> Flax path string, by the converter's rule (groups), the
     deepest Flax module holding all of a container's layers, or the rule for
-    parameterless modules."""
+    parameterless modules. ``alternates`` receives, for recurrent layers, the Flax module
+    the rule for parameterless modules names (``nn.RNN`` holding a cell defined outside it)."""
     index = _naming.flax_index(fvars) | {p for p in fpaths}
     gids = {g.id for g in groups}
     extra = tuple(n for n, m in tm.named_modules() if n and n not in gids and next(m.children(), None) is None)
+    rnn = tuple(g.id for g in groups if g.kind in ("lstm", "gru") and g.id)
+    alt_groups = [g._replace(kind="unknown") for g in groups]  # no class-based auto names for the RNN module
+    alt = _naming.resolve_prefixes(alt_groups, index, mapping, containers, rnn) if rnn else {}
+    if alternates is not None:
+        alternates.update({gid: "/".join(alt[gid]) for gid in rnn if alt.get(gid) in index})
     every = _naming.resolve_prefixes(groups, index, mapping, containers, extra)
     pairs = {}
     by_group = {}
@@ -445,6 +501,9 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
     row = {"torch": tpath, "flax": fpath, "shape": (), "diff": 0.0, "scale": 0.0, "rel": 0.0,
            "budget": 0.0, "ok": None}
     common = [k for k in touts if k in fouts]
+    if not common and list(fouts) == ["output"] and "0" in touts:
+        # torch's recurrent layers return (sequence, state), Flax's nn.RNN the sequence
+        touts, fouts, common = {"0": touts["0"]}, {"0": fouts["output"]}, ["0"]
     if not common:
         if touts or fouts:
             row["note"] = (f"outputs not comparable: torch fields {sorted(touts)} vs Flax {sorted(fouts)}")
@@ -472,13 +531,13 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
     return row
 
 
-def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol) -> None:
+def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None) -> None:
     """Train mode: each layer's running statistics after the pass, torch converted to the
     Flax layout by the converter, compared per layer (a divergence there marks the row)."""
     template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
     conv = torch_to_flax(tstate, groups, template=template, mapping=mapping, containers=containers,
                          batchnorm="flax" if not any(k[1][-1] == "num_batches_tracked" for k in fvars) else "torch",
-                         dtype="template", merge_rnn_biases=True, who="compare_layers")
+                         dtype="template", merge_rnn_biases=True, who="compare_layers", tied=tied)
     by_row = {r["flax"]: r for r in rows}
     for key, v in fvars.items():
         coll, path = key

@@ -4,14 +4,14 @@ Needs jax, flax and torch, imported inside the functions (see the package docstr
 """
 from __future__ import annotations
 
-import copy
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
-from _jaxinit.convert import torch_to_flax
+from _jaxinit.convert import ConversionError, torch_to_flax
 from _jaxinit.errors import InitError
 from _jaxinit.jax_and_torch import _common as C
 
@@ -26,13 +26,34 @@ class _Side(NamedTuple):
     state: dict  # Flax: {(collection, path): array} of non-params collections; torch: unused
     params: dict  # Flax: {(collection, path): array}
     no_grad: list  # torch parameters without a gradient (unused by the loss)
+    state_seen: bool = True  # Flax: the pass returned its updated running statistics
+    tied: dict = {}  # torch: {state-dict key: key whose tensor it shares}
+    buffers: tuple = ()  # torch: the state-dict keys that are buffers, not parameters
+
+
+class Run(NamedTuple):
+    """The options of one check, in one place: every pass reads them from here (a new option
+    is one field, passed through unchanged)."""
+
+    output_transform: Any = None
+    torch_output_transform: Any = None
+    train_kwarg: str | None = "train"
+    flax_call: Any = None
+    seed: int = 0
+    jit: bool = False
+    mapping: Any = None
+    kinds: Any = None
+    batchnorm: str = "torch"
+    transpose_kernel: bool = False
+    ignore: Any = ()
+    tied: Any = None
 
 
 def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                flax_inputs: Any = None, output_transform: Any = None, torch_output_transform: Any = None,
                modes: tuple = MODES, train_kwarg: str | None = "train", flax_call: Any = None, seed: int = 0,
                mapping=None, kinds=None, batchnorm: str = "torch", transpose_kernel: bool = False,
-               jit: bool = False) -> dict:
+               jit: bool = False, ignore: Any = (), tied: Any = None) -> dict:
     r"""Run a torch module and its Flax twin on the same inputs; report every difference
     next to the reference's scale, with a verdict against a per-dtype rounding budget.
 
@@ -51,12 +72,20 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     one. The loss is ``sum(output * c)`` over the fields with a fixed random
     cotangent ``c`` (seeded by ``seed``); torch's gradients are converted to the
     Flax layout by the same converter (a parameter the loss does not use has a
-    zero gradient). JAX runs at matmul precision "highest", torch with TF32 off.
+    zero gradient; a merged LSTM/GRU gate bias gets the gradient of ONE of torch's
+    two biases, which both equal it). JAX runs at matmul precision "highest",
+    torch with TF32 off.
 
     The verdict: a difference is within budget when ``diff <= rtol * scale``,
     ``scale`` the largest ``|torch|`` of its category (outputs, gradients,
     running statistics) and ``rtol`` per dtype (``BUDGET_RTOL``: float64 1e-9,
     float32 1e-4, float16 5e-3, bfloat16 4e-2).
+
+    Running statistics (train mode) are compared where both sides' updates are
+    seen: Linen ``apply`` (``mutable=['batch_stats']``), NNX, and Hugging Face
+    models (theirs return the updates in train mode). A ``flax_call`` hook
+    returns the output only, so they are not compared there: the report says so
+    (``'batch_stats': None`` and ``'batch_stats_note'``).
 
     Args:
       inputs: an array (or tuple) in torch's layout (numpy or torch tensors).
@@ -67,9 +96,17 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
         applied before the loss, so gradients flow through it).
       train_kwarg: the Linen keyword that selects train mode (None: none).
       flax_call: ``flax_call(flax_module, variables, *flax_inputs, train=bool)``
-        -> output, for models that take neither ``apply`` nor ``train_kwarg``
-        (running statistics are then not compared).
+        -> output, for models that take neither ``apply`` nor ``train_kwarg``.
       mapping, kinds, batchnorm, transpose_kernel: passed to the converter.
+      ignore: torch state-dict keys (or Flax paths ``'params/a/b'``), exact or as
+        regular expressions (``re.fullmatch``), that have no partner on the other
+        side (a fixed sinusoid table, a buffer Flax computes, a leaf filled by
+        hand): left out of the comparison and listed in the report
+        (``'ignored'``). Each entry must match something.
+      tied: ``{torch key: torch key it shares its tensor with}`` for tied weights
+        (one Flax leaf, several torch keys, e.g. ``{'lm_head.weight':
+        'shared.weight'}``). Parameters torch ties by sharing one tensor are found
+        without it. Reported as ``'tied'``.
       jit: compile the Flax loss and gradient as one computation (Linen and Hugging
         Face models). Faster for one check of a deep model (Bert: 3x); the default,
         eager, compiles each operation once per shape and reuses it across checks.
@@ -78,26 +115,82 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       ``{mode: {'output': max |torch - flax| over fields, 'output_scale',
       'outputs': {field: {'diff', 'scale', 'rel', 'budget', 'ok'}}, 'grad',
       'grad_scale', 'worst_grad' (its Flax path), 'grads': {path: {...}},
-      'no_grad_in_torch': [torch names], 'batch_stats' (train only),
-      'dtype', 'budget_rtol', 'ok'}}``.
+      'no_grad_in_torch': [torch names], 'ignored': {'torch': [...], 'flax': [...]},
+      'tied': {torch key: torch key}, 'buffer_in_torch': [Flax parameters whose torch
+      counterpart is a buffer: torch's gradient is 0, it never trains them], 'batch_stats' (train only; None when not
+      compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``.
 
     >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
     """
+    run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
+              batchnorm, transpose_kernel, ignore, tied)
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
+    run = run._replace(flax_call=flax_call)
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
     with C.exact_precision():
         for mode in modes:
             train = mode == "train"
-            tm, t = _torch_pass(torch_module, xs, train, seed, torch_output_transform)
-            f = _flax_pass(flax_module, variables, fxs, train, t.outputs, seed, output_transform, train_kwarg,
-                           flax_call, jit)
+            tm, t = _torch_pass(torch_module, xs, train, run)
+            f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
             C.pair_leaves(t.outputs, f.outputs, "twin_check")
-            grads = _torch_grads_in_flax_layout(tm, t, f, mapping, kinds, batchnorm, transpose_kernel)
-            report[mode] = _mode_report(t, f, grads, train)
+            grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
+            report[mode] = _mode_report(t, f, grads, train, keep, run)
+            report[mode]["buffer_in_torch"] = frozen
     return report
+
+
+def _static_sides(torch_module, flax_module, variables) -> tuple[_Side, _Side]:
+    """The two sides' keys before any pass: torch's state dict (and its ties), Flax's variables."""
+    from flax import nnx
+
+    t = _Side({}, dict(torch_module.state_dict()), {}, {}, [], True, _tied_keys(torch_module))
+    if isinstance(flax_module, nnx.Module):
+        state, params = _nnx_vars(flax_module, nnx)
+    else:
+        flat = _arr.flatten_flax(variables, "twin_check")
+        state = {k: v for k, v in flat.items() if k[0] != "params"}
+        params = {k: v for k, v in flat.items() if k[0] == "params"}
+    return t, _Side({}, {}, state, params, [])
+
+
+class _Keep(NamedTuple):
+    """What ``ignore=`` / ``tied=`` take out of the comparison, resolved against both sides."""
+
+    torch_ignored: list
+    flax_ignored: list
+    tied: dict
+
+    @classmethod
+    def of(cls, t: _Side, f: _Side, run: Run) -> _Keep:
+        pats = [run.ignore] if isinstance(run.ignore, str) else list(run.ignore or ())
+        tkeys = list(t.grads)
+        fkeys = [_arr.fname(k) for k in {**f.params, **f.state}]
+        tig, fig = [], []
+        for p in pats:
+            if not isinstance(p, str):
+                raise InitError(f"`ignore` entries must be strings (torch keys, Flax paths "
+                                f"'params/...', or regular expressions), got {p!r}.")
+            rx = re.compile(p)
+            hit_t = [k for k in tkeys if k == p or rx.fullmatch(k)]
+            hit_f = [k for k in fkeys if k == p or rx.fullmatch(k)]
+            if not hit_t and not hit_f:
+                raise InitError(f"ignore={p!r} matches no torch key and no Flax path (torch keys: "
+                                f"{', '.join(tkeys[:6])}{', ...' if len(tkeys) > 6 else ''}; Flax paths: "
+                                f"{', '.join(fkeys[:4])}{', ...' if len(fkeys) > 4 else ''}); fix or drop it.")
+            tig += [k for k in hit_t if k not in tig]
+            fig += [k for k in hit_f if k not in fig]
+        tied = dict(t.tied)
+        for dep, src in dict(run.tied or {}).items():
+            for k in (dep, src):
+                if k not in t.grads:
+                    raise InitError(f"tied={{{dep!r}: {src!r}}}: {k!r} is not a key of the torch "
+                                    "module's state_dict.")
+            tied[dep] = src
+        return cls(tig, fig, tied)
 
 
 def _normalize_call(flax_module, variables, flax_call, modes):
@@ -110,10 +203,12 @@ def _normalize_call(flax_module, variables, flax_call, modes):
         flax_call = C.hf_call
         if variables is None:
             try:
-                variables = {"params": flax_module.params}
+                variables = dict(flax_module.params)
             except ValueError as err:  # created with _do_init=False: the params live outside the model
                 raise InitError("twin_check: this Hugging Face Flax model keeps its params outside (_do_init=False): "
                                 "pass variables={'params': params}.") from err
+            if "params" not in variables:  # most models: the params tree itself; ResNet/RegNet: collections
+                variables = {"params": variables}
     if isinstance(flax_module, nnx.Module):
         return flax_module, None, flax_call
     if variables is None:
@@ -121,21 +216,56 @@ def _normalize_call(flax_module, variables, flax_call, modes):
                         "with from_torch_state_dict); an NNX module carries its own.")
     if "params" not in variables:
         _arr.flatten_flax(variables, "twin_check")  # names the missing 'params' level
+        variables = {"params": {}, **variables}  # a twin without parameters
     return flax_module, variables, flax_call
 
 
-def _torch_pass(torch_module, xs, train, seed, transform):
+def _tied_keys(tm) -> dict:
+    """``{key: first key}`` for state-dict keys whose tensor is another key's (tied weights)."""
+    first: dict = {}
+    tied = {}
+    for k, v in tm.state_dict(keep_vars=True).items():
+        ident = (v.data_ptr(), tuple(v.shape), tuple(v.stride()), v.dtype) if v.numel() else None
+        if ident is None:
+            continue
+        if ident in first:
+            tied[k] = first[ident]
+        else:
+            first[ident] = k
+    return tied
+
+
+def _check_leaves(leaves: dict, torch) -> None:
+    """Every output leaf is an array: a cache object (a decoder's ``past_key_values`` under
+    ``use_cache=True``) or any other object gets a clear error, never torch's raw one."""
+    for name, v in leaves.items():
+        if isinstance(v, (torch.Tensor, np.ndarray, int, float, bool)):
+            continue
+        cls = type(v).__name__
+        if "Cache" in cls or name.endswith("past_key_values"):
+            raise InitError(
+                f"twin_check: the torch output {name!r} is a {cls}: the model returns its key/value cache "
+                "(use_cache=True, the default of decoder configs). Build it with use_cache=False "
+                "(config.use_cache = False, or model.config.use_cache = False), or pass "
+                "torch_output_transform= (and output_transform= for Flax) to keep the fields to compare.")
+        raise InitError(f"twin_check: the torch output {name!r} is a {cls}, not a tensor; pass "
+                        "torch_output_transform= (and output_transform= for Flax) to keep the array fields.")
+
+
+def _torch_pass(torch_module, xs, train, run: Run):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = copy.deepcopy(torch_module)
+    tm = C.copy_module(torch_module)
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
-    y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
-    y = transform(y) if transform is not None else y
+    with _weight_norm_grads(tm, torch) as normalized:
+        y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+        y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
     leaves = dict(C.tree_leaves(y))
-    rng = np.random.default_rng(seed)
+    _check_leaves(leaves, torch)
+    rng = np.random.default_rng(run.seed)
     loss = None
     for name, v in leaves.items():
         if isinstance(v, torch.Tensor) and v.is_floating_point():
@@ -144,8 +274,8 @@ def _torch_pass(torch_module, xs, train, seed, transform):
             loss = term if loss is None else loss + term
     if loss is not None and loss.requires_grad:
         loss.backward()
-    named = dict(tm.named_parameters())
-    no_grad = [k for k, p in named.items() if p.grad is None]
+    named = dict(tm.named_parameters(remove_duplicate=False))  # tied keys share the parameter and its grad
+    no_grad = list(dict.fromkeys(k for k, p in named.items() if p.grad is None))
     grads = {}
     for k, v in tm.state_dict().items():
         if k in named:
@@ -153,8 +283,50 @@ def _torch_pass(torch_module, xs, train, seed, transform):
             grads[k] = _arr.to_numpy(g) if g is not None else np.zeros(tuple(v.shape), _arr.tensor_spec(v).dtype)
         else:
             grads[k] = _arr.to_numpy(v)  # buffers: the running statistics after the pass
-    outs = {k: _arr.to_numpy(v) for k, v in leaves.items()}
-    return tm, _Side(outs, grads, {}, {}, no_grad)
+    for prefix, w in normalized.items():  # the gradient of each weight-normalized layer's weight itself
+        if w.grad is not None:
+            grads[f"{prefix}.weight" if prefix else "weight"] = _arr.to_numpy(w.grad)
+    outs = {k: _arr.to_numpy(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in leaves.items()}
+    buffers = tuple(k for k in tm.state_dict() if k not in named)
+    return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm), buffers)
+
+
+class _weight_norm_grads:
+    """During the torch pass, keep the normalized ``weight`` of every weight-normalized layer
+    (``torch.nn.utils.parametrizations.weight_norm``: computed once under ``parametrize.cached()``;
+    the old ``weight_norm``: recomputed by its pre-hook) with ``retain_grad()``, so the gradient
+    of a Flax twin's plain kernel can be compared: ``{module prefix: weight tensor}``."""
+
+    def __init__(self, tm, torch):
+        self.tm, self.torch, self.weights, self.handles, self.cache = tm, torch, {}, [], None
+
+    def __enter__(self):
+        from torch.nn.utils import parametrize
+
+        for prefix, mod in self.tm.named_modules():
+            if parametrize.is_parametrized(mod, "weight"):
+                if self.cache is None:
+                    self.cache = parametrize.cached()
+                    self.cache.__enter__()
+                w = mod.weight  # computed now and cached for the forward pass
+                if w.requires_grad:
+                    w.retain_grad()
+                    self.weights[prefix] = w
+            elif any(type(h).__name__ == "WeightNorm" for h in mod._forward_pre_hooks.values()):
+                def keep(module, args, prefix=prefix):
+                    w = getattr(module, "weight", None)
+                    if w is not None and w.requires_grad:
+                        w.retain_grad()
+                        self.weights[prefix] = w
+                self.handles.append(mod.register_forward_pre_hook(keep))
+        return self.weights
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        if self.cache is not None:
+            self.cache.__exit__(*exc)
+        return False
 
 
 def _cotangents(outputs: dict, seed: int) -> dict:
@@ -164,13 +336,14 @@ def _cotangents(outputs: dict, seed: int) -> dict:
             for k, v in outputs.items() if _arr.is_float(np.asarray(v).dtype)}
 
 
-def _flax_pass(model, variables, fxs, train, torch_outputs, seed, transform, train_kwarg, flax_call, jit):
+def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
+    flax_call, transform = run.flax_call, run.output_transform
     xf = [jnp.asarray(x) for x in fxs]
-    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_outputs, seed).items()}
+    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_outputs, run.seed).items()}
 
     def loss_of(y):
         y = transform(y) if transform is not None else y
@@ -183,62 +356,97 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, seed, transform, tra
         m.train() if train else m.eval()
 
         def loss_nnx(mm):
-            y = flax_call(mm, None, *xf, train=train) if flax_call else mm(*xf)
+            y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
             return loss_of(y)
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
         grads = {("params", tuple(str(p) for p in path)): v for path, v in _nnx_leaves(g, nnx)}
         state, params = _nnx_vars(m, nnx)
-        return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [])
+        return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], True, {})
     rest = {k: v for k, v in variables.items() if k != "params"}
+    seen = flax_call is None or getattr(flax_call, "returns_updates", False) or not train or not rest
 
     def loss_linen(params):
         full = {"params": params, **rest}
         if flax_call is not None:
-            y, upd = flax_call(model, full, *xf, train=train), {}
+            y, upd = C.call_flax(flax_call, model, full, xf, train)
         elif train and "batch_stats" in variables:
-            kw = C.train_kwargs(model, train_kwarg, train)
+            kw = C.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
         else:
-            kw = C.train_kwargs(model, train_kwarg, train)
+            kw = C.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, **kw), {}
         loss, leaves = loss_of(y)
         return loss, (leaves, upd)
 
     vg = jax.value_and_grad(loss_linen, has_aux=True)
-    (_, (leaves, upd)), g = (jax.jit(vg) if jit else vg)(variables["params"])
+    (_, (leaves, upd)), g = (jax.jit(vg) if run.jit else vg)(variables["params"])
     grads = _arr.flatten_flax({"params": g}, "twin_check")
     new_vars = {**variables, **upd}
     state = {k: v for k, v in _arr.flatten_flax(new_vars, "twin_check").items() if k[0] != "params"}
     params = _arr.flatten_flax({"params": variables["params"]}, "twin_check")
-    return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [])
+    return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
 
 
-def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, mapping, kinds, batchnorm, transpose_kernel) -> dict:
-    """torch's gradients (and buffers after the pass) converted to the Flax layout."""
-    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in {**f.params, **f.state}.items()}
-    groups, containers = _naming.groups_from_module(tm, t.grads.keys(), kinds)
-    return torch_to_flax(t.grads, groups, template=template, mapping=mapping, containers=containers,
-                         batchnorm=batchnorm, transpose_kernel=transpose_kernel, dtype="template",
-                         merge_rnn_biases=True, who="twin_check")
+def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -> tuple[dict, list]:
+    """torch's gradients (and buffers after the pass) converted to the Flax layout; ignored
+    keys left out on both sides, tied keys whose Flax leaf is their partner's dropped."""
+    drop_f = set(keep.flax_ignored)
+    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in {**f.params, **f.state}.items()
+                if _arr.fname(k) not in drop_f}
+    arrays = {k: v for k, v in t.grads.items() if k not in set(keep.torch_ignored)}
+    groups, containers = _naming.groups_from_module(tm, arrays.keys(), run.kinds)
+    if keep.torch_ignored:  # a layer whose every key is ignored is not converted
+        groups = [g for g in groups if any(k in arrays for k in g.keys.values())]
+    def convert(arrs):
+        return torch_to_flax(arrs, groups, template=template, mapping=run.mapping, containers=containers,
+                             batchnorm=run.batchnorm, transpose_kernel=run.transpose_kernel, dtype="template",
+                             merge_rnn_biases=True, who="twin_check", gradients=True, tied=keep.tied)
+
+    try:
+        conv = convert(arrays)
+    except ConversionError as err:
+        raise ConversionError(f"{err}\nKeys with no partner on the other side (a fixed sinusoid table, a buffer the "
+                              "Flax model computes, a leaf filled by hand): pass ignore=[torch key or Flax path, ...]; "
+                              "tied weights (one Flax leaf, several torch keys): tied={torch key: partner key}.") from None
+    frozen: list = []
+    buffers = [k for k in arrays if k in t.buffers and _arr.is_float(np.asarray(arrays[k]).dtype)]
+    if buffers:  # a torch buffer that is a Flax parameter (Marian's final_logits_bias): torch never trains it
+        marked = convert({k: np.full(np.shape(a), np.nan, np.asarray(a).dtype) if k in buffers else np.zeros_like(a)
+                          for k, a in arrays.items()})
+        for key, a in marked.items():
+            if key[0] == "params" and np.asarray(a).size and np.isnan(np.asarray(a, dtype=np.float64)).all():
+                conv[key] = np.zeros_like(conv[key])
+                frozen.append(_arr.fname(key))
+    return conv, frozen
 
 
-def _mode_report(t: _Side, f: _Side, conv: dict, train: bool) -> dict:
+def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     rtol = C.budget_rtol(dtype)
+    drop_f = set(keep.flax_ignored)
     outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol)
-    grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items()}, rtol)
+    grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
+                       rtol)
     entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
              "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
              "outputs": outs, "dtype": np.dtype(dtype).name, "budget_rtol": rtol}
     worst = max(grads, key=lambda k: grads[k]["diff"], default=None)
     entry.update(grad=grads[worst]["diff"] if worst else 0.0, worst_grad=worst,
                  grad_scale=max((r["scale"] for r in grads.values()), default=0.0), grads=grads,
-                 no_grad_in_torch=t.no_grad)
+                 no_grad_in_torch=t.no_grad,
+                 ignored={"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)},
+                 tied=dict(keep.tied))
     ok = all(r["ok"] for r in outs.values()) and all(r["ok"] for r in grads.values())
-    if train and f.state:
-        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.state.items() if k in conv}, rtol)
+    state = {k: v for k, v in f.state.items() if k in conv and _arr.fname(k) not in drop_f}
+    if train and state and not f.state_seen:
+        entry["batch_stats"] = None
+        entry["batch_stats_note"] = ("running statistics not compared: the flax_call hook returns the output only, "
+                                     "so Flax's updated statistics are not seen (torch's are); compare them with "
+                                     "compare_layers(mode='train') or a Linen apply with mutable=['batch_stats']")
+    elif train and state:
+        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol)
         entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
         entry["batch_stats_detail"] = stats
         ok = ok and all(r["ok"] for r in stats.values())
