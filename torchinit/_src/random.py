@@ -382,9 +382,9 @@ def uniform(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, mi
 
 # --------------------------------------------------------------------------- erf_inv / erf per dtype
 def _erfinv(u: Tensor) -> Tensor:
-    """XLA's float32 erf_inv (16-bit dtypes through float32, as XLA does); float64: torch.erfinv."""
+    """XLA's erf_inv: float32 and float64 ports (16-bit dtypes through float32, as XLA does)."""
     if u.dtype == torch.float64:
-        return torch.erfinv(u)
+        return xla_math.erfinv_f64(u)
     if u.dtype == torch.float32:
         if _USE_COMPILE and u.numel() >= _COMPILE_MIN:
             return _run_compiled("erfinv", xla_math.erfinv_f32, u)
@@ -393,8 +393,10 @@ def _erfinv(u: Tensor) -> Tensor:
 
 
 def _erf(x: Tensor) -> Tensor:
+    """XLA's erf of the (few) truncation bounds: float32 port; float64 is the C library's ``erf``
+    (XLA's CPU backend calls it), i.e. Python's ``math.erf``, element by element."""
     if x.dtype == torch.float64:
-        return torch.erf(x)
+        return torch.tensor([math.erf(v) for v in x.reshape(-1).tolist()], dtype=torch.float64).reshape(x.shape)
     if x.dtype == torch.float32:
         return xla_math.erf_f32(x)
     return xla_math.erf_f32(x.float()).to(x.dtype)
