@@ -334,10 +334,52 @@ def _scalar(v, dtype, device):
     return torch.tensor(v, dtype=torch.float64).to(dtype).to(device)
 
 
+def _host_has_native_f16(flags: str | None = None, cpuinfo: str | None = None) -> bool:
+    """Whether XLA's CPU backend computes float16 arithmetic natively on this host.
+
+    XLA compiles for the host CPU: with AVX512-FP16 (x86-64, e.g. Sapphire Rapids) LLVM emits
+    float16 instructions and contracts ``a * b + c`` into one float16 FMA; without it, float16 ops
+    are widened to float32 one by one and rounded back after each (what torch does). The XLA flag
+    ``--xla_cpu_max_isa`` set to SSE4_2/AVX/AVX2 switches the native path off. Read from
+    ``/proc/cpuinfo`` (Linux); elsewhere the widened path is assumed (the device report measures it).
+    """
+    flags = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    for tok in flags.split():
+        if tok.startswith("--xla_cpu_max_isa=") and tok.split("=", 1)[1].upper() in ("SSE4_2", "AVX", "AVX2"):
+            return False
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return False
+    return any(line.startswith("flags") and " avx512_fp16" in line for line in cpuinfo.splitlines())
+
+
+_NATIVE_F16 = _host_has_native_f16()
+
+
+def _fma16(f: Tensor, d: Tensor, lo: Tensor) -> Tensor:
+    """float16 ``f * d + lo`` rounded once (a float16 FMA). In float64 the sum is exact (at most
+    50 significant bits for float16 operands); rounded to float32 by rounding to odd, then to
+    float16 to nearest, it is rounded once (Boldo and Melquiond: 24 >= 11 + 2 bits)."""
+    v = torch.addcmul(lo.double(), f.double(), d.double())  # exact whether or not it is fused
+    v32 = v.float()
+    bits = v32.view(torch.int32)
+    back = v32.double()
+    step = (v.abs() > back.abs()).to(torch.int32) * 2 - 1  # +1 on the int32 view grows the magnitude
+    fix = ((back != v) & ((bits & 1) == 0)).to(torch.int32)
+    return (bits + fix * step).view(torch.float32).to(torch.float16)
+
+
 def _uniform_from_unit(f, lo, hi):
     """JAX: ``max(minval, floats * (maxval - minval) + minval)``; XLA's CPU backend fuses the
-    multiply-add in float32/float64; 16-bit dtypes round after every op, as torch does)."""
+    multiply-add in float32/float64, and in float16 where the host computes float16 natively
+    (:func:`_host_has_native_f16`); bfloat16 (and float16 elsewhere) rounds after every op,
+    as torch does."""
     d = hi - lo
+    if f.dtype == torch.float16 and _NATIVE_F16:
+        return torch.maximum(lo, _fma16(f, d, lo))
     if f.dtype in (torch.bfloat16, torch.float16):
         return torch.maximum(lo, f * d + lo)
     return torch.maximum(lo, _fma(f, d, lo))
