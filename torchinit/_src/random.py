@@ -33,7 +33,7 @@ code generation, checked against jax bit for bit):
 - ``truncated_normal``: ``erf`` of the bounds (XLA's float32 rational
   approximation), a uniform between them, ``erf_inv``, clipped to the open interval.
 
-Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded.
+Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded and in cache.
 :func:`set_compile` (public as ``torchinit.random.set_compile``) runs the hash and
 ``erf_inv`` through ``torch.compile``, opt-in.
 """
@@ -56,7 +56,7 @@ from torchinit._src.xla_math import log_f32 as _xla_log_f32  # noqa: F401  (torc
 Tensor = torch.Tensor
 
 _M32 = 0xFFFFFFFF
-_CHUNK = 1 << 18
+_CHUNK = 1 << 16  # 256 KiB per int32 temporary: the hash's ~135 ops stay in L2 cache
 _ROT = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
@@ -185,16 +185,24 @@ def _threefry(k0, k1, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
 
     The key words ``k0``, ``k1`` are ints (already as int32, see :func:`_i32`) or 0-d int32
     tensors (what the ``torch.compile``d hash receives, so a new key does not recompile).
+    ``x0`` may be an int: the high counter word shared by a whole chunk (eager draws).
     The rounds work in place on fresh copies of ``x0``/``x1`` with one scratch buffer.
     """
     k2 = k0 ^ k1 ^ _i32(0x1BD11BDA)
     ks = (k0, k1, k2)
-    x0 = x0 + k0  # fresh tensors: the rounds below work in place on them
-    x1 = x1 + k1
+    x1 = x1 + k1  # fresh tensors: the rounds below work in place on them
+    if isinstance(x0, int):  # a constant high word: the first round's x0 + x1 in one op
+        x0 = x1 + _i32(x0 + k0)
+        first = False
+    else:
+        x0 = x0 + k0
+        first = True
     tmp = torch.empty_like(x1)
     for i in range(5):
         for r in _ROT[i % 2]:
-            x0.add_(x1)
+            if first:
+                x0.add_(x1)
+            first = True
             # x1 = rotl(x1, r) ^ x0; >> on int32 is arithmetic, so mask the low r bits
             torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
             x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(x0)
@@ -244,7 +252,7 @@ def _run_compiled(name: str, fn, *args):
 
 
 def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    if _USE_COMPILE and x0.numel() >= _COMPILE_MIN:
+    if _USE_COMPILE and x1.numel() >= _COMPILE_MIN:
         kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
         return _run_compiled("threefry", _threefry, kt[0], kt[1], x0, x1)
     return _threefry(_i32(k0), _i32(k1), x0, x1)
@@ -252,6 +260,12 @@ def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
 
 def _counter_bits(k0: int, k1: int, start: int, n: int, device) -> tuple[Tensor, Tensor]:
     """(y0, y1) for flat counters start .. start + n - 1."""
+    lo0 = _i32(start & _M32)
+    compiled = _USE_COMPILE and n >= _COMPILE_MIN
+    if not compiled and start >> 32 == (start + n - 1) >> 32 and lo0 + n - 1 < (1 << 31):
+        # one high word and no int32 wrap inside the range (always so for aligned chunks)
+        lo = torch.arange(lo0, lo0 + n, dtype=torch.int32, device=device)
+        return _threefry(_i32(k0), _i32(k1), start >> 32, lo)
     idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
     hi = (idx >> 32).to(torch.int32)
     lo = (idx & _M32).to(torch.int32)  # wraps to the int32 with the same bits
@@ -312,10 +326,10 @@ def _bits_chunk(k0, k1, start, n, width, device) -> Tensor:
     y0, y1 = _counter_bits(k0, k1, start, n, device)
     if width == 64:
         return (y0.to(torch.int64) << 32) | (y1.to(torch.int64) & _M32)
-    w = y0 ^ y1
+    w = y0.bitwise_xor_(y1)  # y0 is this call's own tensor
     if width == 32:
         return w
-    return w & ((1 << width) - 1)
+    return w.bitwise_and_((1 << width) - 1)
 
 
 def _unit_chunk(k0, k1, start, n, dtype, device) -> Tensor:
@@ -325,9 +339,9 @@ def _unit_chunk(k0, k1, start, n, dtype, device) -> Tensor:
     b = _bits_chunk(k0, k1, start, n, rng_bits, device)
     if nbits == 64:
         fb = ((b >> 12) & ((1 << 52) - 1)) | one
-    else:
-        fb = ((b >> (rng_bits - nmant)) & ((1 << nmant) - 1)) | one
-    return fb.to(itype).view(dtype) - 1
+    else:  # in place on b, this call's own tensor
+        fb = b.bitwise_right_shift_(rng_bits - nmant).bitwise_and_((1 << nmant) - 1).bitwise_or_(one)
+    return fb.to(itype).view(dtype).sub_(1)
 
 
 def _scalar(v, dtype, device):
@@ -418,6 +432,8 @@ def uniform(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, mi
     k0, k1 = _words(k)
     shape = _check_shape(shape, "uniform")
     out = torch.empty(shape, dtype=dtype, device=device)
+    if float(minval) == 0.0 and float(maxval) == 1.0:  # max(0, f * 1 + 0) is f itself, exactly
+        return _fill(out, lambda s, m: _unit_chunk(k0, k1, s, m, dtype, out.device))
     lo, hi = _scalar(minval, dtype, out.device), _scalar(maxval, dtype, out.device)
     return _fill(out, lambda s, m: _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, out.device), lo, hi))
 
