@@ -207,7 +207,8 @@ def _threefry(k0, k1, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
             torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
             x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(x0)
         x0.add_(ks[(i + 1) % 3])
-        x1.add_(ks[(i + 2) % 3]).add_(i + 1)
+        inj = ks[(i + 2) % 3] + (i + 1)  # key word and round count in one add (wrapping)
+        x1.add_(_i32(inj) if isinstance(inj, int) else inj)
     return x0, x1
 
 

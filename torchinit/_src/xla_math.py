@@ -36,16 +36,19 @@ def fma(a: Tensor, b, c) -> Tensor:
     """Fused multiply-add ``a * b + c`` with one rounding, as XLA's CPU code contracts it.
 
     ``a`` is a float32 or float64 tensor; ``b`` and ``c`` tensors of its dtype (broadcastable)
-    or Python floats. Where a probe has shown that ``torch.addcmul`` rounds once on this
-    device and dtype (ATen's AVX2/AVX512 CPU kernels and CUDA's compile ``c + a * b`` to FMA
-    instructions; :func:`native_fma`), that is used: one op. Otherwise, and while
+    or Python floats. Where a probe has shown that ``torch.addcmul`` and ``torch.add(...,
+    alpha=)`` round once on this device and dtype (ATen's AVX2/AVX512 CPU kernels and CUDA's
+    compile ``c + a * b`` to FMA instructions; :func:`native_fma`), those are used: one op. Otherwise, and while
     ``torch.compile`` traces (Inductor's code generation may split it), an exact emulation:
     :func:`fma64` for float64, :func:`fma32` for float32.
     """
     if native_fma(a.device, a.dtype) and not torch.compiler.is_compiling():
-        bt = b if isinstance(b, torch.Tensor) else _scalar_tensor(b, a.dtype, a.device)
         ct = c if isinstance(c, torch.Tensor) else _scalar_tensor(c, a.dtype, a.device)
-        return torch.addcmul(ct, a, bt)
+        if isinstance(b, torch.Tensor) and b.ndim == 0 and b.device.type == "cpu":
+            b = b.item()
+        if not isinstance(b, torch.Tensor):  # c + alpha * a: ATen's add kernel, vec::fmadd
+            return torch.add(ct, a, alpha=b)  # (addcmul with two broadcast operands is ~5x slower)
+        return torch.addcmul(ct, a, b)
     return fma64(a, b, c) if a.dtype == torch.float64 else fma32(a, b, c)
 
 
@@ -89,6 +92,8 @@ def _probe_addcmul(device, dtype) -> bool:
               (torch.addcmul(-s, s * b, one * (1 + e)), want),  # 0-d b
               (torch.addcmul(-one, b, b), torch.full_like(s, 2 * e + e * e)),  # 0-d c
               (torch.addcmul(-one, b, one * (1 + e)), torch.full_like(s, 2 * e + e * e))]  # 0-d b and c
+    checks += [(torch.add(-s, s * b, alpha=1 + e), want),  # c + alpha * a, c a tensor
+               (torch.add(-one, b, alpha=1 + e), torch.full_like(s, 2 * e + e * e))]  # and c 0-d
     return all(bool(torch.equal(got, w)) for got, w in checks)
 
 
