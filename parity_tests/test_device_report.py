@@ -28,9 +28,12 @@ def test_quick_report_runs_every_section(tmp_path):
     for title in device_report.TITLES.values():
         assert f"## {title}" in md
 
-    # torchinit.random on the CPU is bitwise jax.random (test_random.py), so must the report say
+    # torchinit.random on the CPU is bitwise jax.random (test_random.py), float64 included, so
+    # must the report say: its ulp column agrees (0 ulp, nothing differs)
+    assert {r["dtype"] for r in sections["same_seed"]["rows"]} >= {"float32", "float64"}
     for row in sections["same_seed"]["rows"]:
-        assert row["torchinit cpu"]["bitwise"], row
+        cpu = row["torchinit cpu"]
+        assert cpu["bitwise"] and cpu["mismatch"] == 0.0 and cpu.get("max_ulp") in (None, 0), row
     for row in sections["initializers"]["rows"]:
         assert row["torchinit cpu"]["bitwise"], row
     # float64 parity (test_batchnorm.py, test_optim.py, test_twins.py bounds)
