@@ -180,7 +180,7 @@ def _words(k) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- threefry core
-def _threefry(k0, k1, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+def _threefry(k0, k1, x0: Tensor | int, x1: Tensor) -> tuple[Tensor, Tensor]:
     """threefry2x32 on int32 tensors holding uint32 bits (adds wrap), the one implementation.
 
     The key words ``k0``, ``k1`` are ints (already as int32, see :func:`_i32`) or 0-d int32
@@ -192,24 +192,24 @@ def _threefry(k0, k1, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     ks = (k0, k1, k2)
     x1 = x1 + k1  # fresh tensors: the rounds below work in place on them
     if isinstance(x0, int):  # a constant high word: the first round's x0 + x1 in one op
-        x0 = x1 + _i32(x0 + k0)
+        y0 = x1 + _i32(x0 + k0)
         first = False
     else:
-        x0 = x0 + k0
+        y0 = x0 + k0
         first = True
     tmp = torch.empty_like(x1)
     for i in range(5):
         for r in _ROT[i % 2]:
             if first:
-                x0.add_(x1)
+                y0.add_(x1)
             first = True
             # x1 = rotl(x1, r) ^ x0; >> on int32 is arithmetic, so mask the low r bits
             torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
-            x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(x0)
-        x0.add_(ks[(i + 1) % 3])
+            x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(y0)
+        y0.add_(ks[(i + 1) % 3])
         inj = ks[(i + 2) % 3] + (i + 1)  # key word and round count in one add (wrapping)
         x1.add_(_i32(inj) if isinstance(inj, int) else inj)
-    return x0, x1
+    return y0, x1
 
 
 _COMPILED: dict = {}
