@@ -451,3 +451,43 @@ def test_float64_transforms_at_the_boundary_uniforms():
         out = torch.clamp(s2 * tsrc._erfinv(u), torch.nextafter(torch.tensor(lower), torch.tensor(np.inf)),
                           torch.nextafter(torch.tensor(upper), torch.tensor(-np.inf))).numpy()
         assert np.array_equal(out, np.asarray(_jax_truncated_normal_transform64(f, lower, upper))), (lower, upper)
+
+
+# --------------------------------------------------------------------------- the host-dependent paths
+def test_emulated_fma_path_is_bitwise(monkeypatch):
+    """Where torch.addcmul is not a fused multiply-add (ATen's default, non-AVX2 kernels), the exact
+    emulations run instead (fma32: float64 round-to-odd; fma64: Dekker, Knuth, round-to-odd):
+    the same bits, float32 and float64, including the tails and glibc's log near 1."""
+    from torchinit._src import xla_math
+
+    monkeypatch.setattr(xla_math, "_NATIVE", {("cpu", torch.float32): False, ("cpu", torch.float64): False})
+    tk, jk = KEYS[-1][1], KEYS[-1][2]
+    for dt in ("float32", "float64"):  # the shapes and bounds test_normal_and_truncated_normal compiles
+        assert np.array_equal(_np(tr.normal(tk, (7, 13), TDT[dt])), np.asarray(jax.random.normal(jk, (7, 13), JDT[dt])))
+        assert np.array_equal(_np(tr.truncated_normal(tk, -2.0, 1.5, (7, 13), TDT[dt])),
+                              np.asarray(jax.random.truncated_normal(jk, -2.0, 1.5, (7, 13), JDT[dt])))
+    # every 97th boundary uniform (the branches of the float64 erf_inv and log1p), against the
+    # jax transform compiled for the whole set (test_float64_transforms_at_the_boundary_uniforms)
+    f = _unit_floats64()
+    pick = np.r_[0:f.size:97, f.size - 1]
+    s2 = torch.tensor(np.sqrt(2), dtype=torch.float64)
+    lo_t, hi_t = torch.tensor(_LO64), torch.tensor(1.0, dtype=torch.float64)
+    got = (s2 * tsrc._erfinv(tsrc._uniform_from_unit(torch.from_numpy(f[pick]), lo_t, hi_t))).numpy()
+    assert np.array_equal(got, np.asarray(_jax_normal_transform64(f))[pick])
+    x = np.linspace(0.9, 1.1, 2001)  # glibc's near-1 branch of log, and the table path around it
+    assert np.array_equal(xla_math.log_f64(torch.from_numpy(x)).numpy(), np.asarray(jax.jit(jnp.log)(x)))
+
+
+def test_native_fma_probe_and_float16_host_detection():
+    from torchinit._src import xla_math
+
+    # the probe's verdict is what addcmul does on a case where one and two roundings differ
+    a = torch.tensor([1 + 2.0**-30], dtype=torch.float64)
+    fused = bool(torch.addcmul(torch.tensor(-1.0, dtype=torch.float64), a, a)[0] == 2.0**-29 + 2.0**-60)
+    assert xla_math.native_fma("cpu", torch.float64) == fused
+    assert not xla_math.native_fma("cpu", torch.bfloat16)
+    flags = "flags\t\t: fpu sse2 avx2 avx512f avx512_fp16 avx512_bf16\n"
+    assert tsrc._host_has_native_f16("", flags)
+    assert not tsrc._host_has_native_f16("", flags.replace(" avx512_fp16", ""))
+    assert not tsrc._host_has_native_f16("--xla_cpu_max_isa=AVX2", flags)
+    assert tsrc._host_has_native_f16("--xla_cpu_max_isa=AVX512", flags)
