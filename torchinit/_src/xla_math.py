@@ -381,16 +381,28 @@ _SQRTHF = _bits_f32(0x3F3504F3)
 _MIN_NORM = _bits_f32(0x00800000)
 
 
+def _neg_mask32(d: Tensor) -> Tensor:
+    """int32 all ones where the float32 ``d`` is negative (sign bit set), else 0: a comparison
+    without a bool tensor (ATen's bool-producing kernels are several times slower than
+    arithmetic ones). ``d = x - c`` with ``c != 0`` is never -0, so its sign bit is ``x < c``."""
+    return d.view(torch.int32) >> 31
+
+
+def _select32(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``where(mask, a, b)`` for float32 tensors and an int32 mask of all ones / zeros, bit for bit."""
+    bb = b.view(torch.int32)
+    return (bb ^ ((bb ^ a.view(torch.int32)) & mask)).view(torch.float32)
+
+
 def log_f32(v: Tensor) -> Tensor:
     """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled)."""
     v = torch.clamp_min(v, _MIN_NORM)
     b = v.view(torch.int32)
     e = ((b >> 23) - 127).float() + 1.0
     m = ((b & -2139095041) | 0x3F000000).view(torch.float32)  # frexp mantissa in [0.5, 1)
-    small = m < _SQRTHF
-    smallf = small.float()
-    x = (m - 1.0) + m * smallf  # m or +0.0 (m > 0): where(small, m, 0.0) in one multiply
-    e = e - smallf
+    neg = _neg_mask32(m - _SQRTHF).float()  # -1.0 where m < sqrt(1/2), else 0.0
+    x = (m - 1.0) - m * neg  # (m - 1) + m there, (m - 1) - 0 elsewhere: exact either way
+    e = e + neg
     x2 = x * x
     x3 = x2 * x
     p = _LOG_P
@@ -420,6 +432,9 @@ _EI_GT = [float(np.float32(c)) for c in (-0.000200214257, 0.000100950558, 0.0013
                                          0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)]
 
 
+_L1P_SMALL32 = float(np.float32(0.41421356237309504880))  # the threshold as a float32 compare sees it
+
+
 def _horner(x: Tensor, coeffs) -> Tensor:
     """``((c0 * x + c1) * x + c2) ...`` with every step one fused multiply-add (XLA's Horner)."""
     p = fma(x, coeffs[0], coeffs[1])
@@ -431,16 +446,19 @@ def _horner(x: Tensor, coeffs) -> Tensor:
 def erfinv_f32(u: Tensor) -> Tensor:
     """XLA CPU's float32 erf_inv, bit for bit: w = -log1p(-u*u), Giles' two polynomials.
 
-    The central polynomial (``w < 5``: ``|u| < 0.9966``, all but about 3 draws in 1000) runs on
-    every element and the tail one on the tail elements only (eagerly; under ``torch.compile``
-    both run and a select keeps one, as XLA does).
+    Both polynomials run on every element and a select keeps one, as in XLA's code; eagerly
+    the selects are integer bit operations on sign bits (ATen's bool kernels are slow),
+    under ``torch.compile`` plain ``torch.where``.
     """
     x = u * -u
     xs = x * x
     r = (x * xs) * (_horner(x, _L1P_NUM) / _horner(x, _L1P_DEN))
     small = x + fma(xs, -0.5, r)
-    l1p = torch.where(x.abs() < 0.41421356237309504880, small, log_f32(x + 1.0))
-    lt = l1p > -5.0
+    if torch.compiler.is_compiling():
+        l1p = torch.where(x.abs() < 0.41421356237309504880, small, log_f32(x + 1.0))
+        lt = l1p > -5.0
+    else:
+        l1p = _select32(_neg_mask32(x.abs() - _L1P_SMALL32), small, log_f32(x + 1.0))
 
     def tail_w(v):  # float64 sqrt, then float32: correctly rounded
         return torch.sqrt((-v).double()).float() - 3.0
@@ -450,12 +468,13 @@ def erfinv_f32(u: Tensor) -> Tensor:
         p = torch.where(lt, _EI_LT[0], _EI_GT[0])
         for a, b in zip(_EI_LT[1:], _EI_GT[1:]):
             p = fma(p, w, torch.where(lt, a, b))
-    else:
-        p = _horner(-2.5 - l1p, _EI_LT)
-        tail = ~lt
-        if bool(tail.any()):
-            p = p.masked_scatter(tail, _horner(tail_w(l1p[tail]), _EI_GT))
-    p = p.masked_fill(u.abs() == 1, math.inf)
+        p = torch.where(u.abs() == 1, math.inf, p)
+    else:  # both polynomials on every element, selected bit for bit (no bool tensors)
+        central = _horner(-2.5 - l1p, _EI_LT)
+        tail = _horner(tail_w(l1p.clamp_max(0.0)), _EI_GT)  # (clamp: no NaN from sqrt of < 0)
+        p = _select32(_neg_mask32(-5.0 - l1p), central, tail)  # l1p > -5: central
+        if bool(u.abs().max() == 1):  # erf_inv(+-1) = +-inf (truncated_normal with wide bounds)
+            p = p.masked_fill(u.abs() == 1, math.inf)
     return u * p
 
 
