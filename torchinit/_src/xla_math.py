@@ -1,19 +1,22 @@
-"""XLA's float32 math, ported to torch bit for bit: the fused multiply-add, ``log``, ``erf_inv``, ``erf``.
+"""XLA's CPU math, ported to torch bit for bit: the fused multiply-add, ``log``, ``erf_inv``, ``erf``.
 
 ``jax.random.normal`` and ``truncated_normal`` are ``erf_inv``/``erf`` of uniform draws, and
-XLA compiles those with its own polynomial approximations (not the C library's) and with
-every ``a * b + c`` contracted into one fused multiply-add. To get JAX's floats in torch,
+XLA compiles those with its own polynomial approximations and with every ``a * b + c``
+contracted into one fused multiply-add. To get JAX's floats in torch,
 :mod:`torchinit._src.random` and :mod:`torchinit._src.keyed` call these ports instead of
 ``torch.erfinv``/``torch.log``. Read from XLA's sources (``ErfInv32`` and ``ErfImpl32`` in
-``xla/hlo/builder/lib/math.cc``, the CPU backend's Cephes polynomial ``log`` in
-``xla/service/cpu/polynomial_approximations.cc``, and LLVM's multiply-add contraction there)
-and checked against ``jax.lax`` on every float32 mantissa (``parity_tests/test_random.py``).
+``xla/hlo/builder/lib/math.cc``, chlo's float64 ``erf_inv`` decomposition, the CPU backend's
+Cephes polynomial ``log`` in ``xla/service/cpu/polynomial_approximations.cc``,
+``ElementalIrEmitter::EmitLog1p``, and LLVM's multiply-add contraction) and from glibc's
+``log`` (``sysdeps/ieee754/dbl-64/e_log.c``, which XLA's CPU code calls for float64), and
+checked against ``jax.lax`` (every float32 mantissa; float64 on 2**20 + 3 draws x 3 keys and
+the boundary uniforms: ``parity_tests/test_random.py``).
 
-- :func:`fma`: ``a * b + c`` rounded once (float32 through float64, exact; float64 through
-  Dekker's product and Knuth's two-sum).
-- :func:`log_f32`: XLA CPU's float32 ``log`` for positive normal inputs.
-- :func:`erfinv_f32`: ``w = -log1p(-u * u)`` and Giles' two polynomials.
-- :func:`erf_f32`: XLA's rational approximation in ``x ** 2``.
+- :func:`fma`: ``a * b + c`` rounded once: ``torch.addcmul`` / ``torch.add(alpha=)`` where
+  :func:`native_fma` shows they are fused, else exact emulations (:func:`fma32`, :func:`fma64`).
+- :func:`log_f32`, :func:`erfinv_f32`, :func:`erf_f32`: the float32 ports.
+- :func:`log_f64` (glibc's), :func:`log1p_f64`, :func:`sqrt_f64` (correctly rounded),
+  :func:`erfinv_f64`: the float64 ports.
 
 These reproduce XLA's CPU backend. Whether XLA's GPU backend lowers them the same way is
 measured, not assumed, by ``python -m parity_tests.device_report`` (docs/gpu.md).
