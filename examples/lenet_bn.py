@@ -224,9 +224,35 @@ def _init_state(model: FlaxLeNet, tx, image_shape: tuple, seed) -> dict:
             "seed": jnp.asarray(seed, jnp.int32)}
 
 
+# How the JAX trainer loops over the steps of an epoch, per backend: (loop, most steps per compiled call).
+# "step": one jitted step per batch; "unroll": that many steps unrolled in one program; "scan": a
+# ``lax.scan`` over them. XLA:CPU rewrites a convolution into its fast (Eigen/oneDNN) form only outside
+# a loop (jax-ml/jax#12868): inside ``lax.scan`` the three backward convolutions of this LeNet took 93%
+# of the step and the JAX path ran at 0.13-0.34x torch's examples/s; one jitted step per batch runs the
+# same maths at full speed (figures: benchmarks/README.md). On GPU a scan keeps the device busy
+# without a host round trip per step.
+JAX_LOOPS = {"cpu": ("step", 1), "gpu": ("scan", 16), "tpu": ("scan", 16)}
+JAX_LOOP_NAMES = ("auto", "step", "unroll", "scan")
+
+
+def choose_jax_loop(loop: str = "auto", steps: int = 1, platform: str | None = None) -> tuple[str, int]:
+    """(loop, steps per compiled call) for ``steps`` steps per epoch: ``loop="auto"`` picks the
+    backend's entry of :data:`JAX_LOOPS`; ``"unroll"``/``"scan"`` group the largest divisor of
+    ``steps`` up to 16 (one compiled shape for the whole run)."""
+    if loop not in JAX_LOOP_NAMES:
+        raise ValueError(f"--jax-loop {loop!r}: use one of {JAX_LOOP_NAMES}")
+    if loop == "auto":
+        loop, limit = JAX_LOOPS.get(platform or jax.default_backend(), ("scan", 16))
+    else:
+        limit = 1 if loop == "step" else 16
+    return loop, _chunk_size(max(steps, 1), limit)
+
+
 @functools.lru_cache(maxsize=8)
-def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple):
-    """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting."""
+def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple,
+                  loop: str = "scan"):
+    """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting.
+    ``loop`` is how the group is written (see :data:`JAX_LOOPS`); every form computes the same steps."""
     devices = jax.devices()
     n_dev = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
     mesh = Mesh(np.array(devices[:n_dev]), ("batch",))
@@ -249,7 +275,13 @@ def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int,
         return new, (loss, jnp.sum(jnp.argmax(logits, -1) == y))
 
     def train_chunk(state, xs, ys):
-        return jax.lax.scan(step, state, (xs, ys))
+        if loop == "scan":
+            return jax.lax.scan(step, state, (xs, ys))
+        outs = []
+        for i in range(chunk):  # "step" (chunk 1) and "unroll": straight-line code, no loop for XLA
+            state, out = step(state, (xs[i], ys[i]))
+            outs.append(out)
+        return state, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
     def logits(state, x):
         return model.apply({"params": state["params"], "batch_stats": state["batch_stats"]}, x, train=False)
@@ -258,33 +290,37 @@ def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int,
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
     xs = jax.ShapeDtypeStruct((chunk, batch_size, *image_shape), jnp.float32, sharding=data)
     ys = jax.ShapeDtypeStruct((chunk, batch_size), jnp.int32, sharding=data)
-    compiled = jax.jit(train_chunk).lower(abstract, xs, ys).compile()  # before epoch 1: throughput excludes it
+    # The state is donated: each call updates it in place. Compiled before epoch 1: throughput excludes it.
+    compiled = jax.jit(train_chunk, donate_argnums=0).lower(abstract, xs, ys).compile()
     return mesh, tx, compiled, jax.jit(logits)
 
 
 class JaxTrainer:
-    """The Flax state and the compiled, sharded group of ``chunk`` training steps (one ``lax.scan``)."""
+    """The Flax state and the compiled, sharded group of ``chunk`` training steps (written as
+    ``loop``: one jitted step, unrolled steps or a ``lax.scan``; see :data:`JAX_LOOPS`)."""
 
     def __init__(self, model: FlaxLeNet, lr: float, seed: int, batch_size: int, chunk: int, image_shape,
-                 momentum: float = 0.0):
+                 momentum: float = 0.0, loop: str = "scan"):
         t0 = time.perf_counter()
         self.mesh, self.tx, self.train_chunk, self.logits = _jax_programs(
-            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape))
+            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape), loop)
         self.compile_seconds = time.perf_counter() - t0  # ~0 when an identical run compiled it already
+        self.loop, self.chunk = loop, chunk
         self.data_sharding = NamedSharding(self.mesh, PartitionSpec(None, "batch"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.n_devices = self.mesh.size
         self.state = jax.device_put(_init_state(model, self.tx, tuple(image_shape), seed), self.replicated)
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, chunk: int, bar: bool):
-        losses, correct = [], 0
+        losses, correct = [], []
         t0 = time.perf_counter()
-        for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="chunk"):
+        for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="call"):
             xs, ys = jax.device_put(x[g], self.data_sharding), jax.device_put(y[g], self.data_sharding)
             self.state, (loss, corr) = self.train_chunk(self.state, xs, ys)
-            losses.append(np.asarray(loss))
-            correct += int(np.asarray(corr).sum())
-        return np.concatenate(losses).astype(np.float64), correct, time.perf_counter() - t0
+            losses.append(loss)  # kept on the device: no host round trip between steps
+            correct.append(corr)
+        losses_np = np.concatenate(jax.device_get(losses)).astype(np.float64)
+        return losses_np, int(np.sum(jax.device_get(correct))), time.perf_counter() - t0
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
         correct = 0
@@ -453,9 +489,10 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         data_dir: str | None = None, steps: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, out: str | None = None, seed: int = 0, variant: str = "bn_all",
         dropout: float = 0.5, momentum: float = 0.0, progress: bool = True, verbose: bool = True,
-        dataset: Dataset | None = None) -> dict:
+        dataset: Dataset | None = None, jax_loop: str = "auto") -> dict:
     """Train and return ``{"history": {fw: {"step_loss": [...], "epochs": [rows]}}, "summary": {...},
-    "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch."""
+    "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch;
+    ``jax_loop`` is how the JAX trainer loops over them (:func:`choose_jax_loop`)."""
     if framework not in ("jax", "torch", "both"):
         raise ValueError(f"framework={framework!r}: use 'jax', 'torch' or 'both'")
     if framework == "both" and variant == "dropout":
@@ -464,7 +501,7 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     say = print if verbose else (lambda *a, **k: None)
     data = dataset if dataset is not None else load_dataset(data_dir)
     n_steps = len(data.x_train) // batch_size if steps is None else min(steps, len(data.x_train) // batch_size)
-    chunk = _chunk_size(max(n_steps, 1))
+    loop, chunk = choose_jax_loop(jax_loop, n_steps)
     fws = ("jax", "torch") if framework == "both" else (framework,)
     config = {"framework": framework, "batch_size": batch_size, "lr": lr, "dataset": data.name, "steps": steps,
               "seed": seed, "variant": variant, "dropout": dropout, "momentum": momentum}
@@ -472,9 +509,9 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     jax_tr = torch_tr = None
     if "jax" in fws:
         jax_tr = JaxTrainer(jax_model(variant, dropout), lr, seed, batch_size, chunk, data.x_train.shape[1:],
-                            momentum)
+                            momentum, loop)
         say(f"jax {jax.__version__}: {jax_tr.n_devices} {jax.devices()[0].platform} device(s), batch sharded over "
-            f"them; compiled {chunk} steps per call in {jax_tr.compile_seconds:.1f} s")
+            f"them; compiled {chunk} step(s) per call ({loop}) in {jax_tr.compile_seconds:.1f} s")
     if "torch" in fws:
         init = jax_tr.variables() if jax_tr is not None else None  # identical starting weights
         torch.manual_seed(seed)  # torch-only weights (default biases, Xavier kernels) and dropout masks
@@ -628,12 +665,15 @@ def parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParse
 def main(argv=None) -> int:
     p = parser()
     p.add_argument("--variant", choices=VARIANTS, default="bn_all")
+    p.add_argument("--jax-loop", choices=JAX_LOOP_NAMES, default="auto",
+                   help="how the JAX trainer loops over steps (auto: one jitted step per batch on CPU, "
+                        "a lax.scan over up to 16 steps on GPU/TPU)")
     p.add_argument("--out", default="lenet_bn.png", help="PNG of the curves ('' for none)")
     a = p.parse_args(argv)
     if a.framework == "both":
         parity_precision()
     run(a.framework, a.epochs, a.batch_size, a.lr, a.data_dir, a.steps, a.checkpoint_dir, a.resume, a.out or None,
-        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress)
+        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress, jax_loop=a.jax_loop)
     return 0
 
 

@@ -117,6 +117,16 @@ def test_errors(tmp_path, digits):
         lenet_bn.torch_model("bn_none")
     with pytest.raises(ValueError, match="use 'jax' or 'torch'"):
         bn_ablation.run("both")
+    with pytest.raises(ValueError, match="--jax-loop 'while'.*'scan'"):
+        lenet_bn.run("jax", dataset=digits, verbose=False, jax_loop="while")
+
+
+def test_jax_loop_per_backend():
+    # XLA:CPU's fast convolutions only outside loops (jax-ml/jax#12868): one jitted step per batch on CPU.
+    assert lenet_bn.choose_jax_loop("auto", 17, "cpu") == ("step", 1)
+    assert lenet_bn.choose_jax_loop("auto", 24, "gpu") == ("scan", 12)  # largest divisor <= 16: one shape
+    assert lenet_bn.choose_jax_loop("unroll", 17, "gpu") == ("unroll", 1)
+    assert lenet_bn.choose_jax_loop("step", 24, "gpu") == ("step", 1)
 
 
 def test_both_mode_per_step_losses_agree(digits, capsys):
