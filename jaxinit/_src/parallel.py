@@ -112,7 +112,9 @@ def rank_mean(values: Array, world_size: int, mask: Optional[Array] = None) -> A
     mean over ranks of each rank's mean of ``values`` (per-example losses, leading axis the
     global batch). Equal per-rank batches: the plain mean. With ``mask`` (True for the rows
     that count; padded, unequal per-rank batches) each rank divides by its own count, as each
-    DDP rank's ``loss.mean()`` does. Its gradient under ``jax.jit`` is DDP's gradient.
+    DDP rank's ``loss.mean()`` does; a rank with no row contributes 0 (torch:
+    ``loss.sum() / max(len(loss), 1)``; an empty ``loss.mean()`` is NaN). Its gradient under
+    ``jax.jit`` is DDP's gradient.
 
     Example::
 
@@ -124,7 +126,7 @@ def rank_mean(values: Array, world_size: int, mask: Optional[Array] = None) -> A
     if mask is None:
         return per.mean(axes).mean()
     m = jnp.broadcast_to(jnp.asarray(mask, bool).reshape(world_size, b, *([1] * (per.ndim - 2))), per.shape)
-    return (jnp.sum(per, axes, where=m) / jnp.sum(m, axes)).mean()
+    return (jnp.sum(per, axes, where=m) / jnp.maximum(jnp.sum(m, axes), 1)).mean()
 
 
 def shard_batch(mesh: jax.sharding.Mesh, axis_name: str, *arrays):

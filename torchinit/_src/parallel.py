@@ -55,4 +55,4 @@ def rank_mean(values: Tensor, world_size: int, mask: Optional[Tensor] = None) ->
     if mask is None:
         return per.mean(dims).mean()
     m = mask.to(torch.bool).reshape(world_size, b, *([1] * (per.ndim - 2))).expand(per.shape)
-    return (torch.where(m, per, torch.zeros((), dtype=per.dtype)).sum(dims) / m.sum(dims)).mean()
+    return (torch.where(m, per, torch.zeros((), dtype=per.dtype)).sum(dims) / m.sum(dims).clamp_min(1)).mean()
