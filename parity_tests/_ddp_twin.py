@@ -15,6 +15,7 @@ concatenated batch with per-example weights (:func:`torch_reference`).
 """
 from __future__ import annotations
 
+import datetime
 import os
 import warnings
 from typing import Any
@@ -93,7 +94,8 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    # A bounded wait: a rank that never arrives fails the test instead of hanging the suite.
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=120))
     try:
         for case in cases:
             model = torch_net(init_params())
