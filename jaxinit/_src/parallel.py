@@ -53,10 +53,8 @@ def _axis_size(axis_name: str, who: str) -> int:
 
 
 def _pcast_varying(tree, axis_name: str):
-    pcast = getattr(lax, "pcast", None)
-    if pcast is not None:
-        return jax.tree.map(lambda a: pcast(a, axis_name, to="varying"), tree)
-    return jax.tree.map(lambda a: lax.pvary(a, axis_name), tree)  # jax < 0.7 spelling
+    """Each leaf as a per-device ("varying") value over ``axis_name``: its gradient is the local one."""
+    return jax.tree.map(lambda a: lax.pcast(a, axis_name, to="varying"), tree)
 
 
 def value_and_grad(fun: Callable, axis_name: str, *, has_aux: bool = False, world_size: Optional[int] = None):
