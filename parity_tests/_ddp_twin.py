@@ -15,6 +15,7 @@ concatenated batch with per-example weights (:func:`torch_reference`).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import warnings
@@ -44,6 +45,14 @@ def batches(sizes: tuple[int, ...], steps: int, seed: int = 1) -> list[list[tupl
     statistics matter)."""
     rng = np.random.default_rng(seed)
     return [[(2.0 + rng.normal(0, 1, (n, C_IN, HW, HW)), rng.integers(0, K, n)) for n in sizes] for _ in range(steps)]
+
+
+def steps_of(case: dict) -> list[list]:
+    """The case's optimizer steps, each a list of ``case.get('accum', 1)`` micro-batches
+    (``[rank] -> (x, y)``; gradient accumulation, DDP's ``no_sync``)."""
+    k = case.get("accum", 1)
+    flat = batches(tuple(case["sizes"]), case["steps"] * k)
+    return [flat[i * k:(i + 1) * k] for i in range(case["steps"])]
 
 
 # ---------------------------------------------------------------- torch
@@ -105,11 +114,13 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
                 ddp = torch.nn.parallel.DistributedDataParallel(model)
             opt = torch_optimizer(case["opt"], ddp.parameters())
             records = []
-            for step in batches(tuple(case["sizes"]), case["steps"]):
-                x, y = (torch.from_numpy(a) for a in step[rank])
+            for micro in steps_of(case):
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(ddp(x), y, reduction="sum") / max(len(y), 1)
-                loss.backward()
+                for k, step in enumerate(micro):  # gradient accumulation: no all-reduce before the last
+                    x, y = (torch.from_numpy(a) for a in step[rank])
+                    with ddp.no_sync() if k < len(micro) - 1 else contextlib.nullcontext():
+                        loss = F.cross_entropy(ddp(x), y, reduction="sum") / max(len(y), 1)
+                        loss.backward()
                 opt.step()
                 records.append(torch_record(ddp.module, opt))
             if rank == 0:
@@ -161,11 +172,12 @@ def torch_reference(case: dict) -> list[dict]:
     n = len(case["sizes"])
     w = torch.from_numpy(np.concatenate([np.full(s, 1.0 / (n * max(s, 1))) for s in case["sizes"]]))
     records = []
-    for step in batches(tuple(case["sizes"]), case["steps"]):
-        x = torch.from_numpy(np.concatenate([a for a, _ in step]))
-        y = torch.from_numpy(np.concatenate([b for _, b in step]))
+    for micro in steps_of(case):
         opt.zero_grad(set_to_none=True)
-        (F.cross_entropy(model(x), y, reduction="none") * w).sum().backward()
+        for step in micro:
+            x = torch.from_numpy(np.concatenate([a for a, _ in step]))
+            y = torch.from_numpy(np.concatenate([b for _, b in step]))
+            (F.cross_entropy(model(x), y, reduction="none") * w).sum().backward()
         opt.step()
         records.append(torch_record(model, opt))
     return records
@@ -229,26 +241,32 @@ def jax_program(case: dict, mesh, path: str):
     if path == "shard_map":
         grads_fn = jaxinit.parallel.value_and_grad(local_loss, "data", has_aux=True, world_size=n)
 
-        def step(params, opt_state, stats, x, y, m):
-            (loss, new), g = grads_fn(params, stats, x, y, m)
-            if not case["sync"]:  # plain BatchNorm: DDP's broadcast_buffers=True keeps rank 0's
-                new = jaxinit.parallel.broadcast_buffers(new, "data")
+        def step(params, opt_state, stats, x, y, m):  # x: (rows, micro-batches, ...)
+            g = None
+            for k in range(x.shape[1]):  # accumulation: pmean is linear, so summing DDP's averaged
+                (loss, stats), gk = grads_fn(params, stats, x[:, k], y[:, k], m[:, k])  # gradients = no_sync
+                if not case["sync"]:  # plain BatchNorm: DDP's broadcast_buffers=True keeps rank 0's
+                    stats = jaxinit.parallel.broadcast_buffers(stats, "data")
+                g = gk if g is None else jax.tree.map(jnp.add, g, gk)
             upd, opt_state = tx.update(g, opt_state, params)
-            return optax.apply_updates(params, upd), opt_state, new, loss
+            return optax.apply_updates(params, upd), opt_state, stats, loss
 
         mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(), P(), P("data"), P("data"), P("data")),
                                out_specs=(P(), P(), P(), P()))
         return tx, jax.jit(mapped)
 
     def global_step(params, opt_state, stats, x, y, m):
-        def loss_fn(p):
+        def loss_fn(p, stats, x, y, m):
             logits, new = jax_forward(p, stats, x, m if masked else None, None)
             per = optax.softmax_cross_entropy_with_integer_labels(logits, y)
             return jaxinit.parallel.rank_mean(per, n, m), new
 
-        (loss, new), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        g = None
+        for k in range(x.shape[1]):
+            (loss, stats), gk = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x[:, k], y[:, k], m[:, k])
+            g = gk if g is None else jax.tree.map(jnp.add, g, gk)
         upd, opt_state = tx.update(g, opt_state, params)
-        return optax.apply_updates(params, upd), opt_state, new, loss
+        return optax.apply_updates(params, upd), opt_state, stats, loss
 
     return tx, jax.jit(global_step)
 
@@ -271,8 +289,10 @@ def run_jax(case: dict, mesh, path: str = "shard_map") -> list[dict]:
     records = []
     mine = [i for i, d in enumerate(mesh.devices.flat) if d.process_index == jax.process_index()]
     rows = np.concatenate([np.arange(r * bmax, (r + 1) * bmax) for r in mine])  # this process's ranks
-    for b in batches(tuple(case["sizes"]), case["steps"]):
-        x, y, m = jaxinit.parallel.shard_batch(mesh, "data", *(a[rows] for a in padded_global(b, bmax)))
+    for micro in steps_of(case):
+        parts = [padded_global(b, bmax) for b in micro]  # (rows, micro-batch, ...): the rows are sharded
+        arrays = [np.stack([p[i] for p in parts], axis=1)[rows] for i in range(3)]
+        x, y, m = jaxinit.parallel.shard_batch(mesh, "data", *arrays)
         params, opt_state, stats, _ = step(params, opt_state, stats, x, y, m)
         records.append(jax_record(params, stats, opt_state))
     return records

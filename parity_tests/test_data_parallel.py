@@ -76,13 +76,16 @@ CASES_4 = [dict(name=f"{label} {opt}", sync=True, sizes=sizes, opt=opt, steps=10
            for opt in twin.OPTIMIZERS]
 CASES_4.append(dict(name="plain BN broadcast_buffers sgd_momentum", sync=False, sizes=(4, 4, 4, 4),
                     opt="sgd_momentum", steps=10))
+CASES_4.append(dict(name="no_sync accumulation of 3, unequal adamw", sync=True, sizes=(5, 3, 4, 2), opt="adamw",
+                    steps=5, accum=3))
 
 
 @pytest.mark.multiprocess
 def test_ddp_twins_4_ranks(tmp_path):
     """4 gloo ranks, 10 steps of SGD with momentum and of AdamW: equal, unequal and one empty
-    per-rank batch with SyncBatchNorm (shard_map and jit twins, one-process reference), and plain
-    BatchNorm with DDP's broadcast_buffers (rank 0's running statistics)."""
+    per-rank batch with SyncBatchNorm (shard_map and jit twins, one-process reference), plain
+    BatchNorm with DDP's broadcast_buffers (rank 0's running statistics), and gradient
+    accumulation over 3 micro-batches (DDP's no_sync)."""
     run_matrix(CASES_4, 4, tmp_path, jit_path=True)
 
 
