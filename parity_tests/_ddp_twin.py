@@ -107,6 +107,9 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
     dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=120))
     try:
         for case in cases:
+            if case.get("layer"):
+                torch_layer_rank(rank, case, outdir)
+                continue
             model = torch_net(init_params())
             if case["sync"]:
                 ddp = torchinit.parallel.ddp(model)  # broadcast_buffers=True: the default
@@ -130,6 +133,79 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
         dist.destroy_process_group()
 
 
+def layer_data(sizes: tuple[int, ...], seed: int = 2):
+    """``[rank] -> (x (n_r, C, 3, 3), g (n_r, C, 3, 3))``: SyncBatchNorm input (mean 3) and the
+    cotangent of its output, float64."""
+    rng = np.random.default_rng(seed)
+    return [(3.0 + rng.normal(0, 2, (n, C, 3, 3)), rng.normal(0, 1, (n, C, 3, 3))) for n in sizes]
+
+
+def torch_layer_rank(rank: int, case: dict, outdir: str) -> None:
+    """One training forward/backward of ``torchinit.BatchNorm(process_group='world')`` on this
+    rank's rows, loss ``sum(y * g)``: writes y, dx, the LOCAL dweight/dbias (DDP averages them
+    later) and the running statistics to ``{case}.rank{r}.npz``."""
+    import torch
+
+    import torchinit
+
+    x_np, g_np = layer_data(tuple(case["sizes"]))[rank]
+    bn = torchinit.BatchNorm(C, momentum=case.get("momentum", 0.1), dtype=torch.float64, process_group="world")
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 1.5, -2.0], dtype=torch.float64))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64))
+    x = torch.from_numpy(x_np).requires_grad_(True)
+    y = bn(x)
+    (y * torch.from_numpy(g_np)).sum().backward()
+    zero = np.zeros(C)  # an empty rank: torch leaves the gradients None (zeros to autograd)
+    grads = [zero if p.grad is None else p.grad.numpy() for p in (bn.weight, bn.bias)]
+    dx = np.zeros_like(x_np) if x.grad is None else x.grad.numpy()
+    np.savez(os.path.join(outdir, f"{case['name']}.rank{rank}.npz"), y=y.detach().numpy(), dx=dx,
+             dweight=grads[0], dbias=grads[1], running_mean=bn.running_mean.numpy(),
+             running_var=bn.running_var.numpy(), num_batches_tracked=bn.num_batches_tracked.numpy())
+
+
+def jax_layer(case: dict, mesh) -> list[dict]:
+    """The same layer step as :func:`torch_layer_rank` with ``jaxinit.BatchNorm(axis=1,
+    axis_name='data')`` under ``shard_map`` (rows padded to the largest rank, ``mask``); the
+    gradient of the global ``sum(y * g)`` with respect to per-rank copies of scale and bias
+    (``lax.pcast``): each rank's local dweight/dbias, as torch's. Returns one dict per rank."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+    from jax.sharding import PartitionSpec as P
+
+    import jaxinit
+
+    sizes = tuple(case["sizes"])
+    bmax = max(sizes)
+    data = layer_data(sizes)
+    pad = lambda a: np.concatenate([a, np.zeros((bmax - len(a), *a.shape[1:]))])  # noqa: E731
+    x = np.concatenate([pad(a) for a, _ in data])
+    g = np.concatenate([pad(b) for _, b in data])
+    m = np.concatenate([np.arange(bmax) < n for n in sizes])
+    bn = jaxinit.BatchNorm(axis=1, momentum=case.get("momentum", 0.1), param_dtype=jnp.float64, axis_name="data")
+    params = {"scale": jnp.array([0.5, 1.5, -2.0]), "bias": jnp.array([0.1, -0.2, 0.3])}
+    stats = {"mean": jnp.zeros(C, jnp.float64), "var": jnp.ones(C, jnp.float64),
+             "num_batches_tracked": jnp.zeros((), jnp.int32)}
+
+    def local(params, stats, x, g, m):
+        def loss(p, x):
+            y, upd = bn.apply({"params": p, "batch_stats": stats}, x, use_running_average=False,
+                              mutable=["batch_stats"], mask=m.reshape(-1, 1, 1, 1))
+            return jnp.sum(jnp.where(m.reshape(-1, 1, 1, 1), y * g, 0.0)), (y, upd["batch_stats"])
+
+        p_local = jax.tree.map(lambda a: lax.pcast(a, "data", to="varying"), params)
+        (_, (y, new)), (dp, dx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p_local, x)
+        return y, dx, dp["scale"][None], dp["bias"][None], new
+
+    f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P("data"), P("data"), P("data")),
+                              out_specs=(P("data"), P("data"), P("data"), P("data"), P())))
+    y, dx, dw, db, new = jax.device_get(f(params, stats, x, g, m))
+    return [{"y": y[r * bmax:r * bmax + n], "dx": dx[r * bmax:r * bmax + n], "dweight": dw[r], "dbias": db[r],
+             "running_mean": new["mean"], "running_var": new["var"],
+             "num_batches_tracked": new["num_batches_tracked"]} for r, n in enumerate(sizes)]
+
+
 def run_torch_ranks(world_size: int, cases: list[dict], outdir: str,
                     start_method: str = "fork") -> dict[str, list[dict]]:
     """Start ``world_size`` gloo ranks (``torch.multiprocessing``; fork: 1 s instead of the 10-20 s of
@@ -149,7 +225,13 @@ def run_torch_ranks(world_size: int, cases: list[dict], outdir: str,
         warnings.filterwarnings("ignore", message=".*fork.*")
         mp.start_processes(torch_rank, args=(world_size, port, cases, outdir), nprocs=world_size, join=True,
                            start_method=start_method)
-    return {c["name"]: load_records(os.path.join(outdir, c["name"] + ".npz")) for c in cases}
+    out = {}
+    for c in cases:
+        if c.get("layer"):  # one record per rank
+            out[c["name"]] = [dict(np.load(os.path.join(outdir, f"{c['name']}.rank{r}.npz"))) for r in range(world_size)]
+        else:
+            out[c["name"]] = load_records(os.path.join(outdir, c["name"] + ".npz"))
+    return out
 
 
 def load_records(path: str) -> list[dict]:

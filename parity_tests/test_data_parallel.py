@@ -53,6 +53,9 @@ def run_matrix(cases: list[dict], world_size: int, tmp_path, jit_path: bool) -> 
     mesh = mesh_of(world_size)
     for case in cases:
         name = case["name"]
+        if case.get("layer"):  # SyncBatchNorm alone: per-rank y, dx, local dweight/dbias, running statistics
+            check(name, twin.jax_layer(case, mesh), ddp[name], "SyncBN layer vs jaxinit axis_name")
+            continue
         check(name, twin.run_jax(case, mesh, "shard_map"), ddp[name], "shard_map vs DDP")
         if case["sync"]:  # plain BatchNorm under jit would be SyncBatchNorm: only the synced cases have a jit twin
             if jit_path:
@@ -66,14 +69,19 @@ def run_matrix(cases: list[dict], world_size: int, tmp_path, jit_path: bool) -> 
 def test_ddp_syncbn_twin_sampled(tmp_path):
     """2 gloo ranks of DDP + torchinit SyncBatchNorm, unequal per-rank batches (5 and 3), AdamW,
     3 steps: equal to jaxinit.parallel.value_and_grad under shard_map (masked SyncBatchNorm) and
-    to one process on the concatenated batch."""
-    run_matrix([dict(name="2 ranks unequal adamw", sync=True, sizes=(5, 3), opt="adamw", steps=3)], 2, tmp_path,
-               jit_path=False)
+    to one process on the concatenated batch; and the SyncBatchNorm layer alone (forward,
+    backward, running statistics) on unequal per-rank batches (3 rows and 1 row)
+    equal to jaxinit.BatchNorm(axis_name=...)."""
+    run_matrix([dict(name="2 ranks unequal adamw", sync=True, sizes=(5, 3), opt="adamw", steps=3),
+                dict(name="2 ranks unequal", layer=True, sizes=(3, 1))], 2, tmp_path, jit_path=False)
 
 
 CASES_4 = [dict(name=f"{label} {opt}", sync=True, sizes=sizes, opt=opt, steps=10)
            for label, sizes in (("equal", (4, 4, 4, 4)), ("unequal", (5, 3, 4, 2)), ("empty rank", (5, 0, 4, 3)))
            for opt in twin.OPTIMIZERS]
+CASES_4 += [dict(name=f"layer {label}", layer=True, sizes=sizes, momentum=mom)
+            for label, sizes, mom in (("equal", (3, 3, 3, 3), 0.1), ("unequal", (4, 1, 2, 3), 0.1),
+                                      ("empty rank", (4, 0, 2, 3), None))]
 CASES_4.append(dict(name="plain BN broadcast_buffers sgd_momentum", sync=False, sizes=(4, 4, 4, 4),
                     opt="sgd_momentum", steps=10))
 CASES_4.append(dict(name="no_sync accumulation of 3, unequal adamw", sync=True, sizes=(5, 3, 4, 2), opt="adamw",
