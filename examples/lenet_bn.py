@@ -15,11 +15,15 @@ epoch, the largest step-by-step loss difference and whether the runs diverge.
 The file reads top to bottom: data, the two models, the two trainers, checkpoints,
 the run, the report, the command line. JAX path: ``jaxinit.BatchNorm`` (PyTorch's
 semantics: momentum 0.1, unbiased running variance, num_batches_tracked),
-``jaxinit.optim.sgd``; each group of steps is one jit-compiled ``lax.scan``; the batch
-axis is sharded over all local devices with a ``NamedSharding``, so BatchNorm reduces
-over the global batch inside jit (no ``axis_name`` needed). Torch path:
-``torchinit.BatchNorm`` (torch's BatchNorm kernel and semantics), ``torchinit.optim.sgd``
-(``torch.optim.SGD``), CUDA when present. In ``both`` mode JAX matmuls run at "highest"
+``jaxinit.optim.sgd``; the loop over steps is chosen per backend (``JAX_LOOPS``: one jitted
+step per batch on CPU, where XLA keeps its fast convolutions only outside loops, a
+``lax.scan`` over groups of steps on GPU/TPU); the batch axis is sharded over the local
+devices with a ``NamedSharding``, so BatchNorm reduces over the global batch inside jit (no
+``axis_name`` needed). Torch path: ``torchinit.BatchNorm`` (torch's BatchNorm kernel and
+semantics), ``torchinit.optim.sgd`` (``torch.optim.SGD``), CUDA when present. ``--ranks N``:
+torch DDP over N processes (``torchinit.parallel.ddp``: SyncBatchNorm, gloo on CPU, NCCL on
+GPU) against the JAX batch sharded over N devices, each step's global batch split as
+DistributedSampler splits it (``jaxinit.parallel.global_batches``). In ``both`` mode JAX matmuls run at "highest"
 precision and torch's TF32 is off, so the comparison measures the libraries, not TF32.
 The Flax model flattens in torch's (C, H, W) order, so ``jaxinit.to_torch_state_dict``
 converts its weights layer by layer (the torch model's attribute names are the Flax
