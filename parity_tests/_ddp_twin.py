@@ -58,7 +58,7 @@ def steps_of(case: dict) -> list[list]:
 # ---------------------------------------------------------------- torch
 
 
-def torch_net(params: dict):
+def torch_net(params: dict, dtype: str = "float64"):
     import torch
 
     import torchinit
@@ -66,15 +66,16 @@ def torch_net(params: dict):
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.conv = torch.nn.Conv2d(C_IN, C, 3, bias=False, dtype=torch.float64)
-            self.bn = torchinit.BatchNorm(C, dtype=torch.float64)
-            self.fc = torch.nn.Linear(C * OUT * OUT, K, dtype=torch.float64)
+            dt = getattr(torch, dtype)
+            self.conv = torch.nn.Conv2d(C_IN, C, 3, bias=False, dtype=dt)
+            self.bn = torchinit.BatchNorm(C, dtype=dt)
+            self.fc = torch.nn.Linear(C * OUT * OUT, K, dtype=dt)
 
         def forward(self, x):
             return self.fc(torch.tanh(self.bn(self.conv(x))).flatten(1))
 
     net = Net()
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=False)
+    net.load_state_dict({k: torch.from_numpy(v.astype(dtype)) for k, v in params.items()}, strict=False)
     return net
 
 
@@ -110,7 +111,7 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
             if case.get("layer"):
                 torch_layer_rank(rank, case, outdir)
                 continue
-            model = torch_net(init_params())
+            model = torch_net(init_params(), case.get("dtype", "float64"))
             if case["sync"]:
                 ddp = torchinit.parallel.ddp(model)  # broadcast_buffers=True: the default
             else:
@@ -120,7 +121,8 @@ def torch_rank(rank: int, world_size: int, port: int, cases: list[dict], outdir:
             for micro in steps_of(case):
                 opt.zero_grad(set_to_none=True)
                 for k, step in enumerate(micro):  # gradient accumulation: no all-reduce before the last
-                    x, y = (torch.from_numpy(a) for a in step[rank])
+                    x, y = torch.from_numpy(step[rank][0].astype(case.get("dtype", "float64"))), \
+                        torch.from_numpy(step[rank][1])
                     with ddp.no_sync() if k < len(micro) - 1 else contextlib.nullcontext():
                         loss = F.cross_entropy(ddp(x), y, reduction="sum") / max(len(y), 1)
                         loss.backward()
@@ -249,15 +251,16 @@ def torch_reference(case: dict) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    model = torch_net(init_params())
+    dtype = case.get("dtype", "float64")
+    model = torch_net(init_params(), dtype)
     opt = torch_optimizer(case["opt"], model.parameters())
     n = len(case["sizes"])
-    w = torch.from_numpy(np.concatenate([np.full(s, 1.0 / (n * max(s, 1))) for s in case["sizes"]]))
+    w = torch.from_numpy(np.concatenate([np.full(s, 1.0 / (n * max(s, 1))) for s in case["sizes"]]).astype(dtype))
     records = []
     for micro in steps_of(case):
         opt.zero_grad(set_to_none=True)
         for step in micro:
-            x = torch.from_numpy(np.concatenate([a for a, _ in step]))
+            x = torch.from_numpy(np.concatenate([a for a, _ in step]).astype(dtype))
             y = torch.from_numpy(np.concatenate([b for _, b in step]))
             (F.cross_entropy(model(x), y, reduction="none") * w).sum().backward()
         opt.step()
@@ -277,7 +280,7 @@ def jax_forward(params: dict, stats: dict, x, mask, axis_name):
 
     h = jax.lax.conv_general_dilated(x, params["conv.weight"], (1, 1), "VALID",
                                      dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    bn = jaxinit.BatchNorm(axis=1, param_dtype=jnp.float64, axis_name=axis_name)
+    bn = jaxinit.BatchNorm(axis=1, param_dtype=params["bn.weight"].dtype, axis_name=axis_name)
     kw = {} if mask is None else {"mask": mask.reshape(-1, 1, 1, 1)}
     h, upd = bn.apply({"params": {"scale": params["bn.weight"], "bias": params["bn.bias"]}, "batch_stats": stats},
                       h, use_running_average=False, mutable=["batch_stats"], **kw)
@@ -363,9 +366,9 @@ def run_jax(case: dict, mesh, path: str = "shard_map") -> list[dict]:
     import jaxinit.parallel
 
     tx, step = jax_program(case, mesh, path)
-    params = {k: jnp.asarray(v) for k, v in init_params().items()}
-    stats = {"mean": jnp.zeros(C, jnp.float64), "var": jnp.ones(C, jnp.float64),
-             "num_batches_tracked": jnp.zeros((), jnp.int32)}
+    dtype = case.get("dtype", "float64")
+    params = {k: jnp.asarray(v.astype(dtype)) for k, v in init_params().items()}
+    stats = {"mean": jnp.zeros(C, dtype), "var": jnp.ones(C, dtype), "num_batches_tracked": jnp.zeros((), jnp.int32)}
     opt_state = tx.init(params)
     bmax = max(case["sizes"])
     records = []
@@ -374,6 +377,7 @@ def run_jax(case: dict, mesh, path: str = "shard_map") -> list[dict]:
     for micro in steps_of(case):
         parts = [padded_global(b, bmax) for b in micro]  # (rows, micro-batch, ...): the rows are sharded
         arrays = [np.stack([p[i] for p in parts], axis=1)[rows] for i in range(3)]
+        arrays[0] = arrays[0].astype(dtype)
         x, y, m = jaxinit.parallel.shard_batch(mesh, "data", *arrays)
         params, opt_state, stats, _ = step(params, opt_state, stats, x, y, m)
         records.append(jax_record(params, stats, opt_state))
