@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 import warnings
 from typing import Any
 
@@ -208,8 +209,8 @@ def jax_layer(case: dict, mesh) -> list[dict]:
              "num_batches_tracked": new["num_batches_tracked"]} for r, n in enumerate(sizes)]
 
 
-def run_torch_ranks(world_size: int, cases: list[dict], outdir: str,
-                    start_method: str = "fork") -> dict[str, list[dict]]:
+def run_torch_ranks(world_size: int, cases: list[dict], outdir: str, start_method: str = "fork",
+                    timeout: float = 300) -> dict[str, list[dict]]:
     """Start ``world_size`` gloo ranks (``torch.multiprocessing``; fork: 1 s instead of the 10-20 s of
     spawn, which imports torch again in every rank) on the cases; returns ``{case: [per-step record]}``
     from rank 0."""
@@ -225,8 +226,14 @@ def run_torch_ranks(world_size: int, cases: list[dict], outdir: str,
         import torch._dynamo  # noqa: F401
     with warnings.catch_warnings():  # the ranks use torch only: the JAX threads of this process stay idle
         warnings.filterwarnings("ignore", message=".*fork.*")
-        mp.start_processes(torch_rank, args=(world_size, port, cases, outdir), nprocs=world_size, join=True,
-                           start_method=start_method)
+        ctx = mp.start_processes(torch_rank, args=(world_size, port, cases, outdir), nprocs=world_size, join=False,
+                                 start_method=start_method)
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=2):  # raises when a rank fails
+        if time.monotonic() > deadline:  # a rank stuck outside a collective: fail, never hang the suite
+            for proc in ctx.processes:
+                proc.kill()
+            raise TimeoutError(f"the {world_size} torch ranks did not finish within {timeout:.0f} s")
     out = {}
     for c in cases:
         if c.get("layer"):  # one record per rank
