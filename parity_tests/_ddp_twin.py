@@ -443,16 +443,19 @@ def jax_process_main(process_id: int, num_processes: int, local_devices: int, po
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=num_processes, process_id=process_id)
     try:
         mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-        records = run_jax(case, mesh, "shard_map")
-        if process_id == 0:
-            np.savez(out, **{f"{i}/{k}": v for i, r in enumerate(records) for k, v in r.items()})
+        for path in ("shard_map", "jit"):
+            records = run_jax(case, mesh, path)
+            if process_id == 0:
+                np.savez(out.replace(".npz", f".{path}.npz"),
+                         **{f"{i}/{k}": v for i, r in enumerate(records) for k, v in r.items()})
     finally:
         jax.distributed.shutdown()
 
 
-def run_jax_processes(num_processes: int, local_devices: int, case: dict, out: str, timeout: float = 300) -> list:
+def run_jax_processes(num_processes: int, local_devices: int, case: dict, out: str, timeout: float = 300) -> dict:
     """Start ``num_processes`` fresh Python processes (``jax.distributed`` needs its own process: the
-    backend cannot be re-initialized) on ``case``; returns process 0's records."""
+    backend cannot be re-initialized) on ``case``, ``shard_map`` and ``jax.jit`` paths; returns
+    process 0's records per path."""
     import json
     import socket
     import subprocess
@@ -471,7 +474,7 @@ def run_jax_processes(num_processes: int, local_devices: int, case: dict, out: s
     for p, log in zip(procs, logs):
         if p.returncode != 0:
             raise RuntimeError(f"jax.distributed process exited with {p.returncode}:\n{log[-3000:]}")
-    return load_records(out)
+    return {path: load_records(out.replace(".npz", f".{path}.npz")) for path in ("shard_map", "jit")}
 
 
 if __name__ == "__main__":
