@@ -1,0 +1,357 @@
+r"""Keyed dropout for torch: the masks Flax draws from the same JAX key, bit for bit.
+
+``torch.nn.Dropout`` draws its mask from torch's generator; ``flax.linen.Dropout`` from a
+JAX key. Given the key Flax's layer receives, the functions and modules here draw Flax's
+mask with the threefry port of :mod:`torchinit.random` and apply Flax's scaling, so a torch
+model and its Flax twin drop the same units and scale them by the same float.
+
+What Flax computes (flax/linen/stochastic.py ``Dropout.__call__``; flax/nnx/nn/stochastic.py
+is the same), with ``keep_prob = 1.0 - rate`` a Python float:
+
+.. math:: m = \text{bernoulli}(k,\ keep\_prob,\ \text{shape with broadcast\_dims} = 1),\qquad
+          y = \text{select}(m,\ x / keep\_prob,\ 0)
+
+- the uniform behind ``bernoulli`` is float32, or float64 when JAX runs with
+  ``jax_enable_x64`` (the Python float ``keep_prob`` takes JAX's default float type):
+  ``mask_dtype`` here;
+- ``x / keep_prob`` divides by a constant, which XLA rewrites as a multiplication by its
+  reciprocal (eager and jitted alike, as ``jnp.true_divide`` is itself jitted): in
+  float32/float64/float16 ``x * (1 / dt(keep_prob))`` with the reciprocal rounded to the
+  input dtype; bfloat16 is computed in float32, ``bf16(f32(x) * (1 / f32(bf16(keep_prob))))``.
+  Measured against flax 0.12.8 on CPU, bitwise; a true division differs in 1 ulp on ~20% of
+  the elements;
+- ``rate == 0`` or deterministic returns the input; ``rate == 1`` returns zeros (no key drawn).
+
+Flax's attention dropout (``flax.linen.dot_product_attention_weights``, also what Hugging
+Face's Flax models call) is another formula: ``w * (keep.astype(dt) / dt(keep_prob))``
+(:func:`attention_dropout`), with the mask broadcast over batch and heads by default.
+
+Where torch and Flax differ (torch/nn/functional.py, torchvision/ops/stochastic_depth.py,
+timm/layers/drop.py): torch draws ``bernoulli_(1 - p)`` from its generator and multiplies
+by ``1 / (1 - p)`` computed in float (opmath) for 16-bit inputs; torchvision and timm build
+``noise = bernoulli / keep`` in the input dtype and multiply. The modules here keep torch's
+constructor, ``train()``/``eval()`` and the layer's other behaviour, and take Flax's numbers.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+import torch
+
+from _jaxinit.errors import InitError
+import torchinit.random as _rnd
+
+Tensor = torch.Tensor
+
+_MASK_DTYPES = (torch.float32, torch.float64)
+
+
+def check_rate(p: Any, who: str, name: str = "p") -> float:
+    """``p`` as a float in [0, 1], or an InitError naming it (torch raises ValueError here too)."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise InitError(f"{who}: `{name}` must be a float in [0, 1], got {type(p).__name__} {p!r}")
+    p = float(p)
+    if not 0.0 <= p <= 1.0 or math.isnan(p):
+        raise InitError(f"{who}: dropout probability `{name}` must be in [0, 1], got {p}; "
+                        f"`{name}` is the probability of dropping a unit (Flax's `rate`, not the keep rate)")
+    return p
+
+
+def check_mask_dtype(mask_dtype: Any, who: str) -> torch.dtype:
+    if mask_dtype not in _MASK_DTYPES:
+        raise InitError(
+            f"{who}: `mask_dtype` must be torch.float32 (JAX's default) or torch.float64 (JAX with "
+            f"jax_enable_x64), the dtype of the uniform behind Flax's bernoulli mask; got {mask_dtype!r}")
+    return mask_dtype
+
+
+def check_key(key: Any, who: str) -> Tensor:
+    if key is None:
+        raise InitError(
+            f"{who}: training-mode dropout needs a JAX key (`key`): pass the key Flax's layer receives "
+            "(torchinit.rngs.linen_key / nnx_key derive it), bind the model with torchinit.rngs.bind_rngs, "
+            "or switch dropout off with eval() / training=False")
+    if isinstance(key, torch.Generator):
+        raise InitError(f"{who}: `key` must be a JAX key (uint32[2] or a jax.random.key), got a torch.Generator; "
+                        "for torch's own masks use torch.nn.functional.dropout")
+    try:
+        return _rnd.as_key(key)
+    except InitError as err:
+        raise InitError(f"{who}: `key` is not a JAX key: {err}") from err
+
+
+def _mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int], who: str) -> tuple[int, ...]:
+    out = list(shape)
+    for d in broadcast_dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or not -len(out) <= d < len(out):
+            raise InitError(f"{who}: `broadcast_dims` entries must be axes of the input (ndim {len(out)}), got {d!r}")
+        out[d] = 1
+    return tuple(out)
+
+
+def keep_mask(key: Tensor, keep_prob: float, shape: Sequence[int], mask_dtype: torch.dtype,
+              device=None) -> Tensor:
+    """``jax.random.bernoulli(key, keep_prob, shape)`` with ``keep_prob`` a Python float: the
+    uniform in ``mask_dtype`` (float32 without x64, float64 with), ``keep_prob`` rounded to it."""
+    p = torch.tensor(keep_prob, dtype=torch.float64).to(mask_dtype)
+    return _rnd.bernoulli(key, p, tuple(shape)).to(device)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # XLA's CPU backend computes bfloat16 arithmetic in float32; float16 is native (measured).
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+def scale_kept(x: Tensor, keep_prob: float) -> Tensor:
+    """Flax's ``x / keep_prob`` as XLA evaluates it: ``x * (1 / keep_prob)``, the constant and
+    its reciprocal rounded as XLA does (see the module docstring)."""
+    cd = _compute_dtype(x.dtype)
+    kp = torch.tensor(keep_prob, dtype=torch.float64).to(x.dtype).to(cd)
+    recip = (torch.ones((), dtype=cd) / kp).to(x.device)
+    return (x.to(cd) * recip).to(x.dtype)
+
+
+def _check_input(x: Any, who: str) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InitError(f"{who}: `input` must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+            key: Any = None, broadcast_dims: Sequence[int] = (), mask_dtype: torch.dtype = torch.float32,
+            channels_last: bool = False) -> Tensor:
+    r"""``torch.nn.functional.dropout`` with ``flax.linen.Dropout``'s mask and scaling for ``key``.
+
+    .. math:: y = \text{select}(\text{bernoulli}(key,\ 1 - p,\ s),\ x \cdot \tfrac{1}{1-p},\ 0)
+
+    ``s`` is the input's shape with ``broadcast_dims`` set to 1 (Flax's ``broadcast_dims``).
+    ``channels_last=True`` is for a channels-first torch input whose Flax twin holds the same
+    values channels-last (NCHW here, NHWC there): the mask is drawn in Flax's layout and moved.
+    ``mask_dtype``: torch.float64 when the Flax twin runs with ``jax_enable_x64``.
+    ``p == 0`` or ``training=False`` returns ``input``; ``p == 1`` returns zeros.
+
+    >>> import torch, torchinit.random as tr
+    >>> y = dropout(torch.ones(2, 4), 0.5, key=tr.key(1))   # == flax.linen.Dropout(0.5) with rngs={'dropout': key(1)}
+    """
+    who = "torchinit.rngs.dropout"
+    _check_input(input, who)
+    p = check_rate(p, who)
+    if p == 0.0 or not training:
+        return input
+    if p == 1.0:
+        return input.zero_() if inplace else torch.zeros_like(input)
+    k = check_key(key, who)
+    check_mask_dtype(mask_dtype, who)
+    shape = tuple(input.shape)
+    if channels_last and input.ndim >= 3:
+        flax_shape = (shape[0],) + shape[2:] + (shape[1],)
+        dims = [d % input.ndim for d in broadcast_dims]
+        m = keep_mask(k, 1.0 - p, _mask_shape(flax_shape, dims, who), mask_dtype, input.device)
+        mask = torch.movedim(m, -1, 1)
+    else:
+        mask = keep_mask(k, 1.0 - p, _mask_shape(shape, broadcast_dims, who), mask_dtype, input.device)
+    out = torch.where(mask, scale_kept(input, 1.0 - p), torch.zeros((), dtype=input.dtype, device=input.device))
+    return input.copy_(out) if inplace else out
+
+
+def _channel_dims(input: Tensor, batched_ndim: int, who: str) -> tuple[int, ...]:
+    """The broadcast dims that make a per-channel mask for torch's Dropout1d/2d/3d layout
+    (N, C, *spatial) or unbatched (C, *spatial): every spatial axis."""
+    nd = input.ndim
+    if nd not in (batched_ndim, batched_ndim - 1):
+        raise InitError(f"{who}: expected a {batched_ndim - 1}-D (unbatched) or {batched_ndim}-D (batched) input, "
+                        f"got {nd}-D (torch's rule for this layer)")
+    first_spatial = 2 if nd == batched_ndim else 1
+    return tuple(range(first_spatial, nd))
+
+
+def channel_dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+                    key: Any = None, mask_dtype: torch.dtype = torch.float32, spatial_dims: int = 2) -> Tensor:
+    r"""``torch.nn.functional.dropout1d/2d/3d`` (``spatial_dims`` 1/2/3) with Flax's mask.
+
+    torch zeros whole channels: input (N, C, *spatial) or (C, *spatial), mask (N, C, 1, ...).
+    The Flax twin is ``Dropout(rate, broadcast_dims=spatial axes)`` on the channels-last input
+    (NHWC: ``broadcast_dims=(1, 2)``): its mask (N, 1, 1, C) has the same flat order as
+    torch's (N, C, 1, 1), so the units dropped are the same.
+    """
+    who = f"torchinit.rngs.dropout{spatial_dims}d"
+    _check_input(input, who)
+    return dropout(input, p, training, inplace, key=key, mask_dtype=mask_dtype,
+                   broadcast_dims=_channel_dims(input, spatial_dims + 2, who))
+
+
+def stochastic_depth(input: Tensor, p: float, mode: str = "row", training: bool = True, *,
+                     key: Any = None, mask_dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""``torchvision.ops.stochastic_depth`` with the mask of ``flax.linen.Dropout(p,
+    broadcast_dims=...)`` for ``key``.
+
+    ``mode='row'``: one draw per sample (Flax ``broadcast_dims=range(1, ndim)``);
+    ``'batch'``: one draw for the batch (``broadcast_dims=range(ndim)``). Kept rows are
+    scaled by ``1 / (1 - p)`` (torchvision divides the noise by the survival rate, timm's
+    ``scale_by_keep``); with Flax's rounding (see the module docstring). ``p == 1`` gives zeros.
+    """
+    who = "torchinit.rngs.stochastic_depth"
+    if mode not in ("row", "batch"):
+        raise InitError(f"{who}: `mode` must be 'row' or 'batch' (torchvision's), got {mode!r}")
+    _check_input(input, who)
+    dims = tuple(range(1 if mode == "row" else 0, input.ndim))
+    return dropout(input, p, training, key=key, mask_dtype=mask_dtype, broadcast_dims=dims)
+
+
+def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True, *,
+              key: Any = None, mask_dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""timm's ``drop_path`` (same arguments and defaults) with Flax's per-sample mask for ``key``.
+
+    ``scale_by_keep=True`` is :func:`stochastic_depth` in row mode; ``False`` keeps rows unscaled.
+    """
+    who = "torchinit.rngs.drop_path"
+    _check_input(x, who)
+    if scale_by_keep:
+        return stochastic_depth(x, drop_prob, "row", training, key=key, mask_dtype=mask_dtype)
+    p = check_rate(drop_prob, who, "drop_prob")
+    if p == 0.0 or not training:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    mask = keep_mask(check_key(key, who), 1.0 - p, (x.shape[0],) + (1,) * (x.ndim - 1),
+                     check_mask_dtype(mask_dtype, who), x.device)
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def attention_dropout(weights: Tensor, p: float, training: bool = True, *, key: Any = None,
+                      broadcast_dropout: bool = True, mask_dtype: torch.dtype = torch.float32) -> Tensor:
+    r"""Dropout on attention weights as ``flax.linen.dot_product_attention_weights`` applies it.
+
+    .. math:: w \cdot \frac{\text{keep}}{\text{dt}(1 - p)},\qquad
+              \text{keep} = \text{bernoulli}(key,\ 1 - p,\ (1, \dots, 1, q, k))
+
+    (``broadcast_dropout=False``: the mask has the weights' shape). Weights are
+    (..., heads, q, k) in both frameworks. This is what Hugging Face's Flax attention uses
+    (``broadcast_dropout=True``); its torch attention calls ``torch.nn.functional.dropout``
+    on the same weights, which :func:`torchinit.rngs.bind_rngs` routes here.
+    """
+    who = "torchinit.rngs.attention_dropout"
+    _check_input(weights, who)
+    p = check_rate(p, who)
+    if p == 0.0 or not training:
+        return weights
+    k = check_key(key, who)
+    check_mask_dtype(mask_dtype, who)
+    shape = tuple(weights.shape)
+    if weights.ndim < 2:
+        raise InitError(f"{who}: attention weights are (..., q, k), got shape {shape}")
+    mshape = (1,) * (weights.ndim - 2) + shape[-2:] if broadcast_dropout else shape
+    keep = keep_mask(k, 1.0 - p, mshape, mask_dtype, weights.device)
+    dt = weights.dtype
+    multiplier = keep.to(dt) / torch.tensor(1.0 - p, dtype=torch.float64).to(dt).to(weights.device)
+    return weights * multiplier
+
+
+# --------------------------------------------------------------------------- modules
+class _Keyed:
+    """Mixin: where a keyed module gets its key when ``forward`` is not given one.
+
+    ``self.rng_source`` is a callable ``(module) -> key`` set by
+    :func:`torchinit.rngs.bind_rngs` (or by hand); ``None`` means the key must be passed.
+    """
+
+    rng_source: Callable[[torch.nn.Module], Any] | None = None
+
+    def _key(self, key: Any) -> Any:
+        if key is not None:
+            return key
+        src = self.rng_source
+        return None if src is None else src(self)  # type: ignore[arg-type]
+
+
+class Dropout(_Keyed, torch.nn.Dropout):
+    """``torch.nn.Dropout`` whose mask is ``flax.linen.Dropout``'s for the same key.
+
+    Same constructor (plus keyword-only ``broadcast_dims``, ``mask_dtype``, ``channels_last``,
+    see :func:`torchinit.rngs.dropout`), same ``train()``/``eval()``. ``forward(x, key=None)``:
+    the key is the one Flax's layer receives (``make_rng('dropout')``); without it the key
+    comes from :func:`torchinit.rngs.bind_rngs`. In eval mode no key is needed.
+
+    >>> import torch, torchinit.nn as fnn, torchinit.random as tr
+    >>> layer = fnn.Dropout(0.1)
+    >>> y = layer(torch.ones(2, 3), key=tr.key(0))
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, broadcast_dims: Sequence[int] = (),
+                 mask_dtype: torch.dtype = torch.float32, channels_last: bool = False) -> None:
+        super().__init__(check_rate(p, type(self).__name__), inplace)
+        self.broadcast_dims = tuple(broadcast_dims)
+        self.mask_dtype = check_mask_dtype(mask_dtype, type(self).__name__)
+        self.channels_last = bool(channels_last)
+
+    def forward(self, input: Tensor, key: Any = None) -> Tensor:
+        active = self.training and 0.0 < self.p < 1.0
+        return dropout(input, self.p, self.training, self.inplace, key=self._key(key) if active else None,
+                       broadcast_dims=self.broadcast_dims, mask_dtype=self.mask_dtype,
+                       channels_last=self.channels_last)
+
+
+def _channel_class(name: str, base: type, spatial: int) -> type:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, mask_dtype: torch.dtype = torch.float32) -> None:
+        base.__init__(self, check_rate(p, name), inplace)
+        self.mask_dtype = check_mask_dtype(mask_dtype, name)
+
+    def forward(self, input: Tensor, key: Any = None) -> Tensor:
+        active = self.training and 0.0 < self.p < 1.0
+        return channel_dropout(input, self.p, self.training, self.inplace, key=self._key(key) if active else None,
+                               mask_dtype=self.mask_dtype, spatial_dims=spatial)
+
+    doc = (f"``torch.nn.{name}`` (whole channels of (N, C, {'*' * 0}{spatial}-D spatial) zeroed) whose mask is "
+           f"``flax.linen.Dropout(broadcast_dims=spatial axes)``'s for the same key on the channels-last twin "
+           f"input; ``forward(x, key=None)`` as :class:`Dropout`.")
+    return type(name, (_Keyed, base), {"__init__": __init__, "forward": forward, "__doc__": doc,
+                                        "__module__": __name__, "__qualname__": name})
+
+
+Dropout1d = _channel_class("Dropout1d", torch.nn.Dropout1d, 1)
+Dropout2d = _channel_class("Dropout2d", torch.nn.Dropout2d, 2)
+Dropout3d = _channel_class("Dropout3d", torch.nn.Dropout3d, 3)
+
+
+class StochasticDepth(_Keyed, torch.nn.Module):
+    """``torchvision.ops.StochasticDepth(p, mode)`` with the keyed mask of
+    :func:`torchinit.rngs.stochastic_depth`; ``forward(x, key=None)`` as :class:`Dropout`."""
+
+    def __init__(self, p: float, mode: str, *, mask_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if mode not in ("row", "batch"):
+            raise InitError(f"StochasticDepth: `mode` must be 'row' or 'batch', got {mode!r}")
+        self.p = check_rate(p, "StochasticDepth")
+        self.mode = mode
+        self.mask_dtype = check_mask_dtype(mask_dtype, "StochasticDepth")
+
+    def forward(self, input: Tensor, key: Any = None) -> Tensor:
+        active = self.training and 0.0 < self.p < 1.0
+        return stochastic_depth(input, self.p, self.mode, self.training, key=self._key(key) if active else None,
+                                mask_dtype=self.mask_dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
+class DropPath(_Keyed, torch.nn.Module):
+    """timm's ``DropPath(drop_prob=0.0, scale_by_keep=True)`` with the keyed per-sample mask of
+    :func:`torchinit.rngs.drop_path`; ``forward(x, key=None)`` as :class:`Dropout`.
+    The Flax twin: ``flax.linen.Dropout(drop_prob, broadcast_dims=range(1, x.ndim))``."""
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True, *,
+                 mask_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.drop_prob = check_rate(drop_prob, "DropPath", "drop_prob")
+        self.scale_by_keep = bool(scale_by_keep)
+        self.mask_dtype = check_mask_dtype(mask_dtype, "DropPath")
+
+    def forward(self, x: Tensor, key: Any = None) -> Tensor:
+        active = self.training and 0.0 < self.drop_prob < 1.0
+        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep,
+                         key=self._key(key) if active else None, mask_dtype=self.mask_dtype)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}"
