@@ -253,17 +253,19 @@ def attention_dropout(weights: Tensor, p: float, training: bool = True, *, key: 
 class _Keyed:
     """Mixin: where a keyed module gets its key when ``forward`` is not given one.
 
-    ``self.rng_source`` is a callable ``(module) -> key`` set by
-    :func:`torchinit.rngs.bind_rngs` (or by hand); ``None`` means the key must be passed.
+    ``self.rng_source`` is a callable ``(module) -> (key, mask_dtype)`` set by
+    :func:`torchinit.rngs.bind_rngs` (the key and mask dtype of the paired Flax call), or by
+    hand; ``None`` means the key must be passed to ``forward``.
     """
 
-    rng_source: Callable[[torch.nn.Module], Any] | None = None
+    rng_source: Callable[[torch.nn.Module], tuple[Any, torch.dtype]] | None = None
+    mask_dtype: torch.dtype
 
-    def _key(self, key: Any) -> Any:
-        if key is not None:
-            return key
-        src = self.rng_source
-        return None if src is None else src(self)  # type: ignore[arg-type]
+    def _key(self, key: Any, active: bool) -> tuple[Any, torch.dtype]:
+        """(key, mask dtype) for this call: the given key with the layer's mask dtype, else the source's."""
+        if key is not None or not active or self.rng_source is None:
+            return key, self.mask_dtype
+        return self.rng_source(self)  # type: ignore[arg-type]
 
 
 class Dropout(_Keyed, torch.nn.Dropout):
@@ -287,10 +289,9 @@ class Dropout(_Keyed, torch.nn.Dropout):
         self.channels_last = bool(channels_last)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        active = self.training and 0.0 < self.p < 1.0
-        return dropout(input, self.p, self.training, self.inplace, key=self._key(key) if active else None,
-                       broadcast_dims=self.broadcast_dims, mask_dtype=self.mask_dtype,
-                       channels_last=self.channels_last)
+        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
+        return dropout(input, self.p, self.training, self.inplace, key=k, broadcast_dims=self.broadcast_dims,
+                       mask_dtype=md, channels_last=self.channels_last)
 
 
 def _channel_class(name: str, base: type, spatial: int) -> type:
@@ -299,9 +300,8 @@ def _channel_class(name: str, base: type, spatial: int) -> type:
         self.mask_dtype = check_mask_dtype(mask_dtype, name)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        active = self.training and 0.0 < self.p < 1.0
-        return channel_dropout(input, self.p, self.training, self.inplace, key=self._key(key) if active else None,
-                               mask_dtype=self.mask_dtype, spatial_dims=spatial)
+        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
+        return channel_dropout(input, self.p, self.training, self.inplace, key=k, mask_dtype=md, spatial_dims=spatial)
 
     doc = (f"``torch.nn.{name}`` (whole channels of (N, C, {'*' * 0}{spatial}-D spatial) zeroed) whose mask is "
            f"``flax.linen.Dropout(broadcast_dims=spatial axes)``'s for the same key on the channels-last twin "
@@ -328,9 +328,8 @@ class StochasticDepth(_Keyed, torch.nn.Module):
         self.mask_dtype = check_mask_dtype(mask_dtype, "StochasticDepth")
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        active = self.training and 0.0 < self.p < 1.0
-        return stochastic_depth(input, self.p, self.mode, self.training, key=self._key(key) if active else None,
-                                mask_dtype=self.mask_dtype)
+        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
+        return stochastic_depth(input, self.p, self.mode, self.training, key=k, mask_dtype=md)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
@@ -349,9 +348,8 @@ class DropPath(_Keyed, torch.nn.Module):
         self.mask_dtype = check_mask_dtype(mask_dtype, "DropPath")
 
     def forward(self, x: Tensor, key: Any = None) -> Tensor:
-        active = self.training and 0.0 < self.drop_prob < 1.0
-        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep,
-                         key=self._key(key) if active else None, mask_dtype=self.mask_dtype)
+        k, md = self._key(key, self.training and 0.0 < self.drop_prob < 1.0)
+        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep, key=k, mask_dtype=md)
 
     def extra_repr(self) -> str:
         return f"drop_prob={round(self.drop_prob, 3):0.3f}"

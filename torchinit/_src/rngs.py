@@ -92,6 +92,10 @@ def _as_calls(calls: Any, who: str) -> list[RngCall]:
     return [c for c in out if c.kind != "other" and c.rate is not None and 0.0 < c.rate < 1.0]
 
 
+def _mask_dtype(call: RngCall) -> torch.dtype:
+    return torch.float64 if call.mask_dtype == "float64" else torch.float32
+
+
 def _place_mask(mask: Tensor, shape: tuple, who: str, site: str, call: RngCall) -> Tensor:
     """Flax's mask (its shape: broadcast axes 1) laid over the torch input: the same layout,
     or the torch input channels-first where Flax's is channels-last (axis 1 <-> last)."""
@@ -248,14 +252,14 @@ class RngBinding:
     def _site(self) -> str:
         return self._stack[-1] if self._stack else ""
 
-    def _keyed_source(self, mod: torch.nn.Module) -> Tensor:
+    def _keyed_source(self, mod: torch.nn.Module) -> tuple[Tensor, torch.dtype]:
+        """A bound torchinit.nn layer's key and mask dtype: those of its paired Flax call."""
         p = getattr(mod, "p", getattr(mod, "drop_prob", None))
         call = self._next_call(self._names.get(mod, self._site()), float(p), "torchinit.rngs.bind_rngs")
-        return self._key_for(call)
+        return self._key_for(call), _mask_dtype(call)
 
     def _apply(self, x: Tensor, p: float, call: RngCall, inplace: bool, who: str) -> Tensor:
-        md = torch.float64 if call.mask_dtype == "float64" else torch.float32
-        mask = _d.keep_mask(self._key_for(call), 1.0 - p, call.mask_shape or (), md, x.device)
+        mask = _d.keep_mask(self._key_for(call), 1.0 - p, call.mask_shape or (), _mask_dtype(call), x.device)
         mask = _place_mask(mask, tuple(x.shape), who, self._site(), call)
         if call.kind == "attention":
             out = x * (mask.to(x.dtype) / torch.tensor(1.0 - p, dtype=torch.float64).to(x.dtype).to(x.device))
