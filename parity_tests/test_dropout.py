@@ -10,6 +10,8 @@ and the optimizer; masks are bitwise, else the difference would be O(1)).
 """
 from __future__ import annotations
 
+import types
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -465,3 +467,65 @@ def test_training_twin_20_adamw_steps(name):
     tm.eval()
     x = torch.from_numpy(xs[0])
     assert torch.equal(tm(x), tm(x))  # unbound, eval: plain torch again
+
+
+# --------------------------------------------------------------------------- Hugging Face, train mode
+HF = {
+    "bert": ("BertConfig", "BertModel", "FlaxBertModel",
+             dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+                  max_position_embeddings=16)),
+    "gpt2": ("GPT2Config", "GPT2Model", "FlaxGPT2Model", dict(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16)),
+}
+
+
+def _hf_twin_train(name):
+    """A tiny Hugging Face model (default dropout 0.1 everywhere, eager attention) in both frameworks,
+    float64, bound as docs/dropout.md says; train-mode outputs and parameter gradients compared."""
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    cfg_name, tname, fname, cfg = HF[name]
+    config = getattr(transformers, cfg_name)(**cfg, attn_implementation="eager")
+    torch.manual_seed(0)
+    tm = getattr(transformers, tname)(config).double().train()
+    fm = getattr(transformers, fname)(config, dtype=jnp.float64, _do_init=False)
+    ids = np.random.RandomState(0).randint(1, 50, (2, 7))  # no pad id: torch's padding_idx row has no gradient
+    shapes = jax.eval_shape(lambda k: fm.init_weights(k, ids.shape), jax.random.key(0))
+    from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
+
+    # Hugging Face's own torch -> Flax converter (names, Conv1D/Dense transposes), for weights and gradients
+    template = types.SimpleNamespace(params=jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes),
+                                     base_model_prefix=fm.base_model_prefix)
+
+    def to_flax(tensors):
+        return convert_pytorch_state_dict_to_flax({k: v.detach() for k, v in tensors.items()}, template)
+
+    params = to_flax(dict(tm.named_parameters()))
+    key = jax.random.key(3)
+    calls = jrn.rng_calls(fm, ids, variables={"params": params}, train=True)
+    cot = np.random.RandomState(1).randn(2, 7, 16)
+
+    def loss(p):
+        out = fm(ids, params=p, dropout_rng=key, train=True).last_hidden_state
+        return jnp.sum(out * cot), out
+
+    (_, out_f), g_f = jax.value_and_grad(loss, has_aux=True)(params)
+    binding = trn.bind_rngs(tm, _tk(key), calls)
+    out_t = tm(torch.from_numpy(ids)).last_hidden_state
+    (out_t * torch.from_numpy(cot)).sum().backward()
+    binding.unbind()
+    scale = np.max(np.abs(np.asarray(out_f)))
+    assert np.max(np.abs(out_t.detach().numpy() - np.asarray(out_f))) <= 1e-13 * scale
+    g_t = to_flax({k: torch.zeros_like(p) if p.grad is None else p.grad for k, p in tm.named_parameters()})  # pooler: unused
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_f), jax.tree.leaves(g_t)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.max(np.abs(a - b)) <= 1e-12 * max(np.max(np.abs(a)), 1e-300), path
+    return len(calls)
+
+
+def test_hugging_face_bert_train_mode_bound():
+    assert _hf_twin_train("bert") == 7  # embeddings, and per layer: attention weights, attention output, output
+
+
+@pytest.mark.exhaustive
+def test_hugging_face_gpt2_train_mode_bound():
+    assert _hf_twin_train("gpt2") == 7

@@ -88,9 +88,9 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
     """Trace one ``module.apply(variables, *args, rngs=rngs, method=method, **kwargs)`` (with
     ``jax.eval_shape``: nothing is computed) and list its ``make_rng`` calls in call order.
 
-    ``module`` is a ``flax.linen.Module`` or a Hugging Face Flax model (its ``.module`` and
-    ``.params`` are used). Pass the arguments that switch dropout on (``deterministic=False``,
-    ``train=True``, ...). ``rngs`` defaults to ``{'dropout': key(0)}`` (the keys do not change
+    ``module`` is a ``flax.linen.Module`` or a Hugging Face Flax model (called as
+    ``model(*args, params=..., dropout_rng=..., **kwargs)``). Pass the arguments that switch
+    dropout on (``deterministic=False`` for Linen modules, ``train=True`` for Hugging Face). ``rngs`` defaults to ``{'dropout': key(0)}`` (the keys do not change
     the calls). Linen only; NNX modules carry their streams (:func:`nnx_key`).
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxinit.rngs as jr
@@ -102,16 +102,14 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
     import flax.linen as nn
 
     who = "jaxinit.rngs.rng_calls"
-    if not isinstance(module, nn.Module) and hasattr(module, "module") and hasattr(module, "params"):
-        variables = {"params": module.params} if variables is None else variables
-        module = module.module
-    if not isinstance(module, nn.Module):
+    hf = not isinstance(module, nn.Module) and isinstance(getattr(module, "module", None), nn.Module)
+    if not hf and not isinstance(module, nn.Module):
         raise InitError(f"{who}: `module` must be a flax.linen.Module or a Hugging Face Flax model, "
                         f"got {type(module).__name__}; NNX modules: use jaxinit.rngs.nnx_key")
     if rngs is None:
         rngs = {"dropout": jax.random.key(0)}
     if variables is None:
-        variables = {}
+        variables = {"params": module.params} if hf else {}
     calls: list[dict] = []
     by_key: dict[int, dict] = {}
     orig_make_rng = fscope.Scope.make_rng
@@ -141,6 +139,8 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
         return orig_bernoulli(key, p, shape, mode, **kw)
 
     def run(variables, rngs):
+        if hf:  # the Hugging Face wrapper fills the default masks and calls module.apply itself
+            return module(*args, params=variables["params"], dropout_rng=rngs.get("dropout"), **kwargs)
         return module.apply(variables, *args, rngs=rngs, method=method, **kwargs)
 
     fscope.Scope.make_rng = make_rng  # type: ignore[method-assign]
