@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -50,8 +51,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import jaxinit
 import jaxinit.linen as tl
 import jaxinit.optim
+import jaxinit.rngs
 import torchinit
 import torchinit.optim
+import torchinit.random
+import torchinit.rngs
 
 VARIANTS = ("bn_all", "bn_conv", "dropout")
 # A per-step loss difference above this is reported as divergence. Rounding alone gives up to
@@ -321,6 +325,7 @@ class TorchTrainer:
         # torchinit.optim.sgd: the mirror of jaxinit.optim.sgd; plain settings give torch.optim.SGD(foreach=True)
         self.opt = torchinit.optim.sgd(self.model.parameters(), lr, momentum=momentum)
         self._data_key, self._data = None, None
+        self.before_step = None  # called before each step (--variant dropout --framework both: the step's key)
 
     def _on_device(self, x: np.ndarray, y: np.ndarray):
         if self._data_key != (id(x), id(y)):  # one device copy of the dataset, NCHW
@@ -337,6 +342,8 @@ class TorchTrainer:
         t0 = time.perf_counter()
         for i in progress(range(len(idx)), bar, desc="torch", unit="step"):
             xb, yb = X[index[i]], Y[index[i]]
+            if self.before_step is not None:
+                self.before_step()
             self.opt.zero_grad(set_to_none=True)
             logits = self.model(xb)
             loss = F.cross_entropy(logits, yb)
@@ -355,6 +362,18 @@ class TorchTrainer:
                 xb = torch.from_numpy(np.ascontiguousarray(x[i:i + chunk].transpose(0, 3, 1, 2))).to(self.device)
                 correct += int((self.model(xb).argmax(1).cpu().numpy() == y[i:i + chunk]).sum())
         return correct / len(x)
+
+
+def bind_dropout(torch_tr: TorchTrainer, jax_tr: JaxTrainer, model: FlaxLeNet, seed: int, batch_size: int,
+                 image_shape, first_step: int = 0) -> None:
+    """Torch draws the Flax run's dropout masks: the torch model is bound to the Flax twin's
+    ``make_rng('dropout')`` calls (torchinit.rngs.bind_rngs), and each step gets the key the jitted
+    Flax step folds in: ``fold_in(fold_in(key(seed), 1), step)``."""
+    calls = jaxinit.rngs.rng_calls(model, jnp.zeros((batch_size, *image_shape), jnp.float32), train=True,
+                                   variables=jax_tr.variables())
+    binding = torchinit.rngs.bind_rngs(torch_tr.model, None, calls)
+    base, step = torchinit.random.fold_in(torchinit.random.key(seed), 1), itertools.count(first_step)
+    torch_tr.before_step = lambda: binding.set_key(torchinit.random.fold_in(base, next(step)))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -458,9 +477,6 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch."""
     if framework not in ("jax", "torch", "both"):
         raise ValueError(f"framework={framework!r}: use 'jax', 'torch' or 'both'")
-    if framework == "both" and variant == "dropout":
-        raise ValueError("variant='dropout' with framework='both': the two frameworks draw different dropout "
-                         "masks, so the runs cannot be compared step by step; pick 'jax' or 'torch'")
     say = print if verbose else (lambda *a, **k: None)
     data = dataset if dataset is not None else load_dataset(data_dir)
     n_steps = len(data.x_train) // batch_size if steps is None else min(steps, len(data.x_train) // batch_size)
@@ -489,6 +505,10 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     if resume and checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "last", "meta.json")):
         start, history = restore(checkpoint_dir, config, rng, jax_tr, torch_tr)
         say(f"resumed from {checkpoint_dir} after epoch {start}")
+
+    if framework == "both" and variant == "dropout":
+        bind_dropout(torch_tr, jax_tr, jax_model(variant, dropout), seed, batch_size, data.x_train.shape[1:],
+                     first_step=start * n_steps)
 
     columns = [("epoch", "epoch", "d")]
     for fw in fws:
