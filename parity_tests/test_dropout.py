@@ -40,7 +40,8 @@ def _bits(a) -> np.ndarray:
 
 
 def _x(shape, dt, seed=1):
-    return np.asarray(jax.random.normal(jax.random.key(seed), shape, jnp.float32) * 3).astype(dt)
+    # numpy's normal: jax.random.normal eagerly would compile one sampler per shape (0.5 s each)
+    return (np.random.RandomState(seed).standard_normal(shape).astype(np.float32) * 3).astype(dt)
 
 
 def _tk(k):
@@ -53,7 +54,7 @@ _RATES = ((0.1, ()), (0.37, (1,)), (0.5, (0, 2)), (0.9, ()))
 _DTYPES = (jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16)
 
 
-@pytest.mark.parametrize("x64", [True, False])
+@pytest.mark.parametrize("x64", [True, pytest.param(False, marks=pytest.mark.exhaustive)])
 def test_dropout_bitwise_flax(x64):
     """flax.linen.Dropout (mask dtype: float64 under x64, float32 without) vs torchinit, in every
     dtype and rate family (0.5: exact reciprocal; others rounded), elementwise and broadcast masks."""
@@ -79,6 +80,7 @@ def test_dropout_bitwise_flax(x64):
             assert (_bits(layer(xt, key=tr.key(i))) == _bits(ref)).all()
 
 
+@pytest.mark.exhaustive  # the training twins check gradients through the masks by default
 def test_dropout_eager_equals_jit_and_gradient():
     """Flax's eager dropout gives the jitted numbers (the scale is XLA's x * (1/keep) both ways);
     torch's gradient is Flax's (select, then the scale)."""
@@ -97,42 +99,48 @@ def test_dropout_eager_equals_jit_and_gradient():
     assert (_bits(xt.grad) == _bits(gj)).all() and (_bits(y) == _bits(yj)).all()
 
 
-def test_broadcast_families_bitwise():
+@pytest.mark.parametrize("sweep", ["sampled", pytest.param("all", marks=pytest.mark.exhaustive)])
+def test_broadcast_families_bitwise(sweep):
     """Channel dropout (torch Dropout1d/2d/3d on NC*, batched and not) == Flax Dropout(broadcast_dims=
     spatial) on the channels-last twin; channels_last elementwise dropout; DropPath / StochasticDepth ==
     Flax Dropout(broadcast_dims=all but batch / all), float32 and bfloat16; attention-weight dropout ==
     dot_product_attention_weights (multiply by keep / keep_prob, not nn.Dropout's select)."""
-    xs = {f"c{s}": _x((3, 5) + (4,) * s, np.float64) for s in (1, 2, 3)}
-    xs["cl"] = _x((2, 3, 4, 5), np.float64)
+    # float32 inputs: XLA compiles a float64 dropout 10x slower (0.5 s each); the masks are float64 draws anyway
+    spatial = (1, 2, 3) if sweep == "all" else (2,)
+    bfloat = ("dp32", "dpbf") if sweep == "all" else ("dp32",)
+    broadcast = (True, False) if sweep == "all" else (True,)
+    xs = {f"c{s}": _x((3, 5) + (4,) * s, np.float32) for s in spatial}
+    xs["cl"] = _x((2, 3, 4, 5), np.float32)
     xs["dp32"] = _x((8, 3, 5), np.float32)
     xs["dpbf"] = _x((8, 3, 5), jnp.bfloat16)
-    xs["q"], xs["k"] = _x((2, 5, 3, 4), np.float64, 1), _x((2, 6, 3, 4), np.float64, 2)
+    xs["q"], xs["k"] = _x((2, 5, 3, 4), np.float32, 1), _x((2, 6, 3, 4), np.float32, 2)
 
     @jax.jit
     def refs(xs):
+        def drop(rate, dims, key, x):
+            return nn.Dropout(rate, broadcast_dims=dims).apply({}, x, deterministic=False, rng=jax.random.key(key))
+
         out = {}
-        for s in (1, 2, 3):
+        for s in spatial:
             xf = jnp.moveaxis(xs[f"c{s}"], 1, -1)
-            out[f"c{s}"] = nn.Dropout(0.4, broadcast_dims=tuple(range(1, 1 + s))).apply(
-                {}, xf, deterministic=False, rng=jax.random.key(s))
-            out[f"u{s}"] = nn.Dropout(0.4, broadcast_dims=tuple(range(s))).apply(
-                {}, xf[0], deterministic=False, rng=jax.random.key(s))
-        out["cl"] = nn.Dropout(0.25).apply({}, jnp.moveaxis(xs["cl"], 1, -1), deterministic=False, rng=jax.random.key(9))
-        for n in ("dp32", "dpbf"):
-            out[n + "row"] = nn.Dropout(0.55, broadcast_dims=(1, 2)).apply({}, xs[n], deterministic=False,
-                                                                           rng=jax.random.key(4))
-            out[n + "batch"] = nn.Dropout(0.55, broadcast_dims=(0, 1, 2)).apply({}, xs[n], deterministic=False,
-                                                                                rng=jax.random.key(4))
+            out[f"c{s}"] = drop(0.4, tuple(range(1, 1 + s)), s, xf)
+            out[f"u{s}"] = drop(0.4, tuple(range(s)), s, xf[0])
+        out["cl"] = drop(0.25, (), 9, jnp.moveaxis(xs["cl"], 1, -1))
+        for n in bfloat:
+            out[n + "row"] = drop(0.55, (1, 2), 4, xs[n])
+            out[n + "batch"] = drop(0.55, (0, 1, 2), 4, xs[n])
         out["w"] = nn.dot_product_attention_weights(xs["q"], xs["k"], deterministic=True)
-        for b in (True, False):
+        for b in broadcast:
             out[f"att{b}"] = nn.dot_product_attention_weights(xs["q"], xs["k"], dropout_rng=jax.random.key(11),
                                                               dropout_rate=0.2, broadcast_dropout=b, deterministic=False)
         return out
 
-    out = refs({n: jnp.asarray(x) for n, x in xs.items()})
+    out = refs({k: v for k, v in xs.items() if not k.startswith("dp") or k in bfloat})
     for s, cls in ((1, fnn.Dropout1d), (2, fnn.Dropout2d), (3, fnn.Dropout3d)):
+        if s not in spatial:
+            continue
         x = torch.from_numpy(xs[f"c{s}"])
-        got = cls(0.4, mask_dtype=torch.float64)(x, key=tr.key(s))
+        got = cls(0.4, mask_dtype=torch.float64)(x, key=tr.key(s))  # float32 input, float64 mask (x64)
         assert (_bits(torch.movedim(got, 1, -1)) == _bits(out[f"c{s}"])).all()
         assert bool(((got == 0).flatten(2).all(-1) | (got != 0).flatten(2).all(-1)).all())  # whole channels, as torch
         gotu = cls(0.4, mask_dtype=torch.float64)(x[0], key=tr.key(s))
@@ -140,7 +148,7 @@ def test_broadcast_families_bitwise():
     got = fnn.Dropout(0.25, channels_last=True, mask_dtype=torch.float64)(torch.from_numpy(xs["cl"]), key=tr.key(9))
     assert (_bits(torch.movedim(got, 1, -1)) == _bits(out["cl"])).all()
     md = torch.float64  # the suite runs jax with x64
-    for n, dt in (("dp32", torch.float32), ("dpbf", torch.bfloat16)):
+    for n, dt in (("dp32", torch.float32), ("dpbf", torch.bfloat16))[:len(bfloat)]:
         xt = torch.from_numpy(np.asarray(xs[n], np.float32)).to(dt)
         row, batch = out[n + "row"], out[n + "batch"]
         assert (_bits(fnn.DropPath(0.55, mask_dtype=md)(xt, key=tr.key(4))) == _bits(row)).all()
@@ -150,11 +158,12 @@ def test_broadcast_families_bitwise():
         assert ((unscaled == 0) == torch.from_numpy(_bits(row) == 0).reshape(unscaled.shape)).all()
         assert ((unscaled == 0) | (unscaled == xt)).all()
     w = torch.from_numpy(np.array(out["w"]))
-    for b in (True, False):
+    for b in broadcast:
         got = trn.attention_dropout(w, 0.2, key=tr.key(11), broadcast_dropout=b, mask_dtype=md)
         assert (_bits(got) == _bits(out[f"att{b}"])).all()
 
 
+@pytest.mark.exhaustive
 def test_jaxinit_functional_forms_are_flax():
     @jax.jit
     def both(x, k):
@@ -422,7 +431,8 @@ TWINS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TWINS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "transformer_block" else pytest.mark.exhaustive)
+                                  for n in sorted(TWINS)])
 def test_training_twin_20_adamw_steps(name):
     """20 AdamW steps, the dropout key split per step as a Flax loop does; float64 params within 1e-12."""
     fcls, tcls, xshape, names, to_flax = TWINS[name]
@@ -523,6 +533,7 @@ def _hf_twin_train(name):
     return len(calls)
 
 
+@pytest.mark.exhaustive  # transformers' import and two HF models: ~10 s
 def test_hugging_face_bert_train_mode_bound():
     assert _hf_twin_train("bert") == 7  # embeddings, and per layer: attention weights, attention output, output
 
