@@ -91,12 +91,24 @@ def _mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int], who: str) -
     return tuple(out)
 
 
+# mask dtype -> (random bits dtype, the signed view, mantissa bits): jax's uniform is m / 2**mant exactly
+_MASK_BITS = {torch.float32: (torch.uint32, torch.int32, 23), torch.float64: (torch.uint64, torch.int64, 52)}
+
+
 def keep_mask(key: Tensor, keep_prob: float, shape: Sequence[int], mask_dtype: torch.dtype,
               device=None) -> Tensor:
     """``jax.random.bernoulli(key, keep_prob, shape)`` with ``keep_prob`` a Python float: the
-    uniform in ``mask_dtype`` (float32 without x64, float64 with), ``keep_prob`` rounded to it."""
-    p = torch.tensor(keep_prob, dtype=torch.float64).to(mask_dtype)
-    return _rnd.bernoulli(key, p, tuple(shape)).to(device)
+    uniform in ``mask_dtype`` (float32 without x64, float64 with), ``keep_prob`` rounded to it.
+
+    jax's uniform is ``u = m / 2**mant`` exactly (``m`` the top ``mant`` bits of the random word,
+    float32: 23, float64: 52), so ``u < p`` is the integer test ``m < ceil(p * 2**mant)``
+    (``p * 2**mant`` is exact in float64): the same mask without building the floats."""
+    bits_dtype, signed, mant = _MASK_BITS[mask_dtype]
+    p = float(torch.tensor(keep_prob, dtype=torch.float64).to(mask_dtype))
+    threshold = math.ceil(p * 2.0 ** mant)
+    words = _rnd.bits(key, tuple(shape), bits_dtype, device=device).view(signed)
+    width = 32 if signed == torch.int32 else 64
+    return ((words >> (width - mant)) & ((1 << mant) - 1)) < threshold
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
