@@ -37,7 +37,7 @@ RANDPERM_SMALL_N = (2 ** 32 - 1) // 20
 
 
 def check_n(n, who: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 0:
         raise InitError(f"{who}: `n` (the dataset length) must be an int >= 0, got {n!r}")
     n = int(n)
     if n >= RANDPERM_SMALL_N:
@@ -47,7 +47,7 @@ def check_n(n, who: str) -> int:
 
 
 def check_seed(seed, who: str) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2 ** 64:
         raise InitError(f"{who}: `seed` must be an int in [0, 2**64) (torch.Generator.manual_seed's), got {seed!r}")
     return int(seed)
 

@@ -25,7 +25,7 @@ class RngCall(NamedTuple):
 
     path: the scope path of the module calling ``make_rng`` ("" at the top), "/"-joined.
     collection: the stream the key came from ('dropout', or 'params' when Flax fell back).
-    count: the scope's call counter for that stream (1 for its first call).
+    number: the scope's call counter for that stream (1 for its first call): ``linen_key``'s ``count``.
     kind: 'dropout' (``flax.linen.Dropout``: select(mask, x / keep_prob, 0)), 'attention'
       (``dot_product_attention_weights``: w * keep / keep_prob) or 'other' (the key was not
       used for a bernoulli mask: nothing to bind).
@@ -36,7 +36,7 @@ class RngCall(NamedTuple):
 
     path: str
     collection: str
-    count: int
+    number: int
     kind: str
     rate: float | None = None
     mask_shape: tuple | None = None

@@ -37,7 +37,7 @@ def _len(data_source: Any, who: str) -> int:
 
 
 def _epoch(epoch, who: str) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= epoch < 2 ** 32:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= int(epoch) < 2 ** 32:
         raise InitError(f"{who}: `epoch` must be an int in [0, 2**32), got {epoch!r}")
     return int(epoch)
 

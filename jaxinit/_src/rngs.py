@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -74,7 +74,7 @@ def nnx_key(key: Any, count: int = 0) -> jax.Array:
     """The key an ``nnx.RngStream(key)`` returns on its call number ``count`` (0 for the first):
     ``fold_in(key, count)`` (flax/nnx/rnglib.py ``RngStream.__call__``). ``nnx.Dropout(rngs=rngs)``
     forks at construction: its stream key is ``nnx_key(stream_key, n)`` for the stream's n-th call."""
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= count < 2 ** 32:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= int(count) < 2 ** 32:
         raise InitError(f"jaxinit.rngs.nnx_key: `count` is the stream's call number in [0, 2**32), got {count!r}")
     return jax.random.fold_in(_rnd.as_key(key), np.uint32(count))
 
@@ -95,7 +95,7 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxinit.rngs as jr
     >>> calls = jr.rng_calls(nn.Dropout(0.1), jnp.ones((2, 3)), deterministic=False)
-    >>> calls[0].path, calls[0].count, calls[0].kind
+    >>> calls[0].path, calls[0].number, calls[0].kind
     ('', 1, 'dropout')
     """
     import flax.core.scope as fscope
@@ -118,7 +118,7 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
     def make_rng(self, name: str = "params"):
         resolved = name if self.has_rng(name) else "params"
         out = orig_make_rng(self, name)
-        rec = {"path": _path_str(self.path), "collection": resolved, "count": int(self.rng_counters[resolved]),
+        rec = {"path": _path_str(self.path), "collection": resolved, "number": int(self.rng_counters[resolved]),
                "kind": "other"}
         calls.append(rec)
         by_key[id(out)] = rec
@@ -144,7 +144,7 @@ def rng_calls(module: Any, *args: Any, variables: Any = None, rngs: Any = None, 
         return module.apply(variables, *args, rngs=rngs, method=method, **kwargs)
 
     fscope.Scope.make_rng = make_rng  # type: ignore[method-assign]
-    jax.random.bernoulli = bernoulli  # type: ignore[assignment]
+    jax.random.bernoulli = bernoulli
     try:
         jax.eval_shape(run, variables, rngs)
     finally:
@@ -168,7 +168,8 @@ def dropout(input: jax.Array, p: float = 0.5, training: bool = True, *, key: Any
     if p == 0.0 or not training:
         return input
     k = _check_key(key, "jaxinit.rngs.dropout")
-    return nn.Dropout(p, broadcast_dims=tuple(broadcast_dims)).apply({}, input, deterministic=False, rng=k)
+    out = nn.Dropout(p, broadcast_dims=tuple(broadcast_dims)).apply({}, input, deterministic=False, rng=k)
+    return cast(jax.Array, out)
 
 
 def attention_dropout(weights: jax.Array, p: float, training: bool = True, *, key: Any = None,

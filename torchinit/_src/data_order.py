@@ -32,7 +32,7 @@ def _len(data_source: Any, who: str) -> int:
 
 
 def _epoch(epoch, who: str) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= epoch < 2 ** 32:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= int(epoch) < 2 ** 32:
         raise InitError(f"{who}: `epoch` must be an int in [0, 2**32), got {epoch!r}")
     return int(epoch)
 
@@ -81,7 +81,8 @@ class KeyedDistributedSampler(DistributedSampler):
     def __init__(self, dataset: Any, key: Any, num_replicas: int | None = None, rank: int | None = None,
                  shuffle: bool = True, drop_last: bool = False) -> None:
         n = _len(dataset, "KeyedDistributedSampler")
-        super().__init__(range(n) if isinstance(dataset, numbers.Integral) else dataset, num_replicas=num_replicas,
+        data: Any = range(n) if isinstance(dataset, numbers.Integral) else dataset
+        super().__init__(data, num_replicas=num_replicas,
                          rank=rank, shuffle=shuffle, seed=0, drop_last=drop_last)
         self.n = n
         self.key = _rnd.as_key(key)

@@ -306,25 +306,47 @@ class Dropout(_Keyed, torch.nn.Dropout):
                        mask_dtype=md, channels_last=self.channels_last)
 
 
-def _channel_class(name: str, base: type, spatial: int) -> type:
+class _ChannelKeyed(_Keyed):
+    """``__init__``/``forward`` of the keyed Dropout1d/2d/3d (``_spatial`` spatial axes)."""
+
+    _spatial = 2
+    p: float
+    inplace: bool
+    training: bool
+
     def __init__(self, p: float = 0.5, inplace: bool = False, *, mask_dtype: torch.dtype = torch.float32) -> None:
-        base.__init__(self, check_rate(p, name), inplace)
+        name = type(self).__name__
+        super().__init__(check_rate(p, name), inplace)  # type: ignore[call-arg]  # torch's _DropoutNd
         self.mask_dtype = check_mask_dtype(mask_dtype, name)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
         k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
-        return channel_dropout(input, self.p, self.training, self.inplace, key=k, mask_dtype=md, spatial_dims=spatial)
-
-    doc = (f"``torch.nn.{name}`` (whole channels of (N, C, {'*' * 0}{spatial}-D spatial) zeroed) whose mask is "
-           f"``flax.linen.Dropout(broadcast_dims=spatial axes)``'s for the same key on the channels-last twin "
-           f"input; ``forward(x, key=None)`` as :class:`Dropout`.")
-    return type(name, (_Keyed, base), {"__init__": __init__, "forward": forward, "__doc__": doc,
-                                        "__module__": __name__, "__qualname__": name})
+        return channel_dropout(input, self.p, self.training, self.inplace, key=k, mask_dtype=md,
+                               spatial_dims=self._spatial)
 
 
-Dropout1d = _channel_class("Dropout1d", torch.nn.Dropout1d, 1)
-Dropout2d = _channel_class("Dropout2d", torch.nn.Dropout2d, 2)
-Dropout3d = _channel_class("Dropout3d", torch.nn.Dropout3d, 3)
+class Dropout1d(_ChannelKeyed, torch.nn.Dropout1d):
+    """``torch.nn.Dropout1d`` (whole channels of (N, C, L) zeroed) whose mask is
+    ``flax.linen.Dropout(broadcast_dims=(1,))``'s on the (N, L, C) twin input for the same key;
+    ``forward(x, key=None)`` and ``mask_dtype`` as :class:`Dropout`."""
+
+    _spatial = 1
+
+
+class Dropout2d(_ChannelKeyed, torch.nn.Dropout2d):
+    """``torch.nn.Dropout2d`` (whole channels of (N, C, H, W) zeroed) whose mask is
+    ``flax.linen.Dropout(broadcast_dims=(1, 2))``'s on the NHWC twin input for the same key;
+    ``forward(x, key=None)`` and ``mask_dtype`` as :class:`Dropout`."""
+
+    _spatial = 2
+
+
+class Dropout3d(_ChannelKeyed, torch.nn.Dropout3d):
+    """``torch.nn.Dropout3d`` (whole channels of (N, C, D, H, W) zeroed) whose mask is
+    ``flax.linen.Dropout(broadcast_dims=(1, 2, 3))``'s on the NDHWC twin input for the same key;
+    ``forward(x, key=None)`` and ``mask_dtype`` as :class:`Dropout`."""
+
+    _spatial = 3
 
 
 class StochasticDepth(_Keyed, torch.nn.Module):

@@ -58,7 +58,7 @@ def linen_key(key: Any, path: str | Sequence[str] = "", count: int = 1, separato
 def nnx_key(key: Any, count: int = 0) -> Tensor:
     """The key an ``nnx.RngStream(key)`` returns on its call number ``count`` (0 first):
     ``fold_in(key, count)`` (bitwise ``jaxinit.rngs.nnx_key``)."""
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= count < 2 ** 32:
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or not 0 <= int(count) < 2 ** 32:
         raise InitError(f"torchinit.rngs.nnx_key: `count` is the stream's call number in [0, 2**32), got {count!r}")
     return _rnd.fold_in(_rnd.as_key(key), int(count))
 
@@ -112,7 +112,7 @@ def _place_mask(mask: Tensor, shape: tuple, who: str, site: str, call: RngCall) 
             return torch.movedim(mask, -1, 1)
     raise InitError(
         f"{who}: torch dropout at {site!r} has input shape {shape} but the paired Flax call "
-        f"({call.path or '<top>'}, count {call.count}) draws a mask of shape {ms}: neither the same layout nor "
+        f"({call.path or '<top>'}, count {call.number}) draws a mask of shape {ms}: neither the same layout nor "
         "channels-first vs channels-last. Pair them differently with mapping={torch_module_path: flax_scope_path}, "
         "or check that the twins apply dropout to the same tensors.")
 
@@ -205,7 +205,7 @@ class RngBinding:
         self._saved.clear()
         self._active = False
         if 0 < len(self._used) < len(self.calls):
-            left = [(c.path or "<top>", c.count) for i, c in enumerate(self.calls) if i not in self._used]
+            left = [(c.path or "<top>", c.number) for i, c in enumerate(self.calls) if i not in self._used]
             raise InitError(
                 f"torchinit.rngs.bind_rngs: the forward ran {len(self._used)} dropout calls but the Flax twin makes "
                 f"{len(self.calls)}; unpaired Flax calls (scope, count): {left}. The twins differ in their dropouts; "
@@ -241,21 +241,22 @@ class RngBinding:
         if abs(call.rate - p) > 1e-12:  # type: ignore[operator]
             raise InitError(
                 f"{who}: torch dropout at {site or '<root>'!r} has p={p} but the paired Flax call "
-                f"({call.path or '<top>'}, count {call.count}) has rate={call.rate}; the masks cannot agree. "
+                f"({call.path or '<top>'}, count {call.number}) has rate={call.rate}; the masks cannot agree. "
                 "Fix the rate on one side, or pair differently with mapping={torch_module_path: flax_scope_path}.")
         return call
 
     def _key_for(self, call: RngCall) -> Tensor:
         assert self._root is not None
-        return linen_key(self._root, call.path, call.count)
+        return linen_key(self._root, call.path, call.number)
 
     def _site(self) -> str:
         return self._stack[-1] if self._stack else ""
 
     def _keyed_source(self, mod: torch.nn.Module) -> tuple[Tensor, torch.dtype]:
         """A bound torchinit.nn layer's key and mask dtype: those of its paired Flax call."""
-        p = getattr(mod, "p", getattr(mod, "drop_prob", None))
-        call = self._next_call(self._names.get(mod, self._site()), float(p), "torchinit.rngs.bind_rngs")
+        raw: Any = getattr(mod, "p") if hasattr(mod, "p") else getattr(mod, "drop_prob")
+        p = float(raw)
+        call = self._next_call(self._names.get(mod, self._site()), p, "torchinit.rngs.bind_rngs")
         return self._key_for(call), _mask_dtype(call)
 
     def _apply(self, x: Tensor, p: float, call: RngCall, inplace: bool, who: str) -> Tensor:
