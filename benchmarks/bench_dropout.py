@@ -4,8 +4,9 @@ On a (256, 1024) float32 input by default, eager mode, the same run: torch's own
 (its Philox/MT generator, the cost floor), ``torchinit.rngs.dropout`` with a JAX key (the
 threefry mask Flax draws, Flax's scaling), forward only and forward + backward, and the
 jitted ``flax.linen.Dropout`` for reference (compilation excluded). The keyed output is
-checked against Flax bit for bit first. Nothing here asserts a speed; the ratio is
-keyed / torch (target: within 3x).
+checked against Flax bit for bit first. The cases are timed round-robin (one call of each
+per round, median of ``--repeats`` rounds), so load on a shared machine hits them alike.
+Nothing here asserts a speed; the ratio is keyed / torch (target: within 3x).
 
     python benchmarks/bench_dropout.py
     python benchmarks/bench_dropout.py --shape 64 512 --repeats 50
@@ -19,11 +20,22 @@ import statistics
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from bench_convert import _time as _runs  # noqa: E402 (the same warmup-then-repeats timer)
+import time  # noqa: E402
 
 
-def _ms(fn, warmup, repeats):
-    return statistics.median(_runs(fn, repeats, warmup)) * 1e3
+def _interleaved_ms(cases: dict, warmup: int, repeats: int) -> dict:
+    """Median milliseconds per case, the cases timed round-robin (one call each per round), so a
+    busy machine slows them alike and the ratios stay meaningful."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) * 1e3 for name, v in samples.items()}
 
 
 def main(argv=None):
@@ -67,9 +79,9 @@ def main(argv=None):
         "keyed fwd+bwd": fwd_bwd(lambda t: trn.dropout(t, p, key=tkey)),
         "flax.linen.Dropout (jit)": lambda: flax_drop(x.numpy(), key).block_until_ready(),
     }
-    ms = {name: _ms(fn, args.warmup, args.repeats) for name, fn in cases.items()}
+    ms = _interleaved_ms(cases, args.warmup, args.repeats)
     print(f"# {platform.platform()} | torch {torch.__version__} threads={torch.get_num_threads()} | "
-          f"jax {jax.__version__} | shape {shape} float32, p={p} | median of {args.repeats} (ms)")
+          f"jax {jax.__version__} | shape {shape} float32, p={p} | median of {args.repeats}, interleaved (ms)")
     print("| case | ms | ratio vs torch |")
     print("|---|---|---|")
     for name, v in ms.items():

@@ -116,13 +116,39 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
-def scale_kept(x: Tensor, keep_prob: float) -> Tensor:
-    """Flax's ``x / keep_prob`` as XLA evaluates it: ``x * (1 / keep_prob)``, the constant and
-    its reciprocal rounded as XLA does (see the module docstring)."""
-    cd = _compute_dtype(x.dtype)
-    kp = torch.tensor(keep_prob, dtype=torch.float64).to(x.dtype).to(cd)
-    recip = (torch.ones((), dtype=cd) / kp).to(x.device)
-    return (x.to(cd) * recip).to(x.dtype)
+def _recip(keep_prob: float, dtype: torch.dtype, device) -> Tensor:
+    """``1 / keep_prob`` as XLA folds it: ``keep_prob`` rounded to ``dtype``, the reciprocal computed
+    in the compute dtype (bfloat16: float32)."""
+    cd = _compute_dtype(dtype)
+    kp = torch.tensor(keep_prob, dtype=torch.float64).to(dtype).to(cd)
+    return (torch.ones((), dtype=cd) / kp).to(device)
+
+
+def _select_scale(x: Tensor, mask: Tensor, recip: Tensor) -> Tensor:
+    y = (x.to(recip.dtype) * recip).to(x.dtype)
+    return torch.where(mask, y, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+class _SelectScaled(torch.autograd.Function):
+    """``select(mask, x * recip, 0)`` with its gradient ``select(mask, g, 0) * recip`` (Flax's, as
+    XLA evaluates it) computed in one step: only the mask and the constant are saved."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, mask: Tensor, recip: Tensor) -> Tensor:
+        ctx.save_for_backward(mask, recip)
+        return _select_scale(x, mask, recip)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        mask, recip = ctx.saved_tensors
+        return _select_scale(g, mask, recip), None, None
+
+
+def select_scaled(x: Tensor, mask: Tensor, keep_prob: float) -> Tensor:
+    """Flax's ``lax.select(mask, x / keep_prob, 0)`` as XLA evaluates it, ``x * (1 / keep_prob)``
+    with the constant and its reciprocal rounded as XLA does (see the module docstring), and its
+    gradient."""
+    return _SelectScaled.apply(x, mask, _recip(keep_prob, x.dtype, x.device))
 
 
 def _check_input(x: Any, who: str) -> Tensor:
@@ -164,7 +190,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         mask = torch.movedim(m, -1, 1)
     else:
         mask = keep_mask(k, 1.0 - p, _mask_shape(shape, broadcast_dims, who), mask_dtype, input.device)
-    out = torch.where(mask, scale_kept(input, 1.0 - p), torch.zeros((), dtype=input.dtype, device=input.device))
+    out = select_scaled(input, mask, 1.0 - p)
     return input.copy_(out) if inplace else out
 
 

@@ -265,7 +265,7 @@ class RngBinding:
         if call.kind == "attention":
             out = x * (mask.to(x.dtype) / torch.tensor(1.0 - p, dtype=torch.float64).to(x.dtype).to(x.device))
         else:
-            out = torch.where(mask, _d.scale_kept(x, 1.0 - p), torch.zeros((), dtype=x.dtype, device=x.device))
+            out = _d.select_scaled(x, mask, 1.0 - p)
         return x.copy_(out) if inplace else out
 
     def _functional(self, name: str):
