@@ -44,6 +44,7 @@ def main(argv=None):
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args(argv)
 
     import flax.linen as nn
@@ -54,6 +55,8 @@ def main(argv=None):
     import torchinit.random as tr
     import torchinit.rngs as trn
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shape, p = tuple(args.shape), args.p
     x = torch.randn(shape)
     key = jax.random.key(0)
