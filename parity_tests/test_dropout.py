@@ -548,3 +548,37 @@ def test_hugging_face_bert_train_mode_bound():
 @pytest.mark.exhaustive
 def test_hugging_face_gpt2_train_mode_bound():
     assert _hf_twin_train("gpt2") == 7
+
+
+def test_bind_rngs_mapping_pairs_by_scope():
+    """mapping={torch path: Flax scope}: calls pair per scope in order, the others in call order;
+    a module used twice takes the scope's next calls (make_rng's counter 1, 2)."""
+    shape = (2, 5)
+    calls = [trn.RngCall("a/drop", "dropout", 1, "dropout", 0.3, shape, "float32"),
+             trn.RngCall("b", "dropout", 1, "dropout", 0.2, (1, 5), "float32"),
+             trn.RngCall("a/drop", "dropout", 2, "dropout", 0.3, shape, "float32")]
+
+    class Twice(torch.nn.Module):  # the torch twin runs `second` first, then `first` twice
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Dropout(0.3), fnn.Dropout(0.2)
+
+        def forward(self, x):
+            return self.first(self.first(self.second(x)))
+
+    model = Twice()
+    root = tr.key(8)
+    binding = trn.bind_rngs(model, root, calls, mapping={"first": "a/drop"})
+    x = torch.randn(shape)
+    want = trn.dropout(x, 0.2, key=trn.linen_key(root, "b", 1), broadcast_dims=(0,))
+    want = trn.dropout(want, 0.3, key=trn.linen_key(root, "a/drop", 1))
+    want = trn.dropout(want, 0.3, key=trn.linen_key(root, "a/drop", 2))
+    assert torch.equal(model(x), want)
+    assert torch.equal(model(x), want)  # each forward is one Flax apply: the pairing restarts
+    with binding.key(tr.key(9)):
+        assert not torch.equal(model(x), want)
+    assert torch.equal(model(x), want)
+    model.eval()
+    assert model(x) is not None and torch.equal(model(x), x)  # eval: no dropout, no key drawn
+    binding.unbind()
+    assert fnn.Dropout(0.2).rng_source is None and model.second.rng_source is None

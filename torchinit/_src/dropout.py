@@ -291,19 +291,20 @@ def attention_dropout(weights: Tensor, p: float, training: bool = True, *, key: 
 class _Keyed:
     """Mixin: where a keyed module gets its key when ``forward`` is not given one.
 
-    ``self.rng_source`` is a callable ``(module) -> (key, mask_dtype)`` set by
-    :func:`torchinit.rngs.bind_rngs` (the key and mask dtype of the paired Flax call), or by
-    hand; ``None`` means the key must be passed to ``forward``.
+    ``self.rng_source`` is a callable ``(module, input) -> output`` set by
+    :func:`torchinit.rngs.bind_rngs`: a bound layer called without a key does what its paired
+    Flax call does (that call's key, mask shape, mask dtype and formula); ``None`` (unbound)
+    means the key must be passed to ``forward``.
     """
 
-    rng_source: Callable[[torch.nn.Module], tuple[Any, torch.dtype]] | None = None
+    rng_source: Callable[[torch.nn.Module, Tensor], Tensor] | None = None
     mask_dtype: torch.dtype
 
-    def _key(self, key: Any, active: bool) -> tuple[Any, torch.dtype]:
-        """(key, mask dtype) for this call: the given key with the layer's mask dtype, else the source's."""
-        if key is not None or not active or self.rng_source is None:
-            return key, self.mask_dtype
-        return self.rng_source(self)  # type: ignore[arg-type]
+    def _bound(self, input: Tensor, key: Any, p: float) -> Tensor | None:
+        """The bound output when this call takes its key from the binding, else None."""
+        if key is not None or self.rng_source is None or not (self.training and 0.0 < p < 1.0):  # type: ignore[attr-defined]
+            return None
+        return self.rng_source(self, input)  # type: ignore[arg-type]
 
 
 class Dropout(_Keyed, torch.nn.Dropout):
@@ -327,9 +328,11 @@ class Dropout(_Keyed, torch.nn.Dropout):
         self.channels_last = bool(channels_last)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
-        return dropout(input, self.p, self.training, self.inplace, key=k, broadcast_dims=self.broadcast_dims,
-                       mask_dtype=md, channels_last=self.channels_last)
+        out = self._bound(input, key, self.p)
+        if out is not None:
+            return out
+        return dropout(input, self.p, self.training, self.inplace, key=key, broadcast_dims=self.broadcast_dims,
+                       mask_dtype=self.mask_dtype, channels_last=self.channels_last)
 
 
 class _ChannelKeyed(_Keyed):
@@ -346,8 +349,11 @@ class _ChannelKeyed(_Keyed):
         self.mask_dtype = check_mask_dtype(mask_dtype, name)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
-        return channel_dropout(input, self.p, self.training, self.inplace, key=k, mask_dtype=md,
+        _channel_dims(input, self._spatial + 2, f"{type(self).__name__}")  # torch's rank rule, bound or not
+        out = self._bound(input, key, self.p)
+        if out is not None:
+            return out
+        return channel_dropout(input, self.p, self.training, self.inplace, key=key, mask_dtype=self.mask_dtype,
                                spatial_dims=self._spatial)
 
 
@@ -388,8 +394,10 @@ class StochasticDepth(_Keyed, torch.nn.Module):
         self.mask_dtype = check_mask_dtype(mask_dtype, "StochasticDepth")
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        k, md = self._key(key, self.training and 0.0 < self.p < 1.0)
-        return stochastic_depth(input, self.p, self.mode, self.training, key=k, mask_dtype=md)
+        out = self._bound(input, key, self.p)
+        if out is not None:
+            return out
+        return stochastic_depth(input, self.p, self.mode, self.training, key=key, mask_dtype=self.mask_dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self.mode}"
@@ -408,8 +416,10 @@ class DropPath(_Keyed, torch.nn.Module):
         self.mask_dtype = check_mask_dtype(mask_dtype, "DropPath")
 
     def forward(self, x: Tensor, key: Any = None) -> Tensor:
-        k, md = self._key(key, self.training and 0.0 < self.drop_prob < 1.0)
-        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep, key=k, mask_dtype=md)
+        out = self._bound(x, key, self.drop_prob)
+        if out is not None:
+            return out
+        return drop_path(x, self.drop_prob, self.training, self.scale_by_keep, key=key, mask_dtype=self.mask_dtype)
 
     def extra_repr(self) -> str:
         return f"drop_prob={round(self.drop_prob, 3):0.3f}"

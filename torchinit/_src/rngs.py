@@ -252,12 +252,12 @@ class RngBinding:
     def _site(self) -> str:
         return self._stack[-1] if self._stack else ""
 
-    def _keyed_source(self, mod: torch.nn.Module) -> tuple[Tensor, torch.dtype]:
-        """A bound torchinit.nn layer's key and mask dtype: those of its paired Flax call."""
+    def _keyed_source(self, mod: torch.nn.Module, x: Tensor) -> Tensor:
+        """A bound torchinit.nn layer called without a key: its paired Flax call's key, mask and formula."""
         raw: Any = getattr(mod, "p") if hasattr(mod, "p") else getattr(mod, "drop_prob")
-        p = float(raw)
-        call = self._next_call(self._names.get(mod, self._site()), p, "torchinit.rngs.bind_rngs")
-        return self._key_for(call), _mask_dtype(call)
+        p, who = float(raw), f"torchinit.rngs.bind_rngs ({type(mod).__name__})"
+        call = self._next_call(self._names.get(mod, self._site()), p, who)
+        return self._apply(x, p, call, bool(getattr(mod, "inplace", False)), who)
 
     def _apply(self, x: Tensor, p: float, call: RngCall, inplace: bool, who: str) -> Tensor:
         mask = _d.keep_mask(self._key_for(call), 1.0 - p, call.mask_shape or (), _mask_dtype(call), x.device)
