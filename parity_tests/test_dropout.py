@@ -313,8 +313,9 @@ def test_bind_rngs_refuses_mismatches():
 
 
 def test_mirror_surface():
-    # bind_rngs / RngBinding bind torch modules; a Flax model takes its keys natively (no mirror)
-    assert set(jrn.__all__) == set(trn.__all__) - {"bind_rngs", "RngBinding"}
+    # bind_rngs / RngBinding bind torch modules (a Flax model takes its keys natively); Rngs / RngStream
+    # are flax.nnx's own classes
+    assert set(jrn.__all__) == set(trn.__all__) - {"bind_rngs", "RngBinding", "Rngs", "RngStream"}
     for cls, base in ((fnn.Dropout, torch.nn.Dropout), (fnn.Dropout1d, torch.nn.Dropout1d),
                       (fnn.Dropout2d, torch.nn.Dropout2d), (fnn.Dropout3d, torch.nn.Dropout3d)):
         assert issubclass(cls, base)
@@ -582,3 +583,23 @@ def test_bind_rngs_mapping_pairs_by_scope():
     assert model(x) is not None and torch.equal(model(x), x)  # eval: no dropout, no key drawn
     binding.unbind()
     assert fnn.Dropout(0.2).rng_source is None and model.second.rng_source is None
+
+
+def test_nnx_rngs_layers_draw_nnx_dropout_keys():
+    """torchinit.nn layers built with torchinit.rngs.Rngs draw, call after call, the masks of
+    nnx.Dropout layers built in the same order from nnx.Rngs with the same seeds."""
+    x = _x((4, 6), np.float32)
+    rngs = nnx.Rngs(0, dropout=3)
+    a, b = nnx.Dropout(0.3, rngs=rngs), nnx.Dropout(0.5, rngs=rngs)
+    trngs = trn.Rngs(0, dropout=3)
+    ta, tb = fnn.Dropout(0.3, rngs=trngs, mask_dtype=torch.float64), fnn.DropPath(0.5, rngs=trngs, mask_dtype=torch.float64)
+    xt = torch.from_numpy(x)
+    for _ in range(2):
+        assert (_bits(ta(xt)) == _bits(a(jnp.asarray(x)))).all()
+    # nnx has no DropPath: its twin is Dropout(broadcast_dims=(1,)) on b's forked stream (first call: count 0)
+    ref_b = nn.Dropout(0.5, broadcast_dims=(1,)).apply({}, jnp.asarray(x), deterministic=False,
+                                                        rng=jax.random.fold_in(b.rngs.key[...], 0))
+    assert (_bits(tb(xt)) == _bits(ref_b)).all()
+    assert trngs.params.tag == "default" and trngs().shape == (2,)  # fallback to 'default', as nnx
+    with pytest.raises(InitError, match="`rngs` must be"):
+        fnn.Dropout(0.1, rngs=3)

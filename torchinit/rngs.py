@@ -9,8 +9,12 @@
   ``forward`` as Hugging Face attention does, and the keyed layers) bound to the keys its Flax
   twin's dropouts get; :func:`rng_calls` (jax needed at call time) lists the twin's calls.
 
+- :class:`Rngs` / :class:`RngStream`: ``flax.nnx.Rngs`` / ``RngStream`` in torch, for the keyed
+  layers' ``rngs=`` (an NNX twin's keys, call after call).
+
 Mirror: :mod:`jaxinit.rngs` (same names, Flax's own code), except :func:`bind_rngs` and
-:class:`RngBinding`: a Flax model takes its keys natively (``rngs={'dropout': key}``).
+:class:`RngBinding` (a Flax model takes its keys natively, ``rngs={'dropout': key}``) and
+:class:`Rngs` / :class:`RngStream` (``flax.nnx``'s own).
 
 >>> import torch, torchinit.random as tr, torchinit.rngs as trn
 >>> y = trn.dropout(torch.ones(2, 3), 0.1, key=trn.linen_key(tr.key(0), "Dropout_0"))
@@ -20,6 +24,8 @@ from torchinit._src.dropout import attention_dropout as attention_dropout
 from torchinit._src.dropout import drop_path as drop_path
 from torchinit._src.dropout import dropout as dropout
 from torchinit._src.dropout import stochastic_depth as stochastic_depth
+from torchinit._src.nnx_rngs import Rngs as Rngs
+from torchinit._src.nnx_rngs import RngStream as RngStream
 from torchinit._src.rngs import RngBinding as RngBinding
 from torchinit._src.rngs import bind_rngs as bind_rngs
 from torchinit._src.rngs import linen_key as linen_key
@@ -29,6 +35,8 @@ from torchinit._src.rngs import rng_calls as rng_calls
 __all__ = [
     "RngBinding",
     "RngCall",
+    "RngStream",
+    "Rngs",
     "attention_dropout",
     "bind_rngs",
     "drop_path",

@@ -40,8 +40,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from _jaxinit.errors import InitError
 import torchinit.random as _rnd
+from _jaxinit.errors import InitError
+from torchinit._src.nnx_rngs import Rngs, RngStream
 
 Tensor = torch.Tensor
 
@@ -298,22 +299,41 @@ class _Keyed:
     """
 
     rng_source: Callable[[torch.nn.Module, Tensor], Tensor] | None = None
+    rngs: RngStream | None = None
     mask_dtype: torch.dtype
 
-    def _bound(self, input: Tensor, key: Any, p: float) -> Tensor | None:
-        """The bound output when this call takes its key from the binding, else None."""
-        if key is not None or self.rng_source is None or not (self.training and 0.0 < p < 1.0):  # type: ignore[attr-defined]
-            return None
-        return self.rng_source(self, input)  # type: ignore[arg-type]
+    def _set_rngs(self, rngs: Any, rng_collection: str) -> None:
+        """``nnx.Dropout(rngs=...)``: fork the ``rng_collection`` stream at construction."""
+        if rngs is None:
+            return
+        if isinstance(rngs, Rngs):
+            self.rngs = rngs[rng_collection].fork()
+        elif isinstance(rngs, RngStream):
+            self.rngs = rngs.fork()
+        else:
+            raise InitError(f"{type(self).__name__}: `rngs` must be a torchinit.rngs.Rngs or RngStream (as "
+                            f"flax.nnx.Dropout's), got {type(rngs).__name__}; or pass `key=` to each call")
+
+    def _bound(self, input: Tensor, key: Any, p: float) -> tuple[Tensor | None, Any]:
+        """(output, None) when a binding computes this call; else (None, the key to use): the given
+        key, or the layer's own stream's next key (as nnx.Dropout draws it), or None."""
+        if key is not None or not (self.training and 0.0 < p < 1.0):  # type: ignore[attr-defined]
+            return None, key
+        if self.rng_source is not None:
+            return self.rng_source(self, input), None  # type: ignore[arg-type]
+        return None, (self.rngs() if self.rngs is not None else None)
 
 
 class Dropout(_Keyed, torch.nn.Dropout):
     """``torch.nn.Dropout`` whose mask is ``flax.linen.Dropout``'s for the same key.
 
     Same constructor (plus keyword-only ``broadcast_dims``, ``mask_dtype``, ``channels_last``,
-    see :func:`torchinit.rngs.dropout`), same ``train()``/``eval()``. ``forward(x, key=None)``:
-    the key is the one Flax's layer receives (``make_rng('dropout')``); without it the key
-    comes from :func:`torchinit.rngs.bind_rngs`. In eval mode no key is needed.
+    see :func:`torchinit.rngs.dropout`, and ``rngs``), same ``train()``/``eval()``.
+    ``forward(x, key=None)``: the key is the one Flax's layer receives (``make_rng('dropout')``);
+    without it, a model bound by :func:`torchinit.rngs.bind_rngs` does what the paired Flax call
+    does, and a layer built with ``rngs=torchinit.rngs.Rngs(dropout=...)`` draws its keys as
+    ``flax.nnx.Dropout(rngs=nnx.Rngs(dropout=...))`` does (the stream forked at construction,
+    one key per call). In eval mode no key is needed.
 
     >>> import torch, torchinit.nn as fnn, torchinit.random as tr
     >>> layer = fnn.Dropout(0.1)
@@ -321,14 +341,16 @@ class Dropout(_Keyed, torch.nn.Dropout):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False, *, broadcast_dims: Sequence[int] = (),
-                 mask_dtype: torch.dtype = torch.float32, channels_last: bool = False) -> None:
+                 mask_dtype: torch.dtype = torch.float32, channels_last: bool = False, rngs: Any = None,
+                 rng_collection: str = "dropout") -> None:
         super().__init__(check_rate(p, type(self).__name__), inplace)
+        self._set_rngs(rngs, rng_collection)
         self.broadcast_dims = tuple(broadcast_dims)
         self.mask_dtype = check_mask_dtype(mask_dtype, type(self).__name__)
         self.channels_last = bool(channels_last)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        out = self._bound(input, key, self.p)
+        out, key = self._bound(input, key, self.p)
         if out is not None:
             return out
         return dropout(input, self.p, self.training, self.inplace, key=key, broadcast_dims=self.broadcast_dims,
@@ -343,14 +365,16 @@ class _ChannelKeyed(_Keyed):
     inplace: bool
     training: bool
 
-    def __init__(self, p: float = 0.5, inplace: bool = False, *, mask_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, mask_dtype: torch.dtype = torch.float32,
+                 rngs: Any = None, rng_collection: str = "dropout") -> None:
         name = type(self).__name__
         super().__init__(check_rate(p, name), inplace)  # type: ignore[call-arg]  # torch's _DropoutNd
+        self._set_rngs(rngs, rng_collection)
         self.mask_dtype = check_mask_dtype(mask_dtype, name)
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
         _channel_dims(input, self._spatial + 2, f"{type(self).__name__}")  # torch's rank rule, bound or not
-        out = self._bound(input, key, self.p)
+        out, key = self._bound(input, key, self.p)
         if out is not None:
             return out
         return channel_dropout(input, self.p, self.training, self.inplace, key=key, mask_dtype=self.mask_dtype,
@@ -385,8 +409,10 @@ class StochasticDepth(_Keyed, torch.nn.Module):
     """``torchvision.ops.StochasticDepth(p, mode)`` with the keyed mask of
     :func:`torchinit.rngs.stochastic_depth`; ``forward(x, key=None)`` as :class:`Dropout`."""
 
-    def __init__(self, p: float, mode: str, *, mask_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, p: float, mode: str, *, mask_dtype: torch.dtype = torch.float32, rngs: Any = None,
+                 rng_collection: str = "dropout") -> None:
         super().__init__()
+        self._set_rngs(rngs, rng_collection)
         if mode not in ("row", "batch"):
             raise InitError(f"StochasticDepth: `mode` must be 'row' or 'batch', got {mode!r}")
         self.p = check_rate(p, "StochasticDepth")
@@ -394,7 +420,7 @@ class StochasticDepth(_Keyed, torch.nn.Module):
         self.mask_dtype = check_mask_dtype(mask_dtype, "StochasticDepth")
 
     def forward(self, input: Tensor, key: Any = None) -> Tensor:
-        out = self._bound(input, key, self.p)
+        out, key = self._bound(input, key, self.p)
         if out is not None:
             return out
         return stochastic_depth(input, self.p, self.mode, self.training, key=key, mask_dtype=self.mask_dtype)
@@ -409,14 +435,15 @@ class DropPath(_Keyed, torch.nn.Module):
     The Flax twin: ``flax.linen.Dropout(drop_prob, broadcast_dims=range(1, x.ndim))``."""
 
     def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True, *,
-                 mask_dtype: torch.dtype = torch.float32) -> None:
+                 mask_dtype: torch.dtype = torch.float32, rngs: Any = None, rng_collection: str = "dropout") -> None:
         super().__init__()
+        self._set_rngs(rngs, rng_collection)
         self.drop_prob = check_rate(drop_prob, "DropPath", "drop_prob")
         self.scale_by_keep = bool(scale_by_keep)
         self.mask_dtype = check_mask_dtype(mask_dtype, "DropPath")
 
     def forward(self, x: Tensor, key: Any = None) -> Tensor:
-        out = self._bound(x, key, self.drop_prob)
+        out, key = self._bound(x, key, self.drop_prob)
         if out is not None:
             return out
         return drop_path(x, self.drop_prob, self.training, self.scale_by_keep, key=key, mask_dtype=self.mask_dtype)
