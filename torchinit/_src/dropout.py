@@ -19,7 +19,8 @@ is the same), with ``keep_prob = 1.0 - rate`` a Python float:
   float32/float64/float16 ``x * (1 / dt(keep_prob))`` with the reciprocal rounded to the
   input dtype; bfloat16 is computed in float32, ``bf16(f32(x) * (1 / f32(bf16(keep_prob))))``.
   Measured against flax 0.12.8 on CPU, bitwise; a true division differs in 1 ulp on ~20% of
-  the elements;
+  the elements (a NumPy array given to Flax's layer eagerly is divided by NumPy, truly: the
+  product here is what any JAX array, jitted or not, gets);
 - ``rate == 0`` or deterministic returns the input; ``rate == 1`` returns zeros (no key drawn).
 
 Flax's attention dropout (``flax.linen.dot_product_attention_weights``, also what Hugging
