@@ -607,3 +607,17 @@ def test_nnx_rngs_layers_draw_nnx_dropout_keys():
     assert trngs.params.tag == "default" and trngs().shape == (2,)  # fallback to 'default', as nnx
     with pytest.raises(InitError, match="`rngs` must be"):
         fnn.Dropout(0.1, rngs=3)
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("dt", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_attention_dropout_dtypes(dt):
+    """The attention-weight formula (keep.astype(dt) / dt(keep_prob), then a multiply) in 32/16-bit."""
+    q, k = jnp.asarray(_x((2, 5, 3, 4), np.float32, 1), dt), jnp.asarray(_x((2, 6, 3, 4), np.float32, 2), dt)
+    f = jax.jit(lambda q, k, r: (nn.dot_product_attention_weights(q, k, deterministic=True),
+                                 nn.dot_product_attention_weights(q, k, dropout_rng=r, dropout_rate=0.3,
+                                                                  deterministic=False)))
+    w, ref = f(q, k, jax.random.key(11))
+    got = trn.attention_dropout(torch.from_numpy(np.array(w, np.float32)).to(TORCH[dt]), 0.3, key=tr.key(11),
+                                mask_dtype=torch.float64)
+    assert (_bits(got) == _bits(ref)).all()
