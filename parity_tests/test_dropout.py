@@ -437,18 +437,26 @@ TWINS = {
 }
 
 
+# float32: XLA's and torch's float32 kernels round differently (reduction order, fused multiply-adds);
+# Adam divides by sqrt(v), so the rounding grows over the steps: 1e-4 relative after 20 steps bounds it
+# (measured below 2e-5; a single different mask moves parameters by 1e-2 or more).
+_TWIN_RTOL = {"float64": 1e-12, "float32": 1e-4}
+
+
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.exhaustive)])
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n == "transformer_block" else pytest.mark.exhaustive)
                                   for n in sorted(TWINS)])
-def test_training_twin_20_adamw_steps(name):
+def test_training_twin_20_adamw_steps(name, dtype):
     """20 AdamW steps, the dropout key split per step as a Flax loop does; float64 params within 1e-12."""
     fcls, tcls, xshape, names, to_flax = TWINS[name]
+    rtol = _TWIN_RTOL[dtype]
     torch.manual_seed(0)
-    tm = tcls().double().train()
+    tm = tcls().to(getattr(torch, dtype)).train()
     fm = fcls()
     params = jax.tree.map(jnp.asarray, _flax_params(tm, names))
     rs = np.random.RandomState(0)
-    xs = rs.randn(20, *xshape)
-    ys = rs.randn(20, *([xshape[0], 3] if name == "mlp" else [xshape[0], 2] if name == "conv_dropout2d" else xshape))
+    xs = rs.randn(20, *xshape).astype(dtype)
+    ys = rs.randn(20, *([xshape[0], 3] if name == "mlp" else [xshape[0], 2] if name == "conv_dropout2d" else xshape)).astype(dtype)
     tx = jopt.adamw(1e-2, weight_decay=1e-2)
     opt_state = tx.init(params)
 
@@ -474,15 +482,15 @@ def test_training_twin_20_adamw_steps(name):
         loss_t = torch.mean((tm(torch.from_numpy(xs[i])) - torch.from_numpy(ys[i])) ** 2)
         loss_t.backward()
         topt.step()
-        assert abs(loss_t.item() - float(loss_j)) <= 1e-12 * abs(float(loss_j)), (i, loss_t.item(), float(loss_j))
+        assert abs(loss_t.item() - float(loss_j)) <= rtol * abs(float(loss_j)), (i, loss_t.item(), float(loss_j))
     want = _flax_params(tm, names)
     worst = 0.0
     for (path, ref), got in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(want)):
         ref = np.asarray(ref)
         rel = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
         worst = max(worst, rel)
-        assert rel <= 1e-12, path
-    record_figure("dropout twins", "param_rel_f64_20_steps", worst, name)
+        assert rel <= rtol, path
+    record_figure("dropout twins", f"param_rel_{dtype}_20_steps", worst, name)
     binding.unbind()
     tm.eval()
     x = torch.from_numpy(xs[0])
