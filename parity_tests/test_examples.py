@@ -160,7 +160,8 @@ def test_dropout_variant_both_agrees(digits):
     assert s["steps"] == 12 and s["max_dloss"] <= LOSS_TOL and s["first_step_over"] is None, s
 
 
-@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout")])
+@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout"),
+                                               pytest.param("both", "dropout", marks=pytest.mark.exhaustive)])
 def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, variant):
     # momentum 0.9: the optimizer state must come back too; dropout: torch's RNG state too.
     kw = dict(batch_size=64, steps=3, momentum=0.9, variant=variant, dataset=digits, progress=False, verbose=False)
