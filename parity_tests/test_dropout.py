@@ -595,6 +595,10 @@ def test_bind_rngs_mapping_pairs_by_scope():
     assert model(x) is not None and torch.equal(model(x), x)  # eval: no dropout, no key drawn
     binding.unbind()
     assert fnn.Dropout(0.2).rng_source is None and model.second.rng_source is None
+    model.train()
+    with trn.bind_rngs(model, root, calls, mapping={"first": "a/drop"}):  # a block: unbound at its end
+        assert torch.equal(model(x), want)
+    assert model.second.rng_source is None
 
 
 def test_nnx_rngs_layers_draw_nnx_dropout_keys():

@@ -122,8 +122,9 @@ class RngBinding:
 
     ``set_key(key)`` gives the root key of the next forward passes (what the Flax loop passes as
     ``rngs={'dropout': key}``); ``with binding.key(k):`` does the same for a block;
-    ``unbind()`` removes the hooks. Each call of the bound model's ``forward`` is one Flax
-    apply: the pairing restarts at the first Flax call.
+    ``unbind()`` removes the hooks (``with bind_rngs(...):`` unbinds at the end of the block).
+    Each call of the bound model's ``forward`` is one Flax apply: the pairing restarts at the
+    first Flax call.
     """
 
     def __init__(self, model: torch.nn.Module, key: Any, calls: list[RngCall], mapping: Mapping[str, str] | None):
@@ -158,6 +159,12 @@ class RngBinding:
             yield self
         finally:
             self._root = old
+
+    def __enter__(self) -> "RngBinding":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.unbind()
 
     def unbind(self) -> None:
         """Remove the hooks and the keyed layers' key source; the model draws torch's masks again."""
