@@ -59,19 +59,28 @@ _DTYPES = (jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16)
                                        pytest.param(False, "all", marks=pytest.mark.exhaustive)])
 def test_dropout_bitwise_flax(x64, sweep):
     """flax.linen.Dropout (mask dtype: float64 under x64, float32 without) vs torchinit, in every
-    dtype and rate family (0.5: exact reciprocal; others rounded), elementwise and broadcast masks."""
+    dtype and rate family (0.5: exact reciprocal; others rounded), elementwise and broadcast masks;
+    and torch's Dropout2d on NCHW == Flax Dropout(broadcast_dims=(1, 2)) on NHWC (in the same
+    program: the broadcast-family table runs with `exhaustive`)."""
     md = torch.float64 if x64 else torch.float32
     dts = _DTYPES if x64 else tuple(d for d in _DTYPES if d != jnp.float64)
     with jax.enable_x64(x64):
         xs = {dt.__name__: _x((6, 5, 7), dt) for dt in dts}
         rates = _RATES if sweep == "all" else _RATES[:2]
+        nchw = _x((3, 5, 4, 4), np.float32)
 
         @jax.jit
-        def refs(xs):
-            return {(n, i): nn.Dropout(r, broadcast_dims=bd).apply({}, x, deterministic=False, rng=jax.random.key(i))
-                    for n, x in xs.items() for i, (r, bd) in enumerate(rates)}
+        def refs(xs, nhwc):
+            out = {(n, i): nn.Dropout(r, broadcast_dims=bd).apply({}, x, deterministic=False, rng=jax.random.key(i))
+                   for n, x in xs.items() for i, (r, bd) in enumerate(rates)}
+            out[("2d", 0)] = nn.Dropout(0.4, broadcast_dims=(1, 2)).apply({}, nhwc, deterministic=False,
+                                                                      rng=jax.random.key(2))
+            return out
 
-        out = refs({n: jnp.asarray(x) for n, x in xs.items()})
+        out = refs({n: jnp.asarray(x) for n, x in xs.items()}, jnp.moveaxis(nchw, 1, -1))
+    got2d = fnn.Dropout2d(0.4, mask_dtype=md)(torch.from_numpy(nchw), key=tr.key(2))
+    assert (_bits(torch.movedim(got2d, 1, -1)) == _bits(out[("2d", 0)])).all()
+    assert bool(((got2d == 0).flatten(2).all(-1) | (got2d != 0).flatten(2).all(-1)).all())  # whole channels
     for dt in dts:
         xt = torch.from_numpy(np.asarray(xs[dt.__name__], np.float32)).to(TORCH[dt])
         for i, (rate, bd) in enumerate(rates):
@@ -102,7 +111,8 @@ def test_dropout_eager_equals_jit_and_gradient():
     assert (_bits(xt.grad) == _bits(gj)).all() and (_bits(y) == _bits(yj)).all()
 
 
-@pytest.mark.parametrize("sweep", ["sampled", pytest.param("all", marks=pytest.mark.exhaustive)])
+@pytest.mark.parametrize("sweep", [pytest.param("sampled", marks=pytest.mark.exhaustive),
+                                   pytest.param("all", marks=pytest.mark.exhaustive)])
 def test_broadcast_families_bitwise(sweep):
     """Channel dropout (torch Dropout1d/2d/3d on NC*, batched and not) == Flax Dropout(broadcast_dims=
     spatial) on the channels-last twin; channels_last elementwise dropout; DropPath / StochasticDepth ==
