@@ -36,6 +36,7 @@ import argparse
 import functools
 import gzip
 import importlib
+import itertools
 import json
 import os
 import shutil
@@ -58,10 +59,13 @@ import jaxinit.amp
 import jaxinit.linen as tl
 import jaxinit.optim
 import jaxinit.parallel
+import jaxinit.rngs
 import torchinit
 import torchinit.amp
 import torchinit.optim
 import torchinit.parallel
+import torchinit.random
+import torchinit.rngs
 
 VARIANTS = ("bn_all", "bn_conv", "dropout")
 # A per-step loss difference above this is reported as divergence. Rounding alone gives up to
@@ -417,6 +421,7 @@ class TorchTrainer:
         self.scaler = torchinit.amp.grad_scaler(self.opt, enabled=precision == "fp16")
         self.scales: list[float] = []  # the loss scale after each step (fp16; 1.0 otherwise)
         self._data_key, self._data = None, None
+        self.before_step = None  # called before each step (--variant dropout --framework both: the step's key)
 
     def _on_device(self, x: np.ndarray, y: np.ndarray):
         if self._data_key != (id(x), id(y)):  # one device copy of the dataset, NCHW
@@ -433,6 +438,8 @@ class TorchTrainer:
         t0 = time.perf_counter()
         for i in progress(range(len(idx)), bar, desc="torch", unit="step"):
             xb, yb = X[index[i]], Y[index[i]]
+            if self.before_step is not None:
+                self.before_step()
             self.opt.zero_grad(set_to_none=True)
             with self.autocast:
                 logits = self.model(xb)
@@ -579,6 +586,16 @@ class TorchDDPTrainer:
             c.send(("stop", None))
         for p in self._procs:
             p.join(timeout=60)
+def bind_dropout(torch_tr: TorchTrainer, jax_tr: JaxTrainer, model: FlaxLeNet, seed: int, batch_size: int,
+                 image_shape, first_step: int = 0) -> None:
+    """Torch draws the Flax run's dropout masks: the torch model is bound to the Flax twin's
+    ``make_rng('dropout')`` calls (torchinit.rngs.bind_rngs), and each step gets the key the jitted
+    Flax step folds in: ``fold_in(fold_in(key(seed), 1), step)``."""
+    calls = jaxinit.rngs.rng_calls(model, jnp.zeros((batch_size, *image_shape), jnp.float32), train=True,
+                                   variables=jax_tr.variables())
+    binding = torchinit.rngs.bind_rngs(torch_tr.model, None, calls)
+    base, step = torchinit.random.fold_in(torchinit.random.key(seed), 1), itertools.count(first_step)
+    torch_tr.before_step = lambda: binding.set_key(torchinit.random.fold_in(base, next(step)))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -689,9 +706,6 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         raise ValueError(f"framework={framework!r}: use 'jax', 'torch' or 'both'")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)}")
-    if framework == "both" and variant == "dropout":
-        raise ValueError("variant='dropout' with framework='both': the two frameworks draw different dropout "
-                         "masks, so the runs cannot be compared step by step; pick 'jax' or 'torch'")
     if ranks is not None:
         if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
             raise ValueError(f"--ranks {ranks!r}: use a positive number of data-parallel ranks")
@@ -701,6 +715,9 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         if precision != "float32":
             raise ValueError(f"--ranks with --precision {precision}: the DDP run trains in float32; leave out "
                              "--precision or --ranks")
+        if framework == "both" and variant == "dropout":
+            raise ValueError("--ranks with --variant dropout --framework both: the torch ranks are not bound to "
+                             "the Flax run's dropout keys (bind_dropout binds one process); leave out --ranks")
         jaxinit.parallel.split_batch(batch_size, ranks, "--batch-size")
     say = print if verbose else (lambda *a, **k: None)
     data = dataset if dataset is not None else load_dataset(data_dir)
@@ -742,6 +759,11 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     if resume and checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "last", "meta.json")):
         start, history = restore(checkpoint_dir, config, rng, jax_tr, torch_tr)
         say(f"resumed from {checkpoint_dir} after epoch {start}")
+
+    if framework == "both" and variant == "dropout":
+        for tr in (torch_tr, ref_tr) if ref_tr is not None else (torch_tr,):  # the float32 reference too
+            bind_dropout(tr, jax_tr, jax_model(variant, dropout), seed, batch_size, data.x_train.shape[1:],
+                         first_step=start * n_steps)
 
     columns = [("epoch", "epoch", "d")]
     for fw in fws:

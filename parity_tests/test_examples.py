@@ -113,8 +113,6 @@ def test_errors(tmp_path, digits):
         lenet_bn.epoch_batches(np.random.default_rng(0), 1536, 4096)
     with pytest.raises(ValueError, match="framework='tf'"):
         lenet_bn.run("tf", dataset=digits, verbose=False)
-    with pytest.raises(ValueError, match="dropout masks"):
-        lenet_bn.run("both", variant="dropout", dataset=digits, verbose=False)
     with pytest.raises(ValueError, match="variant='bn_none'"):
         lenet_bn.torch_model("bn_none")
     with pytest.raises(ValueError, match="use 'jax' or 'torch'"):
@@ -170,7 +168,19 @@ def test_both_mode_per_step_losses_agree(digits, capsys):
     assert "largest step-by-step loss difference" in printed and "do not diverge" in printed
 
 
-@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout")])
+@pytest.mark.exhaustive  # a third LeNet program to compile (~8 s); test_dropout.py's twins run by default
+def test_dropout_variant_both_agrees(digits):
+    """--variant dropout --framework both: torch is bound to the Flax run's dropout keys
+    (torchinit.rngs.bind_rngs), so the masks are the same and the losses agree at float32 rounding."""
+    r = lenet_bn.run("both", epochs=2, batch_size=64, steps=6, variant="dropout", dataset=digits, progress=False,
+                     verbose=False)
+    s = r["summary"]
+    record_figure("examples lenet_bn", "max_dloss_dropout", s["max_dloss"], "both, dropout 0.5, 12 steps of 64")
+    assert s["steps"] == 12 and s["max_dloss"] <= LOSS_TOL and s["first_step_over"] is None, s
+
+
+@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout"),
+                                               pytest.param("both", "dropout", marks=pytest.mark.exhaustive)])
 def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, variant):
     # momentum 0.9: the optimizer state must come back too; dropout: torch's RNG state too.
     kw = dict(batch_size=64, steps=3, momentum=0.9, variant=variant, dataset=digits, progress=False, verbose=False)
