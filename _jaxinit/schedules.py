@@ -1254,6 +1254,15 @@ class ScheduleBase:
 # ------------------------------------------------------------------ reading torch schedulers
 
 
+# torch.optim.lr_scheduler classes that are no schedule of the step, with what replaces them (every other
+# scheduler class of torch is a spec's ``torch`` class: parity_tests/test_schedules.py checks it)
+NOT_SCHEDULES = {
+    "ReduceLROnPlateau": "ReduceLROnPlateau is driven by a metric, not by the step, so it is no schedule; use "
+                         "jaxinit.optim.reduce_lr_on_plateau (an optax transformation whose update takes "
+                         "value=metric) or jaxinit.optim.from_torch(optimizer, scheduler).",
+}
+
+
 def read_torch_scheduler(scheduler, which: str = "lr", *, schedule_class=None, lr_lambda=None,
                          python_ok: bool = False):
     """``[(name, args, params), ...]``, one per param group, for a torch scheduler (duck-typed).
@@ -1264,11 +1273,9 @@ def read_torch_scheduler(scheduler, which: str = "lr", *, schedule_class=None, l
     torch's), required unless ``python_ok`` (torchinit runs torch's own functions).
     """
     ctx = dict(schedule_class=schedule_class, lr_lambda=lr_lambda, python_ok=python_ok)
-    if _torch.kind(scheduler) == "ReduceLROnPlateau":
-        raise InitError("schedules_from_torch: ReduceLROnPlateau is driven by a metric, not by the step, so it is "
-                        "no schedule; use jaxinit.optim.reduce_lr_on_plateau (an optax transformation whose "
-                        "update takes value=metric) or jaxinit.optim.from_torch(optimizer, scheduler).")
     kind = _torch.kind(scheduler)
+    if kind in NOT_SCHEDULES:
+        raise InitError(f"schedules_from_torch: {NOT_SCHEDULES[kind]}")
     if which not in ("lr", "momentum"):
         raise InitError(f"schedules_from_torch: which must be 'lr' or 'momentum', got {which!r}.")
     if which == "momentum":

@@ -43,7 +43,6 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from jaxinit._src import optim as _optim
 from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from jaxinit._src.schedules import Schedule, schedules_from_torch
 
@@ -144,7 +143,8 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 
     Args:
       optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
-        Adadelta, Rprop or ASGD (see ``_jaxinit.optim_convert.FACTORY_BY_CLASS``), or a
+        Adadelta, Rprop, ASGD, Adafactor, Muon or SparseAdam (the optimizer registry,
+        ``_jaxinit/optim_registry.py``; LBFGS is refused with its replacement named), or a
         :mod:`torchinit.optim` optimizer (its schedules and optax-convention
         options are carried over). Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
@@ -182,7 +182,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
     _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
         return _more.lbfgs_from_torch(optimizer, scheduler, who)
@@ -239,17 +239,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 
 # ------------------------------------------------------------------ state walking
 
-_KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState",
-          "ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
-          "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
-          "WrappedScheduleState", "ReduceLROnPlateauState"}
-_TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
-_NEW = {"ScaleByTorchNadamState", "ScaleByTorchRadamState", "ScaleByTorchAdamaxState", "ScaleByTorchAdadeltaState",
-        "ScaleByTorchRpropState", "ScaleByTorchAsgdState"}
-_KNOWN |= _NEW
-_TORCH_STEP_OWNERS |= _NEW
-_KNOWN |= _more.KNOWN_STATES
-_TORCH_STEP_OWNERS |= _more.STEP_OWNERS
+# optax's own state types the walker goes through, plus every registered optimizer's (_jaxinit/optim_registry.py)
+_OPTAX_STATES = {"ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
+                 "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
+                 "WrappedScheduleState", "ReduceLROnPlateauState"}
+_KNOWN = _OPTAX_STATES | _core.registry.KNOWN_STATES
+_TORCH_STEP_OWNERS = set(_core.registry.STEP_OWNERS)
 
 
 def _is_masked(x) -> bool:

@@ -26,7 +26,6 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from torchinit._src import optim as _optim
 from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
 from torchinit._src.schedules import schedules_from_torch
 
@@ -189,6 +188,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
                step: int | None = None, lr_lambda: Any = None) -> torch.optim.Optimizer:
     """A :mod:`torchinit.optim` optimizer equal to ``optimizer`` (+ ``scheduler``), state included.
 
+    ``optimizer``: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam,
+    Adamax, Adadelta, Rprop, ASGD, Adafactor, Muon, LBFGS or SparseAdam (the optimizer
+    registry, ``_jaxinit/optim_registry.py``), or a :mod:`torchinit.optim` optimizer.
     The twin of :func:`jaxinit.optim.from_torch`: same factory per param group with the
     group's hyperparameters over the same parameter tensors, the scheduler as the
     closed-form schedule (``lr`` callables, counter ``schedule_step`` =
@@ -202,7 +204,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     """
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
+    factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
     _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
