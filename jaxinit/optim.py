@@ -3,43 +3,43 @@
 ``import jaxinit.optim as optim``; ``optim.adam(1e-3)`` is an ``optax.GradientTransformation``
 whose updates equal ``torch.optim.Adam(params, 1e-3)``'s step for step. Mirror:
 :mod:`torchinit.optim` (same factories returning ``torch.optim.Optimizer``s). The state
-layout is documented in ``jaxinit/_src/optim.py``. ``TRANSFORMS`` lists the optax building
+layout is documented in ``jaxinit/_src/optim_common.py``. ``TRANSFORMS`` lists the optax building
 blocks and state types, which exist only here (torch has no transformation objects).
 The optimizer lines are generated from ``_jaxinit/optim_registry.py`` by
 ``python -m _jaxinit.optim_codegen`` (one entry per torch optimizer).
 """
 # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
-from jaxinit._src.optim import sgd as sgd
-from jaxinit._src.optim import TraceTorchState as TraceTorchState
-from jaxinit._src.optim import trace_torch as trace_torch
-from jaxinit._src.optim import adagrad as adagrad
-from jaxinit._src.optim import ScaleByTorchAdagradState as ScaleByTorchAdagradState
-from jaxinit._src.optim import scale_by_torch_adagrad as scale_by_torch_adagrad
-from jaxinit._src.optim import rmsprop as rmsprop
-from jaxinit._src.optim import ScaleByTorchRmsState as ScaleByTorchRmsState
-from jaxinit._src.optim import scale_by_torch_rms as scale_by_torch_rms
-from jaxinit._src.optim import adam as adam
-from jaxinit._src.optim import ScaleByTorchAdamState as ScaleByTorchAdamState
-from jaxinit._src.optim import scale_by_torch_adam as scale_by_torch_adam
-from jaxinit._src.optim import adamw as adamw
-from jaxinit._src.optim import nadam as nadam
-from jaxinit._src.optim import ScaleByTorchNadamState as ScaleByTorchNadamState
-from jaxinit._src.optim import scale_by_torch_nadam as scale_by_torch_nadam
-from jaxinit._src.optim import radam as radam
-from jaxinit._src.optim import ScaleByTorchRadamState as ScaleByTorchRadamState
-from jaxinit._src.optim import scale_by_torch_radam as scale_by_torch_radam
-from jaxinit._src.optim import adamax as adamax
-from jaxinit._src.optim import ScaleByTorchAdamaxState as ScaleByTorchAdamaxState
-from jaxinit._src.optim import scale_by_torch_adamax as scale_by_torch_adamax
-from jaxinit._src.optim import adadelta as adadelta
-from jaxinit._src.optim import ScaleByTorchAdadeltaState as ScaleByTorchAdadeltaState
-from jaxinit._src.optim import scale_by_torch_adadelta as scale_by_torch_adadelta
-from jaxinit._src.optim import rprop as rprop
-from jaxinit._src.optim import ScaleByTorchRpropState as ScaleByTorchRpropState
-from jaxinit._src.optim import scale_by_torch_rprop as scale_by_torch_rprop
-from jaxinit._src.optim import asgd as asgd
-from jaxinit._src.optim import ScaleByTorchAsgdState as ScaleByTorchAsgdState
-from jaxinit._src.optim import scale_by_torch_asgd as scale_by_torch_asgd
+from jaxinit._src.sgd import sgd as sgd
+from jaxinit._src.sgd import TraceTorchState as TraceTorchState
+from jaxinit._src.sgd import trace_torch as trace_torch
+from jaxinit._src.adagrad import adagrad as adagrad
+from jaxinit._src.adagrad import ScaleByTorchAdagradState as ScaleByTorchAdagradState
+from jaxinit._src.adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
+from jaxinit._src.rmsprop import rmsprop as rmsprop
+from jaxinit._src.rmsprop import ScaleByTorchRmsState as ScaleByTorchRmsState
+from jaxinit._src.rmsprop import scale_by_torch_rms as scale_by_torch_rms
+from jaxinit._src.adam import adam as adam
+from jaxinit._src.adam import ScaleByTorchAdamState as ScaleByTorchAdamState
+from jaxinit._src.adam import scale_by_torch_adam as scale_by_torch_adam
+from jaxinit._src.adam import adamw as adamw
+from jaxinit._src.nadam import nadam as nadam
+from jaxinit._src.nadam import ScaleByTorchNadamState as ScaleByTorchNadamState
+from jaxinit._src.nadam import scale_by_torch_nadam as scale_by_torch_nadam
+from jaxinit._src.radam import radam as radam
+from jaxinit._src.radam import ScaleByTorchRadamState as ScaleByTorchRadamState
+from jaxinit._src.radam import scale_by_torch_radam as scale_by_torch_radam
+from jaxinit._src.adamax import adamax as adamax
+from jaxinit._src.adamax import ScaleByTorchAdamaxState as ScaleByTorchAdamaxState
+from jaxinit._src.adamax import scale_by_torch_adamax as scale_by_torch_adamax
+from jaxinit._src.adadelta import adadelta as adadelta
+from jaxinit._src.adadelta import ScaleByTorchAdadeltaState as ScaleByTorchAdadeltaState
+from jaxinit._src.adadelta import scale_by_torch_adadelta as scale_by_torch_adadelta
+from jaxinit._src.rprop import rprop as rprop
+from jaxinit._src.rprop import ScaleByTorchRpropState as ScaleByTorchRpropState
+from jaxinit._src.rprop import scale_by_torch_rprop as scale_by_torch_rprop
+from jaxinit._src.asgd import asgd as asgd
+from jaxinit._src.asgd import ScaleByTorchAsgdState as ScaleByTorchAsgdState
+from jaxinit._src.asgd import scale_by_torch_asgd as scale_by_torch_asgd
 from jaxinit._src.adafactor import adafactor as adafactor
 from jaxinit._src.adafactor import ScaleByTorchAdafactorState as ScaleByTorchAdafactorState
 from jaxinit._src.adafactor import scale_by_torch_adafactor as scale_by_torch_adafactor
@@ -55,11 +55,11 @@ from jaxinit._src.sparse_adam import sparse_adam as sparse_adam
 from jaxinit._src.sparse_adam import ScaleByTorchSparseAdamState as ScaleByTorchSparseAdamState
 # END generated: optimizers
 # not torch.optim classes: LARS, EMA, the lr scaling step
-from jaxinit._src.optim import TorchEmaState as TorchEmaState
-from jaxinit._src.optim import ema as ema
-from jaxinit._src.optim import lars as lars
-from jaxinit._src.optim import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
-from jaxinit._src.optim import scale_by_torch_lr as scale_by_torch_lr
+from jaxinit._src.ema import TorchEmaState as TorchEmaState
+from jaxinit._src.ema import ema as ema
+from jaxinit._src.lars import lars as lars
+from jaxinit._src.lars import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
+from jaxinit._src.optim_common import scale_by_torch_lr as scale_by_torch_lr
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
 from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr

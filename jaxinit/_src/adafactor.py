@@ -43,7 +43,7 @@ import optax
 
 from _jaxinit import optim as _core
 from _jaxinit import optim_more as _more
-from jaxinit._src.optim import ScalarOrSchedule, _inc
+from jaxinit._src.optim_common import ScalarOrSchedule, inc
 
 
 def _lerp(start, end, weight):
@@ -104,7 +104,7 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
         if params is None:
             raise ValueError("scale_by_torch_adafactor needs params (alpha uses RMS(p)): call "
                              "update(grads, state, params).")
-        count = _inc(state.count)
+        count = inc(state.count)
         lr_t = sched(state.count)
 
         def one(g, p, r, c, v):

@@ -40,7 +40,7 @@ import optax
 
 from _jaxinit import optim_more as _more
 from jaxinit._src.adafactor import _lerp  # torch.lerp's two-sided formula
-from jaxinit._src.optim import ScalarOrSchedule
+from jaxinit._src.optim_common import ScalarOrSchedule
 
 
 class ScaleByTorchMuonState(NamedTuple):

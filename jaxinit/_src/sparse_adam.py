@@ -39,7 +39,7 @@ import optax
 from _jaxinit import optim_more as _more
 from _jaxinit.errors import InitError
 from jaxinit._src.adafactor import flatten_up_to
-from jaxinit._src.optim import ScalarOrSchedule, _inc
+from jaxinit._src.optim_common import ScalarOrSchedule, inc
 
 
 class ScaleByTorchSparseAdamState(NamedTuple):
@@ -96,7 +96,7 @@ def sparse_adam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: A
                 "of the parameter's>: torch's SparseAdam updates only the rows present in the sparse gradient, "
                 "which a dense JAX gradient does not say. Pass e.g. row_mask={'emb': jnp.zeros(n, bool)"
                 ".at[ids].set(True)}, or use jaxinit.optim.adam for dense gradients.")
-        count = _inc(state.count)
+        count = inc(state.count)
         lr_t = sched(state.count)
         leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_masked)
         masks = flatten_up_to(treedef, row_mask)
