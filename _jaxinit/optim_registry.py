@@ -115,7 +115,7 @@ OPTIMIZERS: tuple[Optimizer, ...] = (
               "strong-Wolfe line search ([details](optimizers_more.md))",
               jax_names=("LBFGS", "LBFGSState"),
               from_torch_refusal="LBFGS.step(closure) re-evaluates the loss up to max_eval times, which an optax "
-                                 "GradientTransformation cannot; jaxinit.optim.lbfgs has its own jittable step"),
+                                 "GradientTransformation cannot"),
     Optimizer("SparseAdam", "sparse_adam", _J + "sparse_adam", _T + "sparse_adam", "explicit row mask for "
               "sparse gradients ([details](optimizers_more.md))",
               jax_names=("ScaleByTorchSparseAdamState",), states=("ScaleByTorchSparseAdamState",),

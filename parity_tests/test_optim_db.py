@@ -124,7 +124,7 @@ def _muon_tol(lr: float, shapes, torch_params) -> float:
     lr * r * 2^-8 with r = sqrt(max(1, A/B)) torch's 'original' lr ratio (sqrt(2.5) for the 5x2 matrix
     here; test_optim_special's 5x7 / 7x5 have 1.2); allow 10 of them over the 100 steps, relative to the
     smallest max|p| of the parameters (the measure of ``_rel``)."""
-    from _jaxinit.optim_more import muon_lr_ratio
+    from _jaxinit.optim_checks import muon_lr_ratio
 
     r = max(muon_lr_ratio(None, s) for s in shapes)
     scale = min(float(np.max(np.abs(p.detach().numpy()))) for p in torch_params)

@@ -43,7 +43,8 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
+from _jaxinit.optim_checks import refuse_tensor_lr
+from jaxinit._src import lbfgs_convert
 from jaxinit._src.schedules import Schedule, schedules_from_torch
 
 
@@ -183,9 +184,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     _check_layout(layout, who)
     kind = _core.optimizer_kind(optimizer, who)
     factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
-    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
-        return _more.lbfgs_from_torch(optimizer, scheduler, who)
+        return lbfgs_convert.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
     lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
@@ -305,8 +306,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     """
     who = "jaxinit.optim.import_state"
     _check_layout(layout, who)
-    if _more.is_lbfgs(tx):
-        return _more.import_lbfgs(state, params, tx)
+    if lbfgs_convert.is_lbfgs(tx):
+        return lbfgs_convert.import_lbfgs(state, params, tx)
     optimizer = state if hasattr(state, "state_dict") and hasattr(state, "param_groups") else None
     tstate, groups, the_step = _read_torch_state(state, step, who)
     if optimizer is not None:  # the Parameters themselves: shapes of all, names by identity possible
@@ -456,8 +457,8 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     """
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
-    if _more.is_lbfgs(opt_state):
-        return _more.export_lbfgs(opt_state, params)
+    if lbfgs_convert.is_lbfgs(opt_state):
+        return lbfgs_convert.export_lbfgs(opt_state, params)
     paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     param_names = _core.param_names_arg(param_names, who)

@@ -26,7 +26,8 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
+from _jaxinit.optim_checks import refuse_tensor_lr, state_shape
+from torchinit._src.lbfgs import export_lbfgs_state, import_lbfgs_state
 from torchinit._src.schedules import schedules_from_torch
 
 
@@ -60,7 +61,7 @@ def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -
     """
     who = "torchinit.optim.export_state"
     if isinstance(optimizer, torch.optim.LBFGS):
-        return _more.export_lbfgs_state(optimizer)
+        return export_lbfgs_state(optimizer)
     sd = optimizer.state_dict()
     state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
@@ -128,7 +129,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
         raise InitError(f"{who}: state must be jaxinit.optim.export_state's / torchinit.optim.export_state's dict "
                         f"or a torch state_dict(), got {type(state).__name__}.")
     if isinstance(optimizer, torch.optim.LBFGS):
-        return _more.import_lbfgs_state(state, optimizer)
+        return import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     src = _core.neutral_state(state, _copy)
     target = _target_index(state, optimizer, param_names, who)
@@ -157,7 +158,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
                     problems.append(f"  {k} of parameter #{i} has shape {list(t.shape)}; torch keeps a 0-d tensor")
                 out[k] = t
                 continue
-            if tuple(t.shape) != _more.state_shape(k, p.shape) or t.dtype != p.dtype:
+            if tuple(t.shape) != state_shape(k, p.shape) or t.dtype != p.dtype:
                 problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
                                 f"{p.dtype}{list(p.shape)}")
                 continue
@@ -205,7 +206,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     who = "torchinit.optim.from_torch"
     kind = _core.optimizer_kind(optimizer, who)
     factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
-    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
