@@ -165,6 +165,7 @@ class Spec:
     doc: str
     read: Callable[..., tuple] | None = None
     to_torch: Callable[..., Any] | None = None
+    chainable: bool = False  # torch's recursion multiplies the incoming lr (what ChainedScheduler composes)
 
 
 # One Spec per schedule below, the same shape by design (the lr and momentum variants of OneCycleLR
@@ -199,7 +200,7 @@ def _step_lr(o, t, lr, step_size, gamma):
     return lr * gamma ** (t // step_size)
 
 
-STEP_LR = _register(Spec(
+_register(Spec(
     "step_lr", "StepLR", check_step_lr, _step_lr,
     doc="torch's ``StepLR(optimizer, step_size, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** (t // step_size)\n\n"
@@ -208,6 +209,7 @@ STEP_LR = _register(Spec(
         "over 1000 steps).\n\n"
         "Example::\n\n    sched = {pkg}.step_lr(0.1, step_size=30)   # 0.1 until step 29, then 0.01\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), step_size=s.step_size, gamma=s.gamma), None),
+    chainable=True,
 ))
 
 
@@ -240,7 +242,7 @@ def _multi_step_lr(o, t, lr, milestones, gamma):
     return lr * gamma ** o.count_le(milestones, t)
 
 
-MULTI_STEP_LR = _register(Spec(
+_register(Spec(
     "multi_step_lr", "MultiStepLR", check_multi_step_lr, _multi_step_lr,
     doc="torch's ``MultiStepLR(optimizer, milestones, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** (number of milestones <= t)\n\n"
@@ -249,6 +251,7 @@ MULTI_STEP_LR = _register(Spec(
         "Example::\n\n    sched = {pkg}.multi_step_lr(0.1, milestones=[30, 80])\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), milestones=sorted(s.milestones.elements()), gamma=s.gamma),
                           None),
+    chainable=True,
 ))
 
 
@@ -265,13 +268,14 @@ def _exponential_lr(o, t, lr, gamma):
     return lr * gamma ** t
 
 
-EXPONENTIAL_LR = _register(Spec(
+_register(Spec(
     "exponential_lr", "ExponentialLR", check_exponential_lr, _exponential_lr,
     doc="torch's ``ExponentialLR(optimizer, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** t\n\n"
         "The formula of ``optax.exponential_decay(lr, 1, gamma)`` (float32 there).\n\n"
         "Example::\n\n    sched = {pkg}.exponential_lr(0.1, gamma=0.99)\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), gamma=s.gamma), None),
+    chainable=True,
 ))
 
 
@@ -290,7 +294,7 @@ def _cosine_annealing_lr(o, t, lr, T_max, eta_min):
     return eta_min + (lr - eta_min) * (1 + o.cos(math.pi * o.to_float(t) / T_max)) / 2
 
 
-COSINE_ANNEALING_LR = _register(Spec(
+_register(Spec(
     "cosine_annealing_lr", "CosineAnnealingLR", check_cosine_annealing_lr, _cosine_annealing_lr,
     doc="torch's ``CosineAnnealingLR(optimizer, T_max, eta_min)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2\n\n"
@@ -301,6 +305,7 @@ COSINE_ANNEALING_LR = _register(Spec(
         "(2 T_max / pi)^2).\n\n"
         "Example::\n\n    sched = {pkg}.cosine_annealing_lr(0.1, T_max=100, eta_min=1e-4)\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), T_max=s.T_max, eta_min=s.eta_min), None),
+    chainable=True,
 ))
 
 
@@ -330,7 +335,7 @@ def _linear_lr(o, t, lr, start_factor, end_factor, total_iters):
     return lr * (start_factor + (end_factor - start_factor) * frac / total_iters)
 
 
-LINEAR_LR = _register(Spec(
+_register(Spec(
     "linear_lr", "LinearLR", check_linear_lr, _linear_lr,
     doc="torch's ``LinearLR(optimizer, start_factor, end_factor, total_iters)`` for base lr ``lr``: "
         "{returns}.\n\n"
@@ -340,6 +345,7 @@ LINEAR_LR = _register(Spec(
         "Example::\n\n    sched = {pkg}.linear_lr(0.1, start_factor=0.1, total_iters=100)   # warm-up\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), start_factor=s.start_factor, end_factor=s.end_factor,
                                total_iters=s.total_iters), None),
+    chainable=True,
 ))
 
 
@@ -366,13 +372,14 @@ def _polynomial_lr(o, t, lr, total_iters, power):
     return lr * o.where(positive, o.where(positive, base, 1.0) ** power, 0.0)
 
 
-POLYNOMIAL_LR = _register(Spec(
+_register(Spec(
     "polynomial_lr", "PolynomialLR", check_polynomial_lr, _polynomial_lr,
     doc="torch's ``PolynomialLR(optimizer, total_iters, power)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * (1 - min(t, total_iters) / total_iters) ** power\n\n"
         "The formula of ``optax.polynomial_schedule(lr, 0, power, total_iters)`` (float32 there).\n\n"
         "Example::\n\n    sched = {pkg}.polynomial_lr(0.1, total_iters=1000, power=2.0)\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), total_iters=s.total_iters, power=s.power), None),
+    chainable=True,
 ))
 
 
@@ -411,7 +418,7 @@ def _cosine_annealing_warm_restarts(o, t, lr, T_0, T_mult, eta_min, starts, peri
     return eta_min + (lr - eta_min) * (1 + o.cos(math.pi * o.to_float(t_cur) / t_i)) / 2
 
 
-COSINE_ANNEALING_WARM_RESTARTS = _register(Spec(
+_register(Spec(
     "cosine_annealing_warm_restarts", "CosineAnnealingWarmRestarts", check_cosine_annealing_warm_restarts,
     _cosine_annealing_warm_restarts,
     doc="torch's ``CosineAnnealingWarmRestarts(optimizer, T_0, T_mult, eta_min)`` for base lr ``lr``: "
@@ -573,7 +580,7 @@ def _no_torch_scheduler(lr_name):
     return to_torch
 
 
-ONE_CYCLE_LR = _register(Spec(
+_register(Spec(
     "one_cycle_lr", "OneCycleLR", check_one_cycle_lr, _one_cycle,
     doc="torch's ``OneCycleLR(optimizer, max_lr, ...)`` learning rate: {returns}.\n\n"
         "Phases end at steps ``pct_start*T - 1`` and ``T - 1`` (three-phase: ``pct_start*T - 1``, "
@@ -592,7 +599,7 @@ ONE_CYCLE_LR = _register(Spec(
     read=_read_one_cycle("lr"), to_torch=_one_cycle_to_torch,
 ))
 
-ONE_CYCLE_MOMENTUM = _register(Spec(
+_register(Spec(
     "one_cycle_momentum", None, check_one_cycle_momentum, _one_cycle,
     doc="torch's ``OneCycleLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle: "
         "{returns}.\n\n"
@@ -625,7 +632,7 @@ def _constant_lr(o, t, lr, factor, total_iters):
     return lr * (factor + o.where(t >= total_iters, 1 - factor, 0.0))
 
 
-CONSTANT_LR = _register(Spec(
+_register(Spec(
     "constant_lr", "ConstantLR", check_constant_lr, _constant_lr,
     doc="torch's ``ConstantLR(optimizer, factor, total_iters)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * factor   for t < total_iters,   lr afterwards\n\n"
@@ -633,6 +640,7 @@ CONSTANT_LR = _register(Spec(
         "the closed form to float64 rounding).\n\n"
         "Example::\n\n    sched = {pkg}.constant_lr(0.1, factor=0.5, total_iters=4)\n",
     read=lambda s, i, g, c: (dict(lr=_base_lr(s, i), factor=s.factor, total_iters=s.total_iters), None),
+    chainable=True,
 ))
 
 
@@ -710,7 +718,7 @@ def _set_group_lr(group, lr):
         group["lr"] = lr
 
 
-LAMBDA_LR = _register(Spec(
+_register(Spec(
     "lambda_lr", "LambdaLR", check_lambda_lr, _lambda_lr,
     doc="torch's ``LambdaLR(optimizer, lr_lambda)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * lr_lambda(t)\n\n"
@@ -732,7 +740,7 @@ def _multiplicative_lr(o, t, lr, lr_lambda):
     return o.product(lr, lr_lambda, t)
 
 
-MULTIPLICATIVE_LR = _register(Spec(
+_register(Spec(
     "multiplicative_lr", "MultiplicativeLR", check_multiplicative_lr, _multiplicative_lr,
     doc="torch's ``MultiplicativeLR(optimizer, lr_lambda)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * lr_lambda(1) * lr_lambda(2) * ... * lr_lambda(t)\n\n"
@@ -741,6 +749,7 @@ MULTIPLICATIVE_LR = _register(Spec(
         "form (``lambda_lr``) when one exists. For jaxinit ``lr_lambda`` must be jittable.\n\n"
         "Example::\n\n    sched = {pkg}.multiplicative_lr(0.1, lambda k: 0.95)\n",
     read=_lambdas("lr"), to_torch=_lambda_to_torch("MultiplicativeLR"),
+    chainable=True,
 ))
 
 
@@ -838,7 +847,7 @@ def _cyclic_to_torch(args, optimizer, build, reset):
     return tls.CyclicLR(optimizer, **args)
 
 
-CYCLIC_LR = _register(Spec(
+_register(Spec(
     "cyclic_lr", "CyclicLR", check_cyclic_lr, _cyclic,
     doc="torch's ``CyclicLR(optimizer, base_lr, max_lr, ...)`` learning rate: {returns}.\n\n"
         "    cycle = floor(1 + t / (up + down));  x = 1 + t / (up + down) - cycle\n"
@@ -854,7 +863,7 @@ CYCLIC_LR = _register(Spec(
     read=_read_cyclic("lr"), to_torch=_cyclic_to_torch,
 ))
 
-CYCLIC_MOMENTUM = _register(Spec(
+_register(Spec(
     "cyclic_momentum", None, check_cyclic_momentum, _cyclic,
     doc="torch's ``CyclicLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle: "
         "{returns}.\n\n"
@@ -870,9 +879,6 @@ MOMENTUM_SPECS["CyclicLR"] = "cyclic_momentum"
 # ------------------------------------------------------------------ SequentialLR / ChainedScheduler
 
 COMPOSITES = ("sequential_lr", "chained_scheduler")
-# schedulers whose torch recursion multiplies the incoming lr (what ChainedScheduler composes)
-CHAINABLE = ("step_lr", "multi_step_lr", "exponential_lr", "linear_lr", "polynomial_lr", "constant_lr",
-             "multiplicative_lr", "cosine_annealing_lr")
 
 
 def _children(who, schedules):
@@ -955,7 +961,7 @@ def _read_composite(s, i, group, ctx):
     return dict(schedules=kids), None
 
 
-SEQUENTIAL_LR = _register(Spec(
+_register(Spec(
     "sequential_lr", "SequentialLR", check_sequential_lr, _sequential_lr,
     doc="torch's ``SequentialLR(optimizer, schedulers, milestones)``: {returns}.\n\n"
         "    lr_t = schedules[k](t - milestones[k-1])   for milestones[k-1] <= t < milestones[k]\n\n"
@@ -977,11 +983,11 @@ def check_chained_scheduler(schedules: Sequence[Any]):
     lrs = set()
     children = []
     for k, s in enumerate(items):
-        if s.name not in CHAINABLE:
+        if not SPECS[s.name].chainable:
             raise InitError(
                 f"{who}: schedules[{k}] is {s.name}, which sets the lr from its own base value at every step "
                 "(torch's recursion discards the factors of the schedulers before it), so the chain has no "
-                f"closed form; chainable are {list(CHAINABLE)}. Fix: use sequential_lr, or a lambda_lr of the "
+                f"closed form; chainable are {[n for n, x in SPECS.items() if x.chainable]}. Fix: use sequential_lr, or a lambda_lr of the "
                 "product you want.")
         if s.name == "cosine_annealing_lr" and s.params["eta_min"] != 0:
             raise InitError(f"{who}: schedules[{k}] is cosine_annealing_lr with eta_min={s.params['eta_min']}; "
@@ -1009,7 +1015,7 @@ def _chained_scheduler(o, t, lr, children):
     return value
 
 
-CHAINED_SCHEDULER = _register(Spec(
+_register(Spec(
     "chained_scheduler", "ChainedScheduler", check_chained_scheduler, _chained_scheduler,
     doc="torch's ``ChainedScheduler(schedulers)``: {returns}.\n\n"
         "    lr_t = lr * prod_k (schedules[k](t) / lr)\n\n"
@@ -1057,7 +1063,7 @@ def _swalr_to_torch(args, optimizer, build, reset):
     return SWALR(optimizer, **a)
 
 
-SWALR_SPEC = _register(Spec(
+_register(Spec(
     "swalr", "SWALR", check_swalr, _swalr,
     doc="torch's ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)`` "
         "for the optimizer's lr ``lr``: {returns}.\n\n"
