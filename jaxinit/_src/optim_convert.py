@@ -143,11 +143,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
-      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
-        Adadelta, Rprop, ASGD, Adafactor, Muon or SparseAdam (the optimizer registry,
-        ``_jaxinit/optim_registry.py``; LBFGS is refused with its replacement named), or a
-        :mod:`torchinit.optim` optimizer (its schedules and optax-convention
-        options are carried over). Every param group becomes a
+      optimizer: a ``torch.optim`` optimizer, or a :mod:`torchinit.optim` optimizer (its
+        schedules and optax-convention options are carried over). Converted (the optimizer
+        registry, ``_jaxinit/optim_registry.py``):
+        SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Adadelta, Rprop, ASGD,
+        Adafactor, Muon or SparseAdam. LBFGS is refused with its replacement named.
+        Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
       scheduler: optional ``torch.optim.lr_scheduler`` object driving ``optimizer``
         (one :func:`schedules_from_torch` schedule per group; OneCycleLR's / CyclicLR's

@@ -189,9 +189,10 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
                step: int | None = None, lr_lambda: Any = None) -> torch.optim.Optimizer:
     """A :mod:`torchinit.optim` optimizer equal to ``optimizer`` (+ ``scheduler``), state included.
 
-    ``optimizer``: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam,
-    Adamax, Adadelta, Rprop, ASGD, Adafactor, Muon, LBFGS or SparseAdam (the optimizer
-    registry, ``_jaxinit/optim_registry.py``), or a :mod:`torchinit.optim` optimizer.
+    ``optimizer``: a ``torch.optim`` optimizer or a :mod:`torchinit.optim` one. Converted (the
+    optimizer registry, ``_jaxinit/optim_registry.py``):
+    SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Adadelta, Rprop, ASGD,
+    Adafactor, Muon, LBFGS or SparseAdam.
     The twin of :func:`jaxinit.optim.from_torch`: same factory per param group with the
     group's hyperparameters over the same parameter tensors, the scheduler as the
     closed-form schedule (``lr`` callables, counter ``schedule_step`` =
