@@ -262,7 +262,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
     by_id: dict[int, str] = {}
     for name, t in items:
         by_id.setdefault(id(t), name)  # a shared (tied) Parameter: its first name, as named_parameters() does
-    names: list = []
+    names = []
     missing: list = []
     for i, p in enumerate(optimizer_params):
         nm = by_id.get(id(p), missing)
@@ -275,7 +275,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
                         "the optimizer was built on (or its named_parameters()); a state_dict() holds copies, "
                         "not the Parameter objects.")
     if all(nm is None for nm in names):  # Parameters without names: identity gives the order only
-        names = tp.names
+        names = tp.names  # type: ignore[assignment]  # None: no names known at all
     elif tp.names is not None and tp.names != names:
         raise InitError(f"{who}: the optimizer's own param_names {tp.names[:4]}... differ from the model's names "
                         f"{names[:4]}... for the same Parameters; drop param_names= or fix the names.")
@@ -325,7 +325,7 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
     """
     torch_names, torch_shapes, n = tp.names, tp.shapes, len(tp.shapes)
     by_name = is_mapping and torch_names is not None and len(set(torch_names)) == n
-    if by_name and set(leaf_paths) == set(torch_names) and len(leaf_paths) == n:
+    if by_name and torch_names is not None and set(leaf_paths) == set(torch_names) and len(leaf_paths) == n:
         index = {nm: i for i, nm in enumerate(torch_names)}
         order = [index[p] for p in leaf_paths]
         how = "by name"
@@ -394,7 +394,7 @@ def state_groups(param_groups: Sequence[Mapping], n: int) -> list[int]:
     out = [0] * n
     for g, group in enumerate(param_groups):
         for k, i in enumerate(group["params"]):
-            idx = i if isinstance(i, numbers.Integral) else k
+            idx = int(i) if isinstance(i, numbers.Integral) else k
             if 0 <= idx < n:
                 out[idx] = g
     return out
@@ -417,7 +417,7 @@ def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str
             steps[i] = s
     values = set(steps.values())
     if len(values) > 1:
-        by = {}
+        by: dict[float, list] = {}
         for i, s in steps.items():
             by.setdefault(s, []).append(i)
         raise InitError(f"{who}: torch parameters have different step counts {dict(sorted(by.items()))} "
@@ -425,7 +425,7 @@ def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str
                         "Fix: convert from a state where every parameter has stepped equally.")
     found = int(values.pop()) if values else None
     if found is None and groups:
-        sched = {g.get("schedule_step") for g in groups if "schedule_step" in g}
+        sched = {g["schedule_step"] for g in groups if "schedule_step" in g}
         if len(sched) == 1:
             found = int(sched.pop())
     if step is not None:

@@ -143,7 +143,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
             continue
         p = params[i]
         old = optimizer.state.get(p, {})
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in entry.items():
             if k == "step" and isinstance(optimizer, torch.optim.SparseAdam):
                 out[k] = int(v)  # torch's SparseAdam keeps a Python int (a tensor step would compute in float32)
@@ -211,7 +211,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
-    lrs = [None] * n
+    lrs: list[Any] = [None] * n
     sched_step = None
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:
