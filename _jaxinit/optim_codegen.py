@@ -23,6 +23,7 @@ import sys
 import textwrap
 
 from _jaxinit import optim_registry as registry
+from _jaxinit.schedules_codegen import write_or_check
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BEGIN, END = "BEGIN generated: optimizers", "END generated: optimizers"
@@ -119,18 +120,7 @@ def render(path: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    stale = []
-    for path in TARGETS:
-        text = render(path)
-        if (ROOT / path).read_text() == text:
-            continue
-        stale.append(path)
-        if "--check" not in argv:
-            (ROOT / path).write_text(text)
-    if "--check" in argv and stale:
-        print("out of date (run python -m _jaxinit.optim_codegen):", *stale, sep="\n  ")
-        return 1
-    return 0
+    return write_or_check({ROOT / path: render(path) for path in TARGETS}, argv, "python -m _jaxinit.optim_codegen")
 
 
 if __name__ == "__main__":

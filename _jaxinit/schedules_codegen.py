@@ -71,19 +71,24 @@ def render(package: str) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str]) -> int:
+def write_or_check(texts: dict[pathlib.Path, str], argv: list[str], command: str) -> int:
+    """Write each generated text to its path, or with ``--check`` in ``argv`` return 1 if one differs."""
     stale = []
-    for package, path in TARGETS.items():
-        text = render(package)
+    for path, text in texts.items():
         if path.exists() and path.read_text() == text:
             continue
         stale.append(str(path))
         if "--check" not in argv:
             path.write_text(text)
     if "--check" in argv and stale:
-        print("out of date (run python -m _jaxinit.schedules_codegen):", *stale, sep="\n  ")
+        print(f"out of date (run {command}):", *stale, sep="\n  ")
         return 1
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check({path: render(pkg) for pkg, path in TARGETS.items()}, argv,
+                          "python -m _jaxinit.schedules_codegen")
 
 
 if __name__ == "__main__":
