@@ -58,7 +58,7 @@ IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentia
                        "base_momentum"}
 
 
-def optimizer_kind(optimizer, who: str) -> str:
+def optimizer_factory_name(optimizer, who: str) -> str:
     """The jaxinit.optim factory name equal to a torch optimizer (duck-typed)."""
     if type(optimizer).__name__ == "StoredOptimizer":  # _jaxinit.training_state: the file names no class
         raise InitError(f"{who}: the optimizer state was read from files that do not record torch's optimizer "

@@ -183,7 +183,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     """
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
-    kind = _core.optimizer_kind(optimizer, who)
+    kind = _core.optimizer_factory_name(optimizer, who)
     factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
     refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API

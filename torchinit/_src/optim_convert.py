@@ -205,7 +205,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     functions after a check (see :func:`schedules_from_torch`).
     """
     who = "torchinit.optim.from_torch"
-    kind = _core.optimizer_kind(optimizer, who)
+    kind = _core.optimizer_factory_name(optimizer, who)
     factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
     refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
