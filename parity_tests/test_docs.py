@@ -195,8 +195,8 @@ CLAIMS = {
 # The same measured figures where other pages and the code's docstrings state them (checked to agree):
 # the schedules' worst over 1000 steps, and CosineAnnealingLR with eta_min != 0 (torch's recursion).
 FIGURE_SITES = {
-    "3.2e-13": ("docs/schedules.md", "_jaxinit/schedules.py", "parity_tests/test_schedules.py"),
-    "2.6e-12": ("docs/schedules.md", "_jaxinit/schedules.py", "parity_tests/test_schedules.py"),
+    "3.2e-13": ("docs/schedules.md", "_jaxinit/schedules/__init__.py", "parity_tests/test_schedules.py"),
+    "2.6e-12": ("docs/schedules.md", "_jaxinit/schedules/__init__.py", "parity_tests/test_schedules.py"),
 }
 
 

@@ -436,7 +436,7 @@ def _torch_scheduler_classes() -> set[str]:
 
 
 def test_every_torch_scheduler_is_a_spec_or_refused_with_a_reason():
-    """A torch release that adds a scheduler fails here until it is a spec (_jaxinit/schedules.py) or listed
+    """A torch release that adds a scheduler fails here until it is a spec (_jaxinit/schedules/) or listed
     in NOT_SCHEDULES with what replaces it; and schedules_from_torch's docstrings name every spec'd class."""
     from _jaxinit import schedules as core
 
