@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import torch
 
 from _jaxinit import optim_checks as checks
-from torchinit._src.optim import _build, _split_schedules
+from torchinit._src.optim import build_optimizer, split_schedules
 
 
 def muon(params: Iterable, lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, nesterov: bool = True,
@@ -18,11 +18,11 @@ def muon(params: Iterable, lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: An
     """
     checks.check_muon("muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
     groups: list
-    groups, lr, scheds = _split_schedules(params, lr)
+    groups, lr, scheds = split_schedules(params, lr)
     flat = [p for g in groups for p in g["params"]] if groups and isinstance(groups[0], dict) else groups
     for i, p in enumerate(flat):
         if p.ndim != 2:
             raise checks.muon_shape_error("torchinit.optim.muon", f"parameter #{i}", tuple(p.shape))
-    return _build(torch.optim.Muon, groups, lr, scheds, weight_decay=weight_decay, momentum=momentum,
+    return build_optimizer(torch.optim.Muon, groups, lr, scheds, weight_decay=weight_decay, momentum=momentum,
                   nesterov=nesterov, ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps,
                   adjust_lr_fn=adjust_lr_fn)
