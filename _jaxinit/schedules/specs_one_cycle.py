@@ -155,7 +155,7 @@ def _one_cycle_to_torch(args, optimizer, build, reset):
 
 def no_torch_scheduler(lr_name):
     def to_torch(args, optimizer, build, reset):
-        raise InitError(f"{lr_name.replace('lr_arg', '_momentum')} has no torch scheduler of its own: build the "
+        raise InitError(f"{lr_name.replace('_lr', '_momentum')} has no torch scheduler of its own: build the "
                         f"{lr_name} schedule with the same arguments (torch's scheduler cycles momentum with "
                         "cycle_momentum=True) and call its torch_scheduler().")
     return to_torch
