@@ -52,8 +52,9 @@ _META_KEY = "jaxinit"
 # ------------------------------------------------------------------ JSON + arrays
 
 
-def encode(obj, arrays: dict, prefix: str, who: str, to_numpy) -> Any:
-    """``obj`` as JSON-able data; every array goes into ``arrays`` under a key built from ``prefix``."""
+def encode(obj, arrays: dict, prefix: str, who: str, to_numpy, keep: bool = False) -> Any:
+    """``obj`` as JSON-able data; every array goes into ``arrays`` under a key built from ``prefix``
+    (a copy; ``keep=True``: the object itself, for a writer that reads it later, one at a time)."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, numbers.Integral):
@@ -62,14 +63,19 @@ def encode(obj, arrays: dict, prefix: str, who: str, to_numpy) -> Any:
         return float(obj)
     if isinstance(obj, Mapping):
         if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: encode(v, arrays, f"{prefix}/{k}", who, to_numpy) for k, v in obj.items()}
-        return {"__items__": [[encode(k, arrays, prefix, who, to_numpy), encode(v, arrays, f"{prefix}/{k}", who,
-                                                                                to_numpy)] for k, v in obj.items()]}
+            return {k: encode(v, arrays, f"{prefix}/{k}", who, to_numpy, keep) for k, v in obj.items()}
+        return {"__items__": [[encode(k, arrays, prefix, who, to_numpy, keep),
+                               encode(v, arrays, f"{prefix}/{k}", who, to_numpy, keep)] for k, v in obj.items()]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [encode(v, arrays, f"{prefix}/{i}", who, to_numpy) for i, v in enumerate(obj)]}
+        return {"__tuple__": [encode(v, arrays, f"{prefix}/{i}", who, to_numpy, keep) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [encode(v, arrays, f"{prefix}/{i}", who, to_numpy) for i, v in enumerate(obj)]
+        return [encode(v, arrays, f"{prefix}/{i}", who, to_numpy, keep) for i, v in enumerate(obj)]
     if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        if keep:
+            if str(obj.dtype) == "object":
+                raise InitError(f"{who}: {prefix!r} is an array of Python objects; only numeric arrays are stored.")
+            arrays[prefix] = obj
+            return {"__array__": prefix}
         a = to_numpy(obj)
         if a.dtype == object:
             raise InitError(f"{who}: {prefix!r} is an array of Python objects; only numeric arrays are stored.")
