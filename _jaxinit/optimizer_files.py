@@ -355,8 +355,9 @@ def dcp_form(sd: Mapping) -> dict:
     by_index = dict(zip(flat, names))
     out_groups = []
     for g in groups:
-        ng = {k: v for k, v in g.items() if k not in ("params", "param_names")}
+        ng = {k: v for k, v in g.items() if k != "params"}
         ng["params"] = [by_index[i] for i in g["params"]]
+        ng["param_names"] = list(ng["params"])  # torch >= 2.6 keeps them; a loader that does not ignores them
         out_groups.append(ng)
     return {"state": {by_index[int(i)]: v for i, v in state.items()}, "param_groups": out_groups}
 
@@ -435,3 +436,76 @@ def write_optimizer_dcp(dst, sd: Mapping, torch, who: str, extra: Mapping | None
     body = {"format": _ts.FORMAT, "version": _ts.VERSION, "written_by": "jaxinit", "step": sd.get("step"),
             "counters": {}, "files": {"dcp": True}, "optimizer": dict(extra or {}), "optimizer_key": key}
     write_dcp(dst, {key: dcp_form(sd)}, torch, who, to_numpy or _to_numpy, body)
+
+
+# --------------------------------------------------------------------------- training states in DCP
+def write_training_dcp(path, *, weights, optimizer, optimizer_extra, scheduler, grad_scaler, rng, rng_meta, step,
+                       counters, written_by: str, who: str, to_numpy, torch) -> None:
+    """A training state as a DCP directory (``dcp.save`` of ``{"model": weights, "optimizer":
+    get_optimizer_state_dict's form, "rng": ...}``, one tensor at a time) with jaxinit's
+    ``training_state.json`` beside it (scheduler, GradScaler, step, counters, optimizer class)."""
+    tree: dict = {}
+    if weights is not None:
+        tree["model"] = dict(weights)
+    if optimizer is not None:
+        tree["optimizer"] = dcp_form(optimizer)
+    if rng:
+        tree["rng"] = dict(rng)
+    body = {"format": _ts.FORMAT, "version": _ts.VERSION, "written_by": written_by, "step": step,
+            "counters": counters, "files": {"dcp": True, "model": weights is not None,
+                                            "optimizer": optimizer is not None, "rng": bool(rng)},
+            "scheduler": scheduler, "grad_scaler": grad_scaler, "rng": rng_meta,
+            "optimizer": dict(optimizer_extra or {}), "optimizer_key": "optimizer"}
+    arrays: dict = {}
+    if scheduler is not None:
+        body["scheduler"] = _ts.encode(scheduler, arrays, "scheduler", who, to_numpy)
+    if arrays:
+        raise InitError(f"{who}: the scheduler state holds arrays {sorted(arrays)[:4]} (a Tensor lr?); store the "
+                        "scheduler with Python-float lrs.")
+    write_dcp(path, tree, torch, who, to_numpy, body)
+
+
+def read_training_dcp(path, who: str, torch) -> dict:
+    """:func:`_jaxinit.training_state.read`'s dict from a DCP directory: one written by
+    :func:`write_training_dcp`, or a training loop's own ``dcp.save({"model": ..., "optimizer":
+    optimizer.state_dict() or get_optimizer_state_dict(...), "scheduler": ..., "step": ...})``
+    (classes then come from the caller, as for a training loop's ``torch.save``)."""
+    name = os.fspath(path)
+    if torch is None:
+        raise InitError(f"{who}: {name!r} is a torch.distributed.checkpoint (DCP) directory; reading it needs "
+                        "torch (pip install torch).")
+    tree = DCPTree(name, torch, who)
+    body = _dcp_json(name)
+    tops = tree.tops()
+    opt_prefixes = optimizer_prefixes(tree)
+    optimizer = None
+    if opt_prefixes:
+        key = body.get("optimizer_key")
+        if key is None and len(opt_prefixes) == 1 and len(opt_prefixes[0]) == 1:
+            key = opt_prefixes[0][0]
+        sd = numpy_state(dcp_optimizer_state(tree, key, who))
+        extra = body.get("optimizer") or {}
+        optimizer = {"format": _ts.OPTIMIZER_FORMAT, "version": _ts.VERSION, "state": sd, "class": extra.get("class"),
+                     "defaults": extra.get("defaults"), "shapes": extra.get("shapes"), "dtypes": extra.get("dtypes"),
+                     "schedules": extra.get("schedules")}
+    opt_tops = {p[0] for p in opt_prefixes if p}
+
+    def top(*names):
+        for n in names:
+            if n in tops and n not in opt_tops:
+                return numpy_state(tree.subtree((n,))) if any(p[0] == n and len(p) > 1 for p in tree.paths.values()) \
+                    else tree.load({n: None})[n]
+        return None
+
+    if body:
+        scheduler = body.get("scheduler")
+        if scheduler is not None:
+            scheduler = _ts.decode(scheduler, {}, who)
+        return {"model": top("model"), "optimizer": optimizer, "scheduler": scheduler,
+                "grad_scaler": body.get("grad_scaler"), "rng": top("rng") or {}, "rng_meta": body.get("rng") or {},
+                "step": body.get("step"), "counters": body.get("counters") or {}}
+    sched = top("scheduler", "lr_scheduler")
+    return {"model": top("model"), "optimizer": optimizer,
+            "scheduler": None if sched is None else {"classes": None, "state": sched},
+            "grad_scaler": top("grad_scaler", "scaler"), "rng": {}, "rng_meta": {}, "step": top("step"),
+            "counters": {}}

@@ -472,11 +472,16 @@ def write_dir(path, *, weights, optimizer, optimizer_extra, scheduler, grad_scal
     write_json(p["json"], body, who)
 
 
-def read(path, who: str, torch_load) -> dict:
+def read(path, who: str, torch_load, torch=None) -> dict:
     """``{"model", "optimizer" (the optimizer file's body), "scheduler", "grad_scaler", "rng", "rng_meta",
-    "step", "counters"}`` of a directory or ``.pt`` file (numpy arrays). ``torch_load(path)``: the
-    caller's ``torch.load(weights_only=True)`` (None when torch is missing)."""
+    "step", "counters"}`` of a directory, a DCP directory or a ``.pt`` file (numpy arrays).
+    ``torch_load(path)``: the caller's ``torch.load(weights_only=True)`` (None when torch is missing);
+    ``torch``: the module, for a DCP directory."""
     name = os.fspath(path)
+    if os.path.exists(os.path.join(name, ".metadata")):
+        from _jaxinit import optimizer_files as _of
+
+        return _of.read_training_dcp(name, who, torch)
     if is_torch_file(name):
         if torch_load is None:
             raise InitError(f"{who}: {name!r} is a torch.save file; reading it needs torch. Save the training "
