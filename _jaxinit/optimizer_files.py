@@ -88,9 +88,13 @@ def _safetensors_source(path, who: str) -> dict:
                         "header; write it with save_optimizer_state or save_checkpoint(path, export_state(...)).")
     _ts.check_version(body, reader.path, who)
 
-    def lazy(key):
+    def lazy(key: str) -> LazyArray:
         info = reader.infos[key]
-        return LazyArray(info.shape, info.dtype, key, lambda index, key=key: reader.read(key, index))
+
+        def read(index: tuple | None) -> np.ndarray:
+            return reader.read(key, index)
+
+        return LazyArray(info.shape, info.dtype, key, read)
 
     arrays = _KeyedLazy(reader.infos, lazy)
     body["state"] = _ts.decode(body["state"], arrays, who)
