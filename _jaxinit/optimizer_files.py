@@ -177,6 +177,7 @@ class DCPTree:
         planner = md.planner_data if isinstance(md.planner_data, Mapping) else {}
         self.paths: dict[str, tuple] = {}
         self.tensors: dict[str, Any] = {}
+        self._last: tuple[str, np.ndarray] | None = None  # the one tensor kept while its slices are read
         for fqn, m in md.state_dict_metadata.items():
             self.paths[fqn] = tuple(planner.get(fqn, (fqn,)))
             if isinstance(m, TensorStorageMetadata):
@@ -188,18 +189,20 @@ class DCPTree:
         from _jaxinit.arrays import tensor_to_numpy
 
         dtype = tensor_to_numpy(torch.empty((), dtype=m.properties.dtype)).dtype
-        last: list = []
 
         def read(index):
-            if not last:
+            # DCP loads whole tensors (resharding whatever the saving ranks wrote): one is kept while
+            # its devices' slices are read, and dropped when another tensor is read
+            if self._last is None or self._last[0] != fqn:
+                self._last = None
                 t = torch.empty(tuple(m.size), dtype=m.properties.dtype)
                 self.load({fqn: t})
-                last.append(tensor_to_numpy(t))
-            arr = last[0]
-            out = arr if index is None else np.asarray(arr[index], order="C")
+                self._last = (fqn, tensor_to_numpy(t))
+            arr = self._last[1]
             if index is None:
-                last.clear()  # a whole read is handed over, not kept
-            return out
+                self._last = None  # a whole read is handed over, not kept
+                return arr
+            return np.asarray(arr[index], order="C")
 
         return LazyArray(tuple(m.size), dtype, fqn, read)
 

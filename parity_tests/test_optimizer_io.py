@@ -209,3 +209,14 @@ def test_errors_are_named(tmp_path):
         to.save_optimizer_state(tmp_path / "two", o)
     with pytest.raises(InitError, match="format must be None"):
         to.save_training_state(tmp_path / "y", model=m, format="zip")
+
+
+def test_before_the_first_step_buffers_are_tx_init_in_their_shardings(tmp_path):
+    """A state saved before any step holds no buffers: they are tx.init's, each in its parameter's sharding."""
+    m, o, _ = _torch_run(named_groups=True)
+    to.save_optimizer_state(tmp_path / "opt", o, format="dcp")
+    tx = jo.from_torch(o)
+    params = {n: jax.device_put(p.detach().numpy(), _mesh_sharding(tuple(p.shape))) for n, p in m.named_parameters()}
+    st = jo.load_optimizer_state(tmp_path / "opt", params, tx)
+    assert _same_tree(st, tx.init(params))
+    assert all(x.sharding == _mesh_sharding(x.shape) for x in jax.tree.leaves(st) if x.ndim)

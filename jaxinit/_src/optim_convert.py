@@ -414,7 +414,7 @@ def _filler(the_step: int, order, source, paths, problems: list, make=None):
         if src is None:
             if the_step > 0 and f != "momentum_buffer":
                 problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after {the_step} steps")
-            return leaf
+            return leaf if make is None else make(f, k, None, leaf)
         if src.shape != leaf.shape or src.dtype != leaf.dtype:
             problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
                             f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")

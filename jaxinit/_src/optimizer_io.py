@@ -94,6 +94,8 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
         return tstate.get(order[k], {}).get(f)
 
     def make(f, k, src, leaf):
+        if src is None:
+            return _Init(k)  # tx.init's value, put in parameter k's sharding by _fill_rest
         shape = tuple(leaf.shape)
         if sharding is None and tuple(np.shape(leaves[k])) != shape:
             sh = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # e.g. Adafactor's row variance
@@ -114,12 +116,19 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
     return _fill_rest(state, params, tx, paths, leaves, sharding, who)
 
 
+class _Init:
+    """A buffer the files do not give (its parameter never stepped): ``tx.init``'s, in parameter ``k``'s sharding."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+
 def _fill_rest(state, params, tx, paths, leaves, sharding, who):
     """Leaves that the files do not give (counters of other transforms, hyperparameters, buffers of
     parameters that never stepped): ``tx.init``'s, computed in one jitted program that returns only
     them (XLA drops the rest), each buffer then put in its parameter's sharding."""
     flat, treedef = jax.tree_util.tree_flatten(state)
-    todo = [i for i, x in enumerate(flat) if isinstance(x, jax.ShapeDtypeStruct)]
+    todo = [i for i, x in enumerate(flat) if isinstance(x, (jax.ShapeDtypeStruct, _Init))]
     if not todo:
         return jax.tree_util.tree_unflatten(treedef, flat)
     concrete = all(isinstance(x, (jax.Array, np.ndarray)) for x in leaves)
@@ -130,11 +139,10 @@ def _fill_rest(state, params, tx, paths, leaves, sharding, who):
         return [init[i] for i in todo]
 
     values = jax.jit(pick)()
-    by_shape = {tuple(np.shape(x)): k for k, x in enumerate(leaves)}
     for i, v in zip(todo, values):
-        k = by_shape.get(tuple(v.shape)) if v.ndim else None
-        if k is not None and (sharding is not None or isinstance(getattr(leaves[k], "sharding", None),
-                                                                 jax.sharding.Sharding)):
+        k = flat[i].k if isinstance(flat[i], _Init) else None
+        if k is not None and tuple(v.shape) == tuple(np.shape(leaves[k])) and (
+                sharding is not None or isinstance(getattr(leaves[k], "sharding", None), jax.sharding.Sharding)):
             v = jax.device_put(v, _cio.sharding_for(sharding, paths[k], tuple(v.shape), leaves[k], who))
         flat[i] = v
     return jax.tree_util.tree_unflatten(treedef, flat)
