@@ -118,10 +118,12 @@ class _KeyedLazy(Mapping):
 
 
 def write_optimizer_safetensors(dst, state: Mapping, to_numpy, who: str, extra: Mapping | None = None,
-                                max_shard_bytes: int = 5 * 2**30) -> list[str]:
+                                max_shard_bytes: int = 5 * 2**30, blocks: Callable | None = None) -> list[str]:
     """``state`` (torch's ``state_dict()`` layout; tensors, arrays or :class:`LazyArray`) as
     jaxinit's optimizer file: one ``.safetensors`` (``dst`` ends in it) or a Hugging Face-style
-    sharded directory (``optimizer.safetensors.index.json``), one tensor in memory at a time."""
+    sharded directory (``optimizer.safetensors.index.json``), one tensor in memory at a time.
+    ``blocks(value)``: ``[(index, block)]`` pieces of a value written where they land (a sharded
+    ``jax.Array``'s shards: no host copy of the whole buffer), or None for the whole value."""
     refs: dict = {}
     body = {"format": _ts.OPTIMIZER_FORMAT, "version": _ts.VERSION, **(extra or {})}
     body["state"] = _ts.encode(state, refs, "state", who, lambda x: x, keep=True)
@@ -130,7 +132,12 @@ def write_optimizer_safetensors(dst, state: Mapping, to_numpy, who: str, extra: 
                                    metadata={"jaxinit": json.dumps(body)}, who=who, stem=STEM)
     try:
         for k, v in refs.items():
-            writer.write(k, np.asarray(v.read() if isinstance(v, LazyArray) else to_numpy(v), order="C"))
+            parts = blocks(v) if blocks is not None and tuple(v.shape) else None
+            if parts is None:
+                writer.write(k, np.asarray(v.read() if isinstance(v, LazyArray) else to_numpy(v), order="C"))
+                continue
+            for index, block in parts:
+                writer.write_block(k, np.asarray(block, order="C"), tuple(index))
         return writer.commit()
     except BaseException:
         writer.abort()

@@ -192,10 +192,37 @@ def save_optimizer_state(dst: str | os.PathLike, opt_state: Any, params: Mapping
     else:
         sd = _oc._export_state(opt_state, dict(params), names, "torch", None, lambda leaf: leaf)
     if format == "safetensors":
-        _of.write_optimizer_safetensors(dst, sd, to_numpy, who, extra, _sh.parse_size(max_shard_size, who))
+        _of.write_optimizer_safetensors(dst, sd, to_numpy, who, extra, _sh.parse_size(max_shard_size, who),
+                                        blocks=_shard_blocks)
         return
     try:
         import torch
     except ImportError as err:
         raise InitError(f"{who}: format='dcp' writes with torch's DCP writer: pip install torch.") from err
-    _of.write_optimizer_dcp(dst, sd, torch, who, extra)
+    _of.write_optimizer_dcp(dst, sd, torch, who, extra, _host_copy)
+
+
+def _shard_blocks(x):
+    """A ``jax.Array``'s distinct addressable shards as ``(index, host block)``, one at a time
+    (``np.asarray`` of the whole array would gather it, and jax keeps that copy on the array)."""
+    if not isinstance(x, jax.Array):
+        return None
+    seen = set()
+    out = []
+    for s in x.addressable_shards:
+        key = tuple((sl.start, sl.stop) for sl in s.index)
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return ((tuple(s.index), np.asarray(s.data)) for s in out)
+
+
+def _host_copy(x):
+    """A whole buffer on the host, gathered shard by shard (not cached on the array)."""
+    parts = _shard_blocks(x) if isinstance(x, jax.Array) and x.ndim else None
+    if parts is None:
+        return to_numpy(x)
+    host = np.empty(x.shape, x.dtype)
+    for index, block in parts:
+        host[index] = block
+    return host
