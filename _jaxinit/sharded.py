@@ -771,6 +771,8 @@ def parse_size(max_shard_size, who: str) -> int:
         return max_shard_size
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     text = str(max_shard_size).strip().upper()
+    if text.isdigit() and int(text) > 0:  # a number of bytes, as the command line passes it
+        return int(text)
     for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
         if text.endswith(u):
             try:

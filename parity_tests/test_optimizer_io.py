@@ -220,3 +220,25 @@ def test_before_the_first_step_buffers_are_tx_init_in_their_shardings(tmp_path):
     st = jo.load_optimizer_state(tmp_path / "opt", params, tx)
     assert _same_tree(st, tx.init(params))
     assert all(x.sharding == _mesh_sharding(x.shape) for x in jax.tree.leaves(st) if x.ndim)
+
+
+def test_cli_converts_optimizer_state_between_dcp_and_sharded_safetensors(tmp_path, capsys):
+    """``python -m jaxinit.convert SRC DST --to torch --optimizer``: torch's DCP (get_optimizer_state_dict
+    form) -> sharded optimizer safetensors -> DCP again, one tensor at a time; torch loads the result bitwise."""
+    from _jaxinit.jax_and_torch.convert_cli import main
+
+    m, o, s = _torch_run(named_groups=True)
+    _torch_steps(m, o, s, 0, 3)
+    msd, osd = get_state_dict(m, o)
+    dcp.save({"model": msd, "optimizer": osd}, checkpoint_id=str(tmp_path / "dcp"))
+    assert main([str(tmp_path / "dcp"), str(tmp_path / "st"), "--to", "torch", "--optimizer",
+                 "--max-shard-size", "300", "--no-progress"]) == 0
+    assert (tmp_path / "st" / "optimizer.safetensors.index.json").exists()
+    assert "kept 12, rebuilt 0, dropped 0" in capsys.readouterr().out  # 4 parameters x (step, exp_avg, exp_avg_sq)
+    assert main([str(tmp_path / "st"), str(tmp_path / "dcp2"), "--to", "torch", "--optimizer", "--no-progress"]) == 0
+    m2, o2, _ = _torch_run(named_groups=True)
+    to.load_optimizer_state(tmp_path / "dcp2", o2)
+    for p, p2 in zip(m.parameters(), m2.parameters()):
+        assert all(torch.equal(o.state[p][k], o2.state[p2][k].to(o.state[p][k].dtype)) for k in o.state[p])
+    assert main([str(tmp_path / "dcp"), str(tmp_path / "x"), "--to", "flax", "--optimizer"]) == 2
+    assert "stay in torch's layout: pass --to torch" in capsys.readouterr().err and not (tmp_path / "x").exists()
