@@ -74,21 +74,28 @@ def test_torch_dcp_run_resumes_in_jax_sharded(tmp_path, form):
     """10 torch steps saved with DCP; JAX reads the files, builds the optimizer state in a
     NamedSharding over 4 devices one tensor at a time, and 10 JAX steps equal 20 torch steps."""
     path = tmp_path / "dcp"
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
     if form == "a training loop's dcp.save":
         m, o, s = _torch_run(named_groups=True, step_lr=True)
         _torch_steps(m, o, s, 0, 10)
         msd, osd = get_state_dict(m, o)  # torch's recipe: the optimizer state keyed by parameter names
-        dcp.save({"model": msd, "optimizer": osd, "scheduler": s.state_dict(), "step": 10}, checkpoint_id=str(path))
+        dcp.save({"model": msd, "optimizer": osd, "scheduler": s.state_dict(), "scaler": scaler.state_dict(),
+                  "step": 10}, checkpoint_id=str(path))
         ts = jo.load_training_state(path, optimizer_class="AdamW", scheduler_class="StepLR")
         ref = _torch_run(named_groups=True, step_lr=True)
     else:
         m, o, s = _torch_run(named_groups=False)  # SequentialLR; plain groups named by identity
         _torch_steps(m, o, s, 0, 10)
-        to.save_training_state(path, model=m, optimizer=o, scheduler=s, format="dcp")
+        to.save_training_state(path, model=m, optimizer=o, scheduler=s, grad_scaler=scaler, rng=True,
+                               counters={"epoch": 2}, format="dcp")
         assert (path / ".metadata").exists() and (path / "training_state.json").exists()
         ts = jo.load_training_state(path)
+        assert ts.counters == {"epoch": 2}
+        np.testing.assert_array_equal(ts.rng["torch"], torch.get_rng_state().numpy())
         ref = _torch_run(named_groups=False)
     assert ts.step == 10
+    assert ts.grad_scaler == {"scale": 1024.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 7,
+                              "_growth_tracker": 0}
     tx = jo.from_torch(ts.optimizer, ts.scheduler)
     params = {n: jax.device_put(v, _mesh_sharding(v.shape)) for n, v in ts.model.items()}
     abstract = {n: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding) for n, v in params.items()}
