@@ -11,7 +11,7 @@ Mirror: :mod:`torchinit._src.optimizer_io`. The files: :mod:`_jaxinit.optimizer_
   file, put on its device, its host copy dropped), in the sharding of its parameter
   (``params``' leaves: ``jax.Array`` s or ``jax.ShapeDtypeStruct(..., sharding=...)``) or
   ``sharding=`` (as in :func:`jaxinit.convert_checkpoint`). Save the result with Orbax
-  (``orbax.checkpoint.v1.save_pytree``) as any optax state.
+  (``orbax.checkpoint.v1.save``) as any optax state.
 * :func:`save_optimizer_state` ``(dst, opt_state, params)``: torch's ``state_dict()`` layout
   (:func:`jaxinit.optim.export_state`'s), each buffer copied to the host when it is written:
   ``format='safetensors'`` (one file, or a sharded directory above ``max_shard_size``) or
