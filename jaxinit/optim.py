@@ -102,6 +102,8 @@ from jaxinit._src.optim_convert import import_state as import_state
 from jaxinit._src.training_state import TrainingState as TrainingState
 from jaxinit._src.training_state import load_training_state as load_training_state
 from jaxinit._src.training_state import save_training_state as save_training_state
+from jaxinit._src.optimizer_io import load_optimizer_state as load_optimizer_state
+from jaxinit._src.optimizer_io import save_optimizer_state as save_optimizer_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
@@ -201,5 +203,7 @@ __all__ = [
     "TrainingState",
     "load_training_state",
     "save_training_state",
+    "load_optimizer_state",
+    "save_optimizer_state",
 ]
 __all__ += TRANSFORMS

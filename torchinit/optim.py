@@ -60,6 +60,8 @@ from torchinit._src.optim_convert import import_state as import_state
 from torchinit._src.training_state import TrainingState as TrainingState
 from torchinit._src.training_state import load_training_state as load_training_state
 from torchinit._src.training_state import save_training_state as save_training_state
+from torchinit._src.optimizer_io import load_optimizer_state as load_optimizer_state
+from torchinit._src.optimizer_io import save_optimizer_state as save_optimizer_state
 
 __all__ = [
     # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
@@ -114,4 +116,6 @@ __all__ = [
     "TrainingState",
     "load_training_state",
     "save_training_state",
+    "load_optimizer_state",
+    "save_optimizer_state",
 ]

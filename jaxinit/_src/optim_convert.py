@@ -399,9 +399,10 @@ def _flax_buffers(tstate: dict, n: int, names, params, n_leaves: int, problems: 
     return flax
 
 
-def _filler(the_step: int, order, source, paths, problems: list):
+def _filler(the_step: int, order, source, paths, problems: list, make=None):
     """The ``visit`` of :func:`_walk` that builds each transform's state: every ``count`` set to
-    ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied); every
+    ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied; ``make(field,
+    leaf index, source, leaf)`` builds it instead, e.g. read slice by slice into a sharding); every
     mismatch is appended to ``problems``."""
 
     def fill_field(f, leaf, k):
@@ -410,12 +411,12 @@ def _filler(the_step: int, order, source, paths, problems: list):
         if src is None:
             if the_step > 0 and f != "momentum_buffer":
                 problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after {the_step} steps")
-            return leaf
+            return leaf if make is None else make(f, k, None, leaf)
         if src.shape != leaf.shape or src.dtype != leaf.dtype:
             problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
                             f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
             return leaf
-        return jnp.array(src, copy=True)
+        return jnp.array(src, copy=True) if make is None else make(f, k, src, leaf)
 
     def visit(nt):
         fields = nt._fields
@@ -425,7 +426,7 @@ def _filler(the_step: int, order, source, paths, problems: list):
         for f in fields:
             v = getattr(nt, f)
             if f == "count":
-                repl[f] = jnp.asarray(the_step, dtype=jnp.asarray(v).dtype)
+                repl[f] = jnp.asarray(the_step, dtype=v.dtype)
             elif f in _core.PER_PARAM_FIELDS and v is not None:
                 flat, treedef = _field_leaves(v)
                 out = [leaf if _is_masked(leaf) else fill_field(f, leaf, k) for k, leaf in enumerate(flat)]
@@ -456,6 +457,12 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     ``{name: tensor}`` in the optimizer's order (else pass ``param_names``); each buffer
     is converted like its weight by :func:`jaxinit.to_torch_state_dict`.
     """
+    return _export_state(opt_state, params, param_names, layout, template, lambda leaf: np.array(leaf, copy=True))
+
+
+def _export_state(opt_state: Any, params: Any, param_names, layout: str, template: Any, take) -> dict:
+    """:func:`export_state` with ``take(leaf)`` for each buffer (a copy there; the array itself for a
+    writer that copies one buffer at a time)."""
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
     if lbfgs_convert.is_lbfgs(opt_state):
@@ -512,7 +519,7 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
                                     "the params this state was made for.")
                 for k, leaf in enumerate(flat):
                     if not _is_masked(leaf):
-                        per[order[k]][f] = np.array(leaf, copy=True)
+                        per[order[k]][f] = take(leaf)
             elif f != "count":
                 _walk(v, visit)
         return nt
