@@ -179,7 +179,6 @@ _FIGURE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e-\d+")
 # "<=": the table states a measured value, which the test's tolerance must bound. A constant is a module-level
 # literal (``NAME`` or ``NAME[key]...``) read with ast, or a literal snippet ``"rtol=1e-12"`` of the file.
 CLAIMS = {
-    ("test_random.py", "1e-14"): ("parity_tests/test_same_seed.py", "F64_REL", "=="),
     ("test_batchnorm.py", "1.8e-14"): ("parity_tests/test_batchnorm.py", "F64_TOL", "<="),
     ("test_optim_db.py", "1e-12"): ("parity_tests/test_optim_db.py", "TOL", "=="),
     ("test_optim_db.py", "6.4e-15"): ("parity_tests/test_optim_db.py", "TOL", "<="),
@@ -193,6 +192,12 @@ CLAIMS = {
     ("test_porting.py", "1.3e-15"): ("_jaxinit/jax_and_torch/_common.py", "BUDGET_RTOL['float64']", "<="),
     ("test_examples.py", "3.5e-4"): ("parity_tests/test_examples.py", "LOSS_TOL", "<="),
     ("test_examples.py", "2e-3"): ("parity_tests/test_examples.py", "LOSS_TOL", "=="),
+    ("test_examples.py", "4e-6"): ("parity_tests/test_examples.py", "LOSS_TOL", "<="),
+    ("test_checkpoint_io.py", "3.4e-16"): ("parity_tests/test_training_state.py", "TOL", "<="),
+    ("test_data_parallel.py", "1.1e-15"): ("parity_tests/test_data_parallel.py", "TOL", "<="),
+    ("test_data_parallel.py", "3.1e-15"): ("parity_tests/test_data_parallel.py", "TOL", "<="),
+    ("test_dropout.py", "9e-16"): ("parity_tests/test_dropout.py", "_TWIN_RTOL['float64']", "<="),
+    ("test_dropout.py", "3.6e-16"): ("parity_tests/test_dropout.py", "assert diff <= 1e-13 * scale", "<="),
 }
 # The same measured figures where other pages and the code's docstrings state them (checked to agree):
 # the schedules' worst over 1000 steps, and CosineAnnealingLR with eta_min != 0 (torch's recursion).
