@@ -4,6 +4,7 @@ Needs jax, flax and torch, imported inside the functions (see the package docstr
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, NamedTuple
 
@@ -47,13 +48,14 @@ class Run(NamedTuple):
     transpose_kernel: bool = False
     ignore: Any = ()
     tied: Any = None
+    amp: Any = None  # a _common.AmpSetting: the autocast both passes run under (None: none)
 
 
 def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                flax_inputs: Any = None, output_transform: Any = None, torch_output_transform: Any = None,
                modes: tuple = MODES, train_kwarg: str | None = "train", flax_call: Any = None, seed: int = 0,
                mapping=None, kinds=None, batchnorm: str = "torch", transpose_kernel: bool = False,
-               jit: bool = False, ignore: Any = (), tied: Any = None) -> dict:
+               jit: bool = False, ignore: Any = (), tied: Any = None, autocast: Any = None) -> dict:
     r"""Run a torch module and its Flax twin on the same inputs; report every difference
     next to the reference's scale, with a verdict against a per-dtype rounding budget.
 
@@ -124,7 +126,7 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
     """
     run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
-              batchnorm, transpose_kernel, ignore, tied)
+              batchnorm, transpose_kernel, ignore, tied, C.resolve_autocast(autocast, torch_module, "twin_check"))
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
     run = run._replace(flax_call=flax_call)
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
@@ -260,7 +262,8 @@ def _torch_pass(torch_module, xs, train, run: Run):
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
-    with _weight_norm_grads(tm, torch) as normalized:
+    amp = run.amp.torch() if run.amp is not None else contextlib.nullcontext()
+    with _weight_norm_grads(tm, torch) as normalized, amp:
         y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
         y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
     leaves = dict(C.tree_leaves(y))
@@ -356,7 +359,8 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
         m.train() if train else m.eval()
 
         def loss_nnx(mm):
-            y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
+            with run.amp.flax(mm) if run.amp is not None else contextlib.nullcontext():
+                y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
             return loss_of(y)
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
@@ -367,6 +371,10 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     seen = flax_call is None or getattr(flax_call, "returns_updates", False) or not train or not rest
 
     def loss_linen(params):
+        with run.amp.flax() if run.amp is not None else contextlib.nullcontext():
+            return _linen_loss(params)
+
+    def _linen_loss(params):
         full = {"params": params, **rest}
         if flax_call is not None:
             y, upd = C.call_flax(flax_call, model, full, xf, train)
@@ -424,11 +432,12 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
 def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
+    amp = run.amp
     rtol = C.budget_rtol(dtype)
     drop_f = set(keep.flax_ignored)
-    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol)
+    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
     grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
-                       rtol)
+                       rtol, amp)
     entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
              "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
              "outputs": outs, "dtype": np.dtype(dtype).name, "budget_rtol": rtol}
@@ -439,6 +448,11 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                  ignored={"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)},
                  tied=dict(keep.tied))
     ok = all(r["ok"] for r in outs.values()) and all(r["ok"] for r in grads.values())
+    if amp is not None:
+        entry["autocast"] = amp.describe()
+        entry["budget_rtol"] = amp.rtol
+        entry["share"] = {"outputs": C.amp_share(outs), "grads": C.amp_share(grads)}
+        ok = ok and all(v <= amp.share[k] for k, v in entry["share"].items())
     state = {k: v for k, v in f.state.items() if k in conv and _arr.fname(k) not in drop_f}
     if train and state and not f.state_seen:
         entry["batch_stats"] = None
@@ -446,10 +460,13 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                                      "so Flax's updated statistics are not seen (torch's are); compare them with "
                                      "compare_layers(mode='train') or a Linen apply with mutable=['batch_stats']")
     elif train and state:
-        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol)
+        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
         entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
         entry["batch_stats_detail"] = stats
         ok = ok and all(r["ok"] for r in stats.values())
+        if amp is not None:
+            entry["share"]["batch_stats"] = C.amp_share(stats)
+            ok = ok and entry["share"]["batch_stats"] <= amp.share["batch_stats"]
     entry["ok"] = ok
     return entry
 
