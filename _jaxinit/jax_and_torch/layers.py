@@ -153,6 +153,11 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
       ignore, tied: torch keys (or Flax paths, or regular expressions) without a
         partner, and tied keys, as in :func:`twin_check` (train mode converts the
         running statistics); listed in ``report.ignored`` / ``report.tied``.
+      autocast: compare in mixed precision, as in :func:`twin_check` (torch under
+        ``torch.autocast``, Flax under the ``jaxinit.amp.Autocast`` policy); each layer
+        is judged in ulps of the low dtype and by the share of its elements off by an
+        ulp (``report.autocast`` holds the setting and budget; rows gain ``ulps`` and
+        ``share``, with ``gradients=True`` ``grad_ulps`` and ``grad_share``).
 
     >>> report = jaxinit.compare_layers(torch_resnet, flax_resnet, x, variables=variables, flax_inputs=x_nhwc)  # doctest: +SKIP
     >>> print(report); report.first_divergence  # doctest: +SKIP

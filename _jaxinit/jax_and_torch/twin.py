@@ -112,6 +112,18 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       jit: compile the Flax loss and gradient as one computation (Linen and Hugging
         Face models). Faster for one check of a deep model (Bert: 3x); the default,
         eager, compiles each operation once per shape and reuses it across checks.
+      autocast: check in mixed precision: a :class:`jaxinit.amp.Autocast`, a
+        ``torch.autocast`` object, or the low dtype (``torch.bfloat16``, ``'float16'``:
+        on the torch module's device). The torch forward runs under
+        ``torch.autocast(device_type, dtype)``, the Flax one under the
+        ``jaxinit.amp.Autocast`` policy of the same setting (Linen by interception, NNX
+        by its hooks), both with float32 parameters. The verdict is then in ulps of the
+        low dtype (``AUTOCAST_TWIN_BUDGET``, per dtype): every difference within
+        ``ulps`` ulps at the category's largest ``|torch|``, and at most a ``share`` of
+        the category's elements (outputs; gradients and running statistics) off by one
+        ulp or more of their own magnitude (bfloat16: 2 ulps, 1% of outputs, 5% of
+        gradients; float16: 4 ulps, 15% / 20%). Reported as ``'autocast'`` (setting
+        and budget), ``'share'`` per category, and ``'ulps'``/``'share'`` per leaf.
 
     Returns:
       ``{mode: {'output': max |torch - flax| over fields, 'output_scale',
