@@ -10,15 +10,20 @@ epoch, the largest step-by-step loss difference and whether the runs diverge.
     python examples/lenet_bn.py --framework both                     # embedded digits
     python examples/lenet_bn.py --framework jax --data-dir ~/fashion  # Fashion-MNIST IDX files
     python examples/lenet_bn.py --checkpoint-dir ck --resume          # continue an interrupted run
+    python examples/lenet_bn.py --ranks 2                             # DDP + SyncBatchNorm vs sharded JAX
 
 The file reads top to bottom: data, the two models, the two trainers, checkpoints,
 the run, the report, the command line. JAX path: ``jaxinit.BatchNorm`` (PyTorch's
 semantics: momentum 0.1, unbiased running variance, num_batches_tracked),
-``jaxinit.optim.sgd``; each group of steps is one jit-compiled ``lax.scan``; the batch
-axis is sharded over all local devices with a ``NamedSharding``, so BatchNorm reduces
-over the global batch inside jit (no ``axis_name`` needed). Torch path:
-``torchinit.BatchNorm`` (torch's BatchNorm kernel and semantics), ``torchinit.optim.sgd``
-(``torch.optim.SGD``), CUDA when present. In ``both`` mode JAX matmuls run at "highest"
+``jaxinit.optim.sgd``; the loop over steps is chosen per backend (``JAX_LOOPS``: one jitted
+step per batch on CPU, where XLA keeps its fast convolutions only outside loops, a
+``lax.scan`` over groups of steps on GPU/TPU); the batch axis is sharded over the local
+devices with a ``NamedSharding``, so BatchNorm reduces over the global batch inside jit (no
+``axis_name`` needed). Torch path: ``torchinit.BatchNorm`` (torch's BatchNorm kernel and
+semantics), ``torchinit.optim.sgd`` (``torch.optim.SGD``), CUDA when present. ``--ranks N``:
+torch DDP over N processes (``torchinit.parallel.ddp``: SyncBatchNorm, gloo on CPU, NCCL on
+GPU) against the JAX batch sharded over N devices, each step's global batch split as
+DistributedSampler splits it (``jaxinit.parallel.global_batches``). In ``both`` mode JAX matmuls run at "highest"
 precision and torch's TF32 is off, so the comparison measures the libraries, not TF32.
 The Flax model flattens in torch's (C, H, W) order, so ``jaxinit.to_torch_state_dict``
 converts its weights layer by layer (the torch model's attribute names are the Flax
@@ -30,6 +35,8 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import importlib
+import itertools
 import json
 import os
 import shutil
@@ -51,9 +58,14 @@ import jaxinit
 import jaxinit.amp
 import jaxinit.linen as tl
 import jaxinit.optim
+import jaxinit.parallel
+import jaxinit.rngs
 import torchinit
 import torchinit.amp
 import torchinit.optim
+import torchinit.parallel
+import torchinit.random
+import torchinit.rngs
 
 VARIANTS = ("bn_all", "bn_conv", "dropout")
 # A per-step loss difference above this is reported as divergence. Rounding alone gives up to
@@ -245,12 +257,50 @@ def jax_precision(precision: str):
     return jaxinit.amp.Autocast(autocast_device(), dtype, enabled=dtype is not None), precision == "fp16"
 
 
+# How the JAX trainer loops over the steps of an epoch, per backend: (loop, most steps per compiled call).
+# "step": one jitted step per batch; "unroll": that many steps unrolled in one program; "scan": a
+# ``lax.scan`` over them. XLA:CPU rewrites a convolution into its fast (Eigen/oneDNN) form only outside
+# a loop (jax-ml/jax#12868): inside ``lax.scan`` the three backward convolutions of this LeNet took 93%
+# of the step and the JAX path ran at 0.13-0.34x torch's examples/s; one jitted step per batch runs the
+# same maths at full speed (figures: benchmarks/README.md). On GPU a scan keeps the device busy
+# without a host round trip per step.
+JAX_LOOPS = {"cpu": ("step", 1), "gpu": ("scan", 16), "tpu": ("scan", 16)}
+JAX_LOOP_NAMES = ("auto", "step", "unroll", "scan")
+
+
+def choose_jax_loop(loop: str = "auto", steps: int = 1, platform: str | None = None) -> tuple[str, int]:
+    """(loop, steps per compiled call) for ``steps`` steps per epoch: ``loop="auto"`` picks the
+    backend's entry of :data:`JAX_LOOPS`; ``"unroll"``/``"scan"`` group the largest divisor of
+    ``steps`` up to 16 (one compiled shape for the whole run)."""
+    if loop not in JAX_LOOP_NAMES:
+        raise ValueError(f"--jax-loop {loop!r}: use one of {JAX_LOOP_NAMES}")
+    if loop == "auto":
+        loop, limit = JAX_LOOPS.get(platform or jax.default_backend(), ("scan", 16))
+    else:
+        limit = 1 if loop == "step" else 16
+    return loop, _chunk_size(max(steps, 1), limit)
+
+
 @functools.lru_cache(maxsize=8)
 def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int, chunk: int, image_shape: tuple,
-                  precision: str = "float32"):
-    """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting."""
+                  precision: str = "float32", loop: str = "scan", ranks: int | None = None):
+    """(mesh, optimizer, compiled group of ``chunk`` steps, jitted eval logits), cached per setting.
+    ``precision``: torch's autocast (``jaxinit.amp.Autocast``; fp16 with loss scaling). ``loop`` is how
+    the group is written (see :data:`JAX_LOOPS`); every form computes the same steps.
+    ``ranks``: the batch is sharded over exactly that many devices (DDP's world size; rank ``r``'s
+    batch is the ``r``-th contiguous block, ``jaxinit.parallel.global_batches``), and BatchNorm
+    over the sharded batch is SyncBatchNorm; None: over as many devices as divide the batch."""
     devices = jax.devices()
-    n_dev = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    if ranks is None:
+        n_dev = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    else:
+        if len(devices) < ranks:
+            raise ValueError(
+                f"--ranks {ranks}: the JAX side needs {ranks} devices (one per torch rank) but sees {len(devices)} "
+                f"{devices[0].platform} device(s); on CPU run lenet_bn.py's command line (it asks for {ranks} CPU "
+                f"devices) or set XLA_FLAGS=--xla_force_host_platform_device_count={ranks} before starting Python")
+        jaxinit.parallel.split_batch(batch_size, ranks, "--batch-size")
+        n_dev = ranks
     mesh = Mesh(np.array(devices[:n_dev]), ("batch",))
     data, replicated = NamedSharding(mesh, PartitionSpec(None, "batch")), NamedSharding(mesh, PartitionSpec())
     tx = jaxinit.optim.sgd(lr, momentum=momentum)  # torch.optim.SGD's update rule
@@ -278,7 +328,13 @@ def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int,
         return new, (loss, jnp.sum(jnp.argmax(logits, -1) == y), scale)
 
     def train_chunk(state, xs, ys):
-        return jax.lax.scan(step, state, (xs, ys))
+        if loop == "scan":
+            return jax.lax.scan(step, state, (xs, ys))
+        outs = []
+        for i in range(chunk):  # "step" (chunk 1) and "unroll": straight-line code, no loop for XLA
+            state, out = step(state, (xs[i], ys[i]))
+            outs.append(out)
+        return state, jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
     def logits(state, x):
         with policy:
@@ -288,35 +344,42 @@ def _jax_programs(model: FlaxLeNet, lr: float, momentum: float, batch_size: int,
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
     xs = jax.ShapeDtypeStruct((chunk, batch_size, *image_shape), jnp.float32, sharding=data)
     ys = jax.ShapeDtypeStruct((chunk, batch_size), jnp.int32, sharding=data)
-    compiled = jax.jit(train_chunk).lower(abstract, xs, ys).compile()  # before epoch 1: throughput excludes it
+    # The state is donated: each call updates it in place. Compiled before epoch 1: throughput excludes it.
+    compiled = jax.jit(train_chunk, donate_argnums=0).lower(abstract, xs, ys).compile()
     return mesh, tx, compiled, jax.jit(logits)
 
 
 class JaxTrainer:
-    """The Flax state and the compiled, sharded group of ``chunk`` training steps (one ``lax.scan``)."""
+    """The Flax state and the compiled, sharded group of ``chunk`` training steps (written as
+    ``loop``: one jitted step, unrolled steps or a ``lax.scan``; see :data:`JAX_LOOPS`), the batch
+    sharded over ``ranks`` devices (None: as many as divide it)."""
 
     def __init__(self, model: FlaxLeNet, lr: float, seed: int, batch_size: int, chunk: int, image_shape,
-                 momentum: float = 0.0, precision: str = "float32"):
+                 momentum: float = 0.0, precision: str = "float32", loop: str = "scan",
+                 ranks: int | None = None):
         t0 = time.perf_counter()
         self.mesh, self.tx, self.train_chunk, self.logits = _jax_programs(
-            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape), precision)
+            model, float(lr), float(momentum), batch_size, chunk, tuple(image_shape), precision, loop, ranks)
         self.scales: list[float] = []  # the loss scale after each step (fp16; 1.0 otherwise)
         self.compile_seconds = time.perf_counter() - t0  # ~0 when an identical run compiled it already
+        self.loop, self.chunk = loop, chunk
         self.data_sharding = NamedSharding(self.mesh, PartitionSpec(None, "batch"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.n_devices = self.mesh.size
         self.state = jax.device_put(_init_state(model, self.tx, tuple(image_shape), seed), self.replicated)
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, chunk: int, bar: bool):
-        losses, correct = [], 0
+        losses, correct, scales = [], [], []
         t0 = time.perf_counter()
-        for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="chunk"):
+        for g in progress(idx.reshape(-1, chunk, idx.shape[1]), bar, desc="jax  ", unit="call"):
             xs, ys = jax.device_put(x[g], self.data_sharding), jax.device_put(y[g], self.data_sharding)
             self.state, (loss, corr, scale) = self.train_chunk(self.state, xs, ys)
-            losses.append(np.asarray(loss))
-            self.scales.extend(np.asarray(scale).tolist())
-            correct += int(np.asarray(corr).sum())
-        return np.concatenate(losses).astype(np.float64), correct, time.perf_counter() - t0
+            losses.append(loss)  # kept on the device: no host round trip between steps
+            correct.append(corr)
+            scales.append(scale)
+        losses_np = np.concatenate(jax.device_get(losses)).astype(np.float64)
+        self.scales.extend(np.concatenate(jax.device_get(scales)).tolist())
+        return losses_np, int(np.sum(jax.device_get(correct))), time.perf_counter() - t0
 
     def accuracy(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
         correct = 0
@@ -358,6 +421,7 @@ class TorchTrainer:
         self.scaler = torchinit.amp.grad_scaler(self.opt, enabled=precision == "fp16")
         self.scales: list[float] = []  # the loss scale after each step (fp16; 1.0 otherwise)
         self._data_key, self._data = None, None
+        self.before_step = None  # called before each step (--variant dropout --framework both: the step's key)
 
     def _on_device(self, x: np.ndarray, y: np.ndarray):
         if self._data_key != (id(x), id(y)):  # one device copy of the dataset, NCHW
@@ -374,6 +438,8 @@ class TorchTrainer:
         t0 = time.perf_counter()
         for i in progress(range(len(idx)), bar, desc="torch", unit="step"):
             xb, yb = X[index[i]], Y[index[i]]
+            if self.before_step is not None:
+                self.before_step()
             self.opt.zero_grad(set_to_none=True)
             with self.autocast:
                 logits = self.model(xb)
@@ -397,6 +463,139 @@ class TorchTrainer:
                 with self.autocast:
                     correct += int((self.model(xb).argmax(1).cpu().numpy() == y[i:i + chunk]).sum())
         return correct / len(x)
+
+
+def _ddp_rank(rank: int, world_size: int, port: int, conn, variant: str, dropout: float, lr: float,
+              momentum: float, init_state: dict, x: np.ndarray, y: np.ndarray, seed: int) -> None:
+    """One DDP rank (a process of :class:`TorchDDPTrainer`): gloo on CPU, NCCL on GPU ``rank``;
+    ``torchinit.parallel.ddp`` (SyncBatchNorm for the BatchNorm variants, DDP's
+    ``broadcast_buffers``); trains rank ``rank``'s block of each global batch on command."""
+    import warnings
+
+    cuda = torch.cuda.is_available()
+    if not cuda:  # the ranks share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    # conv1's weight gradient (1 input channel) comes out with other, equally valid strides than DDP's bucket
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world_size)
+    device = torch.device(f"cuda:{rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    torch.manual_seed(seed + rank)  # dropout masks: each rank its own, as a DDP job
+    model = torch_model(variant, dropout)
+    model.load_state_dict(init_state)
+    ddp = torchinit.parallel.ddp(model.to(device), sync_batchnorm=variant != "dropout",
+                                 device_ids=[rank] if cuda else None)
+    opt = torchinit.optim.sgd(ddp.parameters(), lr, momentum=momentum)
+    X = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+    Y = torch.from_numpy(y.astype(np.int64)).to(device)
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "epoch":  # arg: (steps, world_size * b) global batches, rank by rank
+                b = arg.shape[1] // world_size
+                index = torch.from_numpy(arg[:, rank * b:(rank + 1) * b]).to(device)
+                ddp.train()
+                losses, correct = [], torch.zeros((), dtype=torch.int64, device=device)
+                t0 = time.perf_counter()
+                for i in range(len(index)):
+                    xb, yb = X[index[i]], Y[index[i]]
+                    opt.zero_grad(set_to_none=True)
+                    logits = ddp(xb)
+                    loss = F.cross_entropy(logits, yb)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.detach())
+                    correct += (logits.argmax(1) == yb).sum()
+                total = torch.stack(losses).double()
+                torch.distributed.all_reduce(total)  # DDP's objective: the mean over ranks of each rank's loss
+                counts = correct.double().reshape(1)
+                torch.distributed.all_reduce(counts)
+                secs = time.perf_counter() - t0
+                conn.send((total.cpu().numpy() / world_size, int(counts.item()), secs) if rank == 0 else None)
+            elif cmd == "state":
+                conn.send({k: v.cpu() for k, v in model.state_dict().items()} if rank == 0 else None)
+            else:
+                break
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+class TorchDDPTrainer:
+    """``ranks`` DDP processes (torch.multiprocessing; ``torchinit.parallel.ddp``: SyncBatchNorm
+    on gloo/CPU too), driven epoch by epoch like :class:`TorchTrainer`: each trains its block
+    of every global batch (``jaxinit.parallel.global_batches``: DistributedSampler's shards).
+    ``model`` holds rank 0's weights and buffers after each epoch (for evaluation)."""
+
+    def __init__(self, model: TorchLeNet, lr: float, ranks: int, x: np.ndarray, y: np.ndarray, variant: str,
+                 dropout: float, init_from: dict | None = None, momentum: float = 0.0, seed: int = 0):
+        import socket
+
+        import torch.multiprocessing as mp
+
+        if init_from is None:
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                    torchinit.xavier_uniform_(m.weight)
+        else:
+            model.load_state_dict(jaxinit.to_torch_state_dict(init_from, model))
+        self.model, self.ranks = model, ranks
+        cuda = torch.cuda.is_available()
+        if cuda and torch.cuda.device_count() < ranks:
+            raise ValueError(f"--ranks {ranks}: only {torch.cuda.device_count()} GPU(s) for the torch ranks "
+                             "(NCCL, one GPU per rank); use --ranks <= the GPU count")
+        self.device = torch.device("cpu")  # where ``model`` (rank 0's copy) evaluates
+        self.backend = f"{ranks} DDP ranks ({'nccl, cuda' if cuda else 'gloo, cpu'})"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # fork on CPU (the ranks start in a second; jax's threads stay idle in them), spawn with CUDA.
+        ctx = mp.get_context("spawn" if cuda else "fork")
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        self._conns, self._procs = [], []
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fork.*")
+            importlib.import_module("torch._dynamo")  # DDP's constructor imports it: once here, not in every rank
+
+            for rank in range(ranks):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_ddp_rank, args=(rank, ranks, port, child, variant, dropout, lr, momentum,
+                                                        state, x, y, seed), daemon=True)
+                p.start()
+                self._conns.append(parent)
+                self._procs.append(p)
+
+    def _all(self, cmd: str, arg=None):
+        for c in self._conns:
+            c.send((cmd, arg))
+        return [c.recv() for c in self._conns][0]
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, bar: bool):
+        out = self._all("epoch", idx)
+        self.model.load_state_dict(self._all("state"))
+        return out
+
+    def accuracy(self, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
+        return TorchTrainer.accuracy(self, x, y, chunk)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for c in self._conns:
+            c.send(("stop", None))
+        for p in self._procs:
+            p.join(timeout=60)
+def bind_dropout(torch_tr: TorchTrainer, jax_tr: JaxTrainer, model: FlaxLeNet, seed: int, batch_size: int,
+                 image_shape, first_step: int = 0) -> None:
+    """Torch draws the Flax run's dropout masks: the torch model is bound to the Flax twin's
+    ``make_rng('dropout')`` calls (torchinit.rngs.bind_rngs), and each step gets the key the jitted
+    Flax step folds in: ``fold_in(fold_in(key(seed), 1), step)``."""
+    calls = jaxinit.rngs.rng_calls(model, jnp.zeros((batch_size, *image_shape), jnp.float32), train=True,
+                                   variables=jax_tr.variables())
+    binding = torchinit.rngs.bind_rngs(torch_tr.model, None, calls)
+    base, step = torchinit.random.fold_in(torchinit.random.key(seed), 1), itertools.count(first_step)
+    torch_tr.before_step = lambda: binding.set_key(torchinit.random.fold_in(base, next(step)))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -495,20 +694,35 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         data_dir: str | None = None, steps: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, out: str | None = None, seed: int = 0, variant: str = "bn_all",
         dropout: float = 0.5, momentum: float = 0.0, progress: bool = True, verbose: bool = True,
-        dataset: Dataset | None = None, precision: str = "float32") -> dict:
+        dataset: Dataset | None = None, precision: str = "float32", jax_loop: str = "auto",
+        ranks: int | None = None) -> dict:
     """Train and return ``{"history": {fw: {"step_loss": [...], "epochs": [rows]}}, "summary": {...},
-    "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch."""
+    "jax": JaxTrainer|None, "torch": TorchTrainer|None}``. ``steps`` caps the steps per epoch;
+    ``jax_loop`` is how the JAX trainer loops over them (:func:`choose_jax_loop`). ``ranks``: data
+    parallel over that many ranks: torch DDP processes (:class:`TorchDDPTrainer`, SyncBatchNorm) and
+    the JAX batch sharded over that many devices; each step's global batch of ``batch_size`` is
+    split into ``ranks`` per-rank batches as DistributedSampler assigns them."""
     if framework not in ("jax", "torch", "both"):
         raise ValueError(f"framework={framework!r}: use 'jax', 'torch' or 'both'")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {list(PRECISIONS)}")
-    if framework == "both" and variant == "dropout":
-        raise ValueError("variant='dropout' with framework='both': the two frameworks draw different dropout "
-                         "masks, so the runs cannot be compared step by step; pick 'jax' or 'torch'")
+    if ranks is not None:
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            raise ValueError(f"--ranks {ranks!r}: use a positive number of data-parallel ranks")
+        if checkpoint_dir:
+            raise ValueError("--ranks with --checkpoint-dir: checkpoints are written by the one-process run; "
+                             "leave out --checkpoint-dir or --ranks")
+        if precision != "float32":
+            raise ValueError(f"--ranks with --precision {precision}: the DDP run trains in float32; leave out "
+                             "--precision or --ranks")
+        if framework == "both" and variant == "dropout":
+            raise ValueError("--ranks with --variant dropout --framework both: the torch ranks are not bound to "
+                             "the Flax run's dropout keys (bind_dropout binds one process); leave out --ranks")
+        jaxinit.parallel.split_batch(batch_size, ranks, "--batch-size")
     say = print if verbose else (lambda *a, **k: None)
     data = dataset if dataset is not None else load_dataset(data_dir)
     n_steps = len(data.x_train) // batch_size if steps is None else min(steps, len(data.x_train) // batch_size)
-    chunk = _chunk_size(max(n_steps, 1))
+    loop, chunk = choose_jax_loop(jax_loop, n_steps)
     fws = ("jax", "torch") if framework == "both" else (framework,)
     config = {"framework": framework, "batch_size": batch_size, "lr": lr, "dataset": data.name, "steps": steps,
               "seed": seed, "variant": variant, "dropout": dropout, "momentum": momentum}
@@ -518,15 +732,20 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     jax_tr = torch_tr = None
     if "jax" in fws:
         jax_tr = JaxTrainer(jax_model(variant, dropout), lr, seed, batch_size, chunk, data.x_train.shape[1:],
-                            momentum, precision)
+                            momentum, precision, loop, ranks)
         say(f"jax {jax.__version__}: {jax_tr.n_devices} {jax.devices()[0].platform} device(s), batch sharded over "
-            f"them; compiled {chunk} steps per call in {jax_tr.compile_seconds:.1f} s")
+            f"them; compiled {chunk} step(s) per call ({loop}) in {jax_tr.compile_seconds:.1f} s")
     if "torch" in fws:
         init = jax_tr.variables() if jax_tr is not None else None  # identical starting weights
         torch.manual_seed(seed)  # torch-only weights (default biases, Xavier kernels) and dropout masks
-        torch_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum,
-                                precision=precision)
-        say(f"torch {torch.__version__} on {torch_tr.device}" + ("; weights copied from the Flax init" if init else ""))
+        if ranks is None:
+            torch_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum,
+                                    precision=precision)
+        else:
+            torch_tr = TorchDDPTrainer(torch_model(variant, dropout), lr, ranks, data.x_train, data.y_train, variant,
+                                       dropout, init_from=init, momentum=momentum, seed=seed)
+        where = torch_tr.backend if ranks is not None else torch_tr.device
+        say(f"torch {torch.__version__} on {where}" + ("; weights copied from the Flax init" if init else ""))
     ref_tr = None  # --precision bf16/fp16 --framework both: torch in float32 too, for the precision gap
     if framework == "both" and precision != "float32":
         ref_tr = TorchTrainer(torch_model(variant, dropout), lr, init_from=init, momentum=momentum)
@@ -540,6 +759,11 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     if resume and checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "last", "meta.json")):
         start, history = restore(checkpoint_dir, config, rng, jax_tr, torch_tr)
         say(f"resumed from {checkpoint_dir} after epoch {start}")
+
+    if framework == "both" and variant == "dropout":
+        for tr in (torch_tr, ref_tr) if ref_tr is not None else (torch_tr,):  # the float32 reference too
+            bind_dropout(tr, jax_tr, jax_model(variant, dropout), seed, batch_size, data.x_train.shape[1:],
+                         first_step=start * n_steps)
 
     columns = [("epoch", "epoch", "d")]
     for fw in fws:
@@ -562,8 +786,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
     say("\n" + "\n".join(table([], columns).splitlines()[:2]))
     for i in range(start):  # epochs restored from the checkpoint
         say(row_of(i) + "   (checkpoint)")
-    for epoch in range(start + 1, epochs + 1):
-        idx = epoch_batches(rng, len(data.x_train), batch_size, steps)
+
+    def train_epoch(epoch: int) -> None:  # both frameworks on the same batches, then the table row
+        if ranks is None:
+            idx = epoch_batches(rng, len(data.x_train), batch_size, steps)
+        else:  # DistributedSampler's shards, each step's global batch laid out rank by rank
+            order = rng.permutation(len(data.x_train))
+            idx = jaxinit.parallel.global_batches(order, ranks, batch_size // ranks)[:steps]
         for fw in fws:
             if fw == "jax":
                 losses, correct, secs = jax_tr.train_epoch(data.x_train, data.y_train, idx, chunk, progress)
@@ -581,6 +810,13 @@ def run(framework: str = "both", epochs: int = 10, batch_size: int = 256, lr: fl
         say(row_of(epoch - 1))
         if checkpoint_dir:
             save(checkpoint_dir, epoch, rng, history, config, jax_tr, torch_tr)
+
+    try:
+        for epoch in range(start + 1, epochs + 1):
+            train_epoch(epoch)
+    finally:
+        if isinstance(torch_tr, TorchDDPTrainer):
+            torch_tr.close()
 
     reference = history.pop("reference", None)
     summary = summarize(history, verbose=verbose)
@@ -709,12 +945,20 @@ def main(argv=None) -> int:
     p.add_argument("--variant", choices=VARIANTS, default="bn_all")
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="float32",
                    help="torch.autocast / jaxinit.amp.Autocast in bf16 or fp16 (fp16 with loss scaling)")
+    p.add_argument("--ranks", type=int, help="data parallel over N ranks: torch DDP processes (gloo on CPU, NCCL on "
+                   "GPU; SyncBatchNorm) and the JAX batch sharded over N devices (N CPU devices are made on CPU)")
+    p.add_argument("--jax-loop", choices=JAX_LOOP_NAMES, default="auto",
+                   help="how the JAX trainer loops over steps (auto: one jitted step per batch on CPU, "
+                        "a lax.scan over up to 16 steps on GPU/TPU)")
     p.add_argument("--out", default="lenet_bn.png", help="PNG of the curves ('' for none)")
     a = p.parse_args(argv)
+    if a.ranks and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        jax.config.update("jax_num_cpu_devices", a.ranks)  # one JAX CPU device per rank (before jax starts)
     if a.framework == "both":
         parity_precision()
     run(a.framework, a.epochs, a.batch_size, a.lr, a.data_dir, a.steps, a.checkpoint_dir, a.resume, a.out or None,
-        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress, precision=a.precision)
+        a.seed, a.variant, momentum=a.momentum, progress=not a.no_progress, precision=a.precision,
+        jax_loop=a.jax_loop, ranks=a.ranks)
     return 0
 
 

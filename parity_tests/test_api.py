@@ -107,6 +107,11 @@ LAYER_MIRROR = {
 }
 # Our own modules (PyTorch's BatchNorm for Flax, Flax's conventions for torch): no upstream class to subclass.
 OWN_LAYERS = {"BatchNorm"}
+# torch layers drawing Flax's masks from a JAX key: their twin is Flax's own layer (jaxinit adds nothing);
+# parity_tests/test_dropout.py holds them to it.
+KEYED_LAYERS = {"Dropout": "flax.linen.Dropout", "Dropout1d": "flax.linen.Dropout(broadcast_dims=...)",
+                "Dropout2d": "flax.linen.Dropout(broadcast_dims=...)", "Dropout3d": "flax.linen.Dropout(broadcast_dims=...)",
+                "DropPath": "flax.linen.Dropout(broadcast_dims=...)", "StochasticDepth": "flax.linen.Dropout(broadcast_dims=...)"}
 
 
 def test_layer_submodules_mirror():
@@ -117,7 +122,7 @@ def test_layer_submodules_mirror():
     import jaxinit.nnx
     import torchinit.nn
 
-    assert set(torchinit.nn.__all__) == set(LAYER_MIRROR)
+    assert set(torchinit.nn.__all__) == set(LAYER_MIRROR) | set(KEYED_LAYERS)
     assert set(jaxinit.linen.__all__) == {v[0] for v in LAYER_MIRROR.values()}
     assert set(jaxinit.nnx.__all__) == {v[1] for v in LAYER_MIRROR.values()}
     for tname, (lname, nname) in LAYER_MIRROR.items():

@@ -25,8 +25,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC_FILES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
-PUBLIC_MODULES = ("jaxinit", "jaxinit.linen", "jaxinit.nnx", "jaxinit.optim", "jaxinit.random", "jaxinit.amp",
-                  "torchinit", "torchinit.nn", "torchinit.optim", "torchinit.random", "torchinit.amp")
+PUBLIC_MODULES = ("jaxinit", "jaxinit.amp", "jaxinit.data", "jaxinit.linen", "jaxinit.nnx", "jaxinit.optim",
+                  "jaxinit.parallel", "jaxinit.random", "jaxinit.rngs",
+                  "torchinit", "torchinit.amp", "torchinit.data", "torchinit.nn", "torchinit.optim",
+                  "torchinit.parallel", "torchinit.random", "torchinit.rngs")
 
 _FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)\s*$")
 _EXAMPLE = re.compile(r"<!--\s*example:\s*(?P<path>\S+)\s*-->")

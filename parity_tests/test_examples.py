@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+import jaxinit
+
 from parity_tests._figures import record_figure
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -111,12 +113,27 @@ def test_errors(tmp_path, digits):
         lenet_bn.epoch_batches(np.random.default_rng(0), 1536, 4096)
     with pytest.raises(ValueError, match="framework='tf'"):
         lenet_bn.run("tf", dataset=digits, verbose=False)
-    with pytest.raises(ValueError, match="dropout masks"):
-        lenet_bn.run("both", variant="dropout", dataset=digits, verbose=False)
     with pytest.raises(ValueError, match="variant='bn_none'"):
         lenet_bn.torch_model("bn_none")
     with pytest.raises(ValueError, match="use 'jax' or 'torch'"):
         bn_ablation.run("both")
+    with pytest.raises(ValueError, match="--jax-loop 'while'.*'scan'"):
+        lenet_bn.run("jax", dataset=digits, verbose=False, jax_loop="while")
+    # --ranks misuse: caught before any process starts
+    with pytest.raises(jaxinit.InitError, match="--batch-size`=100 does not split into 3 .*multiple of 3"):
+        lenet_bn.run("both", batch_size=100, ranks=3, dataset=digits, verbose=False)
+    with pytest.raises(ValueError, match="--ranks with --checkpoint-dir"):
+        lenet_bn.run("both", ranks=2, checkpoint_dir=str(tmp_path), dataset=digits, verbose=False)
+    with pytest.raises(ValueError, match="--ranks 16: the JAX side needs 16 devices.*xla_force_host_platform"):
+        lenet_bn.run("jax", batch_size=64, ranks=16, dataset=digits, verbose=False)
+
+
+def test_jax_loop_per_backend():
+    # XLA:CPU's fast convolutions only outside loops (jax-ml/jax#12868): one jitted step per batch on CPU.
+    assert lenet_bn.choose_jax_loop("auto", 17, "cpu") == ("step", 1)
+    assert lenet_bn.choose_jax_loop("auto", 24, "gpu") == ("scan", 12)  # largest divisor <= 16: one shape
+    assert lenet_bn.choose_jax_loop("unroll", 17, "gpu") == ("unroll", 1)
+    assert lenet_bn.choose_jax_loop("step", 24, "gpu") == ("step", 1)
 
 
 def test_both_mode_per_step_losses_agree(digits, capsys):
@@ -151,7 +168,19 @@ def test_both_mode_per_step_losses_agree(digits, capsys):
     assert "largest step-by-step loss difference" in printed and "do not diverge" in printed
 
 
-@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout")])
+@pytest.mark.exhaustive  # a third LeNet program to compile (~8 s); test_dropout.py's twins run by default
+def test_dropout_variant_both_agrees(digits):
+    """--variant dropout --framework both: torch is bound to the Flax run's dropout keys
+    (torchinit.rngs.bind_rngs), so the masks are the same and the losses agree at float32 rounding."""
+    r = lenet_bn.run("both", epochs=2, batch_size=64, steps=6, variant="dropout", dataset=digits, progress=False,
+                     verbose=False)
+    s = r["summary"]
+    record_figure("examples lenet_bn", "max_dloss_dropout", s["max_dloss"], "both, dropout 0.5, 12 steps of 64")
+    assert s["steps"] == 12 and s["max_dloss"] <= LOSS_TOL and s["first_step_over"] is None, s
+
+
+@pytest.mark.parametrize("framework,variant", [("both", "bn_all"), ("torch", "dropout"),
+                                               pytest.param("both", "dropout", marks=pytest.mark.exhaustive)])
 def test_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, framework, variant):
     # momentum 0.9: the optimizer state must come back too; dropout: torch's RNG state too.
     kw = dict(batch_size=64, steps=3, momentum=0.9, variant=variant, dataset=digits, progress=False, verbose=False)
@@ -209,6 +238,22 @@ def test_checkpoint_optimizer_roundtrip(tmp_path):
     fresh = torch.optim.Adam(params, lr=0.1)
     fresh.load_state_dict(back)
     assert torch.equal(fresh.state_dict()["state"][0]["step"], opt.state_dict()["state"][0]["step"])
+
+
+@pytest.mark.multiprocess
+def test_ranks_2_both_agree(digits):
+    """``--ranks 2 --framework both``: torch DDP over 2 gloo processes with SyncBatchNorm (torchinit)
+    against the JAX batch sharded over 2 devices: the per-step losses agree at float32 rounding."""
+    r = lenet_bn.run("both", epochs=2, batch_size=64, steps=6, dataset=digits, progress=False, verbose=False,
+                     ranks=2)
+    s = r["summary"]
+    record_figure("examples lenet_bn", "max_dloss ranks 2", s["max_dloss"], "DDP+SyncBN vs sharded jax, 12 steps")
+    assert s["steps"] == 12 and r["jax"].n_devices == 2
+    assert s["max_dloss"] <= LOSS_TOL and s["first_step_over"] is None, s
+    stats, tm = r["jax"].state["batch_stats"], r["torch"].model  # rank 0's buffers after the last epoch
+    for name in ("bn1", "bn4"):
+        rel = float(np.max(np.abs(np.asarray(stats[name]["var"]) / getattr(tm, name).running_var.numpy() - 1)))
+        assert rel <= RUNNING_VAR_RTOL, (name, rel)
 
 
 def test_progress_bars_only_on_a_terminal():

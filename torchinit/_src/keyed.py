@@ -37,7 +37,8 @@ def _c(v, sd, device) -> Tensor:
 
 
 def _log(x: Tensor) -> Tensor:
-    return rnd._xla_log_f32(x) if x.dtype == torch.float32 else torch.log(x)
+    """XLA CPU's log: its float32 polynomial, or (float64) the C library's, as ported."""
+    return rnd._xla_log_f32(x) if x.dtype == torch.float32 else rnd.xla_math.log_f64(x)
 
 
 def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
