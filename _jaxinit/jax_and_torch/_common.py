@@ -243,7 +243,7 @@ def is_hf_flax(model) -> bool:
         and type(model).__name__.startswith("Flax")
 
 
-def hf_call(model, variables, *inputs, train):
+def hf_call(model, variables, *inputs, train, rngs=None):
     """``model(*inputs, params=..., train=...)`` (``deterministic=not train`` for the models that take
     that, e.g. OPT) -> ``(output, updated collections)``. Models with
     running statistics (ResNet, RegNet) take the whole variables and return ``(output,
@@ -256,6 +256,8 @@ def hf_call(model, variables, *inputs, train):
     except (TypeError, ValueError):
         names = {"train": None}
     mode = {"train": train} if "train" in names or "deterministic" not in names else {"deterministic": not train}
+    if rngs and train and rngs.get("dropout") is not None:
+        mode["dropout_rng"] = rngs["dropout"]  # the wrapper's apply gets rngs={'dropout': dropout_rng}
     if set(variables) - {"params"}:
         out = model(*inputs, params=variables, **mode)
         return out if train else (out, {})
@@ -265,12 +267,38 @@ def hf_call(model, variables, *inputs, train):
 hf_call.returns_updates = True  # type: ignore[attr-defined]
 
 
-def call_flax(flax_call, model, variables, xs, train):
+def call_flax(flax_call, model, variables, xs, train, rngs=None):
     """``(output, updates)`` of a ``flax_call`` hook: the hooks marked ``returns_updates``
-    (``hf_call``) return both, a user's hook the output only (updates ``{}``)."""
+    (``hf_call``) return both, a user's hook the output only (updates ``{}``). ``rngs`` (train
+    mode with keys) is passed as ``rngs=``."""
+    kw = {"rngs": rngs} if rngs is not None and train else {}
     if getattr(flax_call, "returns_updates", False):
-        return flax_call(model, variables, *xs, train=train)
-    return flax_call(model, variables, *xs, train=train), {}
+        return flax_call(model, variables, *xs, train=train, **kw)
+    return flax_call(model, variables, *xs, train=train, **kw), {}
+
+
+def check_rngs(rngs: Any, who: str) -> dict | None:
+    """``rngs=`` of twin_check / compare_layers: ``{stream: key}`` (a JAX key, typed or raw uint32[2]),
+    as Flax's ``apply(..., rngs=)``; returned as a dict (None: none)."""
+    if rngs is None:
+        return None
+    if not isinstance(rngs, Mapping) or not rngs or not all(isinstance(k, str) for k in rngs):
+        raise InitError(f"{who}: rngs= must be a dict {{stream: key}} as Flax's apply takes it, e.g. "
+                        f"rngs={{'dropout': jax.random.key(0)}}, got {rngs!r}.")
+    import jax
+
+    out = {}
+    for k, v in rngs.items():
+        typed = hasattr(v, "dtype") and jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)
+        arr = None if typed else np.asarray(v)
+        if not typed and (arr is None or arr.shape != (2,) or arr.dtype != np.uint32):
+            raise InitError(f"{who}: rngs[{k!r}] must be a JAX key (jax.random.key(seed) or "
+                            f"jax.random.PRNGKey(seed)), got {type(v).__name__} {getattr(v, 'shape', '')}; "
+                            "an int seed: rngs={'dropout': jax.random.key(seed)}.")
+        if typed and getattr(v, "shape", ()) != ():
+            raise InitError(f"{who}: rngs[{k!r}] must be one key, got a key array of shape {tuple(v.shape)}.")
+        out[k] = v
+    return out
 
 
 def float_leaf(x) -> bool:

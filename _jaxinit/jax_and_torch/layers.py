@@ -21,7 +21,15 @@ from _jaxinit import naming as _naming
 from _jaxinit.convert import torch_to_flax
 from _jaxinit.errors import InitError
 from _jaxinit.jax_and_torch import _common as C
-from _jaxinit.jax_and_torch.twin import MODES, _cotangents, _normalize_call
+from _jaxinit.jax_and_torch.twin import (
+    MODES,
+    Run,
+    _cotangents,
+    _normalize_call,
+    bound_torch,
+    explain_missing_rngs,
+    train_rng_calls,
+)
 
 
 class LayerReport:
@@ -127,7 +135,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
                    flax_inputs: Any = None, mode: str = "eval", train_kwarg: str | None = "train",
                    flax_call: Any = None, mapping=None, kinds=None, layout: Any = "auto",
                    gradients: bool = False, seed: int = 0, ignore: Any = (), tied: Any = None,
-                   autocast: Any = None) -> LayerReport:
+                   autocast: Any = None, rngs: Any = None) -> LayerReport:
     r"""Compare every layer's output of a torch module and its Flax twin; name the first divergence.
 
     Both models run once on the same inputs (as in :func:`twin_check`: Linen
@@ -144,7 +152,9 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
 
     Args:
       mode: 'eval' or 'train' (train also compares each layer's running
-        statistics after the pass; dropout must be off for outputs to agree).
+        statistics after the pass; with dropout on, pass ``rngs=``).
+      rngs: ``{'dropout': key}`` in train mode, as in :func:`twin_check`: Flax's
+        apply gets it, the torch model is bound to the same masks.
       layout: 'auto' (channels-first torch vs channels-last Flax for outputs
         with >= 3 dims when the torch model has convolutions), 'same', or a
         function ``(torch_path, flax_array) -> array in torch's layout``.
@@ -167,17 +177,22 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
     if not (layout in ("auto", "same") or callable(layout)):
         raise InitError(f"compare_layers: `layout` must be 'auto', 'same' or a function (torch_path, flax_array) "
                         f"-> array, got {layout!r}.")
+    user_call = flax_call is not None
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
     amp = C.resolve_autocast(autocast, torch_module, "compare_layers")
     train = mode == "train"
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    run = Run(train_kwarg=train_kwarg, rngs=C.check_rngs(rngs, "compare_layers"))
+    if run.rngs is not None and train:
+        run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "compare_layers"))
     with C.exact_precision():
-        tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients, amp)
+        tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients, amp, run)
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
-        fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
-                                      flax_call, channels_last, layout, amp)
+        with explain_missing_rngs("compare_layers", run):
+            fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
+                                          flax_call, channels_last, layout, amp, run.rngs if train else None)
     alternates: dict = {}
     pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
@@ -250,7 +265,7 @@ def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
 
 
 # --------------------------------------------------------------------------- capture
-def _torch_capture(torch_module, xs, train, seed, gradients, amp=None):
+def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None):
     """[(torch path, {leaf: array}, {leaf: d loss / d output})] in completion order, the
     model output and the state dict after the pass. Outputs are copied in the hook (later
     in-place ops such as ``out += identity`` would change them); with ``gradients`` a
@@ -278,7 +293,8 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None):
     for name, mod in tm.named_modules():
         handles.append(mod.register_forward_hook(hook_for(name)))
     try:
-        with amp.torch() if amp is not None else contextlib.nullcontext():
+        with amp.torch() if amp is not None else contextlib.nullcontext(), \
+                bound_torch(tm, train, run) if run is not None else contextlib.nullcontext():
             y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
     finally:
         for h in handles:
@@ -335,7 +351,7 @@ def _cot_in_flax_layout(key, c, out, channels_last):
 
 
 def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call,
-                  channels_last=False, layout="auto", amp=None):
+                  channels_last=False, layout="auto", amp=None, rngs=None):
     """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
     the Flax variables after the pass ({(collection, path): array})."""
     import jax
@@ -381,11 +397,11 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             with nn.intercept_methods(icpt), amp.flax() if amp is not None else contextlib.nullcontext():
                 kw = C.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = C.call_flax(flax_call, model, full, xf, train)
+                    y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
                 elif train and "batch_stats" in full:
-                    y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
+                    y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
                 else:
-                    y, upd = model.apply(full, *xf, **kw), {}
+                    y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
         leaves = dict(C.tree_leaves(y))
         loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
