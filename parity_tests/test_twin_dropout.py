@@ -73,6 +73,14 @@ def test_compare_layers_train_mode_with_dropout_bound_keys():
     assert layers.first_divergence is None and layers.first_grad_divergence is None, str(layers)
     assert {r["flax"] for r in layers.rows} >= {"fc1", "bn", "fc2", "Dropout_0"}
     assert layers.rows[-1]["scale"] != train["outputs"]["output"]["scale"]  # other masks, other outputs
+    # a Flax twin whose dropout is off (deterministic) against torch's: ok=False, with the note that says why
+    class NoDropout(FlaxNet):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            return super().__call__(x, False)
+
+    plain = jaxinit.twin_check(tm, NoDropout(), x, variables=v, modes=("train",), jit=True)["train"]
+    assert not plain["ok"] and "rngs={'dropout': key}" in plain["dropout_note"] and "drop" in plain["dropout_note"]
 
 
 def test_train_mode_with_dropout_errors():

@@ -145,7 +145,9 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       'no_grad_in_torch': [torch names], 'ignored': {'torch': [...], 'flax': [...]},
       'tied': {torch key: torch key}, 'buffer_in_torch': [Flax parameters whose torch
       counterpart is a buffer: torch's gradient is 0, it never trains them], 'batch_stats' (train only; None when not
-      compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``.
+      compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``; under ``autocast=`` also
+      'autocast' and 'share'; in train mode without ``rngs=``, a failed verdict on a torch model with
+      dropout gets 'dropout_note' (the fix).
 
     >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
