@@ -156,11 +156,12 @@ HF = {
 }
 
 
-@pytest.mark.exhaustive  # transformers' import and two models per case: ~10 s each
+@pytest.mark.exhaustive  # transformers' import and two models per case: 10-20 s each
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
 def test_hugging_face_train_mode_with_dropout(name):
     """Tiny Bert / GPT-2 with their default dropout (0.1 everywhere), eager attention, float64:
-    twin_check in train mode with rngs= passes at the float64 budget; without it, the error."""
+    twin_check and compare_layers (every layer: 42 / 26) in train mode with rngs= pass at the float64
+    budget; without it, the error."""
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
     cfg_name, tname, fname, cfg = HF[name]
@@ -179,6 +180,9 @@ def test_hugging_face_train_mode_with_dropout(name):
                              torch_output_transform=keep_t, output_transform=keep_f)["train"]
     assert rep["ok"], (rep["output"], rep["worst_grad"], rep["grad"])
     assert rep["output"] <= 1e-13 * rep["output_scale"] and rep["grad"] <= 1e-12 * rep["grad_scale"]
+    layers = jaxinit.compare_layers(tm, fm, ids, mode="train", rngs={"dropout": jax.random.key(3)})
+    assert layers.first_divergence is None and len(layers.rows) > 20, str(layers)
+    assert max(r["rel"] for r in layers.rows) <= 1e-13
     with pytest.raises(InitError, match=r"draws random numbers \(dropout\).*attn_implementation='eager'"):
         jaxinit.twin_check(tm, fm, ids, modes=("train",), jit=True, torch_output_transform=keep_t,
                            output_transform=keep_f)
