@@ -180,6 +180,10 @@ def test_hugging_face_train_mode_with_dropout(name):
                              torch_output_transform=keep_t, output_transform=keep_f)["train"]
     assert rep["ok"], (rep["output"], rep["worst_grad"], rep["grad"])
     assert rep["output"] <= 1e-13 * rep["output_scale"] and rep["grad"] <= 1e-12 * rep["grad_scale"]
+    sdpa = getattr(transformers, tname)(getattr(transformers, cfg_name)(**cfg, attn_implementation="sdpa")).double()
+    flagged = [f for f in jaxinit.audit(sdpa, fm, ids).findings if f.category == "dropout"]
+    assert flagged and "attn_implementation='eager'" in flagged[0].fix, flagged
+    assert not [f for f in jaxinit.audit(tm, fm, ids).findings if f.category == "dropout"]
     layers = jaxinit.compare_layers(tm, fm, ids, mode="train", rngs={"dropout": jax.random.key(3)})
     assert layers.first_divergence is None and len(layers.rows) > 20, str(layers)
     assert max(r["rel"] for r in layers.rows) <= 1e-13
