@@ -39,32 +39,26 @@ import inspect
 import numbers
 from typing import Mapping, Sequence
 
-from _jaxinit import optim_more as _more
+from _jaxinit import optim_registry as registry
 from _jaxinit.errors import InitError
 
-# torch state keys holding one array per parameter == the jaxinit.optim state field names
-PER_PARAM_FIELDS = ("momentum_buffer", "sum", "square_avg", "grad_avg", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-PER_PARAM_FIELDS += ("exp_inf", "acc_delta", "prev", "step_size", "ax", "mu_product", "eta", "mu")
-# of those, the 0-d tensors torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu), in torch's
-# default dtype; torch's load_state_dict casts them to the parameter dtype, which changes its arithmetic
-SCALAR_FIELDS = ("mu_product", "eta", "mu")
-PER_PARAM_FIELDS += _more.PER_PARAM_FIELDS  # Adafactor's row_var / col_var / variance (_jaxinit/optim_more.py)
-NOT_PARAM_SHAPED = _more.NOT_PARAM_SHAPED
-
+# Derived from the optimizer registry (_jaxinit/optim_registry.py), one entry per torch optimizer:
+# torch state keys holding one array per parameter == the jaxinit.optim state field names; of those, the 0-d
+# tensors torch keeps per parameter (NAdam's mu_product, ASGD's eta and mu) in torch's default dtype (torch's
+# load_state_dict casts them to the parameter dtype, which changes its arithmetic); and the keys whose arrays
+# do not have the parameter's shape (Adafactor's factors)
+PER_PARAM_FIELDS = registry.PER_PARAM_FIELDS
+SCALAR_FIELDS = registry.SCALAR_FIELDS
+NOT_PARAM_SHAPED = registry.NOT_PARAM_SHAPED
 # torch.optim / torchinit class name -> jaxinit.optim factory name
-FACTORY_BY_CLASS = {
-    "SGD": "sgd", "Adagrad": "adagrad", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adamw",
-    "OptaxAdagrad": "adagrad", "OptaxRMSprop": "rmsprop", "OptaxAdam": "adam",
-    "NAdam": "nadam", "RAdam": "radam", "Adamax": "adamax", "Adadelta": "adadelta", "Rprop": "rprop", "ASGD": "asgd",
-}
-FACTORY_BY_CLASS.update(_more.FACTORY_BY_CLASS)  # Adafactor, Muon, LBFGS, SparseAdam
+FACTORY_BY_CLASS = registry.FACTORY_BY_CLASS
 # group keys that only select torch's implementation: same numbers either way
 IMPLEMENTATION_KEYS = {"params", "param_names", "foreach", "fused", "differentiable", "capturable", "initial_lr",
                        "schedule_step", "decoupled_weight_decay", "max_lr", "min_lr", "max_momentum",
                        "base_momentum"}
 
 
-def optimizer_kind(optimizer, who: str) -> str:
+def optimizer_factory_name(optimizer, who: str) -> str:
     """The jaxinit.optim factory name equal to a torch optimizer (duck-typed)."""
     if type(optimizer).__name__ == "StoredOptimizer":  # _jaxinit.training_state: the file names no class
         raise InitError(f"{who}: the optimizer state was read from files that do not record torch's optimizer "
@@ -78,7 +72,7 @@ def optimizer_kind(optimizer, who: str) -> str:
     else:
         raise InitError(
             f"{who}: {type(optimizer).__name__} is not supported; supported are torch.optim's "
-            f"{', '.join(sorted(k for k in FACTORY_BY_CLASS if not k.startswith('Optax')))} "
+            f"{', '.join(sorted(o.torch_class for o in registry.OPTIMIZERS))} "
             "and the torchinit.optim optimizers built from them.")
     if kind == "adam" and optimizer.param_groups and optimizer.param_groups[0].get("decoupled_weight_decay"):
         kind = "adamw"
@@ -89,9 +83,6 @@ def _is_tensor(x) -> bool:
     return hasattr(x, "shape") and hasattr(x, "item") and not isinstance(x, (int, float))
 
 
-_F32_LR = {"adam", "adamw", "nadam", "radam", "adamax", "asgd"}
-
-
 def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
     """Why torch's numbers for this group are not what jaxinit.optim computes (None: they are).
 
@@ -100,8 +91,7 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
     18000 ``beta ** step`` values differ from the rounded exact power), ``from_torch``
     refuses with this reason instead of drifting silently.
     """
-    name = {"adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam", "adamax": "Adamax", "asgd": "ASGD"}.get(
-        kind, kind.capitalize())
+    name = registry.CLASS_BY_FACTORY.get(kind, kind)
     src = f"torch/optim/{'adam' if kind == 'adamw' else kind}.py _single_tensor_{'adam' if kind == 'adamw' else kind}"
     for flag in ("differentiable", "capturable"):
         if not group.get(flag):
@@ -122,7 +112,8 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
                 "relative away from its single-tensor formulas, which jaxinit.optim.asgd reproduces. Fix: build the "
                 "torch optimizer with foreach=False.")
     lr = group.get("lr")
-    if _is_tensor(lr) and (kind in _F32_LR or (kind == "adagrad" and group.get("lr_decay", 0) != 0)):
+    rule = registry.TENSOR_LR_FLOAT32.get(kind, False)
+    if _is_tensor(lr) and (rule is True or (isinstance(rule, str) and group.get(rule, 0) != 0)):
         return (f"a Tensor lr makes torch's {name} compute its lr terms (lr / bias_correction, lr * weight_decay, "
                 f"...) as float32 tensor arithmetic ({src}), not the exact lr. Fix: pass lr as a Python float, "
                 "e.g. lr=float(lr).")
@@ -271,7 +262,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
     by_id: dict[int, str] = {}
     for name, t in items:
         by_id.setdefault(id(t), name)  # a shared (tied) Parameter: its first name, as named_parameters() does
-    names: list = []
+    names = []
     missing: list = []
     for i, p in enumerate(optimizer_params):
         nm = by_id.get(id(p), missing)
@@ -284,7 +275,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
                         "the optimizer was built on (or its named_parameters()); a state_dict() holds copies, "
                         "not the Parameter objects.")
     if all(nm is None for nm in names):  # Parameters without names: identity gives the order only
-        names = tp.names
+        names = tp.names  # type: ignore[assignment]  # None: no names known at all
     elif tp.names is not None and tp.names != names:
         raise InitError(f"{who}: the optimizer's own param_names {tp.names[:4]}... differ from the model's names "
                         f"{names[:4]}... for the same Parameters; drop param_names= or fix the names.")
@@ -334,7 +325,7 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
     """
     torch_names, torch_shapes, n = tp.names, tp.shapes, len(tp.shapes)
     by_name = is_mapping and torch_names is not None and len(set(torch_names)) == n
-    if by_name and set(leaf_paths) == set(torch_names) and len(leaf_paths) == n:
+    if by_name and torch_names is not None and set(leaf_paths) == set(torch_names) and len(leaf_paths) == n:
         index = {nm: i for i, nm in enumerate(torch_names)}
         order = [index[p] for p in leaf_paths]
         how = "by name"
@@ -403,7 +394,7 @@ def state_groups(param_groups: Sequence[Mapping], n: int) -> list[int]:
     out = [0] * n
     for g, group in enumerate(param_groups):
         for k, i in enumerate(group["params"]):
-            idx = i if isinstance(i, numbers.Integral) else k
+            idx = int(i) if isinstance(i, numbers.Integral) else k
             if 0 <= idx < n:
                 out[idx] = g
     return out
@@ -426,7 +417,7 @@ def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str
             steps[i] = s
     values = set(steps.values())
     if len(values) > 1:
-        by = {}
+        by: dict[float, list] = {}
         for i, s in steps.items():
             by.setdefault(s, []).append(i)
         raise InitError(f"{who}: torch parameters have different step counts {dict(sorted(by.items()))} "
@@ -434,7 +425,7 @@ def common_step(state: Mapping, step, groups: Sequence[Mapping] | None, who: str
                         "Fix: convert from a state where every parameter has stepped equally.")
     found = int(values.pop()) if values else None
     if found is None and groups:
-        sched = {g.get("schedule_step") for g in groups if "schedule_step" in g}
+        sched = {g["schedule_step"] for g in groups if "schedule_step" in g}
         if len(sched) == 1:
             found = int(sched.pop())
     if step is not None:

@@ -138,18 +138,19 @@ class SafetensorsReader:
     shard that does not hold it, a tensor no index entry lists, ``total_size`` that is not the
     sum of the tensors), ``missing shard``, dtype mismatch between a header and its bytes."""
 
-    def __init__(self, path, who: str):
+    def __init__(self, path, who: str, stem: str = "model"):
         self.who = who
         name = os.fspath(path)
         if os.path.isdir(name):
-            index = os.path.join(name, INDEX_NAME)
-            single = os.path.join(name, SINGLE_NAME)
+            index_name, single_name = f"{stem}.safetensors.index.json", f"{stem}.safetensors"
+            index = os.path.join(name, index_name)
+            single = os.path.join(name, single_name)
             if os.path.exists(index):
                 name = index
             elif os.path.exists(single):
                 name = single
             else:
-                raise CheckpointFileError(f"{who}: {name!r} holds neither {INDEX_NAME} nor {SINGLE_NAME}; pass the "
+                raise CheckpointFileError(f"{who}: {name!r} holds neither {index_name} nor {single_name}; pass the "
                                           "checkpoint file, or the directory save_pretrained wrote.")
         if not os.path.exists(name):
             raise FileNotFoundError(f"{who}: no such file: {name!r}")
@@ -225,13 +226,15 @@ class SafetensorsWriter:
     ``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when the tensors exceed ``max_shard_bytes``; a tensor larger than that gets a file of its
     own, as ``save_pretrained`` does). Data arrives by :meth:`write` (whole tensors or blocks of
-    leading-axis rows) or :meth:`write_block` (any block), in any order; :meth:`commit` checks
+    leading-axis rows) or :meth:`write_block` (any block), in any order (``stem``: the file names'
+    stem, ``model`` as above, ``optimizer`` for an optimizer state); :meth:`commit` checks
     that every byte was written, re-opens every file with ``safe_open`` and renames the temporary
     output into place; :meth:`abort` removes it."""
 
     def __init__(self, dst, entries: list[tuple[str, tuple, Any]], *, max_shard_bytes: int = 5 * 2**30,
-                 metadata: Mapping[str, str] | None = None, who: str = "convert_checkpoint"):
+                 metadata: Mapping[str, str] | None = None, who: str = "convert_checkpoint", stem: str = "model"):
         self.who = who
+        self.index_name = f"{stem}.safetensors.index.json"
         self.dst = os.fspath(dst)
         self.single = self.dst.endswith(".safetensors")
         if os.path.exists(self.dst):
@@ -255,9 +258,9 @@ class SafetensorsWriter:
         if self.single:
             names = [os.path.basename(self.dst)]
         elif count == 1:
-            names = [SINGLE_NAME]
+            names = [f"{stem}.safetensors"]
         else:
-            names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+            names = [f"{stem}-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
         self.where: dict[str, tuple[str, int, int, int]] = {}  # key -> (file, data start, nbytes, row bytes)
         self.shapes = {key: tuple(shape) for key, shape, _ in entries}
         self.written: dict[str, int] = {}
@@ -346,7 +349,7 @@ class SafetensorsWriter:
         if not self.single and len(self.files) > 1:
             index = {"metadata": {"total_size": self.total},
                      "weight_map": {k: os.path.basename(w[0]) for k, w in self.where.items()}}
-            with open(os.path.join(self.tmp, INDEX_NAME), "w") as fh:
+            with open(os.path.join(self.tmp, self.index_name), "w") as fh:
                 json.dump(index, fh, indent=2, sort_keys=True)
         if self.single:
             os.replace(os.path.join(self.tmp, self.files[0]), self.dst)
@@ -768,6 +771,8 @@ def parse_size(max_shard_size, who: str) -> int:
         return max_shard_size
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     text = str(max_shard_size).strip().upper()
+    if text.isdigit() and int(text) > 0:  # a number of bytes, as the command line passes it
+        return int(text)
     for u, f in sorted(units.items(), key=lambda x: -len(x[0])):
         if text.endswith(u):
             try:

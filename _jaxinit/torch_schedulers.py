@@ -1,6 +1,6 @@
 """Every read of a ``torch.optim.lr_scheduler`` object that is not public API, in one place.
 
-The schedule specs (``_jaxinit/schedules.py``) read schedulers duck-typed (torch is
+The schedule specs (``_jaxinit/schedules/``) read schedulers duck-typed (torch is
 never imported). Most of what they need is public (``base_lrs``, ``last_epoch``,
 ``step_size``, ``gamma``, ``lr_lambdas``, ...); what is not is read here only, so a torch
 release that renames a private attribute breaks one function, named in the error.

@@ -52,8 +52,9 @@ _META_KEY = "jaxinit"
 # ------------------------------------------------------------------ JSON + arrays
 
 
-def encode(obj, arrays: dict, prefix: str, who: str, to_numpy) -> Any:
-    """``obj`` as JSON-able data; every array goes into ``arrays`` under a key built from ``prefix``."""
+def encode(obj, arrays: dict, prefix: str, who: str, to_numpy, keep: bool = False) -> Any:
+    """``obj`` as JSON-able data; every array goes into ``arrays`` under a key built from ``prefix``
+    (a copy; ``keep=True``: the object itself, for a writer that reads it later, one at a time)."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, numbers.Integral):
@@ -62,14 +63,19 @@ def encode(obj, arrays: dict, prefix: str, who: str, to_numpy) -> Any:
         return float(obj)
     if isinstance(obj, Mapping):
         if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: encode(v, arrays, f"{prefix}/{k}", who, to_numpy) for k, v in obj.items()}
-        return {"__items__": [[encode(k, arrays, prefix, who, to_numpy), encode(v, arrays, f"{prefix}/{k}", who,
-                                                                                to_numpy)] for k, v in obj.items()]}
+            return {k: encode(v, arrays, f"{prefix}/{k}", who, to_numpy, keep) for k, v in obj.items()}
+        return {"__items__": [[encode(k, arrays, prefix, who, to_numpy, keep),
+                               encode(v, arrays, f"{prefix}/{k}", who, to_numpy, keep)] for k, v in obj.items()]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [encode(v, arrays, f"{prefix}/{i}", who, to_numpy) for i, v in enumerate(obj)]}
+        return {"__tuple__": [encode(v, arrays, f"{prefix}/{i}", who, to_numpy, keep) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [encode(v, arrays, f"{prefix}/{i}", who, to_numpy) for i, v in enumerate(obj)]
+        return [encode(v, arrays, f"{prefix}/{i}", who, to_numpy, keep) for i, v in enumerate(obj)]
     if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        if keep:
+            if str(obj.dtype) == "object":
+                raise InitError(f"{who}: {prefix!r} is an array of Python objects; only numeric arrays are stored.")
+            arrays[prefix] = obj
+            return {"__array__": prefix}
         a = to_numpy(obj)
         if a.dtype == object:
             raise InitError(f"{who}: {prefix!r} is an array of Python objects; only numeric arrays are stored.")
@@ -466,11 +472,16 @@ def write_dir(path, *, weights, optimizer, optimizer_extra, scheduler, grad_scal
     write_json(p["json"], body, who)
 
 
-def read(path, who: str, torch_load) -> dict:
+def read(path, who: str, torch_load, torch=None) -> dict:
     """``{"model", "optimizer" (the optimizer file's body), "scheduler", "grad_scaler", "rng", "rng_meta",
-    "step", "counters"}`` of a directory or ``.pt`` file (numpy arrays). ``torch_load(path)``: the
-    caller's ``torch.load(weights_only=True)`` (None when torch is missing)."""
+    "step", "counters"}`` of a directory, a DCP directory or a ``.pt`` file (numpy arrays).
+    ``torch_load(path)``: the caller's ``torch.load(weights_only=True)`` (None when torch is missing);
+    ``torch``: the module, for a DCP directory."""
     name = os.fspath(path)
+    if os.path.exists(os.path.join(name, ".metadata")):
+        from _jaxinit import optimizer_files as _of
+
+        return _of.read_training_dcp(name, who, torch)
     if is_torch_file(name):
         if torch_load is None:
             raise InitError(f"{who}: {name!r} is a torch.save file; reading it needs torch. Save the training "

@@ -546,6 +546,7 @@ class TorchDDPTrainer:
             raise ValueError(f"--ranks {ranks}: only {torch.cuda.device_count()} GPU(s) for the torch ranks "
                              "(NCCL, one GPU per rank); use --ranks <= the GPU count")
         self.device = torch.device("cpu")  # where ``model`` (rank 0's copy) evaluates
+        self.autocast = torchinit.amp.autocast("cpu", None, enabled=False)  # float32 (--ranks refuses --precision)
         self.backend = f"{ranks} DDP ranks ({'nccl, cuda' if cuda else 'gloo, cpu'})"
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

@@ -60,6 +60,12 @@ def __getattr__(name):
         return LinenBatchNorm
     raise AttributeError(f"module 'jaxinit' has no attribute {name!r}")
 
+
+def __dir__():
+    # dir(jaxinit) and tab completion show the names __getattr__ provides (PEP 562)
+    return sorted(set(globals()) | set(__all__))
+
+
 # Mirrors torchinit's __all__ name for name by design (parity_tests/test_api.py checks the two surfaces match).
 __all__ = [
     "BatchNorm",

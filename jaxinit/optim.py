@@ -3,59 +3,63 @@
 ``import jaxinit.optim as optim``; ``optim.adam(1e-3)`` is an ``optax.GradientTransformation``
 whose updates equal ``torch.optim.Adam(params, 1e-3)``'s step for step. Mirror:
 :mod:`torchinit.optim` (same factories returning ``torch.optim.Optimizer``s). The state
-layout is documented in ``jaxinit/_src/optim.py``. ``TRANSFORMS`` lists the optax building
+layout is documented in ``jaxinit/_src/optim_common.py``. ``TRANSFORMS`` lists the optax building
 blocks and state types, which exist only here (torch has no transformation objects).
+The optimizer lines are generated from ``_jaxinit/optim_registry.py`` by
+``python -m _jaxinit.optim_codegen`` (one entry per torch optimizer).
 """
-from jaxinit._src.optim import ScaleByTorchAdagradState as ScaleByTorchAdagradState
-from jaxinit._src.optim import ScaleByTorchAdamState as ScaleByTorchAdamState
-from jaxinit._src.optim import ScaleByTorchRmsState as ScaleByTorchRmsState
-from jaxinit._src.optim import ScaleByTorchAdadeltaState as ScaleByTorchAdadeltaState
-from jaxinit._src.optim import ScaleByTorchAdamaxState as ScaleByTorchAdamaxState
-from jaxinit._src.optim import ScaleByTorchAsgdState as ScaleByTorchAsgdState
-from jaxinit._src.optim import ScaleByTorchNadamState as ScaleByTorchNadamState
-from jaxinit._src.optim import ScaleByTorchRadamState as ScaleByTorchRadamState
-from jaxinit._src.optim import ScaleByTorchRpropState as ScaleByTorchRpropState
-from jaxinit._src.optim import TorchEmaState as TorchEmaState
-from jaxinit._src.optim import TraceTorchState as TraceTorchState
-from jaxinit._src.optim import adagrad as adagrad
-from jaxinit._src.optim import adam as adam
-from jaxinit._src.optim import adamw as adamw
-from jaxinit._src.optim import ema as ema
-from jaxinit._src.optim import lars as lars
-from jaxinit._src.optim import rmsprop as rmsprop
-from jaxinit._src.optim import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
-from jaxinit._src.optim import scale_by_torch_adagrad as scale_by_torch_adagrad
-from jaxinit._src.optim import scale_by_torch_adam as scale_by_torch_adam
-from jaxinit._src.optim import scale_by_torch_lr as scale_by_torch_lr
-from jaxinit._src.optim import scale_by_torch_rms as scale_by_torch_rms
-from jaxinit._src.optim import sgd as sgd
-from jaxinit._src.optim import trace_torch as trace_torch
-from jaxinit._src.optim import adadelta as adadelta
-from jaxinit._src.optim import adamax as adamax
-from jaxinit._src.optim import asgd as asgd
-from jaxinit._src.optim import nadam as nadam
-from jaxinit._src.optim import radam as radam
-from jaxinit._src.optim import rprop as rprop
-from jaxinit._src.optim import scale_by_torch_adadelta as scale_by_torch_adadelta
-from jaxinit._src.optim import scale_by_torch_adamax as scale_by_torch_adamax
-from jaxinit._src.optim import scale_by_torch_asgd as scale_by_torch_asgd
-from jaxinit._src.optim import scale_by_torch_nadam as scale_by_torch_nadam
-from jaxinit._src.optim import scale_by_torch_radam as scale_by_torch_radam
-from jaxinit._src.optim import scale_by_torch_rprop as scale_by_torch_rprop
-# torch 2.13's Adafactor, Muon, LBFGS (own jittable step API) and SparseAdam (explicit row mask)
-from jaxinit._src.adafactor import ScaleByTorchAdafactorState as ScaleByTorchAdafactorState
+# BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
+from jaxinit._src.sgd import sgd as sgd
+from jaxinit._src.sgd import TraceTorchState as TraceTorchState
+from jaxinit._src.sgd import trace_torch as trace_torch
+from jaxinit._src.adagrad import adagrad as adagrad
+from jaxinit._src.adagrad import ScaleByTorchAdagradState as ScaleByTorchAdagradState
+from jaxinit._src.adagrad import scale_by_torch_adagrad as scale_by_torch_adagrad
+from jaxinit._src.rmsprop import rmsprop as rmsprop
+from jaxinit._src.rmsprop import ScaleByTorchRmsState as ScaleByTorchRmsState
+from jaxinit._src.rmsprop import scale_by_torch_rms as scale_by_torch_rms
+from jaxinit._src.adam import adam as adam
+from jaxinit._src.adam import ScaleByTorchAdamState as ScaleByTorchAdamState
+from jaxinit._src.adam import scale_by_torch_adam as scale_by_torch_adam
+from jaxinit._src.adam import adamw as adamw
+from jaxinit._src.nadam import nadam as nadam
+from jaxinit._src.nadam import ScaleByTorchNadamState as ScaleByTorchNadamState
+from jaxinit._src.nadam import scale_by_torch_nadam as scale_by_torch_nadam
+from jaxinit._src.radam import radam as radam
+from jaxinit._src.radam import ScaleByTorchRadamState as ScaleByTorchRadamState
+from jaxinit._src.radam import scale_by_torch_radam as scale_by_torch_radam
+from jaxinit._src.adamax import adamax as adamax
+from jaxinit._src.adamax import ScaleByTorchAdamaxState as ScaleByTorchAdamaxState
+from jaxinit._src.adamax import scale_by_torch_adamax as scale_by_torch_adamax
+from jaxinit._src.adadelta import adadelta as adadelta
+from jaxinit._src.adadelta import ScaleByTorchAdadeltaState as ScaleByTorchAdadeltaState
+from jaxinit._src.adadelta import scale_by_torch_adadelta as scale_by_torch_adadelta
+from jaxinit._src.rprop import rprop as rprop
+from jaxinit._src.rprop import ScaleByTorchRpropState as ScaleByTorchRpropState
+from jaxinit._src.rprop import scale_by_torch_rprop as scale_by_torch_rprop
+from jaxinit._src.asgd import asgd as asgd
+from jaxinit._src.asgd import ScaleByTorchAsgdState as ScaleByTorchAsgdState
+from jaxinit._src.asgd import scale_by_torch_asgd as scale_by_torch_asgd
 from jaxinit._src.adafactor import adafactor as adafactor
+from jaxinit._src.adafactor import ScaleByTorchAdafactorState as ScaleByTorchAdafactorState
 from jaxinit._src.adafactor import scale_by_torch_adafactor as scale_by_torch_adafactor
-from jaxinit._src.lbfgs import LBFGS as LBFGS
-from jaxinit._src.lbfgs import LBFGSState as LBFGSState
-from jaxinit._src.lbfgs import lbfgs as lbfgs
+from jaxinit._src.muon import muon as muon
 from jaxinit._src.muon import MuonState as MuonState
 from jaxinit._src.muon import ScaleByTorchMuonState as ScaleByTorchMuonState
-from jaxinit._src.muon import muon as muon
 from jaxinit._src.muon import scale_by_torch_muon as scale_by_torch_muon
 from jaxinit._src.muon import zeropower_via_newtonschulz as zeropower_via_newtonschulz
-from jaxinit._src.sparse_adam import ScaleByTorchSparseAdamState as ScaleByTorchSparseAdamState
+from jaxinit._src.lbfgs import lbfgs as lbfgs
+from jaxinit._src.lbfgs import LBFGS as LBFGS
+from jaxinit._src.lbfgs import LBFGSState as LBFGSState
 from jaxinit._src.sparse_adam import sparse_adam as sparse_adam
+from jaxinit._src.sparse_adam import ScaleByTorchSparseAdamState as ScaleByTorchSparseAdamState
+# END generated: optimizers
+# not torch.optim classes: LARS, EMA, the lr scaling step
+from jaxinit._src.ema import TorchEmaState as TorchEmaState
+from jaxinit._src.ema import ema as ema
+from jaxinit._src.lars import lars as lars
+from jaxinit._src.lars import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
+from jaxinit._src.optim_common import scale_by_torch_lr as scale_by_torch_lr
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from jaxinit._src.schedules import Schedule as Schedule
 from jaxinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -98,105 +102,73 @@ from jaxinit._src.optim_convert import import_state as import_state
 from jaxinit._src.training_state import TrainingState as TrainingState
 from jaxinit._src.training_state import load_training_state as load_training_state
 from jaxinit._src.training_state import save_training_state as save_training_state
+from jaxinit._src.optimizer_io import load_optimizer_state as load_optimizer_state
+from jaxinit._src.optimizer_io import save_optimizer_state as save_optimizer_state
 
 # optax building blocks and their states: JAX-only (not mirrored in torchinit.optim).
 TRANSFORMS = (
+    # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
+    "TraceTorchState",
+    "trace_torch",
+    "ScaleByTorchAdagradState",
+    "scale_by_torch_adagrad",
+    "ScaleByTorchRmsState",
+    "scale_by_torch_rms",
+    "ScaleByTorchAdamState",
+    "scale_by_torch_adam",
+    "ScaleByTorchNadamState",
+    "scale_by_torch_nadam",
+    "ScaleByTorchRadamState",
+    "scale_by_torch_radam",
+    "ScaleByTorchAdamaxState",
+    "scale_by_torch_adamax",
+    "ScaleByTorchAdadeltaState",
+    "scale_by_torch_adadelta",
+    "ScaleByTorchRpropState",
+    "scale_by_torch_rprop",
+    "ScaleByTorchAsgdState",
+    "scale_by_torch_asgd",
+    "ScaleByTorchAdafactorState",
+    "scale_by_torch_adafactor",
+    "MuonState",
+    "ScaleByTorchMuonState",
+    "scale_by_torch_muon",
+    "zeropower_via_newtonschulz",
+    "LBFGS",
+    "LBFGSState",
+    "ScaleByTorchSparseAdamState",
+    # END generated: optimizers
     "AveragedModel",
     "AveragedModelState",
     "ClipGradNormState",
-    "ScaleByTorchAdagradState",
-    "ScaleByTorchAdamState",
-    "ScaleByTorchRmsState",
     "ReduceLROnPlateauState",
     "TorchEmaState",
-    "TraceTorchState",
     "ema",
     "scale_by_lars_trust_ratio",
-    "scale_by_torch_adagrad",
-    "scale_by_torch_adam",
     "scale_by_torch_lr",
-    "scale_by_torch_rms",
-    "trace_torch",
-    "ScaleByTorchAdadeltaState",
-    "ScaleByTorchAdamaxState",
-    "ScaleByTorchAsgdState",
-    "ScaleByTorchNadamState",
-    "ScaleByTorchRadamState",
-    "ScaleByTorchRpropState",
-    "scale_by_torch_adadelta",
-    "scale_by_torch_adamax",
-    "scale_by_torch_asgd",
-    "scale_by_torch_nadam",
-    "scale_by_torch_radam",
-    "scale_by_torch_rprop",
-    "LBFGS",
-    "LBFGSState",
-    "MuonState",
-    "ScaleByTorchAdafactorState",
-    "ScaleByTorchMuonState",
-    "ScaleByTorchSparseAdamState",
-    "scale_by_torch_adafactor",
-    "scale_by_torch_muon",
-    "zeropower_via_newtonschulz",
 )
 
-# Mirrors torchinit.optim's __all__ by design, plus TRANSFORMS (parity_tests/test_api.py checks the surfaces match).
-# TRANSFORMS' names repeat here: __all__ stays a literal list, which type checkers and IDEs read.
+# Mirrors torchinit.optim's __all__ (parity_tests/test_api.py checks the surfaces match), then TRANSFORMS.
 __all__ = [
     "TRANSFORMS",
-    "AveragedModel",
-    "AveragedModelState",
-    "ClipGradNormState",
-    "ReduceLROnPlateauState",
-    "ScaleByTorchAdagradState",
-    "ScaleByTorchAdamState",
-    "ScaleByTorchRmsState",
-    "TorchEmaState",
-    "TraceTorchState",
+    # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
+    "sgd",
     "adagrad",
+    "rmsprop",
     "adam",
     "adamw",
-    "ema",
-    "lars",
-    "rmsprop",
-    "scale_by_lars_trust_ratio",
-    "scale_by_torch_adagrad",
-    "scale_by_torch_adam",
-    "scale_by_torch_lr",
-    "scale_by_torch_rms",
-    "sgd",
-    "trace_torch",
-    "adadelta",
-    "adamax",
-    "asgd",
     "nadam",
     "radam",
+    "adamax",
+    "adadelta",
     "rprop",
-    "ScaleByTorchAdadeltaState",
-    "ScaleByTorchAdamaxState",
-    "ScaleByTorchAsgdState",
-    "ScaleByTorchNadamState",
-    "ScaleByTorchRadamState",
-    "ScaleByTorchRpropState",
-    "scale_by_torch_adadelta",
-    "scale_by_torch_adamax",
-    "scale_by_torch_asgd",
-    "scale_by_torch_nadam",
-    "scale_by_torch_radam",
-    "scale_by_torch_rprop",
-    "LBFGS",
-    "LBFGSState",
-    "MuonState",
-    "ScaleByTorchAdafactorState",
-    "ScaleByTorchMuonState",
-    "ScaleByTorchSparseAdamState",
+    "asgd",
     "adafactor",
-    "lbfgs",
     "muon",
-    "scale_by_torch_adafactor",
-    "scale_by_torch_muon",
+    "lbfgs",
     "sparse_adam",
-    "zeropower_via_newtonschulz",
+    # END generated: optimizers
+    "lars",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
@@ -231,4 +203,7 @@ __all__ = [
     "TrainingState",
     "load_training_state",
     "save_training_state",
+    "load_optimizer_state",
+    "save_optimizer_state",
 ]
+__all__ += TRANSFORMS

@@ -131,3 +131,15 @@ def test_layer_submodules_mirror():
         assert issubclass(getattr(torchinit.nn, tname), getattr(torch.nn, tname))
         assert issubclass(getattr(jaxinit.linen, lname), getattr(flax.linen, lname))
         assert issubclass(getattr(jaxinit.nnx, nname), getattr(flax_nnx, nname))
+
+
+@pytest.mark.parametrize("module", ["jaxinit", "jaxinit.linen", "jaxinit.nnx", "jaxinit.optim", "jaxinit.random",
+                                    "torchinit", "torchinit.nn", "torchinit.optim", "torchinit.random"])
+def test_dir_lists_every_public_name(module):
+    """dir() shows every name of __all__, also those a module-level __getattr__ provides (PEP 562: such a
+    module needs __dir__ too, or dir(jaxinit) lacks BatchNorm)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert not set(mod.__all__) - set(dir(mod)), sorted(set(mod.__all__) - set(dir(mod)))
+    assert hasattr(mod, "__dir__") or not hasattr(mod, "__getattr__"), f"{module} has __getattr__ without __dir__"

@@ -390,9 +390,9 @@ def test_big_checkpoint_round_trip_and_peak_memory(tmp_path):
     """2.5 GB of float32 (largest tensor 256 MiB) torch -> Orbax (4 devices) -> torch, each step in a
     fresh process: bitwise round trip. Peak resident memory above the warmed-up baseline, as a
     multiple of the largest tensor: building every array in its sharding from sliced reads
-    (``read_sharded``) and writing torch files from Orbax stay within 1.5x; torch -> Orbax adds
-    what Orbax's ``partial.save`` holds while it writes the array (about 0.6x: HWM 341 -> 498 MiB
-    around the call for a 256 MiB array), bounded here at 2.25x. Figures: docs/checkpoints.md."""
+    (``read_sharded``), torch -> Orbax (uncompressed chunks: Orbax then writes the CPU shards from
+    their own buffers) and writing torch files from Orbax each stay within 1.5x. Figures:
+    docs/checkpoints.md."""
     from benchmarks.bench_checkpoint import generate, measure, same_tensors
 
     src, orbax, back = tmp_path / "torch", tmp_path / "orbax", tmp_path / "back"
@@ -405,4 +405,4 @@ def test_big_checkpoint_round_trip_and_peak_memory(tmp_path):
     largest = read["largest"]
     assert read["peak_above_baseline"] <= 1.5 * largest, read
     assert to_torch["peak_above_baseline"] <= 1.5 * largest, to_torch
-    assert to_flax["peak_above_baseline"] <= 2.25 * largest, to_flax
+    assert to_flax["peak_above_baseline"] <= 1.5 * largest, to_flax

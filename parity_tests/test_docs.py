@@ -169,3 +169,112 @@ def test_front_pages_agree():
     for heading in ("What is exact, and how it is proven", "Quickstart"):
         assert _section("README.md", heading).split("<!--")[-1] == _section("docs/index.md", heading).split("<!--")[-1], \
             f"'## {heading}' differs between README.md and docs/index.md; copy one into the other"
+
+
+# ------------------------------------------------------------------ the claims table and the test list
+
+_FIGURE = re.compile(r"(?<![\w.])\d+(?:\.\d+)?e-\d+")
+# Every figure of the front pages' claims table, keyed by (the row's first "proven by" entry, figure), tied
+# to the constant that asserts it: (file, constant, relation). "==": the table states the test's tolerance;
+# "<=": the table states a measured value, which the test's tolerance must bound. A constant is a module-level
+# literal (``NAME`` or ``NAME[key]...``) read with ast, or a literal snippet ``"rtol=1e-12"`` of the file.
+CLAIMS = {
+    ("test_batchnorm.py", "1.8e-14"): ("parity_tests/test_batchnorm.py", "F64_TOL", "<="),
+    ("test_optim_db.py", "1e-12"): ("parity_tests/test_optim_db.py", "TOL", "=="),
+    ("test_optim_db.py", "6.4e-15"): ("parity_tests/test_optim_db.py", "TOL", "<="),
+    ("test_schedules.py", "1e-12"): ("parity_tests/test_schedules.py", "RTOL_PEAK", "=="),
+    ("test_schedules.py", "3.2e-13"): ("parity_tests/test_schedules.py", "RTOL_PEAK", "<="),
+    ("test_schedules.py", "6e-16"): ("docs/recipe.md", "rtol=1e-12", "<="),
+    ("test_convert.py", "3e-14"): ("parity_tests/test_twins.py", "TOL['float64']['out']", "<="),
+    ("test_convert.py", "2.8e-13"): ("parity_tests/test_optim_convert.py", "TOL", "<="),
+    ("test_convert.py", "4.3e-16"): ("parity_tests/test_training_state.py", "TOL", "<="),
+    ("test_porting.py", "2.2e-15"): ("_jaxinit/jax_and_torch/_common.py", "BUDGET_RTOL['float64']", "<="),
+    ("test_porting.py", "1.3e-15"): ("_jaxinit/jax_and_torch/_common.py", "BUDGET_RTOL['float64']", "<="),
+    ("test_examples.py", "3.5e-4"): ("parity_tests/test_examples.py", "LOSS_TOL", "<="),
+    ("test_examples.py", "2e-3"): ("parity_tests/test_examples.py", "LOSS_TOL", "=="),
+    ("test_examples.py", "4e-6"): ("parity_tests/test_examples.py", "LOSS_TOL", "<="),
+    ("test_checkpoint_io.py", "3.4e-16"): ("parity_tests/test_training_state.py", "TOL", "<="),
+    ("test_data_parallel.py", "1.1e-15"): ("parity_tests/test_data_parallel.py", "TOL", "<="),
+    ("test_data_parallel.py", "3.1e-15"): ("parity_tests/test_data_parallel.py", "TOL", "<="),
+    ("test_dropout.py", "9e-16"): ("parity_tests/test_dropout.py", "_TWIN_RTOL['float64']", "<="),
+    ("test_dropout.py", "3.6e-16"): ("parity_tests/test_dropout.py", "assert diff <= 1e-13 * scale", "<="),
+}
+# The same measured figures where other pages and the code's docstrings state them (checked to agree):
+# the schedules' worst over 1000 steps, and CosineAnnealingLR with eta_min != 0 (torch's recursion).
+FIGURE_SITES = {
+    "3.2e-13": ("docs/schedules.md", "_jaxinit/schedules/__init__.py", "parity_tests/test_schedules.py"),
+    "2.6e-12": ("docs/schedules.md", "_jaxinit/schedules/__init__.py", "parity_tests/test_schedules.py"),
+}
+
+
+def _literal(node):
+    """``ast.literal_eval`` that also reads ``dict(a=1, ...)``."""
+    import ast
+
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {k.arg: _literal(k.value) for k in node.keywords}
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
+def _constant(path: str, expr: str) -> float:
+    """The value of ``expr`` in ``path``: a module-level literal (subscripts allowed) or a snippet's number."""
+    import ast
+
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        text = f.read()
+    if not path.endswith(".py") or "=" in expr:
+        assert expr in text, f"{path} no longer contains {expr!r}"
+        return float(_FIGURE.findall(expr)[0])
+    name, _, rest = expr.partition("[")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = _literal(node.value)
+            for key in re.findall(r"\['([^']+)'\]", "[" + rest if rest else ""):
+                value = value[key]
+            return float(value)
+    raise AssertionError(f"{path}: no module-level constant {name}")
+
+
+def claims_figures(path: str = "README.md") -> dict[tuple[str, str], str]:
+    """``{(first test file of the row, figure): row text}`` of the claims table of ``path``."""
+    found = {}
+    for line in _section(path, "What is exact, and how it is proven").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[3].startswith("`test_"):
+            continue
+        first = cells[3].split("`")[1]
+        for fig in _FIGURE.findall(cells[2]):
+            found[(first, fig)] = cells[2]
+    return found
+
+
+def test_claims_table_matches_the_tests_constants():
+    """Each figure of the claims table is a tolerance a test asserts ("==") or a measured value the test's
+    tolerance bounds ("<="); a figure added, changed or left stale fails here, naming the row."""
+    figures = claims_figures()
+    assert len(figures) >= 10, figures
+    untied = sorted(set(figures) - set(CLAIMS))
+    assert not untied, f"figures of the claims table tied to no test constant (add them to CLAIMS): {untied}"
+    stale = sorted(set(CLAIMS) - set(figures))
+    assert not stale, f"CLAIMS entries whose figure the table no longer states: {stale}"
+    bad = []
+    for (row, fig), (path, expr, rel) in CLAIMS.items():
+        bound, value = _constant(path, expr), float(fig)
+        if not (value == bound if rel == "==" else value <= bound):
+            bad.append(f"{row} states {fig}, {path} {expr} is {bound:g} (expected {fig} {rel} {bound:g})")
+    assert not bad, bad
+    for fig, paths in FIGURE_SITES.items():
+        for path in paths:
+            with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+                assert fig in f.read(), f"{path} does not state the measured {fig} the other pages state"
+
+
+def test_docs_tests_lists_every_test_file():
+    """docs/tests.md names every parity_tests/test_*.py, and only files that exist."""
+    with open(os.path.join(ROOT, "docs", "tests.md"), encoding="utf-8") as f:
+        named = set(re.findall(r"`(test_\w+\.py)`", f.read()))
+    present = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "parity_tests", "test_*.py"))}
+    assert not present - named, f"docs/tests.md does not describe {sorted(present - named)}: add a row each"
+    assert not named - present, f"docs/tests.md names test files that do not exist: {sorted(named - present)}"

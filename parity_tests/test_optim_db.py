@@ -48,6 +48,7 @@ import jaxinit.optim as jo
 import torchinit.optim as to
 from _jaxinit import InitError
 from _jaxinit import optim_convert as core_convert
+from _jaxinit import optim_registry as registry
 from parity_tests._figures import record_figure
 
 
@@ -123,7 +124,7 @@ def _muon_tol(lr: float, shapes, torch_params) -> float:
     lr * r * 2^-8 with r = sqrt(max(1, A/B)) torch's 'original' lr ratio (sqrt(2.5) for the 5x2 matrix
     here; test_optim_special's 5x7 / 7x5 have 1.2); allow 10 of them over the 100 steps, relative to the
     smallest max|p| of the parameters (the measure of ``_rel``)."""
-    from _jaxinit.optim_more import muon_lr_ratio
+    from _jaxinit.optim_checks import muon_lr_ratio
 
     r = max(muon_lr_ratio(None, s) for s in shapes)
     scale = min(float(np.max(np.abs(p.detach().numpy()))) for p in torch_params)
@@ -349,8 +350,10 @@ def test_optim_db_configuration_equal_or_refused(name, results):
         key = _refusal_key(name, r.oi.desc)
         if r.refusal is not None:
             expected = None if key is None else EXPECTED_REFUSALS[key]
-            if expected is None and UNSUPPORTED in r.refusal and name not in core_convert.FACTORY_BY_CLASS:
-                continue  # an optimizer from_torch does not convert (yet): refused by name
+            if expected is None and UNSUPPORTED in r.refusal:
+                failures.append(f"{cid}: torch's {name} is neither converted nor refused with a reason; add it to "
+                                "the optimizer registry (_jaxinit/optim_registry.py, docs/contributing.md)")
+                continue
             if expected is None or not _refusal_text_ok(expected, r.refusal):
                 failures.append(f"{cid}: refused unexpectedly (expected {expected!r}): {r.refusal}")
             else:
@@ -377,14 +380,55 @@ def test_optim_db_configuration_equal_or_refused(name, results):
     assert not failures, "\n".join(failures)
 
 
-def test_every_optim_db_class_is_enumerated():
-    """The enumeration covers torch's whole optim_db (15 optimizers in torch 2.13), cliquey configs included."""
-    names = {info.optim_cls.__name__ for info in OPTIM_DB}
-    assert names == set(BY_CLASS) and len(names) >= 15
+def _torch_optimizer_classes() -> set[str]:
+    """Every optimizer class torch.optim exports (read from torch, not from optim_db or our registry)."""
+    return {name for name in torch.optim.__all__ if isinstance(getattr(torch.optim, name), type)
+            and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
+            and getattr(torch.optim, name) is not torch.optim.Optimizer}
+
+
+def test_every_torch_optimizer_is_registered_and_enumerated():
+    """Every optimizer of torch.optim is a registry entry (converted, or refused by from_torch with a reason
+    that EXPECTED_REFUSALS checks), and torch's optim_db configurations of each are enumerated here: a torch
+    release that adds an optimizer fails this test until it is registered."""
+    torch_classes = _torch_optimizer_classes()
+    registered = {o.torch_class for o in registry.OPTIMIZERS}
+    assert len(torch_classes) >= 15, torch_classes
+    assert not torch_classes - registered, (
+        f"torch.optim optimizers missing from _jaxinit/optim_registry.py: {sorted(torch_classes - registered)}")
+    assert not registered - torch_classes, f"registry entries torch.optim lacks: {sorted(registered - torch_classes)}"
+    assert torch_classes <= set(BY_CLASS), f"optim_db has no configurations of {sorted(torch_classes - set(BY_CLASS))}"
     assert any(_desc_flag(oi.desc) == "differentiable" for _, oi in CASES)
+    for name, reason in registry.refused_classes().items():
+        expected = EXPECTED_REFUSALS.get((name, "*"))
+        assert expected is not None, f"{name} is refused by the registry; list the refusal in EXPECTED_REFUSALS"
     # every expected refusal names a configuration that exists (no stale entry hiding a typo)
     keys = {_refusal_key(info.optim_cls.__name__, oi.desc) for info, oi in CASES}
     assert set(EXPECTED_REFUSALS) <= keys, set(EXPECTED_REFUSALS) - keys
+
+
+def test_from_torch_docstrings_list_the_registry():
+    """The from_torch docstrings name the classes the registry converts: jaxinit's all but the refused
+    ones (named as refused), torchinit's every class (torch's own LBFGS object is copied as it is)."""
+    from _jaxinit import optim_codegen as gen
+
+    for package, fn in (("jaxinit", jo.from_torch), ("torchinit", to.from_torch)):
+        assert gen.docstring_list(package) in " ".join(fn.__doc__.split()), package
+
+
+def test_factories_of_the_registry_exist_in_both_packages():
+    """Each entry's factory is the public factory of jaxinit.optim and torchinit.optim, its JAX-only names
+    are public and in TRANSFORMS, and each state type it names is a public NamedTuple."""
+    import importlib
+
+    for o in registry.OPTIMIZERS:
+        assert getattr(jo, o.factory) is o.factory_of("jaxinit"), o
+        assert getattr(to, o.factory) is o.factory_of("torchinit"), o
+        for n in o.jax_names:
+            assert n in jo.__all__ and n in jo.TRANSFORMS, (o.torch_class, n)
+        for s in o.states:  # a state type the walker knows is a public NamedTuple of jaxinit.optim
+            assert s in jo.__all__ and hasattr(getattr(jo, s), "_fields"), (o.torch_class, s)
+        assert o.factory in dir(importlib.import_module(o.torch_module)), o
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
@@ -411,3 +455,16 @@ def test_tensor_lr_and_betas_refused_where_torch_uses_float32():
                 conv(opt)
     # where torch uses the tensor's value as it is, it converts (SGD, Adagrad without lr_decay: optim_db)
     jo.from_torch(torch.optim.SGD(p, lr=torch.tensor(1e-3)))
+
+
+def test_registry_lists_are_generated():
+    """jaxinit.optim / torchinit.optim's optimizer imports, __all__ and TRANSFORMS, and docs/optimizers.md's
+    table are the codegen's output for the current registry (python -m _jaxinit.optim_codegen)."""
+    from _jaxinit import optim_codegen as gen
+
+    for path in gen.TARGETS:
+        assert (gen.ROOT / path).read_text() == gen.render(path), f"{path} is stale: run python -m _jaxinit.optim_codegen"
+    factories = [o.factory for o in registry.OPTIMIZERS]
+    assert set(factories) <= set(to.__all__) and set(factories) <= set(jo.__all__) - set(jo.TRANSFORMS)
+    assert set(registry.JAX_ONLY_NAMES) <= set(jo.TRANSFORMS)
+    assert len(jo.__all__) == len(set(jo.__all__)), "a name is listed twice in jaxinit.optim.__all__"

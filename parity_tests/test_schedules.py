@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import warnings
 
 import jax
@@ -390,16 +391,14 @@ def test_factories_are_generated_from_the_specs():
     assert gen.main(["--check"]) == 0
 
 
-@pytest.mark.parametrize("version", __import__("_jaxinit.torch_schedulers").torch_schedulers.SUPPORTED_TORCH)
-def test_private_reads_of_this_torch(version):
+def test_private_reads_of_this_torch():
     """The only reads of torch's private scheduler attributes (_jaxinit/torch_schedulers.py), checked
-    against what the installed torch does; one case per supported torch version (the others skip)."""
+    against what the installed torch does. ``SUPPORTED_TORCH`` lists the versions they were checked on;
+    a run checks the installed one, which must be listed (CI pins torch, .ci/run)."""
     from _jaxinit import torch_schedulers as ts
 
     installed = ".".join(torch.__version__.split(".")[:2])
     assert installed in ts.SUPPORTED_TORCH, f"torch {installed} is not in SUPPORTED_TORCH: check the readers"
-    if installed != version:
-        pytest.skip(f"torch {version} is not installed (this is {installed})")
     o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1, momentum=0.9)
     oc = L.OneCycleLR(o, 0.1, total_steps=100, pct_start=0.25, anneal_strategy="linear", three_phase=True)
     phases = ts.one_cycle_phases(oc)
@@ -420,3 +419,34 @@ def test_private_reads_of_this_torch(version):
     assert ts.swalr_anneal(torch.optim.swa_utils.SWALR(o, 0.05, anneal_strategy="linear")) == "linear"
     with pytest.raises(InitError, match="has no '_no_such' .*_jaxinit/torch_schedulers.py"):
         ts._private(oc, "_no_such")
+
+
+def _torch_scheduler_classes() -> set[str]:
+    """Every scheduler class torch exports (torch.optim.lr_scheduler and swa_utils' SWALR), read from torch."""
+    from torch.optim import swa_utils
+
+    out = set()
+    for mod in (L, swa_utils):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if isinstance(obj, type) and (issubclass(obj, L.LRScheduler) or name == "ReduceLROnPlateau") \
+                    and obj is not L.LRScheduler and not name.startswith("_"):
+                out.add(name)
+    return out
+
+
+def test_every_torch_scheduler_is_a_spec_or_refused_with_a_reason():
+    """A torch release that adds a scheduler fails here until it is a spec (_jaxinit/schedules/) or listed
+    in NOT_SCHEDULES with what replaces it; and schedules_from_torch's docstrings name every spec'd class."""
+    from _jaxinit import schedules as core
+
+    torch_classes = _torch_scheduler_classes()
+    specs = {s.torch for s in core.SPECS.values() if s.torch and s.read}
+    assert len(torch_classes) >= 15, torch_classes
+    missing = torch_classes - specs - set(core.NOT_SCHEDULES)
+    assert not missing, f"torch schedulers neither a spec nor refused with a reason: {sorted(missing)}"
+    assert not (specs | set(core.NOT_SCHEDULES)) - torch_classes
+    for fn in (jo.schedules_from_torch, to.schedules_from_torch):
+        doc = " ".join(fn.__doc__.split())
+        assert all(re.search(rf"\b{name}\b", doc) for name in specs), sorted(
+            n for n in specs if not re.search(rf"\b{n}\b", doc))

@@ -3,23 +3,25 @@
 configurations; the classes in ``torchinit/_src/optim.py`` for the optax-convention options
 and LARS). ``lr`` may be a schedule ``step -> lr``, followed step for step like optax.
 """
+# BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
+from torchinit._src.optim import sgd as sgd
 from torchinit._src.optim import adagrad as adagrad
+from torchinit._src.optim import rmsprop as rmsprop
 from torchinit._src.optim import adam as adam
 from torchinit._src.optim import adamw as adamw
-from torchinit._src.optim import lars as lars
-from torchinit._src.optim import rmsprop as rmsprop
-from torchinit._src.optim import sgd as sgd
-from torchinit._src.optim import adadelta as adadelta
-from torchinit._src.optim import adamax as adamax
-from torchinit._src.optim import asgd as asgd
 from torchinit._src.optim import nadam as nadam
 from torchinit._src.optim import radam as radam
+from torchinit._src.optim import adamax as adamax
+from torchinit._src.optim import adadelta as adadelta
 from torchinit._src.optim import rprop as rprop
-# torch 2.13's Adafactor, Muon, LBFGS and SparseAdam (torch's own classes)
+from torchinit._src.optim import asgd as asgd
 from torchinit._src.adafactor import adafactor as adafactor
-from torchinit._src.lbfgs import lbfgs as lbfgs
 from torchinit._src.muon import muon as muon
+from torchinit._src.lbfgs import lbfgs as lbfgs
 from torchinit._src.sparse_adam import sparse_adam as sparse_adam
+# END generated: optimizers
+# not a torch.optim class: LARS
+from torchinit._src.optim import lars as lars
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr
@@ -58,24 +60,28 @@ from torchinit._src.optim_convert import import_state as import_state
 from torchinit._src.training_state import TrainingState as TrainingState
 from torchinit._src.training_state import load_training_state as load_training_state
 from torchinit._src.training_state import save_training_state as save_training_state
+from torchinit._src.optimizer_io import load_optimizer_state as load_optimizer_state
+from torchinit._src.optimizer_io import save_optimizer_state as save_optimizer_state
 
 __all__ = [
+    # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
+    "sgd",
     "adagrad",
+    "rmsprop",
     "adam",
     "adamw",
-    "lars",
-    "rmsprop",
-    "sgd",
-    "adadelta",
-    "adamax",
-    "asgd",
     "nadam",
     "radam",
+    "adamax",
+    "adadelta",
     "rprop",
+    "asgd",
     "adafactor",
-    "lbfgs",
     "muon",
+    "lbfgs",
     "sparse_adam",
+    # END generated: optimizers
+    "lars",
     "Schedule",
     "cosine_annealing_lr",
     "cosine_annealing_warm_restarts",
@@ -110,4 +116,6 @@ __all__ = [
     "TrainingState",
     "load_training_state",
     "save_training_state",
+    "load_optimizer_state",
+    "save_optimizer_state",
 ]

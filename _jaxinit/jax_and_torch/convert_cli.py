@@ -10,7 +10,12 @@ read with ``torch.load(mmap=True, weights_only=True)``), or an Orbax checkpoint 
   ``from_torch_state_dict``); ``--mapping FILE``: JSON of the mapping alone;
 - ``--sharding fsdp|replicated|none``: how the arrays are split over ``jax.devices()`` when written
   to Orbax (``fsdp``: each tensor's largest axis the device count divides);
-- ``--format safetensors|dcp`` (torch output), ``--max-shard-size 5GB``, ``--no-progress``.
+- ``--format safetensors|dcp`` (torch output), ``--max-shard-size 5GB``, ``--no-progress``;
+- ``--optimizer`` (with ``--to torch``): SRC is an optimizer state (a DCP directory holding
+  ``optimizer.state_dict()`` or ``get_optimizer_state_dict(...)``, or jaxinit's optimizer
+  safetensors, one file or sharded) and DST gets it in the other format (``--format``), one tensor
+  at a time; the state stays in torch's layout, which ``jaxinit.optim.load_optimizer_state``
+  reads into sharded optax state.
 
 A tqdm bar runs over tensors; at the end a summary says how many source tensors were renamed,
 transposed, kept, rebuilt (computed from several, e.g. LSTM gates) or dropped, and names the dropped
@@ -41,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", default=None, choices=("safetensors", "dcp"), help="torch output format")
     ap.add_argument("--max-shard-size", default="5GB")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--optimizer", action="store_true", help="SRC is an optimizer state (DCP or safetensors)")
     return ap
 
 
@@ -64,7 +70,41 @@ def _needs_torch(path: str) -> bool:
     return path.endswith((".pt", ".pth", ".bin", ".bin.index.json"))
 
 
+def _optimizer(args: argparse.Namespace) -> dict:
+    """An optimizer state file <-> file, one tensor at a time (DCP and jaxinit's optimizer safetensors)."""
+    from _jaxinit import optimizer_files as _of
+    from _jaxinit import sharded
+    from _jaxinit.arrays import to_numpy
+
+    who = "python -m jaxinit.convert --optimizer"
+    if args.to != "torch":
+        raise InitError(f"{who}: optimizer state files stay in torch's layout: pass --to torch "
+                        "(jaxinit.optim.load_optimizer_state builds the sharded optax state from them).")
+    if args.options or args.mapping or args.sharding != "none":
+        raise InitError(f"{who}: --options, --mapping and --sharding apply to weights, not to optimizer state.")
+    if os.path.exists(args.dst):
+        raise FileExistsError(f"{who}: {args.dst!r} exists; remove it or choose another destination.")
+    fmt = args.format or ("safetensors" if _of.is_dcp(args.src) else "dcp")  # default: the other format
+    torch: Any = None
+    if _of.is_dcp(args.src) or fmt == "dcp":
+        import torch as torch_module
+
+        torch = torch_module
+    body = _of.open_optimizer_state(args.src, who, torch)
+    extra = {k: body[k] for k in ("class", "defaults", "shapes", "dtypes", "schedules") if body.get(k) is not None}
+    sd = body["state"]
+    if fmt == "dcp":
+        _of.write_optimizer_dcp(args.dst, sd, torch, who, extra, to_numpy)
+    else:
+        _of.write_optimizer_safetensors(args.dst, sd, to_numpy, who, extra, sharded.parse_size(args.max_shard_size, who))
+    kept = [(f"state/{i}/{k}", f"state/{i}/{k}") for i, entry in sd["state"].items() for k, v in entry.items()
+            if hasattr(v, "shape")]
+    return {"renamed": [], "transposed": [], "kept": kept, "rebuilt": [], "dropped": []}
+
+
 def run(args: argparse.Namespace) -> dict:
+    if getattr(args, "optimizer", False):
+        return _optimizer(args)
     opts = _load_json(args.options, "options") if args.options else {}
     unknown = set(opts) - {"mapping", "kinds", "batchnorm", "merge_rnn_biases"}
     if unknown:

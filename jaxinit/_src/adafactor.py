@@ -42,8 +42,8 @@ import numpy as np
 import optax
 
 from _jaxinit import optim as _core
-from _jaxinit import optim_more as _more
-from jaxinit._src.optim import ScalarOrSchedule, _inc
+from _jaxinit import optim_checks as checks
+from jaxinit._src.optim_common import ScalarOrSchedule, inc
 
 
 def _lerp(start, end, weight):
@@ -83,7 +83,7 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
 
     Needs ``params`` (the relative step uses RMS(p)). ``lr`` may be a schedule of the step count.
     """
-    _more.check_adafactor("scale_by_torch_adafactor", lr, beta2_decay, eps, d, weight_decay, False)
+    checks.check_adafactor("scale_by_torch_adafactor", lr, beta2_decay, eps, d, weight_decay, False)
     eps1, eps2 = eps
     sched = lr if callable(lr) else (lambda count: lr)
 
@@ -104,7 +104,7 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
         if params is None:
             raise ValueError("scale_by_torch_adafactor needs params (alpha uses RMS(p)): call "
                              "update(grads, state, params).")
-        count = _inc(state.count)
+        count = inc(state.count)
         lr_t = sched(state.count)
 
         def one(g, p, r, c, v):
@@ -156,7 +156,7 @@ def adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.8, eps: tuple =
 
         tx = jaxinit.optim.adafactor(1e-2, weight_decay=0.1)   # == torch.optim.Adafactor(p, 1e-2, weight_decay=0.1)
     """
-    _more.check_adafactor("adafactor", lr, beta2_decay, eps, d, weight_decay, maximize)
+    checks.check_adafactor("adafactor", lr, beta2_decay, eps, d, weight_decay, maximize)
     return optax.chain(
         optax.scale(-1.0) if maximize else optax.identity(),
         scale_by_torch_adafactor(lr, beta2_decay, tuple(eps), d, weight_decay),

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from _jaxinit import optim_more as _more
+from _jaxinit import optim_checks as checks
 from _jaxinit.arrays import to_numpy
 
 
@@ -74,7 +74,7 @@ class LBFGS(NamedTuple):
 
 
 def _no_update(*args, **kwargs):
-    raise _more.InitError(
+    raise checks.InitError(
         "jaxinit.optim.lbfgs: LBFGS has no optax update(grads, state, params): like torch's LBFGS.step(closure) it "
         "re-evaluates the loss up to max_eval times per step, which a GradientTransformation cannot do. Use "
         "params, state, loss = tx.step(params, state, jax.value_and_grad(loss_fn)) (jittable).")
@@ -220,7 +220,7 @@ def _loss_change_below(loss, prev_loss, tolerance_change):
 def _check_line_search_dtype(line_search_fn, dt) -> None:
     """The strong-Wolfe search is torch's only for float64 parameters (refused otherwise, with the reason)."""
     if line_search_fn is not None and jnp.dtype(dt) != jnp.float64:
-        raise _more.InitError(
+        raise checks.InitError(
             f"jaxinit.optim.lbfgs(line_search_fn={line_search_fn!r}) needs float64 parameters, got {jnp.dtype(dt)}: "
             "torch's _strong_wolfe (torch/optim/lbfgs.py) keeps every loss value as a Python float (float64, "
             "`loss = float(closure())`) and mixes it with tensors of the parameters' dtype (the Armijo test "
@@ -254,7 +254,7 @@ def lbfgs(lr: Any = 1, max_iter: int = 20, max_eval: int | None = None, toleranc
         state = tx.init(params)
         params, state, loss = jax.jit(lambda p, s: tx.step(p, s, jax.value_and_grad(f)))(params, state)
     """
-    max_eval = _more.check_lbfgs("lbfgs", lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+    max_eval = checks.check_lbfgs("lbfgs", lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                                  line_search_fn)
     hp = dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
               tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn)
@@ -407,7 +407,7 @@ def lbfgs_state_from_torch(entry: dict, params, history_size: int) -> LBFGSState
     if len(dirs) > history_size:
         problems.append(f"the torch history holds {len(dirs)} pairs, more than history_size={history_size}")
     if problems:
-        raise _more.InitError("jaxinit.optim.import_state (LBFGS): the torch state does not fit these params: "
+        raise checks.InitError("jaxinit.optim.import_state (LBFGS): the torch state does not fit these params: "
                               + "; ".join(problems) + ". Pass the params of the same model, in torch order.")
 
     def hist(key):

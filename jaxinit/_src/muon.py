@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _jaxinit import optim_more as _more
+from _jaxinit import optim_checks as checks
 from jaxinit._src.adafactor import _lerp  # torch.lerp's two-sided formula
-from jaxinit._src.optim import ScalarOrSchedule
+from jaxinit._src.optim_common import ScalarOrSchedule
 
 
 class ScaleByTorchMuonState(NamedTuple):
@@ -53,8 +53,8 @@ def _bf16_mm(x, y):
     return jnp.matmul(x.astype(jnp.float32), y.astype(jnp.float32), precision=jax.lax.Precision.HIGHEST)
 
 
-def zeropower_via_newtonschulz(g: jax.Array, ns_coefficients=_more.MUON_NS_COEFFICIENTS,
-                               ns_steps: int = _more.MUON_NS_STEPS, eps: Any = _more.MUON_EPS) -> jax.Array:
+def zeropower_via_newtonschulz(g: jax.Array, ns_coefficients=checks.MUON_NS_COEFFICIENTS,
+                               ns_steps: int = checks.MUON_NS_STEPS, eps: Any = checks.MUON_EPS) -> jax.Array:
     """torch's ``_zeropower_via_newtonschulz``: the bfloat16 NS orthogonalisation of a 2-D ``g``."""
     if g.ndim != 2:
         raise ValueError(f"zeropower_via_newtonschulz: Input tensor gradient must be a 2D matrix, got shape {g.shape}.")
@@ -81,11 +81,11 @@ def zeropower_via_newtonschulz(g: jax.Array, ns_coefficients=_more.MUON_NS_COEFF
 
 
 def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95,
-                        nesterov: bool = True, ns_coefficients: tuple = _more.MUON_NS_COEFFICIENTS,
-                        eps: Any = _more.MUON_EPS, ns_steps: int = _more.MUON_NS_STEPS,
+                        nesterov: bool = True, ns_coefficients: tuple = checks.MUON_NS_COEFFICIENTS,
+                        eps: Any = checks.MUON_EPS, ns_steps: int = checks.MUON_NS_STEPS,
                         adjust_lr_fn: str | None = None) -> optax.GradientTransformation:
     """torch's Muon step (lr, decoupled decay and the sign included): the update ``p_t - p_{t-1}``."""
-    _more.check_muon("scale_by_torch_muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps,
+    checks.check_muon("scale_by_torch_muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps,
                      ns_steps, adjust_lr_fn)
     sched: Callable[[Any], Any] = lr if callable(lr) else (lambda count: lr)
     # torch's Muon has no step count; a schedule needs one: kept by the ScaleByScheduleState of muon()
@@ -93,7 +93,7 @@ def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, mo
     def check(tree, what):
         for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
             if x.ndim != 2:
-                raise _more.muon_shape_error("jaxinit.optim.muon", f"{what} {jax.tree_util.keystr(path)}", x.shape)
+                raise checks.muon_shape_error("jaxinit.optim.muon", f"{what} {jax.tree_util.keystr(path)}", x.shape)
 
     def init_fn(params):
         check(params, "params leaf")
@@ -114,7 +114,7 @@ def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, mo
         def out(g, b, p):
             u = _lerp(g, b, momentum) if nesterov else b
             o = zeropower_via_newtonschulz(u, ns_coefficients, ns_steps, eps)
-            ratio = _more.muon_lr_ratio(adjust_lr_fn, p.shape)
+            ratio = checks.muon_lr_ratio(adjust_lr_fn, p.shape)
             lr_p = jnp.asarray(lr_now, p.dtype)
             return -(lr_p * ratio) * o.astype(p.dtype) - (lr_p * weight_decay) * p
 
@@ -130,8 +130,8 @@ class MuonState(NamedTuple):
 
 
 def muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, nesterov: bool = True,
-         ns_coefficients: tuple = _more.MUON_NS_COEFFICIENTS, eps: Any = _more.MUON_EPS,
-         ns_steps: int = _more.MUON_NS_STEPS, adjust_lr_fn: str | None = None) -> optax.GradientTransformation:
+         ns_coefficients: tuple = checks.MUON_NS_COEFFICIENTS, eps: Any = checks.MUON_EPS,
+         ns_steps: int = checks.MUON_NS_STEPS, adjust_lr_fn: str | None = None) -> optax.GradientTransformation:
     r"""``torch.optim.Muon(params, lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps,
     adjust_lr_fn)`` as an optax transformation (every params leaf must be 2-D).
 
@@ -145,7 +145,7 @@ def muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0
 
         tx = jaxinit.optim.muon(0.02)           # == torch.optim.Muon(p, lr=0.02)
     """
-    _more.check_muon("muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
+    checks.check_muon("muon", lr, weight_decay, momentum, nesterov, ns_coefficients, eps, ns_steps, adjust_lr_fn)
     inner = scale_by_torch_muon(lr, weight_decay, momentum, nesterov, tuple(ns_coefficients), eps, ns_steps,
                                 adjust_lr_fn)
     sched = lr if callable(lr) else (lambda count: lr)

@@ -43,8 +43,8 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from jaxinit._src import optim as _optim
-from jaxinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
+from _jaxinit.optim_checks import refuse_tensor_lr
+from jaxinit._src import lbfgs_convert
 from jaxinit._src.schedules import Schedule, schedules_from_torch
 
 
@@ -143,10 +143,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     r"""The optax transformation equal to a torch optimizer (and its scheduler), step for step.
 
     Args:
-      optimizer: a ``torch.optim`` SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax,
-        Adadelta, Rprop or ASGD (see ``_jaxinit.optim_convert.FACTORY_BY_CLASS``), or a
-        :mod:`torchinit.optim` optimizer (its schedules and optax-convention
-        options are carried over). Every param group becomes a
+      optimizer: a ``torch.optim`` optimizer, or a :mod:`torchinit.optim` optimizer (its
+        schedules and optax-convention options are carried over). Converted (the optimizer
+        registry, ``_jaxinit/optim_registry.py``):
+        SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Adadelta, Rprop, ASGD,
+        Adafactor, Muon or SparseAdam. LBFGS is refused with its replacement named.
+        Every param group becomes a
         :mod:`jaxinit.optim` factory call with that group's hyperparameters.
       scheduler: optional ``torch.optim.lr_scheduler`` object driving ``optimizer``
         (one :func:`schedules_from_torch` schedule per group; OneCycleLR's / CyclicLR's
@@ -181,11 +183,11 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     """
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
-    kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
-    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    kind = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
+    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
-        return _more.lbfgs_from_torch(optimizer, scheduler, who)
+        return lbfgs_convert.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
     lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
@@ -239,17 +241,12 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
 
 # ------------------------------------------------------------------ state walking
 
-_KNOWN = {"TraceTorchState", "ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState",
-          "ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
-          "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
-          "WrappedScheduleState", "ReduceLROnPlateauState"}
-_TORCH_STEP_OWNERS = {"ScaleByTorchAdagradState", "ScaleByTorchRmsState", "ScaleByTorchAdamState"}
-_NEW = {"ScaleByTorchNadamState", "ScaleByTorchRadamState", "ScaleByTorchAdamaxState", "ScaleByTorchAdadeltaState",
-        "ScaleByTorchRpropState", "ScaleByTorchAsgdState"}
-_KNOWN |= _NEW
-_TORCH_STEP_OWNERS |= _NEW
-_KNOWN |= _more.KNOWN_STATES
-_TORCH_STEP_OWNERS |= _more.STEP_OWNERS
+# optax's own state types the walker goes through, plus every registered optimizer's (_jaxinit/optim_registry.py)
+_OPTAX_STATES = {"ScaleByScheduleState", "InjectHyperparamsState", "InjectStatefulHyperparamsState",
+                 "MultiTransformState", "PartitionState", "MaskedState", "EmptyState", "MaskedNode",
+                 "WrappedScheduleState", "ReduceLROnPlateauState"}
+_KNOWN = _OPTAX_STATES | _core.registry.KNOWN_STATES
+_TORCH_STEP_OWNERS = set(_core.registry.STEP_OWNERS)
 
 
 def _is_masked(x) -> bool:
@@ -310,8 +307,8 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     """
     who = "jaxinit.optim.import_state"
     _check_layout(layout, who)
-    if _more.is_lbfgs(tx):
-        return _more.import_lbfgs(state, params, tx)
+    if lbfgs_convert.is_lbfgs(tx):
+        return lbfgs_convert.import_lbfgs(state, params, tx)
     optimizer = state if hasattr(state, "state_dict") and hasattr(state, "param_groups") else None
     tstate, groups, the_step = _read_torch_state(state, step, who)
     if optimizer is not None:  # the Parameters themselves: shapes of all, names by identity possible
@@ -402,9 +399,10 @@ def _flax_buffers(tstate: dict, n: int, names, params, n_leaves: int, problems: 
     return flax
 
 
-def _filler(the_step: int, order, source, paths, problems: list):
+def _filler(the_step: int, order, source, paths, problems: list, make=None):
     """The ``visit`` of :func:`_walk` that builds each transform's state: every ``count`` set to
-    ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied); every
+    ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied; ``make(field,
+    leaf index, source, leaf)`` builds it instead, e.g. read slice by slice into a sharding); every
     mismatch is appended to ``problems``."""
 
     def fill_field(f, leaf, k):
@@ -413,12 +411,12 @@ def _filler(the_step: int, order, source, paths, problems: list):
         if src is None:
             if the_step > 0 and f != "momentum_buffer":
                 problems.append(f"  torch parameter #{i} ({paths[k]!r}) has no {f!r} after {the_step} steps")
-            return leaf
+            return leaf if make is None else make(f, k, None, leaf)
         if src.shape != leaf.shape or src.dtype != leaf.dtype:
             problems.append(f"  {f} of torch parameter #{i} is {src.dtype}{list(src.shape)}, "
                             f"params leaf {paths[k]!r} is {leaf.dtype}{list(leaf.shape)}")
             return leaf
-        return jnp.array(src, copy=True)
+        return jnp.array(src, copy=True) if make is None else make(f, k, src, leaf)
 
     def visit(nt):
         fields = nt._fields
@@ -428,7 +426,7 @@ def _filler(the_step: int, order, source, paths, problems: list):
         for f in fields:
             v = getattr(nt, f)
             if f == "count":
-                repl[f] = jnp.asarray(the_step, dtype=jnp.asarray(v).dtype)
+                repl[f] = jnp.asarray(the_step, dtype=v.dtype)
             elif f in _core.PER_PARAM_FIELDS and v is not None:
                 flat, treedef = _field_leaves(v)
                 out = [leaf if _is_masked(leaf) else fill_field(f, leaf, k) for k, leaf in enumerate(flat)]
@@ -459,10 +457,16 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     ``{name: tensor}`` in the optimizer's order (else pass ``param_names``); each buffer
     is converted like its weight by :func:`jaxinit.to_torch_state_dict`.
     """
+    return _export_state(opt_state, params, param_names, layout, template, lambda leaf: np.array(leaf, copy=True))
+
+
+def _export_state(opt_state: Any, params: Any, param_names, layout: str, template: Any, take) -> dict:
+    """:func:`export_state` with ``take(leaf)`` for each buffer (a copy there; the array itself for a
+    writer that copies one buffer at a time)."""
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
-    if _more.is_lbfgs(opt_state):
-        return _more.export_lbfgs(opt_state, params)
+    if lbfgs_convert.is_lbfgs(opt_state):
+        return lbfgs_convert.export_lbfgs(opt_state, params)
     paths, leaves, treedef = _leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     param_names = _core.param_names_arg(param_names, who)
@@ -515,7 +519,7 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
                                     "the params this state was made for.")
                 for k, leaf in enumerate(flat):
                     if not _is_masked(leaf):
-                        per[order[k]][f] = np.array(leaf, copy=True)
+                        per[order[k]][f] = take(leaf)
             elif f != "count":
                 _walk(v, visit)
         return nt

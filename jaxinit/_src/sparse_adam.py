@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from _jaxinit import optim_more as _more
+from _jaxinit import optim_checks as checks
 from _jaxinit.errors import InitError
 from jaxinit._src.adafactor import flatten_up_to
-from jaxinit._src.optim import ScalarOrSchedule, _inc
+from jaxinit._src.optim_common import ScalarOrSchedule, inc
 
 
 class ScaleByTorchSparseAdamState(NamedTuple):
@@ -80,7 +80,7 @@ def sparse_adam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: A
         tx = jaxinit.optim.sparse_adam(1e-2)
         updates, state = tx.update(grads, state, params, row_mask={"emb": rows_seen})
     """
-    _more.check_sparse_adam("sparse_adam", lr, betas, eps, maximize)
+    checks.check_sparse_adam("sparse_adam", lr, betas, eps, maximize)
     b1, b2 = betas
     sched = lr if callable(lr) else (lambda count: lr)
 
@@ -96,7 +96,7 @@ def sparse_adam(lr: ScalarOrSchedule = 1e-3, betas: tuple = (0.9, 0.999), eps: A
                 "of the parameter's>: torch's SparseAdam updates only the rows present in the sparse gradient, "
                 "which a dense JAX gradient does not say. Pass e.g. row_mask={'emb': jnp.zeros(n, bool)"
                 ".at[ids].set(True)}, or use jaxinit.optim.adam for dense gradients.")
-        count = _inc(state.count)
+        count = inc(state.count)
         lr_t = sched(state.count)
         leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=_masked)
         masks = flatten_up_to(treedef, row_mask)

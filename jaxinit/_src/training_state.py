@@ -16,7 +16,7 @@ r"""A whole training state as files, read and written from JAX: the JAX side of 
   (torch layout) and the optax state in torch's layout (:func:`jaxinit.optim.export_state`), which
   :func:`torchinit.optim.load_training_state` loads into a torch model, optimizer and scheduler.
 
-torch is never imported here, except to read a ``.pt`` file.
+torch is never imported here, except to read a ``.pt`` file and to read or write a DCP directory.
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def _key_data(name, key, who):
 def save_training_state(path: str | os.PathLike, *, params: Mapping | None = None, opt_state: Any = None,
                         scheduler: Any = None, grad_scaler: Mapping | None = None, rng: Mapping | None = None,
                         step: int | None = None, counters: Mapping | None = None,
-                        param_names: Sequence[str] | None = None, optimizer: Any = None) -> None:
+                        param_names: Sequence[str] | None = None, optimizer: Any = None,
+                        format: str | None = None) -> None:
     """Write a JAX training state in the layout of docs/training_state.md (a directory).
 
     Args:
@@ -80,9 +81,17 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
         hyperparameters are written with the new state, so the files resume in JAX again
         (``from_torch(ts.optimizer, ts.scheduler)``); without it only ``import_state`` and torchinit
         (with the user's own torch optimizer) read the optimizer state.
+      format: None (safetensors + JSON) or ``'dcp'``: a new ``torch.distributed.checkpoint``
+        directory (``{"model": ..., "optimizer": ...}`` in ``get_optimizer_state_dict``'s FQN-keyed
+        form, written one tensor at a time by torch's DCP writer; needs torch) with
+        ``training_state.json`` beside it.
     """
     who = "jaxinit.optim.save_training_state"
     from jaxinit._src.optim_convert import export_state
+
+    if format not in (None, "dcp"):
+        raise InitError(f"{who}: format must be None (safetensors + JSON) or 'dcp' (torch.distributed.checkpoint), "
+                        f"got {format!r}.")
 
     step = _ts.check_step(step, who)
     counters = _ts.check_counters(counters, who)
@@ -130,9 +139,27 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
     if _ts.is_torch_file(path):
         raise InitError(f"{who}: jaxinit writes the directory layout (safetensors + JSON), not .pt; pass a "
                         "directory path (torchinit.optim.load_training_state reads it).")
+    if format == "dcp":
+        from _jaxinit import optimizer_files as _of
+        from jaxinit._src.optimizer_io import _host_copy
+
+        torch = _torch_module(who)
+        _of.write_training_dcp(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched,
+                               grad_scaler=scaler, rng=rngs, rng_meta=meta, step=step, counters=counters,
+                               written_by="jaxinit", who=who, to_numpy=_host_copy, torch=torch)
+        return
     _ts.write_dir(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched, grad_scaler=scaler,
                   rng=rngs, rng_meta=meta, step=step, counters=counters, written_by="jaxinit", who=who,
                   to_numpy=to_numpy)
+
+
+def _torch_module(who):
+    try:
+        import torch
+    except ImportError as err:
+        raise InitError(f"{who}: torch.distributed.checkpoint (DCP) directories are read and written by torch: "
+                        "pip install torch.") from err
+    return torch
 
 
 def _stored_classes(s) -> dict:
@@ -161,7 +188,8 @@ def load_training_state(path: str | os.PathLike, *, optimizer_class: str | None 
     a training loop wrote itself (``torch.save({"optimizer": opt.state_dict(), ...})``).
     """
     who = "jaxinit.optim.load_training_state"
-    raw = _ts.read(path, who, _torch_load(who))
+    dcp = os.path.exists(os.path.join(os.fspath(path), ".metadata"))
+    raw = _ts.read(path, who, _torch_load(who), _torch_module(who) if dcp else None)
     ts = _ts.build(raw, who, to_numpy, optimizer_class, scheduler_class)
     if ts.model is not None:
         from _jaxinit import checkpoint as _ckpt

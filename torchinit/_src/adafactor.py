@@ -5,8 +5,8 @@ from typing import Any, Iterable
 
 import torch
 
-from _jaxinit import optim_more as _more
-from torchinit._src.optim import _build, _split_schedules
+from _jaxinit import optim_checks as checks
+from torchinit._src.optim import build_optimizer, split_schedules
 
 
 def adafactor(params: Iterable, lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: tuple = (None, 1e-3), d: Any = 1.0,
@@ -16,7 +16,7 @@ def adafactor(params: Iterable, lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: tu
     ``lr`` may be a schedule ``step -> lr``. Mirror of :func:`jaxinit.optim.adafactor`
     (the formula is in ``jaxinit/_src/adafactor.py``).
     """
-    _more.check_adafactor("adafactor", lr, beta2_decay, eps, d, weight_decay, maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.Adafactor, params, lr, scheds, beta2_decay=beta2_decay, eps=tuple(eps), d=d,
+    checks.check_adafactor("adafactor", lr, beta2_decay, eps, d, weight_decay, maximize)
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.Adafactor, params, lr, scheds, beta2_decay=beta2_decay, eps=tuple(eps), d=d,
                   weight_decay=weight_decay, maximize=maximize, foreach=True)

@@ -6,14 +6,14 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from _jaxinit import optim_more as _more
+from _jaxinit import optim_checks as checks
 
 
 def lbfgs(params: Iterable, lr: Any = 1, max_iter: int = 20, max_eval: int | None = None,
           tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
           line_search_fn: str | None = None) -> torch.optim.Optimizer:
     """``torch.optim.LBFGS(params, ...)`` (``step(closure)``); mirror of :func:`jaxinit.optim.lbfgs`."""
-    max_eval = _more.check_lbfgs("lbfgs", lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
+    max_eval = checks.check_lbfgs("lbfgs", lr, max_iter, max_eval, tolerance_grad, tolerance_change, history_size,
                                  line_search_fn)
     return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                              tolerance_change=tolerance_change, history_size=history_size,
@@ -83,7 +83,7 @@ def import_lbfgs_state(state: dict, optimizer: torch.optim.LBFGS) -> torch.optim
             out[k] = tens(v)
     for k in ("d", "prev_flat_grad"):
         if k in out and tuple(out[k].shape) != (n,):
-            raise _more.InitError(f"torchinit.optim.import_state (LBFGS): {k} has shape {tuple(out[k].shape)}, the "
+            raise checks.InitError(f"torchinit.optim.import_state (LBFGS): {k} has shape {tuple(out[k].shape)}, the "
                                   f"optimizer's parameters have {n} elements; load it into an LBFGS over the same "
                                   "parameters.")
     optimizer.state.clear()

@@ -29,7 +29,7 @@ from _jaxinit import optim as _core
 
 
 # ----------------------------------------------------------------- schedules
-def _split_schedules(params, lr):
+def split_schedules(params, lr):
     """Replace callable lrs by their value at step 0; return (params, default lr, per-group schedules)."""
     params = list(params)
     default_sched = lr if callable(lr) else None
@@ -313,7 +313,8 @@ class LARS(_Optimizer):
 
 
 # ----------------------------------------------------------------- factories
-def _build(cls, params, lr, scheds, **kw):
+def build_optimizer(cls, params, lr, scheds, **kw):
+    """``cls(params, lr=lr, **kw)`` following the per-group lr schedules ``scheds`` (from split_schedules)."""
     return _attach_schedules(cls(params, lr=lr, **kw), scheds)
 
 
@@ -322,8 +323,8 @@ def sgd(params: Iterable, lr: Any = 1e-3, momentum: Any = 0, dampening: Any = 0,
     """``torch.optim.SGD(params, lr, ..., foreach=True)``; ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.sgd`."""
     _core.check("sgd", lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                 nesterov=nesterov, maximize=maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.SGD, params, lr, scheds, momentum=momentum, dampening=dampening,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.SGD, params, lr, scheds, momentum=momentum, dampening=dampening,
                   weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, foreach=True)
 
 
@@ -337,12 +338,12 @@ def adagrad(params: Iterable, lr: Any = 1e-2, lr_decay: Any = 0, weight_decay: A
     _core.check("adagrad", lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                 initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize,
                 eps_in_sqrt=eps_in_sqrt)
-    params, lr, scheds = _split_schedules(params, lr)
+    params, lr, scheds = split_schedules(params, lr)
     kw = dict(lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
               eps=eps, maximize=maximize)
     if eps_in_sqrt:
-        return _build(OptaxAdagrad, params, lr, scheds, eps_in_sqrt=True, **kw)
-    return _build(torch.optim.Adagrad, params, lr, scheds, foreach=True, **kw)
+        return build_optimizer(OptaxAdagrad, params, lr, scheds, eps_in_sqrt=True, **kw)
+    return build_optimizer(torch.optim.Adagrad, params, lr, scheds, foreach=True, **kw)
 
 
 def rmsprop(params: Iterable, lr: Any = 1e-2, alpha: Any = 0.99, eps: Any = 1e-8, weight_decay: Any = 0,
@@ -354,24 +355,24 @@ def rmsprop(params: Iterable, lr: Any = 1e-2, alpha: Any = 0.99, eps: Any = 1e-8
     """
     _core.check("rmsprop", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                 centered=centered, maximize=maximize, eps_in_sqrt=eps_in_sqrt, initial_scale=initial_scale)
-    params, lr, scheds = _split_schedules(params, lr)
+    params, lr, scheds = split_schedules(params, lr)
     kw = dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
               maximize=maximize)
     if eps_in_sqrt or not _core.is_static_zero(initial_scale):
-        return _build(OptaxRMSprop, params, lr, scheds, eps_in_sqrt=eps_in_sqrt, initial_scale=initial_scale, **kw)
-    return _build(torch.optim.RMSprop, params, lr, scheds, foreach=True, **kw)
+        return build_optimizer(OptaxRMSprop, params, lr, scheds, eps_in_sqrt=eps_in_sqrt, initial_scale=initial_scale, **kw)
+    return build_optimizer(torch.optim.RMSprop, params, lr, scheds, foreach=True, **kw)
 
 
 def _adam_family(who, cls, decoupled, params, lr, betas, eps, weight_decay, amsgrad, maximize, eps_root,
                  amsgrad_bias_corrected):
     _core.check(who, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
                 eps_root=eps_root, amsgrad_bias_corrected=amsgrad_bias_corrected)
-    params, lr, scheds = _split_schedules(params, lr)
+    params, lr, scheds = split_schedules(params, lr)
     kw = dict(betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
     if not _core.is_static_zero(eps_root) or amsgrad_bias_corrected:
-        return _build(OptaxAdam, params, lr, scheds, eps_root=eps_root,
+        return build_optimizer(OptaxAdam, params, lr, scheds, eps_root=eps_root,
                       amsgrad_bias_corrected=amsgrad_bias_corrected, decoupled_weight_decay=decoupled, **kw)
-    return _build(cls, params, lr, scheds, foreach=True, **kw)
+    return build_optimizer(cls, params, lr, scheds, foreach=True, **kw)
 
 
 def adam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
@@ -396,8 +397,8 @@ def lars(params: Iterable, lr: Any, momentum: Any = 0.9, weight_decay: Any = 0.0
     """:class:`LARS`, the mirror of :func:`jaxinit.optim.lars` (masks: bool or ``tensor -> bool``)."""
     _core.check("lars", lr=lr, momentum=momentum, weight_decay=weight_decay, eps=eps,
                 trust_coefficient=trust_coefficient, nesterov=nesterov, decay_in_norm=decay_in_norm)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(LARS, params, lr, scheds, momentum=momentum, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(LARS, params, lr, scheds, momentum=momentum, weight_decay=weight_decay,
                   trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov, decay_in_norm=decay_in_norm,
                   weight_decay_mask=weight_decay_mask, trust_ratio_mask=trust_ratio_mask)
 
@@ -424,8 +425,8 @@ def nadam(params: Iterable, lr: Any = 2e-3, betas: tuple = (0.9, 0.999), eps: An
                 decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, scalar_dtype=scalar_dtype,
                 differentiable=differentiable)
     _check_scalar_dtype("nadam", scalar_dtype)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.NAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.NAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                   momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
                   differentiable=differentiable, foreach=not differentiable)
 
@@ -435,8 +436,8 @@ def radam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: An
     """``torch.optim.RAdam`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.radam`."""
     _core.check("radam", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                 decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.RAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.RAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                   decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=True)
 
 
@@ -444,8 +445,8 @@ def adamax(params: Iterable, lr: Any = 2e-3, betas: tuple = (0.9, 0.999), eps: A
            maximize: bool = False) -> torch.optim.Optimizer:
     """``torch.optim.Adamax`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.adamax`."""
     _core.check("adamax", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.Adamax, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.Adamax, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                   maximize=maximize, foreach=True)
 
 
@@ -453,8 +454,8 @@ def adadelta(params: Iterable, lr: Any = 1.0, rho: Any = 0.9, eps: Any = 1e-6, w
              maximize: bool = False) -> torch.optim.Optimizer:
     """``torch.optim.Adadelta`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.adadelta`."""
     _core.check("adadelta", lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.Adadelta, params, lr, scheds, rho=rho, eps=eps, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.Adadelta, params, lr, scheds, rho=rho, eps=eps, weight_decay=weight_decay,
                   maximize=maximize, foreach=True)
 
 
@@ -483,6 +484,6 @@ def asgd(params: Iterable, lr: Any = 1e-2, lambd: Any = 1e-4, alpha: Any = 0.75,
     """
     _core.check("asgd", lr=lr, weight_decay=weight_decay, maximize=maximize, scalar_dtype=scalar_dtype)
     _check_scalar_dtype("asgd", scalar_dtype)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.ASGD, params, lr, scheds, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.ASGD, params, lr, scheds, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
                   maximize=maximize, foreach=False)

@@ -26,8 +26,8 @@ from _jaxinit import optim_convert as _core
 from _jaxinit import schedules as _sched_core
 from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
-from torchinit._src import optim as _optim
-from torchinit._src import optim_more as _more  # Adafactor, Muon, LBFGS, SparseAdam
+from _jaxinit.optim_checks import refuse_tensor_lr, state_shape
+from torchinit._src.lbfgs import export_lbfgs_state, import_lbfgs_state
 from torchinit._src.schedules import schedules_from_torch
 
 
@@ -61,7 +61,7 @@ def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -
     """
     who = "torchinit.optim.export_state"
     if isinstance(optimizer, torch.optim.LBFGS):
-        return _more.export_lbfgs_state(optimizer)
+        return export_lbfgs_state(optimizer)
     sd = optimizer.state_dict()
     state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
@@ -129,7 +129,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
         raise InitError(f"{who}: state must be jaxinit.optim.export_state's / torchinit.optim.export_state's dict "
                         f"or a torch state_dict(), got {type(state).__name__}.")
     if isinstance(optimizer, torch.optim.LBFGS):
-        return _more.import_lbfgs_state(state, optimizer)
+        return import_lbfgs_state(state, optimizer)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     src = _core.neutral_state(state, _copy)
     target = _target_index(state, optimizer, param_names, who)
@@ -143,7 +143,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
             continue
         p = params[i]
         old = optimizer.state.get(p, {})
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in entry.items():
             if k == "step" and isinstance(optimizer, torch.optim.SparseAdam):
                 out[k] = int(v)  # torch's SparseAdam keeps a Python int (a tensor step would compute in float32)
@@ -158,7 +158,7 @@ def import_state(state: Any, optimizer: torch.optim.Optimizer, *, param_names: A
                     problems.append(f"  {k} of parameter #{i} has shape {list(t.shape)}; torch keeps a 0-d tensor")
                 out[k] = t
                 continue
-            if tuple(t.shape) != _more.state_shape(k, p.shape) or t.dtype != p.dtype:
+            if tuple(t.shape) != state_shape(k, p.shape) or t.dtype != p.dtype:
                 problems.append(f"  {k} of parameter #{i} is {t.dtype}{list(t.shape)}, the parameter is "
                                 f"{p.dtype}{list(p.shape)}")
                 continue
@@ -189,6 +189,10 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
                step: int | None = None, lr_lambda: Any = None) -> torch.optim.Optimizer:
     """A :mod:`torchinit.optim` optimizer equal to ``optimizer`` (+ ``scheduler``), state included.
 
+    ``optimizer``: a ``torch.optim`` optimizer or a :mod:`torchinit.optim` one. Converted (the
+    optimizer registry, ``_jaxinit/optim_registry.py``):
+    SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Adadelta, Rprop, ASGD,
+    Adafactor, Muon, LBFGS or SparseAdam.
     The twin of :func:`jaxinit.optim.from_torch`: same factory per param group with the
     group's hyperparameters over the same parameter tensors, the scheduler as the
     closed-form schedule (``lr`` callables, counter ``schedule_step`` =
@@ -201,13 +205,13 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     functions after a check (see :func:`schedules_from_torch`).
     """
     who = "torchinit.optim.from_torch"
-    kind = _core.optimizer_kind(optimizer, who)
-    factory = getattr(_optim, kind, None) or _more.FACTORIES[kind]
-    _more.refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    kind = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
+    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
-    lrs = [None] * n
+    lrs: list[Any] = [None] * n
     sched_step = None
     if scheduler is not None:
         if getattr(scheduler, "optimizer", None) is not optimizer:

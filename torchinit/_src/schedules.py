@@ -34,7 +34,7 @@ def schedules_from_torch(scheduler, which: str = "lr", *, lr_lambda=None) -> lis
     Reads the scheduler's attributes: StepLR, MultiStepLR,
     ExponentialLR, CosineAnnealingLR, LinearLR, PolynomialLR, ConstantLR,
     CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR, LambdaLR, MultiplicativeLR,
-    SequentialLR and ChainedScheduler over them; the base lr of group ``i`` is
+    SWALR, SequentialLR and ChainedScheduler over them; the base lr of group ``i`` is
     ``scheduler.base_lrs[i]`` (OneCycleLR: the group's ``initial_lr``/``max_lr``/
     ``min_lr``; a 1-element tensor lr is read with ``.item()``). ``which='momentum'``
     gives OneCycleLR's / CyclicLR's momentum / beta1 cycle (``cycle_momentum=True``

@@ -9,13 +9,13 @@ from typing import Any, Iterable
 
 import torch
 
-from _jaxinit import optim_more as _more
-from torchinit._src.optim import _build, _split_schedules
+from _jaxinit import optim_checks as checks
+from torchinit._src.optim import build_optimizer, split_schedules
 
 
 def sparse_adam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8,
                 maximize: bool = False) -> torch.optim.Optimizer:
     """``torch.optim.SparseAdam(params, lr, betas, eps, maximize)``; ``lr`` may be a schedule."""
-    _more.check_sparse_adam("sparse_adam", lr, betas, eps, maximize)
-    params, lr, scheds = _split_schedules(params, lr)
-    return _build(torch.optim.SparseAdam, params, lr, scheds, betas=tuple(betas), eps=eps, maximize=maximize)
+    checks.check_sparse_adam("sparse_adam", lr, betas, eps, maximize)
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.SparseAdam, params, lr, scheds, betas=tuple(betas), eps=eps, maximize=maximize)

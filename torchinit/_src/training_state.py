@@ -83,7 +83,7 @@ def _optimizer_dict(optimizer, model, who):
 
 def save_training_state(path: str | os.PathLike, *, model: Any = None, optimizer: Any = None, scheduler: Any = None,
                         grad_scaler: Any = None, rng: Any = None, step: int | None = None,
-                        counters: Mapping | None = None) -> None:
+                        counters: Mapping | None = None, format: str | None = None) -> None:
     """Write a torch training state (every argument optional) in the layout of docs/training_state.md.
 
     Args:
@@ -99,8 +99,15 @@ def save_training_state(path: str | os.PathLike, *, model: Any = None, optimizer
       rng: True (``torch.get_rng_state()``) or ``{name: torch.Generator}``.
       step: optimizer steps taken (default: the optimizer's common step count).
       counters: ``{name: number or str}``, e.g. ``{"epoch": 3}``.
+      format: None (a directory of safetensors + JSON, or ``.pt``) or ``'dcp'``: a new
+        ``torch.distributed.checkpoint`` directory (``{"model": ..., "optimizer": ...}``, the
+        optimizer in ``get_optimizer_state_dict``'s FQN-keyed form when names are known, so torch's
+        ``set_optimizer_state_dict`` loads it) with ``training_state.json`` beside it.
     """
     who = "torchinit.optim.save_training_state"
+    if format not in (None, "dcp"):
+        raise InitError(f"{who}: format must be None (safetensors + JSON, or .pt) or 'dcp' "
+                        f"(torch.distributed.checkpoint), got {format!r}.")
     step = _ts.check_step(step, who)
     counters = _ts.check_counters(counters, who)
     weights = _weights(model, who)
@@ -116,6 +123,13 @@ def save_training_state(path: str | os.PathLike, *, model: Any = None, optimizer
         grad_scaler = grad_scaler.state_dict()
     scaler = _ts.check_grad_scaler(grad_scaler, who)
     rngs = _rng_states(rng, who)
+    if format == "dcp":
+        from _jaxinit import optimizer_files as _of
+
+        _of.write_training_dcp(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched,
+                               grad_scaler=scaler, rng=rngs, rng_meta={k: {"kind": "torch"} for k in rngs}, step=step,
+                               counters=counters, written_by="torchinit", who=who, to_numpy=to_numpy, torch=torch)
+        return
     if _ts.is_torch_file(path):
         torch.save({"format": _ts.FORMAT, "version": _ts.VERSION, "model": weights, "optimizer": sd,
                     "optimizer_class": None if extra is None else extra["class"],
@@ -206,12 +220,14 @@ def load_training_state(path: str | os.PathLike, *, model: Any = None, optimizer
     each generator's. Returns the :class:`TrainingState` read (numpy arrays).
     """
     who = "torchinit.optim.load_training_state"
-    raw = _ts.read(path, who, lambda p: _ckpt.torch_load(torch, p, who))
+    raw = _ts.read(path, who, lambda p: _ckpt.torch_load(torch, p, who), torch)
     body = {}
-    if _ts.is_torch_file(path):
-        written_by_torch = True
+    json_path = _ts.paths(path)["json"]
+    if _ts.is_torch_file(path) or (os.path.exists(os.path.join(os.fspath(path), ".metadata"))
+                                   and not os.path.exists(json_path)):
+        written_by_torch = True  # torch.save / a training loop's own dcp.save
     else:
-        body = _ts.read_json(_ts.paths(path)["json"], who)
+        body = _ts.read_json(json_path, who)
         written_by_torch = body.get("written_by") == "torchinit"
     ts = _ts.build(raw, who, to_numpy, optimizer_class=_ts.optimizer_class_name(optimizer, _core.FACTORY_BY_CLASS)
                    if optimizer is not None and (raw.get("optimizer") or {}).get("class") is None else None,

@@ -13,6 +13,7 @@ import numbers
 from typing import Any
 
 from _jaxinit.errors import InitError
+from _jaxinit import optim_registry as registry
 from _jaxinit.optim import concrete
 
 # torch/optim/_muon.py: DEFAULT_A, DEFAULT_B, DEFAULT_C, EPS, DEFAULT_NS_STEPS
@@ -164,15 +165,7 @@ def check_sparse_adam(who: str, lr: Any, betas: Any, eps: Any, maximize: Any) ->
     _bool(who, "maximize", maximize)
 
 
-# ------------------------------------------------------------------ conversion (read by _jaxinit/optim_convert.py)
-# torch class name -> jaxinit.optim / torchinit.optim factory name
-FACTORY_BY_CLASS = {"Adafactor": "adafactor", "Muon": "muon", "LBFGS": "lbfgs", "SparseAdam": "sparse_adam"}
-# torch per-parameter state keys (== state field names): Adafactor's factored / plain second moments
-PER_PARAM_FIELDS = ("row_var", "col_var", "variance")
-# torch state keys whose arrays do not have the parameter's shape (never used to read a parameter's shape)
-NOT_PARAM_SHAPED = ("step", "row_var", "col_var")
-
-
+# ------------------------------------------------------------------ conversion (read by the optim_convert modules)
 def state_shape(key: str, param_shape: tuple) -> tuple:
     """The shape torch gives state ``key`` of a parameter: Adafactor's factors drop a dimension to 1."""
     shape = tuple(param_shape)
@@ -191,7 +184,7 @@ def refuse_tensor_lr(optimizer, kind: str, who: str) -> None:
     SparseAdam's ``step_size = lr * sqrt(bc2) / bc1`` in the tensor's dtype (float32 for
     ``torch.tensor(1e-3)``), which a Python-float lr does not reproduce (~1e-7 relative per step).
     """
-    if kind not in ("adafactor", "muon", "sparse_adam"):
+    if kind not in registry.TENSOR_LR_KEPT:
         return
     for i, g in enumerate(optimizer.param_groups):
         lr = g.get("lr")

@@ -1,7 +1,7 @@
-"""Conversion hooks of Adafactor, Muon, LBFGS and SparseAdam for ``jaxinit/_src/optim_convert.py``.
+"""LBFGS in ``jaxinit/_src/optim_convert.py``: from_torch's refusal, import_state, export_state.
 
-The generic code handles Adafactor / Muon / SparseAdam states through their field
-names (``_jaxinit.optim_more.PER_PARAM_FIELDS``); LBFGS is not an optax
+Every other optimizer's state converts through its field names (the optimizer registry,
+``_jaxinit/optim_registry.py``); LBFGS is not an optax
 transformation and has a global state (torch keeps it under the first parameter),
 so :func:`from_torch`, :func:`import_state` and :func:`export_state` hand it here.
 """
@@ -12,17 +12,9 @@ from typing import Any
 import jax
 
 from _jaxinit import optim_convert as _core
+from _jaxinit import optim_registry as registry
 from _jaxinit.errors import InitError
-from _jaxinit.optim_more import refuse_tensor_lr  # noqa: F401  (used by optim_convert)
-from jaxinit._src.adafactor import adafactor
 from jaxinit._src.lbfgs import LBFGS, LBFGSState, lbfgs, lbfgs_state_from_torch, lbfgs_state_to_torch
-from jaxinit._src.muon import muon
-from jaxinit._src.sparse_adam import sparse_adam
-
-FACTORIES = {"adafactor": adafactor, "muon": muon, "lbfgs": lbfgs, "sparse_adam": sparse_adam}
-# optax state NamedTuples of these optimizers that the state walker knows (and which own torch's "step")
-KNOWN_STATES = {"ScaleByTorchAdafactorState", "ScaleByTorchSparseAdamState", "MuonState", "ScaleByTorchMuonState"}
-STEP_OWNERS = {"ScaleByTorchAdafactorState", "ScaleByTorchSparseAdamState"}
 
 
 def lbfgs_from_torch(optimizer, scheduler, who: str):
@@ -31,8 +23,7 @@ def lbfgs_from_torch(optimizer, scheduler, who: str):
     call = ", ".join(f"{k}={v!r}" for k, v in hp.items())
     raise InitError(
         f"{who}: LBFGS is not supported; supported are optimizers whose step is one gradient update: torch's "
-        "LBFGS.step(closure) re-evaluates the loss up to max_eval times, which an optax GradientTransformation "
-        f"cannot. Use tx = jaxinit.optim.lbfgs({call}), state = jaxinit.optim.import_state(optimizer, params, tx), "
+        f"{registry.BY_CLASS['LBFGS'].from_torch_refusal}. Use tx = jaxinit.optim.lbfgs({call}), state = jaxinit.optim.import_state(optimizer, params, tx), "
         "then params, state, loss = tx.step(params, state, jax.value_and_grad(loss_fn)) (jittable)"
         + ("; the scheduler is not converted (lbfgs takes a constant lr per step call)." if scheduler is not None
            else "."))

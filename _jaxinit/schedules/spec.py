@@ -1,0 +1,50 @@
+"""The schedule registry: one :class:`Spec` per schedule in ``SPECS`` (filled by the ``specs_*`` modules).
+
+Part of the ``_jaxinit.schedules`` package (its ``__init__`` describes the whole).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+
+# ------------------------------------------------------------------ the spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One schedule: everything both packages need, in one place.
+
+    ``check``'s signature (names, annotations, defaults) is the factory's; it returns the
+    resolved parameters that ``formula(ops, t, **params)`` takes. ``doc`` is the factory
+    docstring (``{returns}``, ``{pkg}`` and ``{momentum_example}`` are filled in per package).
+    ``read(scheduler, i, group, ctx) -> (args, params | None)`` reads param group ``i`` of a torch
+    scheduler of class ``torch``; ``to_torch(args, optimizer, build, reset)`` builds one (default:
+    set every group's lr to ``args["lr"]`` and call the class with the other arguments).
+    """
+
+    name: str
+    torch: str | None
+    check: Callable[..., dict]
+    formula: Callable[..., Any]
+    doc: str
+    read: Callable[..., tuple] | None = None
+    to_torch: Callable[..., Any] | None = None
+    chainable: bool = False  # torch's recursion multiplies the incoming lr (what ChainedScheduler composes)
+
+
+# One Spec per schedule below, the same shape by design (the lr and momentum variants of OneCycleLR
+# and CyclicLR are separate public schedules with their own docs).
+SPECS: dict[str, Spec] = {}
+
+
+def register(spec: Spec) -> Spec:
+    SPECS[spec.name] = spec
+    return spec
+
+
+def by_torch_class(kind: str) -> Spec | None:
+    for s in SPECS.values():
+        if s.torch == kind:
+            return s
+    return None
