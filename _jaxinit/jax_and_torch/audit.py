@@ -129,6 +129,7 @@ def _audit(torch_module, flax_module, xs, fxs, variables, train_kwarg, flax_call
                                           else inits[0].torch, flax=", ".join(f.flax for f in inits[:3])
                                           + (" ..." if len(inits) > 3 else "")))
     findings.extend(_order_findings(pairs, groups, torder, forder, fvars))
+    findings.extend(_dropout_findings(torch_module, tmods, torder, fmods, forder, findings))
     notes = _notes(tmods, pairs, findings)
     if fast_notes:
         notes.append(f"Flax LayerNorm(use_fast_variance=True) at {', '.join(fast_notes[:4])}"
@@ -529,6 +530,53 @@ def _check_dropout(tp, fp, tm, fm, tin, fvars):
     if not np.isclose(tm.p, fm.rate):
         return [Finding("dropout", tp, fp, f"rate: torch p={tm.p}, Flax rate={fm.rate}", f"Flax Dropout(rate={tm.p})")]
     return []
+
+
+_FOREIGN_STOCHASTIC = ("DropPath", "StochasticDepth", "DropBlock2d", "DropBlock")
+_HF_ATTN_DROPOUT = ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout")
+
+
+def _dropout_findings(root, tmods, torder, fmods, forder, found) -> list:
+    """Dropouts whose masks cannot agree with the Flax twin's in train mode, even bound to its keys
+    (``torchinit.rngs.bind_rngs``; twin_check's ``rngs=``): masks drawn where no binding reaches
+    (a foreign stochastic-depth module's ``bernoulli_``, alpha dropout, attention dropout inside the
+    fused ``scaled_dot_product_attention`` kernel), and torch rates no Flax dropout has."""
+    out: list[Finding] = []
+    done = {f.torch for f in found if f.category == "dropout"}
+    for path, m in tmods.items():
+        cls, p = _cls(m), float(getattr(m, "p", getattr(m, "drop_prob", 0.0)) or 0.0)
+        if cls in _FOREIGN_STOCHASTIC and not type(m).__module__.startswith("torchinit"):
+            out.append(Finding("dropout", path, "", f"{type(m).__module__}.{cls} draws its mask with torch's "
+                               "bernoulli_: it cannot be bound to the Flax twin's keys",
+                               f"replace it with torchinit.nn.{'StochasticDepth' if 'Stochastic' in cls else 'DropPath'}"
+                               " (same arguments, Flax's mask)"))
+        elif cls in ("AlphaDropout", "FeatureAlphaDropout") and p > 0:
+            out.append(Finding("dropout", path, "", f"{cls}(p={p}) has no Flax counterpart and cannot be bound",
+                               "remove it, or compare in eval mode (modes=('eval',))"))
+        elif cls == "MultiheadAttention" and float(getattr(m, "dropout", 0.0)) > 0:
+            out.append(Finding("dropout", path, "", f"attention dropout {m.dropout} inside the fused "
+                               "scaled_dot_product_attention kernel (need_weights=False): its mask cannot be bound",
+                               "call it with need_weights=True (the eager path, whose dropout bind_rngs binds)"))
+    cfg = getattr(root, "config", None)
+    impl = getattr(cfg, "_attn_implementation", None)
+    if cfg is not None and impl not in (None, "eager") and any(float(getattr(cfg, a, 0.0) or 0.0) > 0
+                                                              for a in _HF_ATTN_DROPOUT):
+        out.append(Finding("dropout", "<model>", "", f"attn_implementation={impl!r} draws the attention dropout "
+                           "mask inside the fused kernel: it cannot be bound to the Flax twin's keys",
+                           "build the torch model with attn_implementation='eager' (same weights and outputs)"))
+    flax_rates = sorted({float(getattr(fm, "rate", 0.0) or 0.0) for fm in fmods.values()
+                         if _cls(fm) == "Dropout"} | {float(getattr(fm, "dropout_rate", 0.0) or 0.0)
+                                                      for fm in fmods.values()} - {0.0})
+    for path in torder:
+        m = tmods.get(path)
+        if m is None or path in done or not _cls(m).startswith("Dropout"):
+            continue
+        p = float(getattr(m, "p", 0.0))
+        if p > 0 and fmods and not any(abs(p - r) < 1e-12 for r in flax_rates):
+            out.append(Finding("dropout", path, "", f"torch p={p}, but no Flax Dropout has that rate (Flax rates: "
+                               f"{', '.join(f'{r:g}' for r in flax_rates) or 'none'}): the masks cannot agree",
+                               f"give the Flax twin's dropout rate={p} (or torch's p the Flax rate)"))
+    return out
 
 
 def _check_init(tp, fp, tm, fm, tin, fvars):

@@ -9,6 +9,7 @@ flax and torch, imported inside the functions.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,15 @@ from _jaxinit import naming as _naming
 from _jaxinit.convert import torch_to_flax
 from _jaxinit.errors import InitError
 from _jaxinit.jax_and_torch import _common as C
-from _jaxinit.jax_and_torch.twin import MODES, _cotangents, _normalize_call
+from _jaxinit.jax_and_torch.twin import (
+    MODES,
+    Run,
+    _cotangents,
+    _normalize_call,
+    bound_torch,
+    explain_missing_rngs,
+    train_rng_calls,
+)
 
 
 class LayerReport:
@@ -39,6 +48,7 @@ class LayerReport:
 
     def __init__(self, rows, unpaired_torch, unpaired_flax, dtype, rtol, mode):
         self.ignored: dict = {"torch": [], "flax": []}
+        self.autocast: dict | None = None  # under autocast: its setting and budget (share, ulps)
         self.tied: dict = {}
         self.rows = rows
         self.unpaired_torch = unpaired_torch
@@ -53,7 +63,7 @@ class LayerReport:
         return {"rows": [dict(r) for r in self.rows], "first_divergence": self.first_divergence,
                 "first_grad_divergence": self.first_grad_divergence,
                 "unpaired_torch": list(self.unpaired_torch), "unpaired_flax": list(self.unpaired_flax),
-                "dtype": self.dtype, "budget_rtol": self.rtol, "mode": self.mode}
+                "dtype": self.dtype, "budget_rtol": self.rtol, "mode": self.mode, "autocast": self.autocast}
 
     def __str__(self) -> str:
         head: tuple[str, ...] = ("#", "torch", "flax", "shape", "max|diff|", "max|torch|", "rel", "budget", "")
@@ -70,7 +80,11 @@ class LayerReport:
             head = head[:-1] + ("grad", "")
         widths = [max(len(str(c)) for c in col) for col in zip(head, *lines)]
         fmt = "  ".join(f"{{:{w}}}" for w in widths)
-        out = [f"compare_layers ({self.mode}, {self.dtype}, budget {self.rtol:g} x max|torch| per layer)",
+        ac = self.autocast
+        budget = (f"under {ac['device_type']} autocast, budget {ac['ulps_budget']:g} ulps at max|torch| and "
+                  f"{ac['share_budget']['outputs']:.0%} of elements off by an ulp, per layer" if ac else
+                  f"budget {self.rtol:g} x max|torch| per layer")
+        out = [f"compare_layers ({self.mode}, {self.dtype}, {budget})",
                fmt.format(*head)] + [fmt.format(*c) for c in lines]
         fd = self.first_divergence
         out.append("first divergence: " + (f"torch {fd['torch']!r} <-> Flax {fd['flax']!r} "
@@ -120,7 +134,8 @@ class LayerReport:
 def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                    flax_inputs: Any = None, mode: str = "eval", train_kwarg: str | None = "train",
                    flax_call: Any = None, mapping=None, kinds=None, layout: Any = "auto",
-                   gradients: bool = False, seed: int = 0, ignore: Any = (), tied: Any = None) -> LayerReport:
+                   gradients: bool = False, seed: int = 0, ignore: Any = (), tied: Any = None,
+                   autocast: Any = None, rngs: Any = None) -> LayerReport:
     r"""Compare every layer's output of a torch module and its Flax twin; name the first divergence.
 
     Both models run once on the same inputs (as in :func:`twin_check`: Linen
@@ -137,7 +152,9 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
 
     Args:
       mode: 'eval' or 'train' (train also compares each layer's running
-        statistics after the pass; dropout must be off for outputs to agree).
+        statistics after the pass; with dropout on, pass ``rngs=``).
+      rngs: ``{'dropout': key}`` in train mode, as in :func:`twin_check`: Flax's
+        apply gets it, the torch model is bound to the same masks.
       layout: 'auto' (channels-first torch vs channels-last Flax for outputs
         with >= 3 dims when the torch model has convolutions), 'same', or a
         function ``(torch_path, flax_array) -> array in torch's layout``.
@@ -146,6 +163,11 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
       ignore, tied: torch keys (or Flax paths, or regular expressions) without a
         partner, and tied keys, as in :func:`twin_check` (train mode converts the
         running statistics); listed in ``report.ignored`` / ``report.tied``.
+      autocast: compare in mixed precision, as in :func:`twin_check` (torch under
+        ``torch.autocast``, Flax under the ``jaxinit.amp.Autocast`` policy); each layer
+        is judged in ulps of the low dtype and by the share of its elements off by an
+        ulp (``report.autocast`` holds the setting and budget; rows gain ``ulps`` and
+        ``share``, with ``gradients=True`` ``grad_ulps`` and ``grad_share``).
 
     >>> report = jaxinit.compare_layers(torch_resnet, flax_resnet, x, variables=variables, flax_inputs=x_nhwc)  # doctest: +SKIP
     >>> print(report); report.first_divergence  # doctest: +SKIP
@@ -155,16 +177,22 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
     if not (layout in ("auto", "same") or callable(layout)):
         raise InitError(f"compare_layers: `layout` must be 'auto', 'same' or a function (torch_path, flax_array) "
                         f"-> array, got {layout!r}.")
+    user_call = flax_call is not None
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
+    amp = C.resolve_autocast(autocast, torch_module, "compare_layers")
     train = mode == "train"
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    run = Run(train_kwarg=train_kwarg, rngs=C.check_rngs(rngs, "compare_layers"))
+    if run.rngs is not None and train:
+        run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "compare_layers"))
     with C.exact_precision():
-        tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients)
+        tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients, amp, run)
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
-        fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
-                                      flax_call, channels_last, layout)
+        with explain_missing_rngs("compare_layers", run):
+            fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
+                                          flax_call, channels_last, layout, amp, run.rngs if train else None)
     alternates: dict = {}
     pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
@@ -184,10 +212,12 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             continue
         seen.add(tpath)
         fouts, fgrads = fby[fpath]
-        row = _row(tpath, fpath, touts, fouts, rtol, layout, channels_last)
+        row = _row(tpath, fpath, touts, fouts, rtol, layout, channels_last, amp, "outputs")
         if gradients:
-            g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last)
+            g = _row(tpath, fpath, tgrads, fgrads, rtol, layout, channels_last, amp, "grads")
             row.update(grad_diff=g["diff"], grad_scale=g["scale"], grad_ok=g["ok"])
+            if amp is not None:
+                row.update(grad_share=g.get("share", 0.0), grad_ulps=g.get("ulps", 0.0))
         rows.append(row)
     keep = _ignored(ignore, tied, tstate, fvars, tm)
     if train:
@@ -195,12 +225,14 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
                     [g for g in groups if any(k not in keep.torch_ignored for k in g.keys.values())] if
                     keep.torch_ignored else groups, containers,
                     {k: v for k, v in fvars.items() if _arr.fname(k) not in keep.flax_ignored}, mapping, rtol,
-                    keep.tied)
+                    keep.tied, amp)
     unpaired_t = [p for p, _, _ in tcalls if p not in seen and p != ""]
     _hint_first_divergence(rows, tcalls, seen, dict(tm.named_modules()))
     paired_f = {r["flax"] for r in rows}
     unpaired_f = ["/".join(p) for p in dict.fromkeys(p for p, _, _ in fcalls) if "/".join(p) not in paired_f]
-    report = LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name, rtol, mode)
+    report = LayerReport(rows, list(dict.fromkeys(unpaired_t)), unpaired_f, np.dtype(dtype).name,
+                         amp.rtol if amp is not None else rtol, mode)
+    report.autocast = amp.describe() if amp is not None else None
     report.ignored = {"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)}
     report.tied = dict(keep.tied)
     return report
@@ -233,7 +265,7 @@ def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
 
 
 # --------------------------------------------------------------------------- capture
-def _torch_capture(torch_module, xs, train, seed, gradients):
+def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None):
     """[(torch path, {leaf: array}, {leaf: d loss / d output})] in completion order, the
     model output and the state dict after the pass. Outputs are copied in the hook (later
     in-place ops such as ``out += identity`` would change them); with ``gradients`` a
@@ -261,7 +293,9 @@ def _torch_capture(torch_module, xs, train, seed, gradients):
     for name, mod in tm.named_modules():
         handles.append(mod.register_forward_hook(hook_for(name)))
     try:
-        y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
+        with amp.torch() if amp is not None else contextlib.nullcontext(), \
+                bound_torch(tm, train, run) if run is not None else contextlib.nullcontext():
+            y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
     finally:
         for h in handles:
             h.remove()
@@ -317,7 +351,7 @@ def _cot_in_flax_layout(key, c, out, channels_last):
 
 
 def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, train_kwarg, flax_call,
-                  channels_last=False, layout="auto"):
+                  channels_last=False, layout="auto", amp=None, rngs=None):
     """[(flax path str tuple, {leaf: array}, {leaf: d loss / d output})] in call order, and
     the Flax variables after the pass ({(collection, path): array})."""
     import jax
@@ -346,27 +380,28 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             return out
 
         if is_nnx:
-            with _nnx_intercept(model, record):
+            with _nnx_intercept(model, record), amp.flax(model) if amp is not None else contextlib.nullcontext():
                 y = C.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
             upd: dict = {}
         else:
             import flax.linen as nn
 
             def icpt(next_fun, args, kwargs, ctx):
-                out = next_fun(*args, **kwargs)
-                if ctx.method_name != "__call__":
-                    return out
-                return record(tuple(str(p) for p in ctx.module.path), out)
+                if ctx.method_name != "__call__" or _amp_clone_call():
+                    return next_fun(*args, **kwargs)  # a clone the autocast policy applies: the layer's own call records
+                return record(tuple(str(p) for p in ctx.module.path), next_fun(*args, **kwargs))
 
             full = variables
-            with nn.intercept_methods(icpt):
+            # the capture first: Flax runs the interceptor entered first outermost, so it records the
+            # layer's output as the autocast policy (entered second) computes it
+            with nn.intercept_methods(icpt), amp.flax() if amp is not None else contextlib.nullcontext():
                 kw = C.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = C.call_flax(flax_call, model, full, xf, train)
+                    y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
                 elif train and "batch_stats" in full:
-                    y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
+                    y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
                 else:
-                    y, upd = model.apply(full, *xf, **kw), {}
+                    y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
         leaves = dict(C.tree_leaves(y))
         loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
@@ -394,6 +429,14 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
     else:
         fvars = _arr.flatten_flax({**variables, **upd}, "compare_layers")
     return out, fvars
+
+
+def _amp_clone_call() -> bool:
+    """True while :class:`jaxinit.amp.Autocast` applies its clone of a layer (the clone's own call is
+    not a layer of the model)."""
+    from jaxinit._src import amp as _amp
+
+    return bool(getattr(_amp._ACTIVE, "skip_next", False))
 
 
 class _nnx_intercept:
@@ -497,7 +540,7 @@ def _pair(tm, groups, containers, fvars, mapping, fpaths, alternates: dict | Non
     return pairs
 
 
-def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) -> dict:
+def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, amp=None, what="outputs") -> dict:
     row = {"torch": tpath, "flax": fpath, "shape": (), "diff": 0.0, "scale": 0.0, "rel": 0.0,
            "budget": 0.0, "ok": None}
     common = [k for k in touts if k in fouts]
@@ -508,7 +551,7 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
         if touts or fouts:
             row["note"] = (f"outputs not comparable: torch fields {sorted(touts)} vs Flax {sorted(fouts)}")
         return row
-    diffs, scales = [], []
+    diffs, scales, pairs = [], [], {}
     for k in common:
         t, f = np.asarray(touts[k]), np.asarray(fouts[k])
         if callable(layout):
@@ -522,16 +565,22 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last) ->
             continue
         diffs.append(C.diff(t, f))
         scales.append(C.scale(t))
+        pairs[k] = (t, f)
         row["shape"] = row["shape"] or tuple(t.shape)
     if not diffs:
         return row
     d, s = max(diffs), max(scales)
     row.update(diff=d, scale=s, rel=d / s if s else (0.0 if d == 0 else float("inf")), budget=rtol * s,
                ok=bool(d <= rtol * s))
+    if amp is not None:  # the layer's outputs as one category, judged as twin_check judges one
+        v = C.verdicts(pairs, rtol, amp)
+        share = C.amp_share(v)
+        row.update(budget=max(r["budget"] for r in v.values()), ulps=max(r["ulps"] for r in v.values()),
+                   share=share, ok=bool(all(r["ok"] for r in v.values()) and share <= amp.share[what]))
     return row
 
 
-def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None) -> None:
+def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None, amp=None) -> None:
     """Train mode: each layer's running statistics after the pass, torch converted to the
     Flax layout by the converter, compared per layer (a divergence there marks the row)."""
     template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
@@ -548,6 +597,11 @@ def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=Non
             continue
         d, s = C.diff(conv[key], v), C.scale(conv[key])
         row["state_diff"] = max(row.get("state_diff", 0.0), d)
-        if d > rtol * max(s, 1e-300):
+        if amp is not None:
+            r = C.verdicts({"s": (conv[key], v)}, rtol, amp)["s"]
+            bad = not r["ok"] or r["share"] > amp.share["batch_stats"]
+        else:
+            bad = d > rtol * max(s, 1e-300)
+        if bad:
             row["ok"] = False
             row["note"] = f"running statistic {path[-1]!r} after the pass differs by {d:.3g} (scale {s:.3g})"

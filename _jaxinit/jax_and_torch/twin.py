@@ -4,6 +4,7 @@ Needs jax, flax and torch, imported inside the functions (see the package docstr
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, NamedTuple
 
@@ -47,13 +48,17 @@ class Run(NamedTuple):
     transpose_kernel: bool = False
     ignore: Any = ()
     tied: Any = None
+    amp: Any = None  # a _common.AmpSetting: the autocast both passes run under (None: none)
+    rngs: Any = None  # {stream: JAX key} for Flax's apply in train mode (None: none)
+    rng_calls: Any = None  # the Flax twin's make_rng calls in train mode (jaxinit.rngs.rng_calls), torch bound to them
 
 
 def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: Any = None,
                flax_inputs: Any = None, output_transform: Any = None, torch_output_transform: Any = None,
                modes: tuple = MODES, train_kwarg: str | None = "train", flax_call: Any = None, seed: int = 0,
                mapping=None, kinds=None, batchnorm: str = "torch", transpose_kernel: bool = False,
-               jit: bool = False, ignore: Any = (), tied: Any = None) -> dict:
+               jit: bool = False, ignore: Any = (), tied: Any = None, autocast: Any = None,
+               rngs: Any = None) -> dict:
     r"""Run a torch module and its Flax twin on the same inputs; report every difference
     next to the reference's scale, with a verdict against a per-dtype rounding budget.
 
@@ -110,6 +115,28 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       jit: compile the Flax loss and gradient as one computation (Linen and Hugging
         Face models). Faster for one check of a deep model (Bert: 3x); the default,
         eager, compiles each operation once per shape and reuses it across checks.
+      rngs: ``{'dropout': key}`` (a JAX key), for train mode with dropout on: Flax's
+        apply gets ``rngs=`` (a Hugging Face model ``dropout_rng=``), and the torch
+        model (the pass's copy) is bound to the same masks with
+        ``torchinit.rngs.bind_rngs`` against the Flax twin's ``make_rng`` calls
+        (``jaxinit.rngs.rng_calls``, traced once): outputs, gradients and running
+        statistics then agree at the eval-mode budget. Hugging Face torch models
+        need ``attn_implementation='eager'`` (the fused attention draws its mask
+        inside the kernel). Without it, a Flax model that draws dropout keys in
+        train mode raises an error naming dropout and this fix. Linen and Hugging
+        Face models (an NNX model carries its own ``nnx.Rngs``).
+      autocast: check in mixed precision: a :class:`jaxinit.amp.Autocast`, a
+        ``torch.autocast`` object, or the low dtype (``torch.bfloat16``, ``'float16'``:
+        on the torch module's device). The torch forward runs under
+        ``torch.autocast(device_type, dtype)``, the Flax one under the
+        ``jaxinit.amp.Autocast`` policy of the same setting (Linen by interception, NNX
+        by its hooks), both with float32 parameters. The verdict is then in ulps of the
+        low dtype (``AUTOCAST_TWIN_BUDGET``, per dtype): every difference within
+        ``ulps`` ulps at the category's largest ``|torch|``, and at most a ``share`` of
+        the category's elements (outputs; gradients and running statistics) off by one
+        ulp or more of their own magnitude (bfloat16: 2 ulps, 1% of outputs, 5% of
+        gradients; float16: 4 ulps, 15% / 20%). Reported as ``'autocast'`` (setting
+        and budget), ``'share'`` per category, and ``'ulps'``/``'share'`` per leaf.
 
     Returns:
       ``{mode: {'output': max |torch - flax| over fields, 'output_scale',
@@ -118,29 +145,114 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
       'no_grad_in_torch': [torch names], 'ignored': {'torch': [...], 'flax': [...]},
       'tied': {torch key: torch key}, 'buffer_in_torch': [Flax parameters whose torch
       counterpart is a buffer: torch's gradient is 0, it never trains them], 'batch_stats' (train only; None when not
-      compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``.
+      compared, with 'batch_stats_note'), 'dtype', 'budget_rtol', 'ok'}}``; under ``autocast=`` also
+      'autocast' and 'share'; in train mode without ``rngs=``, a failed verdict on a torch model with
+      dropout gets 'dropout_note' (the fix).
 
     >>> report = jaxinit.twin_check(torch_mlp, flax_mlp, x, variables=variables)  # doctest: +SKIP
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
     """
     run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
-              batchnorm, transpose_kernel, ignore, tied)
+              batchnorm, transpose_kernel, ignore, tied, C.resolve_autocast(autocast, torch_module, "twin_check"))
+    user_call = flax_call is not None
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
     run = run._replace(flax_call=flax_call)
     xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
+    run = run._replace(rngs=C.check_rngs(rngs, "twin_check"))
+    if run.rngs is not None and "train" in modes:
+        run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "twin_check"))
     keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
     with C.exact_precision():
         for mode in modes:
             train = mode == "train"
             tm, t = _torch_pass(torch_module, xs, train, run)
-            f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
+            with explain_missing_rngs("twin_check", run):
+                f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
             C.pair_leaves(t.outputs, f.outputs, "twin_check")
             grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
             report[mode] = _mode_report(t, f, grads, train, keep, run)
             report[mode]["buffer_in_torch"] = frozen
+            if train and run.rngs is None and not report[mode]["ok"]:
+                note = dropout_note(torch_module)
+                if note:
+                    report[mode]["dropout_note"] = note
     return report
+
+
+def train_rng_calls(flax_module, variables, fxs, run: Run, user_call: bool, who: str) -> list:
+    """The Flax twin's ``make_rng`` calls in train mode (``jaxinit.rngs.rng_calls``: one traced apply,
+    nothing computed), which the torch model is bound to; checks that ``rngs=`` can feed them."""
+    from flax import nnx
+
+    from jaxinit._src.rngs import rng_calls
+
+    if isinstance(flax_module, nnx.Module):
+        raise InitError(f"{who}: rngs= is for Linen and Hugging Face Flax models (keys given to apply); an NNX "
+                        "model carries its streams (nnx.Rngs): give the torch twin torchinit.nn's keyed layers with "
+                        "torchinit.rngs.Rngs of the same seeds, and call without rngs=.")
+    if user_call:
+        raise InitError(f"{who}: rngs= with a flax_call hook: twin_check cannot trace the hook's apply to bind "
+                        "the torch model. Call the Linen module directly (train_kwarg=...), or bind the torch model "
+                        "yourself (torchinit.rngs.bind_rngs(torch_model, key, jaxinit.rngs.rng_calls(...))) and give "
+                        "the hook the key.")
+    if C.is_hf_flax(flax_module):
+        import inspect
+
+        names = inspect.signature(type(flax_module).__call__).parameters
+        kw: dict = {"train": True} if "train" in names or "deterministic" not in names else {"deterministic": False}
+        calls = rng_calls(flax_module, *fxs, variables={"params": variables["params"]}, rngs=run.rngs, **kw)
+    else:
+        kw = C.train_kwargs(flax_module, run.train_kwarg, True)
+        if "batch_stats" in variables:
+            kw["mutable"] = ["batch_stats"]
+        calls = rng_calls(flax_module, *fxs, variables=variables, rngs=run.rngs, **kw)
+    drawing = [c for c in calls if c.kind != "other"]
+    if drawing and "dropout" not in run.rngs:
+        raise InitError(f"{who}: the Flax twin's dropout draws from the 'dropout' stream "
+                        f"({len(drawing)} masks) but rngs= has {sorted(run.rngs)}: pass rngs={{'dropout': key}}.")
+    return calls
+
+
+def bound_torch(tm, train: bool, run: Run):
+    """``tm`` (the pass's deep copy) bound to the Flax twin's dropout keys in train mode
+    (``torchinit.rngs.bind_rngs``), or a no-op."""
+    if not train or run.rng_calls is None:
+        return contextlib.nullcontext()
+    from torchinit.rngs import bind_rngs
+
+    return bind_rngs(tm, run.rngs.get("dropout"), run.rng_calls)
+
+
+@contextlib.contextmanager
+def explain_missing_rngs(who: str, run: Run):
+    """Flax's raw ``InvalidRngError`` (a stream without a key, dropout in train mode) as an error that
+    names dropout and the fix."""
+    import flax.errors
+
+    try:
+        yield
+    except flax.errors.InvalidRngError as err:
+        given = "no rngs=" if run.rngs is None else f"rngs= with {sorted(run.rngs)}"
+        raise InitError(
+            f"{who}: in train mode the Flax model draws random numbers (dropout) and got {given} "
+            f"(Flax: {str(err).splitlines()[0]}). Pass rngs={{'dropout': jax.random.key(0)}}: {who} gives the key "
+            "to Flax and binds the torch model's dropout to the same masks (torchinit.rngs.bind_rngs; a Hugging "
+            "Face torch model needs attn_implementation='eager'). Or check modes=('eval',) only.") from None
+
+
+def dropout_note(torch_module) -> str | None:
+    """Train mode without rngs= and a failed verdict: the torch dropouts that draw their own masks."""
+    drops = [n or "<root>" for n, m in torch_module.named_modules()
+             if type(m).__name__.startswith("Dropout") and float(getattr(m, "p", 0.0)) > 0.0]
+    if not drops and not any(float(getattr(getattr(torch_module, "config", None), a, 0.0) or 0.0) > 0.0
+                             for a in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop",
+                                       "attn_pdrop", "dropout", "attention_dropout")):
+        return None
+    return (f"torch applies dropout in train mode ({', '.join(drops[:4]) or 'its config'}{' ...' if len(drops) > 4 else ''}) "
+            "with its own masks, so the outputs cannot agree: pass rngs={'dropout': key} (the Flax twin's "
+            "dropout key; the torch model is bound to the same masks), or compare modes=('eval',).")
 
 
 def _static_sides(torch_module, flax_module, variables) -> tuple[_Side, _Side]:
@@ -260,7 +372,8 @@ def _torch_pass(torch_module, xs, train, run: Run):
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
-    with _weight_norm_grads(tm, torch) as normalized:
+    amp = run.amp.torch() if run.amp is not None else contextlib.nullcontext()
+    with _weight_norm_grads(tm, torch) as normalized, amp, bound_torch(tm, train, run):
         y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
         y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
     leaves = dict(C.tree_leaves(y))
@@ -356,7 +469,8 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
         m.train() if train else m.eval()
 
         def loss_nnx(mm):
-            y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
+            with run.amp.flax(mm) if run.amp is not None else contextlib.nullcontext():
+                y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
             return loss_of(y)
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
@@ -367,15 +481,20 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     seen = flax_call is None or getattr(flax_call, "returns_updates", False) or not train or not rest
 
     def loss_linen(params):
+        with run.amp.flax() if run.amp is not None else contextlib.nullcontext():
+            return _linen_loss(params)
+
+    def _linen_loss(params):
         full = {"params": params, **rest}
+        rngs = run.rngs if train else None
         if flax_call is not None:
-            y, upd = C.call_flax(flax_call, model, full, xf, train)
+            y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
         elif train and "batch_stats" in variables:
             kw = C.train_kwargs(model, run.train_kwarg, train)
-            y, upd = model.apply(full, *xf, mutable=["batch_stats"], **kw)
+            y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
         else:
             kw = C.train_kwargs(model, run.train_kwarg, train)
-            y, upd = model.apply(full, *xf, **kw), {}
+            y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
         loss, leaves = loss_of(y)
         return loss, (leaves, upd)
 
@@ -424,11 +543,12 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
 def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
+    amp = run.amp
     rtol = C.budget_rtol(dtype)
     drop_f = set(keep.flax_ignored)
-    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol)
+    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
     grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
-                       rtol)
+                       rtol, amp)
     entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
              "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
              "outputs": outs, "dtype": np.dtype(dtype).name, "budget_rtol": rtol}
@@ -439,6 +559,11 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                  ignored={"torch": list(keep.torch_ignored), "flax": list(keep.flax_ignored)},
                  tied=dict(keep.tied))
     ok = all(r["ok"] for r in outs.values()) and all(r["ok"] for r in grads.values())
+    if amp is not None:
+        entry["autocast"] = amp.describe()
+        entry["budget_rtol"] = amp.rtol
+        entry["share"] = {"outputs": C.amp_share(outs), "grads": C.amp_share(grads)}
+        ok = ok and all(v <= amp.share[k] for k, v in entry["share"].items())
     state = {k: v for k, v in f.state.items() if k in conv and _arr.fname(k) not in drop_f}
     if train and state and not f.state_seen:
         entry["batch_stats"] = None
@@ -446,10 +571,13 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                                      "so Flax's updated statistics are not seen (torch's are); compare them with "
                                      "compare_layers(mode='train') or a Linen apply with mutable=['batch_stats']")
     elif train and state:
-        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol)
+        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
         entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
         entry["batch_stats_detail"] = stats
         ok = ok and all(r["ok"] for r in stats.values())
+        if amp is not None:
+            entry["share"]["batch_stats"] = C.amp_share(stats)
+            ok = ok and entry["share"]["batch_stats"] <= amp.share["batch_stats"]
     entry["ok"] = ok
     return entry
 
