@@ -46,6 +46,24 @@ def check_n(n, who: str) -> int:
     return n
 
 
+
+def check_length(data_source, who: str) -> int:
+    """The number of samples of ``data_source``: an int (the length) or a sized dataset."""
+    if isinstance(data_source, numbers.Integral) and not isinstance(data_source, bool):
+        return check_n(int(data_source), who)
+    try:
+        return check_n(len(data_source), who)
+    except TypeError as err:
+        raise InitError(f"{who}: `data_source` must be an int (the length) or a sized dataset, "
+                        f"got {type(data_source).__name__}") from err
+
+
+def check_epoch(epoch, who: str) -> int:
+    """An epoch number folded into a key: an int in [0, 2**32)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= int(epoch) < 2 ** 32:
+        raise InitError(f"{who}: `epoch` must be an int in [0, 2**32), got {epoch!r}")
+    return int(epoch)
+
 def check_seed(seed, who: str) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2 ** 64:
         raise InitError(f"{who}: `seed` must be an int in [0, 2**64) (torch.Generator.manual_seed's), got {seed!r}")

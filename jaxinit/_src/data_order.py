@@ -21,25 +21,10 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from _jaxinit.data_order import MT19937Words, check_n, check_replicas, check_seed, distributed_shard
+from _jaxinit.data_order import MT19937Words, check_epoch, check_length, check_n, check_replicas, check_seed, distributed_shard
 from _jaxinit.errors import InitError
 from jaxinit._src import random as _rnd
 
-
-def _len(data_source: Any, who: str) -> int:
-    if isinstance(data_source, numbers.Integral) and not isinstance(data_source, bool):
-        return check_n(int(data_source), who)
-    try:
-        return check_n(len(data_source), who)
-    except TypeError as err:
-        raise InitError(f"{who}: `data_source` must be an int (the length) or a sized dataset, "
-                        f"got {type(data_source).__name__}") from err
-
-
-def _epoch(epoch, who: str) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= int(epoch) < 2 ** 32:
-        raise InitError(f"{who}: `epoch` must be an int in [0, 2**32), got {epoch!r}")
-    return int(epoch)
 
 
 def epoch_permutation(key: Any, n: int, epoch: int = 0) -> np.ndarray:
@@ -50,7 +35,7 @@ def epoch_permutation(key: Any, n: int, epoch: int = 0) -> np.ndarray:
     """
     who = "jaxinit.data.epoch_permutation"
     n = check_n(n, who)
-    k = jax.random.fold_in(_rnd.as_key(key), np.uint32(_epoch(epoch, who)))
+    k = jax.random.fold_in(_rnd.as_key(key), np.uint32(check_epoch(epoch, who)))
     return np.asarray(jax.random.permutation(k, n)).astype(np.int64)
 
 
@@ -60,12 +45,12 @@ class KeyedRandomSampler:
     (a torch Sampler) yields the same indices."""
 
     def __init__(self, data_source: Any, key: Any) -> None:
-        self.n = _len(data_source, "KeyedRandomSampler")
+        self.n = check_length(data_source, "KeyedRandomSampler")
         self.key = _rnd.as_key(key)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = _epoch(epoch, "KeyedRandomSampler.set_epoch")
+        self.epoch = check_epoch(epoch, "KeyedRandomSampler.set_epoch")
 
     def __len__(self) -> int:
         return self.n
@@ -84,13 +69,13 @@ class KeyedDistributedSampler:
     def __init__(self, dataset: Any, key: Any, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
                  drop_last: bool = False) -> None:
         who = "KeyedDistributedSampler"
-        self.n = _len(dataset, who)
+        self.n = check_length(dataset, who)
         self.key = _rnd.as_key(key)
         self.num_replicas, self.rank = check_replicas(num_replicas, rank, who)
         self.shuffle, self.drop_last, self.epoch = bool(shuffle), bool(drop_last), 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = _epoch(epoch, "KeyedDistributedSampler.set_epoch")
+        self.epoch = check_epoch(epoch, "KeyedDistributedSampler.set_epoch")
 
     def indices(self) -> np.ndarray:
         order = epoch_permutation(self.key, self.n, self.epoch) if self.shuffle else np.arange(self.n)
@@ -130,7 +115,7 @@ class TorchRandomSampler:
     def __init__(self, data_source: Any, seed: int, *, dataloader: bool = False, global_seed: bool = False,
                  persistent_workers: bool = False, num_samples: int | None = None) -> None:
         who = "TorchRandomSampler"
-        self.n = _len(data_source, who)
+        self.n = check_length(data_source, who)
         self.num_samples = self.n if num_samples is None else int(num_samples)
         if self.num_samples <= 0 or self.n == 0:
             raise InitError(f"{who}: num_samples should be a positive integer value, but got num_samples="
@@ -164,7 +149,7 @@ class TorchDistributedSampler(KeyedDistributedSampler):
     def __init__(self, dataset: Any, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False) -> None:
         who = "TorchDistributedSampler"
-        self.n = _len(dataset, who)
+        self.n = check_length(dataset, who)
         self.num_replicas, self.rank = check_replicas(num_replicas, rank, who)
         self.seed = check_seed(seed, who)
         self.shuffle, self.drop_last, self.epoch = bool(shuffle), bool(drop_last), 0

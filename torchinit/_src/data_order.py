@@ -17,24 +17,8 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 import torchinit.random as _rnd
-from _jaxinit.data_order import check_n, check_seed, distributed_shard
-from _jaxinit.errors import InitError
+from _jaxinit.data_order import check_epoch, check_length, check_n, check_seed, distributed_shard
 
-
-def _len(data_source: Any, who: str) -> int:
-    if isinstance(data_source, numbers.Integral) and not isinstance(data_source, bool):
-        return check_n(int(data_source), who)
-    try:
-        return check_n(len(data_source), who)
-    except TypeError as err:
-        raise InitError(f"{who}: `data_source` must be an int (the length) or a sized dataset, "
-                        f"got {type(data_source).__name__}") from err
-
-
-def _epoch(epoch, who: str) -> int:
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or not 0 <= int(epoch) < 2 ** 32:
-        raise InitError(f"{who}: `epoch` must be an int in [0, 2**32), got {epoch!r}")
-    return int(epoch)
 
 
 def epoch_permutation(key: Any, n: int, epoch: int = 0) -> torch.Tensor:
@@ -45,7 +29,7 @@ def epoch_permutation(key: Any, n: int, epoch: int = 0) -> torch.Tensor:
     """
     who = "torchinit.data.epoch_permutation"
     n = check_n(n, who)
-    return _rnd.permutation(_rnd.fold_in(_rnd.as_key(key), _epoch(epoch, who)), n).to(torch.int64)
+    return _rnd.permutation(_rnd.fold_in(_rnd.as_key(key), check_epoch(epoch, who)), n).to(torch.int64)
 
 
 class KeyedRandomSampler(Sampler[int]):
@@ -57,12 +41,12 @@ class KeyedRandomSampler(Sampler[int]):
     """
 
     def __init__(self, data_source: Any, key: Any) -> None:
-        self.n = _len(data_source, "KeyedRandomSampler")
+        self.n = check_length(data_source, "KeyedRandomSampler")
         self.key = _rnd.as_key(key)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = _epoch(epoch, "KeyedRandomSampler.set_epoch")
+        self.epoch = check_epoch(epoch, "KeyedRandomSampler.set_epoch")
 
     def __len__(self) -> int:
         return self.n
@@ -80,7 +64,7 @@ class KeyedDistributedSampler(DistributedSampler):
 
     def __init__(self, dataset: Any, key: Any, num_replicas: int | None = None, rank: int | None = None,
                  shuffle: bool = True, drop_last: bool = False) -> None:
-        n = _len(dataset, "KeyedDistributedSampler")
+        n = check_length(dataset, "KeyedDistributedSampler")
         data: Any = range(n) if isinstance(dataset, numbers.Integral) else dataset
         super().__init__(data, num_replicas=num_replicas,
                          rank=rank, shuffle=shuffle, seed=0, drop_last=drop_last)
@@ -88,7 +72,7 @@ class KeyedDistributedSampler(DistributedSampler):
         self.key = _rnd.as_key(key)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = _epoch(epoch, "KeyedDistributedSampler.set_epoch")
+        self.epoch = check_epoch(epoch, "KeyedDistributedSampler.set_epoch")
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_permutation(self.key, self.n, self.epoch).numpy() if self.shuffle else torch.arange(self.n).numpy()
