@@ -38,7 +38,7 @@ from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
 from jaxinit._src import checkpoint_io as _cio
 from jaxinit._src import optim_convert as _oc
-from jaxinit._src import optim_more as _more
+from jaxinit._src import lbfgs_convert as _lbfgs_convert
 
 
 def _torch_if_needed(path, who):
@@ -78,7 +78,7 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
     who = "jaxinit.optim.load_optimizer_state"
     body = _of.open_optimizer_state(src, who, _torch_if_needed(src, who), optimizer_key)
     sd = body["state"]
-    if _more.is_lbfgs(tx):  # its state is a history, not per-parameter buffers: read whole (small)
+    if _lbfgs_convert.is_lbfgs(tx):  # its state is a history, not per-parameter buffers: read whole (small)
         return _oc.import_state(_of.numpy_state(sd), params, tx, step=step)
     tstate = _core.neutral_state(sd, lambda x: x)  # tensors stay lazy; steps are read (0-d)
     groups = sd.get("param_groups", [])
