@@ -162,7 +162,7 @@ class Initializer(InitializerBase):
         return values.permute(inverse).contiguous()
 
 
-def as_generator(key, device, who: str) -> torch.Generator:
+def as_generator(key, device, who: str) -> torch.Generator | None:
     if isinstance(key, torch.Generator):
         return key
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
