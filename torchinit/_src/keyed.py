@@ -23,6 +23,7 @@ from _jaxinit import spec
 from _jaxinit.errors import InitError
 from _jaxinit.fans import single_axis
 from torchinit._src import random as rnd
+from torchinit._src.xla_math import fma, log_f32, log_f64
 
 Tensor = torch.Tensor
 
@@ -38,7 +39,7 @@ def _c(v, sd, device) -> Tensor:
 
 def _log(x: Tensor) -> Tensor:
     """XLA CPU's log: its float32 polynomial, or (float64) the C library's, as ported."""
-    return rnd._xla_log_f32(x) if x.dtype == torch.float32 else rnd.xla_math.log_f64(x)
+    return log_f32(x) if x.dtype == torch.float32 else log_f64(x)
 
 
 def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
@@ -46,7 +47,7 @@ def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
 
 
 def normal(k, shape, dtype, mean: float, std: float, device) -> Tensor:
-    return rnd._normal_affine(k, shape, _sd(dtype), std, mean, device).to(dtype)
+    return rnd.normal_affine(k, shape, _sd(dtype), std, mean, device).to(dtype)
 
 
 def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, device, stacklevel=4) -> Tensor:
@@ -60,10 +61,10 @@ def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, d
     za, zb = (a - mean) / std, (b - mean) / std
     if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
         z = rnd.truncated_normal(k, za, zb, shape, sd, device=device)
-        return torch.clamp(rnd._fma(z, s, m), lo, hi).to(dtype)
+        return torch.clamp(fma(z, s, m), lo, hi).to(dtype)
     if method == "normal":
         def draw(key):
-            return rnd._normal_affine(key, shape, sd, std, mean, device)
+            return rnd.normal_affine(key, shape, sd, std, mean, device)
 
         k, sub = rnd.split(k)
         x = draw(sub)
@@ -81,7 +82,7 @@ def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, d
         k1, k2 = rnd.split(key)
         c = rnd.uniform(k1, shape, sd, a, b, device=device)
         z = (c - m) * inv_s
-        log_ratio = rnd._fma(z * z, -0.5, -lp)
+        log_ratio = fma(z * z, -0.5, -lp)
         return c, _log(rnd.uniform(k2, shape, sd, device=device)) > log_ratio
 
     k, sub = rnd.split(k)
