@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from _jaxinit import spec
+from _jaxinit import init_params
 from _jaxinit.errors import InitError
 from _jaxinit.fans import check_layout, single_axis
 from _jaxinit.initializer import InitializerBase
@@ -95,7 +95,7 @@ class Initializer(InitializerBase):
         self._keyed = keyed
 
     def __call__(self, key, shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-        shape = spec.check_shape(shape, self.name)
+        shape = init_params.check_shape(shape, self.name)
         if not isinstance(dtype, torch.dtype):
             raise InitError(f"{self.name}: `dtype` must be a torch.dtype, got {dtype!r}")
         if self._keyed is not None and _rnd.is_key(key):

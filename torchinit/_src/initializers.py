@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from _jaxinit import spec
+from _jaxinit import init_params
 from _jaxinit.errors import InitError
 from _jaxinit.fans import single_axis
 from _jaxinit.fans import compute_fans as _compute_fans
@@ -59,7 +59,7 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Ge
              key=None, conv_transpose: bool = False) -> Tensor:
     """U[a, b) in place; bitwise ``torch.nn.init.uniform_``. With ``key=`` (a JAX key):
     jaxinit's ``uniform(a, b)`` draw for the Flax twin, permuted (see :func:`keyed_inplace`)."""
-    spec.check_uniform(a, b, "uniform_")
+    init_params.check_uniform(a, b, "uniform_")
     float_tensor(tensor, "uniform_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "uniform_", uniform(a, b), conv_transpose)
@@ -70,7 +70,7 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Ge
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None, *,
             key=None, conv_transpose: bool = False) -> Tensor:
     """N(mean, std^2) in place; bitwise ``torch.nn.init.normal_`` (``key=``: jaxinit's draw, permuted)."""
-    spec.check_normal(mean, std, "normal_")
+    init_params.check_normal(mean, std, "normal_")
     float_tensor(tensor, "normal_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "normal_", normal(mean, std), conv_transpose)
@@ -80,9 +80,9 @@ def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torc
 
 def _trunc_normal_impl(tensor, mean, std, a, b, generator, stacklevel=3):
     """PyTorch 2.13's two rejection samplers, op for op (pytorch#174997)."""
-    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    method, log_peak, warn = init_params.trunc_normal_plan(mean, std, a, b)
     if warn:
-        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
+        warnings.warn(init_params.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -121,7 +121,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
                   generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b] in place; bitwise
     ``torch.nn.init.trunc_normal_`` (2.13's rejection sampling). ``key=``: jaxinit's draw, permuted."""
-    spec.check_trunc_normal(mean, std, a, b, "trunc_normal_")
+    init_params.check_trunc_normal(mean, std, a, b, "trunc_normal_")
     float_tensor(tensor, "trunc_normal_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "trunc_normal_", trunc_normal(mean, std, a, b),
@@ -131,7 +131,7 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
 
 def constant_(tensor: Tensor, val) -> Tensor:
     """Fill with ``val``; as ``torch.nn.init.constant_``."""
-    spec.check_constant(val, "constant_")
+    init_params.check_constant(val, "constant_")
     any_tensor(tensor, "constant_")
     with torch.no_grad():
         return tensor.fill_(val)
@@ -154,7 +154,7 @@ def ones_(tensor: Tensor) -> Tensor:
 def eye_(tensor: Tensor) -> Tensor:
     """The 2-D identity; as ``torch.nn.init.eye_``."""
     any_tensor(tensor, "eye_")
-    spec.check_eye(tuple(tensor.shape), "eye_")
+    init_params.check_eye(tuple(tensor.shape), "eye_")
     with torch.no_grad():
         torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
     return tensor
@@ -164,8 +164,8 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
     """Identity-preserving conv kernel (1 at the spatial centre ``k // 2``); as
     ``torch.nn.init.dirac_``. ``in_axis``/``out_axis`` name the channel axes."""
     any_tensor(tensor, "dirac_")
-    spec.check_no_batch_axis(batch_axis, "dirac_")
-    index = spec.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
+    init_params.check_no_batch_axis(batch_axis, "dirac_")
+    index = init_params.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -178,12 +178,12 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                     in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
-    spec.check_gain(gain, "xavier_uniform_")
+    init_params.check_gain(gain, "xavier_uniform_")
     float_tensor(tensor, "xavier_uniform_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "xavier_uniform_",
                               xavier_uniform(gain, **layout_args(in_axis, out_axis, batch_axis)), conv_transpose)
-    bound = spec.xavier_uniform_bound(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_uniform_")
+    bound = init_params.xavier_uniform_bound(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_uniform_")
     with torch.no_grad():
         return tensor.uniform_(-bound, bound, generator=generator)
 
@@ -192,27 +192,27 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
                    in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
     ``torch.nn.init.xavier_normal_``."""
-    spec.check_gain(gain, "xavier_normal_")
+    init_params.check_gain(gain, "xavier_normal_")
     float_tensor(tensor, "xavier_normal_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "xavier_normal_",
                               xavier_normal(gain, **layout_args(in_axis, out_axis, batch_axis)), conv_transpose)
-    std = spec.xavier_std(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_normal_")
+    std = init_params.xavier_std(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_normal_")
     with torch.no_grad():
         return tensor.normal_(0.0, std, generator=generator)
 
 
 def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who, key=None, conv_transpose=False):
-    spec.check_mode(mode, who)
+    init_params.check_mode(mode, who)
     calculate_gain(nonlinearity, a)
     float_tensor(tensor, who)
     if key is not None and 0 not in tensor.shape:
         factory = kaiming_uniform if kind == "uniform" else kaiming_normal
         return keyed_inplace(tensor, key, generator, who, factory(a, mode, nonlinearity, **layout), conv_transpose)
     if 0 in tensor.shape:
-        warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
+        warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=3)
         return tensor
-    std = spec.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
+    std = init_params.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
     with torch.no_grad():
         if kind == "uniform":
             bound = math.sqrt(3.0) * std
@@ -258,16 +258,16 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     (``torch.nn.init.orthogonal_`` fails there on CPU).
     """
     float_tensor(tensor, "svd_")
-    spec.check_singular_values(singular_values, "svd_")
+    init_params.check_singular_values(singular_values, "svd_")
     shape = tuple(tensor.shape)
-    spec.check_orthogonal(shape, "svd_")
+    init_params.check_orthogonal(shape, "svd_")
     oax = single_axis(out_axis, "out_axis", len(shape), "svd_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "svd_", svd(singular_values, out_axis=out_axis), conv_transpose)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
-    rows, cols = spec.matrix_dims(shape, oax)
-    values = spec.svd_values(singular_values, rows, cols, "svd_")
+    rows, cols = init_params.matrix_dims(shape, oax)
+    values = init_params.svd_values(singular_values, rows, cols, "svd_")
     work = tensor if tensor.dtype.itemsize >= 4 else torch.empty(0, dtype=torch.float32, device=tensor.device)
     if isinstance(values, float):
         q = _haar(rows, cols, work, generator)
@@ -294,7 +294,7 @@ def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | No
     if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
         raise InitError(f"orthogonal_: `gain` must be a real number, got {gain!r}")
     float_tensor(tensor, "orthogonal_")
-    spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
+    init_params.check_orthogonal(tuple(tensor.shape), "orthogonal_")
     if key is not None:
         single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
         return keyed_inplace(tensor, key, generator, "orthogonal_", orthogonal(gain, out_axis=out_axis), conv_transpose)
@@ -312,7 +312,7 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
     """
     float_tensor(tensor, "sparse_")
     shape = tuple(tensor.shape)
-    spec.check_sparse(shape, sparsity, std, "sparse_")
+    init_params.check_sparse(shape, sparsity, std, "sparse_")
     oax = single_axis(out_axis, "out_axis", 2, "sparse_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "sparse_", sparse(sparsity, std, out_axis=out_axis))
@@ -320,7 +320,7 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
         return tensor
     view = tensor if oax == 0 else tensor.t()
     rows, cols = view.shape
-    num_zeros = spec.check_sparse((rows, cols), sparsity, std, "sparse_")
+    num_zeros = init_params.check_sparse((rows, cols), sparsity, std, "sparse_")
     with torch.no_grad():
         view.normal_(0, std, generator=generator)
         for col_idx in range(cols):
@@ -337,10 +337,10 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
     N(0, var), 'truncated_normal' cut at +-2 std with the 0.8796 correction."""
     float_tensor(tensor, "variance_scaling_")
     if key is not None:
-        spec.check_vs(scale, mode, distribution, "variance_scaling_")
+        init_params.check_vs(scale, mode, distribution, "variance_scaling_")
         return keyed_inplace(tensor, key, generator, "variance_scaling_",
                               variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis), conv_transpose)
-    variance = spec.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
+    variance = init_params.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
                                               layout_args(in_axis, out_axis, batch_axis), "variance_scaling_")
     with torch.no_grad():
         if distribution == "uniform":
@@ -348,13 +348,13 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
             return tensor.uniform_(-bound, bound, generator=generator)
         if distribution == "normal":
             return tensor.normal_(0.0, math.sqrt(variance), generator=generator)
-    std = math.sqrt(variance) / spec.TRUNC_STD_2
+    std = math.sqrt(variance) / init_params.TRUNC_STD_2
     return _trunc_normal_impl(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
 
 
 def _vs_preset_(name):
-    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_jaxinit.spec.VS_PRESETS``)."""
-    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_jaxinit.init_params.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = init_params.VS_PRESETS[name]
 
     def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
                 key=None, conv_transpose: bool = False) -> Tensor:
@@ -381,7 +381,7 @@ he_normal_ = _vs_preset_("he_normal")
 def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0,
                       generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """JAX's ``truncated_normal`` in place: bounds in STD units (``trunc_normal_`` takes absolute ones)."""
-    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
+    init_params.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
     float_tensor(tensor, "truncated_normal_")
     if key is not None:
         return keyed_inplace(tensor, key, generator, "truncated_normal_", truncated_normal(stddev, lower, upper),
@@ -411,14 +411,14 @@ def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], *,
 @_factory
 def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     """U[a, b) (see :func:`jaxinit.uniform`)."""
-    spec.check_uniform(a, b)
+    init_params.check_uniform(a, b)
     return _make("uniform", {"a": a, "b": b}, uniform_, a=a, b=b, keyed=_keyed.uniform_sampler(a, b, "uniform"))
 
 
 @_factory
 def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     """N(mean, std^2) (see :func:`jaxinit.normal`)."""
-    spec.check_normal(mean, std)
+    init_params.check_normal(mean, std)
     return _make("normal", {"mean": mean, "std": std}, normal_, mean=mean, std=std,
                  keyed=_keyed.normal_sampler(mean, std, "normal"))
 
@@ -426,7 +426,7 @@ def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
 @_factory
 def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
     """N(mean, std^2) truncated to the absolute bounds [a, b] (see :func:`jaxinit.trunc_normal`)."""
-    spec.check_trunc_normal(mean, std, a, b)
+    init_params.check_trunc_normal(mean, std, a, b)
     return _make("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, trunc_normal_, mean=mean, std=std, a=a,
                  b=b, keyed=_keyed.trunc_normal_sampler(mean, std, a, b, "trunc_normal"))
 
@@ -434,7 +434,7 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
 @_factory
 def constant(val) -> Initializer:
     """Fill with ``val`` (see :func:`jaxinit.constant`)."""
-    spec.check_constant(val)
+    init_params.check_constant(val)
     return _make("constant", {"val": val}, constant_, val=val, keyed=None)
 
 
@@ -462,44 +462,44 @@ def dirac(groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializ
     """Identity conv kernel, torch layout (out, in/groups, *k) by default (see :func:`jaxinit.dirac`)."""
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
-    spec.check_no_batch_axis(batch_axis, "dirac")
+    init_params.check_no_batch_axis(batch_axis, "dirac")
     layout_args(in_axis, out_axis, (), "dirac")
     return _make("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, dirac_,
                  groups=groups, in_axis=in_axis, out_axis=out_axis, keyed=None)
 
 
 # The presets below share one shape (check, layout, _make with a keyed sampler) by design: each is a
-# named public factory with its own signature and docstring, as torch.nn.init's are; the maths is in _jaxinit.spec.
+# named public factory with its own signature and docstring, as torch.nn.init's are; the maths is in _jaxinit.init_params.
 @_factory
 def xavier_uniform(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.xavier_uniform` (torch layout by default)."""
-    spec.check_gain(gain, "xavier_uniform")
+    init_params.check_gain(gain, "xavier_uniform")
     lay = layout_args(in_axis, out_axis, batch_axis, "xavier_uniform")
     return _make("xavier_uniform", {"gain": gain, **lay}, xavier_uniform_, gain=gain, **lay,
                  keyed=_keyed.fan_sampler("xavier_uniform", "uniform",
-                                          lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform")))
+                                          lambda s, l: init_params.xavier_uniform_bound(s, gain, l, "xavier_uniform")))
 
 
 @_factory
 def xavier_normal(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.xavier_normal` (torch layout by default)."""
-    spec.check_gain(gain, "xavier_normal")
+    init_params.check_gain(gain, "xavier_normal")
     lay = layout_args(in_axis, out_axis, batch_axis, "xavier_normal")
     return _make("xavier_normal", {"gain": gain, **lay}, xavier_normal_, gain=gain, **lay,
                  keyed=_keyed.fan_sampler("xavier_normal", "normal",
-                                          lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal")))
+                                          lambda s, l: init_params.xavier_std(s, gain, l, "xavier_normal")))
 
 
 @_factory
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                     in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.kaiming_uniform` (torch layout by default)."""
-    spec.check_mode(mode, "kaiming_uniform")
+    init_params.check_mode(mode, "kaiming_uniform")
     calculate_gain(nonlinearity, a)
     lay = layout_args(in_axis, out_axis, batch_axis, "kaiming_uniform")
     return _make("kaiming_uniform", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_uniform_,
                  a=a, mode=mode, nonlinearity=nonlinearity, **lay,
-                 keyed=_keyed.fan_sampler("kaiming_uniform", "uniform", lambda s, l: spec.kaiming_uniform_bound(
+                 keyed=_keyed.fan_sampler("kaiming_uniform", "uniform", lambda s, l: init_params.kaiming_uniform_bound(
                      s, a, mode, nonlinearity, l, "kaiming_uniform")))
 
 
@@ -507,19 +507,19 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "l
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                    in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.kaiming_normal` (torch layout by default)."""
-    spec.check_mode(mode, "kaiming_normal")
+    init_params.check_mode(mode, "kaiming_normal")
     calculate_gain(nonlinearity, a)
     lay = layout_args(in_axis, out_axis, batch_axis, "kaiming_normal")
     return _make("kaiming_normal", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_normal_,
                  a=a, mode=mode, nonlinearity=nonlinearity, **lay,
-                 keyed=_keyed.fan_sampler("kaiming_normal", "normal", lambda s, l: spec.kaiming_std(
+                 keyed=_keyed.fan_sampler("kaiming_normal", "normal", lambda s, l: init_params.kaiming_std(
                      s, a, mode, nonlinearity, l, "kaiming_normal")))
 
 
 @factory("torchinit", min_ndim=2)
 def svd(singular_values=1.0, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.svd` (torch layout: out axis first by default)."""
-    spec.check_singular_values(singular_values)
+    init_params.check_singular_values(singular_values)
     single_axis(out_axis, "out_axis", None, "svd")
     return _make("svd", {"singular_values": singular_values, "out_axis": out_axis}, svd_,
                  singular_values=singular_values, out_axis=out_axis,
@@ -529,7 +529,7 @@ def svd(singular_values=1.0, *, out_axis=0) -> Initializer:
 @_factory
 def orthogonal(gain: float = 1.0, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.orthogonal` (torch layout: out axis first by default)."""
-    spec.check_orthogonal_gain(gain, "orthogonal")
+    init_params.check_orthogonal_gain(gain, "orthogonal")
     single_axis(out_axis, "out_axis", None, "orthogonal")
     return _make("orthogonal", {"gain": gain, "out_axis": out_axis}, orthogonal_, gain=gain, out_axis=out_axis,
                  keyed=_keyed.svd_sampler(float(gain), "orthogonal"))
@@ -538,7 +538,7 @@ def orthogonal(gain: float = 1.0, *, out_axis=0) -> Initializer:
 @_factory
 def sparse(sparsity: float, std: float = 0.01, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.sparse` (torch layout (out, in) by default)."""
-    spec.check_sparse((1, 1), sparsity, std)
+    init_params.check_sparse((1, 1), sparsity, std)
     single_axis(out_axis, "out_axis", 2, "sparse")
     return _make("sparse", {"sparsity": sparsity, "std": std, "out_axis": out_axis}, sparse_,
                  sparsity=sparsity, std=std, out_axis=out_axis, keyed=_keyed.sparse_sampler(sparsity, std, "sparse"))
@@ -547,7 +547,7 @@ def sparse(sparsity: float, std: float = 0.01, *, out_axis=0) -> Initializer:
 @_factory
 def variance_scaling(scale: float, mode: str, distribution: str, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.variance_scaling` (torch layout by default)."""
-    spec.check_vs(scale, mode, distribution)
+    init_params.check_vs(scale, mode, distribution)
     lay = layout_args(in_axis, out_axis, batch_axis, "variance_scaling")
     return _make("variance_scaling", {"scale": scale, "mode": mode, "distribution": distribution, **lay},
                  variance_scaling_, scale=scale, mode=mode, distribution=distribution, **lay,
@@ -555,8 +555,8 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=1, out_
 
 
 def _vs_preset(name, inplace):
-    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_jaxinit.spec.VS_PRESETS``)."""
-    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_jaxinit.init_params.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = init_params.VS_PRESETS[name]
 
     def preset(*, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
         lay = layout_args(in_axis, out_axis, batch_axis, name)
@@ -567,7 +567,7 @@ def _vs_preset(name, inplace):
     return _factory(preset)
 
 
-# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
+# one assignment per public name (IDEs and help() see each); the values come from init_params.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform", glorot_uniform_)
 glorot_normal = _vs_preset("glorot_normal", glorot_normal_)
 lecun_uniform = _vs_preset("lecun_uniform", lecun_uniform_)
@@ -579,7 +579,7 @@ he_normal = _vs_preset("he_normal", he_normal_)
 @_factory
 def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
     """See :func:`jaxinit.truncated_normal` (bounds in std units)."""
-    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
+    init_params.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
     return _make("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, truncated_normal_,
                  stddev=stddev, lower=lower, upper=upper,
                  keyed=_keyed.trunc_normal_sampler(0.0, stddev, lower * stddev, upper * stddev, "truncated_normal"))
