@@ -210,7 +210,7 @@ class LinenBatchNorm(_linen.Module):
         return y
 
 
-LinenBatchNorm.__doc__ += _INIT_DOC
+LinenBatchNorm.__doc__ = (LinenBatchNorm.__doc__ or "") + _INIT_DOC
 
 
 @public("jaxinit.nnx", "BatchNorm")
@@ -272,7 +272,7 @@ class NnxBatchNorm(_nnx.Module):
             self.var = _nnx.BatchStat(jnp.ones(shape, sdt))
             self.num_batches_tracked = _nnx.BatchStat(jnp.zeros((), jnp.int32))
         else:
-            self.mean = self.var = self.num_batches_tracked = _nnx.data(None)
+            self.mean = self.var = self.num_batches_tracked = _nnx.data(None)  # type: ignore[arg-type]  # no stats
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -330,4 +330,4 @@ class NnxBatchNorm(_nnx.Module):
             self.use_running_average = use_running_average
 
 
-NnxBatchNorm.__doc__ += _INIT_DOC
+NnxBatchNorm.__doc__ = (NnxBatchNorm.__doc__ or "") + _INIT_DOC

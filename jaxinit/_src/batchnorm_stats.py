@@ -237,6 +237,7 @@ def normalize(x: Array, mean: Array, var: Array, scale: Optional[Array], bias: O
         args.append(s)
     y = y * mul
     if shift is not None:
+        assert offset is not None  # batch_statistics returns them together
         y = y - offset.reshape(shape) * mul
     if bias is not None:
         b = bias.reshape(shape)
@@ -281,6 +282,7 @@ def batchnorm_forward(
     ax = check_input(x, axis, expected_channels, use_batch, momentum_style=momentum_style, n_devices=n_dev,
                      check_batch=check_batch and mask is None)
     if not use_batch:
+        assert running is not None  # use_batch is True when running is None
         return normalize(x, running[0], running[1], scale, bias, ax, eps, dtype), None
     if not _core.flax_rules(momentum_style):
         _core.check_eps_training(eps)
