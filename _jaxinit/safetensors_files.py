@@ -218,13 +218,8 @@ class SafetensorsWriter:
                  metadata: Mapping[str, str] | None = None, who: str = "convert_checkpoint", stem: str = "model"):
         self.who = who
         self.index_name = f"{stem}.safetensors.index.json"
-        self.dst = os.fspath(dst)
+        self.dst, parent = new_destination(dst, who)
         self.single = self.dst.endswith(".safetensors")
-        if os.path.exists(self.dst):
-            raise FileExistsError(f"{who}: {self.dst!r} exists; remove it or choose another destination "
-                                  "(a conversion never overwrites).")
-        parent = os.path.dirname(os.path.abspath(self.dst))
-        os.makedirs(parent, exist_ok=True)
         self.tmp = os.path.join(parent, f"{os.path.basename(self.dst)}.tmp-{uuid.uuid4().hex[:8]}")
         os.makedirs(self.tmp)
         shards: list[list[tuple[str, tuple, np.dtype]]] = [[]]
@@ -346,6 +341,18 @@ class SafetensorsWriter:
             os.close(fd)
         self._fds = {}
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def new_destination(dst, who: str) -> tuple[str, str]:
+    """``(dst, its parent folder)`` for a conversion's output: ``dst`` must not exist (a conversion
+    never overwrites); the parent folder is created."""
+    path = os.fspath(dst)
+    if os.path.exists(path):
+        raise FileExistsError(f"{who}: {path!r} exists; remove it or choose another destination "
+                              "(a conversion never overwrites).")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return path, parent
 
 
 def remove_quietly(path: str) -> None:

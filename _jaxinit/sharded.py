@@ -37,6 +37,7 @@ from _jaxinit.safetensors_files import CheckpointFileError as CheckpointFileErro
 from _jaxinit.safetensors_files import SafetensorsReader as SafetensorsReader
 from _jaxinit.safetensors_files import SafetensorsWriter as SafetensorsWriter
 from _jaxinit.safetensors_files import TensorInfo as TensorInfo
+from _jaxinit.safetensors_files import new_destination as new_destination
 from _jaxinit.safetensors_files import parse_size as parse_size
 from _jaxinit.safetensors_files import remove_quietly as remove_quietly
 
