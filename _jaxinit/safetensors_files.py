@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from _jaxinit.arrays import bfloat16
-from _jaxinit.checkpoint import _ST_DTYPES
+from _jaxinit.checkpoint import ST_DTYPES
 from _jaxinit.errors import InitError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -54,17 +54,17 @@ def _st():
 
 
 def st_dtype(code: str) -> np.dtype:
-    return np.dtype(bfloat16()) if code == "BF16" else np.dtype(_ST_DTYPES[code])
+    return np.dtype(bfloat16()) if code == "BF16" else np.dtype(ST_DTYPES[code])
 
 
 def st_code(dtype) -> str:
     dt = np.dtype(dtype)
     if dt == np.dtype(bfloat16()):
         return "BF16"
-    for code, t in _ST_DTYPES.items():
+    for code, t in ST_DTYPES.items():
         if np.dtype(t) == dt:
             return code
-    raise InitError(f"safetensors cannot store dtype {dt} (supported: BF16, {', '.join(_ST_DTYPES)}).")
+    raise InitError(f"safetensors cannot store dtype {dt} (supported: BF16, {', '.join(ST_DTYPES)}).")
 
 
 class TensorInfo(NamedTuple):
@@ -101,9 +101,9 @@ def _header(name: str, who: str) -> tuple[dict, int]:
         if k == "__metadata__":
             continue
         code = v.get("dtype")
-        if code != "BF16" and code not in _ST_DTYPES:
+        if code != "BF16" and code not in ST_DTYPES:
             raise CheckpointFileError(f"{who}: {name!r}: tensor {k!r} has dtype {code!r}, which is not supported "
-                                      f"(supported: BF16, {', '.join(_ST_DTYPES)}).")
+                                      f"(supported: BF16, {', '.join(ST_DTYPES)}).")
         b, e = (int(x) for x in v["data_offsets"])
         want = int(math.prod(v["shape"])) * st_dtype(code).itemsize
         if e - b != want:
