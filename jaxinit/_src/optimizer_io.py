@@ -199,7 +199,7 @@ def save_optimizer_state(dst: str | os.PathLike, opt_state: Any, params: Mapping
         import torch
     except ImportError as err:
         raise InitError(f"{who}: format='dcp' writes with torch's DCP writer: pip install torch.") from err
-    _of.write_optimizer_dcp(dst, sd, torch, who, extra, _host_copy)
+    _of.write_optimizer_dcp(dst, sd, torch, who, extra, host_copy)
 
 
 def _shard_blocks(x):
@@ -217,7 +217,7 @@ def _shard_blocks(x):
     return ((tuple(s.index), np.asarray(s.data)) for s in out)
 
 
-def _host_copy(x):
+def host_copy(x):
     """A whole buffer on the host, gathered shard by shard (not cached on the array)."""
     parts = _shard_blocks(x) if isinstance(x, jax.Array) and x.ndim else None
     if parts is None:
