@@ -19,7 +19,7 @@ from _jaxinit.fans import (
     normalize_layout,
 )
 from _jaxinit.gain import calculate_gain
-from _jaxinit import spec
+from _jaxinit import init_params
 
 __all__ = [
     "FLAX_CONV_TRANSPOSE_LAYOUT",
@@ -29,5 +29,5 @@ __all__ = [
     "calculate_gain",
     "compute_fans",
     "normalize_layout",
-    "spec",
+    "init_params",
 ]

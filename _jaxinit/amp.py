@@ -17,10 +17,6 @@ from _jaxinit.errors import InitError
 STATE_DICT_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
 KNOWN_TORCH = "torch 1.6 to 2.13"
 
-# torch's GradScaler defaults (torch/amp/grad_scaler.py, GradScaler.__init__).
-DEFAULTS: dict[str, Any] = {"init_scale": 2.0 ** 16, "growth_factor": 2.0, "backoff_factor": 0.5,
-                            "growth_interval": 2000, "enabled": True}
-
 _INT32_MAX = 2 ** 31 - 1
 
 

@@ -30,7 +30,6 @@ FP32_OPT = "fp32_set_opt_dtype"
 FP32_APPEND = "fp32_append_dtype"
 PROMOTE = "promote"
 BANNED = "banned"
-POLICIES = (LOW, FP32, FP32_OPT, FP32_APPEND, PROMOTE, BANNED)
 
 TORCH_VERSION = "2.13"
 DEVICES = ("cpu", "cuda")

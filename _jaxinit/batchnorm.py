@@ -156,7 +156,7 @@ def check_args(
                 f"{who}: `momentum=None` (cumulative average) needs momentum_style='torch'; with "
                 f"momentum_style='decay' pass a decay in [0, 1], e.g. momentum=0.99 as flax.linen.BatchNorm."
             )
-    elif isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0.0 <= momentum <= 1.0):
+    elif isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not (0.0 <= float(momentum) <= 1.0):
         meaning = "weight of the new batch" if momentum_style == "torch" else "decay of the running value"
         raise InitError(
             f"{who}: `momentum` must be a float in [0, 1] ({meaning}) or None (cumulative average), got {momentum!r}."

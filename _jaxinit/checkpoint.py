@@ -21,7 +21,7 @@ from _jaxinit.errors import InitError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
-_ST_DTYPES = {
+ST_DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "U64": np.uint64,
     "I32": np.int32, "U32": np.uint32, "I16": np.int16, "U16": np.uint16, "I8": np.int8, "U8": np.uint8,
     "BOOL": np.bool_, "C64": np.complex64,
@@ -92,10 +92,10 @@ def read_safetensors(path, who: str) -> tuple[dict[str, np.ndarray], dict]:
     out = {}
     for key, info in items:
         code = info["dtype"]
-        dt = bfloat16() if code == "BF16" else _ST_DTYPES.get(code)
+        dt = bfloat16() if code == "BF16" else ST_DTYPES.get(code)
         if dt is None:
             raise InitError(f"{who}: {name!r}: tensor {key!r} has dtype {code}, which is not supported "
-                            f"(supported: BF16, {', '.join(_ST_DTYPES)}).")
+                            f"(supported: BF16, {', '.join(ST_DTYPES)}).")
         out[key] = np.frombuffer(info["data"], dtype=dt).reshape(info["shape"]).copy()
     metadata = _read_metadata(data)
     return out, metadata

@@ -22,7 +22,8 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
+
+from timing import time_calls
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -37,17 +38,6 @@ def _model(width: int):
         c = w
     layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(c, 1000)]
     return torch.nn.Sequential(*layers)
-
-
-def _time(fn, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -109,8 +99,8 @@ def main() -> None:
         for name, ours, theirs in cases:
             a, b = [], []
             for _ in range(args.repeats):  # alternate, so drift hits both alike
-                a += _time(ours, 1, 0 if a else args.warmup)
-                b += _time(theirs, 1, 0 if b else args.warmup)
+                a += time_calls(ours, 1, 0 if a else args.warmup)
+                b += time_calls(theirs, 1, 0 if b else args.warmup)
             ma, mb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
             print(f"{name:12s} {ma:9.1f} {mb:12.1f} {ma / mb:7.2f}")
 

@@ -23,12 +23,12 @@ import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from bench_convert import _time as _runs  # noqa: E402 (the same warmup-then-repeats timer)
+from timing import time_calls  # noqa: E402 (the warmup-then-repeats timer every benchmark shares)
 
 
 def _time(fn, warmup, repeats):
     """Median milliseconds of ``repeats`` calls after ``warmup`` calls."""
-    return statistics.median(_runs(fn, repeats, warmup)) * 1e3
+    return statistics.median(time_calls(fn, repeats, warmup)) * 1e3
 
 
 def main(argv=None):

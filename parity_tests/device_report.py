@@ -202,10 +202,10 @@ def _sync(dev) -> None:
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
-    """Median of ``repeats`` timed calls after ``warmup`` untimed ones, in ms (benchmarks/bench_convert's loop)."""
-    from bench_convert import _time
+    """Median of ``repeats`` timed calls after ``warmup`` untimed ones, in ms (the benchmarks' timer)."""
+    from benchmarks.timing import time_calls
 
-    return statistics.median(_time(fn, repeats, warmup)) * 1e3
+    return statistics.median(time_calls(fn, repeats, warmup)) * 1e3
 
 
 # --------------------------------------------------------------------------- 1. environment

@@ -32,7 +32,9 @@ import _jaxinit
 import jaxinit.optim as jo
 import torchinit.optim as to
 from parity_tests._figures import TORCH_DEVICE, record_figure
-from torchinit._src.optim import OptaxAdagrad, OptaxAdam, OptaxRMSprop
+from torchinit._src.adagrad import OptaxAdagrad
+from torchinit._src.adam import OptaxAdam
+from torchinit._src.rmsprop import OptaxRMSprop
 
 STEPS = 500
 F64_TOL = 1e-12

@@ -1,27 +1,27 @@
 """The torch mirror of :mod:`jaxinit.optim`: the same factories, ``params`` first, returning
 ``torch.optim.Optimizer`` instances (torch's own classes with ``foreach=True`` for plain-torch
-configurations; the classes in ``torchinit/_src/optim.py`` for the optax-convention options
+configurations; the classes of ``torchinit/_src/<family>.py`` for the optax-convention options
 and LARS). ``lr`` may be a schedule ``step -> lr``, followed step for step like optax.
 """
 # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
-from torchinit._src.optim import sgd as sgd
-from torchinit._src.optim import adagrad as adagrad
-from torchinit._src.optim import rmsprop as rmsprop
-from torchinit._src.optim import adam as adam
-from torchinit._src.optim import adamw as adamw
-from torchinit._src.optim import nadam as nadam
-from torchinit._src.optim import radam as radam
-from torchinit._src.optim import adamax as adamax
-from torchinit._src.optim import adadelta as adadelta
-from torchinit._src.optim import rprop as rprop
-from torchinit._src.optim import asgd as asgd
+from torchinit._src.sgd import sgd as sgd
+from torchinit._src.adagrad import adagrad as adagrad
+from torchinit._src.rmsprop import rmsprop as rmsprop
+from torchinit._src.adam import adam as adam
+from torchinit._src.adam import adamw as adamw
+from torchinit._src.nadam import nadam as nadam
+from torchinit._src.radam import radam as radam
+from torchinit._src.adamax import adamax as adamax
+from torchinit._src.adadelta import adadelta as adadelta
+from torchinit._src.rprop import rprop as rprop
+from torchinit._src.asgd import asgd as asgd
 from torchinit._src.adafactor import adafactor as adafactor
 from torchinit._src.muon import muon as muon
 from torchinit._src.lbfgs import lbfgs as lbfgs
 from torchinit._src.sparse_adam import sparse_adam as sparse_adam
 # END generated: optimizers
 # not a torch.optim class: LARS
-from torchinit._src.optim import lars as lars
+from torchinit._src.lars import lars as lars
 # learning-rate schedules (torch.optim.lr_scheduler's, written once in _jaxinit.schedules)
 from torchinit._src.schedules import Schedule as Schedule
 from torchinit._src.schedule_factories import cosine_annealing_lr as cosine_annealing_lr

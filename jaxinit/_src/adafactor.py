@@ -43,15 +43,7 @@ import optax
 
 from _jaxinit import optim as _core
 from _jaxinit import optim_checks as checks
-from jaxinit._src.optim_common import ScalarOrSchedule, inc
-
-
-def _lerp(start, end, weight):
-    """``torch.lerp`` as ATen computes it: from ``start`` below weight 0.5, from ``end`` above."""
-    if isinstance(weight, (int, float)):
-        return start + weight * (end - start) if abs(weight) < 0.5 else end - (end - start) * (1 - weight)
-    w = jnp.asarray(weight, start.dtype)
-    return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
+from jaxinit._src.optim_common import ScalarOrSchedule, aten_lerp, inc
 
 
 def flatten_up_to(treedef: Any, tree: Any) -> list:
@@ -117,12 +109,12 @@ def scale_by_torch_adafactor(lr: ScalarOrSchedule = 1e-2, beta2_decay: Any = -0.
             alpha = jnp.maximum(jnp.asarray(eps2, dt), jnp.linalg.norm(p.ravel()) / np.sqrt(numel)) * rho
             if p.ndim > 1:
                 row_mean = jnp.linalg.norm(g, axis=-1, keepdims=True) ** 2 / g.shape[-1]
-                r = _lerp(r, row_mean, w)
+                r = aten_lerp(r, row_mean, w)
                 col_mean = jnp.linalg.norm(g, axis=-2, keepdims=True) ** 2 / g.shape[-2]
-                c = _lerp(c, col_mean, w)
+                c = aten_lerp(c, col_mean, w)
                 est = (r * c) / jnp.maximum(jnp.mean(r, axis=-2, keepdims=True), jnp.asarray(e1, dt))
             else:
-                v = _lerp(v, g * g, w)
+                v = aten_lerp(v, g * g, w)
                 est = v
             u = jax.lax.rsqrt(jnp.maximum(est, jnp.asarray(e1 * e1, dt))) * g
             denom = jnp.maximum(1.0, jnp.linalg.norm(u.ravel()) / (np.sqrt(numel) * d)).astype(dt)

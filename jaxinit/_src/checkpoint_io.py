@@ -200,12 +200,7 @@ class OrbaxWriter:
     process runs the same conversion and writes the shards of its own devices; process 0 renames."""
 
     def __init__(self, dst, who: str):
-        self.dst = os.fspath(dst)
-        if os.path.exists(self.dst):
-            raise FileExistsError(f"{who}: {self.dst!r} exists; remove it or choose another destination "
-                                  "(a conversion never overwrites).")
-        parent = os.path.dirname(os.path.abspath(self.dst))
-        os.makedirs(parent, exist_ok=True)
+        self.dst, parent = _sh.new_destination(dst, who)
         # one name on every process (Orbax saves collectively to one path); a leftover from a killed
         # run is named, never reused
         self.tmp = os.path.join(parent, f"{os.path.basename(self.dst)}.jaxinit-tmp")

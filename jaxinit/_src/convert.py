@@ -41,25 +41,25 @@ from _jaxinit import training_state as _ts
 from _jaxinit.errors import InitError
 
 
-def _unbox(tree):
+def unbox(tree):
     """Linen variables with partitioning metadata (``nn.Partitioned``) -> plain arrays."""
     if isinstance(tree, Mapping):
         from flax.core import meta
 
         # walked by hand: jax tree maps sort dict keys, and the keys' order (Linen's creation
         # order) is what suggest_mapping pairs layers by
-        return {k: _unbox(v) if isinstance(v, Mapping) else (v.unbox() if isinstance(v, meta.AxisMetadata) else v)
+        return {k: unbox(v) if isinstance(v, Mapping) else (v.unbox() if isinstance(v, meta.AxisMetadata) else v)
                 for k, v in tree.items()}
     return tree
 
 
-def _is_nnx(x) -> bool:
+def is_nnx(x) -> bool:
     from flax import nnx
 
     return isinstance(x, nnx.Module)
 
 
-def _nnx_flat(module) -> tuple[dict, dict]:
+def nnx_flat(module) -> tuple[dict, dict]:
     """``{(collection, str path): value}`` and ``{same key: variable}`` of an NNX module's
     ``nnx.Param`` (params) and ``nnx.BatchStat`` (batch_stats) variables."""
     from flax import nnx
@@ -94,7 +94,7 @@ def _nnx_transpose_kernel(module, default: bool, who: str) -> bool:
     return flags.pop() if flags else default
 
 
-def _torch_source(source, kinds, who):
+def torch_source(source, kinds, who):
     """(numpy arrays by torch name, groups, container types) of a torch module or state dict."""
     if hasattr(source, "state_dict") and hasattr(source, "named_modules"):
         sd = source.state_dict()
@@ -169,14 +169,14 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
     >>> variables = jaxinit.from_torch_state_dict(torch.nn.Linear(3, 4), nn.Dense(4).init(jax.random.key(0), jnp.ones((1, 3))))  # doctest: +SKIP
     """
     who = "jaxinit.from_torch_state_dict"
-    arrays, groups, containers = _torch_source(source, kinds, who)
-    nnx_target = template is not None and _is_nnx(template)
+    arrays, groups, containers = torch_source(source, kinds, who)
+    nnx_target = template is not None and is_nnx(template)
     handles: dict = {}  # {key: nnx variable}, for an NNX target
     if nnx_target:
-        tflat, handles = _nnx_flat(template)
+        tflat, handles = nnx_flat(template)
         transpose_kernel = _nnx_transpose_kernel(template, transpose_kernel, who)
     elif template is not None:
-        tflat = _core.flatten_flax(_unbox(template), who)
+        tflat = _core.flatten_flax(unbox(template), who)
     else:
         tflat = None
     spec = None if tflat is None else {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in tflat.items()}
@@ -217,14 +217,14 @@ def to_torch_state_dict(variables: Any, template: Any = None, *, mapping: Mappin
     """
     who = "jaxinit.to_torch_state_dict"
     kinds = dict(kinds or {})
-    if _is_nnx(variables):
-        flat, _ = _nnx_flat(variables)
+    if is_nnx(variables):
+        flat, _ = nnx_flat(variables)
         transpose_kernel = _nnx_transpose_kernel(variables, transpose_kernel, who)
         if template is None:
             for path, spec in _nnx_kinds(variables).items():
                 kinds.setdefault(path, spec)
     else:
-        flat = _core.flatten_flax(_unbox(variables), who)
+        flat = _core.flatten_flax(unbox(variables), who)
     flat = {k: np.asarray(v) for k, v in flat.items()}
     tspec, groups, containers, devices, torch_mod = _core.torch_target(template, flat, kinds, who)
     out = _core.flax_to_torch(flat, groups, template=tspec, mapping=mapping, containers=containers,

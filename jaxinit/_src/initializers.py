@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _jaxinit import spec
+from _jaxinit import init_params
 from _jaxinit.errors import InitError
 from _jaxinit.fans import check_layout, single_axis
 from _jaxinit.initializer import InitializerBase, factory
@@ -49,7 +49,7 @@ class Initializer(InitializerBase):
     _package = "jaxinit"
 
     def __call__(self, key, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
-        shape = spec.check_shape(shape, self.name)
+        shape = init_params.check_shape(shape, self.name)
         return self._impl(key, shape, jnp.dtype(dtype))
 
 
@@ -129,11 +129,11 @@ def _normal(key, shape, dtype, mean: float, std: float):
 
 def _trunc_normal(key, shape, dtype, mean: float, std: float, a: float, b: float):
     """Plan (and warn, as torch) in Python, then sample with the jitted core."""
-    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    method, log_peak, warn = init_params.trunc_normal_plan(mean, std, a, b)
     if warn:
-        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=4)
+        warnings.warn(init_params.TRUNC_NORMAL_WARNING, stacklevel=4)
     za, zb = (a - mean) / std, (b - mean) / std  # in Python double, as torch computes them
-    if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
+    if method == "normal" and -init_params.ICDF_MAX_Z <= za and zb <= init_params.ICDF_MAX_Z:
         method = "icdf"
     sd = _sample_dtype(dtype)
     nums = (_num(v) for v in (mean, std, a, b, za, zb, log_peak))
@@ -204,11 +204,11 @@ def _haar(key, n_rows: int, n_cols: int, sd):
 
 
 def _svd_matrix(key, shape, dtype, singular_values, out_axis: int, who: str):
-    spec.check_orthogonal(shape, who)
+    init_params.check_orthogonal(shape, who)
     if math.prod(shape) == 0:
         return jnp.zeros(shape, dtype)
-    rows, cols = spec.matrix_dims(shape, out_axis)
-    values = spec.svd_values(singular_values, rows, cols, who)
+    rows, cols = init_params.matrix_dims(shape, out_axis)
+    values = init_params.svd_values(singular_values, rows, cols, who)
     sd = _sample_dtype(dtype)
     # the values converted on the host, as a constant would be; traced, so one program per shape
     return _in(dtype, _svd_core(key, tuple(shape), sd, out_axis, np.asarray(values, sd)))
@@ -218,7 +218,7 @@ def _svd_matrix(key, shape, dtype, singular_values, out_axis: int, who: str):
 def _svd_core(key, shape, sd, oax: int, values):
     """One compiled program per (shape, dtype, out axis): QR, signs, the spectrum's two matmuls
     and the reshape (eager, each of them compiled on its own for every new shape)."""
-    rows, cols = spec.matrix_dims(shape, oax)
+    rows, cols = init_params.matrix_dims(shape, oax)
     transposed = rows < cols
     big, small = (cols, rows) if transposed else (rows, cols)
     if values.ndim == 0:
@@ -250,7 +250,7 @@ def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
 
     >>> w = uniform(-0.1, 0.1)(jax.random.key(0), (3, 4))
     """
-    spec.check_uniform(a, b)
+    init_params.check_uniform(a, b)
 
     def fn(key, shape, dtype):
         return _uniform(key, shape, _float_dtype(dtype, "uniform"), a, b)
@@ -261,7 +261,7 @@ def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
 @_factory
 def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     """N(mean, std^2), as ``torch.nn.init.normal_`` (JAX's ``normal`` has stddev 1e-2 by default)."""
-    spec.check_normal(mean, std)
+    init_params.check_normal(mean, std)
 
     def fn(key, shape, dtype):
         return _normal(key, shape, _float_dtype(dtype, "normal"), mean, std)
@@ -277,7 +277,7 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
     PyTorch, effectively untruncated. ``jax.nn.initializers.truncated_normal``
     takes bounds in std units instead: see :func:`truncated_normal`.
     """
-    spec.check_trunc_normal(mean, std, a, b)
+    init_params.check_trunc_normal(mean, std, a, b)
 
     def fn(key, shape, dtype):
         return _trunc_normal(key, shape, _float_dtype(dtype, "trunc_normal"), mean, std, a, b)
@@ -288,7 +288,7 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
 @_factory
 def constant(val) -> Initializer:
     """Fill with ``val`` (any dtype, integers included), as ``torch.nn.init.constant_``."""
-    spec.check_constant(val)
+    init_params.check_constant(val)
     return Initializer("constant", {"val": val}, lambda key, shape, dtype: jnp.full(shape, val, dtype))
 
 
@@ -313,7 +313,7 @@ def eye() -> Initializer:
     """
 
     def fn(key, shape, dtype):
-        spec.check_eye(shape)
+        init_params.check_eye(shape)
         return jnp.eye(shape[0], shape[1], dtype=dtype)
 
     return Initializer("eye", {}, fn)
@@ -327,11 +327,11 @@ def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initial
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
-    spec.check_no_batch_axis(batch_axis, "dirac")
+    init_params.check_no_batch_axis(batch_axis, "dirac")
     layout = _layout(in_axis, out_axis, (), "dirac")
 
     def fn(key, shape, dtype):
-        index = spec.dirac_plan(shape, groups, layout)
+        index = init_params.dirac_plan(shape, groups, layout)
         out = np.zeros(shape, dtype=np.float64)
         for idx in index:
             out[idx] = 1
@@ -347,7 +347,7 @@ def _fan_family(name, args, params_fn, kind):
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, name)
         if name.startswith("kaiming") and 0 in shape:
-            warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
+            warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=3)
             return jnp.zeros(shape, dtype)
         p = params_fn(shape, layout)
         if kind == "uniform":
@@ -361,18 +361,18 @@ def _fan_family(name, args, params_fn, kind):
 def xavier_uniform(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)), as ``torch.nn.init.xavier_uniform_``.
     Equal in distribution to ``jax.nn.initializers.glorot_uniform`` when gain=1."""
-    spec.check_gain(gain, "xavier_uniform")
+    init_params.check_gain(gain, "xavier_uniform")
     args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis, "xavier_uniform")}
-    return _fan_family("xavier_uniform", args, lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform"), "uniform")
+    return _fan_family("xavier_uniform", args, lambda s, l: init_params.xavier_uniform_bound(s, gain, l, "xavier_uniform"), "uniform")
 
 
 @_factory
 def xavier_normal(gain: float = 1.0, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)): a PLAIN normal, as
     ``torch.nn.init.xavier_normal_``. ``glorot_normal`` in JAX is truncated."""
-    spec.check_gain(gain, "xavier_normal")
+    init_params.check_gain(gain, "xavier_normal")
     args = {"gain": gain, **_layout(in_axis, out_axis, batch_axis, "xavier_normal")}
-    return _fan_family("xavier_normal", args, lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal"), "normal")
+    return _fan_family("xavier_normal", args, lambda s, l: init_params.xavier_std(s, gain, l, "xavier_normal"), "normal")
 
 
 @_factory
@@ -383,12 +383,12 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "l
     ``kaiming_uniform(a=math.sqrt(5))`` is PyTorch's Linear/Conv default
     (U(+-1/sqrt(fan_in))). A zero-element shape warns and returns zeros, as PyTorch.
     """
-    spec.check_mode(mode, "kaiming_uniform")
+    init_params.check_mode(mode, "kaiming_uniform")
     calculate_gain(nonlinearity, a)
     args = {"a": a, "mode": mode, "nonlinearity": nonlinearity,
             **_layout(in_axis, out_axis, batch_axis, "kaiming_uniform")}
     return _fan_family("kaiming_uniform", args,
-                       lambda s, l: spec.kaiming_uniform_bound(s, a, mode, nonlinearity, l, "kaiming_uniform"), "uniform")
+                       lambda s, l: init_params.kaiming_uniform_bound(s, a, mode, nonlinearity, l, "kaiming_uniform"), "uniform")
 
 
 @_factory
@@ -396,12 +396,12 @@ def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "le
                    in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
     """N(0, std^2), std = gain / sqrt(fan_mode): a PLAIN normal, as
     ``torch.nn.init.kaiming_normal_``. ``he_normal`` in JAX is truncated."""
-    spec.check_mode(mode, "kaiming_normal")
+    init_params.check_mode(mode, "kaiming_normal")
     calculate_gain(nonlinearity, a)
     args = {"a": a, "mode": mode, "nonlinearity": nonlinearity,
             **_layout(in_axis, out_axis, batch_axis, "kaiming_normal")}
     return _fan_family("kaiming_normal", args,
-                       lambda s, l: spec.kaiming_std(s, a, mode, nonlinearity, l, "kaiming_normal"), "normal")
+                       lambda s, l: init_params.kaiming_std(s, a, mode, nonlinearity, l, "kaiming_normal"), "normal")
 
 
 @factory("jaxinit", min_ndim=2)
@@ -417,12 +417,12 @@ def svd(singular_values=1.0, *, out_axis=-1) -> Initializer:
     with the sign fix of Mezzadri 2007, as PyTorch). Computed in float32 (or
     float64) and cast.
     """
-    spec.check_singular_values(singular_values)
+    init_params.check_singular_values(singular_values)
     single_axis(out_axis, "out_axis", None, "svd")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "svd")
-        spec.check_orthogonal(shape, "svd")
+        init_params.check_orthogonal(shape, "svd")
         oax = single_axis(out_axis, "out_axis", len(shape), "svd")
         return _svd_matrix(key, shape, dtype, singular_values, oax, "svd")
 
@@ -437,7 +437,7 @@ def orthogonal(gain: float = 1.0, *, out_axis=-1) -> Initializer:
     float32 and cast for 16-bit dtypes (PyTorch's fails there on CPU). JAX's
     ``orthogonal(scale, column_axis=-1)`` gives the same distribution.
     """
-    spec.check_orthogonal_gain(gain, "orthogonal")
+    init_params.check_orthogonal_gain(gain, "orthogonal")
     inner = svd(float(gain), out_axis=out_axis)
     return Initializer("orthogonal", {"gain": gain, "out_axis": out_axis}, inner._impl)
 
@@ -448,15 +448,15 @@ def sparse(sparsity: float, std: float = 0.01, *, out_axis=-1) -> Initializer:
     ``torch.nn.init.sparse_`` (Martens 2010). PyTorch's rows are the outputs:
     with the Flax (in, out) layout each input's outgoing weights get the zeros.
     """
-    spec.check_sparse((1, 1), sparsity, std)
+    init_params.check_sparse((1, 1), sparsity, std)
     single_axis(out_axis, "out_axis", 2, "sparse")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "sparse")
-        spec.check_sparse(shape, sparsity, std)
+        init_params.check_sparse(shape, sparsity, std)
         oax = single_axis(out_axis, "out_axis", 2, "sparse")
         rows, cols = shape[oax], shape[1 - oax]
-        num_zeros = spec.check_sparse((rows, cols), sparsity, std)
+        num_zeros = init_params.check_sparse((rows, cols), sparsity, std)
         k_val, k_zero = jax.random.split(key)
         w = _normal(k_val, (rows, cols), dtype, 0.0, std)
         # float32 whatever jax_enable_x64 says, so the zero pattern is one function of the key
@@ -482,12 +482,12 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
     kaiming_normal_ = (gain^2, mode, 'normal'), xavier_normal_ = (gain^2,
     'fan_avg', 'normal'): PyTorch's normals are NOT truncated.
     """
-    spec.check_vs(scale, mode, distribution)
+    init_params.check_vs(scale, mode, distribution)
     layout = _layout(in_axis, out_axis, batch_axis, "variance_scaling")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "variance_scaling")
-        variance = spec.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
+        variance = init_params.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
         sd = _sample_dtype(dtype)
         # JAX's float ops in the sample dtype (correctly rounded in numpy as in
         # XLA), so 'uniform'/'normal' are JAX's very draws; constants stay
@@ -497,7 +497,7 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
             return _in(dtype, _uniform_core(key, tuple(shape), sd, -1.0, 1.0) * np.sqrt(3 * var))
         if distribution == "normal":
             return _in(dtype, _std_normal(key, tuple(shape), sd) * np.sqrt(var))
-        p = float(np.sqrt(var) / np.asarray(spec.TRUNC_STD_2, sd))
+        p = float(np.sqrt(var) / np.asarray(init_params.TRUNC_STD_2, sd))
         return _trunc_normal(key, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p)
 
     args = {"scale": scale, "mode": mode, "distribution": distribution, **layout}
@@ -506,8 +506,8 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
 
 def _vs_preset(name):
     """JAX's one-line preset ``partial(variance_scaling, scale, mode, distribution)``
-    (the table is ``_jaxinit.spec.VS_PRESETS``), named after the preset."""
-    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+    (the table is ``_jaxinit.init_params.VS_PRESETS``), named after the preset."""
+    (scale, mode, distribution), doc = init_params.VS_PRESETS[name]
 
     def preset(*, in_axis=-2, out_axis=-1, batch_axis=()) -> Initializer:
         inner = variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis)
@@ -518,7 +518,7 @@ def _vs_preset(name):
     return _factory(preset)
 
 
-# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
+# one assignment per public name (IDEs and help() see each); the values come from init_params.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform")
 glorot_normal = _vs_preset("glorot_normal")
 lecun_uniform = _vs_preset("lecun_uniform")
@@ -531,7 +531,7 @@ def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2
     """JAX's ``truncated_normal``: N(0, stddev^2) cut at ``lower``/``upper`` IN STD
     UNITS (PyTorch's :func:`trunc_normal` takes absolute bounds). No variance
     correction, as JAX. Drawn by rejection, so no erfinv outliers (jax#10951)."""
-    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
+    init_params.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
 
     def fn(key, shape, dtype):
         dtype = _float_dtype(dtype, "truncated_normal")

@@ -39,8 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from _jaxinit import optim_checks as checks
-from jaxinit._src.adafactor import _lerp  # torch.lerp's two-sided formula
-from jaxinit._src.optim_common import ScalarOrSchedule
+from jaxinit._src.optim_common import ScalarOrSchedule, aten_lerp  # aten_lerp: torch.lerp's two-sided formula
 
 
 class ScaleByTorchMuonState(NamedTuple):
@@ -107,12 +106,12 @@ def scale_by_torch_muon(lr: ScalarOrSchedule = 1e-3, weight_decay: Any = 0.1, mo
         lr_now = sched(0) if lr_t is None else lr_t
 
         def buf_of(g, b):
-            return _lerp(b, g, 1 - momentum)
+            return aten_lerp(b, g, 1 - momentum)
 
         bufs = jax.tree.map(buf_of, updates, state.momentum_buffer)
 
         def out(g, b, p):
-            u = _lerp(g, b, momentum) if nesterov else b
+            u = aten_lerp(g, b, momentum) if nesterov else b
             o = zeropower_via_newtonschulz(u, ns_coefficients, ns_steps, eps)
             ratio = checks.muon_lr_ratio(adjust_lr_fn, p.shape)
             lr_p = jnp.asarray(lr_now, p.dtype)

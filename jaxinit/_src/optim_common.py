@@ -123,6 +123,14 @@ def lerp(start, end, weight):
     return start + weight * (end - start)
 
 
+def aten_lerp(start, end, weight):
+    """``torch.lerp`` as ATen computes it: from ``start`` below weight 0.5, from ``end`` above."""
+    if isinstance(weight, (int, float)):
+        return start + weight * (end - start) if abs(weight) < 0.5 else end - (end - start) * (1 - weight)
+    w = jnp.asarray(weight, start.dtype)
+    return jnp.where(jnp.abs(w) < 0.5, start + w * (end - start), end - (end - start) * (1 - w))
+
+
 def dtype_of(tree):
     leaves = jax.tree.leaves(tree)
     return jnp.result_type(*leaves) if leaves else jnp.float32

@@ -109,7 +109,8 @@ def _with_beta1(factory):
     sig = inspect.signature(factory)
     rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for n, p in sig.parameters.items() if n != "betas"]
     kw = inspect.Parameter.KEYWORD_ONLY
-    make.__signature__ = sig.replace(parameters=[inspect.Parameter("b1", kw), inspect.Parameter("b2", kw), *rest])
+    make.__signature__ = sig.replace(  # type: ignore[attr-defined]  # read by inspect.signature
+        parameters=[inspect.Parameter("b1", kw), inspect.Parameter("b2", kw), *rest])
     return make
 
 
@@ -120,13 +121,13 @@ def _group_lr_schedules(optimizer, scheduler, who, step=None, lr_lambda=None):
             raise InitError(f"{who}: the scheduler does not drive this optimizer (scheduler.optimizer is another "
                             "object); pass the scheduler built on it.")
         lrs = schedules_from_torch(scheduler, lr_lambda=lr_lambda)
-        moms = [None] * n
+        moms: list[Any] = [None] * n
         if _sched_core.cycles_momentum(scheduler, who):
             moms = schedules_from_torch(scheduler, which="momentum")
         _sched_core.scheduler_steps(optimizer, scheduler, step, who)  # once per optimizer.step()
         return lrs, moms
     scheds = getattr(optimizer, "_torchinit_schedules", None) or [None] * n
-    out = []
+    out: list[Any] = []
     for i, s in enumerate(scheds):
         if s is None:
             out.append(None)
@@ -528,6 +529,7 @@ def _export_state(opt_state: Any, params: Any, param_names, layout: str, templat
     if layout == "flax":
         from jaxinit._src.convert import to_torch_state_dict
 
+        assert names is not None  # layout='flax' set them from the template above
         index = {nm: i for i, nm in enumerate(names)}
         tmpl_dt = next(iter(tmpl.values())).dtype if tmpl else np.float32
         fields = sorted({f for entry in per.values() for f in entry})

@@ -16,7 +16,7 @@ from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
 from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
 from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
 from _jaxinit.jax_and_torch.audit import template_call_order as _order
-from jaxinit._src.convert import _is_nnx, _nnx_flat, _torch_source, _unbox
+from jaxinit._src.convert import is_nnx, nnx_flat, torch_source, unbox
 
 
 def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str, Any] | None = None,
@@ -48,8 +48,8 @@ def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str,
     >>> variables = jaxinit.from_torch_state_dict(resnet, template, mapping=jaxinit.suggest_mapping(resnet, template))  # doctest: +SKIP
     """
     who = "jaxinit.suggest_mapping"
-    arrays, groups, containers = _torch_source(torch_model, kinds, who)
-    flat = _nnx_flat(flax_template)[0] if _is_nnx(flax_template) else flatten_flax(_unbox(flax_template), who)
+    arrays, groups, containers = torch_source(torch_model, kinds, who)
+    flat = nnx_flat(flax_template)[0] if is_nnx(flax_template) else flatten_flax(unbox(flax_template), who)
     spec = {k: Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}
     sug = _suggest.suggest(groups, containers, spec, mapping, {k: np.shape(v) for k, v in arrays.items()},
                            _order(flax_module, flax_inputs, flax_template))

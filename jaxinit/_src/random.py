@@ -76,7 +76,7 @@ def as_key(obj: Any) -> jax.Array:
     vals = [int(v) for v in arr]
     if any(not 0 <= v <= _M32 for v in vals):
         raise InitError(f"as_key: key words must lie in [0, 2**32), got {vals}")
-    return jax.random.wrap_key_data(np.array(vals, dtype=np.uint32))
+    return jax.random.wrap_key_data(jnp.asarray(np.array(vals, dtype=np.uint32)))
 
 
 def is_key(obj: Any) -> bool:
@@ -93,7 +93,7 @@ def key_to_numpy(k: Any) -> np.ndarray:
 
 def split(k, num: int | Sequence[int] = 2) -> jax.Array:
     """``jax.random.split``: ``num`` new typed keys."""
-    return jax.random.split(as_key(k), num)
+    return jax.random.split(as_key(k), tuple(num) if isinstance(num, Sequence) else num)
 
 
 def fold_in(k, data: int) -> jax.Array:

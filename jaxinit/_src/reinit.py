@@ -194,7 +194,7 @@ def _is_box(x) -> bool:
     return isinstance(x, AxisMetadata)
 
 
-def _unbox(x):
+def unbox(x):
     if not _is_box(x):
         return x
     try:
@@ -222,7 +222,7 @@ def _reinit_pytree(tree, rules, key, strict):
         )
     entries: list[tuple[str, Any, None, int]] = []
     for (path, leaf), names in zip(flat, paths):
-        value = _unbox(leaf)
+        value = unbox(leaf)
         if not (hasattr(value, "shape") and hasattr(value, "dtype")):
             raise InitError(f"{WHO}: the leaf at {SEP.join(names)!r} is {type(value).__name__}, not an array; "
                             "`target` must be a params pytree of arrays or an nnx.Module.")

@@ -141,12 +141,12 @@ def save_training_state(path: str | os.PathLike, *, params: Mapping | None = Non
                         "directory path (torchinit.optim.load_training_state reads it).")
     if format == "dcp":
         from _jaxinit import optimizer_files as _of
-        from jaxinit._src.optimizer_io import _host_copy
+        from jaxinit._src.optimizer_io import host_copy
 
         torch = _torch_module(who)
         _of.write_training_dcp(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched,
                                grad_scaler=scaler, rng=rngs, rng_meta=meta, step=step, counters=counters,
-                               written_by="jaxinit", who=who, to_numpy=_host_copy, torch=torch)
+                               written_by="jaxinit", who=who, to_numpy=host_copy, torch=torch)
         return
     _ts.write_dir(path, weights=weights, optimizer=sd, optimizer_extra=extra, scheduler=sched, grad_scaler=scaler,
                   rng=rngs, rng_meta=meta, step=step, counters=counters, written_by="jaxinit", who=who,

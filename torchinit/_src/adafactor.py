@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import torch
 
 from _jaxinit import optim_checks as checks
-from torchinit._src.optim import build_optimizer, split_schedules
+from torchinit._src.optim_common import build_optimizer, split_schedules
 
 
 def adafactor(params: Iterable, lr: Any = 1e-2, beta2_decay: Any = -0.8, eps: tuple = (None, 1e-3), d: Any = 1.0,

@@ -403,7 +403,7 @@ class BatchNorm(_NormBase):
         if kernel_ok and (not use_batch or self._is_torch_native()):
             # torch.nn.BatchNorm's own forward (running update included), channels moved to axis 1.
             x = input if ax == 1 else input.movedim(ax, 1)
-            y = _BatchNorm.forward(self, x)
+            y = _BatchNorm.forward(self, x)  # type: ignore[arg-type]  # torch's forward on our _NormBase
             return y if ax == 1 else y.movedim(1, ax)
 
         shape = [1] * input.ndim
@@ -430,6 +430,7 @@ class BatchNorm(_NormBase):
                 x = input if ax == 1 else input.movedim(ax, 1)
                 y = _NormalizeWithBatchStats.apply(x, self.weight, self.bias, mean, var, self.eps)
                 return y if ax == 1 else y.movedim(1, ax)
+        assert mean is not None and var is not None  # use_batch, or running statistics kept (use_batch else)
         mul = torch.rsqrt(var.reshape(shape) + self.eps)
         if self.weight is not None:
             mul = mul * self.weight.reshape(shape)
@@ -452,6 +453,7 @@ class BatchNorm(_NormBase):
                 "has none); give each rank only its valid rows (unequal and empty per-rank batches are handled).")
         factor = 0.0
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None  # a buffer when track_running_stats
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         running = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
@@ -467,6 +469,8 @@ class BatchNorm(_NormBase):
         Complex statistics (Flax's rules) keep their real part, as ``flax.nnx.BatchNorm``."""
         if not (self.training and self.track_running_stats):
             return
+        assert self.num_batches_tracked is not None and self.running_mean is not None \
+            and self.running_var is not None  # buffers when track_running_stats
         self.num_batches_tracked.add_(1)
         if mean is None:
             return

@@ -24,7 +24,7 @@ from _jaxinit import convert as _core
 from _jaxinit.errors import InitError
 
 
-def _torch_source(source, kinds, who):
+def torch_source(source, kinds, who):
     if isinstance(source, torch.nn.Module):
         sd = source.state_dict()
         groups, containers = _core.groups_from_module(source, sd.keys(), kinds)
@@ -36,7 +36,7 @@ def _torch_source(source, kinds, who):
     return arrays, _core.groups_from_torch_names({k: v.shape for k, v in arrays.items()}, kinds), {}
 
 
-def _template_spec(template, who):
+def template_spec(template, who):
     flat = _core.flatten_flax(template, who)
     return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype)
             for k, v in flat.items()}
@@ -62,8 +62,8 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
     (3, 4)
     """
     who = "torchinit.from_torch_state_dict"
-    arrays, groups, containers = _torch_source(source, kinds, who)
-    spec = None if template is None else _template_spec(template, who)
+    arrays, groups, containers = torch_source(source, kinds, who)
+    spec = None if template is None else template_spec(template, who)
     flat = _core.torch_to_flax(arrays, groups, template=spec, mapping=mapping, containers=containers,
                                batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
                                transpose_kernel=transpose_kernel, dtype=dtype, who=who)

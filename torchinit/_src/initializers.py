@@ -29,65 +29,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from _jaxinit import spec
+from _jaxinit import init_params
 from _jaxinit.errors import InitError
-from _jaxinit.fans import check_layout, single_axis
+from _jaxinit.fans import single_axis
 from _jaxinit.fans import compute_fans as _compute_fans
-from _jaxinit.initializer import InitializerBase, factory
+from _jaxinit.initializer import factory
 from _jaxinit.gain import calculate_gain
 from torchinit._src import keyed as _keyed
-from torchinit._src import random as _rnd
+from torchinit._src.initializer_object import Initializer as Initializer
+from torchinit._src.initializer_object import any_tensor, float_tensor, keyed_inplace, layout_args
 
 Tensor = torch.Tensor
-
-
-# --------------------------------------------------------------------------- helpers
-def _float_tensor(tensor, who: str) -> Tensor:
-    if not isinstance(tensor, torch.Tensor):
-        raise InitError(f"{who}: `tensor` must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.dtype.is_floating_point:
-        raise InitError(
-            f"{who}: random initializers need a floating tensor, got {tensor.dtype}; "
-            "use float32/float64/bfloat16/float16 (constant_/zeros_/ones_ accept integers)."
-        )
-    return tensor
-
-
-def _any_tensor(tensor, who: str) -> Tensor:
-    if not isinstance(tensor, torch.Tensor):
-        raise InitError(f"{who}: `tensor` must be a torch.Tensor, got {type(tensor).__name__}")
-    return tensor
-
-
 _factory = factory("torchinit")
-
-
-def _layout(in_axis, out_axis, batch_axis, who=None):
-    if who is not None:
-        check_layout(in_axis, out_axis, batch_axis, who)
-    return {"in_axis": in_axis, "out_axis": out_axis, "batch_axis": batch_axis}
-
-
-def _keyed_inplace(tensor, key, generator, who, init, conv_transpose=False):
-    """Fill a torch-layout ``tensor`` with jaxinit's draw for its Flax twin, from a JAX key.
-
-    ``init`` is the torchinit factory's initializer carrying the tensor's layout
-    arguments; see :meth:`Initializer._draw_keyed` for the permutation.
-    """
-    if generator is not None:
-        raise InitError(f"{who}: pass either `key` (a JAX-style key) or `generator` (a torch.Generator), not both")
-    if not _rnd.is_key(key):
-        raise InitError(
-            f"{who}: `key` must be a JAX-style key (torchinit.random.key(0), a jax.random.key, or a uint32[2] "
-            f"array/tensor), got {type(key).__name__}; for a torch seed use generator=torch.Generator().manual_seed(s)."
-        )
-    if tensor.is_meta:
-        init._twin(tuple(tensor.shape), conv_transpose, who)  # the layout checks only
-        return tensor
-    values = init._draw_keyed(_rnd.as_key(key), tuple(tensor.shape), tensor.dtype, tensor.device, conv_transpose, who)
-    with torch.no_grad():
-        tensor.copy_(values)
-    return tensor
 
 
 def compute_fans(shape: Sequence[int], in_axis=1, out_axis=0, batch_axis=(), *, who: str = "initializer"):
@@ -105,11 +58,11 @@ def compute_fans(shape: Sequence[int], in_axis=1, out_axis=0, batch_axis=(), *, 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Generator | None = None, *,
              key=None, conv_transpose: bool = False) -> Tensor:
     """U[a, b) in place; bitwise ``torch.nn.init.uniform_``. With ``key=`` (a JAX key):
-    jaxinit's ``uniform(a, b)`` draw for the Flax twin, permuted (see :func:`_keyed_inplace`)."""
-    spec.check_uniform(a, b, "uniform_")
-    _float_tensor(tensor, "uniform_")
+    jaxinit's ``uniform(a, b)`` draw for the Flax twin, permuted (see :func:`keyed_inplace`)."""
+    init_params.check_uniform(a, b, "uniform_")
+    float_tensor(tensor, "uniform_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "uniform_", uniform(a, b), conv_transpose)
+        return keyed_inplace(tensor, key, generator, "uniform_", uniform(a, b), conv_transpose)
     with torch.no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
@@ -117,19 +70,19 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator: torch.Ge
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None, *,
             key=None, conv_transpose: bool = False) -> Tensor:
     """N(mean, std^2) in place; bitwise ``torch.nn.init.normal_`` (``key=``: jaxinit's draw, permuted)."""
-    spec.check_normal(mean, std, "normal_")
-    _float_tensor(tensor, "normal_")
+    init_params.check_normal(mean, std, "normal_")
+    float_tensor(tensor, "normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "normal_", normal(mean, std), conv_transpose)
+        return keyed_inplace(tensor, key, generator, "normal_", normal(mean, std), conv_transpose)
     with torch.no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
 
 def _trunc_normal_impl(tensor, mean, std, a, b, generator, stacklevel=3):
     """PyTorch 2.13's two rejection samplers, op for op (pytorch#174997)."""
-    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    method, log_peak, warn = init_params.trunc_normal_plan(mean, std, a, b)
     if warn:
-        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
+        warnings.warn(init_params.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -168,40 +121,40 @@ def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float 
                   generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """N(mean, std^2) truncated to the ABSOLUTE bounds [a, b] in place; bitwise
     ``torch.nn.init.trunc_normal_`` (2.13's rejection sampling). ``key=``: jaxinit's draw, permuted."""
-    spec.check_trunc_normal(mean, std, a, b, "trunc_normal_")
-    _float_tensor(tensor, "trunc_normal_")
+    init_params.check_trunc_normal(mean, std, a, b, "trunc_normal_")
+    float_tensor(tensor, "trunc_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "trunc_normal_", trunc_normal(mean, std, a, b),
+        return keyed_inplace(tensor, key, generator, "trunc_normal_", trunc_normal(mean, std, a, b),
                               conv_transpose)
     return _trunc_normal_impl(tensor, mean, std, a, b, generator)
 
 
 def constant_(tensor: Tensor, val) -> Tensor:
     """Fill with ``val``; as ``torch.nn.init.constant_``."""
-    spec.check_constant(val, "constant_")
-    _any_tensor(tensor, "constant_")
+    init_params.check_constant(val, "constant_")
+    any_tensor(tensor, "constant_")
     with torch.no_grad():
         return tensor.fill_(val)
 
 
 def zeros_(tensor: Tensor) -> Tensor:
     """Fill with 0; as ``torch.nn.init.zeros_``."""
-    _any_tensor(tensor, "zeros_")
+    any_tensor(tensor, "zeros_")
     with torch.no_grad():
         return tensor.zero_()
 
 
 def ones_(tensor: Tensor) -> Tensor:
     """Fill with 1; as ``torch.nn.init.ones_``."""
-    _any_tensor(tensor, "ones_")
+    any_tensor(tensor, "ones_")
     with torch.no_grad():
         return tensor.fill_(1.0)
 
 
 def eye_(tensor: Tensor) -> Tensor:
     """The 2-D identity; as ``torch.nn.init.eye_``."""
-    _any_tensor(tensor, "eye_")
-    spec.check_eye(tuple(tensor.shape), "eye_")
+    any_tensor(tensor, "eye_")
+    init_params.check_eye(tuple(tensor.shape), "eye_")
     with torch.no_grad():
         torch.eye(*tensor.shape, out=tensor, requires_grad=tensor.requires_grad)
     return tensor
@@ -210,9 +163,9 @@ def eye_(tensor: Tensor) -> Tensor:
 def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Tensor:
     """Identity-preserving conv kernel (1 at the spatial centre ``k // 2``); as
     ``torch.nn.init.dirac_``. ``in_axis``/``out_axis`` name the channel axes."""
-    _any_tensor(tensor, "dirac_")
-    spec.check_no_batch_axis(batch_axis, "dirac_")
-    index = spec.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
+    any_tensor(tensor, "dirac_")
+    init_params.check_no_batch_axis(batch_axis, "dirac_")
+    index = init_params.dirac_plan(tuple(tensor.shape), groups, {"in_axis": in_axis, "out_axis": out_axis}, "dirac_")
     if tensor.is_meta:
         return tensor
     with torch.no_grad():
@@ -225,12 +178,12 @@ def dirac_(tensor: Tensor, groups: int = 1, *, in_axis=1, out_axis=0, batch_axis
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator | None = None, *,
                     in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)); bitwise ``torch.nn.init.xavier_uniform_``."""
-    spec.check_gain(gain, "xavier_uniform_")
-    _float_tensor(tensor, "xavier_uniform_")
+    init_params.check_gain(gain, "xavier_uniform_")
+    float_tensor(tensor, "xavier_uniform_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "xavier_uniform_",
-                              xavier_uniform(gain, **_layout(in_axis, out_axis, batch_axis)), conv_transpose)
-    bound = spec.xavier_uniform_bound(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_uniform_")
+        return keyed_inplace(tensor, key, generator, "xavier_uniform_",
+                              xavier_uniform(gain, **layout_args(in_axis, out_axis, batch_axis)), conv_transpose)
+    bound = init_params.xavier_uniform_bound(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_uniform_")
     with torch.no_grad():
         return tensor.uniform_(-bound, bound, generator=generator)
 
@@ -239,27 +192,27 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
                    in_axis=1, out_axis=0, batch_axis=(), key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), plain normal; bitwise
     ``torch.nn.init.xavier_normal_``."""
-    spec.check_gain(gain, "xavier_normal_")
-    _float_tensor(tensor, "xavier_normal_")
+    init_params.check_gain(gain, "xavier_normal_")
+    float_tensor(tensor, "xavier_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "xavier_normal_",
-                              xavier_normal(gain, **_layout(in_axis, out_axis, batch_axis)), conv_transpose)
-    std = spec.xavier_std(tuple(tensor.shape), gain, _layout(in_axis, out_axis, batch_axis), "xavier_normal_")
+        return keyed_inplace(tensor, key, generator, "xavier_normal_",
+                              xavier_normal(gain, **layout_args(in_axis, out_axis, batch_axis)), conv_transpose)
+    std = init_params.xavier_std(tuple(tensor.shape), gain, layout_args(in_axis, out_axis, batch_axis), "xavier_normal_")
     with torch.no_grad():
         return tensor.normal_(0.0, std, generator=generator)
 
 
 def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who, key=None, conv_transpose=False):
-    spec.check_mode(mode, who)
+    init_params.check_mode(mode, who)
     calculate_gain(nonlinearity, a)
-    _float_tensor(tensor, who)
+    float_tensor(tensor, who)
     if key is not None and 0 not in tensor.shape:
         factory = kaiming_uniform if kind == "uniform" else kaiming_normal
-        return _keyed_inplace(tensor, key, generator, who, factory(a, mode, nonlinearity, **layout), conv_transpose)
+        return keyed_inplace(tensor, key, generator, who, factory(a, mode, nonlinearity, **layout), conv_transpose)
     if 0 in tensor.shape:
-        warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=3)
+        warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=3)
         return tensor
-    std = spec.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
+    std = init_params.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
     with torch.no_grad():
         if kind == "uniform":
             bound = math.sqrt(3.0) * std
@@ -271,7 +224,7 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonline
                      generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
                      key=None, conv_transpose: bool = False) -> Tensor:
     """U(-b, b), b = gain * sqrt(3 / fan_mode); bitwise ``torch.nn.init.kaiming_uniform_``."""
-    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "uniform",
+    return _kaiming(tensor, a, mode, nonlinearity, generator, layout_args(in_axis, out_axis, batch_axis), "uniform",
                     "kaiming_uniform_", key, conv_transpose)
 
 
@@ -279,7 +232,7 @@ def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinea
                     generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
                     key=None, conv_transpose: bool = False) -> Tensor:
     """N(0, std^2), std = gain / sqrt(fan_mode), plain normal; bitwise ``torch.nn.init.kaiming_normal_``."""
-    return _kaiming(tensor, a, mode, nonlinearity, generator, _layout(in_axis, out_axis, batch_axis), "normal",
+    return _kaiming(tensor, a, mode, nonlinearity, generator, layout_args(in_axis, out_axis, batch_axis), "normal",
                     "kaiming_normal_", key, conv_transpose)
 
 
@@ -304,17 +257,17 @@ def svd_(tensor: Tensor, singular_values=1.0, generator: torch.Generator | None 
     Haar-random ``U``, ``V``. 16-bit tensors are computed in float32 and cast
     (``torch.nn.init.orthogonal_`` fails there on CPU).
     """
-    _float_tensor(tensor, "svd_")
-    spec.check_singular_values(singular_values, "svd_")
+    float_tensor(tensor, "svd_")
+    init_params.check_singular_values(singular_values, "svd_")
     shape = tuple(tensor.shape)
-    spec.check_orthogonal(shape, "svd_")
+    init_params.check_orthogonal(shape, "svd_")
     oax = single_axis(out_axis, "out_axis", len(shape), "svd_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "svd_", svd(singular_values, out_axis=out_axis), conv_transpose)
+        return keyed_inplace(tensor, key, generator, "svd_", svd(singular_values, out_axis=out_axis), conv_transpose)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
-    rows, cols = spec.matrix_dims(shape, oax)
-    values = spec.svd_values(singular_values, rows, cols, "svd_")
+    rows, cols = init_params.matrix_dims(shape, oax)
+    values = init_params.svd_values(singular_values, rows, cols, "svd_")
     work = tensor if tensor.dtype.itemsize >= 4 else torch.empty(0, dtype=torch.float32, device=tensor.device)
     if isinstance(values, float):
         q = _haar(rows, cols, work, generator)
@@ -340,11 +293,11 @@ def orthogonal_(tensor: Tensor, gain: float = 1, generator: torch.Generator | No
     (and works for 16-bit tensors by computing in float32)."""
     if isinstance(gain, bool) or not isinstance(gain, numbers.Real):
         raise InitError(f"orthogonal_: `gain` must be a real number, got {gain!r}")
-    _float_tensor(tensor, "orthogonal_")
-    spec.check_orthogonal(tuple(tensor.shape), "orthogonal_")
+    float_tensor(tensor, "orthogonal_")
+    init_params.check_orthogonal(tuple(tensor.shape), "orthogonal_")
     if key is not None:
         single_axis(out_axis, "out_axis", tensor.ndim, "orthogonal_")
-        return _keyed_inplace(tensor, key, generator, "orthogonal_", orthogonal(gain, out_axis=out_axis), conv_transpose)
+        return keyed_inplace(tensor, key, generator, "orthogonal_", orthogonal(gain, out_axis=out_axis), conv_transpose)
     return svd_(tensor, gain, generator, out_axis=out_axis)
 
 
@@ -357,17 +310,17 @@ def sparse_(tensor: Tensor, sparsity: float, std: float = 0.01, generator: torch
     (PyTorch draws it from the global RNG whatever ``generator`` is), and a
     ``sparsity`` outside [0, 1] is an error, not silently clamped.
     """
-    _float_tensor(tensor, "sparse_")
+    float_tensor(tensor, "sparse_")
     shape = tuple(tensor.shape)
-    spec.check_sparse(shape, sparsity, std, "sparse_")
+    init_params.check_sparse(shape, sparsity, std, "sparse_")
     oax = single_axis(out_axis, "out_axis", 2, "sparse_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "sparse_", sparse(sparsity, std, out_axis=out_axis))
+        return keyed_inplace(tensor, key, generator, "sparse_", sparse(sparsity, std, out_axis=out_axis))
     if tensor.is_meta:
         return tensor
     view = tensor if oax == 0 else tensor.t()
     rows, cols = view.shape
-    num_zeros = spec.check_sparse((rows, cols), sparsity, std, "sparse_")
+    num_zeros = init_params.check_sparse((rows, cols), sparsity, std, "sparse_")
     with torch.no_grad():
         view.normal_(0, std, generator=generator)
         for col_idx in range(cols):
@@ -382,32 +335,32 @@ def variance_scaling_(tensor: Tensor, scale: float, mode: str, distribution: str
     """JAX's ``variance_scaling`` in place on a torch-layout tensor (see
     :func:`jaxinit.variance_scaling`): 'uniform' U(+-sqrt(3 var)), 'normal'
     N(0, var), 'truncated_normal' cut at +-2 std with the 0.8796 correction."""
-    _float_tensor(tensor, "variance_scaling_")
+    float_tensor(tensor, "variance_scaling_")
     if key is not None:
-        spec.check_vs(scale, mode, distribution, "variance_scaling_")
-        return _keyed_inplace(tensor, key, generator, "variance_scaling_",
+        init_params.check_vs(scale, mode, distribution, "variance_scaling_")
+        return keyed_inplace(tensor, key, generator, "variance_scaling_",
                               variance_scaling(scale, mode, distribution, in_axis, out_axis, batch_axis), conv_transpose)
-    variance = spec.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
-                                              _layout(in_axis, out_axis, batch_axis), "variance_scaling_")
+    variance = init_params.variance_scaling_variance(tuple(tensor.shape), scale, mode, distribution,
+                                              layout_args(in_axis, out_axis, batch_axis), "variance_scaling_")
     with torch.no_grad():
         if distribution == "uniform":
             bound = math.sqrt(3 * variance)
             return tensor.uniform_(-bound, bound, generator=generator)
         if distribution == "normal":
             return tensor.normal_(0.0, math.sqrt(variance), generator=generator)
-    std = math.sqrt(variance) / spec.TRUNC_STD_2
+    std = math.sqrt(variance) / init_params.TRUNC_STD_2
     return _trunc_normal_impl(tensor, 0.0, std, -2.0 * std, 2.0 * std, generator)
 
 
 def _vs_preset_(name):
-    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_jaxinit.spec.VS_PRESETS``)."""
-    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+    """``variance_scaling_`` with a JAX preset's (scale, mode, distribution) (``_jaxinit.init_params.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = init_params.VS_PRESETS[name]
 
     def inplace(tensor: Tensor, generator: torch.Generator | None = None, *, in_axis=1, out_axis=0, batch_axis=(),
                 key=None, conv_transpose: bool = False) -> Tensor:
         if key is not None:
-            _float_tensor(tensor, name + "_")
-            return _keyed_inplace(tensor, key, generator, name + "_",
+            float_tensor(tensor, name + "_")
+            return keyed_inplace(tensor, key, generator, name + "_",
                                   _FACTORIES[name](in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis),
                                   conv_transpose)
         return variance_scaling_(tensor, scale, mode, distribution, generator,
@@ -428,121 +381,12 @@ he_normal_ = _vs_preset_("he_normal")
 def truncated_normal_(tensor: Tensor, stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0,
                       generator: torch.Generator | None = None, *, key=None, conv_transpose: bool = False) -> Tensor:
     """JAX's ``truncated_normal`` in place: bounds in STD units (``trunc_normal_`` takes absolute ones)."""
-    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
-    _float_tensor(tensor, "truncated_normal_")
+    init_params.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal_")
+    float_tensor(tensor, "truncated_normal_")
     if key is not None:
-        return _keyed_inplace(tensor, key, generator, "truncated_normal_", truncated_normal(stddev, lower, upper),
+        return keyed_inplace(tensor, key, generator, "truncated_normal_", truncated_normal(stddev, lower, upper),
                               conv_transpose)
     return _trunc_normal_impl(tensor, 0.0, stddev, lower * stddev, upper * stddev, generator)
-
-
-# --------------------------------------------------------------------------- factories
-class Initializer(InitializerBase):
-    """A configured initializer: ``init(key, shape, dtype=torch.float32, device=None)``.
-
-    ``shape`` is read in torch's layout (out, in, *k) unless the factory was
-    given other ``in_axis``/``out_axis``. ``key`` is:
-
-    - an int seed (a fresh ``torch.Generator`` seeded with it on ``device``) or
-      a ``torch.Generator``: the result is the in-place ``name_`` on
-      ``torch.empty(shape)`` with that generator (bitwise ``torch.nn.init``
-      for torch's own initializers). An int is always a torch seed;
-    - a JAX-style key (``torchinit.random.key(0)``, a ``jax.random.key``, a
-      uint32[2] array or tensor): the result is jaxinit's draw, bit for bit,
-      for the Flax twin (*k, in, out) of ``shape``, permuted back (see
-      :meth:`_draw_keyed`); deterministic initializers ignore the key.
-
-    16-bit dtypes are sampled in float32 and cast, as in jaxinit.
-    """
-
-    __slots__ = ("_keyed",)
-    _package = "torchinit"
-
-    def __init__(self, name: str, args: Mapping[str, Any], impl: Callable[..., Any],
-                 keyed: Callable[..., Tensor] | None):
-        super().__init__(name, args, impl)
-        self._keyed = keyed
-
-    def __call__(self, key, shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-        shape = spec.check_shape(shape, self.name)
-        if not isinstance(dtype, torch.dtype):
-            raise InitError(f"{self.name}: `dtype` must be a torch.dtype, got {dtype!r}")
-        if self._keyed is not None and _rnd.is_key(key):
-            # A JAX key: jaxinit's draw for the Flax twin, bit for bit (see torchinit._src.keyed).
-            return self._draw_keyed(_rnd.as_key(key), shape, dtype, device)
-        generator = _generator(key, device, self.name)
-        work = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else dtype
-        tensor = torch.empty(shape, dtype=work, device=device)
-        return self._impl(tensor, generator).to(dtype)
-
-    def _twin(self, shape, conv_transpose: bool, who: str):
-        """``(perm, layout)``: the Flax twin's shape is ``shape[perm]`` and its layout arguments ``layout``.
-
-        The twin puts the other axes first, in order, then (in, out): torch Linear
-        (out, in) -> Dense (in, out); Conv (out, in, *k) -> (*k, in, out). With
-        ``conv_transpose`` a torch ConvTranspose weight (in, out, *k) -> Flax
-        ConvTranspose (*k, in, out), drawn with ``FLAX_CONV_TRANSPOSE_LAYOUT``.
-        Initializers without ``in_axis`` take in = 1 (out_axis 0) or the axis before
-        ``out_axis``; without layout arguments, torch's (1, 0). Under 2-D: as is.
-        """
-        nd = len(shape)
-        if nd < 2:
-            return list(range(nd)), {"in_axis": -2, "out_axis": -1, "batch_axis": ()}
-        args = self.args
-        if "in_axis" in args:
-            in_axis, out_axis, batch_axis = args["in_axis"], args["out_axis"], args.get("batch_axis", ())
-        elif "out_axis" in args:
-            out_axis, batch_axis = args["out_axis"], ()
-            oax = single_axis(out_axis, "out_axis", nd, who)
-            in_axis = 1 if oax == 0 else oax - 1
-        else:
-            in_axis, out_axis, batch_axis = 1, 0, ()
-        ia = single_axis(in_axis, "in_axis", nd, who)
-        oa = single_axis(out_axis, "out_axis", nd, who)
-        if ia == oa:
-            raise InitError(f"{who}: `in_axis` and `out_axis` must differ, got {in_axis} and {out_axis}")
-        spatial = [a for a in range(nd) if a not in (ia, oa)]
-        perm = spatial + ([oa, ia] if conv_transpose else [ia, oa])
-        batch = (batch_axis,) if isinstance(batch_axis, int) else tuple(batch_axis)
-        try:
-            fb = tuple(spatial.index(b % nd) for b in batch)
-        except ValueError:
-            raise InitError(f"{who}: `batch_axis` {batch_axis} must not be the in or out axis") from None
-        if conv_transpose:
-            return perm, {"in_axis": -1, "out_axis": -2, "batch_axis": fb}
-        return perm, {"in_axis": -2, "out_axis": -1, "batch_axis": fb}
-
-    def _draw_keyed(self, key, shape, dtype, device, conv_transpose: bool = False, who: str | None = None) -> Tensor:
-        """jaxinit's draw from the JAX key ``key`` for the Flax twin of ``shape``, permuted back.
-
-        ``jaxinit.NAME(...)(key, shape[perm])`` with the twin's layout (see
-        :meth:`_twin`), then permuted to ``shape``: the same values the in-place
-        ``NAME_(tensor, key=key)`` writes. With the Flax layout given explicitly
-        (``in_axis=-2, out_axis=-1``) the permutation is the identity.
-        """
-        who = who or self.name
-        if self._keyed is None:
-            raise InitError(f"{who}: is deterministic; it draws nothing from a key")
-        perm, layout = self._twin(shape, conv_transpose, who)
-        values = self._keyed(key, tuple(shape[a] for a in perm), dtype, device, layout)
-        if perm == sorted(perm):
-            return values
-        inverse = sorted(range(len(perm)), key=lambda i: perm[i])
-        return values.permute(inverse).contiguous()
-
-
-def _generator(key, device, who: str) -> torch.Generator:
-    if isinstance(key, torch.Generator):
-        return key
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        return torch.Generator(device=device if device is not None else "cpu").manual_seed(int(key))
-    if _rnd.is_key(key):  # deterministic initializers ignore the key
-        return None
-    raise InitError(
-        f"{who}: `key` must be an int seed or a torch.Generator (torch's RNG), or a JAX-style key "
-        f"(torchinit.random.key(0), a jax.random.key, or a uint32[2] array/tensor), got {type(key).__name__}; "
-        "e.g. init(0, shape), init(torch.Generator().manual_seed(0), shape) or init(torchinit.random.key(0), shape)."
-    )
 
 
 _DETERMINISTIC = (constant_, zeros_, ones_, eye_, dirac_)
@@ -567,14 +411,14 @@ def _make(name: str, args: Mapping[str, Any], inplace: Callable[..., Tensor], *,
 @_factory
 def uniform(a: float = 0.0, b: float = 1.0) -> Initializer:
     """U[a, b) (see :func:`jaxinit.uniform`)."""
-    spec.check_uniform(a, b)
+    init_params.check_uniform(a, b)
     return _make("uniform", {"a": a, "b": b}, uniform_, a=a, b=b, keyed=_keyed.uniform_sampler(a, b, "uniform"))
 
 
 @_factory
 def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
     """N(mean, std^2) (see :func:`jaxinit.normal`)."""
-    spec.check_normal(mean, std)
+    init_params.check_normal(mean, std)
     return _make("normal", {"mean": mean, "std": std}, normal_, mean=mean, std=std,
                  keyed=_keyed.normal_sampler(mean, std, "normal"))
 
@@ -582,7 +426,7 @@ def normal(mean: float = 0.0, std: float = 1.0) -> Initializer:
 @_factory
 def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Initializer:
     """N(mean, std^2) truncated to the absolute bounds [a, b] (see :func:`jaxinit.trunc_normal`)."""
-    spec.check_trunc_normal(mean, std, a, b)
+    init_params.check_trunc_normal(mean, std, a, b)
     return _make("trunc_normal", {"mean": mean, "std": std, "a": a, "b": b}, trunc_normal_, mean=mean, std=std, a=a,
                  b=b, keyed=_keyed.trunc_normal_sampler(mean, std, a, b, "trunc_normal"))
 
@@ -590,7 +434,7 @@ def trunc_normal(mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float 
 @_factory
 def constant(val) -> Initializer:
     """Fill with ``val`` (see :func:`jaxinit.constant`)."""
-    spec.check_constant(val)
+    init_params.check_constant(val)
     return _make("constant", {"val": val}, constant_, val=val, keyed=None)
 
 
@@ -618,44 +462,44 @@ def dirac(groups: int = 1, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializ
     """Identity conv kernel, torch layout (out, in/groups, *k) by default (see :func:`jaxinit.dirac`)."""
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InitError(f"dirac: `groups` must be a positive int, got {groups!r}")
-    spec.check_no_batch_axis(batch_axis, "dirac")
-    _layout(in_axis, out_axis, (), "dirac")
+    init_params.check_no_batch_axis(batch_axis, "dirac")
+    layout_args(in_axis, out_axis, (), "dirac")
     return _make("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, dirac_,
                  groups=groups, in_axis=in_axis, out_axis=out_axis, keyed=None)
 
 
 # The presets below share one shape (check, layout, _make with a keyed sampler) by design: each is a
-# named public factory with its own signature and docstring, as torch.nn.init's are; the maths is in _jaxinit.spec.
+# named public factory with its own signature and docstring, as torch.nn.init's are; the maths is in _jaxinit.init_params.
 @_factory
 def xavier_uniform(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.xavier_uniform` (torch layout by default)."""
-    spec.check_gain(gain, "xavier_uniform")
-    lay = _layout(in_axis, out_axis, batch_axis, "xavier_uniform")
+    init_params.check_gain(gain, "xavier_uniform")
+    lay = layout_args(in_axis, out_axis, batch_axis, "xavier_uniform")
     return _make("xavier_uniform", {"gain": gain, **lay}, xavier_uniform_, gain=gain, **lay,
                  keyed=_keyed.fan_sampler("xavier_uniform", "uniform",
-                                          lambda s, l: spec.xavier_uniform_bound(s, gain, l, "xavier_uniform")))
+                                          lambda s, l: init_params.xavier_uniform_bound(s, gain, l, "xavier_uniform")))
 
 
 @_factory
 def xavier_normal(gain: float = 1.0, *, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.xavier_normal` (torch layout by default)."""
-    spec.check_gain(gain, "xavier_normal")
-    lay = _layout(in_axis, out_axis, batch_axis, "xavier_normal")
+    init_params.check_gain(gain, "xavier_normal")
+    lay = layout_args(in_axis, out_axis, batch_axis, "xavier_normal")
     return _make("xavier_normal", {"gain": gain, **lay}, xavier_normal_, gain=gain, **lay,
                  keyed=_keyed.fan_sampler("xavier_normal", "normal",
-                                          lambda s, l: spec.xavier_std(s, gain, l, "xavier_normal")))
+                                          lambda s, l: init_params.xavier_std(s, gain, l, "xavier_normal")))
 
 
 @_factory
 def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                     in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.kaiming_uniform` (torch layout by default)."""
-    spec.check_mode(mode, "kaiming_uniform")
+    init_params.check_mode(mode, "kaiming_uniform")
     calculate_gain(nonlinearity, a)
-    lay = _layout(in_axis, out_axis, batch_axis, "kaiming_uniform")
+    lay = layout_args(in_axis, out_axis, batch_axis, "kaiming_uniform")
     return _make("kaiming_uniform", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_uniform_,
                  a=a, mode=mode, nonlinearity=nonlinearity, **lay,
-                 keyed=_keyed.fan_sampler("kaiming_uniform", "uniform", lambda s, l: spec.kaiming_uniform_bound(
+                 keyed=_keyed.fan_sampler("kaiming_uniform", "uniform", lambda s, l: init_params.kaiming_uniform_bound(
                      s, a, mode, nonlinearity, l, "kaiming_uniform")))
 
 
@@ -663,19 +507,19 @@ def kaiming_uniform(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "l
 def kaiming_normal(a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu", *,
                    in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.kaiming_normal` (torch layout by default)."""
-    spec.check_mode(mode, "kaiming_normal")
+    init_params.check_mode(mode, "kaiming_normal")
     calculate_gain(nonlinearity, a)
-    lay = _layout(in_axis, out_axis, batch_axis, "kaiming_normal")
+    lay = layout_args(in_axis, out_axis, batch_axis, "kaiming_normal")
     return _make("kaiming_normal", {"a": a, "mode": mode, "nonlinearity": nonlinearity, **lay}, kaiming_normal_,
                  a=a, mode=mode, nonlinearity=nonlinearity, **lay,
-                 keyed=_keyed.fan_sampler("kaiming_normal", "normal", lambda s, l: spec.kaiming_std(
+                 keyed=_keyed.fan_sampler("kaiming_normal", "normal", lambda s, l: init_params.kaiming_std(
                      s, a, mode, nonlinearity, l, "kaiming_normal")))
 
 
 @factory("torchinit", min_ndim=2)
 def svd(singular_values=1.0, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.svd` (torch layout: out axis first by default)."""
-    spec.check_singular_values(singular_values)
+    init_params.check_singular_values(singular_values)
     single_axis(out_axis, "out_axis", None, "svd")
     return _make("svd", {"singular_values": singular_values, "out_axis": out_axis}, svd_,
                  singular_values=singular_values, out_axis=out_axis,
@@ -685,7 +529,7 @@ def svd(singular_values=1.0, *, out_axis=0) -> Initializer:
 @_factory
 def orthogonal(gain: float = 1.0, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.orthogonal` (torch layout: out axis first by default)."""
-    spec.check_orthogonal_gain(gain, "orthogonal")
+    init_params.check_orthogonal_gain(gain, "orthogonal")
     single_axis(out_axis, "out_axis", None, "orthogonal")
     return _make("orthogonal", {"gain": gain, "out_axis": out_axis}, orthogonal_, gain=gain, out_axis=out_axis,
                  keyed=_keyed.svd_sampler(float(gain), "orthogonal"))
@@ -694,7 +538,7 @@ def orthogonal(gain: float = 1.0, *, out_axis=0) -> Initializer:
 @_factory
 def sparse(sparsity: float, std: float = 0.01, *, out_axis=0) -> Initializer:
     """See :func:`jaxinit.sparse` (torch layout (out, in) by default)."""
-    spec.check_sparse((1, 1), sparsity, std)
+    init_params.check_sparse((1, 1), sparsity, std)
     single_axis(out_axis, "out_axis", 2, "sparse")
     return _make("sparse", {"sparsity": sparsity, "std": std, "out_axis": out_axis}, sparse_,
                  sparsity=sparsity, std=std, out_axis=out_axis, keyed=_keyed.sparse_sampler(sparsity, std, "sparse"))
@@ -703,19 +547,19 @@ def sparse(sparsity: float, std: float = 0.01, *, out_axis=0) -> Initializer:
 @_factory
 def variance_scaling(scale: float, mode: str, distribution: str, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
     """See :func:`jaxinit.variance_scaling` (torch layout by default)."""
-    spec.check_vs(scale, mode, distribution)
-    lay = _layout(in_axis, out_axis, batch_axis, "variance_scaling")
+    init_params.check_vs(scale, mode, distribution)
+    lay = layout_args(in_axis, out_axis, batch_axis, "variance_scaling")
     return _make("variance_scaling", {"scale": scale, "mode": mode, "distribution": distribution, **lay},
                  variance_scaling_, scale=scale, mode=mode, distribution=distribution, **lay,
                  keyed=_keyed.variance_scaling_sampler(scale, mode, distribution))
 
 
 def _vs_preset(name, inplace):
-    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_jaxinit.spec.VS_PRESETS``)."""
-    (scale, mode, distribution), doc = spec.VS_PRESETS[name]
+    """JAX's preset ``partial(variance_scaling, scale, mode, distribution)`` (``_jaxinit.init_params.VS_PRESETS``)."""
+    (scale, mode, distribution), doc = init_params.VS_PRESETS[name]
 
     def preset(*, in_axis=1, out_axis=0, batch_axis=()) -> Initializer:
-        lay = _layout(in_axis, out_axis, batch_axis, name)
+        lay = layout_args(in_axis, out_axis, batch_axis, name)
         return _make(name, lay, inplace, **lay, keyed=_keyed.variance_scaling_sampler(scale, mode, distribution))
 
     preset.__name__ = preset.__qualname__ = name
@@ -723,7 +567,7 @@ def _vs_preset(name, inplace):
     return _factory(preset)
 
 
-# one assignment per public name (IDEs and help() see each); the values come from spec.VS_PRESETS
+# one assignment per public name (IDEs and help() see each); the values come from init_params.VS_PRESETS
 glorot_uniform = _vs_preset("glorot_uniform", glorot_uniform_)
 glorot_normal = _vs_preset("glorot_normal", glorot_normal_)
 lecun_uniform = _vs_preset("lecun_uniform", lecun_uniform_)
@@ -735,7 +579,7 @@ he_normal = _vs_preset("he_normal", he_normal_)
 @_factory
 def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2.0) -> Initializer:
     """See :func:`jaxinit.truncated_normal` (bounds in std units)."""
-    spec.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
+    init_params.check_trunc_normal(0.0, stddev, lower, upper, "truncated_normal")
     return _make("truncated_normal", {"stddev": stddev, "lower": lower, "upper": upper}, truncated_normal_,
                  stddev=stddev, lower=lower, upper=upper,
                  keyed=_keyed.trunc_normal_sampler(0.0, stddev, lower * stddev, upper * stddev, "truncated_normal"))

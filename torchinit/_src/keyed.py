@@ -19,10 +19,11 @@ import warnings
 import numpy as np
 import torch
 
-from _jaxinit import spec
+from _jaxinit import init_params
 from _jaxinit.errors import InitError
 from _jaxinit.fans import single_axis
 from torchinit._src import random as rnd
+from torchinit._src.xla_math import fma, log_f32, log_f64
 
 Tensor = torch.Tensor
 
@@ -38,7 +39,7 @@ def _c(v, sd, device) -> Tensor:
 
 def _log(x: Tensor) -> Tensor:
     """XLA CPU's log: its float32 polynomial, or (float64) the C library's, as ported."""
-    return rnd._xla_log_f32(x) if x.dtype == torch.float32 else rnd.xla_math.log_f64(x)
+    return log_f32(x) if x.dtype == torch.float32 else log_f64(x)
 
 
 def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
@@ -46,24 +47,24 @@ def uniform(k, shape, dtype, low: float, high: float, device) -> Tensor:
 
 
 def normal(k, shape, dtype, mean: float, std: float, device) -> Tensor:
-    return rnd._normal_affine(k, shape, _sd(dtype), std, mean, device).to(dtype)
+    return rnd.normal_affine(k, shape, _sd(dtype), std, mean, device).to(dtype)
 
 
 def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, device, stacklevel=4) -> Tensor:
     """jaxinit's ``_trunc_normal``: one inverse-CDF draw within +-3 std, else torch 2.13's rejection."""
-    method, log_peak, warn = spec.trunc_normal_plan(mean, std, a, b)
+    method, log_peak, warn = init_params.trunc_normal_plan(mean, std, a, b)
     if warn:
-        warnings.warn(spec.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
+        warnings.warn(init_params.TRUNC_NORMAL_WARNING, stacklevel=stacklevel)
     sd = _sd(dtype)
     lo, hi = _c(a, sd, device), _c(b, sd, device)
     m, s = _c(mean, sd, device), _c(std, sd, device)
     za, zb = (a - mean) / std, (b - mean) / std
-    if method == "normal" and -spec.ICDF_MAX_Z <= za and zb <= spec.ICDF_MAX_Z:
+    if method == "normal" and -init_params.ICDF_MAX_Z <= za and zb <= init_params.ICDF_MAX_Z:
         z = rnd.truncated_normal(k, za, zb, shape, sd, device=device)
-        return torch.clamp(rnd._fma(z, s, m), lo, hi).to(dtype)
+        return torch.clamp(fma(z, s, m), lo, hi).to(dtype)
     if method == "normal":
         def draw(key):
-            return rnd._normal_affine(key, shape, sd, std, mean, device)
+            return rnd.normal_affine(key, shape, sd, std, mean, device)
 
         k, sub = rnd.split(k)
         x = draw(sub)
@@ -81,7 +82,7 @@ def trunc_normal(k, shape, dtype, mean: float, std: float, a: float, b: float, d
         k1, k2 = rnd.split(key)
         c = rnd.uniform(k1, shape, sd, a, b, device=device)
         z = (c - m) * inv_s
-        log_ratio = rnd._fma(z * z, -0.5, -lp)
+        log_ratio = fma(z * z, -0.5, -lp)
         return c, _log(rnd.uniform(k2, shape, sd, device=device)) > log_ratio
 
     k, sub = rnd.split(k)
@@ -115,13 +116,13 @@ def _haar(k, n_rows: int, n_cols: int, sd, device) -> Tensor:
 
 
 # The torch port of jaxinit's _svd_matrix, step for step, so both draw the same matrix from one key;
-# the shared checks and sizes live in _jaxinit.spec (duplication by design: one per framework).
+# the shared checks and sizes live in _jaxinit.init_params (duplication by design: one per framework).
 def svd_matrix(k, shape, dtype, singular_values, out_axis: int, device, who: str) -> Tensor:
-    spec.check_orthogonal(shape, who)
+    init_params.check_orthogonal(shape, who)
     if math.prod(shape) == 0:
         return torch.zeros(shape, dtype=dtype, device=device)
-    rows, cols = spec.matrix_dims(shape, out_axis)
-    values = spec.svd_values(singular_values, rows, cols, who)
+    rows, cols = init_params.matrix_dims(shape, out_axis)
+    values = init_params.svd_values(singular_values, rows, cols, who)
     sd = _sd(dtype)
     transposed = rows < cols
     big, small = (cols, rows) if transposed else (rows, cols)
@@ -141,7 +142,7 @@ def svd_matrix(k, shape, dtype, singular_values, out_axis: int, device, who: str
 
 def sparse(k, shape, dtype, sparsity, std, out_axis: int, device) -> Tensor:
     rows, cols = shape[out_axis], shape[1 - out_axis]
-    num_zeros = spec.check_sparse((rows, cols), sparsity, std)
+    num_zeros = init_params.check_sparse((rows, cols), sparsity, std)
     k_val, k_zero = rnd.split(k)
     w = normal(k_val, (rows, cols), dtype, 0.0, std, device)
     u = rnd.uniform(k_zero, (cols, rows), torch.float32, device=device)
@@ -161,7 +162,7 @@ def variance_scaling(k, shape, dtype, variance: float, distribution: str, device
         # jaxinit multiplies eagerly, outside the jitted normal: no constant folding, no fusion
         scale = torch.tensor(float(np.sqrt(var)), dtype=sd)
         return (rnd.normal(k, shape, sd, device=device) * scale.to(device)).to(dtype)
-    p = float(np.sqrt(var) / np.asarray(spec.TRUNC_STD_2, npd))
+    p = float(np.sqrt(var) / np.asarray(init_params.TRUNC_STD_2, npd))
     return trunc_normal(k, shape, dtype, 0.0, p, -2.0 * p, 2.0 * p, device, stacklevel=5)
 
 
@@ -199,7 +200,7 @@ def fan_sampler(who: str, kind: str, param):
     def sample(k, shape, dtype, device, layout):
         float_dtype(dtype, who)
         if who.startswith("kaiming") and 0 in shape:
-            warnings.warn(spec.ZERO_ELEMENT_WARNING, stacklevel=4)
+            warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=4)
             return torch.zeros(shape, dtype=dtype, device=device)
         p = param(shape, layout)
         if kind == "uniform":
@@ -212,7 +213,7 @@ def svd_sampler(singular_values, who: str):
     """jaxinit's ``svd``/``orthogonal`` (a number: every singular value equal)."""
     def sample(k, shape, dtype, device, layout):
         float_dtype(dtype, who)
-        spec.check_orthogonal(shape, who)
+        init_params.check_orthogonal(shape, who)
         oax = single_axis(layout["out_axis"], "out_axis", len(shape), who)
         return svd_matrix(k, shape, dtype, singular_values, oax, device, who)
     return sample
@@ -221,7 +222,7 @@ def svd_sampler(singular_values, who: str):
 def sparse_sampler(sparsity: float, std: float, who: str):
     def sample(k, shape, dtype, device, layout):
         float_dtype(dtype, who)
-        spec.check_sparse(shape, sparsity, std)
+        init_params.check_sparse(shape, sparsity, std)
         oax = single_axis(layout["out_axis"], "out_axis", 2, who)
         return sparse(k, shape, dtype, sparsity, std, oax, device)
     return sample
@@ -230,6 +231,6 @@ def sparse_sampler(sparsity: float, std: float, who: str):
 def variance_scaling_sampler(scale: float, mode: str, distribution: str):
     def sample(k, shape, dtype, device, layout):
         float_dtype(dtype, "variance_scaling")
-        variance = spec.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
+        variance = init_params.variance_scaling_variance(shape, scale, mode, distribution, layout, "variance_scaling")
         return variance_scaling(k, shape, dtype, variance, distribution, device)
     return sample

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 import torch
 
 from _jaxinit import optim_checks as checks
-from torchinit._src.optim import build_optimizer, split_schedules
+from torchinit._src.optim_common import build_optimizer, split_schedules
 
 
 def muon(params: Iterable, lr: Any = 1e-3, weight_decay: Any = 0.1, momentum: Any = 0.95, nesterov: bool = True,

@@ -13,7 +13,7 @@ from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
 from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
 from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
 from _jaxinit.jax_and_torch.audit import template_call_order as _order
-from torchinit._src.convert import _template_spec, _torch_source
+from torchinit._src.convert import template_spec, torch_source
 
 
 def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str, Any] | None = None,
@@ -27,8 +27,8 @@ def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str,
     {'0': 'proj'}
     """
     who = "torchinit.suggest_mapping"
-    arrays, groups, containers = _torch_source(torch_model, kinds, who)
-    sug = _suggest.suggest(groups, containers, _template_spec(flax_template, who), mapping,
+    arrays, groups, containers = torch_source(torch_model, kinds, who)
+    sug = _suggest.suggest(groups, containers, template_spec(flax_template, who), mapping,
                            {k: np.shape(v) for k, v in arrays.items()}, _order(flax_module, flax_inputs, flax_template))
     sug.update(dict(mapping or {}))
     return sug

@@ -54,25 +54,17 @@ import torch
 
 from _jaxinit.errors import InitError
 from torchinit._src import xla_math
-from torchinit._src.xla_math import fma as _fma
-from torchinit._src.xla_math import log_f32 as _xla_log_f32  # noqa: F401  (torchinit._src.keyed reads it here)
+from torchinit._src.threefry import M32, i32, threefry2x32
+from torchinit._src.xla_math import fma
 
 Tensor = torch.Tensor
 
-_M32 = 0xFFFFFFFF
 _CHUNK = 1 << 16  # 256 KiB per int32 temporary: the hash's ~135 ops stay in L2 cache
-_ROT = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
 # --------------------------------------------------------------------------- keys
-def _i32(v: int) -> int:
-    """An unsigned 32-bit value as the int32 with the same bits."""
-    v &= _M32
-    return v - (1 << 32) if v >= (1 << 31) else v
-
-
 def _make_key(k0: int, k1: int, device=None) -> Tensor:
-    return torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=device).view(torch.uint32)
+    return torch.tensor([i32(k0), i32(k1)], dtype=torch.int32, device=device).view(torch.uint32)
 
 
 # The seed checks repeat jaxinit.random.key's with torch-side hints in the messages (the mirror).
@@ -150,7 +142,7 @@ def as_key(obj: Any) -> Tensor:
     if arr.dtype.kind not in "ui":
         raise InitError(f"as_key: a key must hold integers (uint32), got dtype {arr.dtype}")
     vals = [int(v) for v in arr]
-    if any(not 0 <= v <= _M32 for v in vals):
+    if any(not 0 <= v <= M32 for v in vals):
         raise InitError(f"as_key: key words must lie in [0, 2**32), got {vals}")
     return _make_key(vals[0], vals[1])
 
@@ -180,42 +172,10 @@ def key_to_numpy(k: Any) -> np.ndarray:
 def _words(k) -> tuple[int, int]:
     k = k if (isinstance(k, torch.Tensor) and k.dtype == torch.uint32 and k.shape == (2,)) else as_key(k)
     a, b = k.view(torch.int32).tolist()
-    return a & _M32, b & _M32
+    return a & M32, b & M32
 
 
-# --------------------------------------------------------------------------- threefry core
-def _threefry(k0, k1, x0: Tensor | int, x1: Tensor) -> tuple[Tensor, Tensor]:
-    """threefry2x32 on int32 tensors holding uint32 bits (adds wrap), the one implementation.
-
-    The key words ``k0``, ``k1`` are ints (already as int32, see :func:`_i32`) or 0-d int32
-    tensors (what the ``torch.compile``d hash receives, so a new key does not recompile).
-    ``x0`` may be an int: the high counter word shared by a whole chunk (eager draws).
-    The rounds work in place on fresh copies of ``x0``/``x1`` with one scratch buffer.
-    """
-    k2 = k0 ^ k1 ^ _i32(0x1BD11BDA)
-    ks = (k0, k1, k2)
-    x1 = x1 + k1  # fresh tensors: the rounds below work in place on them
-    if isinstance(x0, int):  # a constant high word: the first round's x0 + x1 in one op
-        y0 = x1 + _i32(x0 + k0)
-        first = False
-    else:
-        y0 = x0 + k0
-        first = True
-    tmp = torch.empty_like(x1)
-    for i in range(5):
-        for r in _ROT[i % 2]:
-            if first:
-                y0.add_(x1)
-            first = True
-            # x1 = rotl(x1, r) ^ x0; >> on int32 is arithmetic, so mask the low r bits
-            torch.bitwise_right_shift(x1, 32 - r, out=tmp).bitwise_and_((1 << r) - 1)
-            x1.bitwise_left_shift_(r).bitwise_or_(tmp).bitwise_xor_(y0)
-        y0.add_(ks[(i + 1) % 3])
-        inj = ks[(i + 2) % 3] + (i + 1)  # key word and round count in one add (wrapping)
-        x1.add_(_i32(inj) if isinstance(inj, int) else inj)
-    return y0, x1
-
-
+# --------------------------------------------------------------------------- threefry, eager or compiled
 _COMPILED: dict = {}
 _USE_COMPILE = os.environ.get("TORCHINIT_COMPILE", "0") == "1"
 _COMPILE_MIN = 4096  # smaller draws stay eager (a compiled call's overhead is larger than its gain)
@@ -258,22 +218,22 @@ def _run_compiled(name: str, fn, *args):
 
 def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     if _USE_COMPILE and x1.numel() >= _COMPILE_MIN:
-        kt = torch.tensor([_i32(k0), _i32(k1)], dtype=torch.int32, device=x0.device)
-        return _run_compiled("threefry", _threefry, kt[0], kt[1], x0, x1)
-    return _threefry(_i32(k0), _i32(k1), x0, x1)
+        kt = torch.tensor([i32(k0), i32(k1)], dtype=torch.int32, device=x0.device)
+        return _run_compiled("threefry", threefry2x32, kt[0], kt[1], x0, x1)
+    return threefry2x32(i32(k0), i32(k1), x0, x1)
 
 
 def _counter_bits(k0: int, k1: int, start: int, n: int, device) -> tuple[Tensor, Tensor]:
     """(y0, y1) for flat counters start .. start + n - 1."""
-    lo0 = _i32(start & _M32)
+    lo0 = i32(start & M32)
     compiled = _USE_COMPILE and n >= _COMPILE_MIN
     if not compiled and start >> 32 == (start + n - 1) >> 32 and lo0 + n - 1 < (1 << 31):
         # one high word and no int32 wrap inside the range (always so for aligned chunks)
         lo = torch.arange(lo0, lo0 + n, dtype=torch.int32, device=device)
-        return _threefry(_i32(k0), _i32(k1), start >> 32, lo)
+        return threefry2x32(i32(k0), i32(k1), start >> 32, lo)
     idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
     hi = (idx >> 32).to(torch.int32)
-    lo = (idx & _M32).to(torch.int32)  # wraps to the int32 with the same bits
+    lo = (idx & M32).to(torch.int32)  # wraps to the int32 with the same bits
     return _hash(k0, k1, hi, lo)
 
 
@@ -303,12 +263,12 @@ def fold_in(k, data: int) -> Tensor:
     if isinstance(data, bool) or not isinstance(data, numbers.Integral):
         raise InitError(f"fold_in: `data` must be an int in [0, 2**32), got {data!r}")
     data = int(data)
-    if not 0 <= data <= _M32:
+    if not 0 <= data <= M32:
         raise InitError(f"fold_in: `data`={data} is outside [0, 2**32); reduce it with data % 2**32")
     k0, k1 = _words(k)
-    y0, y1 = _threefry(_i32(k0), _i32(k1), torch.zeros(1, dtype=torch.int32),
-                       torch.tensor([_i32(data)], dtype=torch.int32))
-    return _make_key(int(y0) & _M32, int(y1) & _M32)
+    y0, y1 = threefry2x32(i32(k0), i32(k1), torch.zeros(1, dtype=torch.int32),
+                       torch.tensor([i32(data)], dtype=torch.int32))
+    return _make_key(int(y0) & M32, int(y1) & M32)
 
 
 # --------------------------------------------------------------------------- float formats
@@ -330,7 +290,7 @@ def _bits_chunk(k0, k1, start, n, width, device) -> Tensor:
     """Raw random words for flat indices [start, start + n): int tensors holding the bits."""
     y0, y1 = _counter_bits(k0, k1, start, n, device)
     if width == 64:
-        return (y0.to(torch.int64) << 32) | (y1.to(torch.int64) & _M32)
+        return (y0.to(torch.int64) << 32) | (y1.to(torch.int64) & M32)
     w = y0.bitwise_xor_(y1)  # y0 is this call's own tensor
     if width == 32:
         return w
@@ -401,7 +361,7 @@ def _uniform_from_unit(f, lo, hi):
         return torch.maximum(lo, _fma16(f, d, lo))
     if f.dtype in (torch.bfloat16, torch.float16):
         return torch.maximum(lo, f * d + lo)
-    return torch.maximum(lo, _fma(f, d, lo))
+    return torch.maximum(lo, fma(f, d, lo))
 
 
 def _fill(out: Tensor, fn) -> Tensor:
@@ -490,7 +450,7 @@ def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, dev
     return _fill(out, chunk)
 
 
-def _normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> Tensor:
+def normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> Tensor:
     """``normal(k) * scale + shift`` as XLA compiles it inside a jitted sampler with constant
     ``scale``/``shift``: ``sqrt(2) * scale`` is folded into one constant (rounded to dtype)
     and the multiply-add is fused: ``fma(erf_inv(u), sqrt(2) * scale, shift)``."""
@@ -504,7 +464,7 @@ def _normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> 
 
     def chunk(s, m):
         u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), lo, hi)
-        return _fma(_erfinv(u), c, b)
+        return fma(_erfinv(u), c, b)
 
     return _fill(out, chunk)
 
@@ -607,10 +567,10 @@ def permutation(k, x: int | Tensor, axis: int = 0, independent: bool = False) ->
 
 def _shuffle(k, x: Tensor, axis: int) -> Tensor:
     n = x.numel()
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(_M32)))
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(M32)))
     for _ in range(rounds):
         k, sub = split(k)
-        sort_keys = bits(sub, tuple(x.shape), device=x.device).view(torch.int32).to(torch.int64) & _M32
+        sort_keys = bits(sub, tuple(x.shape), device=x.device).view(torch.int32).to(torch.int64) & M32
         order = torch.sort(sort_keys, dim=axis, stable=True).indices
         x = torch.take_along_dim(x, order, dim=axis)
     return x

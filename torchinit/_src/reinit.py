@@ -15,7 +15,7 @@ from _jaxinit.fans import TORCH_LAYOUT
 from _jaxinit.rules import (Rule, check_strict, derive_seed, first_match, flax_path, parse_rules, path_crc,
                             rule_failed)
 from torchinit._src import random as _rnd
-from torchinit._src.initializers import Initializer, _keyed_inplace
+from torchinit._src.initializer_object import Initializer, keyed_inplace
 
 WHO = "reinit"
 _LAYOUT_KEYS = ("in_axis", "out_axis", "batch_axis")
@@ -239,7 +239,7 @@ def _as_keyed_initializer(init, label: str):
             work = p.detach().clone()
             if torch_init._keyed is None:  # deterministic: the key is not used
                 return torch_init._impl(work, None)
-            return _keyed_inplace(work, kc[0], None, init.name, torch_init, conv_transpose=kc[1])
+            return keyed_inplace(work, kc[0], None, init.name, torch_init, conv_transpose=kc[1])
         return apply
     _as_initializer(init, label)  # same checks and error messages
     try:

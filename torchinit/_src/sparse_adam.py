@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import torch
 
 from _jaxinit import optim_checks as checks
-from torchinit._src.optim import build_optimizer, split_schedules
+from torchinit._src.optim_common import build_optimizer, split_schedules
 
 
 def sparse_adam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8,

@@ -1,0 +1,19 @@
+r"""RAdam: ``torch.optim.RAdam`` (the torch mirror of :mod:`jaxinit._src.radam`)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+from _jaxinit import optim as _core
+from torchinit._src.optim_common import build_optimizer, split_schedules
+
+
+def radam(params: Iterable, lr: Any = 1e-3, betas: tuple = (0.9, 0.999), eps: Any = 1e-8, weight_decay: Any = 0,
+          decoupled_weight_decay: bool = False, maximize: bool = False) -> torch.optim.Optimizer:
+    """``torch.optim.RAdam`` (foreach); ``lr`` may be a schedule. Mirror of :func:`jaxinit.optim.radam`."""
+    _core.check("radam", lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+    params, lr, scheds = split_schedules(params, lr)
+    return build_optimizer(torch.optim.RAdam, params, lr, scheds, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                  decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=True)
