@@ -38,7 +38,7 @@ from _jaxinit.arrays import to_numpy
 from _jaxinit.errors import InitError
 from jaxinit._src import checkpoint_io as _cio
 from jaxinit._src import optim_convert as _oc
-from jaxinit._src import lbfgs_convert as _lbfgs
+from jaxinit._src import lbfgs_convert as _lbfgs_convert
 
 
 def _torch_if_needed(path, who):
@@ -78,7 +78,7 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
     who = "jaxinit.optim.load_optimizer_state"
     body = _of.open_optimizer_state(src, who, _torch_if_needed(src, who), optimizer_key)
     sd = body["state"]
-    if _lbfgs.is_lbfgs(tx):  # its state is a history, not per-parameter buffers: read whole (small)
+    if _lbfgs_convert.is_lbfgs(tx):  # its state is a history, not per-parameter buffers: read whole (small)
         return _oc.import_state(_of.numpy_state(sd), params, tx, step=step)
     tstate = _core.neutral_state(sd, lambda x: x)  # tensors stay lazy; steps are read (0-d)
     groups = sd.get("param_groups", [])
@@ -199,7 +199,7 @@ def save_optimizer_state(dst: str | os.PathLike, opt_state: Any, params: Mapping
         import torch
     except ImportError as err:
         raise InitError(f"{who}: format='dcp' writes with torch's DCP writer: pip install torch.") from err
-    _of.write_optimizer_dcp(dst, sd, torch, who, extra, _host_copy)
+    _of.write_optimizer_dcp(dst, sd, torch, who, extra, host_copy)
 
 
 def _shard_blocks(x):
@@ -217,7 +217,7 @@ def _shard_blocks(x):
     return ((tuple(s.index), np.asarray(s.data)) for s in out)
 
 
-def _host_copy(x):
+def host_copy(x):
     """A whole buffer on the host, gathered shard by shard (not cached on the array)."""
     parts = _shard_blocks(x) if isinstance(x, jax.Array) and x.ndim else None
     if parts is None:
