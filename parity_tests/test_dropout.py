@@ -643,3 +643,34 @@ def test_attention_dropout_dtypes(dt):
     got = trn.attention_dropout(torch.from_numpy(np.array(w, np.float32)).to(TORCH[dt]), 0.3, key=tr.key(11),
                                 mask_dtype=torch.float64)
     assert (_bits(got) == _bits(ref)).all()
+
+
+def test_bind_rngs_pairs_by_name_before_order():
+    """Two dropouts of one rate and shape that the torch twin runs in the other order: the Flax
+    calls of the same name ("a.drop" == "a/drop") pair with them, whatever the order; a call order
+    alone would swap their masks silently."""
+    shape = (3, 6)
+    calls = [trn.RngCall("a/drop", "dropout", 1, "dropout", 0.5, shape, "float32"),
+             trn.RngCall("b/drop", "dropout", 1, "dropout", 0.5, shape, "float32")]
+
+    class Sub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+    class Reversed(torch.nn.Module):  # Flax runs a then b; this twin runs b then a
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Sub(), Sub()
+
+        def forward(self, x, y):
+            return self.b.drop(y), self.a.drop(x)
+
+    root = tr.key(4)
+    model = Reversed()
+    trn.bind_rngs(model, root, calls)
+    x, y = torch.randn(shape), torch.randn(shape)
+    out_b, out_a = model(x, y)
+    assert torch.equal(out_a, trn.dropout(x, 0.5, key=trn.linen_key(root, "a/drop", 1)))
+    assert torch.equal(out_b, trn.dropout(y, 0.5, key=trn.linen_key(root, "b/drop", 1)))
+    assert not torch.equal(out_b, trn.dropout(y, 0.5, key=trn.linen_key(root, "a/drop", 1)))

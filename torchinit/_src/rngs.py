@@ -242,7 +242,10 @@ class RngBinding:
                     f"make_rng calls: {[c.path for c in self.calls]}); the extra one is in {site or '<root>'!r} "
                     f"(p={p}). Is the Flax twin traced with dropout on (deterministic=False / train=True)? "
                     "Or pair explicitly with mapping={torch_module_path: flax_scope_path}.")
-            idx = unmapped[0]
+            # a Flax call in the scope of the same name (torch "a.b" == Flax "a/b") pairs by name; the
+            # others in call order (names that differ: pass mapping=)
+            named = [i for i in unmapped if self.calls[i].path.replace("/", ".") == site]
+            idx = named[0] if named else unmapped[0]
         self._used.add(idx)
         call = self.calls[idx]
         if abs(call.rate - p) > 1e-12:  # type: ignore[operator]
@@ -319,7 +322,8 @@ def bind_rngs(torch_model: torch.nn.Module, key: Any, flax_calls: Any, *,
     ``flax_kwargs``, e.g. ``{"deterministic": False}``), traced here (needs jax).
     ``key``: the key the Flax apply gets as ``rngs={'dropout': key}`` (``None``: set it later
     with :meth:`RngBinding.set_key`). ``mapping``: {torch module path: Flax scope path} for the
-    dropouts whose order differs between the twins; the others pair in call order.
+    dropouts whose order differs between the twins; the others pair by name where the torch module
+    path equals the Flax scope path ("a.b" and "a/b"), else in call order.
 
     >>> binding = bind_rngs(torch_model, key, jaxinit.rngs.rng_calls(flax_model, x, train=True))  # doctest: +SKIP
     >>> for step in range(n):                                                                    # doctest: +SKIP
