@@ -171,16 +171,10 @@ class DCPTree:
     ``torch.load(weights_only=True)``."""
 
     def __init__(self, path, torch, who: str):
-        from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
         self.path, self.torch, self.who = os.fspath(path), torch, who
-        try:
-            md = FileSystemReader(self.path).read_metadata()
-        except Exception as err:
-            raise _sh.CheckpointFileError(f"{who}: {self.path!r}: torch.distributed.checkpoint cannot read its "
-                                          f".metadata ({type(err).__name__}: {err}); the checkpoint is incomplete "
-                                          "or damaged.") from err
+        md = _sh.read_dcp_metadata(self.path, who)
         planner = md.planner_data if isinstance(md.planner_data, Mapping) else {}
         self.paths: dict[str, tuple] = {}
         self.tensors: dict[str, Any] = {}

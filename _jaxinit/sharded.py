@@ -457,3 +457,16 @@ def check_common(to, format, sharding, dst, who: str) -> None:
     if os.path.exists(os.fspath(dst)):
         raise FileExistsError(f"{who}: {os.fspath(dst)!r} exists; remove it or choose another destination "
                               "(a conversion never overwrites).")
+
+
+def read_dcp_metadata(path: str, who: str) -> Any:
+    """The ``.metadata`` of a torch.distributed.checkpoint directory (torch's ``FileSystemReader``;
+    torch is imported here, on use), or a :class:`CheckpointFileError` naming an incomplete or damaged one."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        return FileSystemReader(path).read_metadata()
+    except Exception as err:
+        raise CheckpointFileError(f"{who}: {path!r}: torch.distributed.checkpoint cannot read its .metadata "
+                                  f"({type(err).__name__}: {err}); the checkpoint is incomplete or damaged.") from err
+

@@ -39,16 +39,10 @@ class DCPReader:
     read is kept, so the slices of one tensor cost one load)."""
 
     def __init__(self, path, who: str):
-        from torch.distributed.checkpoint import FileSystemReader
         from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
         self.path, self.who = os.fspath(path), who
-        try:
-            md = FileSystemReader(self.path).read_metadata()
-        except Exception as err:
-            raise _sh.CheckpointFileError(f"{who}: {self.path!r}: torch.distributed.checkpoint cannot read its "
-                                          f".metadata ({type(err).__name__}: {err}); the checkpoint is incomplete "
-                                          "or damaged.") from err
+        md = _sh.read_dcp_metadata(self.path, who)
         self.infos: dict = {}
         others = []
         for k, m in md.state_dict_metadata.items():
