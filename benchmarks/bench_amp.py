@@ -30,9 +30,10 @@ import platform
 import sys
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:  # `python benchmarks/bench_amp.py`: the repository root, for `benchmarks.*` and the source tree
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_init import _median, time_pair  # noqa: E402  (same timing method as the other benchmarks)
+from benchmarks.bench_init import _median, time_pair  # noqa: E402  (same timing method as the other benchmarks)
 
 
 def models(dtype):

@@ -42,9 +42,10 @@ import sys
 import tempfile
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if not __package__:  # `python benchmarks/bench_batchnorm.py`: the repository root, for `benchmarks.*` and the source tree
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_init import _median, time_pair  # noqa: E402  (same timing method as the initializer benchmark)
+from benchmarks.bench_init import _median, time_pair  # noqa: E402  (same timing method as the initializer benchmark)
 
 SHAPES = [(128, 28, 28, 64), (256, 56, 56, 128)]
 

@@ -21,9 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 
-from timing import time_calls
+if not __package__:  # `python benchmarks/bench_convert.py`: the repository root, for `benchmarks.*` and the source tree
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import time_calls  # noqa: E402
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 

@@ -22,9 +22,10 @@ import os
 import sys
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # `python benchmarks/bench_optim_more.py`: the repository root, for `benchmarks.*` and the source tree
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench_optim import _time_pair as _pair  # noqa: E402 (the same alternating timer as bench_optim)
+from benchmarks.bench_optim import _time_pair as _pair  # noqa: E402 (the same alternating timer as bench_optim)
 
 
 def _report(name, upstream_name, t_o, t_u, target):

@@ -29,7 +29,8 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if not __package__:  # `python benchmarks/bench_optimizer_state.py`: the repository root, for `benchmarks.*`
+    sys.path.insert(0, ROOT)
 
 from benchmarks.bench_checkpoint import _reset_peak, _status  # noqa: E402
 

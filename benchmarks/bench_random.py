@@ -19,11 +19,15 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from timing import time_calls  # noqa: E402 (the warmup-then-repeats timer every benchmark shares)
+if not __package__:  # `python benchmarks/bench_random.py`: the repository root, for `benchmarks.*` and the source tree
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import time_calls  # noqa: E402 (the warmup-then-repeats timer every benchmark shares)
 
 
 def _time(fn, warmup, repeats):

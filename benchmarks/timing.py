@@ -1,8 +1,7 @@
 """The timer every benchmark and the device report share: ``warmup`` untimed calls, then
 ``repeats`` timed ones (``time.perf_counter``), the seconds of each timed call.
 
-Importable as ``timing`` from a benchmark script (its folder is on ``sys.path`` when run) and as
-``benchmarks.timing`` from the repository root (``python -m parity_tests.device_report``).
+Imported as ``benchmarks.timing`` (by the benchmark scripts and ``python -m parity_tests.device_report``).
 """
 from __future__ import annotations
 

@@ -50,11 +50,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _sub in ("benchmarks", "examples"):  # the benchmark scripts are reused as modules
-    if os.path.join(ROOT, _sub) not in sys.path:
-        sys.path.insert(0, os.path.join(ROOT, _sub))
-
 import jaxinit  # noqa: E402
 import torchinit  # noqa: E402
 import torchinit.random as tr  # noqa: E402
@@ -510,7 +505,7 @@ def section_twins(cfg) -> dict:
 
 # --------------------------------------------------------------------------- 7. speed
 def _speed_lenet(cfg, rows):
-    import bench_lenet
+    from benchmarks import bench_lenet
 
     # quick: one step of 64 per epoch, the program shape (batch 64, one step per call, lr 1.0) of
     # test_examples.py's both-mode run, so within a suite run the persistent compilation cache can
@@ -543,7 +538,7 @@ def _fmt(v, unit):
 
 
 def _speed_batchnorm(cfg, rows):
-    import bench_batchnorm
+    from benchmarks import bench_batchnorm
 
     args = SimpleNamespace(warmup=1 if cfg.quick else 3, repeats=1 if cfg.quick else 10, filter="", target=1.1)
     shapes = [(8, 8, 8, 16)] if cfg.quick else bench_batchnorm.SHAPES
@@ -589,7 +584,7 @@ def _speed_optim(cfg, rows):
 
     import jaxinit.optim as jo
     import torchinit.optim as to
-    from bench_init import time_pair
+    from benchmarks.bench_init import time_pair
 
     n = 80_000 if cfg.quick else 100_000_000
     warm, rep = (1, 1) if cfg.quick else (3, 10)
