@@ -17,17 +17,25 @@ paste into the README) and ``DIR/report.json`` (every figure). Sections:
    (torch's device), 20 training steps + eval, float32 and float64: max relative differences.
 5. ``twins``: LeNet-BN and a ResNet basic block (``parity_tests/test_twins.py``), torch on
    its device vs Flax Linen on jax's: ``twin_check`` and 20 SGD steps.
-6. ``speed``: ratios measured in this run: LeNet+BN training throughput (examples/lenet_bn.py
+6. ``syncbn``: ``torchinit.BatchNorm(process_group=...)`` and ``jaxinit.BatchNorm(axis_name=...)``
+   vs ``torch.nn.SyncBatchNorm`` over NCCL (>= 2 GPUs), vs torch's SyncBN CUDA kernels with the
+   ranks emulated in one process (1 GPU), and vs ``torch.nn.BatchNorm2d`` on the concatenated
+   batch (``parity_tests/_device_syncbn.py``).
+7. ``precision``: the mixed-precision twins at each torch precision setting (TF32 flags,
+   ``set_float32_matmul_precision``) and the JAX precision of ``jaxinit.amp.precision_contract``,
+   and under bf16/fp16 autocast (``parity_tests/_device_precision.py``).
+8. ``speed``: ratios measured in this run: LeNet+BN training throughput (examples/lenet_bn.py
    via benchmarks/bench_lenet.py) at several batch sizes; the BatchNorm training step
    (benchmarks/bench_batchnorm.py); keyed uniform/normal vs torch.rand/randn and jax.random;
    one optimizer step on 100M parameters vs optax and torch.optim (foreach and fused).
-7. ``optim``: jaxinit.optim vs torch.optim, 200 steps: every configuration of
+9. ``optim``: jaxinit.optim vs torch.optim, 200 steps: every configuration of
    ``parity_tests/test_optim.py`` in float64, the plain one of each factory in float32.
 
 Measured differences are data: the exit status is non-zero only when a section crashed
 (its traceback is in the report). What the machine cannot run (no CUDA, a torch feature
 too old) is reported as skipped with the reason. ``--quick`` shrinks every size so the
-whole report runs in seconds on a CPU (the test suite runs it so it cannot rot).
+whole report runs in seconds on a CPU (the test suite runs it so it cannot rot); it starts no
+rank processes unless ``--launch-ranks`` (the full report does, ``--no-launch-ranks`` not).
 """
 from __future__ import annotations
 
@@ -53,6 +61,7 @@ import torch  # noqa: E402
 import jaxinit  # noqa: E402
 import torchinit  # noqa: E402
 import torchinit.random as tr  # noqa: E402
+from parity_tests import _device_precision, _device_syncbn  # noqa: E402  (sections 6 and 7)
 
 CUDA = torch.cuda.is_available()
 TORCH_DEVICES = ["cpu"] + (["cuda"] if CUDA else [])
@@ -662,6 +671,8 @@ SECTIONS = {
     "initializers": section_initializers,
     "batchnorm": section_batchnorm,
     "twins": section_twins,
+    "syncbn": _device_syncbn.section,
+    "precision": _device_precision.section,
     "speed": section_speed,
     "optim": section_optim,  # last: the most compilations (a cut-short run still has the rest)
 }
@@ -672,6 +683,8 @@ TITLES = {
     "batchnorm": "BatchNorm (torch convention) vs torch.nn.BatchNorm2d",
     "optim": "Optimizers: jaxinit.optim vs torch.optim",
     "twins": "Twin models: torch vs Flax Linen",
+    "syncbn": "SyncBatchNorm: torchinit and jaxinit vs torch's SyncBatchNorm",
+    "precision": "Precision settings: the same twin at each torch setting and its JAX contract",
     "speed": "Speed (ratios measured in this run)",
 }
 
@@ -728,8 +741,11 @@ def _jsonable(obj):
     return obj
 
 
-def run(out_dir: str, quick: bool = False, only=None, only_speed=None) -> dict:
-    cfg = SimpleNamespace(quick=quick, settings=parity_settings(), only_speed=only_speed or ())
+def run(out_dir: str, quick: bool = False, only=None, only_speed=None, launch_ranks: bool | None = None) -> dict:
+    """Every section (or those of ``only``) into ``out_dir``; ``launch_ranks``: whether the ``syncbn``
+    section starts rank processes (None: unless ``quick``)."""
+    cfg = SimpleNamespace(quick=quick, settings=parity_settings(), only_speed=only_speed or (),
+                          launch_ranks=(not quick) if launch_ranks is None else launch_ranks)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     t_all = time.perf_counter()
     sections = {}
@@ -768,8 +784,10 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     p.add_argument("--only-speed", nargs="+", choices=("lenet", "batchnorm", "random", "optim"),
                    help="run only these parts of the speed section")
+    p.add_argument("--launch-ranks", action=argparse.BooleanOptionalAction, default=None,
+                   help="syncbn: start the torch rank processes (gloo; NCCL with >= 2 GPUs); default: unless --quick")
     a = p.parse_args(argv)
-    report = run(a.out, a.quick, a.only, a.only_speed)
+    report = run(a.out, a.quick, a.only, a.only_speed, a.launch_ranks)
     failed = [n for n, s in report["sections"].items() if s["status"] == "error"]
     print(f"[device_report] wrote {os.path.join(a.out, 'report.md')} and report.json in {report['seconds']:.0f} s"
           + (f"; FAILED sections: {failed}" if failed else ""))
