@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -206,6 +207,10 @@ def launch(world: int, backend: str, device: str, impls: tuple[str, ...], data: 
         if failed:
             raise RuntimeError(f"launch: {backend} rank(s) {[r for r, _ in failed]} exited with "
                                f"{[c for _, c in failed]}" + _tails(logs))
+        per_rank = []
+        for r in range(world):
+            with open(os.path.join(out, f"rank{r}.json")) as f:
+                per_rank.append((dict(np.load(os.path.join(out, f"rank{r}.npz"))), json.load(f)))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -213,8 +218,7 @@ def launch(world: int, backend: str, device: str, impls: tuple[str, ...], data: 
                 p.wait()
         for log in logs:
             log.close()
-    per_rank = [(dict(np.load(os.path.join(out, f"rank{r}.npz"))),
-                 json.load(open(os.path.join(out, f"rank{r}.json")))) for r in range(world)]
+        shutil.rmtree(out, ignore_errors=True)
     results: dict = {impl: {} for impl in impls}
     for impl in impls:
         for case in data:
@@ -495,7 +499,8 @@ def section(cfg) -> dict:
     launch_ranks = (not cfg.quick) if launch_ranks is None else launch_ranks
     backend = jax.default_backend()
     labels = {
-        "torch nccl": f"torch.nn.SyncBatchNorm, NCCL, {world} ranks on {world} GPUs",
+        "torch nccl": f"torch.nn.SyncBatchNorm, NCCL, {world} ranks on {world} GPUs" if n_gpu >= 2 else
+                      "torch.nn.SyncBatchNorm, NCCL, one rank per GPU",
         "torchinit nccl": "torchinit.BatchNorm(process_group='world'), NCCL, the same ranks",
         "emulated": f"torch's SyncBN CUDA kernels, {world} ranks emulated in one process",
         "torchinit gloo": f"torchinit.BatchNorm(process_group='world'), gloo, {world} CPU ranks",
@@ -546,7 +551,7 @@ def section(cfg) -> dict:
     rows = []
     for ours, ref in COMPARISONS:
         base = {"ours": labels[ours], "reference": labels[ref]}
-        skipped = next((results[k] for k in (ours, ref) if isinstance(results[k], str)), None)
+        skipped = "; ".join(dict.fromkeys(results[k] for k in (ours, ref) if isinstance(results[k], str)))
         if skipped:
             rows.append({**base, "case": "all", "dtype": "", "y": {"skipped": skipped}})
             continue

@@ -170,7 +170,7 @@ def _pct(share: float) -> str:
         return "<0.01%"
     if 0.9999 < share < 1:
         return ">99.99%"
-    return f"{100 * share:.2g}%"
+    return f"{100 * share:.2f}".rstrip("0").rstrip(".") + "%" if share >= 0.1 else f"{100 * share:.2g}%"
 
 
 def _cell(c: dict | None) -> str:
