@@ -186,6 +186,8 @@ def launch(world: int, backend: str, device: str, impls: tuple[str, ...], data: 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    if device == "cpu":  # CPU ranks on a GPU machine: no CUDA context per rank
+        env["CUDA_VISIBLE_DEVICES"] = ""
     procs, logs = [], []
     for r in range(world):
         spec = dict(rank=r, world=world, port=port, backend=backend, device=device, impls=list(impls),
