@@ -20,7 +20,7 @@ from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
 from _jaxinit.convert import torch_to_flax
 from _jaxinit.errors import InitError
-from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch import _common as shared
 from _jaxinit.jax_and_torch.twin import (
     MODES,
     Run,
@@ -179,14 +179,14 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
                         f"-> array, got {layout!r}.")
     user_call = flax_call is not None
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
-    amp = C.resolve_autocast(autocast, torch_module, "compare_layers")
+    amp = shared.resolve_autocast(autocast, torch_module, "compare_layers")
     train = mode == "train"
-    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
-    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
-    run = Run(train_kwarg=train_kwarg, rngs=C.check_rngs(rngs, "compare_layers"))
+    xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(flax_inputs)]
+    run = Run(train_kwarg=train_kwarg, rngs=shared.check_rngs(rngs, "compare_layers"))
     if run.rngs is not None and train:
         run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "compare_layers"))
-    with C.exact_precision():
+    with shared.exact_precision():
         tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients, amp, run)
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
@@ -204,7 +204,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             pairs[tpath] = alt
     dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
-    rtol = C.budget_rtol(dtype)
+    rtol = shared.budget_rtol(dtype)
     rows, seen = [], set()
     for tpath, touts, tgrads in tcalls:
         fpath = pairs.get(tpath)
@@ -273,7 +273,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = C.copy_module(torch_module)
+    tm = shared.copy_module(torch_module)
     tm.train(train)
     calls: list[tuple[str, dict, int | None]] = []
     perts: list[Any] = []
@@ -281,7 +281,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
 
     def hook_for(name):
         def hook(module, args, out):
-            leaves = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(out) if _arr.is_torch_tensor(v)}
+            leaves = {k: _arr.to_numpy(v).copy() for k, v in shared.tree_leaves(out) if _arr.is_torch_tensor(v)}
             if gradients and isinstance(out, torch.Tensor) and out.is_floating_point() and torch.is_grad_enabled():
                 calls.append((name, leaves, len(perts)))
                 perts.append(torch.zeros_like(out, requires_grad=True))
@@ -299,13 +299,13 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
     finally:
         for h in handles:
             h.remove()
-    out = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(y)}
+    out = {k: _arr.to_numpy(v).copy() for k, v in shared.tree_leaves(y)}
     grads: Sequence[Any] = []
     if gradients and perts:
         rng = np.random.default_rng(seed)
         loss = sum((v * _arr.numpy_to_tensor(rng.standard_normal(tuple(v.shape)).astype(_arr.tensor_spec(v).dtype),
                                              torch, device)).sum()
-                   for _, v in C.tree_leaves(y) if isinstance(v, torch.Tensor) and v.is_floating_point())
+                   for _, v in shared.tree_leaves(y) if isinstance(v, torch.Tensor) and v.is_floating_point())
         grads = torch.autograd.grad(loss, perts, allow_unused=True)
     rows = []
     for name, leaves, i in calls:
@@ -371,7 +371,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         def record(path, out):
             if perts is None:  # the plain pass: a call inside a transform (the cell of nn.RNN runs in a
                 # scan) gives tracers, not values: it is recorded without an output
-                traced = any(isinstance(v, jax.core.Tracer) for _, v in C.tree_leaves(out))
+                traced = any(isinstance(v, jax.core.Tracer) for _, v in shared.tree_leaves(out))
                 calls.append((path, None if traced else out))
                 return out
             if isinstance(out, jax.Array) and len(calls) < len(perts) and perts[len(calls)] is not None:
@@ -381,7 +381,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
 
         if is_nnx:
             with _nnx_intercept(model, record), amp.flax(model) if amp is not None else contextlib.nullcontext():
-                y = C.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
+                y = shared.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
             upd: dict = {}
         else:
             import flax.linen as nn
@@ -395,14 +395,14 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             # the capture first: Flax runs the interceptor entered first outermost, so it records the
             # layer's output as the autocast policy (entered second) computes it
             with nn.intercept_methods(icpt), amp.flax() if amp is not None else contextlib.nullcontext():
-                kw = C.train_kwargs(model, train_kwarg, train)
+                kw = shared.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
+                    y, upd = shared.call_flax(flax_call, model, full, xf, train, rngs)
                 elif train and "batch_stats" in full:
                     y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
                 else:
                     y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
-        leaves = dict(C.tree_leaves(y))
+        leaves = dict(shared.tree_leaves(y))
         loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
         return loss, (calls, upd)
@@ -418,7 +418,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         grads = jax.grad(lambda p: run(p)[0])(zeros)
     out = []
     for (path, o), g in zip(calls, grads):
-        outs = {} if o is None else {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
+        outs = {} if o is None else {k: np.asarray(v) for k, v in shared.tree_leaves(o) if hasattr(v, "shape")}
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
@@ -563,8 +563,8 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
             return row
         if not (_arr.is_float(t.dtype) or np.issubdtype(t.dtype, np.integer)):
             continue
-        diffs.append(C.diff(t, f))
-        scales.append(C.scale(t))
+        diffs.append(shared.diff(t, f))
+        scales.append(shared.scale(t))
         pairs[k] = (t, f)
         row["shape"] = row["shape"] or tuple(t.shape)
     if not diffs:
@@ -573,8 +573,8 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
     row.update(diff=d, scale=s, rel=d / s if s else (0.0 if d == 0 else float("inf")), budget=rtol * s,
                ok=bool(d <= rtol * s))
     if amp is not None:  # the layer's outputs as one category, judged as twin_check judges one
-        v = C.verdicts(pairs, rtol, amp)
-        share = C.amp_share(v)
+        v = shared.verdicts(pairs, rtol, amp)
+        share = shared.amp_share(v)
         row.update(budget=max(r["budget"] for r in v.values()), ulps=max(r["ulps"] for r in v.values()),
                    share=share, ok=bool(all(r["ok"] for r in v.values()) and share <= amp.share[what]))
     return row
@@ -595,10 +595,10 @@ def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=Non
         row = by_row.get("/".join(path[:-1]))
         if row is None:
             continue
-        d, s = C.diff(conv[key], v), C.scale(conv[key])
+        d, s = shared.diff(conv[key], v), shared.scale(conv[key])
         row["state_diff"] = max(row.get("state_diff", 0.0), d)
         if amp is not None:
-            r = C.verdicts({"s": (conv[key], v)}, rtol, amp)["s"]
+            r = shared.verdicts({"s": (conv[key], v)}, rtol, amp)["s"]
             bad = not r["ok"] or r["share"] > amp.share["batch_stats"]
         else:
             bad = d > rtol * max(s, 1e-300)

@@ -14,7 +14,7 @@ from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
 from _jaxinit.convert import ConversionError, torch_to_flax
 from _jaxinit.errors import InitError
-from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch import _common as shared
 
 MODES = ("eval", "train")
 
@@ -153,24 +153,24 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
     """
     run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
-              batchnorm, transpose_kernel, ignore, tied, C.resolve_autocast(autocast, torch_module, "twin_check"))
+              batchnorm, transpose_kernel, ignore, tied, shared.resolve_autocast(autocast, torch_module, "twin_check"))
     user_call = flax_call is not None
     flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
     run = run._replace(flax_call=flax_call)
-    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
-    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
-    run = run._replace(rngs=C.check_rngs(rngs, "twin_check"))
+    xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(flax_inputs)]
+    run = run._replace(rngs=shared.check_rngs(rngs, "twin_check"))
     if run.rngs is not None and "train" in modes:
         run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "twin_check"))
     keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
-    with C.exact_precision():
+    with shared.exact_precision():
         for mode in modes:
             train = mode == "train"
             tm, t = _torch_pass(torch_module, xs, train, run)
             with explain_missing_rngs("twin_check", run):
                 f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
-            C.pair_leaves(t.outputs, f.outputs, "twin_check")
+            shared.pair_leaves(t.outputs, f.outputs, "twin_check")
             grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
             report[mode] = _mode_report(t, f, grads, train, keep, run)
             report[mode]["buffer_in_torch"] = frozen
@@ -197,14 +197,14 @@ def train_rng_calls(flax_module, variables, fxs, run: Run, user_call: bool, who:
                         "the torch model. Call the Linen module directly (train_kwarg=...), or bind the torch model "
                         "yourself (torchinit.rngs.bind_rngs(torch_model, key, jaxinit.rngs.rng_calls(...))) and give "
                         "the hook the key.")
-    if C.is_hf_flax(flax_module):
+    if shared.is_hf_flax(flax_module):
         import inspect
 
         names = inspect.signature(type(flax_module).__call__).parameters
         kw: dict = {"train": True} if "train" in names or "deterministic" not in names else {"deterministic": False}
         calls = rng_calls(flax_module, *fxs, variables={"params": variables["params"]}, rngs=run.rngs, **kw)
     else:
-        kw = C.train_kwargs(flax_module, run.train_kwarg, True)
+        kw = shared.train_kwargs(flax_module, run.train_kwarg, True)
         if "batch_stats" in variables:
             kw["mutable"] = ["batch_stats"]
         calls = rng_calls(flax_module, *fxs, variables=variables, rngs=run.rngs, **kw)
@@ -311,8 +311,8 @@ def _normalize_call(flax_module, variables, flax_call, modes):
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise InitError(f"twin_check: `modes` must be a non-empty subset of {MODES}, got {modes!r}.")
-    if flax_call is None and C.is_hf_flax(flax_module):
-        flax_call = C.hf_call
+    if flax_call is None and shared.is_hf_flax(flax_module):
+        flax_call = shared.hf_call
         if variables is None:
             try:
                 variables = dict(flax_module.params)
@@ -368,7 +368,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = C.copy_module(torch_module)
+    tm = shared.copy_module(torch_module)
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
@@ -376,7 +376,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
     with _weight_norm_grads(tm, torch) as normalized, amp, bound_torch(tm, train, run):
         y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
         y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
-    leaves = dict(C.tree_leaves(y))
+    leaves = dict(shared.tree_leaves(y))
     _check_leaves(leaves, torch)
     rng = np.random.default_rng(run.seed)
     loss = None
@@ -460,8 +460,8 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
     def loss_of(y):
         y = transform(y) if transform is not None else y
-        leaves = dict(C.tree_leaves(y))
-        C.pair_leaves(torch_outputs, leaves, "twin_check")
+        leaves = dict(shared.tree_leaves(y))
+        shared.pair_leaves(torch_outputs, leaves, "twin_check")
         return sum((jnp.sum(leaves[k] * c) for k, c in cot.items()), jnp.zeros(())), leaves
 
     if isinstance(model, nnx.Module):
@@ -470,7 +470,7 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
         def loss_nnx(mm):
             with run.amp.flax(mm) if run.amp is not None else contextlib.nullcontext():
-                y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
+                y = shared.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
             return loss_of(y)
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
@@ -488,12 +488,12 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
         full = {"params": params, **rest}
         rngs = run.rngs if train else None
         if flax_call is not None:
-            y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
+            y, upd = shared.call_flax(flax_call, model, full, xf, train, rngs)
         elif train and "batch_stats" in variables:
-            kw = C.train_kwargs(model, run.train_kwarg, train)
+            kw = shared.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
         else:
-            kw = C.train_kwargs(model, run.train_kwarg, train)
+            kw = shared.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
         loss, leaves = loss_of(y)
         return loss, (leaves, upd)
@@ -544,10 +544,10 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     amp = run.amp
-    rtol = C.budget_rtol(dtype)
+    rtol = shared.budget_rtol(dtype)
     drop_f = set(keep.flax_ignored)
-    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
-    grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
+    outs = shared.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
+    grads = shared.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
                        rtol, amp)
     entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
              "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
@@ -562,7 +562,7 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
     if amp is not None:
         entry["autocast"] = amp.describe()
         entry["budget_rtol"] = amp.rtol
-        entry["share"] = {"outputs": C.amp_share(outs), "grads": C.amp_share(grads)}
+        entry["share"] = {"outputs": shared.amp_share(outs), "grads": shared.amp_share(grads)}
         ok = ok and all(v <= amp.share[k] for k, v in entry["share"].items())
     state = {k: v for k, v in f.state.items() if k in conv and _arr.fname(k) not in drop_f}
     if train and state and not f.state_seen:
@@ -571,12 +571,12 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                                      "so Flax's updated statistics are not seen (torch's are); compare them with "
                                      "compare_layers(mode='train') or a Linen apply with mutable=['batch_stats']")
     elif train and state:
-        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
+        stats = shared.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
         entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
         entry["batch_stats_detail"] = stats
         ok = ok and all(r["ok"] for r in stats.values())
         if amp is not None:
-            entry["share"]["batch_stats"] = C.amp_share(stats)
+            entry["share"]["batch_stats"] = shared.amp_share(stats)
             ok = ok and entry["share"]["batch_stats"] <= amp.share["batch_stats"]
     entry["ok"] = ok
     return entry
