@@ -15,7 +15,7 @@ from _jaxinit.jax_and_torch.audit_layers import LAYER_CHECKS, Finding, fast_vari
 from _jaxinit.jax_and_torch.audit_model import activation_notes, dropout_findings, order_findings, pooling_findings
 from _jaxinit.jax_and_torch.audit_trace import (FLAX_INPUT, TORCH_INPUT, flax_call_order, flax_modules,
                                                 template_call_order, torch_modules)
-from _jaxinit.jax_and_torch.layers import _pair
+from _jaxinit.jax_and_torch.layer_pairing import pair_layers
 from _jaxinit.jax_and_torch.twin import _normalize_call
 
 __all__ = ["AuditReport", "Finding", "audit", "flax_call_order", "template_call_order"]
@@ -100,7 +100,7 @@ def _audit(torch_module, flax_module, xs, fxs, variables, train_kwarg, flax_call
     fmods, forder, fin, fvars = flax_modules(flax_module, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx)
     state_keys = torch_module.state_dict().keys()
     groups, containers = _naming.groups_from_module(torch_module, state_keys, kinds)
-    pairs = _pair(torch_module, groups, containers, fvars, mapping, list(fmods))
+    pairs = pair_layers(torch_module, groups, containers, fvars, mapping, list(fmods))
     findings: list[Finding] = []
     fast_notes: list[str] = []
     for tpath, fpath in pairs.items():
