@@ -32,7 +32,7 @@ BEGIN, END = "BEGIN generated: optimizers", "END generated: optimizers"
 def _imports(package: str) -> list[str]:
     out = []
     for o in registry.OPTIMIZERS:
-        module = o.jax_module if package == "jaxinit" else o.torch_module
+        module = o.module_of(package)
         names = (o.factory, *o.jax_names) if package == "jaxinit" else (o.factory,)
         out += [f"from {module} import {n} as {n}" for n in names]
     return out

@@ -4,8 +4,8 @@ Framework-free. Each :class:`Optimizer` entry says, for one torch optimizer clas
 
 * ``torch_class`` (torch's class name, e.g. ``"AdamW"``) and ``factory`` (the name of the
   ``jaxinit.optim`` / ``torchinit.optim`` factory, e.g. ``"adamw"``);
-* ``jax_module`` / ``torch_module``: the private modules holding the factory of each package,
-  and ``jax_names``: the JAX-only public names of that module (its optax building blocks and
+* ``module``: the name of the private module holding the factory in each package
+  (``jaxinit/_src/<module>.py`` and ``torchinit/_src/<module>.py``), and ``jax_names``: the JAX-only public names of that module (its optax building blocks and
   state types, listed in ``jaxinit.optim.TRANSFORMS``; torch has no transformation objects);
 * ``states``: the optax state NamedTuples of the factory that optimizer-state conversion
   walks, ``step_owners`` those of them whose ``count`` is torch's ``state['step']``;
@@ -41,8 +41,7 @@ class Optimizer:
 
     torch_class: str
     factory: str
-    jax_module: str
-    torch_module: str
+    module: str
     doc: str
     jax_names: tuple[str, ...] = ()
     states: tuple[str, ...] = ()
@@ -55,68 +54,70 @@ class Optimizer:
     from_torch_refusal: str | None = None
     aliases: tuple[str, ...] = ()
 
+    def module_of(self, package: str) -> str:
+        """The dotted name of the module holding the factory in ``package`` (``"jaxinit"`` or ``"torchinit"``)."""
+        return f"{package}._src.{self.module}"
+
     def factory_of(self, package: str) -> Callable[..., Any]:
         """The factory of ``package`` (``"jaxinit"`` or ``"torchinit"``), imported on use."""
-        module = self.jax_module if package == "jaxinit" else self.torch_module
-        return getattr(importlib.import_module(module), self.factory)
+        return getattr(importlib.import_module(self.module_of(package)), self.factory)
 
 
-_J, _T = "jaxinit._src.", "torchinit._src."
 OPTIMIZERS: tuple[Optimizer, ...] = (
-    Optimizer("SGD", "sgd", _J + "sgd", _T + "sgd", "momentum, dampening, Nesterov, weight decay, maximize",
+    Optimizer("SGD", "sgd", "sgd", "momentum, dampening, Nesterov, weight decay, maximize",
               jax_names=("TraceTorchState", "trace_torch"), states=("TraceTorchState",), fields=("momentum_buffer",)),
-    Optimizer("Adagrad", "adagrad", _J + "adagrad", _T + "adagrad", "lr_decay, initial accumulator; optax's convention "
+    Optimizer("Adagrad", "adagrad", "adagrad", "lr_decay, initial accumulator; optax's convention "
               "with `eps_in_sqrt=True`", jax_names=("ScaleByTorchAdagradState", "scale_by_torch_adagrad"),
               states=("ScaleByTorchAdagradState",), step_owners=("ScaleByTorchAdagradState",), fields=("sum",),
               tensor_lr_float32="lr_decay", aliases=("OptaxAdagrad",)),
-    Optimizer("RMSprop", "rmsprop", _J + "rmsprop", _T + "rmsprop", "centered, momentum; optax's convention with "
+    Optimizer("RMSprop", "rmsprop", "rmsprop", "centered, momentum; optax's convention with "
               "`eps_in_sqrt=True`", jax_names=("ScaleByTorchRmsState", "scale_by_torch_rms"),
               states=("ScaleByTorchRmsState", "TraceTorchState"), step_owners=("ScaleByTorchRmsState",),
               fields=("square_avg", "grad_avg", "momentum_buffer"), aliases=("OptaxRMSprop",)),
-    Optimizer("Adam", "adam", _J + "adam", _T + "adam", "amsgrad, L2 or decoupled decay; optax's `eps_root`",
+    Optimizer("Adam", "adam", "adam", "amsgrad, L2 or decoupled decay; optax's `eps_root`",
               jax_names=("ScaleByTorchAdamState", "scale_by_torch_adam"), states=("ScaleByTorchAdamState",),
               step_owners=("ScaleByTorchAdamState",), fields=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
               tensor_lr_float32=True, aliases=("OptaxAdam",)),
-    Optimizer("AdamW", "adamw", _J + "adam", _T + "adam", "decoupled weight decay (Adam's state)",
+    Optimizer("AdamW", "adamw", "adam", "decoupled weight decay (Adam's state)",
               states=("ScaleByTorchAdamState",), step_owners=("ScaleByTorchAdamState",),
               fields=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), tensor_lr_float32=True),
-    Optimizer("NAdam", "nadam", _J + "nadam", _T + "nadam", "momentum_decay, decoupled decay",
+    Optimizer("NAdam", "nadam", "nadam", "momentum_decay, decoupled decay",
               jax_names=("ScaleByTorchNadamState", "scale_by_torch_nadam"), states=("ScaleByTorchNadamState",),
               step_owners=("ScaleByTorchNadamState",), fields=("mu_product", "exp_avg", "exp_avg_sq"),
               scalar_fields=("mu_product",), tensor_lr_float32=True),
-    Optimizer("RAdam", "radam", _J + "radam", _T + "radam", "rectification, decoupled decay",
+    Optimizer("RAdam", "radam", "radam", "rectification, decoupled decay",
               jax_names=("ScaleByTorchRadamState", "scale_by_torch_radam"), states=("ScaleByTorchRadamState",),
               step_owners=("ScaleByTorchRadamState",), fields=("exp_avg", "exp_avg_sq"), tensor_lr_float32=True),
-    Optimizer("Adamax", "adamax", _J + "adamax", _T + "adamax", "infinity norm",
+    Optimizer("Adamax", "adamax", "adamax", "infinity norm",
               jax_names=("ScaleByTorchAdamaxState", "scale_by_torch_adamax"), states=("ScaleByTorchAdamaxState",),
               step_owners=("ScaleByTorchAdamaxState",), fields=("exp_avg", "exp_inf"), tensor_lr_float32=True),
-    Optimizer("Adadelta", "adadelta", _J + "adadelta", _T + "adadelta", "rho, eps, lr",
+    Optimizer("Adadelta", "adadelta", "adadelta", "rho, eps, lr",
               jax_names=("ScaleByTorchAdadeltaState", "scale_by_torch_adadelta"),
               states=("ScaleByTorchAdadeltaState",), step_owners=("ScaleByTorchAdadeltaState",),
               fields=("square_avg", "acc_delta")),
-    Optimizer("Rprop", "rprop", _J + "rprop", _T + "rprop", "etas, step_sizes (sign-based)",
+    Optimizer("Rprop", "rprop", "rprop", "etas, step_sizes (sign-based)",
               jax_names=("ScaleByTorchRpropState", "scale_by_torch_rprop"), states=("ScaleByTorchRpropState",),
               step_owners=("ScaleByTorchRpropState",), fields=("prev", "step_size")),
-    Optimizer("ASGD", "asgd", _J + "asgd", _T + "asgd", "averaged SGD (eta, mu, ax)",
+    Optimizer("ASGD", "asgd", "asgd", "averaged SGD (eta, mu, ax)",
               jax_names=("ScaleByTorchAsgdState", "scale_by_torch_asgd"), states=("ScaleByTorchAsgdState",),
               step_owners=("ScaleByTorchAsgdState",), fields=("eta", "mu", "ax"), scalar_fields=("eta", "mu"),
               tensor_lr_float32=True),
-    Optimizer("Adafactor", "adafactor", _J + "adafactor", _T + "adafactor", "factored second moments "
+    Optimizer("Adafactor", "adafactor", "adafactor", "factored second moments "
               "([details](optimizers_more.md))",
               jax_names=("ScaleByTorchAdafactorState", "scale_by_torch_adafactor"),
               states=("ScaleByTorchAdafactorState",), step_owners=("ScaleByTorchAdafactorState",),
               fields=("row_var", "col_var", "variance"), not_param_shaped=("row_var", "col_var"),
               tensor_lr_kept=True),
-    Optimizer("Muon", "muon", _J + "muon", _T + "muon", "Newton-Schulz orthogonalised momentum, 2-D parameters "
+    Optimizer("Muon", "muon", "muon", "Newton-Schulz orthogonalised momentum, 2-D parameters "
               "([details](optimizers_more.md))",
               jax_names=("MuonState", "ScaleByTorchMuonState", "scale_by_torch_muon", "zeropower_via_newtonschulz"),
               states=("MuonState", "ScaleByTorchMuonState"), fields=("momentum_buffer",), tensor_lr_kept=True),
-    Optimizer("LBFGS", "lbfgs", _J + "lbfgs", _T + "lbfgs", "a jittable `step(params, state, value_and_grad)`, "
+    Optimizer("LBFGS", "lbfgs", "lbfgs", "a jittable `step(params, state, value_and_grad)`, "
               "strong-Wolfe line search ([details](optimizers_more.md))",
               jax_names=("LBFGS", "LBFGSState"),
               from_torch_refusal="LBFGS.step(closure) re-evaluates the loss up to max_eval times, which an optax "
                                  "GradientTransformation cannot"),
-    Optimizer("SparseAdam", "sparse_adam", _J + "sparse_adam", _T + "sparse_adam", "explicit row mask for "
+    Optimizer("SparseAdam", "sparse_adam", "sparse_adam", "explicit row mask for "
               "sparse gradients ([details](optimizers_more.md))",
               jax_names=("ScaleByTorchSparseAdamState",), states=("ScaleByTorchSparseAdamState",),
               step_owners=("ScaleByTorchSparseAdamState",), fields=("exp_avg", "exp_avg_sq"), tensor_lr_kept=True),

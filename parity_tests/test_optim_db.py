@@ -428,7 +428,7 @@ def test_factories_of_the_registry_exist_in_both_packages():
             assert n in jo.__all__ and n in jo.TRANSFORMS, (o.torch_class, n)
         for s in o.states:  # a state type the walker knows is a public NamedTuple of jaxinit.optim
             assert s in jo.__all__ and hasattr(getattr(jo, s), "_fields"), (o.torch_class, s)
-        assert o.factory in dir(importlib.import_module(o.torch_module)), o
+        assert o.factory in dir(importlib.import_module(o.module_of("torchinit"))), o
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam", "adamax",
