@@ -24,8 +24,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from _jaxinit import suggest as _suggest
-from _jaxinit.arrays import (FlaxKey, Spec, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
-                              numpy_to_tensor, tensor_spec, tensor_to_numpy, to_numpy, torch_dtype_name,
+from _jaxinit.arrays import (FlaxKey, ShapeDtype, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
+                              numpy_to_tensor, shape_dtypes, tensor_spec, tensor_to_numpy, to_numpy, torch_dtype_name,
                               unflatten_flax)
 from _jaxinit.arrays import fname as _fname
 from _jaxinit.errors import InitError
@@ -415,8 +415,7 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
         x64 = flax_x64_stats({k: (p, a.dtype, template[k].dtype) for k, (p, a) in bn_stats.items() if k in template},
                              layer_params)
         produced = check_against_template(produced, template, problems, str, dtype_policy=dtype, x64_stats=x64)
-        _add_suggestion(problems, groups, containers, {k: Spec(tuple(np.shape(v)), np.asarray(v).dtype)
-                                                        for k, v in flat.items()}, mapping,
+        _add_suggestion(problems, groups, containers, shape_dtypes(flat), mapping,
                         {k: tuple(s.shape) for k, s in template.items()})
     else:  # no torch template: a float64 layer's float32 Flax statistics come out float64, like its parameters
         x64 = flax_x64_stats({k: (p, a.dtype, np.float64) for k, (p, a) in bn_stats.items() if layer_params.get(p)},

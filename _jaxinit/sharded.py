@@ -248,7 +248,7 @@ def plan_flax_to_torch(infos: Mapping[Any, TensorInfo], *, template, mapping, ki
                        transpose_kernel=False, who: str) -> Plan:
     """Plan Flax (``(collection, path)`` keys) -> torch (flat names); checked on probes by
     :func:`_jaxinit.convert.flax_to_torch`. ``template``: None (torch names from the Flax paths)
-    or a torch ``{name: Spec}``."""
+    or a torch ``{name: ShapeDtype}``."""
     probes = {k: probe(i.shape, i.dtype) for k, i in infos.items()}
     tspec, groups, containers, _, _ = _core.torch_target(template, probes, dict(kinds or {}), who)
     produced = _core.flax_to_torch(probes, groups, template=tspec, mapping=mapping, containers=containers,

@@ -167,7 +167,7 @@ def _check_conv_transpose(tp, fp, tm, fm, tin, fvars):
                            f"Flax ConvTranspose(padding={want!r})"))
     w = getattr(tm, "weight", None)
     kernel = fvars.get(("params", tuple(q for q in fp.split("/") if q) + ("kernel",)))
-    if w is not None and kernel is not None and hasattr(kernel, "__array__") and not _is_spec(kernel):
+    if w is not None and kernel is not None and hasattr(kernel, "__array__") and not _is_shape_template(kernel):
         kind: Any = REGISTRY["conv_transpose"]
         g = Group(tp, "conv_transpose", {}, {})
         tw = _arr.to_numpy(w.detach())
@@ -200,7 +200,8 @@ def fast_variance(tp, fp, tm, fm, fin):
                    f"Flax {class_name(fm)}(use_fast_variance=False)")
 
 
-def _is_spec(x) -> bool:
+def _is_shape_template(x) -> bool:
+    """A ``jax.ShapeDtypeStruct`` (a leaf of a template built by ``jax.eval_shape``: no values)."""
     return type(x).__name__ == "ShapeDtypeStruct"
 
 

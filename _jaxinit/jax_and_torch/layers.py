@@ -523,7 +523,7 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
 def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None, amp=None) -> None:
     """Train mode: each layer's running statistics after the pass, torch converted to the
     Flax layout by the converter, compared per layer (a divergence there marks the row)."""
-    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
+    template = _arr.shape_dtypes(fvars)
     conv = torch_to_flax(tstate, groups, template=template, mapping=mapping, containers=containers,
                          batchnorm="flax" if not any(k[1][-1] == "num_batches_tracked" for k in fvars) else "torch",
                          dtype="template", merge_rnn_biases=True, who="compare_layers", tied=tied)

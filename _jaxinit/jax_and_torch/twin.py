@@ -511,8 +511,7 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
     """torch's gradients (and buffers after the pass) converted to the Flax layout; ignored
     keys left out on both sides, tied keys whose Flax leaf is their partner's dropped."""
     drop_f = set(keep.flax_ignored)
-    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in {**f.params, **f.state}.items()
-                if _arr.fname(k) not in drop_f}
+    template = _arr.shape_dtypes({k: v for k, v in {**f.params, **f.state}.items() if _arr.fname(k) not in drop_f})
     arrays = {k: v for k, v in t.grads.items() if k not in set(keep.torch_ignored)}
     groups, containers = _naming.groups_from_module(tm, arrays.keys(), run.kinds)
     if keep.torch_ignored:  # a layer whose every key is ignored is not converted

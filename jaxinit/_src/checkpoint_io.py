@@ -276,7 +276,7 @@ def _template_spec(template, who):
     if template is None:
         return None, {}
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}, flat
+    return _core.shape_dtypes(flat), flat
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -372,7 +372,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
       to: ``'flax'`` or ``'torch'``.
       template: torch -> Flax: Flax variables or ``jax.eval_shape`` of the init (names, shapes,
         dtypes; a leaf's ``.sharding`` is used when ``sharding`` is None). Flax -> torch: a
-        torch ``{name: Spec or array}``; None: names from the rule.
+        torch ``{name: ShapeDtype or array}``; None: names from the rule.
       mapping, kinds, batchnorm, merge_rnn_biases: as in :func:`from_torch_state_dict`. Dtypes are kept
         (a template dtype that differs is an error).
       sharding: the arrays' sharding in JAX: None, ``'fsdp'`` (each tensor's largest axis the

@@ -179,7 +179,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
         tflat = _core.flatten_flax(unbox(template), who)
     else:
         tflat = None
-    spec = None if tflat is None else {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in tflat.items()}
+    spec = None if tflat is None else _core.shape_dtypes(tflat)
     flat = _core.torch_to_flax(arrays, groups, template=spec, mapping=mapping, containers=containers,
                                batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
                                transpose_kernel=transpose_kernel, dtype=dtype, who=who)

@@ -184,17 +184,17 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     """
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
-    kind = _core.optimizer_factory_name(optimizer, who)
-    factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
-    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
-    if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
+    factory_name = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[factory_name].factory_of("jaxinit")
+    refuse_tensor_lr(optimizer, factory_name, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    if factory_name == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
         return lbfgs_convert.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
     lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
     txs = []
     for i, g in enumerate(groups):
-        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        hp = _core.torch_quirks(optimizer, factory_name, _core.group_hyperparams(factory_name, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
         if moms[i] is None and plateau is None:

@@ -234,7 +234,7 @@ def _flax_spec(template, who):
     if template is None:
         return None
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}
+    return _core.shape_dtypes(flat)
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,

@@ -38,8 +38,7 @@ def torch_source(source, kinds, who):
 
 def template_spec(template, who):
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype)
-            for k, v in flat.items()}
+    return _core.shape_dtypes(flat)
 
 
 def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping[str, str] | None = None,

@@ -205,9 +205,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     functions after a check (see :func:`schedules_from_torch`).
     """
     who = "torchinit.optim.from_torch"
-    kind = _core.optimizer_factory_name(optimizer, who)
-    factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
-    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    factory_name = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[factory_name].factory_of("torchinit")
+    refuse_tensor_lr(optimizer, factory_name, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
@@ -229,7 +229,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
         sched_step = _sched_core.scheduler_steps(optimizer, scheduler, step, who)
     groups = []
     for i, g in enumerate(optimizer.param_groups):
-        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        hp = _core.torch_quirks(optimizer, factory_name, _core.group_hyperparams(factory_name, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
         groups.append({"params": list(g["params"]), **hp})
