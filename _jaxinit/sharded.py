@@ -71,11 +71,7 @@ class View(NamedTuple):
 
     def arrange(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
         """A source block (source axis order) -> the output block (contiguous)."""
-        mapped = [j for j in self.axes if j is not None]
-        rest = [j for j in range(block.ndim) if j not in mapped]
-        out = np.transpose(block, mapped + rest).reshape(out_block_shape)
-        flips = tuple(k for k, f in enumerate(self.flips) if f)
-        return np.asarray(np.flip(out, axis=flips) if flips else out, order="C")
+        return np.asarray(self._placed(block, out_block_shape), order="C")
 
     def identity(self, src_shape: tuple) -> bool:
         return (all(not f for f in self.flips) and all(s == 0 for s in self.start)
@@ -100,13 +96,13 @@ class View(NamedTuple):
         k = self.axes.index(js)
         flipped = self.flips[k]
         out = np.empty(shape, np.dtype(dtype))
-        S, E = src_index[js].start, src_index[js].stop
+        first, stop = src_index[js].start, src_index[js].stop
         step = max(1, piece_bytes // max(row, 1))
-        for a in range(S, E, step):
-            b = min(a + step, E)
+        for a in range(first, stop, step):
+            b = min(a + step, stop)
             piece = list(src_index)
             piece[js] = slice(a, b)
-            lo, hi = (E - b, E - a) if flipped else (a - S, b - S)
+            lo, hi = (stop - b, stop - a) if flipped else (a - first, b - first)
             sub = [slice(None)] * len(shape)
             sub[k] = slice(lo, hi)
             pshape = list(shape)
@@ -131,7 +127,8 @@ class View(NamedTuple):
         return tuple(out)
 
     def _placed(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
-        """:meth:`arrange` without the final copy (a view, for assignment)."""
+        """A source block (source axis order) -> the output block as a view (transposed,
+        reshaped, flipped; no copy: assigned into a larger block, or copied by :meth:`arrange`)."""
         mapped = [j for j in self.axes if j is not None]
         rest = [j for j in range(block.ndim) if j not in mapped]
         out = np.transpose(block, mapped + rest).reshape(out_block_shape)
