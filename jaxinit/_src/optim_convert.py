@@ -1,16 +1,15 @@
 r"""A torch optimizer as an optax transformation, and optimizer state both ways.
 
 * :func:`from_torch` ``(optimizer, scheduler=None)``: the :mod:`jaxinit.optim`
-  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW /
-  NAdam / RAdam / Adamax / Adadelta / Rprop / ASGD (or a :mod:`torchinit.optim`
-  optimizer): every param group with its
+  transformation equal to a ``torch.optim`` optimizer of the registry (its docstring lists
+  them; or a :mod:`torchinit.optim` optimizer): every param group with its
   hyperparameters (``optax.multi_transform`` over groups when there are several),
   the scheduler as a closed-form schedule (:func:`jaxinit.optim.schedules_from_torch`;
   OneCycleLR's momentum / beta1 cycle via ``optax.inject_hyperparams``).
 * :func:`import_state` ``(state, params, tx)``: the optax state of ``tx`` for
-  ``params`` holding a torch optimizer's state (step counts, ``momentum_buffer``,
-  ``sum``, ``square_avg``, ``grad_avg``, ``exp_avg``, ``exp_avg_sq``,
-  ``max_exp_avg_sq``), so a torch run resumes in JAX with no step lost.
+  ``params`` holding a torch optimizer's state (step counts and every per-parameter
+  buffer, e.g. ``momentum_buffer``, ``exp_avg``: the registry's ``fields``), so a torch
+  run resumes in JAX with no step lost.
 * :func:`export_state` ``(opt_state, params)``: the other way, in the neutral format
   ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}`` that
   :func:`torchinit.optim.import_state` loads into a torch optimizer.
