@@ -160,7 +160,7 @@ def torch_quirks(optimizer, factory_name: str, hp: dict) -> dict:
     """
     if factory_name == "adagrad" and "OptaxAdagrad" not in [c.__name__ for c in type(optimizer).__mro__]:
         hp = dict(hp, initial_accumulator_value=optimizer.defaults.get("initial_accumulator_value", 0))
-    if factory_name in ("nadam", "asgd"):
+    if registry.BY_FACTORY[factory_name].scalar_fields:  # 0-d state tensors in torch's default dtype
         hp = dict(hp, scalar_dtype=scalar_dtype(optimizer))
     return hp
 
