@@ -405,6 +405,17 @@ def write_view_blocks(writer, out_name: str, view: View, reader, shape: tuple, s
         del data
 
 
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over ``total`` tensors when ``enabled`` and tqdm is installed, else None (no bar)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="tensors", unit="tensor")
+
+
 def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) -> dict:
     """Write every output of ``plan`` (read from ``reader``) with ``writer`` (``write(name, block,
     row0)``, ``commit()``, ``abort()``), one tensor at a time; abort on any failure."""

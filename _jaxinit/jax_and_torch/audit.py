@@ -16,7 +16,7 @@ from _jaxinit.jax_and_torch.audit_model import activation_notes, dropout_finding
 from _jaxinit.jax_and_torch.audit_trace import (FLAX_INPUT, TORCH_INPUT, flax_call_order, flax_modules,
                                                 template_call_order, torch_modules)
 from _jaxinit.jax_and_torch.layer_pairing import pair_layers
-from _jaxinit.jax_and_torch.twin import _normalize_call
+from _jaxinit.jax_and_torch.twin import normalize_call
 
 __all__ = ["AuditReport", "Finding", "audit", "flax_call_order", "template_call_order"]
 
@@ -80,7 +80,7 @@ def audit(torch_module: Any, flax_module: Any, inputs: Any = None, *, variables:
     import jax.numpy as jnp
     from flax import nnx
 
-    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, ("eval",)) \
+    flax_module, variables, flax_call = normalize_call(flax_module, variables, flax_call, ("eval",)) \
         if (variables is not None or shared.is_hf_flax(flax_module) or isinstance(flax_module, nnx.Module)) \
         else (flax_module, None, flax_call)
     xs = None if inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]

@@ -71,9 +71,9 @@ def flax_modules(model, variables, fxs, train_kwarg, flax_call, jax, jnp, nnx):
     """{path tuple: module}, [paths in call order], {path: input shape}, {(coll, path): spec}."""
     if isinstance(model, nnx.Module):
         mods: dict[tuple, Any] = {tuple(str(p) for p in path): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Module)}
-        from _jaxinit.jax_and_torch.twin import _nnx_vars
+        from _jaxinit.jax_and_torch.twin import nnx_vars
 
-        stats, params = _nnx_vars(model, nnx)
+        stats, params = nnx_vars(model, nnx)
         return mods, list(mods), {}, {**params, **stats}
     if fxs is None:
         raise InitError("audit: a Linen (or Hugging Face Flax) model's layers exist only while it runs: pass "

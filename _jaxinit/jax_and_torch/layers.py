@@ -25,8 +25,8 @@ from _jaxinit.jax_and_torch.layer_pairing import pair_layers
 from _jaxinit.jax_and_torch.twin import (
     MODES,
     Run,
-    _cotangents,
-    _normalize_call,
+    cotangents,
+    normalize_call,
     bound_torch,
     explain_missing_rngs,
     train_rng_calls,
@@ -179,7 +179,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         raise InitError(f"compare_layers: `layout` must be 'auto', 'same' or a function (torch_path, flax_array) "
                         f"-> array, got {layout!r}.")
     user_call = flax_call is not None
-    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
+    flax_module, variables, flax_call = normalize_call(flax_module, variables, flax_call, (mode,))
     amp = shared.resolve_autocast(autocast, torch_module, "compare_layers")
     train = mode == "train"
     xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
@@ -241,12 +241,12 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
 
 def _ignored(ignore, tied, tstate, fvars, tm):
     """twin_check's ``ignore=`` / ``tied=`` resolution, on compare_layers' two sides."""
-    from _jaxinit.jax_and_torch.twin import Run, _Keep, _Side, _tied_keys
+    from _jaxinit.jax_and_torch.twin import Run, Keep, Side, tied_keys
 
-    t = _Side({}, dict(tstate), {}, {}, [], True, _tied_keys(tm), ())
-    f = _Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
+    t = Side({}, dict(tstate), {}, {}, [], True, tied_keys(tm), ())
+    f = Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
               {k: v for k, v in fvars.items() if k[0] == "params"}, [], True, {}, ())
-    return _Keep.of(t, f, Run(ignore=ignore, tied=tied))
+    return Keep.of(t, f, Run(ignore=ignore, tied=tied))
 
 
 def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
@@ -360,7 +360,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
     from flax import nnx
 
     xf = [jnp.asarray(x) for x in fxs]
-    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_out, seed).items()}
+    cot = {k: jnp.asarray(v) for k, v in cotangents(torch_out, seed).items()}
     is_nnx = isinstance(model, nnx.Module)
     if is_nnx:
         model = nnx.clone(model)
@@ -423,9 +423,9 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
-        from _jaxinit.jax_and_torch.twin import _nnx_vars
+        from _jaxinit.jax_and_torch.twin import nnx_vars
 
-        stats, params = _nnx_vars(model, nnx)
+        stats, params = nnx_vars(model, nnx)
         fvars = {**params, **stats}
     else:
         fvars = _arr.flatten_flax({**variables, **upd}, "compare_layers")

@@ -19,7 +19,7 @@ from _jaxinit.jax_and_torch import _common as shared
 MODES = ("eval", "train")
 
 
-class _Side(NamedTuple):
+class Side(NamedTuple):
     """One framework's pass: output leaves, parameter gradients and state after the pass."""
 
     outputs: dict  # {field: np.ndarray}
@@ -155,14 +155,14 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
               batchnorm, transpose_kernel, ignore, tied, shared.resolve_autocast(autocast, torch_module, "twin_check"))
     user_call = flax_call is not None
-    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
+    flax_module, variables, flax_call = normalize_call(flax_module, variables, flax_call, modes)
     run = run._replace(flax_call=flax_call)
     xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
     fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(flax_inputs)]
     run = run._replace(rngs=shared.check_rngs(rngs, "twin_check"))
     if run.rngs is not None and "train" in modes:
         run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "twin_check"))
-    keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
+    keep = Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
     with shared.exact_precision():
         for mode in modes:
@@ -255,21 +255,21 @@ def dropout_note(torch_module) -> str | None:
             "dropout key; the torch model is bound to the same masks), or compare modes=('eval',).")
 
 
-def _static_sides(torch_module, flax_module, variables) -> tuple[_Side, _Side]:
+def _static_sides(torch_module, flax_module, variables) -> tuple[Side, Side]:
     """The two sides' keys before any pass: torch's state dict (and its ties), Flax's variables."""
     from flax import nnx
 
-    t = _Side({}, dict(torch_module.state_dict()), {}, {}, [], True, _tied_keys(torch_module))
+    t = Side({}, dict(torch_module.state_dict()), {}, {}, [], True, tied_keys(torch_module))
     if isinstance(flax_module, nnx.Module):
-        state, params = _nnx_vars(flax_module, nnx)
+        state, params = nnx_vars(flax_module, nnx)
     else:
         flat = _arr.flatten_flax(variables, "twin_check")
         state = {k: v for k, v in flat.items() if k[0] != "params"}
         params = {k: v for k, v in flat.items() if k[0] == "params"}
-    return t, _Side({}, {}, state, params, [])
+    return t, Side({}, {}, state, params, [])
 
 
-class _Keep(NamedTuple):
+class Keep(NamedTuple):
     """What ``ignore=`` / ``tied=`` take out of the comparison, resolved against both sides."""
 
     torch_ignored: list
@@ -277,7 +277,7 @@ class _Keep(NamedTuple):
     tied: dict
 
     @classmethod
-    def of(cls, t: _Side, f: _Side, run: Run) -> _Keep:
+    def of(cls, t: Side, f: Side, run: Run) -> Keep:
         pats = [run.ignore] if isinstance(run.ignore, str) else list(run.ignore or ())
         tkeys = list(t.grads)
         fkeys = [_arr.fname(k) for k in {**f.params, **f.state}]
@@ -305,7 +305,7 @@ class _Keep(NamedTuple):
         return cls(tig, fig, tied)
 
 
-def _normalize_call(flax_module, variables, flax_call, modes):
+def normalize_call(flax_module, variables, flax_call, modes):
     from flax import nnx
 
     bad = [m for m in modes if m not in MODES]
@@ -332,7 +332,7 @@ def _normalize_call(flax_module, variables, flax_call, modes):
     return flax_module, variables, flax_call
 
 
-def _tied_keys(tm) -> dict:
+def tied_keys(tm) -> dict:
     """``{key: first key}`` for state-dict keys whose tensor is another key's (tied weights)."""
     first: dict = {}
     tied = {}
@@ -401,7 +401,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
             grads[f"{prefix}.weight" if prefix else "weight"] = _arr.to_numpy(w.grad)
     outs = {k: _arr.to_numpy(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in leaves.items()}
     buffers = tuple(k for k in tm.state_dict() if k not in named)
-    return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm), buffers)
+    return tm, Side(outs, grads, {}, {}, no_grad, True, tied_keys(tm), buffers)
 
 
 class _weight_norm_grads:
@@ -442,7 +442,7 @@ class _weight_norm_grads:
         return False
 
 
-def _cotangents(outputs: dict, seed: int) -> dict:
+def cotangents(outputs: dict, seed: int) -> dict:
     """The torch pass's cotangents (same seed, same order), for the Flax loss."""
     rng = np.random.default_rng(seed)
     return {k: rng.standard_normal(np.shape(v)).astype(np.asarray(v).dtype)
@@ -456,7 +456,7 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
     flax_call, transform = run.flax_call, run.output_transform
     xf = [jnp.asarray(x) for x in fxs]
-    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_outputs, run.seed).items()}
+    cot = {k: jnp.asarray(v) for k, v in cotangents(torch_outputs, run.seed).items()}
 
     def loss_of(y):
         y = transform(y) if transform is not None else y
@@ -475,8 +475,8 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
         grads = {("params", tuple(str(p) for p in path)): v for path, v in _nnx_leaves(g, nnx)}
-        state, params = _nnx_vars(m, nnx)
-        return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], True, {})
+        state, params = nnx_vars(m, nnx)
+        return Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], True, {})
     rest = {k: v for k, v in variables.items() if k != "params"}
     seen = flax_call is None or getattr(flax_call, "returns_updates", False) or not train or not rest
 
@@ -504,10 +504,10 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     new_vars = {**variables, **upd}
     state = {k: v for k, v in _arr.flatten_flax(new_vars, "twin_check").items() if k[0] != "params"}
     params = _arr.flatten_flax({"params": variables["params"]}, "twin_check")
-    return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
+    return Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
 
 
-def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -> tuple[dict, list]:
+def _torch_grads_in_flax_layout(tm, t: Side, f: Side, run: Run, keep: Keep) -> tuple[dict, list]:
     """torch's gradients (and buffers after the pass) converted to the Flax layout; ignored
     keys left out on both sides, tied keys whose Flax leaf is their partner's dropped."""
     drop_f = set(keep.flax_ignored)
@@ -539,7 +539,7 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
     return conv, frozen
 
 
-def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
+def _mode_report(t: Side, f: Side, conv: dict, train: bool, keep: Keep, run: Run) -> dict:
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     amp = run.amp
@@ -586,7 +586,7 @@ def _nnx_leaves(state, nnx):
         yield path, (v.get_value() if hasattr(v, "get_value") else v)
 
 
-def _nnx_vars(model, nnx):
+def nnx_vars(model, nnx):
     stats, params = {}, {}
     for path, node in nnx.iter_graph(model):
         if isinstance(node, nnx.BatchStat):

@@ -279,16 +279,6 @@ def _template_spec(template, who):
     return _core.shape_dtypes(flat), flat
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="tensor")
-
-
 def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=None, sharding=None, mapping=None,
                          kinds=None, batchnorm="torch", merge_rnn_biases=False, transpose_kernel=False,
                          progress=False, who: str) -> dict:
@@ -297,7 +287,7 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
     spec, tflat = _template_spec(template, who)
     plan = _sh.plan_torch_to_flax(reader.infos, template=spec, mapping=mapping, kinds=kinds, batchnorm=batchnorm,
                                   merge_rnn_biases=merge_rnn_biases, transpose_kernel=transpose_kernel, who=who)
-    bar = _progress(len(plan.outputs), progress, "tensors")
+    bar = _sh.progress_bar(len(plan.outputs), progress)
     for key, view in plan.views.items():
         shape, _ = plan.outputs[key]
         sh = sharding_for(sharding, _core._fname(key), shape, tflat.get(key), who)
@@ -340,7 +330,7 @@ def stream_flax_to_torch(reader, writer_factory: Callable, *, template=None, map
     plan = _sh.plan_flax_to_torch(reader.infos, template=template, mapping=mapping, kinds=kinds,
                                   batchnorm=batchnorm, transpose_kernel=transpose_kernel, who=who)
     writer = writer_factory([(k, s, d) for k, (s, d) in plan.outputs.items()])
-    return _sh.write_plan(reader, plan, writer, str, _progress(len(plan.outputs), progress, "tensors"))
+    return _sh.write_plan(reader, plan, writer, str, _sh.progress_bar(len(plan.outputs), progress))
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,
@@ -422,7 +412,7 @@ def _to_flax_safetensors(reader, dst, template, mapping, kinds, batchnorm, merge
     spec, _ = _template_spec(template, who)
     plan = _sh.plan_torch_to_flax(reader.infos, template=spec, mapping=mapping, kinds=kinds, batchnorm=batchnorm,
                                   merge_rnn_biases=merge_rnn_biases, who=who)
-    return _sh.write_flax_safetensors(reader, plan, dst, who, _progress(len(plan.outputs), progress, "tensors"))
+    return _sh.write_flax_safetensors(reader, plan, dst, who, _sh.progress_bar(len(plan.outputs), progress))
 
 
 def load_torch_checkpoint(path: str | os.PathLike, template: Any = None, *, mapping: Mapping[str, str] | None = None,
