@@ -293,7 +293,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
     return tp
 
 
-def _clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
+def shape_clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
     """Two torch parameters a positional match cannot tell apart: the same shape (an unknown shape,
     a parameter without state, matches any known one), in different groups if ``across_groups``.
     Linear in the number of parameters (one first index per shape and group)."""
@@ -351,7 +351,7 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
                 f"{who}: params has {len(leaf_paths)} leaves but the torch optimizer has {n} "
                 f"parameters.{hint} Fix: pass the params of the same model, as a dict keyed by torch parameter "
                 "names, or as a list in model.parameters() order with param_names=model.")
-        clash = _clash(tp, across_groups=not (is_mapping and what != "hyperparameters"))
+        clash = shape_clash(tp, across_groups=not (is_mapping and what != "hyperparameters"))
         if clash is not None:
             i, j = clash
             if is_mapping:

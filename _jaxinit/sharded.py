@@ -30,7 +30,8 @@ import numpy as np
 from _jaxinit import convert as _core
 from _jaxinit.errors import InitError
 from _jaxinit.layer_kinds import REGISTRY, Options
-from _jaxinit.naming import flax_index, refine_kind, resolve_paths
+from _jaxinit.arrays import fname
+from _jaxinit.naming import flax_index, join, refine_kind, resolve_paths
 from _jaxinit.safetensors_files import INDEX_NAME as INDEX_NAME
 from _jaxinit.safetensors_files import SINGLE_NAME as SINGLE_NAME
 from _jaxinit.safetensors_files import CheckpointFileError as CheckpointFileError
@@ -230,7 +231,7 @@ def plan_torch_to_flax(infos: Mapping[str, TensorInfo], *, template, mapping, ki
         spec = REGISTRY[g.kind]
         t = {leaf: arrays[full] for leaf, full in g.keys.items() if leaf in spec.consumed() and full in arrays}
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if template is None or index is None else _core._template_probe(template, index, fpath))
+                       None if template is None or index is None else _core.template_probe(template, index, fpath))
         problems = _core.Problems(who)
         conv = spec.to_flax(g, t, problems, opts)
         problems.raise_if_any()
@@ -262,13 +263,13 @@ def plan_flax_to_torch(infos: Mapping[Any, TensorInfo], *, template, mapping, ki
         problems = _core.Problems(who)
         conv = REGISTRY[g.kind].to_torch(g, f, problems, opts)
         problems.raise_if_any()
-        return {g.keys.get(leaf, _core._join(g.id, leaf)): arr for leaf, arr in conv.items()}
+        return {g.keys.get(leaf, join(g.id, leaf)): arr for leaf, arr in conv.items()}
 
     by_torch = {}
     for g in groups:
         if g.kind != "unknown":
             for leaf in set(g.keys) | set(REGISTRY[g.kind].consumed()):
-                by_torch[g.keys.get(leaf, _core._join(g.id, leaf))] = g
+                by_torch[g.keys.get(leaf, join(g.id, leaf))] = g
     sources: dict = {}
     for g in groups:
         if g.kind != "unknown":
@@ -323,7 +324,7 @@ def _finish(produced, probes, infos, groups, group_of, one_group, kind_of, sourc
 
 
 def _display(key) -> str:
-    return _core._fname(key) if isinstance(key, tuple) else str(key)
+    return fname(key) if isinstance(key, tuple) else str(key)
 
 
 def _canonical(name: str) -> str:
@@ -444,8 +445,8 @@ def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) ->
 
 def write_flax_safetensors(reader, plan: Plan, dst, who: str, bar=None) -> dict:
     """A Flax-named ``.safetensors`` (``params/fc/kernel``) from a torch reader and its plan."""
-    writer = SafetensorsWriter(dst, [(_core._fname(k), s, d) for k, (s, d) in plan.outputs.items()], who=who)
-    return write_plan(reader, plan, writer, _core._fname, bar)
+    writer = SafetensorsWriter(dst, [(fname(k), s, d) for k, (s, d) in plan.outputs.items()], who=who)
+    return write_plan(reader, plan, writer, fname, bar)
 
 
 

@@ -153,7 +153,7 @@ class OrbaxReader:
             return np.asarray((store if index is None else store[index]).read().result())
         except Exception as err:
             raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot read "
-                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          f"{_core.fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
                                           "incomplete or damaged.") from err
 
     def chunks(self, key) -> tuple:
@@ -181,7 +181,7 @@ class OrbaxReader:
             return ts.open({"driver": self._zarr, "kvstore": kv}, open=True).result()
         except Exception as err:
             raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot open "
-                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          f"{_core.fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
                                           "incomplete or damaged.") from err
 
 
@@ -290,7 +290,7 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
     bar = _sh.progress_bar(len(plan.outputs), progress)
     for key, view in plan.views.items():
         shape, _ = plan.outputs[key]
-        sh = sharding_for(sharding, _core._fname(key), shape, tflat.get(key), who)
+        sh = sharding_for(sharding, _core.fname(key), shape, tflat.get(key), who)
         src_shape = reader.infos[view.key].shape
 
         def cb(index, view=view, shape=shape, src_shape=src_shape, dtype=reader.infos[view.key].dtype):
@@ -302,7 +302,7 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
     for g, sources, keys in plan.groups:
         arrays = {k: reader.read(k) for k in sources}
         for key, arr in plan.rebuild(g, arrays).items():
-            sh = sharding_for(sharding, _core._fname(key), arr.shape, tflat.get(key), who)
+            sh = sharding_for(sharding, _core.fname(key), arr.shape, tflat.get(key), who)
             sink(key, jax.device_put(arr, sh))
             if bar is not None:
                 bar.update(1)

@@ -113,7 +113,7 @@ def _check_x64(flat: Mapping, who: str) -> None:
     # hint) that its type annotations do not declare; `config.read` refuses context-manager flags.
     if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         return
-    wide = [_core._fname(k) for k, v in flat.items() if np.dtype(v.dtype).itemsize == 8 and
+    wide = [_core.fname(k) for k, v in flat.items() if np.dtype(v.dtype).itemsize == 8 and
             np.dtype(v.dtype).kind in "fc"]
     if wide:
         raise InitError(f"{who}: {len(wide)} float64 array(s) ({', '.join(wide[:4])}{', ...' if len(wide) > 4 else ''}) "

@@ -99,7 +99,7 @@ def _target_index(state: dict, optimizer, param_names, who) -> dict[int, int]:
         return {int(i): where[nm] for i, nm in zip(src_index, src_names)}
     same_groups = groups and [len(g["params"]) for g in groups] == [len(g["params"]) for g in optimizer.param_groups]
     if not same_groups:  # e.g. jaxinit.optim.export_state's one group: no structure to check the order by
-        clash = _core._clash(tp, across_groups=True)
+        clash = _core.shape_clash(tp, across_groups=True)
         if clash is not None:
             i, j = clash
             raise InitError(
