@@ -385,6 +385,13 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
     return order
 
 
+def optimizer_params(optimizer, param_names, who: str) -> TorchParams:
+    """What ``optimizer`` (a torch optimizer, duck-typed) says of its parameters, names included."""
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return torch_params(flat, [tuple(p.shape) for p in flat], groups_of(optimizer.param_groups),
+                        names_of(optimizer.param_groups), param_names, who)
+
+
 def groups_of(param_groups: Sequence[Mapping]) -> list[int]:
     """The param group of each parameter in flat order, from torch groups or state_dict groups."""
     return [g for g, group in enumerate(param_groups) for _ in group["params"]]

@@ -43,12 +43,6 @@ def _scalar_dtype():
     return get() if get is not None else torch.float32
 
 
-def _optimizer_params(optimizer, param_names, who) -> _core.TorchParams:
-    flat = [p for g in optimizer.param_groups for p in g["params"]]
-    return _core.torch_params(flat, [tuple(p.shape) for p in flat], _core.groups_of(optimizer.param_groups),
-                              _core.names_of(optimizer.param_groups), param_names, who)
-
-
 def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -> dict:
     """``optimizer``'s state as ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}``.
 
@@ -66,7 +60,7 @@ def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -
     state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
     if param_names is not None:
-        names = _optimizer_params(optimizer, param_names, who).names
+        names = _core.optimizer_params(optimizer, param_names, who).names
         flat = [i for g in groups for i in g["params"]]
         by_index = dict(zip(flat, names or []))
         for g in groups:
@@ -86,7 +80,7 @@ def _target_index(state: dict, optimizer, param_names, who) -> dict[int, int]:
     groups = state.get("param_groups") or []
     src_names = _core.names_of(groups)
     src_index = [i for g in groups for i in g["params"]]
-    tp = _optimizer_params(optimizer, param_names, who)
+    tp = _core.optimizer_params(optimizer, param_names, who)
     n = len(tp.shapes)
     if src_names is not None and tp.names is not None:
         where = {nm: i for i, nm in enumerate(tp.names)}
