@@ -1,5 +1,6 @@
 """Array handling shared by the weight converters: numpy <-> torch tensors (duck-typed, no
-torch import), template specs, and nested Flax variables <-> ``{(collection, path): leaf}``.
+torch import), templates' shapes and dtypes (:class:`ShapeDtype`), and nested Flax
+variables <-> ``{(collection, path): leaf}``.
 
 Framework-free (numpy only; ``ml_dtypes`` arrays for bfloat16).
 """
@@ -16,7 +17,7 @@ from _jaxinit.errors import InitError
 FlaxKey = tuple  # (collection, path tuple)
 
 
-class Spec(NamedTuple):
+class ShapeDtype(NamedTuple):
     """Shape and dtype of a template entry (no data)."""
 
     shape: tuple
@@ -54,10 +55,23 @@ def tensor_to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-def tensor_spec(t) -> Spec:
+def tensor_spec(t) -> ShapeDtype:
     if torch_dtype_name(t) == "bfloat16":
-        return Spec(tuple(t.shape), bfloat16())
-    return Spec(tuple(t.shape), np.dtype(torch_dtype_name(t)))
+        return ShapeDtype(tuple(t.shape), bfloat16())
+    return ShapeDtype(tuple(t.shape), np.dtype(torch_dtype_name(t)))
+
+
+def shape_dtype(v) -> ShapeDtype:
+    """The :class:`ShapeDtype` of an array-like: a torch tensor (read without copying), a numpy /
+    jax array or ``jax.ShapeDtypeStruct`` (its ``dtype``), or a Python number (numpy's dtype of it)."""
+    if is_torch_tensor(v):
+        return tensor_spec(v)
+    return ShapeDtype(tuple(np.shape(v)), np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype)
+
+
+def shape_dtypes(flat: Mapping) -> dict:
+    """``{key: ShapeDtype}`` of a flat ``{key: array}`` (a template: shapes and dtypes, no data)."""
+    return {k: shape_dtype(v) for k, v in flat.items()}
 
 
 def numpy_to_tensor(a: np.ndarray, torch, device=None):

@@ -48,7 +48,7 @@ def _safetensors():
     return safetensors
 
 
-def _bad_file(name: str, size: int, err: Exception, who: str) -> InitError:
+def bad_file_error(name: str, size: int, err: Exception, who: str) -> InitError:
     return InitError(f"{who}: {name!r} is not a valid safetensors file ({size} bytes): "
                      f"{type(err).__name__}: {err}. The file is malformed or truncated; re-save it.")
 
@@ -82,13 +82,13 @@ def read_safetensors(path, who: str) -> tuple[dict[str, np.ndarray], dict]:
                 metadata = f.metadata() or {}
                 return {k: f.get_tensor(k) for k in f.keys()}, metadata
         except Exception as err:
-            raise _bad_file(name, os.path.getsize(name), err, who) from err
+            raise bad_file_error(name, os.path.getsize(name), err, who) from err
     with open(name, "rb") as fh:
         data = fh.read()
     try:
         items = st.deserialize(data)
     except Exception as err:  # SafetensorError, or a header the library rejects
-        raise _bad_file(name, len(data), err, who) from err
+        raise bad_file_error(name, len(data), err, who) from err
     out = {}
     for key, info in items:
         code = info["dtype"]

@@ -24,10 +24,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from _jaxinit import suggest as _suggest
-from _jaxinit.arrays import (FlaxKey, Spec, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
-                              numpy_to_tensor, tensor_spec, tensor_to_numpy, to_numpy, torch_dtype_name,
+from _jaxinit.arrays import (FlaxKey, ShapeDtype, bfloat16, flatten_flax, is_float, is_torch_tensor,  # noqa: F401
+                              fname, numpy_to_tensor, shape_dtypes, tensor_spec, tensor_to_numpy, to_numpy, torch_dtype_name,
                               unflatten_flax)
-from _jaxinit.arrays import fname as _fname
 from _jaxinit.errors import InitError
 from _jaxinit.layer_kinds import KINDS, LAYOUTS, REGISTRY, Options  # noqa: F401
 from _jaxinit.naming import (Group, flax_index, groups_from_flax_names, groups_from_module,  # noqa: F401
@@ -233,7 +232,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
                              f"(a {g.kind} layer needs it)")
             continue
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if template is None or index is None else _template_probe(template, index, fpath),
+                       None if template is None or index is None else template_probe(template, index, fpath),
                        gradients, shared)
         try:
             conv = spec.to_flax(g, t, problems, opts)
@@ -243,7 +242,7 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
         for (coll, rel), arr in conv.items():
             key = (coll, fpath + rel)
             if key in produced:
-                problems.add("name collisions", f"{_fname(key)} from both {origin[key]} and {g.id}")
+                problems.add("name collisions", f"{fname(key)} from both {origin[key]} and {g.id}")
             produced[key] = arr
             origin[key] = g.id
             if g.kind == "batchnorm" and coll == "batch_stats" and rel[-1:] in (("mean",), ("var",)):
@@ -258,9 +257,9 @@ def torch_to_flax(arrays: Mapping[str, np.ndarray], groups: list[Group], *, temp
     if template is not None:
         x64 = flax_x64_stats({k: (p, template[k].dtype, produced[k].dtype) for k, p in bn_stats.items()
                               if k in template}, _layer_params(template, set(bn_stats.values())))
-        produced = check_against_template(produced, template, problems, _fname, dtype_policy=dtype, x64_stats=x64)
+        produced = check_against_template(produced, template, problems, fname, dtype_policy=dtype, x64_stats=x64)
     else:
-        produced = {k: cast(v, None, k, _fname, problems, dtype) for k, v in produced.items()}
+        produced = {k: cast(v, None, k, fname, problems, dtype) for k, v in produced.items()}
     _add_suggestion(problems, groups, containers, template, mapping, {k: np.shape(v) for k, v in arrays.items()})
     problems.raise_if_any(_FIX_TO_FLAX)
     return produced
@@ -277,7 +276,7 @@ def _settle_shared(groups, paths, arrays, template, index) -> dict:
     for g in groups:
         if g.kind != "conv1d" or "weight" not in g.keys or g.keys["weight"] not in arrays:
             continue
-        probe = _template_probe(template, index, paths[g.id])
+        probe = template_probe(template, index, paths[g.id])
         tr = kind.transposed(g, arrays[g.keys["weight"]], Options(has=probe))  # type: ignore[attr-defined]
         if tr is not None:
             votes.add(tr)
@@ -348,7 +347,7 @@ def _layer_params(flat: Mapping, layers: set) -> dict:
     return out
 
 
-def _template_probe(template: Mapping, index: set, fpath: tuple):
+def template_probe(template: Mapping, index: set, fpath: tuple):
     """``has(rel)``: does the template hold ``fpath + rel``; ``has(rel, shape_dim=i)``: that
     entry's size along axis i (None if absent)."""
 
@@ -408,15 +407,14 @@ def flax_to_torch(flat: Mapping[FlaxKey, np.ndarray], groups: list[Group], *, te
                 produced[dep] = produced[src]
     for key in remaining:
         problems.add("unexpected keys (in the source, no converter)",
-                     f"{_fname(key)}: not part of a recognised layer (or not read by its layer kind); "
+                     f"{fname(key)}: not part of a recognised layer (or not read by its layer kind); "
                      "pass mapping= / kinds=")
     layer_params = _layer_params(flat, {p for p, _ in bn_stats.values()})
     if template is not None:
         x64 = flax_x64_stats({k: (p, a.dtype, template[k].dtype) for k, (p, a) in bn_stats.items() if k in template},
                              layer_params)
         produced = check_against_template(produced, template, problems, str, dtype_policy=dtype, x64_stats=x64)
-        _add_suggestion(problems, groups, containers, {k: Spec(tuple(np.shape(v)), np.asarray(v).dtype)
-                                                        for k, v in flat.items()}, mapping,
+        _add_suggestion(problems, groups, containers, shape_dtypes(flat), mapping,
                         {k: tuple(s.shape) for k, s in template.items()})
     else:  # no torch template: a float64 layer's float32 Flax statistics come out float64, like its parameters
         x64 = flax_x64_stats({k: (p, a.dtype, np.float64) for k, (p, a) in bn_stats.items() if layer_params.get(p)},

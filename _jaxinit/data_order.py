@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -130,3 +131,29 @@ def check_replicas(num_replicas, rank, who: str) -> tuple[int, int]:
     if not 0 <= rank < num_replicas:
         raise InitError(f"{who}: invalid `rank` {rank}, rank should be in the interval [0, {num_replicas - 1}] (torch's rule)")
     return int(num_replicas), int(rank)
+
+
+class KeyedEpochs:
+    """What both packages' ``KeyedRandomSampler`` are: the ``e``-th ``iter()`` yields
+    ``permutation(key, n, e)`` (or from the epoch given to :meth:`set_epoch`), ``len()`` is
+    ``n``. A package's class sets ``permutation`` (its ``epoch_permutation``) and ``as_key``
+    (its key check); torchinit's also derives from ``torch.utils.data.Sampler``."""
+
+    permutation: Callable[[Any, int, int], Any]  # (key, n, epoch) -> indices with .tolist()
+    as_key: Callable[[Any], Any]
+
+    def __init__(self, data_source: Any, key: Any) -> None:
+        self.n = check_length(data_source, "KeyedRandomSampler")
+        self.key = self.as_key(key)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_epoch(epoch, "KeyedRandomSampler.set_epoch")
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.permutation(self.key, self.n, self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())

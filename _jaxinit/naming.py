@@ -290,7 +290,7 @@ def refine_kind(g: Group, path: tuple, index: set | None) -> Group:
 
 # --------------------------------------------------------------------------- torch targets
 class TorchSpec(dict):
-    """``{torch key: Spec}`` of a torch template, with ``tied``: ``{key: key whose tensor it shares}``."""
+    """``{torch key: ShapeDtype}`` of a torch template, with ``tied``: ``{key: key whose tensor it shares}``."""
 
     tied: dict = {}
 
@@ -337,7 +337,7 @@ def torch_target(template, flat: Mapping, kinds: Mapping, who: str):
                 torch = sys.modules["torch"]
                 tspec[k], devices[k] = _arr.tensor_spec(v), v.device
             else:
-                tspec[k] = _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype)
+                tspec[k] = _arr.shape_dtype(v)
         groups = groups_from_torch_names({k: s.shape for k, s in tspec.items()}, kinds)
         return tspec, groups, {}, devices, torch
     raise InitError(f"{who}: `template` must be a torch nn.Module, a state dict, or None; "

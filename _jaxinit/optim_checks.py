@@ -176,7 +176,7 @@ def state_shape(key: str, param_shape: tuple) -> tuple:
     return shape
 
 
-def refuse_tensor_lr(optimizer, kind: str, who: str) -> None:
+def refuse_tensor_lr(optimizer, factory_name: str, who: str) -> None:
     """from_torch refuses a tensor lr for Adafactor / Muon / SparseAdam: torch then computes in its dtype.
 
     ``torch.optim.optimizer._to_scalar`` keeps a 0-d tensor lr a tensor, so torch computes
@@ -184,7 +184,7 @@ def refuse_tensor_lr(optimizer, kind: str, who: str) -> None:
     SparseAdam's ``step_size = lr * sqrt(bc2) / bc1`` in the tensor's dtype (float32 for
     ``torch.tensor(1e-3)``), which a Python-float lr does not reproduce (~1e-7 relative per step).
     """
-    if kind not in registry.TENSOR_LR_KEPT:
+    if factory_name not in registry.TENSOR_LR_KEPT:
         return
     for i, g in enumerate(optimizer.param_groups):
         lr = g.get("lr")

@@ -67,23 +67,23 @@ def optimizer_factory_name(optimizer, who: str) -> str:
     names = [c.__name__ for c in type(optimizer).__mro__]
     for n in names:
         if n in FACTORY_BY_CLASS:
-            kind = FACTORY_BY_CLASS[n]
+            factory_name = FACTORY_BY_CLASS[n]
             break
     else:
         raise InitError(
             f"{who}: {type(optimizer).__name__} is not supported; supported are torch.optim's "
             f"{', '.join(sorted(o.torch_class for o in registry.OPTIMIZERS))} "
             "and the torchinit.optim optimizers built from them.")
-    if kind == "adam" and optimizer.param_groups and optimizer.param_groups[0].get("decoupled_weight_decay"):
-        kind = "adamw"
-    return kind
+    if factory_name == "adam" and optimizer.param_groups and optimizer.param_groups[0].get("decoupled_weight_decay"):
+        factory_name = "adamw"
+    return factory_name
 
 
 def _is_tensor(x) -> bool:
     return hasattr(x, "shape") and hasattr(x, "item") and not isinstance(x, (int, float))
 
 
-def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
+def torch_arithmetic_refusal(factory_name: str, group: Mapping) -> str | None:
     """Why torch's numbers for this group are not what jaxinit.optim computes (None: they are).
 
     Where a flag or a tensor hyperparameter switches torch to float32 scalar arithmetic that
@@ -91,28 +91,29 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
     18000 ``beta ** step`` values differ from the rounded exact power), ``from_torch``
     refuses with this reason instead of drifting silently.
     """
-    name = registry.CLASS_BY_FACTORY.get(kind, kind)
-    src = f"torch/optim/{'adam' if kind == 'adamw' else kind}.py _single_tensor_{'adam' if kind == 'adamw' else kind}"
+    name = registry.CLASS_BY_FACTORY.get(factory_name, factory_name)
+    torch_file = "adam" if factory_name == "adamw" else factory_name
+    src = f"torch/optim/{torch_file}.py _single_tensor_{torch_file}"
     for flag in ("differentiable", "capturable"):
         if not group.get(flag):
             continue
-        if kind in ("adam", "adamw"):
+        if factory_name in ("adam", "adamw"):
             return (f"{flag}=True makes torch's {name} compute the bias corrections 1 - beta**step from the float32 "
                     f"state['step'] tensor in float32 tensor arithmetic ({src}): about 1e-7 relative away from "
                     f"exact arithmetic, and torch's float32 pow cannot be reproduced bitwise. Fix: build the torch "
                     f"optimizer with {flag}=False (the same algorithm in float64/Python arithmetic).")
-        if flag == "capturable" and kind in ("nadam", "radam", "adamax", "asgd"):
+        if flag == "capturable" and factory_name in ("nadam", "radam", "adamax", "asgd"):
             return (f"capturable=True makes torch's {name} compute its step-dependent scalars from the float32 "
                     f"state['step'] tensor on the device ({src}), with torch's float32 pow. Fix: build the torch "
                     "optimizer with capturable=False.")
-    if kind == "asgd" and (group.get("foreach") or (group.get("foreach") is None and any(
+    if factory_name == "asgd" and (group.get("foreach") or (group.get("foreach") is None and any(
             getattr(getattr(p, "device", None), "type", "cpu") != "cpu" for p in group.get("params", ())))):
         return ("torch's multi-tensor ASGD (foreach=True, torch's default on GPU) computes eta from the float32 "
                 "state['step'] tensor in float32 arithmetic (torch/optim/asgd.py _multi_tensor_asgd), ~1e-7 "
                 "relative away from its single-tensor formulas, which jaxinit.optim.asgd reproduces. Fix: build the "
                 "torch optimizer with foreach=False.")
     lr = group.get("lr")
-    rule = registry.TENSOR_LR_FLOAT32.get(kind, False)
+    rule = registry.TENSOR_LR_FLOAT32.get(factory_name, False)
     if _is_tensor(lr) and (rule is True or (isinstance(rule, str) and group.get(rule, 0) != 0)):
         return (f"a Tensor lr makes torch's {name} compute its lr terms (lr / bias_correction, lr * weight_decay, "
                 f"...) as float32 tensor arithmetic ({src}), not the exact lr. Fix: pass lr as a Python float, "
@@ -124,10 +125,10 @@ def torch_arithmetic_refusal(kind: str, group: Mapping) -> str | None:
     return None
 
 
-def group_hyperparams(kind: str, group: Mapping, factory, who: str, index: int) -> dict:
+def group_hyperparams(factory_name: str, group: Mapping, factory, who: str, index: int) -> dict:
     """The factory's keyword arguments for one torch param group; unknown options are an error."""
     accepted = set(inspect.signature(factory).parameters)
-    reason = torch_arithmetic_refusal(kind, group)
+    reason = torch_arithmetic_refusal(factory_name, group)
     if reason is not None:
         raise InitError(f"{who}: param group {index}: {reason}")
     out, unknown = {}, []
@@ -145,21 +146,21 @@ def group_hyperparams(kind: str, group: Mapping, factory, who: str, index: int) 
         else:
             unknown.append(key)
     if unknown:
-        raise InitError(f"{who}: param group {index} has option(s) {sorted(unknown)} that jaxinit.optim.{kind} "
+        raise InitError(f"{who}: param group {index} has option(s) {sorted(unknown)} that jaxinit.optim.{factory_name} "
                         "does not model; remove them or convert by hand.")
     return out
 
 
-def torch_quirks(optimizer, kind: str, hp: dict) -> dict:
+def torch_quirks(optimizer, factory_name: str, hp: dict) -> dict:
     """What torch really does where a group's value is not what it uses.
 
     ``torch.optim.Adagrad`` fills every parameter's ``sum`` in ``__init__`` from the
     CONSTRUCTOR's ``initial_accumulator_value``, ignoring a per-group value
     (torchinit's ``OptaxAdagrad`` honours the group's).
     """
-    if kind == "adagrad" and "OptaxAdagrad" not in [c.__name__ for c in type(optimizer).__mro__]:
+    if factory_name == "adagrad" and "OptaxAdagrad" not in [c.__name__ for c in type(optimizer).__mro__]:
         hp = dict(hp, initial_accumulator_value=optimizer.defaults.get("initial_accumulator_value", 0))
-    if kind in ("nadam", "asgd"):
+    if registry.BY_FACTORY[factory_name].scalar_fields:  # 0-d state tensors in torch's default dtype
         hp = dict(hp, scalar_dtype=scalar_dtype(optimizer))
     return hp
 
@@ -292,7 +293,7 @@ def torch_params(optimizer_params: Sequence | None, shapes: Sequence, groups: Se
     return tp
 
 
-def _clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
+def shape_clash(tp: TorchParams, across_groups: bool) -> tuple[int, int] | None:
     """Two torch parameters a positional match cannot tell apart: the same shape (an unknown shape,
     a parameter without state, matches any known one), in different groups if ``across_groups``.
     Linear in the number of parameters (one first index per shape and group)."""
@@ -350,7 +351,7 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
                 f"{who}: params has {len(leaf_paths)} leaves but the torch optimizer has {n} "
                 f"parameters.{hint} Fix: pass the params of the same model, as a dict keyed by torch parameter "
                 "names, or as a list in model.parameters() order with param_names=model.")
-        clash = _clash(tp, across_groups=not (is_mapping and what != "hyperparameters"))
+        clash = shape_clash(tp, across_groups=not (is_mapping and what != "hyperparameters"))
         if clash is not None:
             i, j = clash
             if is_mapping:
@@ -382,6 +383,13 @@ def match(leaf_paths: Sequence[str], leaf_shapes: Sequence[tuple], tp: TorchPara
               "with jaxinit.to_torch_state_dict first), as a dict keyed by torch names, or as a list in "
               "model.parameters() order with param_names=model (matched by identity).")
     return order
+
+
+def optimizer_params(optimizer, param_names, who: str) -> TorchParams:
+    """What ``optimizer`` (a torch optimizer, duck-typed) says of its parameters, names included."""
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return torch_params(flat, [tuple(p.shape) for p in flat], groups_of(optimizer.param_groups),
+                        names_of(optimizer.param_groups), param_names, who)
 
 
 def groups_of(param_groups: Sequence[Mapping]) -> list[int]:

@@ -23,7 +23,7 @@ class Rule(NamedTuple):
     """One parsed ``(selector, initializer)`` pair."""
 
     position: int  # in the rules list (a field named `index` would shadow tuple.index)
-    kind: str  # "regex" | "class" | "predicate"
+    selector_type: str  # "regex" | "class" | "predicate"
     selector: Any  # re.Pattern | tuple[type, ...] | callable
     initializer: Any  # the package's applier, or None (leave unchanged)
     label: str  # how errors name the rule: "rules[1] (r'bias$')"
@@ -77,9 +77,9 @@ def parse_rules(
                 f"`rules` must be {accepted}."
             )
         selector, init = item
-        kind, sel = _parse_selector(selector, i, who, module_bases, module_hint)
+        selector_type, sel = _parse_selector(selector, i, who, module_bases, module_hint)
         label = _label(i, selector)
-        parsed.append(Rule(i, kind, sel, None if init is None else initializer(init, label), label))
+        parsed.append(Rule(i, selector_type, sel, None if init is None else initializer(init, label), label))
     return parsed
 
 
@@ -129,9 +129,9 @@ def first_match(rules: Sequence[Rule], path: str, value, owner_type: type | None
 
 
 def matches(rule: Rule, path: str, value, owner_type: type | None) -> bool:
-    if rule.kind == "regex":
+    if rule.selector_type == "regex":
         return rule.selector.search(path) is not None
-    if rule.kind == "class":
+    if rule.selector_type == "class":
         return owner_type is not None and issubclass(owner_type, rule.selector)
     return bool(rule.selector(path, value))
 
@@ -172,7 +172,7 @@ def rule_failed(rule: Rule, path: str, shape, dtype, err: Exception, who: str) -
     return InitError(
         f"{who}: {rule.label} failed on parameter {path!r} (shape {shape}, dtype {dtype}): "
         f"{str(err).rstrip('.')}. Fix: narrow the selector so it skips this parameter, or put a rule for "
-        "it earlier" + _CLASS_HINT * (rule.kind == "class") + "."
+        "it earlier" + _CLASS_HINT * (rule.selector_type == "class") + "."
     )
 
 

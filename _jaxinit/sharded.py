@@ -30,7 +30,8 @@ import numpy as np
 from _jaxinit import convert as _core
 from _jaxinit.errors import InitError
 from _jaxinit.layer_kinds import REGISTRY, Options
-from _jaxinit.naming import flax_index, refine_kind, resolve_paths
+from _jaxinit.arrays import fname
+from _jaxinit.naming import flax_index, join, refine_kind, resolve_paths
 from _jaxinit.safetensors_files import INDEX_NAME as INDEX_NAME
 from _jaxinit.safetensors_files import SINGLE_NAME as SINGLE_NAME
 from _jaxinit.safetensors_files import CheckpointFileError as CheckpointFileError
@@ -71,11 +72,7 @@ class View(NamedTuple):
 
     def arrange(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
         """A source block (source axis order) -> the output block (contiguous)."""
-        mapped = [j for j in self.axes if j is not None]
-        rest = [j for j in range(block.ndim) if j not in mapped]
-        out = np.transpose(block, mapped + rest).reshape(out_block_shape)
-        flips = tuple(k for k, f in enumerate(self.flips) if f)
-        return np.asarray(np.flip(out, axis=flips) if flips else out, order="C")
+        return np.asarray(self._placed(block, out_block_shape), order="C")
 
     def identity(self, src_shape: tuple) -> bool:
         return (all(not f for f in self.flips) and all(s == 0 for s in self.start)
@@ -100,13 +97,13 @@ class View(NamedTuple):
         k = self.axes.index(js)
         flipped = self.flips[k]
         out = np.empty(shape, np.dtype(dtype))
-        S, E = src_index[js].start, src_index[js].stop
+        first, stop = src_index[js].start, src_index[js].stop
         step = max(1, piece_bytes // max(row, 1))
-        for a in range(S, E, step):
-            b = min(a + step, E)
+        for a in range(first, stop, step):
+            b = min(a + step, stop)
             piece = list(src_index)
             piece[js] = slice(a, b)
-            lo, hi = (E - b, E - a) if flipped else (a - S, b - S)
+            lo, hi = (stop - b, stop - a) if flipped else (a - first, b - first)
             sub = [slice(None)] * len(shape)
             sub[k] = slice(lo, hi)
             pshape = list(shape)
@@ -131,7 +128,8 @@ class View(NamedTuple):
         return tuple(out)
 
     def _placed(self, block: np.ndarray, out_block_shape: tuple) -> np.ndarray:
-        """:meth:`arrange` without the final copy (a view, for assignment)."""
+        """A source block (source axis order) -> the output block as a view (transposed,
+        reshaped, flipped; no copy: assigned into a larger block, or copied by :meth:`arrange`)."""
         mapped = [j for j in self.axes if j is not None]
         rest = [j for j in range(block.ndim) if j not in mapped]
         out = np.transpose(block, mapped + rest).reshape(out_block_shape)
@@ -233,7 +231,7 @@ def plan_torch_to_flax(infos: Mapping[str, TensorInfo], *, template, mapping, ki
         spec = REGISTRY[g.kind]
         t = {leaf: arrays[full] for leaf, full in g.keys.items() if leaf in spec.consumed() and full in arrays}
         opts = Options(batchnorm, merge_rnn_biases, transpose_kernel, None, fpath,
-                       None if template is None or index is None else _core._template_probe(template, index, fpath))
+                       None if template is None or index is None else _core.template_probe(template, index, fpath))
         problems = _core.Problems(who)
         conv = spec.to_flax(g, t, problems, opts)
         problems.raise_if_any()
@@ -248,7 +246,7 @@ def plan_flax_to_torch(infos: Mapping[Any, TensorInfo], *, template, mapping, ki
                        transpose_kernel=False, who: str) -> Plan:
     """Plan Flax (``(collection, path)`` keys) -> torch (flat names); checked on probes by
     :func:`_jaxinit.convert.flax_to_torch`. ``template``: None (torch names from the Flax paths)
-    or a torch ``{name: Spec}``."""
+    or a torch ``{name: ShapeDtype}``."""
     probes = {k: probe(i.shape, i.dtype) for k, i in infos.items()}
     tspec, groups, containers, _, _ = _core.torch_target(template, probes, dict(kinds or {}), who)
     produced = _core.flax_to_torch(probes, groups, template=tspec, mapping=mapping, containers=containers,
@@ -265,13 +263,13 @@ def plan_flax_to_torch(infos: Mapping[Any, TensorInfo], *, template, mapping, ki
         problems = _core.Problems(who)
         conv = REGISTRY[g.kind].to_torch(g, f, problems, opts)
         problems.raise_if_any()
-        return {g.keys.get(leaf, _core._join(g.id, leaf)): arr for leaf, arr in conv.items()}
+        return {g.keys.get(leaf, join(g.id, leaf)): arr for leaf, arr in conv.items()}
 
     by_torch = {}
     for g in groups:
         if g.kind != "unknown":
             for leaf in set(g.keys) | set(REGISTRY[g.kind].consumed()):
-                by_torch[g.keys.get(leaf, _core._join(g.id, leaf))] = g
+                by_torch[g.keys.get(leaf, join(g.id, leaf))] = g
     sources: dict = {}
     for g in groups:
         if g.kind != "unknown":
@@ -326,7 +324,7 @@ def _finish(produced, probes, infos, groups, group_of, one_group, kind_of, sourc
 
 
 def _display(key) -> str:
-    return _core._fname(key) if isinstance(key, tuple) else str(key)
+    return fname(key) if isinstance(key, tuple) else str(key)
 
 
 def _canonical(name: str) -> str:
@@ -408,6 +406,17 @@ def write_view_blocks(writer, out_name: str, view: View, reader, shape: tuple, s
         del data
 
 
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over ``total`` tensors when ``enabled`` and tqdm is installed, else None (no bar)."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="tensors", unit="tensor")
+
+
 def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) -> dict:
     """Write every output of ``plan`` (read from ``reader``) with ``writer`` (``write(name, block,
     row0)``, ``commit()``, ``abort()``), one tensor at a time; abort on any failure."""
@@ -436,8 +445,8 @@ def write_plan(reader, plan: Plan, writer, name_of: Callable = str, bar=None) ->
 
 def write_flax_safetensors(reader, plan: Plan, dst, who: str, bar=None) -> dict:
     """A Flax-named ``.safetensors`` (``params/fc/kernel``) from a torch reader and its plan."""
-    writer = SafetensorsWriter(dst, [(_core._fname(k), s, d) for k, (s, d) in plan.outputs.items()], who=who)
-    return write_plan(reader, plan, writer, _core._fname, bar)
+    writer = SafetensorsWriter(dst, [(fname(k), s, d) for k, (s, d) in plan.outputs.items()], who=who)
+    return write_plan(reader, plan, writer, fname, bar)
 
 
 

@@ -50,7 +50,8 @@ def scalar(x) -> Any:
     return x
 
 
-def kind(scheduler) -> str:
+def class_name(scheduler) -> str:
+    """The torch scheduler's class name (``"StepLR"``)."""
     return type(scheduler).__name__
 
 
@@ -86,6 +87,6 @@ def swalr_anneal(scheduler) -> str:
 
 def steps_taken(scheduler) -> int:
     """The number of ``scheduler.step()`` calls since construction (ChainedScheduler: its first child's)."""
-    if kind(scheduler) == "ChainedScheduler":
+    if class_name(scheduler) == "ChainedScheduler":
         return steps_taken(children(scheduler)[0])
     return int(scheduler.last_epoch)

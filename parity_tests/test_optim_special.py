@@ -165,8 +165,8 @@ def test_optim_db_float64(name, desc, kwargs):
         return
     w0, grads, masks = _inputs(name, seed=len(desc))
     ps, opt, (mid_p, mid_sd) = _torch_run(name, kwargs, w0, grads, masks)
-    kind = {"Adafactor": "adafactor", "Muon": "muon", "SparseAdam": "sparse_adam"}[name]
-    direct = getattr(jo, kind)(**_plain(kwargs))
+    factory_name = {"Adafactor": "adafactor", "Muon": "muon", "SparseAdam": "sparse_adam"}[name]
+    direct = getattr(jo, factory_name)(**_plain(kwargs))
     conv = jo.from_torch(opt)
     p0 = [jnp.asarray(w) for w in w0]
     pm = [jnp.asarray(w) for w in mid_p]

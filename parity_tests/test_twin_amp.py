@@ -21,8 +21,8 @@ import jaxinit
 import jaxinit.amp as ja
 import torchinit
 from _jaxinit.errors import InitError
-from _jaxinit.jax_and_torch import _common as C
-from parity_tests import _amp_twins as T
+from _jaxinit.jax_and_torch import _common as shared
+from parity_tests import _amp_twins as amp_twins
 
 
 class TanhGeluMLP(nn.Module):
@@ -34,20 +34,20 @@ class TanhGeluMLP(nn.Module):
         return nn.Dense(10, name="fc3")(x)
 
 
-class EpsBlock(T.LinenBlock):
+class EpsBlock(amp_twins.LinenBlock):
     """The transformer block with a planted error: Flax's LayerNorm default eps 1e-6 for torch's 1e-5."""
     @nn.compact
     def __call__(self, x, train=True):
         h = nn.LayerNorm(epsilon=1e-6, name="ln1")(x)
         x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads, deterministic=True, name="attn")(h)
         h = nn.Dense(2 * self.e, name="fc1")(nn.LayerNorm(epsilon=1e-6, name="ln2")(x))
-        x = x + nn.Dense(self.e, name="fc2")(ja.active().pointwise(T.torch_gelu)(h))
+        x = x + nn.Dense(self.e, name="fc2")(ja.active().pointwise(amp_twins.torch_gelu)(h))
         return nn.Dense(10, name="head")(x.mean(1))
 
 
 def _twin(name, linen_cls=None):
     """torch twin (seeded), Flax twin with the torch weights, a float32 batch in both layouts."""
-    tcls, lcls, shape, perm = T.TWINS[name]
+    tcls, lcls, shape, perm = amp_twins.TWINS[name]
     torch.manual_seed(0)
     tm = tcls()
     model = (linen_cls or lcls)()
@@ -64,7 +64,7 @@ def test_mlp_twin_under_bf16_autocast_passes_and_a_wrong_gelu_fails():
     tm, model, v, x, _ = _twin("mlp")
     ok = jaxinit.twin_check(tm, model, x, variables=v, autocast=ja.Autocast("cpu", jnp.bfloat16), jit=True,
                             modes=("train",))["train"]
-    budget = C.autocast_twin_budget("bfloat16")
+    budget = shared.autocast_twin_budget("bfloat16")
     assert ok["ok"], ok
     assert ok["autocast"] == {"device_type": "cpu", "dtype": "bfloat16", "ulps_budget": budget["ulps"],
                               "share_budget": {"outputs": budget["outputs"], "grads": budget["grads"],
@@ -92,12 +92,12 @@ def test_autocast_argument_errors():
         jaxinit.compare_layers(tm, model, x, variables=v, autocast=ja.Autocast("cuda", jnp.bfloat16))
     with pytest.raises(InitError, match=r"cuda autocast but the torch module is on cpu"):
         jaxinit.twin_check(tm, model, x, variables=v, autocast=ja.Autocast("cuda", jnp.float16))
-    setting = C.resolve_autocast(torch.autocast("cpu", dtype=torch.float16), tm, "twin_check")
+    setting = shared.resolve_autocast(torch.autocast("cpu", dtype=torch.float16), tm, "twin_check")
     assert (setting.device_type, setting.dtype) == ("cpu", "float16")
     # a disabled policy is no autocast: the float32 budget
-    assert C.resolve_autocast(ja.Autocast(enabled=False), tm, "twin_check") is None
-    assert C.resolve_autocast(torch.autocast("cpu", enabled=False), tm, "twin_check") is None
-    assert C.resolve_autocast("float16", tm, "twin_check").dtype == "float16"
+    assert shared.resolve_autocast(ja.Autocast(enabled=False), tm, "twin_check") is None
+    assert shared.resolve_autocast(torch.autocast("cpu", enabled=False), tm, "twin_check") is None
+    assert shared.resolve_autocast("float16", tm, "twin_check").dtype == "float16"
 
 
 def test_ulp_counts_against_numpy_spacing():
@@ -110,9 +110,9 @@ def test_ulp_counts_against_numpy_spacing():
     for low, dt in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
         expect = np.abs(np.spacing(v.astype(dt))).astype(np.float64)
         normal = np.abs(v) >= (2.0 ** -126 if low == "bfloat16" else 2.0 ** -14)
-        np.testing.assert_array_equal(C.spacing(v, low)[normal], expect[normal])
-    assert C.ulp_counts(np.array([4.0]), np.array([4.0 + 2 * 2.0 ** -5]), "bfloat16", 4.0)[0] == 2.0
-    assert C.ulp_counts(np.array([0.0]), np.array([2.0 ** -13]), "bfloat16", 4.0)[0] == 1.0  # floor 4/256
+        np.testing.assert_array_equal(shared.spacing(v, low)[normal], expect[normal])
+    assert shared.ulp_counts(np.array([4.0]), np.array([4.0 + 2 * 2.0 ** -5]), "bfloat16", 4.0)[0] == 2.0
+    assert shared.ulp_counts(np.array([0.0]), np.array([2.0 ** -13]), "bfloat16", 4.0)[0] == 1.0  # floor 4/256
 
 
 @pytest.mark.exhaustive

@@ -4,15 +4,15 @@ configurations; the classes of ``torchinit/_src/<family>.py`` for the optax-conv
 and LARS). ``lr`` may be a schedule ``step -> lr``, followed step for step like optax.
 """
 # BEGIN generated: optimizers (python -m _jaxinit.optim_codegen, from _jaxinit/optim_registry.py)
-from torchinit._src.sgd import sgd as sgd
+from torchinit._src.optim_factories import sgd as sgd
 from torchinit._src.adagrad import adagrad as adagrad
 from torchinit._src.rmsprop import rmsprop as rmsprop
 from torchinit._src.adam import adam as adam
 from torchinit._src.adam import adamw as adamw
 from torchinit._src.nadam import nadam as nadam
-from torchinit._src.radam import radam as radam
-from torchinit._src.adamax import adamax as adamax
-from torchinit._src.adadelta import adadelta as adadelta
+from torchinit._src.optim_factories import radam as radam
+from torchinit._src.optim_factories import adamax as adamax
+from torchinit._src.optim_factories import adadelta as adadelta
 from torchinit._src.rprop import rprop as rprop
 from torchinit._src.asgd import asgd as asgd
 from torchinit._src.adafactor import adafactor as adafactor

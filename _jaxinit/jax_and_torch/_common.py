@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from _jaxinit import arrays as _arr
 from _jaxinit.errors import InitError
 
 # Rounding budget of a twin comparison, relative to the reference's scale (max |torch|
@@ -299,10 +298,6 @@ def check_rngs(rngs: Any, who: str) -> dict | None:
             raise InitError(f"{who}: rngs[{k!r}] must be one key, got a key array of shape {tuple(v.shape)}.")
         out[k] = v
     return out
-
-
-def float_leaf(x) -> bool:
-    return _arr.is_float(np.asarray(x).dtype if not _arr.is_torch_tensor(x) else _arr.tensor_spec(x).dtype)
 
 
 def train_kwargs(model, train_kwarg, train: bool) -> dict:

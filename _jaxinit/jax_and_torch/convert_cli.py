@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.to == "torch" and args.format == "dcp":
         # jaxinit's Orbax reader (or a Flax-named .safetensors) feeding torch's DCP writer
         from _jaxinit import sharded
-        from torchinit._src.checkpoint_io import DCPWriter, _progress
+        from torchinit._src.checkpoint_io import DCPWriter
 
         who = "python -m jaxinit.convert"
         sharded.check_common("torch", "dcp", None, args.dst, who)
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
             flax_reader = sharded.FlaxNamedReader(sharded.SafetensorsReader(args.src, who), who)
         plan = sharded.plan_flax_to_torch(flax_reader.infos, template=None, mapping=common["mapping"],
                                           kinds=kinds or None, batchnorm=common["batchnorm"], who=who)
-        return DCPWriter(args.dst, who).run(flax_reader, plan, _progress(len(plan.outputs), bool(common["progress"])))
+        return DCPWriter(args.dst, who).run(flax_reader, plan, sharded.progress_bar(len(plan.outputs), bool(common["progress"])))
     if args.to == "flax" and args.dst.endswith(".safetensors") and sharding is None:
         import torchinit
 

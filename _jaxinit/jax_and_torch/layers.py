@@ -20,12 +20,13 @@ from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
 from _jaxinit.convert import torch_to_flax
 from _jaxinit.errors import InitError
-from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch import _common as shared
+from _jaxinit.jax_and_torch.layer_pairing import pair_layers
 from _jaxinit.jax_and_torch.twin import (
     MODES,
     Run,
-    _cotangents,
-    _normalize_call,
+    cotangents,
+    normalize_call,
     bound_torch,
     explain_missing_rngs,
     train_rng_calls,
@@ -178,15 +179,15 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
         raise InitError(f"compare_layers: `layout` must be 'auto', 'same' or a function (torch_path, flax_array) "
                         f"-> array, got {layout!r}.")
     user_call = flax_call is not None
-    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, (mode,))
-    amp = C.resolve_autocast(autocast, torch_module, "compare_layers")
+    flax_module, variables, flax_call = normalize_call(flax_module, variables, flax_call, (mode,))
+    amp = shared.resolve_autocast(autocast, torch_module, "compare_layers")
     train = mode == "train"
-    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
-    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
-    run = Run(train_kwarg=train_kwarg, rngs=C.check_rngs(rngs, "compare_layers"))
+    xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(flax_inputs)]
+    run = Run(train_kwarg=train_kwarg, rngs=shared.check_rngs(rngs, "compare_layers"))
     if run.rngs is not None and train:
         run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "compare_layers"))
-    with C.exact_precision():
+    with shared.exact_precision():
         tm, tcalls, tout, tstate = _torch_capture(torch_module, xs, train, seed, gradients, amp, run)
         groups, containers = _naming.groups_from_module(tm, tstate.keys(), kinds)
         channels_last = layout == "auto" and any(g.kind in ("conv", "conv_transpose") for g in groups)
@@ -194,7 +195,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             fcalls, fvars = _flax_capture(flax_module, variables, fxs, train, tout, seed, gradients, train_kwarg,
                                           flax_call, channels_last, layout, amp, run.rngs if train else None)
     alternates: dict = {}
-    pairs = _pair(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
+    pairs = pair_layers(tm, groups, containers, fvars, mapping, [p for p, _, _ in fcalls], alternates)
     fby: dict[str, tuple] = {}
     for path, outs, grads in fcalls:
         if outs or "/".join(path) not in fby:
@@ -204,7 +205,7 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
             pairs[tpath] = alt
     dtype = next((np.asarray(v).dtype for _, o, _ in tcalls for v in o.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
-    rtol = C.budget_rtol(dtype)
+    rtol = shared.budget_rtol(dtype)
     rows, seen = [], set()
     for tpath, touts, tgrads in tcalls:
         fpath = pairs.get(tpath)
@@ -240,12 +241,12 @@ def compare_layers(torch_module: Any, flax_module: Any, inputs: Any, *, variable
 
 def _ignored(ignore, tied, tstate, fvars, tm):
     """twin_check's ``ignore=`` / ``tied=`` resolution, on compare_layers' two sides."""
-    from _jaxinit.jax_and_torch.twin import Run, _Keep, _Side, _tied_keys
+    from _jaxinit.jax_and_torch.twin import Run, Keep, Side, tied_keys
 
-    t = _Side({}, dict(tstate), {}, {}, [], True, _tied_keys(tm), ())
-    f = _Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
+    t = Side({}, dict(tstate), {}, {}, [], True, tied_keys(tm), ())
+    f = Side({}, {}, {k: v for k, v in fvars.items() if k[0] != "params"},
               {k: v for k, v in fvars.items() if k[0] == "params"}, [], True, {}, ())
-    return _Keep.of(t, f, Run(ignore=ignore, tied=tied))
+    return Keep.of(t, f, Run(ignore=ignore, tied=tied))
 
 
 def _hint_first_divergence(rows, tcalls, seen, modules) -> None:
@@ -273,7 +274,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = C.copy_module(torch_module)
+    tm = shared.copy_module(torch_module)
     tm.train(train)
     calls: list[tuple[str, dict, int | None]] = []
     perts: list[Any] = []
@@ -281,7 +282,7 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
 
     def hook_for(name):
         def hook(module, args, out):
-            leaves = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(out) if _arr.is_torch_tensor(v)}
+            leaves = {k: _arr.to_numpy(v).copy() for k, v in shared.tree_leaves(out) if _arr.is_torch_tensor(v)}
             if gradients and isinstance(out, torch.Tensor) and out.is_floating_point() and torch.is_grad_enabled():
                 calls.append((name, leaves, len(perts)))
                 perts.append(torch.zeros_like(out, requires_grad=True))
@@ -299,13 +300,13 @@ def _torch_capture(torch_module, xs, train, seed, gradients, amp=None, run=None)
     finally:
         for h in handles:
             h.remove()
-    out = {k: _arr.to_numpy(v).copy() for k, v in C.tree_leaves(y)}
+    out = {k: _arr.to_numpy(v).copy() for k, v in shared.tree_leaves(y)}
     grads: Sequence[Any] = []
     if gradients and perts:
         rng = np.random.default_rng(seed)
         loss = sum((v * _arr.numpy_to_tensor(rng.standard_normal(tuple(v.shape)).astype(_arr.tensor_spec(v).dtype),
                                              torch, device)).sum()
-                   for _, v in C.tree_leaves(y) if isinstance(v, torch.Tensor) and v.is_floating_point())
+                   for _, v in shared.tree_leaves(y) if isinstance(v, torch.Tensor) and v.is_floating_point())
         grads = torch.autograd.grad(loss, perts, allow_unused=True)
     rows = []
     for name, leaves, i in calls:
@@ -359,7 +360,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
     from flax import nnx
 
     xf = [jnp.asarray(x) for x in fxs]
-    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_out, seed).items()}
+    cot = {k: jnp.asarray(v) for k, v in cotangents(torch_out, seed).items()}
     is_nnx = isinstance(model, nnx.Module)
     if is_nnx:
         model = nnx.clone(model)
@@ -371,7 +372,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         def record(path, out):
             if perts is None:  # the plain pass: a call inside a transform (the cell of nn.RNN runs in a
                 # scan) gives tracers, not values: it is recorded without an output
-                traced = any(isinstance(v, jax.core.Tracer) for _, v in C.tree_leaves(out))
+                traced = any(isinstance(v, jax.core.Tracer) for _, v in shared.tree_leaves(out))
                 calls.append((path, None if traced else out))
                 return out
             if isinstance(out, jax.Array) and len(calls) < len(perts) and perts[len(calls)] is not None:
@@ -381,7 +382,7 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
 
         if is_nnx:
             with _nnx_intercept(model, record), amp.flax(model) if amp is not None else contextlib.nullcontext():
-                y = C.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
+                y = shared.call_flax(flax_call, model, None, xf, train)[0] if flax_call else model(*xf)
             upd: dict = {}
         else:
             import flax.linen as nn
@@ -395,14 +396,14 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
             # the capture first: Flax runs the interceptor entered first outermost, so it records the
             # layer's output as the autocast policy (entered second) computes it
             with nn.intercept_methods(icpt), amp.flax() if amp is not None else contextlib.nullcontext():
-                kw = C.train_kwargs(model, train_kwarg, train)
+                kw = shared.train_kwargs(model, train_kwarg, train)
                 if flax_call is not None:
-                    y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
+                    y, upd = shared.call_flax(flax_call, model, full, xf, train, rngs)
                 elif train and "batch_stats" in full:
                     y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
                 else:
                     y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
-        leaves = dict(C.tree_leaves(y))
+        leaves = dict(shared.tree_leaves(y))
         loss = sum((_loss_term(k, c, leaves[k], channels_last, layout) for k, c in cot.items() if k in leaves),
                    jnp.zeros(()))
         return loss, (calls, upd)
@@ -418,13 +419,13 @@ def _flax_capture(model, variables, fxs, train, torch_out, seed, gradients, trai
         grads = jax.grad(lambda p: run(p)[0])(zeros)
     out = []
     for (path, o), g in zip(calls, grads):
-        outs = {} if o is None else {k: np.asarray(v) for k, v in C.tree_leaves(o) if hasattr(v, "shape")}
+        outs = {} if o is None else {k: np.asarray(v) for k, v in shared.tree_leaves(o) if hasattr(v, "shape")}
         gd: dict[str, np.ndarray] = {"output": np.asarray(g)} if g is not None and isinstance(o, jax.Array) else {}
         out.append((path, outs, gd))
     if is_nnx:
-        from _jaxinit.jax_and_torch.twin import _nnx_vars
+        from _jaxinit.jax_and_torch.twin import nnx_vars
 
-        stats, params = _nnx_vars(model, nnx)
+        stats, params = nnx_vars(model, nnx)
         fvars = {**params, **stats}
     else:
         fvars = _arr.flatten_flax({**variables, **upd}, "compare_layers")
@@ -479,67 +480,6 @@ class _nnx_intercept:
         return False
 
 
-# --------------------------------------------------------------------------- pairing
-def _pair(tm, groups, containers, fvars, mapping, fpaths, alternates: dict | None = None) -> dict:
-    """torch module path -> Flax path string, by the converter's rule (groups), the
-    deepest Flax module holding all of a container's layers, or the rule for
-    parameterless modules. ``alternates`` receives, for recurrent layers, the Flax module
-    the rule for parameterless modules names (``nn.RNN`` holding a cell defined outside it)."""
-    index = _naming.flax_index(fvars) | {p for p in fpaths}
-    gids = {g.id for g in groups}
-    extra = tuple(n for n, m in tm.named_modules() if n and n not in gids and next(m.children(), None) is None)
-    rnn = tuple(g.id for g in groups if g.kind in ("lstm", "gru") and g.id)
-    alt_groups = [g._replace(kind="unknown") for g in groups]  # no class-based auto names for the RNN module
-    alt = _naming.resolve_prefixes(alt_groups, index, mapping, containers, rnn) if rnn else {}
-    if alternates is not None:
-        alternates.update({gid: "/".join(alt[gid]) for gid in rnn if alt.get(gid) in index})
-    every = _naming.resolve_prefixes(groups, index, mapping, containers, extra)
-    pairs = {}
-    by_group = {}
-    modules = {n for n, _ in tm.named_modules()}
-    for g in groups:
-        p = every[g.id]
-        if g.kind in ("lstm", "gru") and p + ("cell",) in index:
-            p = p + ("cell",)
-        by_group[g.id] = p
-        pairs[g.id if g.id in modules else g.id.rsplit(".", 1)[0]] = "/".join(p)  # "lstm.l1" -> "lstm"
-    for n in extra:
-        if every[n] in index:
-            pairs[n] = "/".join(every[n])
-    # containers: the longest common Flax prefix of their layers, when they hold ALL the Flax
-    # layers under it (a torch Sequential 'downsample' inside a block is not the Flax block);
-    # among torch containers that qualify for one Flax module, the deepest wins
-    flax_layers = {p[:-1] for (c, p) in fvars if c == "params"}
-    claimed = {}
-    for c in containers:
-        under = [p for gid, p in by_group.items() if c == "" or gid == c or gid.startswith(c + ".")]
-        if not under:
-            continue
-        if c and c in every and every[c] in index and all(p[:len(every[c])] == every[c] and len(p) > len(every[c])
-                                                         for p in under):
-            pairs[c] = "/".join(every[c])  # the naming rule finds it (e.g. a Hugging Face twin)
-            continue
-        common = under[0]
-        for p in under[1:]:
-            k = 0
-            while k < min(len(common), len(p)) and common[k] == p[k]:
-                k += 1
-            common = common[:k]
-        if c == "":
-            claimed[()] = ""
-            continue
-        if any(len(p) == len(common) for p in under):
-            common = common[:-1]  # a container of one layer is the module above that layer
-        inside = [m for m in flax_layers if m[:len(common)] == common]
-        if not all(any(m[:len(p)] == p for p in under) for m in inside):
-            continue
-        if common and (common not in claimed or len(c) > len(claimed[common])):
-            claimed[common] = c
-    for fp, c in claimed.items():
-        pairs[c] = "/".join(fp)
-    return pairs
-
-
 def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, amp=None, what="outputs") -> dict:
     row = {"torch": tpath, "flax": fpath, "shape": (), "diff": 0.0, "scale": 0.0, "rel": 0.0,
            "budget": 0.0, "ok": None}
@@ -563,8 +503,8 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
             return row
         if not (_arr.is_float(t.dtype) or np.issubdtype(t.dtype, np.integer)):
             continue
-        diffs.append(C.diff(t, f))
-        scales.append(C.scale(t))
+        diffs.append(shared.diff(t, f))
+        scales.append(shared.scale(t))
         pairs[k] = (t, f)
         row["shape"] = row["shape"] or tuple(t.shape)
     if not diffs:
@@ -573,8 +513,8 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
     row.update(diff=d, scale=s, rel=d / s if s else (0.0 if d == 0 else float("inf")), budget=rtol * s,
                ok=bool(d <= rtol * s))
     if amp is not None:  # the layer's outputs as one category, judged as twin_check judges one
-        v = C.verdicts(pairs, rtol, amp)
-        share = C.amp_share(v)
+        v = shared.verdicts(pairs, rtol, amp)
+        share = shared.amp_share(v)
         row.update(budget=max(r["budget"] for r in v.values()), ulps=max(r["ulps"] for r in v.values()),
                    share=share, ok=bool(all(r["ok"] for r in v.values()) and share <= amp.share[what]))
     return row
@@ -583,7 +523,7 @@ def _row(tpath, fpath, touts: dict, fouts: dict, rtol, layout, channels_last, am
 def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=None, amp=None) -> None:
     """Train mode: each layer's running statistics after the pass, torch converted to the
     Flax layout by the converter, compared per layer (a divergence there marks the row)."""
-    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in fvars.items()}
+    template = _arr.shape_dtypes(fvars)
     conv = torch_to_flax(tstate, groups, template=template, mapping=mapping, containers=containers,
                          batchnorm="flax" if not any(k[1][-1] == "num_batches_tracked" for k in fvars) else "torch",
                          dtype="template", merge_rnn_biases=True, who="compare_layers", tied=tied)
@@ -595,10 +535,10 @@ def _state_rows(rows, tstate, groups, containers, fvars, mapping, rtol, tied=Non
         row = by_row.get("/".join(path[:-1]))
         if row is None:
             continue
-        d, s = C.diff(conv[key], v), C.scale(conv[key])
+        d, s = shared.diff(conv[key], v), shared.scale(conv[key])
         row["state_diff"] = max(row.get("state_diff", 0.0), d)
         if amp is not None:
-            r = C.verdicts({"s": (conv[key], v)}, rtol, amp)["s"]
+            r = shared.verdicts({"s": (conv[key], v)}, rtol, amp)["s"]
             bad = not r["ok"] or r["share"] > amp.share["batch_stats"]
         else:
             bad = d > rtol * max(s, 1e-300)

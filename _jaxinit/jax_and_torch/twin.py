@@ -14,12 +14,12 @@ from _jaxinit import arrays as _arr
 from _jaxinit import naming as _naming
 from _jaxinit.convert import ConversionError, torch_to_flax
 from _jaxinit.errors import InitError
-from _jaxinit.jax_and_torch import _common as C
+from _jaxinit.jax_and_torch import _common as shared
 
 MODES = ("eval", "train")
 
 
-class _Side(NamedTuple):
+class Side(NamedTuple):
     """One framework's pass: output leaves, parameter gradients and state after the pass."""
 
     outputs: dict  # {field: np.ndarray}
@@ -153,24 +153,24 @@ def twin_check(torch_module: Any, flax_module: Any, inputs: Any, *, variables: A
     >>> report["train"]["ok"], report["train"]["output"], report["train"]["grad"]  # doctest: +SKIP
     """
     run = Run(output_transform, torch_output_transform, train_kwarg, flax_call, seed, jit, mapping, kinds,
-              batchnorm, transpose_kernel, ignore, tied, C.resolve_autocast(autocast, torch_module, "twin_check"))
+              batchnorm, transpose_kernel, ignore, tied, shared.resolve_autocast(autocast, torch_module, "twin_check"))
     user_call = flax_call is not None
-    flax_module, variables, flax_call = _normalize_call(flax_module, variables, flax_call, modes)
+    flax_module, variables, flax_call = normalize_call(flax_module, variables, flax_call, modes)
     run = run._replace(flax_call=flax_call)
-    xs = [_arr.to_numpy(x) for x in C.as_tuple(inputs)]
-    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in C.as_tuple(flax_inputs)]
-    run = run._replace(rngs=C.check_rngs(rngs, "twin_check"))
+    xs = [_arr.to_numpy(x) for x in shared.as_tuple(inputs)]
+    fxs = xs if flax_inputs is None else [_arr.to_numpy(x) for x in shared.as_tuple(flax_inputs)]
+    run = run._replace(rngs=shared.check_rngs(rngs, "twin_check"))
     if run.rngs is not None and "train" in modes:
         run = run._replace(rng_calls=train_rng_calls(flax_module, variables, fxs, run, user_call, "twin_check"))
-    keep = _Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
+    keep = Keep.of(*_static_sides(torch_module, flax_module, variables), run)  # bad ignore=/tied=: before the passes
     report = {}
-    with C.exact_precision():
+    with shared.exact_precision():
         for mode in modes:
             train = mode == "train"
             tm, t = _torch_pass(torch_module, xs, train, run)
             with explain_missing_rngs("twin_check", run):
                 f = _flax_pass(flax_module, variables, fxs, train, t.outputs, run)
-            C.pair_leaves(t.outputs, f.outputs, "twin_check")
+            shared.pair_leaves(t.outputs, f.outputs, "twin_check")
             grads, frozen = _torch_grads_in_flax_layout(tm, t, f, run, keep)
             report[mode] = _mode_report(t, f, grads, train, keep, run)
             report[mode]["buffer_in_torch"] = frozen
@@ -197,14 +197,14 @@ def train_rng_calls(flax_module, variables, fxs, run: Run, user_call: bool, who:
                         "the torch model. Call the Linen module directly (train_kwarg=...), or bind the torch model "
                         "yourself (torchinit.rngs.bind_rngs(torch_model, key, jaxinit.rngs.rng_calls(...))) and give "
                         "the hook the key.")
-    if C.is_hf_flax(flax_module):
+    if shared.is_hf_flax(flax_module):
         import inspect
 
         names = inspect.signature(type(flax_module).__call__).parameters
         kw: dict = {"train": True} if "train" in names or "deterministic" not in names else {"deterministic": False}
         calls = rng_calls(flax_module, *fxs, variables={"params": variables["params"]}, rngs=run.rngs, **kw)
     else:
-        kw = C.train_kwargs(flax_module, run.train_kwarg, True)
+        kw = shared.train_kwargs(flax_module, run.train_kwarg, True)
         if "batch_stats" in variables:
             kw["mutable"] = ["batch_stats"]
         calls = rng_calls(flax_module, *fxs, variables=variables, rngs=run.rngs, **kw)
@@ -255,21 +255,21 @@ def dropout_note(torch_module) -> str | None:
             "dropout key; the torch model is bound to the same masks), or compare modes=('eval',).")
 
 
-def _static_sides(torch_module, flax_module, variables) -> tuple[_Side, _Side]:
+def _static_sides(torch_module, flax_module, variables) -> tuple[Side, Side]:
     """The two sides' keys before any pass: torch's state dict (and its ties), Flax's variables."""
     from flax import nnx
 
-    t = _Side({}, dict(torch_module.state_dict()), {}, {}, [], True, _tied_keys(torch_module))
+    t = Side({}, dict(torch_module.state_dict()), {}, {}, [], True, tied_keys(torch_module))
     if isinstance(flax_module, nnx.Module):
-        state, params = _nnx_vars(flax_module, nnx)
+        state, params = nnx_vars(flax_module, nnx)
     else:
         flat = _arr.flatten_flax(variables, "twin_check")
         state = {k: v for k, v in flat.items() if k[0] != "params"}
         params = {k: v for k, v in flat.items() if k[0] == "params"}
-    return t, _Side({}, {}, state, params, [])
+    return t, Side({}, {}, state, params, [])
 
 
-class _Keep(NamedTuple):
+class Keep(NamedTuple):
     """What ``ignore=`` / ``tied=`` take out of the comparison, resolved against both sides."""
 
     torch_ignored: list
@@ -277,7 +277,7 @@ class _Keep(NamedTuple):
     tied: dict
 
     @classmethod
-    def of(cls, t: _Side, f: _Side, run: Run) -> _Keep:
+    def of(cls, t: Side, f: Side, run: Run) -> Keep:
         pats = [run.ignore] if isinstance(run.ignore, str) else list(run.ignore or ())
         tkeys = list(t.grads)
         fkeys = [_arr.fname(k) for k in {**f.params, **f.state}]
@@ -305,14 +305,14 @@ class _Keep(NamedTuple):
         return cls(tig, fig, tied)
 
 
-def _normalize_call(flax_module, variables, flax_call, modes):
+def normalize_call(flax_module, variables, flax_call, modes):
     from flax import nnx
 
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise InitError(f"twin_check: `modes` must be a non-empty subset of {MODES}, got {modes!r}.")
-    if flax_call is None and C.is_hf_flax(flax_module):
-        flax_call = C.hf_call
+    if flax_call is None and shared.is_hf_flax(flax_module):
+        flax_call = shared.hf_call
         if variables is None:
             try:
                 variables = dict(flax_module.params)
@@ -332,7 +332,7 @@ def _normalize_call(flax_module, variables, flax_call, modes):
     return flax_module, variables, flax_call
 
 
-def _tied_keys(tm) -> dict:
+def tied_keys(tm) -> dict:
     """``{key: first key}`` for state-dict keys whose tensor is another key's (tied weights)."""
     first: dict = {}
     tied = {}
@@ -368,7 +368,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
     import torch
 
     device = next((p.device for p in torch_module.parameters()), torch.device("cpu"))
-    tm = C.copy_module(torch_module)
+    tm = shared.copy_module(torch_module)
     tm.train(train)
     for p in tm.parameters():
         p.grad = None
@@ -376,7 +376,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
     with _weight_norm_grads(tm, torch) as normalized, amp, bound_torch(tm, train, run):
         y = tm(*[_arr.numpy_to_tensor(x, torch, device) for x in xs])
         y = run.torch_output_transform(y) if run.torch_output_transform is not None else y
-    leaves = dict(C.tree_leaves(y))
+    leaves = dict(shared.tree_leaves(y))
     _check_leaves(leaves, torch)
     rng = np.random.default_rng(run.seed)
     loss = None
@@ -401,7 +401,7 @@ def _torch_pass(torch_module, xs, train, run: Run):
             grads[f"{prefix}.weight" if prefix else "weight"] = _arr.to_numpy(w.grad)
     outs = {k: _arr.to_numpy(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in leaves.items()}
     buffers = tuple(k for k in tm.state_dict() if k not in named)
-    return tm, _Side(outs, grads, {}, {}, no_grad, True, _tied_keys(tm), buffers)
+    return tm, Side(outs, grads, {}, {}, no_grad, True, tied_keys(tm), buffers)
 
 
 class _weight_norm_grads:
@@ -442,7 +442,7 @@ class _weight_norm_grads:
         return False
 
 
-def _cotangents(outputs: dict, seed: int) -> dict:
+def cotangents(outputs: dict, seed: int) -> dict:
     """The torch pass's cotangents (same seed, same order), for the Flax loss."""
     rng = np.random.default_rng(seed)
     return {k: rng.standard_normal(np.shape(v)).astype(np.asarray(v).dtype)
@@ -456,12 +456,12 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
     flax_call, transform = run.flax_call, run.output_transform
     xf = [jnp.asarray(x) for x in fxs]
-    cot = {k: jnp.asarray(v) for k, v in _cotangents(torch_outputs, run.seed).items()}
+    cot = {k: jnp.asarray(v) for k, v in cotangents(torch_outputs, run.seed).items()}
 
     def loss_of(y):
         y = transform(y) if transform is not None else y
-        leaves = dict(C.tree_leaves(y))
-        C.pair_leaves(torch_outputs, leaves, "twin_check")
+        leaves = dict(shared.tree_leaves(y))
+        shared.pair_leaves(torch_outputs, leaves, "twin_check")
         return sum((jnp.sum(leaves[k] * c) for k, c in cot.items()), jnp.zeros(())), leaves
 
     if isinstance(model, nnx.Module):
@@ -470,13 +470,13 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
 
         def loss_nnx(mm):
             with run.amp.flax(mm) if run.amp is not None else contextlib.nullcontext():
-                y = C.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
+                y = shared.call_flax(flax_call, mm, None, xf, train)[0] if flax_call else mm(*xf)
             return loss_of(y)
 
         (_, leaves), g = nnx.value_and_grad(loss_nnx, has_aux=True)(m)
         grads = {("params", tuple(str(p) for p in path)): v for path, v in _nnx_leaves(g, nnx)}
-        state, params = _nnx_vars(m, nnx)
-        return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], True, {})
+        state, params = nnx_vars(m, nnx)
+        return Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], True, {})
     rest = {k: v for k, v in variables.items() if k != "params"}
     seen = flax_call is None or getattr(flax_call, "returns_updates", False) or not train or not rest
 
@@ -488,12 +488,12 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
         full = {"params": params, **rest}
         rngs = run.rngs if train else None
         if flax_call is not None:
-            y, upd = C.call_flax(flax_call, model, full, xf, train, rngs)
+            y, upd = shared.call_flax(flax_call, model, full, xf, train, rngs)
         elif train and "batch_stats" in variables:
-            kw = C.train_kwargs(model, run.train_kwarg, train)
+            kw = shared.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, mutable=["batch_stats"], rngs=rngs, **kw)
         else:
-            kw = C.train_kwargs(model, run.train_kwarg, train)
+            kw = shared.train_kwargs(model, run.train_kwarg, train)
             y, upd = model.apply(full, *xf, rngs=rngs, **kw), {}
         loss, leaves = loss_of(y)
         return loss, (leaves, upd)
@@ -504,15 +504,14 @@ def _flax_pass(model, variables, fxs, train, torch_outputs, run: Run):
     new_vars = {**variables, **upd}
     state = {k: v for k, v in _arr.flatten_flax(new_vars, "twin_check").items() if k[0] != "params"}
     params = _arr.flatten_flax({"params": variables["params"]}, "twin_check")
-    return _Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
+    return Side({k: np.asarray(v) for k, v in leaves.items()}, grads, state, params, [], seen, {})
 
 
-def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -> tuple[dict, list]:
+def _torch_grads_in_flax_layout(tm, t: Side, f: Side, run: Run, keep: Keep) -> tuple[dict, list]:
     """torch's gradients (and buffers after the pass) converted to the Flax layout; ignored
     keys left out on both sides, tied keys whose Flax leaf is their partner's dropped."""
     drop_f = set(keep.flax_ignored)
-    template = {k: _arr.Spec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in {**f.params, **f.state}.items()
-                if _arr.fname(k) not in drop_f}
+    template = _arr.shape_dtypes({k: v for k, v in {**f.params, **f.state}.items() if _arr.fname(k) not in drop_f})
     arrays = {k: v for k, v in t.grads.items() if k not in set(keep.torch_ignored)}
     groups, containers = _naming.groups_from_module(tm, arrays.keys(), run.kinds)
     if keep.torch_ignored:  # a layer whose every key is ignored is not converted
@@ -540,14 +539,14 @@ def _torch_grads_in_flax_layout(tm, t: _Side, f: _Side, run: Run, keep: _Keep) -
     return conv, frozen
 
 
-def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: Run) -> dict:
+def _mode_report(t: Side, f: Side, conv: dict, train: bool, keep: Keep, run: Run) -> dict:
     dtype = next((np.asarray(v).dtype for v in t.outputs.values() if _arr.is_float(np.asarray(v).dtype)),
                  np.dtype("float32"))
     amp = run.amp
-    rtol = C.budget_rtol(dtype)
+    rtol = shared.budget_rtol(dtype)
     drop_f = set(keep.flax_ignored)
-    outs = C.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
-    grads = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
+    outs = shared.verdicts({k: (t.outputs[k], f.outputs[k]) for k in t.outputs}, rtol, amp)
+    grads = shared.verdicts({_arr.fname(k): (conv[k], v) for k, v in f.grads.items() if _arr.fname(k) not in drop_f},
                        rtol, amp)
     entry = {"output": max((r["diff"] for r in outs.values()), default=0.0),
              "output_scale": max((r["scale"] for r in outs.values()), default=0.0),
@@ -562,7 +561,7 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
     if amp is not None:
         entry["autocast"] = amp.describe()
         entry["budget_rtol"] = amp.rtol
-        entry["share"] = {"outputs": C.amp_share(outs), "grads": C.amp_share(grads)}
+        entry["share"] = {"outputs": shared.amp_share(outs), "grads": shared.amp_share(grads)}
         ok = ok and all(v <= amp.share[k] for k, v in entry["share"].items())
     state = {k: v for k, v in f.state.items() if k in conv and _arr.fname(k) not in drop_f}
     if train and state and not f.state_seen:
@@ -571,12 +570,12 @@ def _mode_report(t: _Side, f: _Side, conv: dict, train: bool, keep: _Keep, run: 
                                      "so Flax's updated statistics are not seen (torch's are); compare them with "
                                      "compare_layers(mode='train') or a Linen apply with mutable=['batch_stats']")
     elif train and state:
-        stats = C.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
+        stats = shared.verdicts({_arr.fname(k): (conv[k], v) for k, v in state.items()}, rtol, amp)
         entry["batch_stats"] = max((r["diff"] for r in stats.values()), default=0.0)
         entry["batch_stats_detail"] = stats
         ok = ok and all(r["ok"] for r in stats.values())
         if amp is not None:
-            entry["share"]["batch_stats"] = C.amp_share(stats)
+            entry["share"]["batch_stats"] = shared.amp_share(stats)
             ok = ok and entry["share"]["batch_stats"] <= amp.share["batch_stats"]
     entry["ok"] = ok
     return entry
@@ -587,7 +586,7 @@ def _nnx_leaves(state, nnx):
         yield path, (v.get_value() if hasattr(v, "get_value") else v)
 
 
-def _nnx_vars(model, nnx):
+def nnx_vars(model, nnx):
     stats, params = {}, {}
     for path, node in nnx.iter_graph(model):
         if isinstance(node, nnx.BatchStat):

@@ -1,6 +1,6 @@
 r"""``torch.optim.lr_scheduler``'s schedules, written once for both packages: one spec each.
 
-Each schedule is one :class:`Spec`: its argument check (whose signature *is* the
+Each schedule is one :class:`ScheduleSpec`: its argument check (whose signature *is* the
 factory's signature), its formula of the number of optimizer steps already taken ``t``
 (optax's ``count``; torch's ``scheduler.last_epoch`` when ``scheduler.step()`` is called
 after every ``optimizer.step()``), its docstring, and how to read it from / build it as
@@ -31,8 +31,9 @@ Where the formulas are used in both JAX and Python, ``t`` is converted to the
 default float type explicitly: ``int32 / int`` is float32 in JAX even with x64
 enabled.
 
-The package: ``ops`` (the Python array namespace, argument checks), ``spec`` (the registry),
-``specs_*`` (one module per scheduler family, registered in torch's order), ``plateau``,
+The package: ``ops`` (the Python array namespace, argument checks), ``registry``
+(``ScheduleSpec``, ``SPECS``), ``specs_*`` (one module per scheduler family, registered in
+torch's order), ``plateau``,
 ``schedule`` (the schedule object, reading torch schedulers) and ``render`` (docstrings).
 """
 from _jaxinit.schedules.ops import (  # noqa: F401
@@ -41,9 +42,9 @@ from _jaxinit.schedules.ops import (  # noqa: F401
     lr_arg as lr_arg,
     real_arg as real_arg,
 )
-from _jaxinit.schedules.spec import (  # noqa: F401
+from _jaxinit.schedules.registry import (  # noqa: F401
     SPECS as SPECS,
-    Spec as Spec,
+    ScheduleSpec as ScheduleSpec,
     register as register,
     by_torch_class as by_torch_class,
 )

@@ -50,15 +50,15 @@ def plateau_args_from_torch(scheduler) -> dict:
 
 def cycles_momentum(scheduler, who) -> bool:
     """Whether ``scheduler`` sets the momentum / beta1 too (refused inside a composite: not modelled)."""
-    kind = _torch.kind(scheduler)
-    if kind in ("SequentialLR", "ChainedScheduler"):
+    torch_class = _torch.class_name(scheduler)
+    if torch_class in ("SequentialLR", "ChainedScheduler"):
         for child in _torch.children(scheduler):
             if getattr(child, "cycle_momentum", False):
-                raise InitError(f"{who}: the {kind} holds a {_torch.kind(child)} with cycle_momentum=True, which also "
-                                "sets momentum/betas; that cycle is not modelled inside a composite. Fix: "
+                raise InitError(f"{who}: the {torch_class} holds a {_torch.class_name(child)} with "
+                                "cycle_momentum=True, which also sets momentum/betas; that cycle is not modelled inside a composite. Fix: "
                                 "cycle_momentum=False, or use the scheduler on its own.")
         return False
-    return kind in MOMENTUM_SPECS and bool(scheduler.cycle_momentum)
+    return torch_class in MOMENTUM_SPECS and bool(scheduler.cycle_momentum)
 
 
 PLATEAU_FIELDS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
@@ -66,9 +66,9 @@ PLATEAU_FIELDS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 
 def plateau_state_from_torch(scheduler) -> dict:
     """A torch ReduceLROnPlateau's counters and its optimizer's group lrs, as Python numbers."""
-    if _torch.kind(scheduler) != "ReduceLROnPlateau":
+    if _torch.class_name(scheduler) != "ReduceLROnPlateau":
         raise InitError(f"plateau state: expected a torch ReduceLROnPlateau or a plateau state dict, got "
-                        f"{_torch.kind(scheduler)}.")
+                        f"{_torch.class_name(scheduler)}.")
     out = {f: getattr(scheduler, f) for f in PLATEAU_FIELDS}
     out["best"] = float(out["best"])
     out["lrs"] = [float(_torch.scalar(g["lr"])) for g in scheduler.optimizer.param_groups]

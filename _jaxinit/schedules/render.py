@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 
-from _jaxinit.schedules.spec import SPECS
+from _jaxinit.schedules.registry import SPECS
 
 
 # ------------------------------------------------------------------ docstrings (rendered per package)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Mapping
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import PyOps, int_arg
-from _jaxinit.schedules.spec import SPECS, by_torch_class
+from _jaxinit.schedules.registry import SPECS, by_torch_class
 from _jaxinit.schedules.specs_one_cycle import MOMENTUM_SPECS
 from _jaxinit.schedules.specs_factor import set_group_lr
 
@@ -37,7 +37,7 @@ def scheduler_steps(optimizer, scheduler, step, who) -> int:
             return 0  # neither has stepped
         raise InitError(
             f"{who}: {type(optimizer).__name__} keeps no step count (torch's SGD does not), so whether "
-            f"{_torch.kind(scheduler)} (stepped {sched_steps} times) was stepped once per optimizer.step() "
+            f"{_torch.class_name(scheduler)} (stepped {sched_steps} times) was stepped once per optimizer.step() "
             "cannot be checked; the schedule is a function of the optimizer step. Fix: pass step=<number of "
             "optimizer.step() calls so far> (equal to the scheduler's count when it steps per batch).")
     if counted != {sched_steps}:
@@ -140,24 +140,24 @@ def read_torch_scheduler(scheduler, which: str = "lr", *, schedule_class=None, l
     torch's), required unless ``python_ok`` (torchinit runs torch's own functions).
     """
     ctx = dict(schedule_class=schedule_class, lr_lambda=lr_lambda, python_ok=python_ok)
-    kind = _torch.kind(scheduler)
-    if kind in NOT_SCHEDULES:
-        raise InitError(f"schedules_from_torch: {NOT_SCHEDULES[kind]}")
+    torch_class = _torch.class_name(scheduler)
+    if torch_class in NOT_SCHEDULES:
+        raise InitError(f"schedules_from_torch: {NOT_SCHEDULES[torch_class]}")
     if which not in ("lr", "momentum"):
         raise InitError(f"schedules_from_torch: which must be 'lr' or 'momentum', got {which!r}.")
     if which == "momentum":
-        if not (kind in MOMENTUM_SPECS and scheduler.cycle_momentum):
+        if not (torch_class in MOMENTUM_SPECS and scheduler.cycle_momentum):
             raise InitError(
                 f"schedules_from_torch: which='momentum' needs a {' or '.join(MOMENTUM_SPECS)} with "
-                f"cycle_momentum=True, got {kind}"
-                + (" with cycle_momentum=False" if kind in MOMENTUM_SPECS else "") + ".")
-        spec = SPECS[MOMENTUM_SPECS[kind]]
+                f"cycle_momentum=True, got {torch_class}"
+                + (" with cycle_momentum=False" if torch_class in MOMENTUM_SPECS else "") + ".")
+        spec = SPECS[MOMENTUM_SPECS[torch_class]]
     else:
-        found = by_torch_class(kind)
+        found = by_torch_class(torch_class)
         if found is None or found.read is None:
             supported = sorted(s.torch for s in SPECS.values() if s.torch and s.read)
             raise InitError(
-                f"schedules_from_torch: {kind} is not supported; supported are {supported}. Fix: express "
+                f"schedules_from_torch: {torch_class} is not supported; supported are {supported}. Fix: express "
                 "the schedule with one of them, or pass an optax schedule / callable as lr yourself.")
         spec = found
     assert spec.read is not None  # checked above; momentum specs all read

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import PyOps, int_arg, lr_arg
-from _jaxinit.schedules.spec import SPECS, Spec, register, by_torch_class
+from _jaxinit.schedules.registry import SPECS, ScheduleSpec, register, by_torch_class
 from _jaxinit.schedules.specs_decay import read_base_lr
 from _jaxinit.schedules.specs_factor import set_group_lr
 from _jaxinit.schedules.schedule import ScheduleBase
@@ -90,19 +90,19 @@ def _composite_to_torch(args, optimizer, build, reset):
 def _read_composite(s, i, group, ctx):
     kids = []
     for k, child in enumerate(_torch.children(s)):
-        spec = by_torch_class(_torch.kind(child))
+        spec = by_torch_class(_torch.class_name(child))
         if spec is None or spec.read is None or spec.name in COMPOSITES:
-            raise InitError(f"schedules_from_torch: {_torch.kind(s)} holds a {_torch.kind(child)} (at index {k}), "
-                            "which is not supported inside it; supported children are "
+            raise InitError(f"schedules_from_torch: {_torch.class_name(s)} holds a {_torch.class_name(child)} "
+                            f"(at index {k}), which is not supported inside it; supported children are "
                             f"{sorted(x.torch for x in SPECS.values() if x.torch and x.name not in COMPOSITES)}.")
         a, p = spec.read(child, i, group, ctx)
         kids.append(ctx["schedule_class"](spec.name, a, p))
-    if _torch.kind(s) == "SequentialLR":
+    if _torch.class_name(s) == "SequentialLR":
         return dict(schedules=kids, milestones=_torch.milestones(s)), None
     return dict(schedules=kids), None
 
 
-register(Spec(
+register(ScheduleSpec(
     "sequential_lr", "SequentialLR", check_sequential_lr, _sequential_lr,
     doc="torch's ``SequentialLR(optimizer, schedulers, milestones)``: {returns}.\n\n"
         "    lr_t = schedules[k](t - milestones[k-1])   for milestones[k-1] <= t < milestones[k]\n\n"
@@ -156,7 +156,7 @@ def _chained_scheduler(o, t, lr, children):
     return value
 
 
-register(Spec(
+register(ScheduleSpec(
     "chained_scheduler", "ChainedScheduler", check_chained_scheduler, _chained_scheduler,
     doc="torch's ``ChainedScheduler(schedulers)``: {returns}.\n\n"
         "    lr_t = lr * prod_k (schedules[k](t) / lr)\n\n"
@@ -204,7 +204,7 @@ def _swalr_to_torch(args, optimizer, build, reset):
     return SWALR(optimizer, **a)
 
 
-register(Spec(
+register(ScheduleSpec(
     "swalr", "SWALR", check_swalr, _swalr,
     doc="torch's ``torch.optim.swa_utils.SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)`` "
         "for the optimizer's lr ``lr``: {returns}.\n\n"

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import lr_arg, real_arg
-from _jaxinit.schedules.spec import Spec, register
+from _jaxinit.schedules.registry import ScheduleSpec, register
 from _jaxinit.schedules.specs_one_cycle import MOMENTUM_SPECS, no_torch_scheduler
 from _jaxinit.schedules.specs_factor import callable_arg
 
@@ -109,7 +109,7 @@ def _cyclic_to_torch(args, optimizer, build, reset):
     return tls.CyclicLR(optimizer, **args)
 
 
-register(Spec(
+register(ScheduleSpec(
     "cyclic_lr", "CyclicLR", check_cyclic_lr, _cyclic,
     doc="torch's ``CyclicLR(optimizer, base_lr, max_lr, ...)`` learning rate: {returns}.\n\n"
         "    cycle = floor(1 + t / (up + down));  x = 1 + t / (up + down) - cycle\n"
@@ -125,7 +125,7 @@ register(Spec(
     read=_read_cyclic("lr"), to_torch=_cyclic_to_torch,
 ))
 
-register(Spec(
+register(ScheduleSpec(
     "cyclic_momentum", None, check_cyclic_momentum, _cyclic,
     doc="torch's ``CyclicLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle: "
         "{returns}.\n\n"

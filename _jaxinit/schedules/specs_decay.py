@@ -12,7 +12,7 @@ from typing import Sequence
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import int_arg, lr_arg, real_arg
-from _jaxinit.schedules.spec import Spec, register
+from _jaxinit.schedules.registry import ScheduleSpec, register
 
 
 # ------------------------------------------------------------------ StepLR
@@ -30,7 +30,7 @@ def _step_lr(o, t, lr, step_size, gamma):
     return lr * gamma ** (t // step_size)
 
 
-register(Spec(
+register(ScheduleSpec(
     "step_lr", "StepLR", check_step_lr, _step_lr,
     doc="torch's ``StepLR(optimizer, step_size, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** (t // step_size)\n\n"
@@ -72,7 +72,7 @@ def _multi_step_lr(o, t, lr, milestones, gamma):
     return lr * gamma ** o.count_le(milestones, t)
 
 
-register(Spec(
+register(ScheduleSpec(
     "multi_step_lr", "MultiStepLR", check_multi_step_lr, _multi_step_lr,
     doc="torch's ``MultiStepLR(optimizer, milestones, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** (number of milestones <= t)\n\n"
@@ -98,7 +98,7 @@ def _exponential_lr(o, t, lr, gamma):
     return lr * gamma ** t
 
 
-register(Spec(
+register(ScheduleSpec(
     "exponential_lr", "ExponentialLR", check_exponential_lr, _exponential_lr,
     doc="torch's ``ExponentialLR(optimizer, gamma)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * gamma ** t\n\n"
@@ -124,7 +124,7 @@ def _cosine_annealing_lr(o, t, lr, T_max, eta_min):
     return eta_min + (lr - eta_min) * (1 + o.cos(math.pi * o.to_float(t) / T_max)) / 2
 
 
-register(Spec(
+register(ScheduleSpec(
     "cosine_annealing_lr", "CosineAnnealingLR", check_cosine_annealing_lr, _cosine_annealing_lr,
     doc="torch's ``CosineAnnealingLR(optimizer, T_max, eta_min)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = eta_min + (lr - eta_min) * (1 + cos(pi * t / T_max)) / 2\n\n"
@@ -165,7 +165,7 @@ def _linear_lr(o, t, lr, start_factor, end_factor, total_iters):
     return lr * (start_factor + (end_factor - start_factor) * frac / total_iters)
 
 
-register(Spec(
+register(ScheduleSpec(
     "linear_lr", "LinearLR", check_linear_lr, _linear_lr,
     doc="torch's ``LinearLR(optimizer, start_factor, end_factor, total_iters)`` for base lr ``lr``: "
         "{returns}.\n\n"
@@ -202,7 +202,7 @@ def _polynomial_lr(o, t, lr, total_iters, power):
     return lr * o.where(positive, o.where(positive, base, 1.0) ** power, 0.0)
 
 
-register(Spec(
+register(ScheduleSpec(
     "polynomial_lr", "PolynomialLR", check_polynomial_lr, _polynomial_lr,
     doc="torch's ``PolynomialLR(optimizer, total_iters, power)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * (1 - min(t, total_iters) / total_iters) ** power\n\n"
@@ -248,7 +248,7 @@ def _cosine_annealing_warm_restarts(o, t, lr, T_0, T_mult, eta_min, starts, peri
     return eta_min + (lr - eta_min) * (1 + o.cos(math.pi * o.to_float(t_cur) / t_i)) / 2
 
 
-register(Spec(
+register(ScheduleSpec(
     "cosine_annealing_warm_restarts", "CosineAnnealingWarmRestarts", check_cosine_annealing_warm_restarts,
     _cosine_annealing_warm_restarts,
     doc="torch's ``CosineAnnealingWarmRestarts(optimizer, T_0, T_mult, eta_min)`` for base lr ``lr``: "

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import int_arg, lr_arg, real_arg
-from _jaxinit.schedules.spec import Spec, register
+from _jaxinit.schedules.registry import ScheduleSpec, register
 from _jaxinit.schedules.specs_decay import read_base_lr
 
 
@@ -32,7 +32,7 @@ def _constant_lr(o, t, lr, factor, total_iters):
     return lr * (factor + o.where(t >= total_iters, 1 - factor, 0.0))
 
 
-register(Spec(
+register(ScheduleSpec(
     "constant_lr", "ConstantLR", check_constant_lr, _constant_lr,
     doc="torch's ``ConstantLR(optimizer, factor, total_iters)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * factor   for t < total_iters,   lr afterwards\n\n"
@@ -71,7 +71,7 @@ def _lambdas(which):
         if given is None:
             if not ctx.get("python_ok"):
                 raise InitError(
-                    f"jaxinit.optim.schedules_from_torch: {_torch.kind(s)} holds a Python function "
+                    f"jaxinit.optim.schedules_from_torch: {_torch.class_name(s)} holds a Python function "
                     "(lr_lambdas) that JAX cannot be assumed to trace; pass lr_lambda=<the same function "
                     "written with jax.numpy> (or one per param group), e.g. "
                     "schedules_from_torch(sched, lr_lambda=lambda k: 0.95 ** k). It is checked against "
@@ -83,7 +83,7 @@ def _lambdas(which):
                 _same_function(fn, theirs, i, max(int(s.last_epoch), 0))
         if fn is None:
             raise InitError(
-                f"jaxinit.optim.schedules_from_torch: this {_torch.kind(s)} was read from files, which hold no "
+                f"jaxinit.optim.schedules_from_torch: this {_torch.class_name(s)} was read from files, which hold no "
                 "Python function (torch's state_dict() stores None for it); pass lr_lambda=<the function>.")
         return dict(lr=read_base_lr(s, i), lr_lambda=fn), None
     return read
@@ -118,7 +118,7 @@ def set_group_lr(group, lr):
         group["lr"] = lr
 
 
-register(Spec(
+register(ScheduleSpec(
     "lambda_lr", "LambdaLR", check_lambda_lr, _lambda_lr,
     doc="torch's ``LambdaLR(optimizer, lr_lambda)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * lr_lambda(t)\n\n"
@@ -140,7 +140,7 @@ def _multiplicative_lr(o, t, lr, lr_lambda):
     return o.product(lr, lr_lambda, t)
 
 
-register(Spec(
+register(ScheduleSpec(
     "multiplicative_lr", "MultiplicativeLR", check_multiplicative_lr, _multiplicative_lr,
     doc="torch's ``MultiplicativeLR(optimizer, lr_lambda)`` for base lr ``lr``: {returns}.\n\n"
         "    lr_t = lr * lr_lambda(1) * lr_lambda(2) * ... * lr_lambda(t)\n\n"

@@ -10,7 +10,7 @@ import numbers
 from _jaxinit import torch_schedulers as _torch
 from _jaxinit.errors import InitError
 from _jaxinit.schedules.ops import lr_arg, real_arg
-from _jaxinit.schedules.spec import Spec, register
+from _jaxinit.schedules.registry import ScheduleSpec, register
 
 
 # ------------------------------------------------------------------ OneCycleLR (lr and momentum)
@@ -161,7 +161,7 @@ def no_torch_scheduler(lr_name):
     return to_torch
 
 
-register(Spec(
+register(ScheduleSpec(
     "one_cycle_lr", "OneCycleLR", check_one_cycle_lr, _one_cycle,
     doc="torch's ``OneCycleLR(optimizer, max_lr, ...)`` learning rate: {returns}.\n\n"
         "Phases end at steps ``pct_start*T - 1`` and ``T - 1`` (three-phase: ``pct_start*T - 1``, "
@@ -180,7 +180,7 @@ register(Spec(
     read=_read_one_cycle("lr"), to_torch=_one_cycle_to_torch,
 ))
 
-register(Spec(
+register(ScheduleSpec(
     "one_cycle_momentum", None, check_one_cycle_momentum, _one_cycle,
     doc="torch's ``OneCycleLR`` momentum (SGD/RMSprop ``momentum``, Adam/AdamW ``betas[0]``) cycle: "
         "{returns}.\n\n"

@@ -153,7 +153,7 @@ class OrbaxReader:
             return np.asarray((store if index is None else store[index]).read().result())
         except Exception as err:
             raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot read "
-                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          f"{_core.fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
                                           "incomplete or damaged.") from err
 
     def chunks(self, key) -> tuple:
@@ -181,7 +181,7 @@ class OrbaxReader:
             return ts.open({"driver": self._zarr, "kvstore": kv}, open=True).result()
         except Exception as err:
             raise _sh.CheckpointFileError(f"{self.who}: {self.path!r}: TensorStore cannot open "
-                                          f"{_core._fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
+                                          f"{_core.fname(key)} ({type(err).__name__}: {err}); the checkpoint is "
                                           "incomplete or damaged.") from err
 
 
@@ -276,17 +276,7 @@ def _template_spec(template, who):
     if template is None:
         return None, {}
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}, flat
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="tensor")
+    return _core.shape_dtypes(flat), flat
 
 
 def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=None, sharding=None, mapping=None,
@@ -297,10 +287,10 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
     spec, tflat = _template_spec(template, who)
     plan = _sh.plan_torch_to_flax(reader.infos, template=spec, mapping=mapping, kinds=kinds, batchnorm=batchnorm,
                                   merge_rnn_biases=merge_rnn_biases, transpose_kernel=transpose_kernel, who=who)
-    bar = _progress(len(plan.outputs), progress, "tensors")
+    bar = _sh.progress_bar(len(plan.outputs), progress)
     for key, view in plan.views.items():
         shape, _ = plan.outputs[key]
-        sh = sharding_for(sharding, _core._fname(key), shape, tflat.get(key), who)
+        sh = sharding_for(sharding, _core.fname(key), shape, tflat.get(key), who)
         src_shape = reader.infos[view.key].shape
 
         def cb(index, view=view, shape=shape, src_shape=src_shape, dtype=reader.infos[view.key].dtype):
@@ -312,7 +302,7 @@ def stream_torch_to_flax(reader, sink: Callable[[Any, Any], None], *, template=N
     for g, sources, keys in plan.groups:
         arrays = {k: reader.read(k) for k in sources}
         for key, arr in plan.rebuild(g, arrays).items():
-            sh = sharding_for(sharding, _core._fname(key), arr.shape, tflat.get(key), who)
+            sh = sharding_for(sharding, _core.fname(key), arr.shape, tflat.get(key), who)
             sink(key, jax.device_put(arr, sh))
             if bar is not None:
                 bar.update(1)
@@ -340,7 +330,7 @@ def stream_flax_to_torch(reader, writer_factory: Callable, *, template=None, map
     plan = _sh.plan_flax_to_torch(reader.infos, template=template, mapping=mapping, kinds=kinds,
                                   batchnorm=batchnorm, transpose_kernel=transpose_kernel, who=who)
     writer = writer_factory([(k, s, d) for k, (s, d) in plan.outputs.items()])
-    return _sh.write_plan(reader, plan, writer, str, _progress(len(plan.outputs), progress, "tensors"))
+    return _sh.write_plan(reader, plan, writer, str, _sh.progress_bar(len(plan.outputs), progress))
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,
@@ -372,7 +362,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
       to: ``'flax'`` or ``'torch'``.
       template: torch -> Flax: Flax variables or ``jax.eval_shape`` of the init (names, shapes,
         dtypes; a leaf's ``.sharding`` is used when ``sharding`` is None). Flax -> torch: a
-        torch ``{name: Spec or array}``; None: names from the rule.
+        torch ``{name: ShapeDtype or array}``; None: names from the rule.
       mapping, kinds, batchnorm, merge_rnn_biases: as in :func:`from_torch_state_dict`. Dtypes are kept
         (a template dtype that differs is an error).
       sharding: the arrays' sharding in JAX: None, ``'fsdp'`` (each tensor's largest axis the
@@ -422,7 +412,7 @@ def _to_flax_safetensors(reader, dst, template, mapping, kinds, batchnorm, merge
     spec, _ = _template_spec(template, who)
     plan = _sh.plan_torch_to_flax(reader.infos, template=spec, mapping=mapping, kinds=kinds, batchnorm=batchnorm,
                                   merge_rnn_biases=merge_rnn_biases, who=who)
-    return _sh.write_flax_safetensors(reader, plan, dst, who, _progress(len(plan.outputs), progress, "tensors"))
+    return _sh.write_flax_safetensors(reader, plan, dst, who, _sh.progress_bar(len(plan.outputs), progress))
 
 
 def load_torch_checkpoint(path: str | os.PathLike, template: Any = None, *, mapping: Mapping[str, str] | None = None,

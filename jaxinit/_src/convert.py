@@ -113,7 +113,7 @@ def _check_x64(flat: Mapping, who: str) -> None:
     # hint) that its type annotations do not declare; `config.read` refuses context-manager flags.
     if jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         return
-    wide = [_core._fname(k) for k, v in flat.items() if np.dtype(v.dtype).itemsize == 8 and
+    wide = [_core.fname(k) for k, v in flat.items() if np.dtype(v.dtype).itemsize == 8 and
             np.dtype(v.dtype).kind in "fc"]
     if wide:
         raise InitError(f"{who}: {len(wide)} float64 array(s) ({', '.join(wide[:4])}{', ...' if len(wide) > 4 else ''}) "
@@ -179,7 +179,7 @@ def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping
         tflat = _core.flatten_flax(unbox(template), who)
     else:
         tflat = None
-    spec = None if tflat is None else {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in tflat.items()}
+    spec = None if tflat is None else _core.shape_dtypes(tflat)
     flat = _core.torch_to_flax(arrays, groups, template=spec, mapping=mapping, containers=containers,
                                batchnorm=batchnorm, merge_rnn_biases=merge_rnn_biases,
                                transpose_kernel=transpose_kernel, dtype=dtype, who=who)

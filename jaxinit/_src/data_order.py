@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from _jaxinit.data_order import MT19937Words, check_epoch, check_length, check_n, check_replicas, check_seed, distributed_shard
+from _jaxinit.data_order import KeyedEpochs, MT19937Words, check_epoch, check_length, check_n, check_replicas, check_seed, distributed_shard
 from _jaxinit.errors import InitError
 from jaxinit._src import random as _rnd
 
@@ -39,26 +39,13 @@ def epoch_permutation(key: Any, n: int, epoch: int = 0) -> np.ndarray:
     return np.asarray(jax.random.permutation(k, n)).astype(np.int64)
 
 
-class KeyedRandomSampler:
+class KeyedRandomSampler(KeyedEpochs):
     """Epoch orders from a JAX key: the ``e``-th ``iter()`` yields :func:`epoch_permutation`
     ``(key, n, e)`` (or the epoch given to :meth:`set_epoch`); ``torchinit.data.KeyedRandomSampler``
     (a torch Sampler) yields the same indices."""
 
-    def __init__(self, data_source: Any, key: Any) -> None:
-        self.n = check_length(data_source, "KeyedRandomSampler")
-        self.key = _rnd.as_key(key)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = check_epoch(epoch, "KeyedRandomSampler.set_epoch")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        order = epoch_permutation(self.key, self.n, self.epoch)
-        self.epoch += 1
-        return iter(order.tolist())
+    permutation = staticmethod(epoch_permutation)
+    as_key = staticmethod(_rnd.as_key)
 
 
 class KeyedDistributedSampler:

@@ -340,7 +340,7 @@ def dirac(groups: int = 1, *, in_axis=-2, out_axis=-1, batch_axis=()) -> Initial
     return Initializer("dirac", {"groups": groups, "in_axis": in_axis, "out_axis": out_axis}, fn)
 
 
-def _fan_family(name, args, params_fn, kind):
+def _fan_family(name, args, params_fn, distribution):
     """Build a fan-based initializer drawing U(-p, p) or N(0, p^2)."""
     layout = _layout(args["in_axis"], args["out_axis"], args["batch_axis"], name)
 
@@ -350,7 +350,7 @@ def _fan_family(name, args, params_fn, kind):
             warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=3)
             return jnp.zeros(shape, dtype)
         p = params_fn(shape, layout)
-        if kind == "uniform":
+        if distribution == "uniform":
             return _uniform(key, shape, dtype, -p, p)
         return _normal(key, shape, dtype, 0.0, p)
 

@@ -1,16 +1,15 @@
 r"""A torch optimizer as an optax transformation, and optimizer state both ways.
 
 * :func:`from_torch` ``(optimizer, scheduler=None)``: the :mod:`jaxinit.optim`
-  transformation equal to a ``torch.optim`` SGD / Adagrad / RMSprop / Adam / AdamW /
-  NAdam / RAdam / Adamax / Adadelta / Rprop / ASGD (or a :mod:`torchinit.optim`
-  optimizer): every param group with its
+  transformation equal to a ``torch.optim`` optimizer of the registry (its docstring lists
+  them; or a :mod:`torchinit.optim` optimizer): every param group with its
   hyperparameters (``optax.multi_transform`` over groups when there are several),
   the scheduler as a closed-form schedule (:func:`jaxinit.optim.schedules_from_torch`;
   OneCycleLR's momentum / beta1 cycle via ``optax.inject_hyperparams``).
 * :func:`import_state` ``(state, params, tx)``: the optax state of ``tx`` for
-  ``params`` holding a torch optimizer's state (step counts, ``momentum_buffer``,
-  ``sum``, ``square_avg``, ``grad_avg``, ``exp_avg``, ``exp_avg_sq``,
-  ``max_exp_avg_sq``), so a torch run resumes in JAX with no step lost.
+  ``params`` holding a torch optimizer's state (step counts and every per-parameter
+  buffer, e.g. ``momentum_buffer``, ``exp_avg``: the registry's ``fields``), so a torch
+  run resumes in JAX with no step lost.
 * :func:`export_state` ``(opt_state, params)``: the other way, in the neutral format
   ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}`` that
   :func:`torchinit.optim.import_state` loads into a torch optimizer.
@@ -60,20 +59,13 @@ def _path_str(path) -> str:
     return ".".join(parts)
 
 
-def _leaves(tree):
+def path_leaves(tree):
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [_path_str(p) for p, _ in flat], [x for _, x in flat], treedef
 
 
-def _optimizer_params(optimizer, param_names, who) -> _core.TorchParams:
-    """What ``optimizer`` (a torch optimizer, duck-typed) says of its parameters, names included."""
-    flat = [p for g in optimizer.param_groups for p in g["params"]]
-    return _core.torch_params(flat, [tuple(p.shape) for p in flat], _core.groups_of(optimizer.param_groups),
-                              _core.names_of(optimizer.param_groups), param_names, who)
-
-
 def _match(params, tp: _core.TorchParams, who, what) -> tuple[list[int], Any]:
-    paths, leaves, treedef = _leaves(params)
+    paths, leaves, treedef = path_leaves(params)
     order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], tp, isinstance(params, Mapping), who, what)
     return order, treedef
 
@@ -96,8 +88,8 @@ def _flax_like(named: dict, params, cast: bool = False) -> list:
     from jaxinit._src.convert import from_torch_state_dict
 
     out = from_torch_state_dict(named, {"params": params}, dtype="template" if cast else None)["params"]
-    by_path = dict(zip(*_leaves(out)[:2]))
-    return [by_path[p] for p in _leaves(params)[0]]
+    by_path = dict(zip(*path_leaves(out)[:2]))
+    return [by_path[p] for p in path_leaves(params)[0]]
 
 
 def _with_beta1(factory):
@@ -184,17 +176,17 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
     """
     who = "jaxinit.optim.from_torch"
     _check_layout(layout, who)
-    kind = _core.optimizer_factory_name(optimizer, who)
-    factory = _core.registry.BY_FACTORY[kind].factory_of("jaxinit")
-    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
-    if kind == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
+    factory_name = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[factory_name].factory_of("jaxinit")
+    refuse_tensor_lr(optimizer, factory_name, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    if factory_name == "lbfgs":  # not an optax transformation: jaxinit.optim.lbfgs's own step API
         return lbfgs_convert.lbfgs_from_torch(optimizer, scheduler, who)
     groups = optimizer.param_groups
     plateau = scheduler if type(scheduler).__name__ == "ReduceLROnPlateau" else None  # metric driven: injected lr
     lrs, moms = _group_lr_schedules(optimizer, None if plateau is not None else scheduler, who, step, lr_lambda)
     txs = []
     for i, g in enumerate(groups):
-        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        hp = _core.torch_quirks(optimizer, factory_name, _core.group_hyperparams(factory_name, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
         if moms[i] is None and plateau is None:
@@ -209,7 +201,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names: Sequence[s
         else:
             hp["momentum"] = moms[i]
             txs.append(optax.inject_hyperparams(factory, static_args=static)(**hp))
-    tp = _optimizer_params(optimizer, param_names, who)
+    tp = _core.optimizer_params(optimizer, param_names, who)
     torch_shapes, names, group_of = tp.shapes, tp.names, tp.groups
 
     def labels(tree):
@@ -258,7 +250,7 @@ def _field_leaves(subtree):
     return jax.tree_util.tree_flatten(subtree, is_leaf=_is_masked)
 
 
-def _walk(node, visit):
+def walk_states(node, visit):
     """Rebuild ``node`` with ``visit(namedtuple) -> namedtuple | None`` applied to every state NamedTuple."""
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         name = type(node).__name__
@@ -271,11 +263,11 @@ def _walk(node, visit):
         new = visit(node)
         if new is not None:
             return new
-        return type(node)(*[_walk(getattr(node, f), visit) for f in node._fields])
+        return type(node)(*[walk_states(getattr(node, f), visit) for f in node._fields])
     if isinstance(node, (tuple, list)):
-        return type(node)(_walk(x, visit) for x in node)
+        return type(node)(walk_states(x, visit) for x in node)
     if isinstance(node, dict):
-        return {k: _walk(v, visit) for k, v in node.items()}
+        return {k: walk_states(v, visit) for k, v in node.items()}
     return node
 
 
@@ -313,13 +305,13 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
     optimizer = state if hasattr(state, "state_dict") and hasattr(state, "param_groups") else None
     tstate, groups, the_step = _read_torch_state(state, step, who)
     if optimizer is not None:  # the Parameters themselves: shapes of all, names by identity possible
-        tp = _optimizer_params(optimizer, param_names, who)
+        tp = _core.optimizer_params(optimizer, param_names, who)
     else:
         n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
-        tp = _core.torch_params(None, _state_shapes(tstate, n), _core.state_groups(groups, n),
+        tp = _core.torch_params(None, torch_state_shapes(tstate, n), _core.state_groups(groups, n),
                                 _core.names_of(groups), param_names, who)
     n = len(tp.shapes)
-    paths, leaves, _ = _leaves(params)
+    paths, leaves, _ = path_leaves(params)
     problems: list[str] = []
     if layout == "flax":
         order = list(range(len(leaves)))  # leaf k <-> parameter k in messages; buffers come converted in leaf order
@@ -334,7 +326,7 @@ def import_state(state: Any, params: Any, tx: optax.GradientTransformation, *, s
         def source(f, k):
             return tstate.get(order[k], {}).get(f)
 
-    new_state = _walk(tx.init(params), _filler(the_step, order, source, paths, problems))
+    new_state = walk_states(tx.init(params), state_filler(the_step, order, source, paths, problems))
     if problems:
         raise InitError(f"{who}: the torch state does not fit these params:\n" + "\n".join(problems)
                         + "\nFix: pass params with the torch parameters' shapes and dtypes, keyed by torch names "
@@ -356,7 +348,7 @@ def _read_torch_state(state, step: int | None, who: str):
     return tstate, groups, the_step
 
 
-def _state_shapes(tstate: dict, n: int) -> list:
+def torch_state_shapes(tstate: dict, n: int) -> list:
     """The shape of each of the ``n`` torch parameters read from its per-parameter buffers (None: no state)."""
     shapes = []
     for i in range(n):
@@ -400,8 +392,8 @@ def _flax_buffers(tstate: dict, n: int, names, params, n_leaves: int, problems: 
     return flax
 
 
-def _filler(the_step: int, order, source, paths, problems: list, make=None):
-    """The ``visit`` of :func:`_walk` that builds each transform's state: every ``count`` set to
+def state_filler(the_step: int, order, source, paths, problems: list, make=None):
+    """The ``visit`` of :func:`walk_states` that builds each transform's state: every ``count`` set to
     ``the_step``, every per-parameter buffer to ``source(field, leaf index)`` (copied; ``make(field,
     leaf index, source, leaf)`` builds it instead, e.g. read slice by slice into a sharding); every
     mismatch is appended to ``problems``."""
@@ -433,7 +425,7 @@ def _filler(the_step: int, order, source, paths, problems: list, make=None):
                 out = [leaf if _is_masked(leaf) else fill_field(f, leaf, k) for k, leaf in enumerate(flat)]
                 repl[f] = jax.tree_util.tree_unflatten(treedef, out)
             else:  # inner_state(s), inject_hyperparams' hyperparams_states (their own counts), ...
-                repl[f] = _walk(v, visit)
+                repl[f] = walk_states(v, visit)
         return type(nt)(**repl)
 
     return visit
@@ -458,17 +450,17 @@ def export_state(opt_state: Any, params: Any, *, param_names: Sequence[str] | No
     ``{name: tensor}`` in the optimizer's order (else pass ``param_names``); each buffer
     is converted like its weight by :func:`jaxinit.to_torch_state_dict`.
     """
-    return _export_state(opt_state, params, param_names, layout, template, lambda leaf: np.array(leaf, copy=True))
+    return export_state_with(opt_state, params, param_names, layout, template, lambda leaf: np.array(leaf, copy=True))
 
 
-def _export_state(opt_state: Any, params: Any, param_names, layout: str, template: Any, take) -> dict:
+def export_state_with(opt_state: Any, params: Any, param_names, layout: str, template: Any, take) -> dict:
     """:func:`export_state` with ``take(leaf)`` for each buffer (a copy there; the array itself for a
     writer that copies one buffer at a time)."""
     who = "jaxinit.optim.export_state"
     _check_layout(layout, who)
     if lbfgs_convert.is_lbfgs(opt_state):
         return lbfgs_convert.export_lbfgs(opt_state, params)
-    paths, leaves, treedef = _leaves(params)
+    paths, leaves, treedef = path_leaves(params)
     shapes = [tuple(np.shape(x)) for x in leaves]
     param_names = _core.param_names_arg(param_names, who)
     is_optimizer = hasattr(template, "param_groups")
@@ -478,7 +470,7 @@ def _export_state(opt_state: Any, params: Any, param_names, layout: str, templat
     names = list(param_names) if param_names is not None and not is_optimizer else None
     groups_out = None
     if is_optimizer:  # the torch optimizer: its names and groups, in its order
-        tp = _optimizer_params(template, param_names, who)
+        tp = _core.optimizer_params(template, param_names, who)
         names = tp.names
         groups_out = [{"params": [i for i, g in enumerate(tp.groups) if g == k]} for k in range(max(tp.groups) + 1)]
         if names is not None:
@@ -522,10 +514,10 @@ def _export_state(opt_state: Any, params: Any, param_names, layout: str, templat
                     if not _is_masked(leaf):
                         per[order[k]][f] = take(leaf)
             elif f != "count":
-                _walk(v, visit)
+                walk_states(v, visit)
         return nt
 
-    _walk(opt_state, visit)
+    walk_states(opt_state, visit)
     if layout == "flax":
         from jaxinit._src.convert import to_torch_state_dict
 

@@ -85,9 +85,9 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
     the_step = _core.common_step(tstate, step if step is not None else sd.get("step"), groups, who)
     n = sum(len(g["params"]) for g in groups) if groups else max(tstate, default=-1) + 1
     shapes = body.get("shapes")
-    shapes = [tuple(x) for x in shapes] if shapes is not None and len(shapes) == n else _oc._state_shapes(tstate, n)
+    shapes = [tuple(x) for x in shapes] if shapes is not None and len(shapes) == n else _oc.torch_state_shapes(tstate, n)
     tp = _core.torch_params(None, shapes, _core.state_groups(groups, n), _core.names_of(groups), None, who)
-    paths, leaves, _ = _oc._leaves(params)
+    paths, leaves, _ = _oc.path_leaves(params)
     order = _core.match(paths, [tuple(np.shape(x)) for x in leaves], tp, isinstance(params, Mapping), who)
 
     def source(f, k):
@@ -106,9 +106,9 @@ def load_optimizer_state(src: str | os.PathLike, params: Any, tx: optax.Gradient
         return _cio.make_array(shape, sh, lambda index: src.read(index if shape else None))
 
     problems: list[str] = []
-    filler = _oc._filler(the_step, order, source, paths, problems, make)
+    filler = _oc.state_filler(the_step, order, source, paths, problems, make)
     abstract = jax.eval_shape(tx.init, params)
-    state = _oc._walk(abstract, filler)  # what the files do not give stays a ShapeDtypeStruct
+    state = _oc.walk_states(abstract, filler)  # what the files do not give stays a ShapeDtypeStruct
     if problems:
         raise InitError(f"{who}: the torch state in {os.fspath(src)!r} does not fit these params:\n"
                         + "\n".join(problems) + "\nFix: pass params with the torch parameters' shapes and dtypes, "
@@ -182,7 +182,7 @@ def save_optimizer_state(dst: str | os.PathLike, opt_state: Any, params: Mapping
         if not isinstance(optimizer, _ts.StoredOptimizer):
             raise InitError(f"{who}: optimizer must be the optimizer of a TrainingState read by load_training_state, "
                             f"got {type(optimizer).__name__}.")
-        sd = _oc._export_state(opt_state, dict(params), None, "torch", optimizer, lambda leaf: leaf)
+        sd = _oc.export_state_with(opt_state, dict(params), None, "torch", optimizer, lambda leaf: leaf)
         for group, stored in zip(sd["param_groups"], optimizer.state_dict()["param_groups"]):
             group.update({k: v for k, v in stored.items() if k not in ("params", "param_names")})
         cls = type(optimizer).__name__
@@ -190,7 +190,7 @@ def save_optimizer_state(dst: str | os.PathLike, opt_state: Any, params: Mapping
                  "shapes": [list(p.shape) for g in optimizer.param_groups for p in g["params"]],
                  "dtypes": [str(p.dtype) for g in optimizer.param_groups for p in g["params"]]}
     else:
-        sd = _oc._export_state(opt_state, dict(params), names, "torch", None, lambda leaf: leaf)
+        sd = _oc.export_state_with(opt_state, dict(params), names, "torch", None, lambda leaf: leaf)
     if format == "safetensors":
         _of.write_optimizer_safetensors(dst, sd, to_numpy, who, extra, _sh.parse_size(max_shard_size, who),
                                         blocks=_shard_blocks)

@@ -72,7 +72,9 @@ def value_and_grad(fun: Callable, axis_name: str, *, has_aux: bool = False, worl
     Example::
 
         >>> step_grads = jaxinit.parallel.value_and_grad(local_loss, "data")
-        >>> f = jax.shard_map(step_grads, mesh=mesh, in_specs=(P(), P("data")), out_specs=P())
+        >>> from jax.sharding import PartitionSpec
+        >>> f = jax.shard_map(step_grads, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec("data")),
+        ...                   out_specs=PartitionSpec())
     """
 
     def wrapped(params, *args, **kwargs):

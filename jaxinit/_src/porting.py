@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from _jaxinit import suggest as _suggest
-from _jaxinit.arrays import Spec, flatten_flax
+from _jaxinit.arrays import flatten_flax, shape_dtypes
 from _jaxinit.jax_and_torch import audit as audit  # noqa: F401
 from _jaxinit.jax_and_torch import compare_layers as compare_layers  # noqa: F401
 from _jaxinit.jax_and_torch import twin_check as twin_check  # noqa: F401
@@ -50,7 +50,7 @@ def suggest_mapping(torch_model: Any, flax_template: Any, *, kinds: Mapping[str,
     who = "jaxinit.suggest_mapping"
     arrays, groups, containers = torch_source(torch_model, kinds, who)
     flat = nnx_flat(flax_template)[0] if is_nnx(flax_template) else flatten_flax(unbox(flax_template), who)
-    spec = {k: Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}
+    spec = shape_dtypes(flat)
     sug = _suggest.suggest(groups, containers, spec, mapping, {k: np.shape(v) for k, v in arrays.items()},
                            _order(flax_module, flax_inputs, flax_template))
     sug.update(dict(mapping or {}))

@@ -139,7 +139,7 @@ def _as_initializer(init, label: str):
 
 def _check_class_family(rules: list[Rule], base: type, family: str, what: str):
     for rule in rules:
-        if rule.kind == "class" and not all(issubclass(c, base) for c in rule.selector):
+        if rule.selector_type == "class" and not all(issubclass(c, base) for c in rule.selector):
             raise InitError(
                 f"{WHO}: {rule.label} names a module class that never owns parameters of {what}; "
                 f"use {family} classes here (or a regex on the path)."
@@ -212,8 +212,8 @@ def _reinit_pytree(tree, rules, key, strict):
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_box)
     paths = [tuple(_key_name(k) for k in p) for p, _ in flat]
     _check_class_family(rules, nn.Module, "flax.linen", "a Linen params pytree")
-    if any(r.kind == "class" for r in rules):
-        label = next(r.label for r in rules if r.kind == "class")
+    if any(r.selector_type == "class" for r in rules):
+        label = next(r.label for r in rules if r.selector_type == "class")
         raise InitError(
             f"{WHO}: {label} selects by module class, but a Linen params pytree does not record which "
             "module owns each parameter. Fix: use a regex on the path instead (Linen auto-names layers "

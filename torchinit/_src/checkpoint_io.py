@@ -209,16 +209,6 @@ def torch_reader(src, who: str):
     return _sh.SafetensorsReader(name, who)
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="tensors", unit="tensor")
-
-
 def _torch_template(template, who):
     if template is None:
         return None
@@ -234,7 +224,7 @@ def _flax_spec(template, who):
     if template is None:
         return None
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype)) for k, v in flat.items()}
+    return _core.shape_dtypes(flat)
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: str, template: Any = None,
@@ -264,13 +254,13 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, to: st
         if not dst.endswith(".safetensors"):
             raise InitError(f"{who}: to='flax' writes a Flax-named .safetensors file here (Orbax needs jax: "
                             f"jaxinit.convert_checkpoint), got dst={dst!r}.")
-        return _sh.write_flax_safetensors(reader, plan, dst, who, _progress(len(plan.outputs), progress))
+        return _sh.write_flax_safetensors(reader, plan, dst, who, _sh.progress_bar(len(plan.outputs), progress))
     reader = _sh.FlaxNamedReader(_sh.SafetensorsReader(src, who), who)
     tmpl = _torch_template(template, who)
     tspec = None if tmpl is None else (tmpl if isinstance(tmpl, torch.nn.Module) else dict(tmpl))
     plan = _sh.plan_flax_to_torch(reader.infos, template=tspec, mapping=mapping, kinds=kinds, batchnorm=batchnorm,
                                   who=who)
-    bar = _progress(len(plan.outputs), progress)
+    bar = _sh.progress_bar(len(plan.outputs), progress)
     if format == "dcp":
         return DCPWriter(dst, who).run(reader, plan, bar)
     writer = _sh.SafetensorsWriter(dst, [(k, s, d) for k, (s, d) in plan.outputs.items()],

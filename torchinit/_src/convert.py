@@ -38,8 +38,7 @@ def torch_source(source, kinds, who):
 
 def template_spec(template, who):
     flat = _core.flatten_flax(template, who)
-    return {k: _core.Spec(tuple(np.shape(v)), np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype)
-            for k, v in flat.items()}
+    return _core.shape_dtypes(flat)
 
 
 def from_torch_state_dict(source: Any, template: Any = None, *, mapping: Mapping[str, str] | None = None,
@@ -118,7 +117,7 @@ def load_checkpoint(path: str | os.PathLike):
                 body = _ts.optimizer_file_body(fh.metadata() or {})
             tensors = safetensors.torch.load_file(name) if body is None else None
         except Exception as err:  # SafetensorError, or a header the library rejects
-            raise _ckpt._bad_file(name, os.path.getsize(name), err, who) from err
+            raise _ckpt.bad_file_error(name, os.path.getsize(name), err, who) from err
         if tensors is None:  # an optimizer state (save_checkpoint wrote it whole): tensors, torch's layout
             return _to_tensors(_ts.read_optimizer_file(name, who)["state"])
         nested = _ckpt.nest_if_flax(tensors)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 import torchinit.random as _rnd
-from _jaxinit.data_order import check_epoch, check_length, check_n, check_seed, distributed_shard
+from _jaxinit.data_order import KeyedEpochs, check_epoch, check_length, check_n, check_seed, distributed_shard
 
 
 
@@ -32,7 +32,7 @@ def epoch_permutation(key: Any, n: int, epoch: int = 0) -> torch.Tensor:
     return _rnd.permutation(_rnd.fold_in(_rnd.as_key(key), check_epoch(epoch, who)), n).to(torch.int64)
 
 
-class KeyedRandomSampler(Sampler[int]):
+class KeyedRandomSampler(KeyedEpochs, Sampler[int]):
     """A torch ``Sampler`` whose ``e``-th ``iter()`` yields ``epoch_permutation(key, n, e)`` (or the
     epoch given to :meth:`set_epoch`): the order ``jaxinit.data.KeyedRandomSampler`` yields.
 
@@ -40,21 +40,8 @@ class KeyedRandomSampler(Sampler[int]):
     >>> loader = torch.utils.data.DataLoader(range(10), batch_size=4, sampler=td.KeyedRandomSampler(10, tr.key(0)))
     """
 
-    def __init__(self, data_source: Any, key: Any) -> None:
-        self.n = check_length(data_source, "KeyedRandomSampler")
-        self.key = _rnd.as_key(key)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = check_epoch(epoch, "KeyedRandomSampler.set_epoch")
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        order = epoch_permutation(self.key, self.n, self.epoch)
-        self.epoch += 1
-        return iter(order.tolist())
+    permutation = staticmethod(epoch_permutation)
+    as_key = staticmethod(_rnd.as_key)
 
 
 class KeyedDistributedSampler(DistributedSampler):

@@ -290,7 +290,7 @@ def attention_dropout(weights: Tensor, p: float, training: bool = True, *, key: 
 
 
 # --------------------------------------------------------------------------- modules
-class _Keyed:
+class Keyed:
     """Mixin: where a keyed module gets its key when ``forward`` is not given one.
 
     ``self.rng_source`` is a callable ``(module, input) -> output`` set by
@@ -325,7 +325,7 @@ class _Keyed:
         return None, (self.rngs() if self.rngs is not None else None)
 
 
-class Dropout(_Keyed, torch.nn.Dropout):
+class Dropout(Keyed, torch.nn.Dropout):
     """``torch.nn.Dropout`` whose mask is ``flax.linen.Dropout``'s for the same key.
 
     Same constructor (plus keyword-only ``broadcast_dims``, ``mask_dtype``, ``channels_last``,
@@ -358,7 +358,7 @@ class Dropout(_Keyed, torch.nn.Dropout):
                        mask_dtype=self.mask_dtype, channels_last=self.channels_last)
 
 
-class _ChannelKeyed(_Keyed):
+class _ChannelKeyed(Keyed):
     """``__init__``/``forward`` of the keyed Dropout1d/2d/3d (``_spatial`` spatial axes)."""
 
     _spatial = 2
@@ -406,7 +406,7 @@ class Dropout3d(_ChannelKeyed, torch.nn.Dropout3d):
     _spatial = 3
 
 
-class StochasticDepth(_Keyed, torch.nn.Module):
+class StochasticDepth(Keyed, torch.nn.Module):
     """``torchvision.ops.StochasticDepth(p, mode)`` with the keyed mask of
     :func:`torchinit.rngs.stochastic_depth`; ``forward(x, key=None)`` as :class:`Dropout`."""
 
@@ -430,7 +430,7 @@ class StochasticDepth(_Keyed, torch.nn.Module):
         return f"p={self.p}, mode={self.mode}"
 
 
-class DropPath(_Keyed, torch.nn.Module):
+class DropPath(Keyed, torch.nn.Module):
     """timm's ``DropPath(drop_prob=0.0, scale_by_keep=True)`` with the keyed per-sample mask of
     :func:`torchinit.rngs.drop_path`; ``forward(x, key=None)`` as :class:`Dropout`.
     The Flax twin: ``flax.linen.Dropout(drop_prob, broadcast_dims=range(1, x.ndim))``."""

@@ -202,19 +202,19 @@ def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: torch.Generator
         return tensor.normal_(0.0, std, generator=generator)
 
 
-def _kaiming(tensor, a, mode, nonlinearity, generator, layout, kind, who, key=None, conv_transpose=False):
+def _kaiming(tensor, a, mode, nonlinearity, generator, layout, distribution, who, key=None, conv_transpose=False):
     init_params.check_mode(mode, who)
     calculate_gain(nonlinearity, a)
     float_tensor(tensor, who)
     if key is not None and 0 not in tensor.shape:
-        factory = kaiming_uniform if kind == "uniform" else kaiming_normal
+        factory = kaiming_uniform if distribution == "uniform" else kaiming_normal
         return keyed_inplace(tensor, key, generator, who, factory(a, mode, nonlinearity, **layout), conv_transpose)
     if 0 in tensor.shape:
         warnings.warn(init_params.ZERO_ELEMENT_WARNING, stacklevel=3)
         return tensor
     std = init_params.kaiming_std(tuple(tensor.shape), a, mode, nonlinearity, layout, who)
     with torch.no_grad():
-        if kind == "uniform":
+        if distribution == "uniform":
             bound = math.sqrt(3.0) * std
             return tensor.uniform_(-bound, bound, generator=generator)
         return tensor.normal_(0, std, generator=generator)

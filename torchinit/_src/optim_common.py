@@ -21,7 +21,7 @@ r"""The torch mirror of :mod:`jaxinit.optim`: same factories, ``params`` first.
 the update count. The hyperparameter checks are torch's (``_jaxinit.optim``).
 
 This module holds what the optimizer modules (one per family, as ``jaxinit/_src``; the
-registry's ``torch_module``) share: the schedule hook, the base class of the own optimizers
+registry's ``module``) share: the schedule hook, the base class of the own optimizers
 and the factories' helpers.
 """
 from __future__ import annotations

@@ -43,12 +43,6 @@ def _scalar_dtype():
     return get() if get is not None else torch.float32
 
 
-def _optimizer_params(optimizer, param_names, who) -> _core.TorchParams:
-    flat = [p for g in optimizer.param_groups for p in g["params"]]
-    return _core.torch_params(flat, [tuple(p.shape) for p in flat], _core.groups_of(optimizer.param_groups),
-                              _core.names_of(optimizer.param_groups), param_names, who)
-
-
 def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -> dict:
     """``optimizer``'s state as ``{"state": {i: {...numpy}}, "param_groups": [...], "step": n}``.
 
@@ -66,7 +60,7 @@ def export_state(optimizer: torch.optim.Optimizer, *, param_names: Any = None) -
     state = _core.neutral_state(sd, _copy)
     groups = [{k: v for k, v in g.items() if k in ("params", "param_names")} for g in sd["param_groups"]]
     if param_names is not None:
-        names = _optimizer_params(optimizer, param_names, who).names
+        names = _core.optimizer_params(optimizer, param_names, who).names
         flat = [i for g in groups for i in g["params"]]
         by_index = dict(zip(flat, names or []))
         for g in groups:
@@ -86,7 +80,7 @@ def _target_index(state: dict, optimizer, param_names, who) -> dict[int, int]:
     groups = state.get("param_groups") or []
     src_names = _core.names_of(groups)
     src_index = [i for g in groups for i in g["params"]]
-    tp = _optimizer_params(optimizer, param_names, who)
+    tp = _core.optimizer_params(optimizer, param_names, who)
     n = len(tp.shapes)
     if src_names is not None and tp.names is not None:
         where = {nm: i for i, nm in enumerate(tp.names)}
@@ -99,7 +93,7 @@ def _target_index(state: dict, optimizer, param_names, who) -> dict[int, int]:
         return {int(i): where[nm] for i, nm in zip(src_index, src_names)}
     same_groups = groups and [len(g["params"]) for g in groups] == [len(g["params"]) for g in optimizer.param_groups]
     if not same_groups:  # e.g. jaxinit.optim.export_state's one group: no structure to check the order by
-        clash = _core._clash(tp, across_groups=True)
+        clash = _core.shape_clash(tp, across_groups=True)
         if clash is not None:
             i, j = clash
             raise InitError(
@@ -205,9 +199,9 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
     functions after a check (see :func:`schedules_from_torch`).
     """
     who = "torchinit.optim.from_torch"
-    kind = _core.optimizer_factory_name(optimizer, who)
-    factory = _core.registry.BY_FACTORY[kind].factory_of("torchinit")
-    refuse_tensor_lr(optimizer, kind, who)  # Adafactor / Muon / SparseAdam compute in its dtype
+    factory_name = _core.optimizer_factory_name(optimizer, who)
+    factory = _core.registry.BY_FACTORY[factory_name].factory_of("torchinit")
+    refuse_tensor_lr(optimizer, factory_name, who)  # Adafactor / Muon / SparseAdam compute in its dtype
     n = len(optimizer.param_groups)
     if layout not in ("torch", "flax"):
         raise InitError(f"{who}: layout must be 'torch' or 'flax', got {layout!r}.")
@@ -229,7 +223,7 @@ def from_torch(optimizer: Any, scheduler: Any = None, *, param_names=None, layou
         sched_step = _sched_core.scheduler_steps(optimizer, scheduler, step, who)
     groups = []
     for i, g in enumerate(optimizer.param_groups):
-        hp = _core.torch_quirks(optimizer, kind, _core.group_hyperparams(kind, g, factory, who, i))
+        hp = _core.torch_quirks(optimizer, factory_name, _core.group_hyperparams(factory_name, g, factory, who, i))
         if lrs[i] is not None:
             hp["lr"] = lrs[i]
         groups.append({"params": list(g["params"]), **hp})

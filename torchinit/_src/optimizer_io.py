@@ -45,7 +45,7 @@ def save_optimizer_state(dst: str | os.PathLike, optimizer: torch.optim.Optimize
         raise InitError(f"{who}: format must be 'safetensors' or 'dcp', got {format!r}.")
     if os.path.exists(os.fspath(dst)):
         raise FileExistsError(f"{who}: {os.fspath(dst)!r} exists; remove it or choose another destination.")
-    sd, extra = _tsrc._optimizer_dict(optimizer, param_names, who)
+    sd, extra = _tsrc.optimizer_dict(optimizer, param_names, who)
     if format == "safetensors":
         _of.write_optimizer_safetensors(dst, sd, to_numpy, who, extra, _sh.parse_size(max_shard_size, who))
     else:

@@ -142,7 +142,7 @@ class RngBinding:
         names = {m: n for n, m in model.named_modules()}
         self._names = names
         for mod, name in names.items():
-            if isinstance(mod, _d._Keyed):
+            if isinstance(mod, _d.Keyed):
                 mod.rng_source = self._keyed_source
             self._handles.append(mod.register_forward_pre_hook(self._push(name, mod is model)))
             self._handles.append(mod.register_forward_hook(self._pop(mod is model), always_call=True))
@@ -172,7 +172,7 @@ class RngBinding:
             h.remove()
         self._handles.clear()
         for mod in self._names:
-            if isinstance(mod, _d._Keyed) and mod.rng_source == self._keyed_source:
+            if isinstance(mod, _d.Keyed) and mod.rng_source == self._keyed_source:
                 mod.rng_source = None
 
     # ---- forward scoping
@@ -336,7 +336,7 @@ def bind_rngs(torch_model: torch.nn.Module, key: Any, flax_calls: Any, *,
         raise InitError(f"{who}: `torch_model` must be a torch.nn.Module, got {type(torch_model).__name__}")
     for name, mod in torch_model.named_modules():
         cls = type(mod).__name__
-        if cls in _FOREIGN_STOCHASTIC and not isinstance(mod, _d._Keyed):
+        if cls in _FOREIGN_STOCHASTIC and not isinstance(mod, _d.Keyed):
             raise InitError(
                 f"{who}: {name!r} is a {type(mod).__module__}.{cls}, which draws its mask with torch.bernoulli_ "
                 f"and cannot be bound; replace it with torchinit.nn.{'StochasticDepth' if 'Stochastic' in cls else 'DropPath'} "

@@ -63,10 +63,10 @@ def _rng_states(rng, who) -> dict:
     return out
 
 
-def _optimizer_dict(optimizer, model, who):
+def optimizer_dict(optimizer, model, who):
     """torch's ``state_dict()`` with the names (found by identity in ``model``), class, shapes, dtypes."""
     sd = optimizer.state_dict()
-    tp = _convert._optimizer_params(optimizer, model if isinstance(model, torch.nn.Module) else None, who)
+    tp = _core.optimizer_params(optimizer, model if isinstance(model, torch.nn.Module) else None, who)
     if tp.names is not None:
         flat = [i for g in sd["param_groups"] for i in g["params"]]
         by_index = dict(zip(flat, tp.names))
@@ -113,7 +113,7 @@ def save_training_state(path: str | os.PathLike, *, model: Any = None, optimizer
     weights = _weights(model, who)
     sd = extra = None
     if optimizer is not None:
-        sd, extra = _optimizer_dict(optimizer, model, who)
+        sd, extra = optimizer_dict(optimizer, model, who)
         if step is None:
             step = _convert.export_state(optimizer)["step"]
     sched = None

@@ -1,4 +1,4 @@
-"""The schedule registry: one :class:`Spec` per schedule in ``SPECS`` (filled by the ``specs_*`` modules).
+"""The schedule registry: one :class:`ScheduleSpec` per schedule in ``SPECS`` (filled by the ``specs_*`` modules).
 
 Part of the ``_jaxinit.schedules`` package (its ``__init__`` describes the whole).
 """
@@ -8,11 +8,11 @@ import dataclasses
 from typing import Any, Callable
 
 
-# ------------------------------------------------------------------ the spec
+# ------------------------------------------------------------------ the schedule spec
 
 
 @dataclasses.dataclass(frozen=True)
-class Spec:
+class ScheduleSpec:
     """One schedule: everything both packages need, in one place.
 
     ``check``'s signature (names, annotations, defaults) is the factory's; it returns the
@@ -33,18 +33,18 @@ class Spec:
     chainable: bool = False  # torch's recursion multiplies the incoming lr (what ChainedScheduler composes)
 
 
-# One Spec per schedule below, the same shape by design (the lr and momentum variants of OneCycleLR
+# One ScheduleSpec per schedule below, the same shape by design (the lr and momentum variants of OneCycleLR
 # and CyclicLR are separate public schedules with their own docs).
-SPECS: dict[str, Spec] = {}
+SPECS: dict[str, ScheduleSpec] = {}
 
 
-def register(spec: Spec) -> Spec:
+def register(spec: ScheduleSpec) -> ScheduleSpec:
     SPECS[spec.name] = spec
     return spec
 
 
-def by_torch_class(kind: str) -> Spec | None:
+def by_torch_class(torch_class: str) -> ScheduleSpec | None:
     for s in SPECS.values():
-        if s.torch == kind:
+        if s.torch == torch_class:
             return s
     return None
