@@ -391,6 +391,10 @@ def low_precision_rule(op: str, hooks: tuple[str, ...]) -> LinenRule:
         updates: dict[str, Any] = {"promote_dtype": policy.promote_dtype}
         for h in hooks:
             updates[h] = jnp.float32 if h == "preferred_element_type" else getattr(policy, h)
+        if getattr(_ACTIVE, "round_product", False) and "dot_general" in updates:
+            # an attention in-projection torch computes as matmul + add_ (see attention_rule): the
+            # product rounded on its own, then the bias added and rounded again
+            updates["dot_general"] = _rounded_product(policy)
         out = _apply_clone(module, updates, variables, args, kwargs)
         return jax.tree.map(lambda y: y.astype(policy.dtype) if _eligible(y) else y, out)
     return rule
@@ -416,48 +420,87 @@ def normalization_rule(op: str) -> LinenRule:
     return rule
 
 
-def _attention_rule(policy: Autocast, module, next_fun, args, kwargs):
-    """``MultiHeadDotProductAttention`` as torch's ``nn.MultiheadAttention`` under autocast: for
-    self-attention (``inputs_k``/``inputs_v`` absent or the same array) the three projections are
-    ONE product over the stacked kernels, as torch's ``in_proj`` (so the input gradient is one
+def _rounded_product(policy: Autocast) -> Callable:
+    def dot_general(*args, **kwargs):
+        return policy.dot_general(*args, **kwargs).astype(policy.dtype).astype(jnp.float32)
+    return dot_general
+
+
+def attention_rule(batch_first: bool = True) -> LinenRule:
+    """The rule for ``MultiHeadDotProductAttention``: torch's ``nn.MultiheadAttention(batch_first=...)``
+    under autocast.
+
+    For self-attention (``inputs_k``/``inputs_v`` absent or the same array) the three projections
+    are ONE product over the stacked kernels, as torch's ``in_proj`` (so the input gradient is one
     float32 accumulation over 3E outputs, rounded once); the attention is torch's
-    ``scaled_dot_product_attention``; the output projection a ``lower_precision_fp`` product.
-    Other calls (cross-attention, decode, normalize_qk, a mask) keep Flax's projections and swap in
-    the attention only."""
-    if policy.policy("scaled_dot_product_attention") != _table.LOW:
-        return next_fun(*args, **kwargs)
-    deterministic = kwargs.get("deterministic", module.deterministic)
-    if module.dropout_rate > 0.0 and not deterministic:
-        raise InitError("Autocast: attention dropout under autocast is not supported yet: run the "
-                        "MultiHeadDotProductAttention with deterministic=True or dropout_rate=0.")
-    variables = _variables(module, next_fun, args, kwargs)
-    inputs_q = args[0] if args else kwargs["inputs_q"]
-    rest = list(args[1:3]) + [kwargs.get("inputs_k"), kwargs.get("inputs_v")]
-    others = [a for a in rest if a is not None]
-    fused = (all(a is inputs_q for a in others) and kwargs.get("mask") is None and not module.decode
-             and not module.normalize_qk and module.use_bias and not kwargs.get("sow_weights", False)
-             and set(kwargs) <= {"inputs_k", "inputs_v", "deterministic", "mask", "sow_weights"})
-    if fused:
-        return _fused_self_attention(policy, variables["params"], inputs_q)
+    ``scaled_dot_product_attention``; the output projection a ``lower_precision_fp`` product
+    rounded once (torch applies it to a contiguous 2-D reshape: ``addmm``, bias in float32).
 
-    def attention_fn(query, key, value, bias=None, mask=None, **_):
-        # Flax layout [..., length, heads, depth] -> torch's [..., heads, length, depth] and back
-        q, k, v = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))
-        m = mask
-        if bias is not None:
-            m = bias if m is None else jnp.where(m, bias, -jnp.inf)
-        o = policy.scaled_dot_product_attention(q, k, v, attn_mask=m)
-        return jnp.swapaxes(o, -3, -2)
+    ``batch_first=True`` (the default: Flax's layout ``[batch..., length, features]``, so a Flax
+    port pairs with torch's ``batch_first=True``): torch's ``multi_head_attention_forward``
+    transposes a batched input to ``(L, N, E)`` before the in-projection, and ``F.linear`` of a
+    non-contiguous input of 3 or more dimensions is ``matmul`` followed by ``add_(bias)``
+    (aten/src/ATen/native/Linear.cpp, ``linear``), in the low dtype: the product is rounded, then
+    the bias added and rounded again. A contiguous input (``batch_first=False``, or an unbatched
+    ``(L, E)`` input) takes the fused ``addmm``: one rounding. Measured: the two differ in 29% of
+    a bf16 in-projection's outputs once the bias is non-zero.
 
-    return _apply_clone(module, {"attention_fn": attention_fn}, variables, args, kwargs)
+    Other calls (cross-attention, decode, normalize_qk, a mask) keep Flax's projections (with the
+    same rounding rule) and swap in the attention only. Register ``attention_rule(False)`` for a
+    torch model built with ``batch_first=False``::
+
+        jaxinit.amp.register_linen_rule(nn.MultiHeadDotProductAttention, jaxinit.amp.attention_rule(False))
+    """
+    if not isinstance(batch_first, bool):
+        raise InitError(f"attention_rule: batch_first must be True or False (torch's nn.MultiheadAttention "
+                        f"argument of the model the Flax module pairs with), got {batch_first!r}.")
+
+    def rule(policy: Autocast, module, next_fun, args, kwargs):
+        if policy.policy("scaled_dot_product_attention") != _table.LOW:
+            return next_fun(*args, **kwargs)
+        deterministic = kwargs.get("deterministic", module.deterministic)
+        if module.dropout_rate > 0.0 and not deterministic:
+            raise InitError("Autocast: attention dropout under autocast is not supported yet: run the "
+                            "MultiHeadDotProductAttention with deterministic=True or dropout_rate=0.")
+        variables = _variables(module, next_fun, args, kwargs)
+        inputs_q = args[0] if args else kwargs["inputs_q"]
+        rest = list(args[1:3]) + [kwargs.get("inputs_k"), kwargs.get("inputs_v")]
+        others = [a for a in rest if a is not None]
+        # torch's in-projection rounds twice for a batched input it transposed (see above)
+        twice = batch_first and jnp.ndim(inputs_q) >= 3
+        fused = (all(a is inputs_q for a in others) and kwargs.get("mask") is None and not module.decode
+                 and not module.normalize_qk and module.use_bias and not kwargs.get("sow_weights", False)
+                 and set(kwargs) <= {"inputs_k", "inputs_v", "deterministic", "mask", "sow_weights"})
+        if fused:
+            return _fused_self_attention(policy, variables["params"], inputs_q, twice)
+
+        def attention_fn(query, key, value, bias=None, mask=None, **_):
+            _ACTIVE.round_product = False  # the output projection (after the attention) rounds once
+            # Flax layout [..., length, heads, depth] -> torch's [..., heads, length, depth] and back
+            q, k, v = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))
+            m = mask
+            if bias is not None:
+                m = bias if m is None else jnp.where(m, bias, -jnp.inf)
+            o = policy.scaled_dot_product_attention(q, k, v, attn_mask=m)
+            return jnp.swapaxes(o, -3, -2)
+
+        _ACTIVE.round_product = twice
+        try:
+            return _apply_clone(module, {"attention_fn": attention_fn}, variables, args, kwargs)
+        finally:
+            _ACTIVE.round_product = False
+
+    return rule
 
 
-def _fused_self_attention(policy: Autocast, params, x):
+def _fused_self_attention(policy: Autocast, params, x, twice: bool):
     low, f32 = policy.dtype, jnp.float32
     kernel = jnp.stack([params[n]["kernel"] for n in ("query", "key", "value")], axis=1)  # (E, 3, H, D)
     bias = jnp.stack([params[n]["bias"] for n in ("query", "key", "value")], axis=0)  # (3, H, D)
     e, _, h, d = kernel.shape
     y = policy.dot_general(x, kernel.reshape(e, 3 * h * d), (((x.ndim - 1,), (0,)), ((), ())))
+    if twice:  # torch: matmul, then add_(bias), each rounded to the low dtype
+        y = y.astype(low).astype(f32)
     y = (y + bias.reshape(-1).astype(low).astype(f32)).astype(low)
     y = y.reshape(y.shape[:-1] + (3, h, d))  # [..., L, 3, H, D]
     q, k, v = (jnp.swapaxes(y[..., i, :, :], -3, -2) for i in range(3))  # [..., H, L, D]
@@ -481,7 +524,7 @@ def _load_default_rules() -> None:
         _LINEN_RULES.setdefault(cls, low_precision_rule(op, ("dot_general",)))
     _LINEN_RULES.setdefault(nn.Conv, low_precision_rule("conv2d", ("conv_general_dilated",)))
     _LINEN_RULES.setdefault(nn.ConvTranspose, low_precision_rule("conv_transpose2d.input", ("preferred_element_type",)))
-    _LINEN_RULES.setdefault(nn.MultiHeadDotProductAttention, _attention_rule)
+    _LINEN_RULES.setdefault(nn.MultiHeadDotProductAttention, attention_rule(True))
     for cls, op in ((nn.LayerNorm, "layer_norm"), (nn.GroupNorm, "group_norm"), (nn.RMSNorm, "rms_norm"),
                     (nn.BatchNorm, "batch_norm"), (LinenBatchNorm, "batch_norm")):
         _LINEN_RULES.setdefault(cls, normalization_rule(op))
