@@ -47,6 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from _jaxinit.errors import InitError
+
 VEC = 8  # Vectorized<float>::size() of the ATen build that runs the kernel (AVX2 / generic)
 CHUNK = 16  # kChunkSize in moments_utils.h
 
@@ -96,7 +98,7 @@ def _merge_scalar(m0_add: int, m1_add, m2_add, m0: int, m1, m2):
     return n, c * delta + m1, m2 + (t * f32(m0) + m2_add)
 
 
-def row_moments(x):
+def _row_moments(x):
     """``RowwiseMoments(x, N)`` over the last axis of a float32 array: (mean, biased variance)."""
     n_total = x.shape[-1]
     n = n_total // VEC
@@ -153,7 +155,7 @@ def row_moments(x):
 
 
 def _forward(x, scale, bias, eps):
-    mean, var = row_moments(x)
+    mean, var = _row_moments(x)
     rstd = f32(1.0) / _rounded(jnp.sqrt(var + f32(eps)))  # opaque: XLA would rewrite 1/sqrt as rsqrt
     t = _rounded((x + (-mean)[..., None]) * rstd[..., None])
     return t * scale + bias, mean, rstd  # one FMA (ATen's map3 / scalar loop, contracted)
@@ -204,12 +206,15 @@ def layer_norm(x, scale=None, bias=None, eps: float = 1e-5):
     Under ``jaxinit.amp.Autocast("cpu", ...)`` a Flax ``LayerNorm`` on a float32 input runs this.
     """
     if jnp.dtype(x.dtype) != jnp.float32:
-        raise TypeError(f"layer_norm: x must be float32 (ATen's float32 kernel), got {x.dtype}")
+        raise InitError(f"layer_norm: x must be float32 (this is ATen's float32 CPU kernel), got {jnp.dtype(x.dtype).name}; "
+                        "pass x.astype(jnp.float32), or use flax.linen.LayerNorm for other dtypes.")
     n = x.shape[-1]
     g = jnp.ones((n,), f32) if scale is None else jnp.asarray(scale, f32)
     b = jnp.zeros((n,), f32) if bias is None else jnp.asarray(bias, f32)
     return _jitted(x, g, b, float(np.float32(eps)))
 
 
+row_moments = jax.jit(_row_moments)
+row_moments.__doc__ = _row_moments.__doc__
 # jitted even when called eagerly: op by op, XLA compiles each multiply and add alone and forms no FMA
 _jitted = jax.jit(_layer_norm, static_argnums=(3,))
