@@ -564,11 +564,12 @@ from parity_tests import _amp_twins as twins  # noqa: E402
 
 # measured on torch 2.13 / jax 0.10.2 CPU (docs/amp.md): the largest per-step loss difference of the twins
 # under bf16 autocast is at least this many times smaller than the same torch twin's bf16-vs-float32 gap.
-# The MLP is 14x; in the conv net a one-ulp flip (float32 parameter updates differ in the last bit:
-# torch's SGD is one fused multiply-add) shows at step 18 (5x; 2e-7 before); the transformer block's
-# first LayerNorm runs in float32 on the float32 residual stream, where Flax's and torch's LayerNorm
-# differ in the last float32 bit, which flips bf16 casts of the attention input from step 1 (0.7x).
-MIN_RATIO = {"mlp": 10.0, "conv_bn": 4.0, "transformer_block": 0.5}
+# MLP 14x; transformer block 1354x (the float32 LayerNorm in ATen's order, the batch-first attention's
+# in-projection rounded twice as torch does: 20 steps bitwise but for the float32 loss value). NOT met:
+# the conv net, 5x: its BatchNorm statistics are summed in another float32 order than ATen's mixed-dtype
+# batch_norm kernel; a bf16 rounding flips at step 2 (2.6e-6) and grows by step 18-19 (with torch's own
+# BatchNorm kernel substituted for the measurement, 932x: docs/amp.md).
+MIN_RATIO = {"mlp": 10.0, "conv_bn": 4.0, "transformer_block": 10.0}
 
 
 @pytest.mark.exhaustive

@@ -71,7 +71,6 @@ def test_autocast_rule_runs_atens_layer_norm():
     ac = ja.Autocast("cpu", jnp.bfloat16)
     x, g, b = _data(40, rows=6)
     x3 = x.reshape(6, 4, 10)
-    params = {"params": {"scale": jnp.asarray(g), "bias": jnp.asarray(b)}}
     want = F.layer_norm(torch.tensor(x3), (10,), torch.tensor(g[:10]), torch.tensor(b[:10]), 1e-5).numpy()
     p10 = {"params": {"scale": jnp.asarray(g[:10]), "bias": jnp.asarray(b[:10])}}
     with ac:

@@ -421,6 +421,7 @@ def normalization_rule(op: str) -> LinenRule:
 
 
 _NORM_LAYER_NORM = normalization_rule("layer_norm")
+_NORM_BATCH_NORM = normalization_rule("batch_norm")
 
 
 def _trailing_axes(axes: Any, ndim: int) -> tuple[int, ...] | None:
@@ -457,6 +458,40 @@ def layer_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
                            None if bias is None else bias.reshape(-1), module.epsilon)
             return y.reshape(x.shape)
     return _NORM_LAYER_NORM(policy, module, next_fun, args, kwargs)
+
+
+def batch_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
+    """``jaxinit.BatchNorm`` (torch's conventions) as torch's ``batch_norm`` under CPU autocast.
+
+    torch's CPU autocast leaves ``batch_norm`` alone: a convolution's bf16/float16 output with float32
+    parameters runs ATen's mixed-dtype kernel, whose batch statistics are summed in a fixed order
+    (8-lane float32 vectors over 16-wide blocks, a scalar tail, lanes added one by one) that XLA's
+    reductions do not follow; the normalised output is rounded to the low dtype, so the last-bit
+    differences flip roundings (a conv net's 20-step bf16 run: 5x below its bf16-vs-float32 gap).
+    In training, for an input with spatial dimensions (torch's NCHW-contiguous tensor), channels
+    last, torch's momentum, affine, running statistics, no mask or ``axis_name``, this runs
+    ``jaxinit._src.aten_batch_norm.batch_norm_train``: the output and the running statistics bit for
+    bit torch's. Every other case: :func:`normalization_rule` (``'batch_norm'``)."""
+    x = args[0] if args else kwargs.get("x")
+    ura = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+    ura = module.use_running_average if ura is None else ura
+    low = _eligible(x) and x.dtype in (jnp.bfloat16, jnp.float16)
+    if (low and ura is False and policy.device_type == "cpu" and policy.policy("batch_norm") is None
+            and not module.is_initializing() and x.ndim >= 3 and module.axis in (-1, x.ndim - 1)
+            and getattr(module, "momentum_style", None) == "torch" and module.affine and module.bias
+            and module.track_running_stats and module.unbiased_running_var and module.momentum is not None
+            and module.axis_name is None and kwargs.get("mask") is None and module.dtype is None
+            and jnp.dtype(module.param_dtype) == jnp.float32):
+        from jaxinit._src.aten_batch_norm import batch_norm_train
+
+        params, stats = module.variables["params"], module.variables["batch_stats"]
+        y, mean, var = batch_norm_train(x, params["scale"], params["bias"], stats["mean"], stats["var"],
+                                        float(module.momentum), float(module.eps))
+        module.put_variable("batch_stats", "mean", mean)
+        module.put_variable("batch_stats", "var", var)
+        module.put_variable("batch_stats", "num_batches_tracked", stats["num_batches_tracked"] + 1)
+        return y
+    return _NORM_BATCH_NORM(policy, module, next_fun, args, kwargs)
 
 
 def _rounded_product(policy: Autocast) -> Callable:
@@ -565,8 +600,8 @@ def _load_default_rules() -> None:
     _LINEN_RULES.setdefault(nn.ConvTranspose, low_precision_rule("conv_transpose2d.input", ("preferred_element_type",)))
     _LINEN_RULES.setdefault(nn.MultiHeadDotProductAttention, attention_rule(True))
     _LINEN_RULES.setdefault(nn.LayerNorm, layer_norm_rule)
-    for cls, op in ((nn.GroupNorm, "group_norm"), (nn.RMSNorm, "rms_norm"),
-                    (nn.BatchNorm, "batch_norm"), (LinenBatchNorm, "batch_norm")):
+    _LINEN_RULES.setdefault(LinenBatchNorm, batch_norm_rule)
+    for cls, op in ((nn.GroupNorm, "group_norm"), (nn.RMSNorm, "rms_norm"), (nn.BatchNorm, "batch_norm")):
         _LINEN_RULES.setdefault(cls, normalization_rule(op))
 
 
