@@ -139,7 +139,7 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum: float
 
         y, rm, rv = batch_norm_train(x_bf16, scale, bias, mean, var, 0.1, 1e-5)
     """
-    b = x.shape[0]
+    weight, bias, running_mean, running_var = (jnp.asarray(a, f32) for a in (weight, bias, running_mean, running_var))
     n = int(np.prod(x.shape[:-1]))
     mean, var_sum = batch_stats(lax.stop_gradient(x))
     invstd = _invstd(var_sum, n, eps)
@@ -148,6 +148,5 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum: float
     new_mean = _rounded(m * mean) + _rounded(one_m * running_mean)
     unbiased = _div(var_sum, n - 1) if n > 1 else jnp.full_like(var_sum, jnp.nan)
     new_var = _rounded(m * unbiased) + _rounded(one_m * running_var)
-    del b
     y = _normalize(x, weight, bias, mean, invstd)
     return y, lax.stop_gradient(new_mean), lax.stop_gradient(new_var)

@@ -1,7 +1,10 @@
-"""torch's float32 CPU LayerNorm in ATen's order (jaxinit/_src/aten_layer_norm.py) and the Autocast rule
-that runs it for a Flax ``LayerNorm`` on a float32 input under CPU autocast (issue 23, the twins).
+"""torch's CPU normalization kernels in ATen's order, which the CPU Autocast policy runs (issue 23, the
+twins): the float32 LayerNorm (jaxinit/_src/aten_layer_norm.py, a Flax ``LayerNorm`` on a float32
+input) and the mixed-dtype training BatchNorm (jaxinit/_src/aten_batch_norm.py, ``jaxinit.BatchNorm``
+on a bf16/fp16 input with float32 parameters).
 
-Judged bitwise against the real ``torch.nn.functional.layer_norm`` / ``torch.native_layer_norm``:
+Judged bitwise against the real ``torch.nn.functional.layer_norm`` / ``torch.native_layer_norm`` /
+``torch.native_batch_norm``. LayerNorm:
 row lengths with and without a tail (``N % 8``), one chunk of 16 vectors and cascades of several,
 with and without weight/bias, eager and under ``jit``. Default run: a sample of lengths and the rule;
 ``-m exhaustive``: lengths 1 to 8200. Flax's own LayerNorm differs from torch's in about half the
@@ -19,6 +22,8 @@ from flax import linen as nn
 
 import jaxinit.amp as ja
 from _jaxinit.errors import InitError
+import jaxinit
+from jaxinit._src import aten_batch_norm as B
 from jaxinit._src import aten_layer_norm as A
 
 SAMPLED = (7, 264)  # a tail only; 33 vectors = 3 chunks (a cascade of depth 2) and the lane merges
@@ -111,3 +116,78 @@ def test_layer_norm_gradient_is_torchs_formula():
 def test_layer_norm_rejects_other_dtypes():
     with pytest.raises(InitError, match=r"x must be float32.*float64.*astype\(jnp.float32\)"):
         A.layer_norm(np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------- BatchNorm (training, low-precision input)
+
+BN_SAMPLED = (((16, 8, 10, 10), "bfloat16"), ((3, 4, 17), "float16"))  # blocks of 16 + tail; a 1-d image
+BN_EXHAUSTIVE = tuple((s, d) for s in ((16, 8, 10, 10), (16, 16, 5, 5), (4, 3, 7, 7), (8, 4, 4, 4), (2, 6, 33, 3),
+                                       (3, 4, 17), (5, 2, 16, 16), (1, 3, 2, 2))
+                      for d in ("bfloat16", "float16"))
+
+
+def _bn_case(shape, low, seed=2):
+    rng = np.random.default_rng(seed)
+    x = torch.tensor(rng.standard_normal(shape) * 2 + 0.5, dtype=getattr(torch, low))
+    c = shape[1]
+    rm, rv = torch.tensor(rng.standard_normal(c), dtype=torch.float32), torch.tensor(rng.random(c) + 0.5, dtype=torch.float32)
+    w, b = torch.tensor(rng.standard_normal(c), dtype=torch.float32), torch.tensor(rng.standard_normal(c), dtype=torch.float32)
+    return x, w, b, rm, rv
+
+
+def _check_bn(shape, low):
+    x, w, b, rm, rv = _bn_case(shape, low)
+    xl = jnp.asarray(np.moveaxis(x.float().numpy(), 1, -1)).astype(low)
+    y, mean, var = B.batch_norm_train(xl, jnp.asarray(w.numpy()), jnp.asarray(b.numpy()), jnp.asarray(rm.numpy()),
+                                      jnp.asarray(rv.numpy()), 0.1, 1e-5)
+    ty, _, _ = torch.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)  # updates rm, rv in place
+    assert y.dtype == low
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(y.astype(jnp.float32)), -1, 1), ty.float().numpy())
+    np.testing.assert_array_equal(np.asarray(mean), rm.numpy())
+    np.testing.assert_array_equal(np.asarray(var), rv.numpy())
+
+
+@pytest.mark.parametrize("shape,low", BN_SAMPLED)
+def test_aten_batch_norm_bitwise_sampled(shape, low):
+    _check_bn(shape, low)
+
+
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("shape,low", BN_EXHAUSTIVE)
+def test_aten_batch_norm_bitwise_exhaustive(shape, low):
+    _check_bn(shape, low)
+
+
+def test_autocast_rule_runs_atens_batch_norm():
+    """jaxinit.BatchNorm in training under Autocast('cpu') on a bf16 NHWC input: output, running statistics
+    and num_batches_tracked bitwise torch.nn.BatchNorm2d's on the bf16 NCHW tensor (what autocast feeds it);
+    the gradient is torch's formula (dx at most one bf16 ulp in a few elements, dw/db to float32 rounding)."""
+    x, w, b, rm, rv = _bn_case((16, 8, 10, 10), "bfloat16", seed=5)
+    tm = torch.nn.BatchNorm2d(8)
+    with torch.no_grad():
+        tm.weight.copy_(w), tm.bias.copy_(b), tm.running_mean.copy_(rm), tm.running_var.copy_(rv)
+    xt = x.clone().requires_grad_()
+    ty = tm(xt)
+    dy = torch.tensor(np.random.default_rng(6).standard_normal(ty.shape), dtype=torch.bfloat16)
+    ty.backward(dy)
+    v = {"params": {"scale": jnp.asarray(w.numpy()), "bias": jnp.asarray(b.numpy())},
+         "batch_stats": {"mean": jnp.asarray(rm.numpy()), "var": jnp.asarray(rv.numpy()),
+                         "num_batches_tracked": jnp.zeros((), jnp.int32)}}
+    xl = jnp.asarray(np.moveaxis(x.float().numpy(), 1, -1)).astype(jnp.bfloat16)
+    bn = jaxinit.BatchNorm(use_running_average=False)
+
+    def f(params, xin):
+        with ja.Autocast("cpu", jnp.bfloat16):
+            return bn.apply({"params": params, "batch_stats": v["batch_stats"]}, xin, mutable=["batch_stats"])
+
+    y, new = f(v["params"], xl)
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(y.astype(jnp.float32)), -1, 1), ty.detach().float().numpy())
+    np.testing.assert_array_equal(np.asarray(new["batch_stats"]["mean"]), tm.running_mean.numpy())
+    np.testing.assert_array_equal(np.asarray(new["batch_stats"]["var"]), tm.running_var.numpy())
+    assert int(new["batch_stats"]["num_batches_tracked"]) == 1
+    _, vjp = jax.vjp(lambda p, xin: f(p, xin)[0], v["params"], xl)
+    gp, gx = vjp(jnp.asarray(np.moveaxis(dy.float().numpy(), 1, -1)).astype(jnp.bfloat16))
+    gx = np.moveaxis(np.asarray(gx.astype(jnp.float32)), -1, 1)
+    assert float((gx != xt.grad.float().numpy()).mean()) < 0.01
+    np.testing.assert_allclose(np.asarray(gp["scale"]), tm.weight.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gp["bias"]), tm.bias.grad.numpy(), rtol=1e-5, atol=1e-6)
