@@ -17,11 +17,12 @@ contiguous NCHW input, per channel:
   (``InvStd<float>`` adds the ``double`` eps), rounded to float32;
 * running statistics: ``m * mean + (1 - m) * running_mean`` and
   ``m * var_sum / (N - 1) + (1 - m) * running_var`` with ``m = float32(momentum)``;
-* output ``x * alpha + beta`` with ``alpha = invstd * weight``, ``beta = bias - mean * alpha``,
-  rounded once to the input's dtype.
+* output ``fma(x, alpha, beta)`` with ``alpha = invstd * weight``, ``beta = fma(-mean, alpha, bias)``
+  (the compiler contracts both), rounded once to the input's dtype.
 
 Each sum is a sequential ``lax.scan`` (the order is the point); products ATen rounds on their own
-go through :func:`jaxinit._src.aten_layer_norm._rounded` so XLA forms no FMA with them. Flax's and
+go through :func:`jaxinit._src.aten_layer_norm._rounded` so XLA forms no FMA with them (the
+squares summed in the loops: the compiler does not contract a loop-carried accumulation). Flax's and
 ``jaxinit.BatchNorm``'s statistics are XLA reductions: another float32 order, whose last-bit
 differences flip bf16 roundings of the normalised output (a conv net's 20-step bf16 training run:
 5x below its bf16-vs-float32 gap instead of 10x; docs/amp.md).

@@ -22,15 +22,17 @@ kernel rounds it:
   ``m2 = m2 + fma(d d c, m0, m2_add)``;
 * ``rstd = 1 / sqrt(m2 / N + eps)``, ``y = fma((x - mean) rstd, gamma, beta)``.
 
-A fused multiply-add is written ``a * b + c`` (XLA's CPU and GPU backends contract it into one
-FMA instruction); a product that ATen rounds on its own goes through :func:`_rounded`, which hides
-it from that contraction. Checked bitwise against ``torch.nn.functional.layer_norm`` on CPU for
+A fused multiply-add is written ``a * b + c`` inside a jitted function (XLA's CPU backend contracts
+it into one FMA instruction; :func:`layer_norm` is always jitted, since op-by-op execution forms no
+FMA); a product that ATen rounds on its own goes through :func:`_rounded`, which hides it from that
+contraction, and a division by a constant through :func:`_div`. Checked bitwise against ``torch.nn.functional.layer_norm`` on CPU for
 row lengths 1 to 8200 (tails, one and many chunks, cascades of depth 1 to 6):
 ``parity_tests/test_amp_layer_norm.py``.
 
-:data:`VEC` is 8: ATen registers this kernel without ``ALSO_REGISTER_AVX512_DISPATCH``, so x86-64
-hosts with AVX2 or AVX512 run its AVX2 build (``Vectorized<float>::size() == 8``), and the generic
-build has 8 lanes too. An ARM build of torch (NEON/SVE vectors) sums in another order: there the
+:data:`VEC` is 8, measured on an AVX512 host (16 lanes match no row length above 15): ATen's
+``REGISTER_DISPATCH`` gives AVX512 hosts the AVX2 build of a kernel unless it is registered with
+``ALSO_REGISTER_AVX512_DISPATCH``, so x86-64 hosts with AVX2 or AVX512 both sum in
+``Vectorized<float>::size() == 8`` lanes, and the generic build has 8 lanes too. An ARM build of torch (NEON/SVE vectors) sums in another order: there the
 result is torch's formula in another rounding order, not bitwise.
 
 The backward is torch's formula (``layer_norm_backward_frame``): ``dx = rstd\,dy\,\gamma + b\,x + c``
