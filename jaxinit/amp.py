@@ -15,6 +15,7 @@ from _jaxinit.autocast_table import budget as autocast_budget
 from _jaxinit.autocast_table import policy as autocast_policy
 from jaxinit._src.amp import Autocast as Autocast
 from jaxinit._src.amp import active as active
+from jaxinit._src.amp import attention_rule as attention_rule
 from jaxinit._src.amp import autocast as autocast
 from jaxinit._src.amp import low_precision_rule as low_precision_rule
 from jaxinit._src.amp import normalization_rule as normalization_rule
@@ -34,6 +35,7 @@ from jaxinit._src.precision import precision_from_jax as precision_from_jax
 JAX_ONLY = (
     "GradScalerState",
     "active",
+    "attention_rule",
     "low_precision_rule",
     "normalization_rule",
     "register_linen_rule",
@@ -47,6 +49,7 @@ __all__ = [
     "GradScalerState",
     "PrecisionContract",
     "active",
+    "attention_rule",
     "autocast",
     "autocast_budget",
     "autocast_policy",

@@ -480,25 +480,53 @@ def _case_sdpa(ac, low):
     return t, ac.scaled_dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), is_causal=True)
 
 
+class _TimeFirstMHA(nn.MultiHeadDotProductAttention):
+    """A Flax attention paired with a torch ``nn.MultiheadAttention(batch_first=False)``."""
+
+
 def _case_mha(ac, low):
+    """torch's MultiheadAttention (non-zero in/out biases) under autocast against Flax's under the policy:
+    ``batch_first=True`` (the default rule: the in-projection of the transposed input rounds twice,
+    aten ``linear``'s matmul + add_) and ``batch_first=False`` (``attention_rule(False)``: one rounding),
+    self-attention (the fused path) and with a mask (Flax's own projections). A rule with the other
+    rounding moves 59% of the outputs."""
+    from jaxinit._src.amp import _find_rule
+
+    if _find_rule(_TimeFirstMHA) is _find_rule(nn.MultiHeadDotProductAttention):
+        jaxinit_amp.register_linen_rule(_TimeFirstMHA, jaxinit_amp.attention_rule(False))
     e, h, length = 16, 2, 10
-    torch.manual_seed(0)
-    tm = torch.nn.MultiheadAttention(e, h, batch_first=True)
     x = _r(121, 3, length, e)
-    with torch.autocast("cpu", dtype=low):
-        t = tm(torch.tensor(x), torch.tensor(x), torch.tensor(x), need_weights=False)[0]
-    w, b, d = tm.in_proj_weight.detach().numpy(), tm.in_proj_bias.detach().numpy(), e // h
+    out = {}
+    for batch_first in (True, False):
+        torch.manual_seed(0)
+        tm = torch.nn.MultiheadAttention(e, h, batch_first=batch_first)
+        with torch.no_grad():
+            tm.in_proj_bias.normal_(0, 0.1)
+            tm.out_proj.bias.normal_(0, 0.1)
+        xt = torch.tensor(x) if batch_first else torch.tensor(x).transpose(0, 1).contiguous()
+        no_mask = torch.zeros(length, length, dtype=torch.bool)
+        with torch.autocast("cpu", dtype=low):
+            t = tm(xt, xt, xt, need_weights=False)[0]
+            tmask = tm(xt, xt, xt, need_weights=False, attn_mask=no_mask)[0]
+        if not batch_first:
+            t, tmask = t.transpose(0, 1), tmask.transpose(0, 1)
+        w, b, d = tm.in_proj_weight.detach().numpy(), tm.in_proj_bias.detach().numpy(), e // h
 
-    def dg(i):
-        return {"kernel": jnp.asarray(w[i * e:(i + 1) * e].T.reshape(e, h, d)),
-                "bias": jnp.asarray(b[i * e:(i + 1) * e].reshape(h, d))}
+        def dg(i):
+            return {"kernel": jnp.asarray(w[i * e:(i + 1) * e].T.reshape(e, h, d)),
+                    "bias": jnp.asarray(b[i * e:(i + 1) * e].reshape(h, d))}
 
-    params = {"params": {"query": dg(0), "key": dg(1), "value": dg(2),
-                         "out": {"kernel": jnp.asarray(tm.out_proj.weight.detach().numpy().T.reshape(h, d, e)),
-                                 "bias": jnp.asarray(tm.out_proj.bias.detach().numpy())}}}
-    with ac:
-        j = nn.MultiHeadDotProductAttention(num_heads=h, deterministic=True).apply(params, jnp.asarray(x))
-    return t, j
+        params = {"params": {"query": dg(0), "key": dg(1), "value": dg(2),
+                             "out": {"kernel": jnp.asarray(tm.out_proj.weight.detach().numpy().T.reshape(h, d, e)),
+                                     "bias": jnp.asarray(tm.out_proj.bias.detach().numpy())}}}
+        cls = nn.MultiHeadDotProductAttention if batch_first else _TimeFirstMHA
+        with ac:
+            j = cls(num_heads=h, deterministic=True).apply(params, jnp.asarray(x))
+            jm = cls(num_heads=h, deterministic=True).apply(params, jnp.asarray(x), mask=jnp.ones((length, length), bool))
+        out[batch_first] = (t, j)
+        assert ulp_stats(tmask, jm, low) == ulp_stats(t, j, low)  # the masked (unfused) path rounds alike
+    assert ulp_stats(*out[False], low) <= ulp_stats(*out[True], low)
+    return out[True]
 
 
 _CASES = {"linear": _case_linear, "bmm": _case_bmm, "conv2d": _case_conv2d,
@@ -536,11 +564,12 @@ from parity_tests import _amp_twins as twins  # noqa: E402
 
 # measured on torch 2.13 / jax 0.10.2 CPU (docs/amp.md): the largest per-step loss difference of the twins
 # under bf16 autocast is at least this many times smaller than the same torch twin's bf16-vs-float32 gap.
-# The MLP is 14x; in the conv net a one-ulp flip (float32 parameter updates differ in the last bit:
-# torch's SGD is one fused multiply-add) shows at step 18 (5x; 2e-7 before); the transformer block's
-# first LayerNorm runs in float32 on the float32 residual stream, where Flax's and torch's LayerNorm
-# differ in the last float32 bit, which flips bf16 casts of the attention input from step 1 (0.7x).
-MIN_RATIO = {"mlp": 10.0, "conv_bn": 4.0, "transformer_block": 0.5}
+# MLP 14x; transformer block 1354x (the float32 LayerNorm in ATen's order, the batch-first attention's
+# in-projection rounded twice as torch does: 20 steps bitwise but for the float32 loss value). NOT met:
+# the conv net, 5x: its BatchNorm statistics are summed in another float32 order than ATen's mixed-dtype
+# batch_norm kernel; a bf16 rounding flips at step 2 (2.6e-6) and grows by step 18-19 (with torch's own
+# BatchNorm kernel substituted for the measurement, 932x: docs/amp.md).
+MIN_RATIO = {"mlp": 10.0, "conv_bn": 4.0, "transformer_block": 10.0}
 
 
 @pytest.mark.exhaustive
