@@ -15,11 +15,11 @@ from _jaxinit.autocast_table import budget as autocast_budget
 from _jaxinit.autocast_table import policy as autocast_policy
 from jaxinit._src.amp import Autocast as Autocast
 from jaxinit._src.amp import active as active
-from jaxinit._src.amp import attention_rule as attention_rule
+from jaxinit._src.amp_rules import attention_rule as attention_rule
 from jaxinit._src.amp import autocast as autocast
-from jaxinit._src.amp import low_precision_rule as low_precision_rule
-from jaxinit._src.amp import normalization_rule as normalization_rule
-from jaxinit._src.amp import register_linen_rule as register_linen_rule
+from jaxinit._src.amp_rules import low_precision_rule as low_precision_rule
+from jaxinit._src.amp_rules import normalization_rule as normalization_rule
+from jaxinit._src.amp_rules import register_linen_rule as register_linen_rule
 from jaxinit._src.grad_scaler import GradScalerState as GradScalerState
 from jaxinit._src.grad_scaler import grad_scaler as grad_scaler
 from jaxinit._src.grad_scaler import grad_scaler_state_dict as grad_scaler_state_dict

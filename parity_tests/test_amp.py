@@ -490,7 +490,7 @@ def _case_mha(ac, low):
     aten ``linear``'s matmul + add_) and ``batch_first=False`` (``attention_rule(False)``: one rounding),
     self-attention (the fused path) and with a mask (Flax's own projections). A rule with the other
     rounding moves 59% of the outputs."""
-    from jaxinit._src.amp import _find_rule
+    from jaxinit._src.amp_rules import find_rule as _find_rule
 
     if _find_rule(_TimeFirstMHA) is _find_rule(nn.MultiHeadDotProductAttention):
         jaxinit_amp.register_linen_rule(_TimeFirstMHA, jaxinit_amp.attention_rule(False))

@@ -437,7 +437,7 @@ def _amp_clone_call() -> bool:
     not a layer of the model)."""
     from jaxinit._src import amp as _amp
 
-    return bool(getattr(_amp._ACTIVE, "skip_next", False))
+    return bool(getattr(_amp.STATE, "skip_next", False))
 
 
 class _nnx_intercept:
