@@ -37,7 +37,8 @@ code generation, checked against jax bit for bit):
 - float16 arithmetic follows the host as XLA's CPU backend does: one float16 FMA for
   ``f * (hi - lo) + lo`` with AVX512-FP16, else float32 per op (see ``_host_has_native_f16``).
 
-Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded and in cache.
+Work is chunked (``_CHUNK`` elements per thread at a time, in place on a few preallocated rows) so
+temporaries stay bounded and in cache; see :mod:`torchinit._src.threefry` for the pass count.
 :func:`set_compile` (public as ``torchinit.random.set_compile``) runs the hash and
 ``erf_inv`` through ``torch.compile``, opt-in.
 """
@@ -59,9 +60,19 @@ from torchinit._src.xla_math import ERFINV_F32_WORK, fma
 
 Tensor = torch.Tensor
 
-# Elements per chunk: every eager pass works on one chunk's buffers (3 int32 rows for the hash,
-# 10 float32 rows for erf_inv), which stay in L2 cache (torch's intra-op threads split each pass).
+# Elements per chunk and intra-op thread (CPU): every eager pass works on one chunk's rows (3 int32
+# rows for the hash; 8 float32 rows and the output's chunk for erf_inv), in place, so they stay in
+# each core's L2 (hash) or L2 and L3 (erf_inv) cache; bigger chunks pay torch's per-op dispatch
+# (about a microsecond) less often: 64K per thread was the fastest of 32K-256K for both
+# (benchmarks/README.md). On accelerators every pass is a kernel launch: chunks of _GPU_CHUNK.
 _CHUNK = 1 << 16
+_GPU_CHUNK = 1 << 22
+
+
+def _chunk_size(device) -> int:
+    if torch.device(device).type != "cpu":
+        return _GPU_CHUNK
+    return max(1, _CHUNK * max(1, min(torch.get_num_threads(), 16)))
 
 
 # --------------------------------------------------------------------------- keys
@@ -311,7 +322,7 @@ def _unit_into(k0, k1, start, dst: Tensor, buf: Tensor) -> Tensor:
     ``m - 2**22``, so ``f = (w' >> 9) / 2**23 + 1/2``: an exact int-to-float copy and one exact add.
     """
     y0, y1 = _counter_bits(k0, k1, start, dst.numel(), dst.device, buf, flip=True)
-    dst.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(9))
+    dst.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(xla_math._int32(9)))
     return torch.add(_const(0.5, dst), dst, alpha=2.0 ** -23, out=dst)
 
 
@@ -387,18 +398,19 @@ def _uniform_from_unit(f, lo, hi, out: Tensor | None = None):
     return torch.maximum(lo, fma(f, d, lo, out=out), out=out)
 
 
-def _fill(out: Tensor, fn) -> Tensor:
+def _fill(out: Tensor, fn, chunk: int | None = None) -> Tensor:
     """``fn(start, dst)`` for every chunk ``dst`` of the flat ``out`` (a fresh contiguous tensor)."""
     flat = out.view(-1)
     n = flat.numel()
-    for s in range(0, n, _CHUNK):
-        fn(s, flat[s:s + min(_CHUNK, n - s)])
+    c = _chunk_size(out.device) if chunk is None else chunk
+    for s in range(0, n, c):
+        fn(s, flat[s:s + min(c, n - s)])
     return out
 
 
 def _hash_buf(n: int, device) -> Tensor:
     """The hash's three int32 rows for chunks of a draw of ``n`` elements."""
-    return torch.empty((3, min(n, _CHUNK)), dtype=torch.int32, device=device)
+    return torch.empty((3, min(n, _chunk_size(device))), dtype=torch.int32, device=device)
 
 
 def _rows(buf: Tensor, m: int) -> Tensor:
@@ -501,23 +513,22 @@ def _erfinv_fill(k0: int, k1: int, shape, dtype, device, lo: Tensor, hi: Tensor,
             u = _uniform_from_unit(_unit_chunk(k0, k1, s, dst.numel(), dtype, dev), lo, hi)
             finish(_erfinv(u), dst)
         return _fill(out, chunk)
-    buf = _hash_buf(out.numel(), dev)
-    work = torch.empty((ERFINV_F32_WORK + 1, min(out.numel(), _CHUNK)), dtype=dtype, device=dev)
+    c = _chunk_size(dev)
+    work = torch.empty((ERFINV_F32_WORK, min(out.numel(), c)), dtype=dtype, device=dev)
+    buf = work[:3].view(torch.int32)  # the hash's rows, free again once u is drawn
     fast = float(lo) == _LO32 and float(hi) == 1.0 and float(hi - lo) == 2.0
 
-    def chunk32(s, dst):
-        m = dst.numel()
-        w = _rows(work, m)
-        u = w[ERFINV_F32_WORK]
+    def chunk32(s, u):  # u: the output's chunk, which holds u until erf_inv overwrites it
+        m = u.numel()
         if fast:
             y0, y1 = _counter_bits(k0, k1, s, m, dev, _rows(buf, m), flip=True)
-            u.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(9))
+            u.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(xla_math._int32(9)))
             torch.add(_const(2.0 ** -24, u), u, alpha=2.0 ** -22, out=u)
         else:
             _uniform_from_unit(_unit_into(k0, k1, s, u, _rows(buf, m)), lo, hi, out=u)
-        finish(_erfinv(u, out=dst, work=w[:ERFINV_F32_WORK]), dst)
+        finish(_erfinv(u, out=u, work=_rows(work, m)), u)
 
-    return _fill(out, chunk32)
+    return _fill(out, chunk32, c)
 
 
 def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, device=None) -> Tensor:
@@ -633,7 +644,7 @@ def _bernoulli32(k, p: float, shape: tuple[int, ...], device) -> Tensor:
     k0, k1 = _words(k)
     if not p > 0 or p >= 1:
         return torch.full(shape, p >= 1, dtype=torch.bool, device=device)
-    thr = 512 * math.ceil(p * 2.0 ** 23) - (1 << 31)
+    thr = torch.tensor(512 * math.ceil(p * 2.0 ** 23) - (1 << 31), dtype=torch.int32)  # 0-d: a scalar operand
     out = torch.empty(shape, dtype=torch.bool, device=device)
     buf = _hash_buf(out.numel(), out.device)
 

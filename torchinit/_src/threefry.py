@@ -10,10 +10,14 @@ right shift and torch's uint32 has no shifts or adds, so the rotation's high par
 arithmetic shift and a mask, and its low part ``x1 << r`` is folded into the add that joins
 the two: ``t + x1 * 2**r``, the parts do not overlap), every op in place on three buffers that
 stay in cache (:func:`hash_counters`), the counter's low word and ``k1`` in one ``arange``.
+Scalar operands are cached 0-d int32 tensors (a Python int is wrapped into a fresh tensor on every
+call, which costs torch about a microsecond per op: a quarter of a 64K-element pass).
 
 This package never imports jax.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -30,30 +34,54 @@ def i32(v: int) -> int:
     return v - (1 << 32) if v >= (1 << 31) else v
 
 
+def _int32_scalars(values) -> tuple[Tensor, ...]:
+    """0-d CPU int32 tensors (torch takes them as scalars on every device)."""
+    return tuple(torch.tensor([i32(v) for v in values], dtype=torch.int32).unbind())
+
+
+# per rotation r: the shift 32 - r and the mask 2**r - 1 of the rotation's high part
+_SHIFT = dict(zip(sorted({r for rr in ROT for r in rr}), _int32_scalars(32 - r for r in sorted({r for rr in ROT for r in rr}))))
+_MASK = dict(zip(sorted(_SHIFT), _int32_scalars((1 << r) - 1 for r in sorted(_SHIFT))))
+
+
 def _rotl_xor(x0: Tensor, x1: Tensor, t: Tensor, r: int) -> tuple[Tensor, Tensor]:
     """``rotl(x1, r) ^ x0`` in 4 in-place passes, written over ``t``; returns ``(result, old x1)``
     (the caller swaps the buffers). ``>>`` on int32 is arithmetic, so the high part is masked;
     ``t + x1 * 2**r`` is ``t | (x1 << r)`` (disjoint bits) with int32 products wrapping."""
-    torch.bitwise_right_shift(x1, 32 - r, out=t).bitwise_and_((1 << r) - 1)
+    torch.bitwise_right_shift(x1, _SHIFT[r], out=t).bitwise_and_(_MASK[r])
     t.add_(x1, alpha=1 << r)
     return t.bitwise_xor_(x0), x1
 
 
-def _rounds(x0: Tensor, x1: Tensor, t: Tensor, ks, first_add_done: bool, last_x0_extra=0) -> tuple[Tensor, Tensor]:
+def _injections(ks, last_x0_extra: int = 0) -> list:
+    """The 10 key-schedule addends (x0's, x1's per block): ints as cached 0-d int32 tensors."""
+    adds = []
+    for i in range(5):
+        k = ks[(i + 1) % 3] + (last_x0_extra if i == 4 else 0)
+        inj = ks[(i + 2) % 3] + (i + 1)  # key word and round count in one add (wrapping)
+        adds += [k, inj]
+    if all(isinstance(a, int) for a in adds):
+        return list(_injection_scalars(tuple(i32(a) for a in adds)))
+    return adds
+
+
+@functools.lru_cache(maxsize=64)
+def _injection_scalars(adds: tuple[int, ...]) -> tuple[Tensor, ...]:
+    return _int32_scalars(adds)
+
+
+def _rounds(x0: Tensor, x1: Tensor, t: Tensor, ks, first_add_done: bool, last_x0_extra: int = 0) -> tuple[Tensor, Tensor]:
     """The 20 rounds and 5 key injections after the initial ``x0 += k0, x1 += k1``, in place
     (``t`` is scratch). ``last_x0_extra`` is added with the last injection of ``x0`` (a constant
     the caller would otherwise add in a pass of its own)."""
+    adds = _injections(ks, last_x0_extra)
     for i in range(5):
         for j, r in enumerate(ROT[i % 2]):
             if i or j or not first_add_done:
                 x0.add_(x1)
             x1, t = _rotl_xor(x0, x1, t, r)
-        k = ks[(i + 1) % 3]
-        if i == 4 and not (isinstance(last_x0_extra, int) and last_x0_extra == 0):
-            k = k + last_x0_extra
-        x0.add_(i32(k) if isinstance(k, int) else k)
-        inj = ks[(i + 2) % 3] + (i + 1)  # key word and round count in one add (wrapping)
-        x1.add_(i32(inj) if isinstance(inj, int) else inj)
+        x0.add_(adds[2 * i])
+        x1.add_(adds[2 * i + 1])
     return x0, x1
 
 
@@ -95,6 +123,6 @@ def hash_counters(k0: int, k1: int, hi: int, lo: int, buf: Tensor, flip_x0: bool
     else:
         torch.arange(s, s + wrap, dtype=torch.int32, out=x1[:wrap])
         torch.arange(-(1 << 31), -(1 << 31) + n - wrap, dtype=torch.int32, out=x1[wrap:])
-    torch.add(x1, i32(hi + k0), out=x0)
+    torch.add(x1, _injection_scalars((i32(hi + k0),))[0], out=x0)
     k2 = k0 ^ k1 ^ i32(_PARITY)
     return _rounds(x0, x1, t, (k0, k1, k2), True, 1 << 31 if flip_x0 else 0)

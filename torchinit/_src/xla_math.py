@@ -46,8 +46,12 @@ def fma(a: Tensor, b, c, out: Tensor | None = None) -> Tensor:
     :func:`fma64` for float64, :func:`fma32` for float32. ``out`` (eager only) receives the
     result; it may be ``a``, ``b`` or ``c`` itself (elementwise, so in place is safe).
     """
-    if native_fma(a.device, a.dtype) and not torch.compiler.is_compiling():
-        ct = c if isinstance(c, torch.Tensor) else _scalar_tensor(c, a.dtype, a.device)
+    dev = a.device
+    nat = _NATIVE.get(("cpu" if a.is_cpu else dev.type, a.dtype))  # (the hot path: no device parsing)
+    if nat is None:
+        nat = native_fma(dev, a.dtype)
+    if nat and not torch.compiler.is_compiling():
+        ct = c if isinstance(c, torch.Tensor) else _scalar_tensor(c, a.dtype, dev)
         if isinstance(b, torch.Tensor) and b.ndim == 0 and b.device.type == "cpu":
             b = b.item()
         if not isinstance(b, torch.Tensor):  # c + alpha * a: ATen's add kernel, vec::fmadd
@@ -63,10 +67,22 @@ _SCALARS: dict = {}
 
 def _scalar_tensor(v: float, dtype: torch.dtype, device) -> Tensor:
     """A cached 0-d tensor of the constant ``v`` (the polynomials reuse a few dozen of them)."""
-    key = (float(v), dtype, str(device))
+    key = (v, dtype, device)
     t = _SCALARS.get(key)
     if t is None:
         t = _SCALARS[key] = torch.tensor(float(v), dtype=dtype, device=device)
+    return t
+
+
+_INTS: dict = {}
+
+
+def _int32(v: int) -> Tensor:
+    """A cached 0-d CPU int32 tensor (torch takes it as a scalar on every device; a Python int
+    operand is wrapped into a fresh tensor on every call)."""
+    t = _INTS.get(v)
+    if t is None:
+        t = _INTS[v] = torch.tensor(v, dtype=torch.int32)
     return t
 
 
@@ -400,24 +416,26 @@ def _work(like: Tensor, rows: int, work: Tensor | None) -> Tensor:
     return work
 
 
-def log_f32(v: Tensor, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
+def log_f32(v: Tensor, out: Tensor | None = None, work: Tensor | None = None, overwrite: bool = False) -> Tensor:
     """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled).
 
     XLA splits ``v = 2**e * m``, ``m`` in [0.5, 1) (frexp), and where ``m < sqrt(1/2)`` takes
     ``x = m + m - 1, e - 1``, else ``x = m - 1``: that is ``v = 2**k * m'`` with ``m'`` in
     [sqrt(1/2), sqrt(2)), ``x = m' - 1`` (exact), which the integer subtraction of sqrt(1/2)'s
     bits gives in three passes (musl's ``logf``; the same ``x`` and ``k``, bit for bit).
-    ``v`` is 1-d or any shape; ``out`` receives the result, ``work`` is optional float32 scratch
-    of shape ``(5, *v.shape)``; both may be given to avoid allocations (``v`` is not changed).
+    ``out`` receives the result, ``work`` is optional float32 scratch of shape ``(4, *v.shape)``;
+    both may be given to avoid allocations. ``overwrite=True`` lets the passes work in ``v``
+    itself (its values are lost), else they work in a copy.
     """
-    w = _work(v, 5, work)
-    xv, e, x2, y, y1 = w[0], w[1], w[2], w[3], w[4]
-    torch.clamp_min(v, _MIN_NORM, out=xv)
+    w = _work(v, 4, work)
+    e, x2, y, y1 = w[0], w[1], w[2], w[3]
+    dev = v.device
+    xv = torch.clamp_min(v, _scalar_tensor(_MIN_NORM, v.dtype, dev), out=v if overwrite else None)
     xi = xv.view(torch.int32)
-    xi.sub_(0x3F3504F3)  # ix: k in the bits above 23 (arithmetic), m' - sqrt(1/2) below
-    e.copy_(torch.bitwise_right_shift(xi, 23, out=y.view(torch.int32)))  # k, exactly, as float32
-    xi.bitwise_and_(0x7FFFFF).add_(0x3F3504F3)
-    xv.sub_(1.0)  # x = m' - 1
+    xi.sub_(_int32(0x3F3504F3))  # ix: k in the bits above 23 (arithmetic), m' - sqrt(1/2) below
+    e.copy_(torch.bitwise_right_shift(xi, _int32(23), out=y.view(torch.int32)))  # k, exactly, as float32
+    xi.bitwise_and_(_int32(0x7FFFFF)).add_(_int32(0x3F3504F3))
+    xv.sub_(_scalar_tensor(1.0, v.dtype, dev))  # x = m' - 1
     x = xv
     p = _LOG_P
     torch.mul(x, x, out=x2)
@@ -430,7 +448,7 @@ def log_f32(v: Tensor, out: Tensor | None = None, work: Tensor | None = None) ->
     fma(x, p[6], p[7], out=t)
     fma(t, x, p[8], out=t)
     fma(y, x3, t, out=y)
-    torch.mul(e, _LOG_Q1, out=t)
+    torch.mul(e, _scalar_tensor(_LOG_Q1, v.dtype, dev), out=t)
     fma(y, x3, t, out=y)
     xm = fma(x2, -0.5, x, out=x2)
     xm.add_(y)
@@ -477,7 +495,7 @@ def _erfinv_f32_traced(u: Tensor) -> Tensor:
     return u * p
 
 
-ERFINV_F32_WORK = 9  # scratch rows erfinv_f32 uses
+ERFINV_F32_WORK = 8  # scratch rows erfinv_f32 uses
 
 
 def erfinv_f32(u: Tensor, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
@@ -490,7 +508,8 @@ def erfinv_f32(u: Tensor, out: Tensor | None = None, work: Tensor | None = None)
     about 3 draws in 1000) runs on the tail elements only; ``erf_inv(+-1) = +-inf``.
     Eagerly every pass is in place on the scratch rows ``work`` (float32, shape
     ``(ERFINV_F32_WORK, *u.shape)``, allocated when not given), so a chunk's temporaries stay in
-    cache; ``out`` receives the result. Under ``torch.compile``: :func:`_erfinv_f32_traced`.
+    cache; ``out`` (may be ``u`` itself) receives the result. Under ``torch.compile``:
+    :func:`_erfinv_f32_traced`.
     """
     if torch.compiler.is_compiling():
         return _erfinv_f32_traced(u)
@@ -505,16 +524,17 @@ def erfinv_f32(u: Tensor, out: Tensor | None = None, work: Tensor | None = None)
     num.div_(_horner(x, _L1P_DEN, out=small))
     torch.mul(x, xs, out=small).mul_(num)  # r = (x * xs) * (P(x) / Q(x))
     fma(xs, -0.5, small, out=small).add_(x)  # x + fma(xs, -0.5, r)
-    torch.add(x, 1.0, out=num)
-    large = log_f32(num, out=xs, work=w[4:9])
+    dev, dt = u.device, u.dtype
+    torch.add(x, _scalar_tensor(1.0, dt, dev), out=num)
+    large = log_f32(num, out=xs, work=w[4:8], overwrite=True)
     # |x| < sqrt(2) - 1 (x <= 0): -L - x < 0, +0 at x = -L (large there, as the float compare)
-    mask = torch.sub(_scalar_tensor(-_L1P_SMALL32, u.dtype, u.device), x, out=num).view(torch.int32)
-    mask.bitwise_right_shift_(31)
+    mask = torch.sub(_scalar_tensor(-_L1P_SMALL32, dt, dev), x, out=num).view(torch.int32)
+    mask.bitwise_right_shift_(_int32(31))
     si, li = small.view(torch.int32), large.view(torch.int32)
     l1p = small
     si.bitwise_xor_(li).bitwise_and_(mask).bitwise_xor_(li)  # small where mask, else large
-    p = _horner(torch.sub(_scalar_tensor(-2.5, u.dtype, u.device), l1p, out=x), _EI_LT, out=num)
-    tail = torch.nonzero(l1p <= -5.0).squeeze(1)  # |u| > 0.9966: w >= 5, the second polynomial
+    p = _horner(torch.sub(_scalar_tensor(-2.5, dt, dev), l1p, out=x), _EI_LT, out=num)
+    tail = torch.nonzero(l1p <= _scalar_tensor(-5.0, dt, dev)).squeeze(1)  # |u| > 0.9966: w >= 5
     if tail.numel():
         lt = l1p[tail]
         pt = _horner(torch.sqrt((-lt).double()).float() - 3.0, _EI_GT)  # float64 sqrt: correctly rounded
