@@ -237,16 +237,17 @@ def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _counter_bits(k0: int, k1: int, start: int, n: int, device, buf: Tensor | None = None,
-                  flip: bool = False) -> tuple[Tensor, Tensor]:
+                  flip: bool = False, scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(y0, y1) for flat counters start .. start + n - 1; eagerly in ``buf`` (int32 ``(3, n)``,
     allocated when not given) where the range has one high word (always so for aligned chunks).
     ``flip`` adds ``2**31`` to ``y0`` (flips its top bit: ``y0 ^ y1`` then reads as a signed
-    number offset by ``-2**31``, which the float32 samplers use)."""
+    number offset by ``-2**31``, which the float32 samplers use); ``scratch`` (int32, ``n``)
+    replaces ``buf``'s third row (:func:`hash_counters`)."""
     compiled = _USE_COMPILE and n >= _COMPILE_MIN
     if not compiled and n and start >> 32 == (start + n - 1) >> 32:
         if buf is None:
             buf = torch.empty((3, n), dtype=torch.int32, device=device)
-        return hash_counters(i32(k0), i32(k1), start >> 32, start & M32, buf, flip)
+        return hash_counters(i32(k0), i32(k1), start >> 32, start & M32, buf, flip, scratch)
     idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
     hi = (idx >> 32).to(torch.int32)
     lo = (idx & M32).to(torch.int32)  # wraps to the int32 with the same bits
@@ -321,7 +322,7 @@ def _unit_into(k0, k1, start, dst: Tensor, buf: Tensor) -> Tensor:
     ``y0``'s top bit flipped, ``w' = w - 2**31`` as int32 and ``w' >> 9`` (arithmetic) is
     ``m - 2**22``, so ``f = (w' >> 9) / 2**23 + 1/2``: an exact int-to-float copy and one exact add.
     """
-    y0, y1 = _counter_bits(k0, k1, start, dst.numel(), dst.device, buf, flip=True)
+    y0, y1 = _counter_bits(k0, k1, start, dst.numel(), dst.device, buf, flip=True, scratch=dst.view(torch.int32))
     dst.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(xla_math._int32(9)))
     return torch.add(_const(0.5, dst), dst, alpha=2.0 ** -23, out=dst)
 
@@ -432,7 +433,7 @@ def bits(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.uint32, device
 
     def chunk(s, dst):
         if width == 32:
-            y0, y1 = _counter_bits(k0, k1, s, dst.numel(), dst.device, _rows(buf, dst.numel()))
+            y0, y1 = _counter_bits(k0, k1, s, dst.numel(), dst.device, _rows(buf, dst.numel()), scratch=dst)
             torch.bitwise_xor(y0, y1, out=dst)
         else:
             dst.copy_(_bits_chunk(k0, k1, s, dst.numel(), width, dst.device, _rows(buf, dst.numel())))

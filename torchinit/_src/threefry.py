@@ -104,9 +104,12 @@ def threefry2x32(k0, k1, x0: Tensor | int, x1: Tensor) -> tuple[Tensor, Tensor]:
     return _rounds(y0, x1, torch.empty_like(x1), (k0, k1, k2), first_done)
 
 
-def hash_counters(k0: int, k1: int, hi: int, lo: int, buf: Tensor, flip_x0: bool = False) -> tuple[Tensor, Tensor]:
+def hash_counters(k0: int, k1: int, hi: int, lo: int, buf: Tensor, flip_x0: bool = False,
+                  scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """threefry2x32 of the counters ``(hi, lo + j)``, ``j < n``, eagerly into ``buf`` (int32, shape
-    ``(3, n)``, rows reused as x0, x1 and scratch): returns views ``(y0, y1)`` of ``buf``.
+    ``(3, n)``, rows reused as x0, x1 and scratch): returns views ``(y0, y1)`` of ``buf``'s first
+    two rows. ``scratch`` (an int32 row of ``n``, e.g. the caller's output viewed as int32) replaces
+    the third row: it holds garbage afterwards (x1 and the scratch swap every round: 20 swaps).
 
     ``k0``, ``k1`` are the key words as int32 (:func:`i32`); ``lo + n - 1`` must not carry into
     ``hi`` (``lo + n <= 2**32``). ``flip_x0`` adds ``2**31`` to ``y0`` with its last key word
@@ -115,7 +118,7 @@ def hash_counters(k0: int, k1: int, hi: int, lo: int, buf: Tensor, flip_x0: bool
     4 + 19 x 5 round passes and 10 key injections.
     """
     n = buf.shape[1]
-    x1, x0, t = buf[0], buf[1], buf[2]
+    x1, x0, t = buf[0], buf[1], (buf[2] if scratch is None else scratch)
     s = i32(lo + k1)
     wrap = (1 << 31) - s  # elements before x1 wraps from 2**31 - 1 to -2**31
     if wrap >= n:
