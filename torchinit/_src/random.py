@@ -640,12 +640,13 @@ def _bernoulli32(k, p: float, shape: tuple[int, ...], device) -> Tensor:
     ``u = m / 2**23`` (``m = w >> 9``, logical) is below ``p`` iff ``m < ceil(p * 2**23)`` iff
     ``w < 512 * ceil(p * 2**23)``; with ``y0``'s top bit flipped (:func:`_counter_bits`) the
     word reads as the int32 ``w - 2**31``, so the test is ``(y0 ^ y1) < 512 * ceil(p * 2**23) - 2**31``.
-    ``p <= 0`` or NaN: all False; ``p >= 1``: all True (``u < 1``).
+    ``p <= 0`` or NaN: all False; ``ceil(p * 2**23) == 2**23`` (``p > 1 - 2**-23``): all True.
     """
     k0, k1 = _words(k)
-    if not p > 0 or p >= 1:
-        return torch.full(shape, p >= 1, dtype=torch.bool, device=device)
-    thr = torch.tensor(512 * math.ceil(p * 2.0 ** 23) - (1 << 31), dtype=torch.int32)  # 0-d: a scalar operand
+    m = math.ceil(p * 2.0 ** 23) if 0 < p < 1 else (1 << 23 if p >= 1 else 0)  # (NaN: 0)
+    if m <= 0 or m >= 1 << 23:
+        return torch.full(shape, m > 0, dtype=torch.bool, device=device)
+    thr = torch.tensor(512 * m - (1 << 31), dtype=torch.int32)  # 0-d: a scalar operand
     out = torch.empty(shape, dtype=torch.bool, device=device)
     buf = _hash_buf(out.numel(), out.device)
 
