@@ -193,6 +193,24 @@ def test_mirror_module_is_jax_random():
         assert [p for p in tp if p != "device"] == jp, name
 
 
+def test_bernoulli_float32_p_is_one_integer_compare_at_the_edges():
+    """A float32 scalar ``p`` is drawn as ``(y0 ^ y1) < 512 * ceil(p * 2**23) - 2**31`` on the raw words
+    (no floats): equal to jax's ``uniform < p`` where ``u == p`` exactly (False), one ulp on either
+    side, at the smallest and largest p, and for p outside (0, 1) and NaN."""
+    tk, jk = KEYS[-1][1], KEYS[-1][2]
+    shape = (4099,)
+    jb = jax.jit(lambda k, p: jax.random.bernoulli(k, p, shape))
+    u = tr.uniform(tk, shape)
+    hit = float(u[5])  # a value u takes: u == p must be False there
+    ps = [hit, float(np.nextafter(np.float32(hit), np.float32(1))), float(np.nextafter(np.float32(hit), np.float32(0))),
+          2.0**-23, 2.0**-24, 1e-30, float(np.nextafter(np.float32(1), np.float32(0))), 1.0, 1.5, 0.0, -0.25,
+          float("nan"), float("inf"), float("-inf")]
+    for p in ps:
+        got = tr.bernoulli(tk, torch.tensor(p, dtype=torch.float32), shape).numpy()
+        assert np.array_equal(got, np.asarray(jb(jk, jnp.float32(p)))), p
+    assert not bool(tr.bernoulli(tk, hit, shape)[5]) and bool(tr.bernoulli(tk, ps[1], shape)[5])
+
+
 # --------------------------------------------------------------------------- set_compile
 def test_set_compile_is_checked_and_never_falls_back(monkeypatch):
     with pytest.raises(InitError, match="enabled"):

@@ -37,7 +37,8 @@ code generation, checked against jax bit for bit):
 - float16 arithmetic follows the host as XLA's CPU backend does: one float16 FMA for
   ``f * (hi - lo) + lo`` with AVX512-FP16, else float32 per op (see ``_host_has_native_f16``).
 
-Work is chunked (``_CHUNK`` elements at a time) so temporaries stay bounded and in cache.
+Work is chunked (``_CHUNK`` elements per thread at a time, in place on a few preallocated rows) so
+temporaries stay bounded and in cache; see :mod:`torchinit._src.threefry` for the pass count.
 :func:`set_compile` (public as ``torchinit.random.set_compile``) runs the hash and
 ``erf_inv`` through ``torch.compile``, opt-in.
 """
@@ -54,12 +55,24 @@ import torch
 
 from _jaxinit.errors import InitError
 from torchinit._src import xla_math
-from torchinit._src.threefry import M32, i32, threefry2x32
-from torchinit._src.xla_math import fma
+from torchinit._src.threefry import M32, hash_counters, i32, threefry2x32
+from torchinit._src.xla_math import ERFINV_F32_WORK, fma
 
 Tensor = torch.Tensor
 
-_CHUNK = 1 << 16  # 256 KiB per int32 temporary: the hash's ~135 ops stay in L2 cache
+# Elements per chunk and intra-op thread (CPU): every eager pass works on one chunk's rows (3 int32
+# rows for the hash; 8 float32 rows and the output's chunk for erf_inv), in place, so they stay in
+# each core's L2 (hash) or L2 and L3 (erf_inv) cache; bigger chunks pay torch's per-op dispatch
+# (about a microsecond) less often: 64K per thread was the fastest of 32K-256K for both
+# (benchmarks/README.md). On accelerators every pass is a kernel launch: chunks of _GPU_CHUNK.
+_CHUNK = 1 << 16
+_GPU_CHUNK = 1 << 22
+
+
+def _chunk_size(device) -> int:
+    if torch.device(device).type != "cpu":
+        return _GPU_CHUNK
+    return max(1, _CHUNK * max(1, min(torch.get_num_threads(), 16)))
 
 
 # --------------------------------------------------------------------------- keys
@@ -223,18 +236,23 @@ def _hash(k0: int, k1: int, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
     return threefry2x32(i32(k0), i32(k1), x0, x1)
 
 
-def _counter_bits(k0: int, k1: int, start: int, n: int, device) -> tuple[Tensor, Tensor]:
-    """(y0, y1) for flat counters start .. start + n - 1."""
-    lo0 = i32(start & M32)
+def _counter_bits(k0: int, k1: int, start: int, n: int, device, buf: Tensor | None = None,
+                  flip: bool = False, scratch: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(y0, y1) for flat counters start .. start + n - 1; eagerly in ``buf`` (int32 ``(3, n)``,
+    allocated when not given) where the range has one high word (always so for aligned chunks).
+    ``flip`` adds ``2**31`` to ``y0`` (flips its top bit: ``y0 ^ y1`` then reads as a signed
+    number offset by ``-2**31``, which the float32 samplers use); ``scratch`` (int32, ``n``)
+    replaces ``buf``'s third row (:func:`hash_counters`)."""
     compiled = _USE_COMPILE and n >= _COMPILE_MIN
-    if not compiled and start >> 32 == (start + n - 1) >> 32 and lo0 + n - 1 < (1 << 31):
-        # one high word and no int32 wrap inside the range (always so for aligned chunks)
-        lo = torch.arange(lo0, lo0 + n, dtype=torch.int32, device=device)
-        return threefry2x32(i32(k0), i32(k1), start >> 32, lo)
+    if not compiled and n and start >> 32 == (start + n - 1) >> 32:
+        if buf is None:
+            buf = torch.empty((3, n), dtype=torch.int32, device=device)
+        return hash_counters(i32(k0), i32(k1), start >> 32, start & M32, buf, flip, scratch)
     idx = torch.arange(start, start + n, dtype=torch.int64, device=device)
     hi = (idx >> 32).to(torch.int32)
     lo = (idx & M32).to(torch.int32)  # wraps to the int32 with the same bits
-    return _hash(k0, k1, hi, lo)
+    y0, y1 = _hash(k0, k1, hi, lo)
+    return (y0.bitwise_xor_(i32(1 << 31)) if flip else y0), y1
 
 
 def _check_shape(shape, who: str) -> tuple[int, ...]:
@@ -286,15 +304,32 @@ def _float_dtype(dtype, who):
     return dtype
 
 
-def _bits_chunk(k0, k1, start, n, width, device) -> Tensor:
+def _bits_chunk(k0, k1, start, n, width, device, buf: Tensor | None = None) -> Tensor:
     """Raw random words for flat indices [start, start + n): int tensors holding the bits."""
-    y0, y1 = _counter_bits(k0, k1, start, n, device)
+    y0, y1 = _counter_bits(k0, k1, start, n, device, buf)
     if width == 64:
         return (y0.to(torch.int64) << 32) | (y1.to(torch.int64) & M32)
     w = y0.bitwise_xor_(y1)  # y0 is this call's own tensor
     if width == 32:
         return w
     return w.bitwise_and_((1 << width) - 1)
+
+
+def _unit_into(k0, k1, start, dst: Tensor, buf: Tensor) -> Tensor:
+    """float32 f in [0, 1) (the mantissa trick) written into ``dst``, in 4 passes after the hash.
+
+    JAX: ``f = bitcast((w >> 9) | 0x3F800000) - 1 = m / 2**23``, ``m = w >> 9`` (logical). With
+    ``y0``'s top bit flipped, ``w' = w - 2**31`` as int32 and ``w' >> 9`` (arithmetic) is
+    ``m - 2**22``, so ``f = (w' >> 9) / 2**23 + 1/2``: an exact int-to-float copy and one exact add.
+    """
+    y0, y1 = _counter_bits(k0, k1, start, dst.numel(), dst.device, buf, flip=True, scratch=dst.view(torch.int32))
+    dst.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(xla_math._int32(9)))
+    return torch.add(_const(0.5, dst), dst, alpha=2.0 ** -23, out=dst)
+
+
+def _const(v: float, like: Tensor) -> Tensor:
+    """A cached 0-d tensor of ``v`` in ``like``'s dtype and device."""
+    return xla_math._scalar_tensor(v, like.dtype, like.device)
 
 
 def _unit_chunk(k0, k1, start, n, dtype, device) -> Tensor:
@@ -351,26 +386,37 @@ def _fma16(f: Tensor, d: Tensor, lo: Tensor) -> Tensor:
     return (bits + fix * step).view(torch.float32).to(torch.float16)
 
 
-def _uniform_from_unit(f, lo, hi):
+def _uniform_from_unit(f, lo, hi, out: Tensor | None = None):
     """JAX: ``max(minval, floats * (maxval - minval) + minval)``; XLA's CPU backend fuses the
     multiply-add in float32/float64, and in float16 where the host computes float16 natively
     (:func:`_host_has_native_f16`); bfloat16 (and float16 elsewhere) rounds after every op,
-    as torch does."""
+    as torch does. ``out`` (may be ``f``) receives the result."""
     d = hi - lo
     if f.dtype == torch.float16 and _NATIVE_F16:
-        return torch.maximum(lo, _fma16(f, d, lo))
+        return torch.maximum(lo, _fma16(f, d, lo), out=out)
     if f.dtype in (torch.bfloat16, torch.float16):
-        return torch.maximum(lo, f * d + lo)
-    return torch.maximum(lo, fma(f, d, lo))
+        return torch.maximum(lo, f * d + lo, out=out)
+    return torch.maximum(lo, fma(f, d, lo, out=out), out=out)
 
 
-def _fill(out: Tensor, fn) -> Tensor:
+def _fill(out: Tensor, fn, chunk: int | None = None) -> Tensor:
+    """``fn(start, dst)`` for every chunk ``dst`` of the flat ``out`` (a fresh contiguous tensor)."""
     flat = out.view(-1)
     n = flat.numel()
-    for s in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - s)
-        flat[s:s + m] = fn(s, m)
+    c = _chunk_size(out.device) if chunk is None else chunk
+    for s in range(0, n, c):
+        fn(s, flat[s:s + min(c, n - s)])
     return out
+
+
+def _hash_buf(n: int, device) -> Tensor:
+    """The hash's three int32 rows for chunks of a draw of ``n`` elements."""
+    return torch.empty((3, min(n, _chunk_size(device))), dtype=torch.int32, device=device)
+
+
+def _rows(buf: Tensor, m: int) -> Tensor:
+    """The first ``m`` columns of a chunk buffer (each row contiguous)."""
+    return buf[:, :m]
 
 
 def bits(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.uint32, device=None) -> Tensor:
@@ -383,7 +429,16 @@ def bits(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.uint32, device
     width = widths[dtype]
     itype = {8: torch.uint8, 16: torch.int16, 32: torch.int32, 64: torch.int64}[width]
     out = torch.empty(shape, dtype=itype, device=device)
-    _fill(out, lambda s, m: _bits_chunk(k0, k1, s, m, width, out.device).to(itype))
+    buf = _hash_buf(out.numel(), out.device)
+
+    def chunk(s, dst):
+        if width == 32:
+            y0, y1 = _counter_bits(k0, k1, s, dst.numel(), dst.device, _rows(buf, dst.numel()), scratch=dst)
+            torch.bitwise_xor(y0, y1, out=dst)
+        else:
+            dst.copy_(_bits_chunk(k0, k1, s, dst.numel(), width, dst.device, _rows(buf, dst.numel())))
+
+    _fill(out, chunk)
     return out if width == 8 else out.view(dtype)
 
 
@@ -397,22 +452,36 @@ def uniform(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, mi
     k0, k1 = _words(k)
     shape = _check_shape(shape, "uniform")
     out = torch.empty(shape, dtype=dtype, device=device)
-    if float(minval) == 0.0 and float(maxval) == 1.0:  # max(0, f * 1 + 0) is f itself, exactly
-        return _fill(out, lambda s, m: _unit_chunk(k0, k1, s, m, dtype, out.device))
+    unit = float(minval) == 0.0 and float(maxval) == 1.0  # max(0, f * 1 + 0) is f itself, exactly
     lo, hi = _scalar(minval, dtype, out.device), _scalar(maxval, dtype, out.device)
-    return _fill(out, lambda s, m: _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, out.device), lo, hi))
+    if dtype == torch.float32:
+        buf = _hash_buf(out.numel(), out.device)
+
+        def chunk(s, dst):
+            _unit_into(k0, k1, s, dst, _rows(buf, dst.numel()))
+            if not unit:
+                _uniform_from_unit(dst, lo, hi, out=dst)
+    else:
+        def chunk(s, dst):
+            f = _unit_chunk(k0, k1, s, dst.numel(), dtype, dst.device)
+            dst.copy_(f if unit else _uniform_from_unit(f, lo, hi))
+
+    return _fill(out, chunk)
 
 
 # --------------------------------------------------------------------------- erf_inv / erf per dtype
-def _erfinv(u: Tensor) -> Tensor:
-    """XLA's erf_inv: float32 and float64 ports (16-bit dtypes through float32, as XLA does)."""
-    if u.dtype == torch.float64:
-        return xla_math.erfinv_f64(u)
+def _erfinv(u: Tensor, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
+    """XLA's erf_inv: float32 and float64 ports (16-bit dtypes through float32, as XLA does).
+    ``out`` receives the result; ``work`` is float32 scratch for the eager float32 port."""
     if u.dtype == torch.float32:
-        if _USE_COMPILE and u.numel() >= _COMPILE_MIN:
-            return _run_compiled("erfinv", xla_math.erfinv_f32, u)
-        return xla_math.erfinv_f32(u)
-    return xla_math.erfinv_f32(u.float()).to(u.dtype)
+        if not (_USE_COMPILE and u.numel() >= _COMPILE_MIN):
+            return xla_math.erfinv_f32(u, out=out, work=work)
+        res = _run_compiled("erfinv", xla_math.erfinv_f32, u)
+    elif u.dtype == torch.float64:
+        res = xla_math.erfinv_f64(u)
+    else:
+        res = xla_math.erfinv_f32(u.float()).to(u.dtype)
+    return res if out is None else out.copy_(res)
 
 
 def _erf(x: Tensor) -> Tensor:
@@ -426,6 +495,41 @@ def _erf(x: Tensor) -> Tensor:
 
 
 _SQRT2 = math.sqrt(2.0)
+_LO32 = -(1.0 - 2.0 ** -24)  # nextafter(-1, 0) in float32: the normal's minval
+
+
+def _erfinv_fill(k0: int, k1: int, shape, dtype, device, lo: Tensor, hi: Tensor, finish) -> Tensor:
+    """A fresh tensor of ``finish(erf_inv(u), dst)`` chunk by chunk, ``u`` JAX's uniform on
+    ``[lo, hi)``; ``finish`` writes into ``dst`` (and may read its first argument in place).
+
+    float32 works in place on one chunk's buffers. For the normal's ``lo = nextafter(-1, 0)``,
+    ``hi = 1`` (``hi - lo`` rounds to 2): ``u = max(lo, f * 2 + lo) = 2 f - 1 + 2**-24`` exactly
+    (every such value is a float32 above ``lo``), i.e. ``(w' >> 9) / 2**22 + 2**-24`` from the
+    flipped word of :func:`_unit_into`: one exact pass instead of the unit float's and the fma's.
+    """
+    out = torch.empty(shape, dtype=dtype, device=device)
+    dev = out.device
+    if dtype != torch.float32:
+        def chunk(s, dst):
+            u = _uniform_from_unit(_unit_chunk(k0, k1, s, dst.numel(), dtype, dev), lo, hi)
+            finish(_erfinv(u), dst)
+        return _fill(out, chunk)
+    c = _chunk_size(dev)
+    work = torch.empty((ERFINV_F32_WORK, min(out.numel(), c)), dtype=dtype, device=dev)
+    buf = work[:3].view(torch.int32)  # the hash's rows, free again once u is drawn
+    fast = float(lo) == _LO32 and float(hi) == 1.0 and float(hi - lo) == 2.0
+
+    def chunk32(s, u):  # u: the output's chunk, which holds u until erf_inv overwrites it
+        m = u.numel()
+        if fast:
+            y0, y1 = _counter_bits(k0, k1, s, m, dev, _rows(buf, m), flip=True)
+            u.copy_(y0.bitwise_xor_(y1).bitwise_right_shift_(xla_math._int32(9)))
+            torch.add(_const(2.0 ** -24, u), u, alpha=2.0 ** -22, out=u)
+        else:
+            _uniform_from_unit(_unit_into(k0, k1, s, u, _rows(buf, m)), lo, hi, out=u)
+        finish(_erfinv(u, out=u, work=_rows(work, m)), u)
+
+    return _fill(out, chunk32, c)
 
 
 def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, device=None) -> Tensor:
@@ -437,17 +541,11 @@ def normal(k, shape: Sequence[int] = (), dtype: torch.dtype = torch.float32, dev
     dtype = _float_dtype(dtype, "normal")
     k0, k1 = _words(k)
     shape = _check_shape(shape, "normal")
-    out = torch.empty(shape, dtype=dtype, device=device)
-    dev = out.device
+    dev = torch.empty(0, device=device).device
     lo = _nextafter(_scalar(-1.0, dtype, "cpu"), 0.0).to(dev)
     hi = _scalar(1.0, dtype, dev)
     s2 = _scalar(_SQRT2, dtype, dev)
-
-    def chunk(s, m):
-        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), lo, hi)
-        return s2 * _erfinv(u)
-
-    return _fill(out, chunk)
+    return _erfinv_fill(k0, k1, shape, dtype, dev, lo, hi, lambda v, dst: torch.mul(v, s2, out=dst))
 
 
 def normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> Tensor:
@@ -455,18 +553,12 @@ def normal_affine(k, shape, dtype, scale: float, shift: float, device=None) -> T
     ``scale``/``shift``: ``sqrt(2) * scale`` is folded into one constant (rounded to dtype)
     and the multiply-add is fused: ``fma(erf_inv(u), sqrt(2) * scale, shift)``."""
     k0, k1 = _words(k)
-    out = torch.empty(shape, dtype=dtype, device=device)
-    dev = out.device
+    dev = torch.empty(0, device=device).device
     lo = _nextafter(_scalar(-1.0, dtype, "cpu"), 0.0).to(dev)
     hi = _scalar(1.0, dtype, dev)
     c = (_scalar(_SQRT2, dtype, "cpu") * _scalar(scale, dtype, "cpu")).to(dev)
     b = _scalar(shift, dtype, dev)
-
-    def chunk(s, m):
-        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), lo, hi)
-        return fma(_erfinv(u), c, b)
-
-    return _fill(out, chunk)
+    return _erfinv_fill(k0, k1, shape, dtype, dev, lo, hi, lambda v, dst: fma(v, c, b, out=dst))
 
 
 def _nextafter(x: Tensor, toward: float) -> Tensor:
@@ -500,8 +592,7 @@ def truncated_normal(k, lower: float, upper: float, shape: Sequence[int] | None 
             raise InitError(f"truncated_normal: `{name}` must be a real number, got {v!r}")
     k0, k1 = _words(k)
     shape = _check_shape((), "truncated_normal") if shape is None else _check_shape(shape, "truncated_normal")
-    out = torch.empty(shape, dtype=dtype, device=device)
-    dev = out.device
+    dev = torch.empty(0, device=device).device
     s2 = _scalar(_SQRT2, dtype, "cpu")
     lo_t, hi_t = _scalar(lower, dtype, "cpu"), _scalar(upper, dtype, "cpu")
     # XLA rewrites x / sqrt(2) as x * (1 / sqrt(2)) (the reciprocal rounded to dtype).
@@ -512,11 +603,10 @@ def truncated_normal(k, lower: float, upper: float, shape: Sequence[int] | None 
     clip_hi = _nextafter(hi_t, -math.inf).to(dev)
     a, b, s2d = a.to(dev), b.to(dev), s2.to(dev)
 
-    def chunk(s, m):
-        u = _uniform_from_unit(_unit_chunk(k0, k1, s, m, dtype, dev), a, b)
-        return torch.clamp(s2d * _erfinv(u), clip_lo, clip_hi)
+    def finish(v, dst):
+        return torch.clamp(torch.mul(v, s2d, out=dst), clip_lo, clip_hi, out=dst)
 
-    return _fill(out, chunk)
+    return _erfinv_fill(k0, k1, shape, dtype, dev, a, b, finish)
 
 
 def bernoulli(k, p: float | Tensor = 0.5, shape: Sequence[int] | None = None, mode: str = "low") -> Tensor:
@@ -539,7 +629,32 @@ def bernoulli(k, p: float | Tensor = 0.5, shape: Sequence[int] | None = None, mo
         u = uniform(k, (2,) + shape, dtype, device=pt.device)
         u1, u2 = u[0], u[1] * (2.0 ** -_FLOATS[dtype][1])
         return u2 < pt - u1
+    if dtype == torch.float32 and pt.ndim == 0:
+        return _bernoulli32(k, float(pt), shape, pt.device)
     return uniform(k, shape, dtype, device=pt.device) < pt
+
+
+def _bernoulli32(k, p: float, shape: tuple[int, ...], device) -> Tensor:
+    """``uniform(k, shape) < p`` for a float32 ``p``, as one integer compare on the raw words.
+
+    ``u = m / 2**23`` (``m = w >> 9``, logical) is below ``p`` iff ``m < ceil(p * 2**23)`` iff
+    ``w < 512 * ceil(p * 2**23)``; with ``y0``'s top bit flipped (:func:`_counter_bits`) the
+    word reads as the int32 ``w - 2**31``, so the test is ``(y0 ^ y1) < 512 * ceil(p * 2**23) - 2**31``.
+    ``p <= 0`` or NaN: all False; ``ceil(p * 2**23) == 2**23`` (``p > 1 - 2**-23``): all True.
+    """
+    k0, k1 = _words(k)
+    m = math.ceil(p * 2.0 ** 23) if 0 < p < 1 else (1 << 23 if p >= 1 else 0)  # (NaN: 0)
+    if m <= 0 or m >= 1 << 23:
+        return torch.full(shape, m > 0, dtype=torch.bool, device=device)
+    thr = torch.tensor(512 * m - (1 << 31), dtype=torch.int32)  # 0-d: a scalar operand
+    out = torch.empty(shape, dtype=torch.bool, device=device)
+    buf = _hash_buf(out.numel(), out.device)
+
+    def chunk(s, dst):
+        y0, y1 = _counter_bits(k0, k1, s, dst.numel(), dst.device, _rows(buf, dst.numel()), flip=True)
+        torch.lt(y0.bitwise_xor_(y1), thr, out=dst)
+
+    return _fill(out, chunk)
 
 
 def permutation(k, x: int | Tensor, axis: int = 0, independent: bool = False) -> Tensor:

@@ -35,7 +35,7 @@ def _bits_f32(v: int) -> float:
     return float(np.array([v], dtype=np.uint32).view(np.float32)[0])
 
 
-def fma(a: Tensor, b, c) -> Tensor:
+def fma(a: Tensor, b, c, out: Tensor | None = None) -> Tensor:
     """Fused multiply-add ``a * b + c`` with one rounding, as XLA's CPU code contracts it.
 
     ``a`` is a float32 or float64 tensor; ``b`` and ``c`` tensors of its dtype (broadcastable)
@@ -43,16 +43,22 @@ def fma(a: Tensor, b, c) -> Tensor:
     alpha=)`` round once on this device and dtype (ATen's AVX2/AVX512 CPU kernels and CUDA's
     compile ``c + a * b`` to FMA instructions; :func:`native_fma`), those are used: one op. Otherwise, and while
     ``torch.compile`` traces (Inductor's code generation may split it), an exact emulation:
-    :func:`fma64` for float64, :func:`fma32` for float32.
+    :func:`fma64` for float64, :func:`fma32` for float32. ``out`` (eager only) receives the
+    result; it may be ``a``, ``b`` or ``c`` itself (elementwise, so in place is safe).
     """
-    if native_fma(a.device, a.dtype) and not torch.compiler.is_compiling():
-        ct = c if isinstance(c, torch.Tensor) else _scalar_tensor(c, a.dtype, a.device)
+    dev = a.device
+    nat = _NATIVE.get(("cpu" if a.is_cpu else dev.type, a.dtype))  # (the hot path: no device parsing)
+    if nat is None:
+        nat = native_fma(dev, a.dtype)
+    if nat and not torch.compiler.is_compiling():
+        ct = c if isinstance(c, torch.Tensor) else _scalar_tensor(c, a.dtype, dev)
         if isinstance(b, torch.Tensor) and b.ndim == 0 and b.device.type == "cpu":
             b = b.item()
         if not isinstance(b, torch.Tensor):  # c + alpha * a: ATen's add kernel, vec::fmadd
-            return torch.add(ct, a, alpha=b)  # (addcmul with two broadcast operands is ~5x slower)
-        return torch.addcmul(ct, a, b)
-    return fma64(a, b, c) if a.dtype == torch.float64 else fma32(a, b, c)
+            return torch.add(ct, a, alpha=b, out=out)  # (addcmul with two broadcast operands is ~5x slower)
+        return torch.addcmul(ct, a, b, out=out)
+    res = fma64(a, b, c) if a.dtype == torch.float64 else fma32(a, b, c)
+    return res if out is None else out.copy_(res)
 
 
 _NATIVE: dict = {}
@@ -61,10 +67,22 @@ _SCALARS: dict = {}
 
 def _scalar_tensor(v: float, dtype: torch.dtype, device) -> Tensor:
     """A cached 0-d tensor of the constant ``v`` (the polynomials reuse a few dozen of them)."""
-    key = (float(v), dtype, str(device))
+    key = (v, dtype, device)
     t = _SCALARS.get(key)
     if t is None:
         t = _SCALARS[key] = torch.tensor(float(v), dtype=dtype, device=device)
+    return t
+
+
+_INTS: dict = {}
+
+
+def _int32(v: int) -> Tensor:
+    """A cached 0-d CPU int32 tensor (torch takes it as a scalar on every device; a Python int
+    operand is wrapped into a fresh tensor on every call)."""
+    t = _INTS.get(v)
+    if t is None:
+        t = _INTS[v] = torch.tensor(v, dtype=torch.int32)
     return t
 
 
@@ -391,35 +409,50 @@ def _neg_mask32(d: Tensor) -> Tensor:
     return d.view(torch.int32) >> 31
 
 
-def _select32(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``where(mask, a, b)`` for float32 tensors and an int32 mask of all ones / zeros, bit for bit."""
-    bb = b.view(torch.int32)
-    return (bb ^ ((bb ^ a.view(torch.int32)) & mask)).view(torch.float32)
+def _work(like: Tensor, rows: int, work: Tensor | None) -> Tensor:
+    """``rows`` scratch rows shaped like the 1-d ``like`` (``work``'s first rows when given)."""
+    if work is None:
+        return torch.empty((rows,) + tuple(like.shape), dtype=like.dtype, device=like.device)
+    return work
 
 
-def log_f32(v: Tensor) -> Tensor:
-    """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled)."""
-    v = torch.clamp_min(v, _MIN_NORM)
-    b = v.view(torch.int32)
-    e = ((b >> 23) - 127).float() + 1.0
-    m = ((b & -2139095041) | 0x3F000000).view(torch.float32)  # frexp mantissa in [0.5, 1)
-    neg = _neg_mask32(m - _SQRTHF).float()  # -1.0 where m < sqrt(1/2), else 0.0
-    x = (m - 1.0) - m * neg  # (m - 1) + m there, (m - 1) - 0 elsewhere: exact either way
-    e = e + neg
-    x2 = x * x
-    x3 = x2 * x
+def log_f32(v: Tensor, out: Tensor | None = None, work: Tensor | None = None, overwrite: bool = False) -> Tensor:
+    """XLA CPU's float32 log for positive normal inputs (Cephes polynomial, FMAs as compiled).
+
+    XLA splits ``v = 2**e * m``, ``m`` in [0.5, 1) (frexp), and where ``m < sqrt(1/2)`` takes
+    ``x = m + m - 1, e - 1``, else ``x = m - 1``: that is ``v = 2**k * m'`` with ``m'`` in
+    [sqrt(1/2), sqrt(2)), ``x = m' - 1`` (exact), which the integer subtraction of sqrt(1/2)'s
+    bits gives in three passes (musl's ``logf``; the same ``x`` and ``k``, bit for bit).
+    ``out`` receives the result, ``work`` is optional float32 scratch of shape ``(4, *v.shape)``;
+    both may be given to avoid allocations. ``overwrite=True`` lets the passes work in ``v``
+    itself (its values are lost), else they work in a copy.
+    """
+    w = _work(v, 4, work)
+    e, x2, y, y1 = w[0], w[1], w[2], w[3]
+    dev = v.device
+    xv = torch.clamp_min(v, _scalar_tensor(_MIN_NORM, v.dtype, dev), out=v if overwrite else None)
+    xi = xv.view(torch.int32)
+    xi.sub_(_int32(0x3F3504F3))  # ix: k in the bits above 23 (arithmetic), m' - sqrt(1/2) below
+    e.copy_(torch.bitwise_right_shift(xi, _int32(23), out=y.view(torch.int32)))  # k, exactly, as float32
+    xi.bitwise_and_(_int32(0x7FFFFF)).add_(_int32(0x3F3504F3))
+    xv.sub_(_scalar_tensor(1.0, v.dtype, dev))  # x = m' - 1
+    x = xv
     p = _LOG_P
-    y = fma(x, p[0], p[1])
-    y1 = fma(x, p[3], p[4])
-    y2 = fma(x, p[6], p[7])
-    y = fma(y, x, p[2])
-    y1 = fma(y1, x, p[5])
-    y2 = fma(y2, x, p[8])
-    y = fma(y, x3, y1)
-    y = fma(y, x3, y2)
-    y = fma(y, x3, e * _LOG_Q1)
-    xm = fma(x2, -0.5, x)
-    return fma(e, _LOG_Q2, xm + y)
+    torch.mul(x, x, out=x2)
+    x3 = torch.mul(x2, x, out=y1)
+    fma(x, p[0], p[1], out=y)
+    fma(y, x, p[2], out=y)
+    t = fma(x, p[3], p[4], out=out)  # out as scratch until the last step
+    fma(t, x, p[5], out=t)
+    fma(y, x3, t, out=y)
+    fma(x, p[6], p[7], out=t)
+    fma(t, x, p[8], out=t)
+    fma(y, x3, t, out=y)
+    torch.mul(e, _scalar_tensor(_LOG_Q1, v.dtype, dev), out=t)
+    fma(y, x3, t, out=y)
+    xm = fma(x2, -0.5, x, out=x2)
+    xm.add_(y)
+    return fma(e, _LOG_Q2, xm, out=t)
 
 
 _L1P_NUM = [float(np.float32(c)) for c in (
@@ -438,47 +471,76 @@ _EI_GT = [float(np.float32(c)) for c in (-0.000200214257, 0.000100950558, 0.0013
 _L1P_SMALL32 = float(np.float32(0.41421356237309504880))  # the threshold as a float32 compare sees it
 
 
-def _horner(x: Tensor, coeffs) -> Tensor:
+def _horner(x: Tensor, coeffs, out: Tensor | None = None) -> Tensor:
     """``((c0 * x + c1) * x + c2) ...`` with every step one fused multiply-add (XLA's Horner)."""
-    p = fma(x, coeffs[0], coeffs[1])
+    p = fma(x, coeffs[0], coeffs[1], out=out)
     for c in coeffs[2:]:
-        p = fma(p, x, c)
+        p = fma(p, x, c, out=out)
     return p
 
 
-def erfinv_f32(u: Tensor) -> Tensor:
-    """XLA CPU's float32 erf_inv, bit for bit: w = -log1p(-u*u), Giles' two polynomials.
-
-    Both polynomials run on every element and a select keeps one, as in XLA's code; eagerly
-    the selects are integer bit operations on sign bits (ATen's bool kernels are slow),
-    under ``torch.compile`` plain ``torch.where``.
-    """
+def _erfinv_f32_traced(u: Tensor) -> Tensor:
+    """:func:`erfinv_f32` as ``torch.compile`` traces it: selects as ``torch.where`` (fused there)."""
     x = u * -u
     xs = x * x
     r = (x * xs) * (_horner(x, _L1P_NUM) / _horner(x, _L1P_DEN))
     small = x + fma(xs, -0.5, r)
-    if torch.compiler.is_compiling():
-        l1p = torch.where(x.abs() < 0.41421356237309504880, small, log_f32(x + 1.0))
-        lt = l1p > -5.0
-    else:
-        l1p = _select32(_neg_mask32(x.abs() - _L1P_SMALL32), small, log_f32(x + 1.0))
-
-    def tail_w(v):  # float64 sqrt, then float32: correctly rounded
-        return torch.sqrt((-v).double()).float() - 3.0
-
-    if torch.compiler.is_compiling():
-        w = torch.where(lt, -2.5 - l1p, tail_w(l1p))
-        p = torch.where(lt, _EI_LT[0], _EI_GT[0])
-        for a, b in zip(_EI_LT[1:], _EI_GT[1:]):
-            p = fma(p, w, torch.where(lt, a, b))
-        p = torch.where(u.abs() == 1, math.inf, p)
-    else:  # both polynomials on every element, selected bit for bit (no bool tensors)
-        central = _horner(-2.5 - l1p, _EI_LT)
-        tail = _horner(tail_w(l1p.clamp_max(0.0)), _EI_GT)  # (clamp: no NaN from sqrt of < 0)
-        p = _select32(_neg_mask32(-5.0 - l1p), central, tail)  # l1p > -5: central
-        if bool(u.abs().max() == 1):  # erf_inv(+-1) = +-inf (truncated_normal with wide bounds)
-            p = p.masked_fill(u.abs() == 1, math.inf)
+    l1p = torch.where(x.abs() < 0.41421356237309504880, small, log_f32(x + 1.0))
+    lt = l1p > -5.0
+    w = torch.where(lt, -2.5 - l1p, torch.sqrt((-l1p).double()).float() - 3.0)
+    p = torch.where(lt, _EI_LT[0], _EI_GT[0])
+    for a, b in zip(_EI_LT[1:], _EI_GT[1:]):
+        p = fma(p, w, torch.where(lt, a, b))
+    p = torch.where(u.abs() == 1, math.inf, p)
     return u * p
+
+
+ERFINV_F32_WORK = 8  # scratch rows erfinv_f32 uses
+
+
+def erfinv_f32(u: Tensor, out: Tensor | None = None, work: Tensor | None = None) -> Tensor:
+    """XLA CPU's float32 erf_inv, bit for bit: ``u * p(w)``, ``w = -log1p(-u*u)``, Giles' two
+    polynomials in ``w - 2.5`` (``w < 5``) and ``sqrt(w) - 3``.
+
+    XLA's ``log1p`` is Cephes' rational function for ``|x| < sqrt(2) - 1`` and ``log(1 + x)``
+    elsewhere; both run on every element and an integer select on the sign bit keeps one, as in
+    XLA's code (ATen's bool kernels are slow). The tail polynomial (``w >= 5``: ``|u| > 0.9966``,
+    about 3 draws in 1000) runs on the tail elements only; ``erf_inv(+-1) = +-inf``.
+    Eagerly every pass is in place on the scratch rows ``work`` (float32, shape
+    ``(ERFINV_F32_WORK, *u.shape)``, allocated when not given), so a chunk's temporaries stay in
+    cache; ``out`` (may be ``u`` itself) receives the result. Under ``torch.compile``:
+    :func:`_erfinv_f32_traced`.
+    """
+    if torch.compiler.is_compiling():
+        return _erfinv_f32_traced(u)
+    if u.ndim != 1:
+        res = erfinv_f32(u.reshape(-1), work=None if work is None else work.reshape(ERFINV_F32_WORK, -1))
+        return res.reshape(u.shape) if out is None else out.copy_(res.reshape(u.shape))
+    w = _work(u, ERFINV_F32_WORK, work)
+    x, xs, num, small = w[0], w[1], w[2], w[3]
+    torch.mul(u, u, out=x).neg_()  # u * -u
+    torch.mul(x, x, out=xs)
+    _horner(x, _L1P_NUM, out=num)
+    num.div_(_horner(x, _L1P_DEN, out=small))
+    torch.mul(x, xs, out=small).mul_(num)  # r = (x * xs) * (P(x) / Q(x))
+    fma(xs, -0.5, small, out=small).add_(x)  # x + fma(xs, -0.5, r)
+    dev, dt = u.device, u.dtype
+    torch.add(x, _scalar_tensor(1.0, dt, dev), out=num)
+    large = log_f32(num, out=xs, work=w[4:8], overwrite=True)
+    # |x| < sqrt(2) - 1 (x <= 0): -L - x < 0, +0 at x = -L (large there, as the float compare)
+    mask = torch.sub(_scalar_tensor(-_L1P_SMALL32, dt, dev), x, out=num).view(torch.int32)
+    mask.bitwise_right_shift_(_int32(31))
+    si, li = small.view(torch.int32), large.view(torch.int32)
+    l1p = small
+    si.bitwise_xor_(li).bitwise_and_(mask).bitwise_xor_(li)  # small where mask, else large
+    p = _horner(torch.sub(_scalar_tensor(-2.5, dt, dev), l1p, out=x), _EI_LT, out=num)
+    tail = torch.nonzero(l1p <= _scalar_tensor(-5.0, dt, dev)).squeeze(1)  # |u| > 0.9966: w >= 5
+    if tail.numel():
+        lt = l1p[tail]
+        pt = _horner(torch.sqrt((-lt).double()).float() - 3.0, _EI_GT)  # float64 sqrt: correctly rounded
+        ut = u[tail]
+        p[tail] = torch.where(ut.abs() == 1, math.inf, pt)  # erf_inv(+-1) = +-inf
+    return torch.mul(u, p, out=out)
 
 
 def sqrt_f64(x: Tensor) -> Tensor:
