@@ -268,12 +268,15 @@ class Autocast:
 
         Each module of a registered kind (the Linen rules' NNX twins, ``jaxinit._src.amp_nnx``) has its
         class swapped for a subclass whose ``__call__`` applies the rule to the instance; restored on
-        exit (no module is copied or forked)."""
+        exit (no module is copied or forked). Inside the block :func:`active` returns this policy.
+        Call ``nnx.jit`` / ``nnx.split`` inside the block: a module split there and merged after it
+        keeps the autocast class."""
         from flax import nnx as _nnx
 
         from jaxinit._src.amp_nnx import autocast_class
 
         saved: list[tuple[Any, type]] = []
+        STATE.__dict__.setdefault("policies", []).append(self)  # ``active()`` for the model's functions
         try:
             for _, node in _nnx.iter_graph(model):
                 sub = autocast_class(self, type(node)) if isinstance(node, _nnx.Module) else None
@@ -282,6 +285,7 @@ class Autocast:
                     object.__setattr__(node, "__class__", sub)
             yield model
         finally:
+            STATE.policies.pop()
             for node, cls in reversed(saved):
                 object.__setattr__(node, "__class__", cls)
 
