@@ -44,14 +44,16 @@ def _snapshot(module):
     return jax.tree.map(jnp.copy, nnx.state(module))
 
 
-def _eager_and_jit(module, *args):
-    """``module(*args)`` under the policy, eagerly and under ``nnx.jit`` (the same numbers)."""
+def _eager_and_jit(module, *args, eager=True):
+    """``module(*args)`` under the policy under ``nnx.jit`` and (``eager``) eagerly: the same numbers."""
     state = _snapshot(module)
     with AC.nnx(module):
-        eager = module(*args)
-        nnx.update(module, state)  # the jitted call starts from the same statistics
+        if eager:
+            out = module(*args)
+            nnx.update(module, state)  # the jitted call starts from the same statistics
         jitted = nnx.jit(lambda m, *a: m(*a))(module, *args)
-    _eq(eager, jitted)
+    if eager:
+        _eq(out, jitted)
     return jitted
 
 
@@ -92,7 +94,8 @@ def test_nnx_batch_norm_training_bf16_is_atens():
     assert int(bn.num_batches_tracked[...]) == 1
 
 
-@pytest.mark.parametrize("kind", ["group_norm", "rms_norm", "flax_batch_norm"])
+@pytest.mark.parametrize("kind", [pytest.param("group_norm", marks=pytest.mark.exhaustive),
+                                  pytest.param("rms_norm", marks=pytest.mark.exhaustive), "flax_batch_norm"])
 def test_nnx_normalizations_equal_linens(kind):
     """GroupNorm, RMSNorm and flax's own BatchNorm: the normalization rule, bitwise the Linen module's."""
     xb = jnp.asarray(_r(7, 4, 5, 5, 8, s=2.0)).astype(jnp.bfloat16)
@@ -110,10 +113,11 @@ def test_nnx_normalizations_equal_linens(kind):
     _eq(got, linen)
 
 
-def test_nnx_multi_head_attention_self_attention_is_torchs():
+@pytest.mark.parametrize("eager", [False, pytest.param(True, marks=pytest.mark.exhaustive)])
+def test_nnx_multi_head_attention_self_attention_is_torchs(eager):
     """nnx.MultiHeadAttention against torch's nn.MultiheadAttention(batch_first=True), non-zero in/out
     biases: self-attention (the stacked in-projection rounded twice) and with a mask (Flax's own
-    projections), bitwise."""
+    projections), bitwise; under nnx.jit (-m exhaustive: eagerly too)."""
     e, h, length = 16, 2, 10
     x = _r(8, 3, length, e)
     torch.manual_seed(0)
@@ -131,7 +135,7 @@ def test_nnx_multi_head_attention_self_attention_is_torchs():
         getattr(mha, name).bias[...] = jnp.asarray(b[i * e:(i + 1) * e].reshape(h, d))
     mha.out.kernel[...] = jnp.asarray(tm.out_proj.weight.detach().numpy().T.reshape(h, d, e))
     mha.out.bias[...] = jnp.asarray(tm.out_proj.bias.detach().numpy())
-    got = _eager_and_jit(mha, jnp.asarray(x))
+    got = _eager_and_jit(mha, jnp.asarray(x), eager=eager)
     assert got.dtype == jnp.bfloat16
     _eq(got, want)
     with AC.nnx(mha):
