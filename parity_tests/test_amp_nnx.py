@@ -23,6 +23,7 @@ from flax import linen as nn
 from flax import nnx
 
 import jaxinit.amp as ja
+from _jaxinit.errors import InitError
 import jaxinit.nnx as tn
 from parity_tests import _amp_twins as twins
 
@@ -224,3 +225,27 @@ def test_nnx_twin_equals_linen_twin_bitwise(name, grads):
     after = plain(nmodel, x)
     assert after.dtype == jnp.float32
     _eq(after, before)
+
+
+def test_nnx_nested_policies_restore_and_attention_dropout_error():
+    """Nested blocks: the inner policy wins and each exit restores the class the block found; a
+    training-mode attention dropout under the policy is refused with the fix named."""
+    lin = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
+    x = jnp.asarray(_r(9, 2, 8))
+    plain = lin(x)
+
+    def dtype():  # traced only (no compilation): the dtype the policy in force gives
+        return jax.eval_shape(lambda: lin(x)).dtype
+
+    with AC.nnx(lin):
+        assert dtype() == jnp.bfloat16 and ja.active() is AC
+        with ja.Autocast("cuda", jnp.float16).nnx(lin):
+            assert dtype() == jnp.float16
+        assert dtype() == jnp.bfloat16
+    assert type(lin) is nnx.Linear and ja.active() is not AC
+    _eq(lin(x), plain)
+    mha = nnx.eval_shape(lambda: nnx.MultiHeadAttention(2, 8, dropout_rate=0.1, deterministic=False, decode=False,
+                                                        rngs=nnx.Rngs(0)))
+    with AC.nnx(mha), pytest.raises(InitError, match="deterministic=True or dropout_rate=0"):
+        jax.eval_shape(lambda: mha(x[None]))
+    assert type(mha) is nnx.MultiHeadAttention
