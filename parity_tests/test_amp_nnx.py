@@ -70,7 +70,7 @@ def test_nnx_layer_norm_float32_is_atens_and_bf16_is_linens():
     xb = jnp.asarray(x).astype(jnp.bfloat16)
     with AC:
         linen = nn.LayerNorm(epsilon=1e-5).apply({"params": {"scale": ln.scale[...], "bias": ln.bias[...]}}, xb)
-    got = _eager_and_jit(ln, xb)
+    got = _eager_and_jit(ln, xb, eager=False)
     assert got.dtype == jnp.bfloat16
     _eq(got, linen)
 
@@ -228,11 +228,23 @@ def test_nnx_twin_equals_linen_twin_bitwise(name, grads):
 
 
 def test_nnx_nested_policies_restore_and_attention_dropout_error():
-    """Nested blocks: the inner policy wins and each exit restores the class the block found; a
-    training-mode attention dropout under the policy is refused with the fix named."""
+    """``nnx.jit`` keeps one trace per policy across blocks and the plain trace after them; nested
+    blocks: the inner policy wins and each exit restores the class the block found; a training-mode
+    attention dropout under the policy is refused with the fix named."""
     lin = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
     x = jnp.asarray(_r(9, 2, 8))
-    plain = lin(x)
+    traces = []
+
+    @nnx.jit
+    def f(m, x):
+        traces.append(type(m))
+        return m(x)
+
+    plain = f(lin, x)
+    for _ in range(2):  # the second block reuses the first block's trace (one subclass per class and policy)
+        with AC.nnx(lin):
+            assert f(lin, x).dtype == jnp.bfloat16
+    assert len(traces) == 2 and traces[1] is not nnx.Linear
 
     def dtype():  # traced only (no compilation): the dtype the policy in force gives
         return jax.eval_shape(lambda: lin(x)).dtype
@@ -243,7 +255,8 @@ def test_nnx_nested_policies_restore_and_attention_dropout_error():
             assert dtype() == jnp.float16
         assert dtype() == jnp.bfloat16
     assert type(lin) is nnx.Linear and ja.active() is not AC
-    _eq(lin(x), plain)
+    _eq(f(lin, x), plain)
+    assert len(traces) == 2  # the plain trace reused after the blocks
     mha = nnx.eval_shape(lambda: nnx.MultiHeadAttention(2, 8, dropout_rate=0.1, deterministic=False, decode=False,
                                                         rngs=nnx.Rngs(0)))
     with AC.nnx(mha), pytest.raises(InitError, match="deterministic=True or dropout_rate=0"):
