@@ -109,7 +109,7 @@ def test_nnx_normalizations_equal_linens(kind):
     with AC:
         linen = lmod.apply(variables, xb, **kw)
     linen = linen[0] if kw else linen
-    got = _eager_and_jit(nmod, xb)
+    got = _eager_and_jit(nmod, xb, eager=False)
     assert got.dtype == jnp.bfloat16 == linen.dtype
     _eq(got, linen)
 
@@ -129,7 +129,7 @@ def test_nnx_multi_head_attention_self_attention_is_torchs(eager):
     xt = torch.tensor(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = tm(xt, xt, xt, need_weights=False)[0]
-    mha = nnx.MultiHeadAttention(h, e, decode=False, rngs=nnx.Rngs(0))
+    mha = nnx.MultiHeadAttention(h, e, decode=False, kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0))
     w, b, d = tm.in_proj_weight.detach().numpy(), tm.in_proj_bias.detach().numpy(), e // h
     for i, name in enumerate(("query", "key", "value")):
         getattr(mha, name).kernel[...] = jnp.asarray(w[i * e:(i + 1) * e].T.reshape(e, h, d))
@@ -262,3 +262,35 @@ def test_nnx_nested_policies_restore_and_attention_dropout_error():
     with AC.nnx(mha), pytest.raises(InitError, match="deterministic=True or dropout_rate=0"):
         jax.eval_shape(lambda: mha(x[None]))
     assert type(mha) is nnx.MultiHeadAttention
+
+
+def test_nnx_products_bias_gradient_and_conv_transpose_bias():
+    """The product hooks read the instance being called: under ``nnx.grad`` the Linear bias gradient
+    is the Linen Dense's (it was zero when the hook read the module outside the trace), and an
+    ``nnx.ConvTranspose`` (no product hook in Flax) adds its bias as the Linen rule does: bitwise."""
+    x, xi = jnp.asarray(_r(10, 4, 8)), jnp.asarray(_r(11, 1, 5, 5, 3))
+    zeros = {"kernel_init": nnx.initializers.zeros, "bias_init": nnx.initializers.zeros, "rngs": nnx.Rngs(0)}
+    lin, ct = nnx.Linear(8, 4, **zeros), nnx.ConvTranspose(3, 4, (3, 3), **zeros)
+    lin.kernel[...], lin.bias[...] = jnp.asarray(_r(12, 8, 4)), jnp.asarray(_r(13, 4))
+    ct.kernel[...], ct.bias[...] = jnp.asarray(_r(14, 3, 3, 3, 4)), jnp.asarray(_r(15, 4))
+
+    def linen(p, pc):
+        with AC:
+            y = nn.Dense(4).apply({"params": p}, x)
+            return jnp.sum(y.astype(jnp.float32) ** 2), nn.ConvTranspose(4, (3, 3)).apply({"params": pc}, xi)
+
+    pl, pc = ({"kernel": m.kernel[...], "bias": m.bias[...]} for m in (lin, ct))
+    want_g, want_ct = jax.jit(jax.grad(linen, has_aux=True))(pl, pc)
+
+    @nnx.jit
+    def step(lin, ct):
+        g = nnx.grad(lambda m: jnp.sum(m(x).astype(jnp.float32) ** 2))(lin)
+        return g, ct(xi)
+
+    with AC.nnx(lin), AC.nnx(ct):
+        g, got_ct = step(lin, ct)
+    assert float(jnp.abs(want_g["bias"]).min()) > 0
+    _eq(g["bias"][...], want_g["bias"])
+    _eq(g["kernel"][...], want_g["kernel"])
+    assert got_ct.dtype == jnp.bfloat16
+    _eq(got_ct, want_ct)
