@@ -253,6 +253,8 @@ def test_nnx_nested_policies_restore_and_attention_dropout_error():
         assert dtype() == jnp.bfloat16 and ja.active() is AC
         with ja.Autocast("cuda", jnp.float16).nnx(lin):
             assert dtype() == jnp.float16
+            with ja.Autocast(enabled=False).nnx(lin):  # torch's enabled=False: plain Flax inside
+                assert dtype() == jnp.float32 and type(lin) is nnx.Linear
         assert dtype() == jnp.bfloat16
     assert type(lin) is nnx.Linear and ja.active() is not AC
     _eq(f(lin, x), plain)

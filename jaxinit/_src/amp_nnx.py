@@ -41,7 +41,9 @@ _LOADED = False
 def register_nnx_rule(module_cls: type, rule: NnxRule) -> None:
     """Run ``module_cls.__call__`` (and its subclasses') inside ``Autocast.nnx`` through
     ``rule(policy, module, next_fun, args, kwargs)`` (the Linen rules' signature)."""
+    _load_default_rules()
     _NNX_RULES[module_cls] = rule
+    _SUBCLASSES.clear()  # the cached subclasses call the rules they were made with
 
 
 def find_nnx_rule(cls: type) -> NnxRule | None:
@@ -59,13 +61,13 @@ def base_class(cls: type) -> type:
 
 def autocast_class(policy: Autocast, cls: type) -> type | None:
     """The subclass of ``cls`` whose ``__call__`` runs the NNX rule under ``policy`` (cached per
-    class and policy), or None when no rule applies."""
+    class and policy); the plain class under a disabled policy; None when no rule applies."""
     cls = base_class(cls)
-    if not policy.enabled:
-        return None
     rule = find_nnx_rule(cls)
     if rule is None:
         return None
+    if not policy.enabled:
+        return cls
     key = (cls, policy)
     if key not in _SUBCLASSES:
         def __call__(self, *args, **kwargs):
