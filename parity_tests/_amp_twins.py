@@ -156,3 +156,66 @@ def jax_losses(name, steps=20, policy=None, lr=0.05, seed=0):
         params, stats, opt_state, loss = step(params, stats, opt_state, jnp.asarray(x), jnp.asarray(y))
         losses.append(float(loss))
     return np.array(losses)
+
+
+# ---------------------------------------------------------------- NNX twins of the Linen ones (Autocast.nnx)
+
+from flax import nnx  # noqa: E402
+
+import jaxinit.nnx as tn  # noqa: E402
+
+
+class NnxConvBN(nnx.Module):
+    """``LinenConvBN`` in NNX (``jaxinit.nnx.BatchNorm``), the same parameter tree."""
+    def __init__(self, rngs):
+        self.conv1, self.bn1 = nnx.Conv(3, 8, (3, 3), padding=1, rngs=rngs), tn.BatchNorm(8)
+        self.conv2, self.bn2 = nnx.Conv(8, 16, (3, 3), strides=2, padding=1, rngs=rngs), tn.BatchNorm(16)
+        self.fc = nnx.Linear(16, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.bn1(self.conv1(x)))
+        x = nnx.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((1, 2)))
+
+
+class NnxBlock(nnx.Module):
+    """``LinenBlock`` in NNX, the same parameter tree."""
+    def __init__(self, rngs, e=32, heads=4):
+        self.ln1, self.ln2 = nnx.LayerNorm(e, epsilon=1e-5, rngs=rngs), nnx.LayerNorm(e, epsilon=1e-5, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, e, deterministic=True, decode=False, rngs=rngs)
+        self.fc1, self.fc2 = nnx.Linear(e, 2 * e, rngs=rngs), nnx.Linear(2 * e, e, rngs=rngs)
+        self.head = nnx.Linear(e, 10, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.ln1(x)
+        x = x + self.attn(h)
+        h = self.fc1(self.ln2(x))
+        x = x + self.fc2(ja.active().pointwise(torch_gelu)(h))
+        return self.head(x.mean(1))
+
+
+NNX_TWINS = {"conv_bn": NnxConvBN, "transformer_block": NnxBlock}
+
+
+def linen_and_nnx(name, seed=0):
+    """The Linen twin, its variables (the torch twin's initial weights) and the NNX twin holding the
+    same values (every variable of the Linen tree assigned to the NNX variable of the same path)."""
+    tcls, lcls, shape, perm = TWINS[name]
+    torch.manual_seed(seed)
+    tmodel, model = tcls(), lcls()
+    x0 = np.zeros(shape, np.float32)
+    x0 = x0.transpose(perm) if perm else x0
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.asarray(x0)))
+    variables = jaxinit.from_torch_state_dict(tmodel, template)
+    nmodel = NNX_TWINS[name](nnx.Rngs(1))
+    assigned = 0
+    for collection in variables.values():
+        for path, value in jax.tree_util.tree_flatten_with_path(collection)[0]:
+            node = nmodel
+            for k in path:
+                node = getattr(node, k.key)
+            assert node[...].shape == value.shape, (path, node[...].shape, value.shape)
+            node[...] = value
+            assigned += 1
+    assert assigned == len(jax.tree.leaves(nnx.state(nmodel))), "every NNX variable comes from the Linen tree"
+    return model, variables, nmodel

@@ -465,7 +465,8 @@ class _nnx_intercept:
 
         def __call__(obj, *args, **kwargs):
             out = orig(obj, *args, **kwargs)
-            if type(obj) is t and id(obj) in paths:
+            # an instance whose class Autocast.nnx swapped (jaxinit._src.amp_nnx) is its base class's
+            if getattr(type(obj), "_autocast_base", type(obj)) is t and id(obj) in paths:
                 out = record(paths[id(obj)], out)
             return out
 

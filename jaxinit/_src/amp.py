@@ -27,9 +27,9 @@ modules: run them through the policy (:meth:`Autocast.cast`, :meth:`Autocast.mat
 :meth:`Autocast.softmax`, ...). The module rules are a registry (:func:`register_linen_rule`); the
 policies come from the table, never from the rule.
 
-NNX modules: :meth:`Autocast.nnx` sets the same hooks on the modules of an NNX graph for the
-duration of a ``with`` block (Flax's ``promote_dtype``/``dot_general``/``conv_general_dilated``/
-``dtype`` attributes; no module is copied).
+NNX modules: :meth:`Autocast.nnx` applies the same rules to the modules of an NNX graph for the
+duration of a ``with`` block (``jaxinit._src.amp_nnx``: each instance's class swapped for a subclass
+whose ``__call__`` runs the rule, restored on exit; no module is copied).
 """
 from __future__ import annotations
 
@@ -260,29 +260,34 @@ class Autocast:
 
     @contextlib.contextmanager
     def nnx(self, model: Any) -> Iterator[Any]:
-        """Within the block, the NNX modules of ``model`` run under this policy (hooks set on the
-        instances, restored on exit)::
+        """Within the block, the NNX modules of ``model`` run under this policy, eagerly and under
+        ``nnx.jit`` / ``nnx.grad`` / ``nnx.value_and_grad`` called inside the block::
 
             with ac.nnx(model):
                 loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-        """
+
+        Each module of a registered kind (the Linen rules' NNX twins, ``jaxinit._src.amp_nnx``) has its
+        class swapped for a subclass whose ``__call__`` applies the rule to the instance; restored on
+        exit (no module is copied or forked). Inside the block :func:`active` returns this policy.
+        Call ``nnx.jit`` / ``nnx.split`` inside the block: a module split there and merged after it
+        keeps the autocast class."""
         from flax import nnx as _nnx
 
-        from jaxinit._src.amp_rules import nnx_hooks
+        from jaxinit._src.amp_nnx import autocast_class
 
-        saved = []
+        saved: list[tuple[Any, type]] = []
+        STATE.__dict__.setdefault("policies", []).append(self)  # ``active()`` for the model's functions
         try:
             for _, node in _nnx.iter_graph(model):
-                hooks = nnx_hooks(self, node)
-                if hooks:
-                    saved.append((node, {k: getattr(node, k) for k in hooks}))
-                    for k, v in hooks.items():
-                        object.__setattr__(node, k, v)
+                sub = autocast_class(self, type(node)) if isinstance(node, _nnx.Module) else None
+                if sub is not None and type(node) is not sub:
+                    saved.append((node, type(node)))
+                    object.__setattr__(node, "__class__", sub)
             yield model
         finally:
-            for node, old in saved:
-                for k, v in old.items():
-                    object.__setattr__(node, k, v)
+            STATE.policies.pop()
+            for node, cls in reversed(saved):
+                object.__setattr__(node, "__class__", cls)
 
 
 def active() -> Autocast:

@@ -113,22 +113,35 @@ def layer_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
     or mask) runs ``jaxinit._src.aten_layer_norm.layer_norm``: bit for bit torch's CPU kernel,
     forward. Every other case: :func:`normalization_rule` (``'layer_norm'``)."""
     x = args[0] if args else kwargs.get("x")
-    mask = kwargs.get("mask")
-    if (policy.policy("layer_norm") is None and policy.device_type == "cpu" and eligible(x)
+    axes = aten_layer_norm_axes(policy, module, x, kwargs.get("mask"))
+    if axes is not None:
+        params = _variables(module, next_fun, args, kwargs).get("params", {})
+        return aten_layer_norm(module, x, axes, params.get("scale"), params.get("bias"))
+    return _NORM_LAYER_NORM(policy, module, next_fun, args, kwargs)
+
+
+def aten_layer_norm_axes(policy: Autocast, module, x, mask) -> tuple[int, ...] | None:
+    """The trailing axes a Linen or NNX ``LayerNorm`` normalises when it runs ATen's float32 CPU
+    kernel under ``policy`` (CPU, no policy for ``layer_norm``, a float32 input, float32 module and
+    parameters, the same trailing reduction and feature axes, no mask or ``axis_name``), else None."""
+    if not (policy.policy("layer_norm") is None and policy.device_type == "cpu" and eligible(x)
             and x.dtype == jnp.float32 and x.ndim >= 1 and mask is None and module.axis_name is None
             and module.dtype in (None, jnp.float32) and jnp.dtype(module.param_dtype) == jnp.float32):
-        axes = _trailing_axes(module.reduction_axes, x.ndim)
-        if axes is not None and axes == _trailing_axes(module.feature_axes, x.ndim):
-            from jaxinit._src.aten_layer_norm import layer_norm
+        return None
+    axes = _trailing_axes(module.reduction_axes, x.ndim)
+    return axes if axes is not None and axes == _trailing_axes(module.feature_axes, x.ndim) else None
 
-            params = _variables(module, next_fun, args, kwargs).get("params", {})
-            feat = x.shape[axes[0]:]
-            rows = x.reshape(x.shape[:axes[0]] + (int(np.prod(feat)),))
-            scale, bias = params.get("scale"), params.get("bias")
-            y = layer_norm(rows, None if scale is None else scale.reshape(-1),
-                           None if bias is None else bias.reshape(-1), module.epsilon)
-            return y.reshape(x.shape)
-    return _NORM_LAYER_NORM(policy, module, next_fun, args, kwargs)
+
+def aten_layer_norm(module, x, axes: tuple[int, ...], scale, bias):
+    """``jaxinit._src.aten_layer_norm.layer_norm`` over the trailing ``axes`` of ``x`` with the
+    module's ``epsilon`` (``scale``/``bias``: the module's parameters or None)."""
+    from jaxinit._src.aten_layer_norm import layer_norm
+
+    feat = x.shape[axes[0]:]
+    rows = x.reshape(x.shape[:axes[0]] + (int(np.prod(feat)),))
+    y = layer_norm(rows, None if scale is None else scale.reshape(-1),
+                   None if bias is None else bias.reshape(-1), module.epsilon)
+    return y.reshape(x.shape)
 
 
 def batch_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
@@ -145,14 +158,7 @@ def batch_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
     bit torch's. Every other case: :func:`normalization_rule` (``'batch_norm'``)."""
     x = args[0] if args else kwargs.get("x")
     ura = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
-    ura = module.use_running_average if ura is None else ura
-    low = eligible(x) and x.dtype in (jnp.bfloat16, jnp.float16)
-    if (low and ura is False and policy.device_type == "cpu" and policy.policy("batch_norm") is None
-            and not module.is_initializing() and x.ndim >= 3 and module.axis in (-1, x.ndim - 1)
-            and getattr(module, "momentum_style", None) == "torch" and module.affine and module.bias
-            and module.track_running_stats and module.unbiased_running_var and module.momentum is not None
-            and module.axis_name is None and kwargs.get("mask") is None and module.dtype is None
-            and jnp.dtype(module.param_dtype) == jnp.float32):
+    if aten_batch_norm_applies(policy, module, x, ura, kwargs.get("mask"), bool(module.bias)):
         from jaxinit._src.aten_batch_norm import batch_norm_train
 
         params, stats = module.variables["params"], module.variables["batch_stats"]
@@ -163,6 +169,20 @@ def batch_norm_rule(policy: Autocast, module, next_fun, args, kwargs):
         module.put_variable("batch_stats", "num_batches_tracked", stats["num_batches_tracked"] + 1)
         return y
     return _NORM_BATCH_NORM(policy, module, next_fun, args, kwargs)
+
+
+def aten_batch_norm_applies(policy: Autocast, module, x, ura, mask, use_bias: bool) -> bool:
+    """Whether a Linen or NNX ``jaxinit.BatchNorm`` call runs ATen's mixed-dtype training kernel under
+    ``policy`` (the conditions of :func:`batch_norm_rule`; ``ura``: the call's ``use_running_average``)."""
+    ura = module.use_running_average if ura is None else ura
+    low = eligible(x) and x.dtype in (jnp.bfloat16, jnp.float16)
+    initializing = getattr(module, "is_initializing", lambda: False)()
+    return bool(low and ura is False and policy.device_type == "cpu" and policy.policy("batch_norm") is None
+                and not initializing and x.ndim >= 3 and module.axis in (-1, x.ndim - 1)
+                and getattr(module, "momentum_style", None) == "torch" and module.affine and use_bias
+                and module.track_running_stats and module.unbiased_running_var and module.momentum is not None
+                and module.axis_name is None and mask is None and module.dtype is None
+                and jnp.dtype(module.param_dtype) == jnp.float32)
 
 
 def _rounded_product(policy: Autocast) -> Callable:
@@ -217,17 +237,9 @@ def attention_rule(batch_first: bool = True) -> LinenRule:
                  and not module.normalize_qk and module.use_bias and not kwargs.get("sow_weights", False)
                  and set(kwargs) <= {"inputs_k", "inputs_v", "deterministic", "mask", "sow_weights"})
         if fused:
-            return _fused_self_attention(policy, variables["params"], inputs_q, twice)
+            return fused_self_attention(policy, variables["params"], inputs_q, twice)
 
-        def attention_fn(query, key, value, bias=None, mask=None, **_):
-            STATE.round_product = False  # the output projection (after the attention) rounds once
-            # Flax layout [..., length, heads, depth] -> torch's [..., heads, length, depth] and back
-            q, k, v = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))
-            m = mask
-            if bias is not None:
-                m = bias if m is None else jnp.where(m, bias, -jnp.inf)
-            o = policy.scaled_dot_product_attention(q, k, v, attn_mask=m)
-            return jnp.swapaxes(o, -3, -2)
+        attention_fn = sdpa_attention_fn(policy)
 
         STATE.round_product = twice
         try:
@@ -238,7 +250,24 @@ def attention_rule(batch_first: bool = True) -> LinenRule:
     return rule
 
 
-def _fused_self_attention(policy: Autocast, params, x, twice: bool):
+def sdpa_attention_fn(policy: Autocast) -> Callable:
+    """A Flax ``attention_fn`` (Linen's and NNX's signature) computing torch's
+    ``scaled_dot_product_attention`` under ``policy``; the output projection after it rounds once."""
+    def attention_fn(query, key, value, bias=None, mask=None, is_causal=False, **_):
+        STATE.round_product = False  # the output projection (after the attention) rounds once
+        # Flax layout [..., length, heads, depth] -> torch's [..., heads, length, depth] and back
+        q, k, v = (jnp.swapaxes(t, -3, -2) for t in (query, key, value))
+        m = mask
+        if bias is not None:
+            m = bias if m is None else jnp.where(m, bias, -jnp.inf)
+        o = policy.scaled_dot_product_attention(q, k, v, attn_mask=m, is_causal=is_causal)
+        return jnp.swapaxes(o, -3, -2)
+    return attention_fn
+
+
+def fused_self_attention(policy: Autocast, params, x, twice: bool):
+    """Self-attention as torch's ``nn.MultiheadAttention`` under autocast (:func:`attention_rule`):
+    ``params`` the Flax tree ``{query, key, value, out: {kernel, bias}}``."""
     low, f32 = policy.dtype, jnp.float32
     kernel = jnp.stack([params[n]["kernel"] for n in ("query", "key", "value")], axis=1)  # (E, 3, H, D)
     bias = jnp.stack([params[n]["bias"] for n in ("query", "key", "value")], axis=0)  # (3, H, D)
@@ -274,39 +303,3 @@ def _load_default_rules() -> None:
     _LINEN_RULES.setdefault(LinenBatchNorm, batch_norm_rule)
     for cls, op in ((nn.GroupNorm, "group_norm"), (nn.RMSNorm, "rms_norm"), (nn.BatchNorm, "batch_norm")):
         _LINEN_RULES.setdefault(cls, normalization_rule(op))
-
-
-# ---------------------------------------------------------------------------- NNX hooks
-
-def nnx_hooks(policy: Autocast, node: Any) -> dict[str, Any]:
-    """Per-instance hooks for an NNX module: ``promote_dtype`` casts input and kernel to the low dtype
-    and hands the module a zero bias; the product hook adds the module's real bias (read when it is
-    called) in float32 and rounds once, so the module's own ``y += bias`` adds an exact zero."""
-    from flax import nnx
-
-    if not policy.enabled:
-        return {}
-    if isinstance(node, (nnx.Linear, nnx.LinearGeneral)):
-        op, hook, base = "linear", "dot_general", policy.dot_general
-    elif isinstance(node, (nnx.Conv, nnx.ConvTranspose)):
-        op, hook, base = "conv2d", "conv_general_dilated", policy.conv_general_dilated
-    else:
-        return {}
-    if policy.policy(op) != _table.LOW:
-        return {}
-
-    def promote(args, dtype=None, inexact=True):
-        x, k, b = args
-        low = policy.dtype
-        return x.astype(low), k.astype(low), None if b is None else jnp.zeros(b.shape, low)
-
-    def product(*args, **kwargs):
-        kwargs.pop("preferred_element_type", None)
-        kwargs.pop("out_sharding", None)
-        y = base(*args, **kwargs)
-        if node.bias is not None:
-            b = node.bias[...].astype(policy.dtype).astype(jnp.float32)
-            y = y + jnp.reshape(b, (1,) * (y.ndim - b.ndim) + b.shape)
-        return y.astype(policy.dtype)
-
-    return {"promote_dtype": promote, hook: product}
