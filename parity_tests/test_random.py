@@ -476,7 +476,7 @@ def test_emulated_fma_path_is_bitwise(monkeypatch):
     """Where torch.addcmul is not a fused multiply-add (ATen's default, non-AVX2 kernels), the exact
     emulations run instead (fma32: float64 round-to-odd; fma64: Dekker, Knuth, round-to-odd):
     the same bits, float32 and float64, including the tails and glibc's log near 1."""
-    from torchinit._src import xla_math
+    from torchinit._src import xla_math, xla_math64
 
     monkeypatch.setattr(xla_math, "_NATIVE", {("cpu", torch.float32): False, ("cpu", torch.float64): False})
     tk, jk = KEYS[-1][1], KEYS[-1][2]
@@ -493,7 +493,7 @@ def test_emulated_fma_path_is_bitwise(monkeypatch):
     got = (s2 * tsrc._erfinv(tsrc._uniform_from_unit(torch.from_numpy(f[pick]), lo_t, hi_t))).numpy()
     assert np.array_equal(got, np.asarray(_jax_normal_transform64(f))[pick])
     x = np.linspace(0.9, 1.1, 2001)  # glibc's near-1 branch of log, and the table path around it
-    assert np.array_equal(xla_math.log_f64(torch.from_numpy(x)).numpy(), np.asarray(jax.jit(jnp.log)(x)))
+    assert np.array_equal(xla_math64.log_f64(torch.from_numpy(x)).numpy(), np.asarray(jax.jit(jnp.log)(x)))
 
 
 def test_native_fma_probe_and_float16_host_detection():

@@ -23,7 +23,8 @@ from _jaxinit import init_params
 from _jaxinit.errors import InitError
 from _jaxinit.fans import single_axis
 from torchinit._src import random as rnd
-from torchinit._src.xla_math import fma, log_f32, log_f64
+from torchinit._src.xla_math import fma, log_f32
+from torchinit._src.xla_math64 import log_f64
 
 Tensor = torch.Tensor
 
