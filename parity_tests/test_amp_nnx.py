@@ -168,10 +168,11 @@ def _paths(tree):
     return dict(jax.tree_util.tree_flatten_with_path(tree)[0])
 
 
-# the default run: the transformer block's forward (ATen LayerNorm, fused attention, linears, the
-# restored model); -m exhaustive: both twins with gradients (and the conv net's running statistics)
+# -m exhaustive (5 s of compilation each; the per-op NNX rules above run by default): the transformer
+# block's forward (ATen LayerNorm, fused attention, linears, the restored model), both twins with
+# gradients (and the conv net's running statistics)
 @pytest.mark.parametrize("name,grads", [
-    ("transformer_block", False),
+    pytest.param("transformer_block", False, marks=pytest.mark.exhaustive),
     pytest.param("transformer_block", True, marks=pytest.mark.exhaustive),
     pytest.param("conv_bn", True, marks=pytest.mark.exhaustive)])
 def test_nnx_twin_equals_linen_twin_bitwise(name, grads):

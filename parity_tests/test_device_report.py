@@ -23,7 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_quick_report_runs_every_section(tmp_path):
-    assert device_report.main(["--out", str(tmp_path), "--quick"]) == 0
+    # the LeNet speed row (7 s of XLA compilation in --quick) is test_quick_report_lenet_speed_row's
+    assert device_report.main(["--out", str(tmp_path), "--quick", "--only-speed", "batchnorm", "random", "optim"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     md = (tmp_path / "report.md").read_text()
     sections = report["sections"]
@@ -50,12 +51,22 @@ def test_quick_report_runs_every_section(tmp_path):
     for row in sections["twins"]["rows"]:
         assert max(v for k, v in row.items() if k not in ("model", "dtype") and v is not None) <= 1e-10, row
     speed = {r["benchmark"] for r in sections["speed"]["rows"]}
-    assert any(b.startswith("LeNet+BN training, batch") for b in speed)
     assert any(b.startswith("BatchNorm train step") for b in speed)
     assert any(b.startswith("keyed normal") for b in speed)
     assert any(b.startswith("optimizer step") for b in speed)
     _check_syncbn_rows(sections["syncbn"]["rows"], launched=False)
     _check_precision_rows(sections["precision"]["rows"])
+
+
+@pytest.mark.exhaustive
+def test_quick_report_lenet_speed_row(tmp_path):
+    """The speed section's LeNet rows (examples/lenet_bn.py's training loops through
+    benchmarks/bench_lenet.py), both frameworks, in --quick sizes."""
+    report = device_report.run(str(tmp_path), quick=True, only=["speed"], only_speed=["lenet"])
+    speed = report["sections"]["speed"]
+    assert speed["status"] == "ok", speed.get("error")
+    rows = {r["benchmark"]: r for r in speed["rows"]}
+    assert any(b.startswith("LeNet+BN training, batch") and r["ratio"] for b, r in rows.items()), rows
 
 
 def _check_syncbn_rows(rows, launched: bool) -> None:

@@ -32,6 +32,7 @@ steps), small parameters.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import types
@@ -73,7 +74,6 @@ def _load_optim_db():
     return co.optim_db, co._get_optim_inputs_including_global_cliquey_kwargs
 
 
-OPTIM_DB, WITH_IMPLS = _load_optim_db()
 STEPS, HALF = 100, 50
 TOL = 1e-12
 MIXED = [(3, 4), (5,), (2, 2, 3)]
@@ -131,18 +131,24 @@ def _muon_tol(lr: float, shapes, torch_params) -> float:
     return 10 * lr * r * 2.0 ** -8 / scale
 
 
-def _cases():
-    out = []
-    for info in OPTIM_DB:
-        for oi in WITH_IMPLS("cpu", torch.float64, info):
-            out.append((info, oi))
-    return out
+@functools.cache
+def _db() -> tuple[list, dict[str, list]]:
+    """torch's optim_db configurations (CPU, float64) and the same grouped by optimizer class name.
+    Loaded on first use, not at collection: importing torch's test internals costs seconds in
+    every worker, and only this file's tests need them."""
+    optim_db, with_impls = _load_optim_db()
+    cases = [(info, oi) for info in optim_db for oi in with_impls("cpu", torch.float64, info)]
+    by_class: dict[str, list] = {}
+    for info, oi in cases:
+        by_class.setdefault(info.optim_cls.__name__, []).append((info, oi))
+    return cases, by_class
 
 
-CASES = _cases()
-BY_CLASS: dict[str, list] = {}
-for _info, _oi in CASES:
-    BY_CLASS.setdefault(_info.optim_cls.__name__, []).append((_info, _oi))
+def _torch_optimizer_classes() -> set[str]:
+    """Every optimizer class torch.optim exports (read from torch, not from optim_db or our registry)."""
+    return {name for name in torch.optim.__all__ if isinstance(getattr(torch.optim, name), type)
+            and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
+            and getattr(torch.optim, name) is not torch.optim.Optimizer}
 
 
 def _grads(shapes, seed, sparse=False):
@@ -281,7 +287,7 @@ def results():
 
 
 def _results(name: str) -> list:
-    items = BY_CLASS[name]
+    items = _db()[1][name]
     runs = [_Run(info, oi) for info, oi in items]
     ok = [r for r in runs if r.refusal is None and not r.info.step_requires_closure]
     measured = {id(r): {} for r in runs}
@@ -342,7 +348,7 @@ def _resume_in_torch(r, params_mid, exported) -> float:
     return _rel([p.detach().numpy() for p in ps], r.torch_ps)
 
 
-@pytest.mark.parametrize("name", sorted(BY_CLASS))
+@pytest.mark.parametrize("name", sorted(_torch_optimizer_classes()))
 def test_optim_db_configuration_equal_or_refused(name, results):
     failures = []
     for r, m in results(name):
@@ -380,13 +386,6 @@ def test_optim_db_configuration_equal_or_refused(name, results):
     assert not failures, "\n".join(failures)
 
 
-def _torch_optimizer_classes() -> set[str]:
-    """Every optimizer class torch.optim exports (read from torch, not from optim_db or our registry)."""
-    return {name for name in torch.optim.__all__ if isinstance(getattr(torch.optim, name), type)
-            and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
-            and getattr(torch.optim, name) is not torch.optim.Optimizer}
-
-
 def test_every_torch_optimizer_is_registered_and_enumerated():
     """Every optimizer of torch.optim is a registry entry (converted, or refused by from_torch with a reason
     that EXPECTED_REFUSALS checks), and torch's optim_db configurations of each are enumerated here: a torch
@@ -397,13 +396,14 @@ def test_every_torch_optimizer_is_registered_and_enumerated():
     assert not torch_classes - registered, (
         f"torch.optim optimizers missing from _jaxinit/optim_registry.py: {sorted(torch_classes - registered)}")
     assert not registered - torch_classes, f"registry entries torch.optim lacks: {sorted(registered - torch_classes)}"
-    assert torch_classes <= set(BY_CLASS), f"optim_db has no configurations of {sorted(torch_classes - set(BY_CLASS))}"
-    assert any(_desc_flag(oi.desc) == "differentiable" for _, oi in CASES)
+    cases, by_class = _db()
+    assert torch_classes <= set(by_class), f"optim_db has no configurations of {sorted(torch_classes - set(by_class))}"
+    assert any(_desc_flag(oi.desc) == "differentiable" for _, oi in cases)
     for name, reason in registry.refused_classes().items():
         expected = EXPECTED_REFUSALS.get((name, "*"))
         assert expected is not None, f"{name} is refused by the registry; list the refusal in EXPECTED_REFUSALS"
     # every expected refusal names a configuration that exists (no stale entry hiding a typo)
-    keys = {_refusal_key(info.optim_cls.__name__, oi.desc) for info, oi in CASES}
+    keys = {_refusal_key(info.optim_cls.__name__, oi.desc) for info, oi in _db()[0]}
     assert set(EXPECTED_REFUSALS) <= keys, set(EXPECTED_REFUSALS) - keys
 
 
