@@ -79,8 +79,11 @@ def torch_forward(tmodel, x, setting: dict, autocast: str | None, device: str):
     import torchinit.amp
 
     ac = torch.autocast(device, getattr(torch, autocast)) if autocast else contextlib.nullcontext()
-    with torchinit.amp.precision_contract(**setting), ac, torch.no_grad():
-        return tmodel(x).cpu()
+    # autograd on, as in training (what the policy reproduces): under torch.no_grad() torch's CPU bf16
+    # autocast takes other kernels for nn.MultiheadAttention (40% of this block's bf16 logits move by
+    # one ulp against the same forward with autograd on)
+    with torchinit.amp.precision_contract(**setting), ac:
+        return tmodel(x).detach().cpu()
 
 
 def jax_forward(model, variables, x, setting: dict, autocast: str | None, device: str) -> np.ndarray:
