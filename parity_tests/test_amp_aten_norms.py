@@ -191,3 +191,29 @@ def test_autocast_rule_runs_atens_batch_norm():
     assert float((gx != xt.grad.float().numpy()).mean()) < 0.01
     np.testing.assert_allclose(np.asarray(gp["scale"]), tm.weight.grad.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(gp["bias"]), tm.bias.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_forward_only_jit_keeps_every_bf16_rounding():
+    """XLA's excess precision (on by default) removes a bf16 ``convert`` pair between fused ops; in a
+    forward-only ``jax.jit`` of the conv twin the model's own ``x.mean`` of the bf16 BatchNorm output
+    then reached ``fc`` unrounded and 37.5% of the bf16 logits were one ulp off torch's (bitwise
+    under ``value_and_grad``). The policy pins its bf16 roundings (``reduce_precision``): bitwise."""
+    from parity_tests import _amp_twins as T
+
+    tcls, lcls, shape, perm = T.TWINS["conv_bn"]
+    torch.manual_seed(0)
+    tmodel, model = tcls(), lcls()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    xj = jnp.asarray(x.transpose(perm))
+    template = jax.eval_shape(lambda: model.init(jax.random.key(0), xj))
+    variables = jaxinit.from_torch_state_dict(tmodel, template)
+    policy = ja.Autocast("cpu", jnp.bfloat16)
+
+    def forward(v, x):
+        with policy:
+            return model.apply(v, x, mutable=["batch_stats"])[0]
+
+    got = np.asarray(jax.jit(forward)(variables, xj), np.float32)
+    with torch.autocast("cpu", torch.bfloat16):
+        want = tmodel(torch.from_numpy(x)).detach().float().numpy()
+    np.testing.assert_array_equal(got, want)

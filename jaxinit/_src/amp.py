@@ -60,6 +60,20 @@ def _dtype_name(dtype: Any) -> str:
         return str(dtype)
 
 
+def round_low(x: Any, dtype: Any) -> Any:
+    """``x`` cast to the low ``dtype`` with the rounding pinned: ``lax.reduce_precision`` in float32
+    first. XLA (``--xla_allow_excess_precision``, on by default) removes a ``convert`` to bfloat16
+    and back to float32 between fused ops, e.g. where XLA:CPU computes a bf16 product in float32, so
+    a bf16 value computed in float32 by the model (a mean, an activation) could reach the product
+    unrounded; torch's kernel reads the rounded tensor. ``reduce_precision`` is not removed."""
+    dtype = jnp.dtype(dtype)
+    if dtype != jnp.dtype(jnp.bfloat16):
+        # float16: reduce_precision with float16's 5 exponent bits flushes its subnormals to zero
+        # (torch's casts keep them), so float16 keeps the plain cast (and XLA's excess precision)
+        return x.astype(dtype)
+    return lax.reduce_precision(x.astype(jnp.float32), exponent_bits=8, mantissa_bits=7).astype(dtype)
+
+
 def eligible(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray)) and jnp.dtype(x.dtype).name in _LOW_FLOATS
 
@@ -133,12 +147,12 @@ class Autocast:
             to = jnp.dtype(jnp.float32) if any(eligible(a) and a.dtype == jnp.float32 for a in args) else self.dtype
         else:
             to = jnp.dtype(jnp.float32)
-        return tuple(a.astype(to) if eligible(a) else a for a in args)
+        return tuple(round_low(a, to) if eligible(a) else a for a in args)
 
     # ------------------------------------------------------------------ ops computed as torch's kernels
 
     def _round(self, y):
-        return y.astype(self.dtype)
+        return round_low(y, self.dtype)
 
     def dot_general(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kw):
         """``lax.dot_general`` as torch's autocast ``mm``/``bmm``/``linear``: both operands in the low
@@ -229,7 +243,7 @@ class Autocast:
         """Flax's ``promote_dtype`` hook for a ``lower_precision_fp`` module: every array (kernel and
         bias included) to the low dtype."""
         del dtype, inexact
-        return tuple(None if a is None else jnp.asarray(a).astype(self.dtype) for a in args)
+        return tuple(None if a is None else round_low(jnp.asarray(a), self.dtype) for a in args)
 
     def __enter__(self) -> "Autocast":
         import flax.linen as nn

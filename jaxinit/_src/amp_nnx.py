@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
 from jaxinit._src import amp_rules as R
-from jaxinit._src.amp import STATE, Autocast
+from jaxinit._src.amp import STATE, Autocast, round_low
 
 NnxRule = Callable[[Autocast, Any, Callable, tuple, dict], Any]
 _NNX_RULES: dict[Any, NnxRule] = {}
@@ -118,7 +118,7 @@ def product_hooks(policy: Autocast, module) -> dict[str, Any]:
 
     def promote(args, dtype=None, inexact=True):
         x, k, b = args
-        return x.astype(low), k.astype(low), None if b is None else jnp.zeros(b.shape, low)
+        return round_low(x, low), round_low(k, low), None if b is None else jnp.zeros(b.shape, low)
 
     def product(*args, **kwargs):
         kwargs.pop("preferred_element_type", None)

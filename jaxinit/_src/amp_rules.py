@@ -10,7 +10,7 @@ import numpy as np
 
 from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
-from jaxinit._src.amp import STATE, Autocast, eligible
+from jaxinit._src.amp import STATE, Autocast, eligible, round_low
 
 # ---------------------------------------------------------------------------- Linen rules (a registry)
 
@@ -67,7 +67,7 @@ def low_precision_rule(op: str, hooks: tuple[str, ...]) -> LinenRule:
             # product rounded on its own, then the bias added and rounded again
             updates["dot_general"] = _rounded_product(policy)
         out = _apply_clone(module, updates, variables, args, kwargs)
-        return jax.tree.map(lambda y: y.astype(policy.dtype) if eligible(y) else y, out)
+        return jax.tree.map(lambda y: round_low(y, policy.dtype) if eligible(y) else y, out)
     return rule
 
 
@@ -87,7 +87,7 @@ def normalization_rule(op: str) -> LinenRule:
         # backward kernel computes it in float32 and rounds once); letting the module read the bf16
         # input in several places would round each path's gradient and add them in bf16
         args = (x.astype(jnp.float32),) + tuple(args[1:]) if args else args
-        return next_fun(*args, **kwargs).astype(x.dtype)
+        return round_low(next_fun(*args, **kwargs), x.dtype)
     return rule
 
 

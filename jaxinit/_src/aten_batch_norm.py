@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxinit._src.amp import round_low
 from jaxinit._src.aten_layer_norm import _div, _rounded
 
 f32 = jnp.float32
@@ -99,7 +100,7 @@ def _opaque64(p):
 def _forward(x, weight, bias, mean, invstd):
     alpha = _rounded(invstd * weight)
     beta = bias - mean * alpha
-    return (x.astype(f32) * alpha + beta).astype(x.dtype)
+    return round_low(x.astype(f32) * alpha + beta, x.dtype)
 
 
 @jax.custom_vjp
