@@ -203,8 +203,11 @@ def _setup(name, dtype):
 
 # float64 for every model (the identity claim); float32 (the realistic tolerance) for the MLP and the
 # BatchNorm ResNet block: LeNet in float32 adds ~10 s of eager compilation and no new operation.
-@pytest.mark.parametrize("name,dtype", [(n, "float64") for n in MODELS] + [("mlp", "float32"),
-                                                                          ("resnet_block", "float32")])
+# LeNet's float64 pass (11 s of compilation) is -m exhaustive: by default test_twin_20_sgd_steps
+# trains the same LeNet twin 20 steps in float64 (outputs, parameters, running statistics).
+@pytest.mark.parametrize("name,dtype", [(n, "float64") if n != "lenet_bn" else
+                                        pytest.param(n, "float64", marks=pytest.mark.exhaustive) for n in MODELS]
+                         + [("mlp", "float32"), ("resnet_block", "float32")])
 def test_twin_outputs_and_gradients(name, dtype):
     """twin_check: outputs, parameter gradients and (train) running statistics after one pass."""
     tm, lm, variables, nm, x, xf, out_t = _setup(name, dtype)
