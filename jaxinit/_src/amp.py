@@ -46,6 +46,7 @@ from jax import lax
 from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
 from jaxinit._src.amp_flash import flash_attention
+from jaxinit._src.amp_round import round_low
 
 _LOW_FLOATS = ("bfloat16", "float16", "float32")  # eligible for a cast (torch: floating and not float64)
 #: per-thread autocast state: the entered policies and context managers, and the flags a Linen rule
@@ -58,20 +59,6 @@ def _dtype_name(dtype: Any) -> str:
         return jnp.dtype(dtype).name
     except TypeError:
         return str(dtype)
-
-
-def round_low(x: Any, dtype: Any) -> Any:
-    """``x`` cast to the low ``dtype`` with the rounding pinned: ``lax.reduce_precision`` in float32
-    first. XLA (``--xla_allow_excess_precision``, on by default) removes a ``convert`` to bfloat16
-    and back to float32 between fused ops, e.g. where XLA:CPU computes a bf16 product in float32, so
-    a bf16 value computed in float32 by the model (a mean, an activation) could reach the product
-    unrounded; torch's kernel reads the rounded tensor. ``reduce_precision`` is not removed."""
-    dtype = jnp.dtype(dtype)
-    if dtype != jnp.dtype(jnp.bfloat16):
-        # float16: reduce_precision with float16's 5 exponent bits flushes its subnormals to zero
-        # (torch's casts keep them), so float16 keeps the plain cast (and XLA's excess precision)
-        return x.astype(dtype)
-    return lax.reduce_precision(x.astype(jnp.float32), exponent_bits=8, mantissa_bits=7).astype(dtype)
 
 
 def eligible(x: Any) -> bool:
@@ -219,12 +206,12 @@ class Autocast:
         """torch's ``softmax`` under autocast: float32 output on CUDA (``fp32_set_opt_dtype``); on CPU
         (no policy) computed in float32 and rounded once to the input's dtype, as torch's CPU kernel."""
         (x,) = self.cast("softmax", x)
-        return jax.nn.softmax(x.astype(jnp.float32), axis=axis).astype(x.dtype)
+        return round_low(jax.nn.softmax(x.astype(jnp.float32), axis=axis), x.dtype)
 
     def log_softmax(self, x, axis: int = -1):
         """torch's ``log_softmax`` under autocast (as :meth:`softmax`)."""
         (x,) = self.cast("log_softmax", x)
-        return jax.nn.log_softmax(x.astype(jnp.float32), axis=axis).astype(x.dtype)
+        return round_low(jax.nn.log_softmax(x.astype(jnp.float32), axis=axis), x.dtype)
 
     def pointwise(self, fn: Callable) -> Callable:
         """``fn`` (an elementwise function: gelu, silu, tanh, ...) as torch's elementwise kernels compute
@@ -234,7 +221,7 @@ class Autocast:
         def wrapped(x, *args, **kwargs):
             if not self.enabled or not eligible(x) or x.dtype == jnp.float32:
                 return fn(x, *args, **kwargs)
-            return fn(x.astype(jnp.float32), *args, **kwargs).astype(x.dtype)
+            return round_low(fn(x.astype(jnp.float32), *args, **kwargs), x.dtype)
         return wrapped
 
     # ------------------------------------------------------------------ Flax

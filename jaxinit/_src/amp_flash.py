@@ -7,6 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxinit._src.amp_round import round_low
+
 FLASH_KV_SPLIT = 512  # torch's CPU flash attention: kvSplitSize
 
 
@@ -26,7 +28,7 @@ def _flash_forward(q, k, v, add, sc):
             new_m = jnp.maximum(m_old, new_m)
         safe_m = jnp.where(jnp.isneginf(new_m), 0.0, new_m)
         e = jnp.exp(s - safe_m)
-        return new_m, safe_m, jnp.sum(e, axis=-1, keepdims=True), jnp.matmul(e.astype(low), vb, preferred_element_type=f32)
+        return new_m, safe_m, jnp.sum(e, axis=-1, keepdims=True), jnp.matmul(round_low(e, low), vb, preferred_element_type=f32)
 
     s0, v0 = block(0)
     m, _, ssum, o = step(s0, v0, None)
@@ -35,7 +37,7 @@ def _flash_forward(q, k, v, add, sc):
         new_m, safe_m, esum, ev = step(sb, vb, m)
         corr = jnp.exp(m - safe_m)
         o, ssum, m = o * corr + ev, ssum * corr + esum, new_m
-    return (o / ssum).astype(low), m + jnp.log(ssum)
+    return round_low(o / ssum, low), m + jnp.log(ssum)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -57,14 +59,14 @@ def _flash_attention_bwd(sc, res, do):
     f32, low = jnp.float32, v.dtype
     s = jnp.matmul(q, jnp.swapaxes(k, -1, -2), preferred_element_type=f32) * f32(sc) + add
     p = jnp.exp(s - jnp.where(jnp.isneginf(lse), 0.0, lse))
-    do = do.astype(low)
-    dv = jnp.matmul(jnp.swapaxes(p.astype(low), -1, -2), do, preferred_element_type=f32)
+    do = round_low(do, low)
+    dv = jnp.matmul(jnp.swapaxes(round_low(p, low), -1, -2), do, preferred_element_type=f32)
     dp = jnp.matmul(do, jnp.swapaxes(v, -1, -2), preferred_element_type=f32)
     delta = jnp.sum(do.astype(f32) * o.astype(f32), axis=-1, keepdims=True)
-    ds = (p * (dp - delta)).astype(low)
+    ds = round_low(p * (dp - delta), low)
     dq = jnp.matmul(ds, k, preferred_element_type=f32) * f32(sc)
     dk = jnp.matmul(jnp.swapaxes(ds, -1, -2), q, preferred_element_type=f32) * f32(sc)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), jnp.zeros_like(add)
+    return round_low(dq, q.dtype), round_low(dk, k.dtype), round_low(dv, v.dtype), jnp.zeros_like(add)
 
 
 flash_attention.defvjp(_flash_attention_fwd, _flash_attention_bwd)

@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
 from jaxinit._src import amp_rules as R
-from jaxinit._src.amp import STATE, Autocast, round_low
+from jaxinit._src.amp import STATE, Autocast
+from jaxinit._src.amp_round import round_low
 
 NnxRule = Callable[[Autocast, Any, Callable, tuple, dict], Any]
 _NNX_RULES: dict[Any, NnxRule] = {}
@@ -125,11 +126,11 @@ def product_hooks(policy: Autocast, module) -> dict[str, Any]:
         kwargs.pop("out_sharding", None)
         y = base(*args, **kwargs)
         if getattr(STATE, "round_product", False):
-            y = y.astype(low).astype(f32)
+            y = round_low(y, low).astype(f32)
         if module.bias is not None:
-            b = module.bias[...].astype(low).astype(f32)
+            b = round_low(module.bias[...], low).astype(f32)
             y = y + jnp.reshape(b, (1,) * (y.ndim - b.ndim) + b.shape)
-        return y.astype(low)
+        return round_low(y, low)
 
     return {"promote_dtype": promote, hook: product}
 
@@ -139,7 +140,7 @@ def product_rule(policy: Autocast, module, next_fun, args, kwargs):
     hooks = product_hooks(policy, module)
     if not hooks:
         return next_fun(*args, **kwargs)
-    return _with_attributes(module, hooks, lambda: next_fun(*args, **kwargs)).astype(policy.dtype)
+    return round_low(_with_attributes(module, hooks, lambda: next_fun(*args, **kwargs)), policy.dtype)
 
 
 def _value(v):

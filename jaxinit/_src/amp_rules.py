@@ -10,7 +10,8 @@ import numpy as np
 
 from _jaxinit import autocast_table as _table
 from _jaxinit.errors import InitError
-from jaxinit._src.amp import STATE, Autocast, eligible, round_low
+from jaxinit._src.amp import STATE, Autocast, eligible
+from jaxinit._src.amp_round import round_low
 
 # ---------------------------------------------------------------------------- Linen rules (a registry)
 
@@ -187,7 +188,7 @@ def aten_batch_norm_applies(policy: Autocast, module, x, ura, mask, use_bias: bo
 
 def _rounded_product(policy: Autocast) -> Callable:
     def dot_general(*args, **kwargs):
-        return policy.dot_general(*args, **kwargs).astype(policy.dtype).astype(jnp.float32)
+        return round_low(policy.dot_general(*args, **kwargs), policy.dtype).astype(jnp.float32)
     return dot_general
 
 
@@ -274,14 +275,14 @@ def fused_self_attention(policy: Autocast, params, x, twice: bool):
     e, _, h, d = kernel.shape
     y = policy.dot_general(x, kernel.reshape(e, 3 * h * d), (((x.ndim - 1,), (0,)), ((), ())))
     if twice:  # torch: matmul, then add_(bias), each rounded to the low dtype
-        y = y.astype(low).astype(f32)
-    y = (y + bias.reshape(-1).astype(low).astype(f32)).astype(low)
+        y = round_low(y, low).astype(f32)
+    y = round_low(y + round_low(bias.reshape(-1), low).astype(f32), low)
     y = y.reshape(y.shape[:-1] + (3, h, d))  # [..., L, 3, H, D]
     q, k, v = (jnp.swapaxes(y[..., i, :, :], -3, -2) for i in range(3))  # [..., H, L, D]
     o = jnp.swapaxes(policy.scaled_dot_product_attention(q, k, v), -3, -2)  # [..., L, H, D]
     out_k, out_b = params["out"]["kernel"], params["out"]["bias"]
     y = policy.dot_general(o, out_k, (((o.ndim - 2, o.ndim - 1), (0, 1)), ((), ())))
-    return (y + out_b.astype(low).astype(f32)).astype(low)
+    return round_low(y + round_low(out_b, low).astype(f32), low)
 
 
 def _load_default_rules() -> None:

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinit._src.amp import round_low
+from jaxinit._src.amp_round import round_low
 from jaxinit._src.aten_layer_norm import _div, _rounded
 
 f32 = jnp.float32
